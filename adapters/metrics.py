@@ -1,0 +1,50 @@
+"""Prometheus metrics. Every name here is exported by /metrics; alert rules may use only these."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """One registry per app instance, so that tests and processes never share counts."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.ingest_events = Counter(
+            "stripemeter_ingest_events_total",
+            "Usage events received, by outcome (accepted, duplicate, conflict, error).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.late_events = Counter(
+            "stripemeter_late_events_total",
+            "Accepted usage events that arrived after their period ended, by kind"
+            " (in_window: counted in their period; past_window: recorded, not counted).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency, by route and status code.",
+            ["method", "route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.commit_batch_events = Histogram(
+            "stripemeter_group_commit_batch_events",
+            "Usage events written per event-store transaction.",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=self.registry,
+        )
+        self.commit_duration = Histogram(
+            "stripemeter_group_commit_seconds",
+            "Time to write one group-commit batch to the event store.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.projection_lag = Gauge(
+            "stripemeter_projection_lag_events",
+            "Event-log entries not yet applied to a projection.",
+            ["projection"],
+            registry=self.registry,
+        )

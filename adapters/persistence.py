@@ -1,0 +1,85 @@
+"""Wires the event store and the view store for the configured backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.application import MeteringApp, utc_now
+from projections.counters import CountersProjection
+from projections.runner import ProjectionRunner
+from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
+from projections.usage_events import UsageEventsProjection
+from projections.usage_periods import UsagePeriodDirectory
+
+from adapters.settings import Settings
+
+
+def event_store_env(settings: Settings) -> dict[str, str]:
+    """The eventsourcing library's settings for our backend."""
+    if settings.postgres is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(settings.data_dir / "events.sqlite3"),
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "CREATE_TABLE": "y",
+        }
+    pg = settings.postgres
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": pg.dbname,
+        "POSTGRES_HOST": pg.host,
+        "POSTGRES_PORT": str(pg.port),
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_PASSWORD": pg.password,
+        "POSTGRES_POOL_SIZE": "5",
+        "POSTGRES_MAX_OVERFLOW": "10",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "CREATE_TABLE": "y",
+    }
+
+
+def view_store(settings: Settings) -> ViewStore:
+    if settings.postgres is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteViewStore(settings.data_dir / "views.sqlite3")
+    return PostgresViewStore(settings.postgres.conninfo)
+
+
+@dataclass
+class Views:
+    store: ViewStore
+    directory: UsagePeriodDirectory
+    counters: CountersProjection
+    events: UsageEventsProjection
+    runner: ProjectionRunner
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build_views(app: MeteringApp, store: ViewStore) -> Views:
+    directory = UsagePeriodDirectory(store)
+    counters = CountersProjection(store, directory)
+    events = UsageEventsProjection(store, directory)
+    runner = ProjectionRunner(app.recorder, app.mapper, store, [directory, counters, events])
+    runner.create_tables()
+    return Views(store, directory, counters, events, runner)
+
+
+@dataclass
+class Stores:
+    app: MeteringApp
+    views: Views
+
+    def close(self) -> None:
+        self.views.close()
+        self.app.close()
+
+
+def open_stores(settings: Settings, clock: Callable[[], datetime] = utc_now) -> Stores:
+    """Open (and create, when missing) the event store and the views."""
+    app = MeteringApp(env=event_store_env(settings), clock=clock)
+    return Stores(app, build_views(app, view_store(settings)))

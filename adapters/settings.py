@@ -1,0 +1,111 @@
+"""Settings, read from the environment once, at start, into typed objects.
+
+Every variable is documented in docs/configuration.md. Nothing else in the
+code reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value StripeMeter cannot use."""
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+    @property
+    def conninfo(self) -> str:
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password} dbname={self.dbname}"
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise SettingsError(
+                "STRIPEMETER_DATABASE_URL must start with postgresql:// (or be unset for SQLite)"
+            )
+        dbname = parts.path.lstrip("/")
+        if not dbname:
+            raise SettingsError("STRIPEMETER_DATABASE_URL must name a database")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            dbname=dbname,
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    postgres: PostgresSettings | None = None
+    host: str = "127.0.0.1"
+    port: int = 3000
+    embedded_worker: bool = True
+    max_batch_events: int = 1_000
+    group_commit_max_events: int = 5_000
+    ready_max_lag_events: int = 50_000
+    log_level: str = "INFO"
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.postgres else "sqlite"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        url = env.get("STRIPEMETER_DATABASE_URL", "").strip()
+        return cls(
+            data_dir=Path(env.get("STRIPEMETER_DATA_DIR", "data")),
+            postgres=PostgresSettings.from_url(url) if url else None,
+            host=env.get("STRIPEMETER_HOST", "127.0.0.1"),
+            port=_int(env, "STRIPEMETER_PORT", 3000, 1, 65535),
+            embedded_worker=_bool(env, "STRIPEMETER_EMBEDDED_WORKER", True),
+            max_batch_events=_int(env, "STRIPEMETER_MAX_BATCH_EVENTS", 1_000, 1, 10_000),
+            group_commit_max_events=_int(
+                env, "STRIPEMETER_GROUP_COMMIT_MAX_EVENTS", 5_000, 1, 100_000
+            ),
+            ready_max_lag_events=_int(env, "STRIPEMETER_READY_MAX_LAG", 50_000, 0, 10**9),
+            log_level=env.get("STRIPEMETER_LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")

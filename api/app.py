@@ -1,0 +1,115 @@
+"""``create_app``: the composition root of the HTTP service."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from litestar import Litestar
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.group_commit import GroupCommitWriter
+from adapters.metrics import Metrics
+from adapters.persistence import open_stores
+from adapters.settings import Settings
+from api import problems
+from api.routes import health, ingest, meters, usage
+from api.services import Services
+from domain.application import utc_now
+
+log = logging.getLogger("stripemeter")
+
+
+def timing_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
+    """Observe every HTTP request's latency by route template and status."""
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def send_wrapper(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_wrapper)
+            finally:
+                handler = scope.get("route_handler")
+                route = min(handler.paths) if handler is not None else "unmatched"
+                metrics.http_duration.labels(scope["method"], route, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+        return timed
+
+    return middleware
+
+
+def create_app(
+    settings: Settings | None = None, clock: Callable[[], datetime] = utc_now
+) -> Litestar:
+    """Build the API: stores, group-commit writer, projection runner (when embedded)."""
+    settings = settings or Settings.from_env()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        stores = open_stores(settings, clock)
+        runner = stores.views.runner
+        writer = GroupCommitWriter(
+            stores.app,
+            metrics,
+            max_events=settings.group_commit_max_events,
+            on_commit=runner.wake,
+        )
+        app.state.services = Services(settings, stores, metrics, writer)
+        writer.start()
+        if settings.embedded_worker:
+            runner.start()
+        log.info(
+            "stripemeter ready: backend=%s embedded_worker=%s",
+            settings.backend,
+            settings.embedded_worker,
+        )
+        try:
+            yield
+        finally:
+            writer.stop()
+            runner.stop()
+            stores.close()
+
+    return Litestar(
+        route_handlers=[
+            ingest.ingest,
+            usage.list_events,
+            usage.current_usage,
+            usage.usage_history,
+            meters.declare_meter,
+            meters.list_meters,
+            meters.get_meter,
+            health.live,
+            health.ready,
+            health.health,
+            health.metrics,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={Exception: problems.handle},
+        middleware=[timing_middleware(metrics)],
+        openapi_config=None,
+        debug=False,
+    )
+
+
+def asgi_factory() -> Any:
+    """For ``uvicorn --factory api.app:asgi_factory``: settings from the environment."""
+    return create_app()

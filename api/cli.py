@@ -1,0 +1,238 @@
+"""The ``stripemeter`` command: run the service and the worker, administer tenants.
+
+Every subcommand reads settings from the environment once (see
+docs/configuration.md) and prints JSON, so that scripts can use the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from adapters.persistence import open_stores
+from adapters.settings import Settings, SettingsError
+from domain.errors import StripeMeterError
+from domain.meters import MetricDefinition, parse_aggregation
+from domain.tenancy import parse_scopes, tenant_id_for
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Follow the event log and keep the projections current until stopped."""
+    stores = open_stores(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = stores.views.runner
+    runner.start()
+    logging.getLogger("stripemeter").info("worker following the event log (%s)", settings.backend)
+    stop.wait()
+    runner.stop()
+    stores.close()
+    return 0
+
+
+def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)  # creates every missing table
+    stores.close()
+    _print({"status": "migrated", "backend": settings.backend})
+    return 0
+
+
+def cmd_tenants_create(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        tenant = stores.app.register_tenant(args.slug, args.name or args.slug)
+        _print({"id": str(tenant.id), "slug": tenant.slug, "name": tenant.display_name})
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_tenants_show(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        tenant = stores.app.tenant_by_slug(args.slug)
+        _print(
+            {
+                "id": str(tenant.id),
+                "slug": tenant.slug,
+                "name": tenant.display_name,
+                "metrics": sorted(tenant.metrics),
+                "keys": [str(k) for k in tenant.key_ids],
+            }
+        )
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        scopes = parse_scopes([s.strip() for s in args.scopes.split(",") if s.strip()])
+        issued = stores.app.issue_api_key(tenant_id_for(args.tenant), scopes)
+        _print(
+            {
+                "id": str(issued.key_id),
+                "key": issued.secret,
+                "scopes": sorted(s.value for s in issued.scopes),
+                "note": "store this key now: it is kept only as a hash and cannot be shown again",
+            }
+        )
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from uuid import UUID
+
+    stores = open_stores(settings)
+    try:
+        try:
+            key_id = UUID(args.key_id)
+        except ValueError:
+            raise StripeMeterError(f"{args.key_id!r} is not a key id") from None
+        stores.app.revoke_api_key(tenant_id_for(args.tenant), key_id, args.reason)
+        _print({"id": str(key_id), "revoked": True})
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_meters_create(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        definition = MetricDefinition(
+            name=args.name,
+            aggregation=parse_aggregation(args.aggregation),
+            unit=args.unit,
+            lateness_seconds=args.lateness_window_seconds,
+            stripe_event_name=args.stripe_event_name,
+            allow_negative=args.allow_negative,
+        )
+        created = stores.app.declare_metric(tenant_id_for(args.tenant), definition)
+        _print({"name": definition.name, "created": created})
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_meters_list(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        metrics = stores.app.metrics(tenant_id_for(args.tenant))
+        _print(
+            [
+                {
+                    "name": m.name,
+                    "aggregation": m.aggregation.value,
+                    "unit": m.unit,
+                    "latenessWindowSeconds": m.lateness_seconds,
+                    "stripeEventName": m.stripe_event_name,
+                    "allowNegative": m.allow_negative,
+                }
+                for m in metrics
+            ]
+        )
+    finally:
+        stores.close()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="stripemeter", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (and, embedded, the worker)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    worker = sub.add_parser("worker", help="keep the projections current (production)")
+    worker.set_defaults(run=cmd_worker)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("migrate", help="create every missing table").set_defaults(run=cmd_db_migrate)
+
+    tenants = sub.add_parser("tenants").add_subparsers(dest="tenants", required=True)
+    create = tenants.add_parser("create", help="register a tenant under a unique slug")
+    create.add_argument("slug")
+    create.add_argument("--name")
+    create.set_defaults(run=cmd_tenants_create)
+    show = tenants.add_parser("show")
+    show.add_argument("slug")
+    show.set_defaults(run=cmd_tenants_show)
+
+    keys = sub.add_parser("keys").add_subparsers(dest="keys", required=True)
+    kcreate = keys.add_parser("create", help="issue an API key (shown once)")
+    kcreate.add_argument("--tenant", required=True, help="tenant slug")
+    kcreate.add_argument("--scopes", default="ingest,read", help="comma-separated: ingest,read,admin")
+    kcreate.set_defaults(run=cmd_keys_create)
+    krevoke = keys.add_parser("revoke")
+    krevoke.add_argument("key_id")
+    krevoke.add_argument("--tenant", required=True, help="tenant slug")
+    krevoke.add_argument("--reason", default="revoked by operator")
+    krevoke.set_defaults(run=cmd_keys_revoke)
+
+    meters = sub.add_parser("meters").add_subparsers(dest="meters", required=True)
+    mcreate = meters.add_parser("create", help="declare a metric")
+    mcreate.add_argument("--tenant", required=True, help="tenant slug")
+    mcreate.add_argument("--name", required=True)
+    mcreate.add_argument("--aggregation", required=True, help="sum, count, max or last")
+    mcreate.add_argument("--unit", default="unit")
+    mcreate.add_argument("--lateness-window-seconds", type=int, default=48 * 3600)
+    mcreate.add_argument("--stripe-event-name")
+    mcreate.add_argument("--allow-negative", action="store_true")
+    mcreate.set_defaults(run=cmd_meters_create)
+    mlist = meters.add_parser("list")
+    mlist.add_argument("--tenant", required=True, help="tenant slug")
+    mlist.set_defaults(run=cmd_meters_list)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"stripemeter: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        code: int = args.run(settings, args)
+    except StripeMeterError as error:
+        print(f"stripemeter: {error}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Every error response, in one place, as RFC 9457 problem details.
+
+Domain errors map to statuses here and nowhere else; a handler never builds
+an error response itself. Unexpected errors become a 500 that names no
+internals (they are logged with their traceback instead).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from adapters.group_commit import WriterStoppedError
+from domain.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    StripeMeterError,
+    UnauthenticatedError,
+)
+from api.schemas import FieldError
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+def problem(
+    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+) -> Response[Any]:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return Response(content=body, status_code=status, media_type=PROBLEM)
+
+
+def field_problem(field: str, reason: str, status: int = 422) -> Response[Any]:
+    return problem(
+        status,
+        "Invalid request",
+        f"{field}: {reason}",
+        [{"field": field, "reason": reason}],
+    )
+
+
+def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    if isinstance(error, FieldError):
+        return field_problem(error.field, error.reason)
+    if isinstance(error, InvalidInputError):
+        return field_problem(error.field, error.reason)
+    if isinstance(error, msgspec.DecodeError):
+        return problem(400, "Malformed JSON", f"the request body is not valid JSON: {error}")
+    if isinstance(error, UnauthenticatedError):
+        response = problem(401, "Unauthenticated", str(error))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    if isinstance(error, ForbiddenError):
+        return problem(403, "Forbidden", str(error))
+    if isinstance(error, NotFoundError):
+        return problem(404, "Not found", str(error))
+    if isinstance(error, ConflictError):
+        return problem(409, "Conflict", str(error))
+    if isinstance(error, StripeMeterError):
+        return problem(400, "Refused", str(error))
+    if isinstance(error, WriterStoppedError):
+        return problem(503, "Shutting down", str(error))
+    if isinstance(error, ValidationException):
+        errors = _litestar_fields(error)
+        if errors:
+            return problem(400, "Invalid request", errors[0]["reason"], errors)
+        return problem(400, "Invalid request", str(error.detail))
+    if isinstance(error, HTTPException):
+        return problem(error.status_code, error.detail or "Error", str(error.detail))
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return problem(500, "Internal error", "the server failed; nothing of this request was acknowledged")
+
+
+def _litestar_fields(error: ValidationException) -> list[dict[str, str]]:
+    extra = error.extra if isinstance(error.extra, list) else []
+    result = []
+    for item in extra:
+        if isinstance(item, dict):
+            result.append({"field": str(item.get("key", "")), "reason": str(item.get("message", ""))})
+    return result

@@ -1,0 +1,69 @@
+"""Liveness, readiness (checked for real) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.auth import services
+
+
+@get("/health/live", sync_to_thread=False)
+def live() -> dict[str, str]:
+    """The process answers; says nothing about its dependencies."""
+    return {"status": "ok"}
+
+
+def readiness(request: Request[Any, Any, Any]) -> tuple[bool, dict[str, Any]]:
+    svc = services(request)
+    checks: dict[str, Any] = {}
+    ready = True
+    try:
+        head = svc.stores.app.recorder.max_notification_id() or 0
+        checks["eventStore"] = {"status": "ok", "backend": svc.settings.backend, "head": head}
+    except Exception as error:
+        checks["eventStore"] = {"status": "down", "error": type(error).__name__}
+        return False, checks
+    try:
+        positions = svc.stores.views.runner.positions()
+    except Exception as error:
+        checks["projections"] = {"status": "down", "error": type(error).__name__}
+        return False, checks
+    limit = svc.settings.ready_max_lag_events
+    runner_error = svc.stores.views.runner.last_error
+    for name, position in positions.items():
+        lag = max(head - position, 0)
+        svc.metrics.projection_lag.labels(name).set(lag)
+        status = "ok" if lag <= limit else "lagging"
+        checks[f"projection:{name}"] = {"status": status, "lagEvents": lag, "maxLagEvents": limit}
+        ready = ready and status == "ok"
+    if runner_error is not None:
+        checks["projectionRunner"] = {"status": "failing", "error": str(runner_error)[:200]}
+        ready = False
+    return ready, checks
+
+
+@get("/health/ready", sync_to_thread=True)
+def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """200 when the event store answers and every projection is within the lag limit."""
+    ok, checks = readiness(request)
+    body = {"status": "ready" if ok else "unready", "checks": checks}
+    return Response(body, status_code=200 if ok else 503)
+
+
+@get("/health", sync_to_thread=True)
+def health(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    ok, checks = readiness(request)
+    return Response({"status": "healthy" if ok else "degraded", "checks": checks}, status_code=200)
+
+
+@get("/metrics", sync_to_thread=True)
+def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    svc = services(request)
+    try:
+        readiness(request)  # refreshes the projection lag gauges
+    except Exception:  # noqa: BLE001 - a scrape must not fail because a check did
+        pass
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

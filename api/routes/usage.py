@@ -1,0 +1,189 @@
+"""Reads of the event list and the running counters: /v1/events, /v1/usage/*."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from litestar import Request, get
+from litestar.params import Parameter
+
+from api.auth import authorize, services
+from api.schemas import (
+    BucketOut,
+    CounterOut,
+    CurrentUsage,
+    EventOut,
+    EventPage,
+    FieldError,
+    UsageHistory,
+    check_text,
+    parse_time,
+)
+from domain.periods import period_from_key, period_of
+from domain.tenancy import Scope
+from projections.counters import Counter, Tally, roll_up_days
+from projections.usage_events import EventFilter
+
+MAX_PAGE = 1_000
+MAX_HISTORY = timedelta(days=93)
+
+
+def number(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def when(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"p:{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, position = text.partition(":")
+        if kind != "p":
+            raise ValueError(kind)
+        return int(position)
+    except ValueError:
+        raise FieldError("cursor", "is not a cursor this API returned") from None
+
+
+def optional_time(field: str, value: str | None) -> datetime | None:
+    return None if value is None else parse_time(field, value)
+
+
+@get("/v1/events", sync_to_thread=True)
+def list_events(
+    request: Request[Any, Any, Any],
+    metric: str | None = None,
+    customer_ref: Annotated[str | None, Parameter(query="customerRef")] = None,
+    since: str | None = None,
+    until: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> EventPage:
+    """The tenant's usage events in arrival order, filtered, a page at a time."""
+    principal = authorize(request, Scope.READ)
+    if not 1 <= limit <= MAX_PAGE:
+        raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
+    where = EventFilter(
+        metric=metric,
+        customer_ref=customer_ref,
+        since=optional_time("since", since),
+        until=optional_time("until", until),
+    )
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows = services(request).stores.views.events.list(principal.tenant_id, where, after, limit + 1)
+    page = rows[:limit]
+    return EventPage(
+        data=[
+            EventOut(
+                id=str(row.position),
+                metric=row.metric,
+                customer_ref=row.customer_ref,
+                period=row.period,
+                quantity=number(row.quantity) or "0",
+                ts=when(row.occurred_at) or "",
+                recorded_at=when(row.recorded_at) or "",
+                idempotency_key=row.idempotency_key,
+                meta=row.meta,
+                status=row.status,
+            )
+            for row in page
+        ],
+        next_cursor=encode_cursor(page[-1].position) if len(rows) > limit else None,
+    )
+
+
+def counter_out(counter: Counter) -> CounterOut:
+    tally = counter.tally
+    return CounterOut(
+        metric=counter.metric,
+        customer_ref=counter.customer_ref,
+        period=counter.period,
+        aggregation=counter.aggregation.value,
+        value=number(counter.value) or "0",
+        sum=number(tally.total) or "0",
+        count=tally.event_count,
+        max=number(tally.maximum),
+        last=number(tally.last_value),
+        last_at=when(tally.last_at),
+        watermark=when(tally.watermark),
+        late_events=tally.late_events,
+    )
+
+
+@get("/v1/usage/current", sync_to_thread=True)
+def current_usage(
+    request: Request[Any, Any, Any],
+    customer_ref: Annotated[str, Parameter(query="customerRef")],
+    metric: str | None = None,
+    period: str | None = None,
+) -> CurrentUsage:
+    """The running counters of one customer in the current (or a named) billing period."""
+    principal = authorize(request, Scope.READ)
+    check_text("customerRef", customer_ref, 255)
+    svc = services(request)
+    billing_period = period_from_key(period) if period else period_of(svc.stores.app.clock())
+    counters = svc.stores.views.counters.counters(
+        principal.tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
+    )
+    return CurrentUsage(
+        customer_ref=customer_ref,
+        period=billing_period.key,
+        period_start=when(billing_period.start) or "",
+        period_end=when(billing_period.end) or "",
+        counters=[counter_out(c) for c in counters],
+    )
+
+
+@get("/v1/usage/history", sync_to_thread=True)
+def usage_history(
+    request: Request[Any, Any, Any],
+    customer_ref: Annotated[str, Parameter(query="customerRef")],
+    metric: str,
+    granularity: str = "day",
+    since: str | None = None,
+    until: str | None = None,
+) -> UsageHistory:
+    """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
+    principal = authorize(request, Scope.READ)
+    svc = services(request)
+    if granularity not in ("hour", "day"):
+        raise FieldError("granularity", "must be 'hour' or 'day'")
+    definition = svc.stores.app.metric(principal.tenant_id, metric)
+    end = optional_time("until", until) or svc.stores.app.clock()
+    start = optional_time("since", since) or end - timedelta(days=30)
+    if start >= end:
+        raise FieldError("since", "must be before until")
+    if end - start > MAX_HISTORY:
+        raise FieldError("since", "the range must be at most 93 days")
+    first_hour = start.replace(minute=0, second=0, microsecond=0)
+    hours = svc.stores.views.counters.hours(principal.tenant_id, customer_ref, metric, first_hour, end)
+    buckets = roll_up_days(hours) if granularity == "day" else hours
+
+    def out(start_at: datetime, tally: Tally) -> BucketOut:
+        return BucketOut(
+            start=when(start_at) or "",
+            value=number(tally.value(definition.aggregation)) or "0",
+            sum=number(tally.total) or "0",
+            count=tally.event_count,
+            max=number(tally.maximum),
+            last=number(tally.last_value),
+        )
+
+    return UsageHistory(
+        customer_ref=customer_ref,
+        metric=metric,
+        granularity=granularity,
+        buckets=[out(b.start, b.tally) for b in buckets],
+    )

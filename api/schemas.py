@@ -1,0 +1,184 @@
+"""Request and response shapes of the HTTP API (camelCase on the wire)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+MAX_META_BYTES = 4_096
+MAX_QUANTITY = Decimal(10) ** 15
+MAX_QUANTITY_PLACES = 12
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    metric: str
+    customer_ref: str
+    quantity: Decimal
+    ts: str
+    idempotency_key: str | None = None
+    meta: dict[str, Any] | None = None
+    tenant_id: str | None = None
+
+
+class IngestRequest(msgspec.Struct, rename="camel"):
+    events: list[msgspec.Raw]
+
+
+class EventResult(msgspec.Struct, rename="camel", omit_defaults=True):
+    index: int
+    status: str
+    idempotency_key: str | None = None
+    field: str | None = None
+    reason: str | None = None
+    late: str | None = None
+
+
+class IngestResponse(msgspec.Struct, rename="camel"):
+    accepted: int
+    duplicates: int
+    conflicts: int
+    errors: int
+    results: list[EventResult]
+
+
+class MeterIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    name: str
+    aggregation: str
+    unit: str = "unit"
+    lateness_window_seconds: int = 48 * 3600
+    stripe_event_name: str | None = None
+    allow_negative: bool = False
+
+
+class MeterOut(msgspec.Struct, rename="camel"):
+    name: str
+    aggregation: str
+    unit: str
+    lateness_window_seconds: int
+    stripe_event_name: str | None
+    allow_negative: bool
+
+
+class EventOut(msgspec.Struct, rename="camel"):
+    id: str
+    metric: str
+    customer_ref: str
+    period: str
+    quantity: str
+    ts: str
+    recorded_at: str
+    idempotency_key: str
+    meta: dict[str, Any]
+    status: str
+
+
+class EventPage(msgspec.Struct, rename="camel"):
+    data: list[EventOut]
+    next_cursor: str | None
+
+
+class CounterOut(msgspec.Struct, rename="camel"):
+    metric: str
+    customer_ref: str
+    period: str
+    aggregation: str
+    value: str
+    sum: str
+    count: int
+    max: str | None
+    last: str | None
+    last_at: str | None
+    watermark: str | None
+    late_events: int
+
+
+class CurrentUsage(msgspec.Struct, rename="camel"):
+    customer_ref: str
+    period: str
+    period_start: str
+    period_end: str
+    counters: list[CounterOut]
+
+
+class BucketOut(msgspec.Struct, rename="camel"):
+    start: str
+    value: str
+    sum: str
+    count: int
+    max: str | None
+    last: str | None
+
+
+class UsageHistory(msgspec.Struct, rename="camel"):
+    customer_ref: str
+    metric: str
+    granularity: str
+    buckets: list[BucketOut]
+
+
+class FieldError(ValueError):
+    """A request value that breaks a rule; ``field`` names it as the client sent it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def parse_time(field: str, value: str) -> datetime:
+    """An RFC 3339 timestamp with an explicit offset, as a UTC datetime."""
+    if not RFC3339.match(value):
+        raise FieldError(field, "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-16T14:30:00Z")
+    text = value.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
+    # Python reads at most 6 fractional digits; nanoseconds are cut, not rounded.
+    text = re.sub(r"\.(\d{6})\d+", r".\1", text)
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        raise FieldError(field, "is not a real date and time") from None
+
+
+def check_quantity(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise FieldError("quantity", "must be a finite number")
+    if abs(value) >= MAX_QUANTITY:
+        raise FieldError("quantity", "must be smaller than 10^15 in magnitude")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_QUANTITY_PLACES:
+        normalized = value.normalize().as_tuple().exponent
+        if isinstance(normalized, int) and normalized < -MAX_QUANTITY_PLACES:
+            raise FieldError("quantity", f"must have at most {MAX_QUANTITY_PLACES} decimal places")
+    return value + 0  # drop a negative zero's sign
+
+
+def check_text(field: str, value: str, longest: int) -> str:
+    if not value or not value.strip():
+        raise FieldError(field, "must not be empty")
+    if len(value) > longest:
+        raise FieldError(field, f"must be at most {longest} characters")
+    if any(ord(c) < 32 for c in value):
+        raise FieldError(field, "must not contain control characters")
+    return value
+
+
+def validation_field(error: msgspec.ValidationError) -> FieldError:
+    """Turn msgspec's message into the field it names and a plain reason."""
+    message = str(error)
+    missing = re.match(r"Object missing required field `(\w+)`", message)
+    if missing:
+        return FieldError(missing.group(1), "is required")
+    unknown = re.match(r"Object contains unknown field `(\w+)`", message)
+    if unknown:
+        return FieldError(unknown.group(1), "is not a known field")
+    located = re.match(r"(.*) - at `\$\.?([\w.\[\]]*)`", message)
+    if located:
+        reason, path = located.groups()
+        return FieldError(path or "body", reason[0].lower() + reason[1:])
+    return FieldError("body", message)

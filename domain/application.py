@@ -1,0 +1,367 @@
+"""MeteringApp: the service layer over the event store.
+
+Ingest (``record_usage``) is written for group commit: one call takes the
+events of many concurrent requests and writes them in one transaction, so
+the event store's per-transaction cost is paid once per batch, not per event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthenticatedError,
+)
+from domain.idempotency import IdempotencyKey, idempotency_key_id
+from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
+from domain.meters import MetricDefinition
+from domain.periods import period_of
+from domain.tenancy import (
+    ApiKey,
+    Principal,
+    Scope,
+    Tenant,
+    api_key_id_for,
+    new_key_secret,
+    tenant_id_for,
+)
+from domain.usage import UsagePeriod, usage_period_id
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+TENANT_CACHE_SECONDS = 5.0
+SAVE_ATTEMPTS = 5
+
+
+class IngestContentionError(ConflictError):
+    """A batch kept colliding with concurrent writers; nothing of it was written."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: UUID
+    secret: str
+    display_prefix: str
+    scopes: frozenset[Scope]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _LRU:
+    """A small least-recently-used map; only ever touched under a lock."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.items: OrderedDict[UUID, Any] = OrderedDict()
+
+    def get(self, key: UUID) -> Any:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: UUID, value: Any) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.maxsize:
+            self.items.popitem(last=False)
+
+    def pop(self, key: UUID) -> None:
+        self.items.pop(key, None)
+
+
+class MeteringApp(Application[UUID]):
+    """Tenants, metrics, keys and exactly-once usage ingest."""
+
+    name = "stripemeter"
+    snapshotting_intervals = {UsagePeriod: 500}
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        period_cache_size: int = 20_000,
+        known_key_cache_size: int = 200_000,
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock
+        self._ingest_lock = threading.Lock()
+        self._tenant_lock = threading.Lock()
+        self._tenants: dict[UUID, tuple[float, Tenant]] = {}
+        self._periods = _LRU(period_cache_size)
+        self._known_keys = _LRU(known_key_cache_size)
+
+    # -- tenants, metrics, keys -------------------------------------------
+
+    def register_tenant(self, slug: str, display_name: str) -> Tenant:
+        """Register a tenant under a unique slug; refused when the slug is taken."""
+        tenant = Tenant.register(slug, display_name)
+        try:
+            self.save(tenant)
+        except IntegrityError:
+            raise ConflictError(f"tenant {slug!r} already exists") from None
+        return tenant
+
+    def tenant(self, tenant_id: UUID) -> Tenant:
+        try:
+            tenant: Tenant = self.repository.get(tenant_id)
+        except AggregateNotFoundError:
+            raise NotFoundError(f"tenant {tenant_id} does not exist") from None
+        with self._tenant_lock:
+            self._tenants[tenant_id] = (time.monotonic(), tenant)
+        return tenant
+
+    def tenant_by_slug(self, slug: str) -> Tenant:
+        return self.tenant(tenant_id_for(slug))
+
+    def _cached_tenant(self, tenant_id: UUID) -> Tenant:
+        with self._tenant_lock:
+            cached = self._tenants.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[0] < TENANT_CACHE_SECONDS:
+            return cached[1]
+        return self.tenant(tenant_id)
+
+    def declare_metric(self, tenant_id: UUID, definition: MetricDefinition) -> bool:
+        """Declare a metric for a tenant. True when new; False when identical to one declared."""
+        for _ in range(SAVE_ATTEMPTS):
+            tenant = self.tenant(tenant_id)
+            created = tenant.declare_metric(definition)
+            if not created:
+                return False
+            try:
+                self.save(tenant)
+            except IntegrityError:
+                continue  # another process changed the tenant meanwhile: decide again
+            self.tenant(tenant_id)
+            return True
+        raise ConflictError("the tenant is being changed concurrently; try again")
+
+    def metrics(self, tenant_id: UUID) -> list[MetricDefinition]:
+        return sorted(self.tenant(tenant_id).metrics.values(), key=lambda m: m.name)
+
+    def metric(self, tenant_id: UUID, name: str) -> MetricDefinition:
+        return self.tenant(tenant_id).metric(name)
+
+    def issue_api_key(self, tenant_id: UUID, scopes: frozenset[Scope]) -> IssuedKey:
+        """Issue a key for a tenant. The secret is in the result and nowhere else."""
+        for _ in range(SAVE_ATTEMPTS):
+            tenant = self.tenant(tenant_id)
+            secret = new_key_secret()
+            key = ApiKey.issue(tenant_id, tenant.slug, secret, scopes)
+            tenant.record_key(key.id, key.display_prefix, scopes)
+            try:
+                self.save(tenant, key)
+            except IntegrityError:
+                continue
+            return IssuedKey(key.id, secret, key.display_prefix, scopes)
+        raise ConflictError("the tenant is being changed concurrently; try again")
+
+    def revoke_api_key(self, tenant_id: UUID, key_id: UUID, reason: str) -> None:
+        """Revoke a key of this tenant. Another tenant's key is 'not found', never revoked."""
+        try:
+            key: ApiKey = self.repository.get(key_id)
+        except AggregateNotFoundError:
+            raise NotFoundError(f"api key {key_id} does not exist") from None
+        if key.tenant_id != tenant_id:
+            raise NotFoundError(f"api key {key_id} does not exist")
+        key.revoke(reason)
+        self.save(key)
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal a presented secret acts for; revoked and unknown keys are refused."""
+        try:
+            key: ApiKey = self.repository.get(api_key_id_for(secret))
+        except AggregateNotFoundError:
+            raise UnauthenticatedError("unknown API key") from None
+        if key.revoked:
+            raise UnauthenticatedError("this API key was revoked")
+        return Principal(
+            tenant_id=key.tenant_id, tenant_slug=key.tenant_slug, key_id=key.id, scopes=key.scopes
+        )
+
+    @staticmethod
+    def require(principal: Principal, scope: Scope) -> None:
+        if not principal.allows(scope):
+            raise ForbiddenError(f"this API key lacks the {scope.value!r} scope")
+
+    # -- ingest -----------------------------------------------------------
+
+    def record_usage(self, submissions: Sequence[UsageSubmission]) -> list[IngestResult]:
+        """Record a batch of usage events in one transaction; one result per submission.
+
+        Each event counts at most once per tenant and key, forever. A key seen
+        before with the same content is a ``duplicate``; with other content a
+        ``conflict``. Nothing is reported ``accepted`` unless it is committed.
+        """
+        with self._ingest_lock:
+            return self._record_usage(submissions)
+
+    def _record_usage(self, submissions: Sequence[UsageSubmission]) -> list[IngestResult]:
+        results: list[IngestResult | None] = [None] * len(submissions)
+        now = self.clock()
+        checked: list[tuple[int, MetricDefinition]] = []
+        for index, item in enumerate(submissions):
+            try:
+                checked.append((index, self._check(item, now)))
+            except InvalidInputError as error:
+                results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
+
+        for _ in range(SAVE_ATTEMPTS):
+            claims: dict[UUID, int] = {}
+            writes: list[tuple[int, MetricDefinition]] = []
+            for index, metric in checked:
+                item = submissions[index]
+                key_id = idempotency_key_id(item.tenant_id, item.idempotency_key)
+                if key_id in claims:
+                    seen = submissions[claims[key_id]].fingerprint
+                elif (seen := self._known_keys.get(key_id)) is None:
+                    claims[key_id] = index
+                    writes.append((index, metric))
+                    continue
+                results[index] = self._repeat(item, seen)
+            if not writes:
+                break
+            try:
+                accepted = self._write(submissions, writes, now)
+            except IntegrityError:
+                # Another writer got there first: a key was claimed or a period
+                # moved on. Learn which keys exist, then decide the batch again.
+                self._learn_keys(submissions, [i for i, _ in writes])
+                continue
+            for index, late in accepted:
+                item = submissions[index]
+                results[index] = IngestResult(Outcome.ACCEPTED, item.idempotency_key, late=late)
+            break
+        else:
+            raise IngestContentionError(
+                "the batch collided with concurrent writers too often; nothing was written"
+            )
+        return [r for r in results if r is not None]
+
+    def _check(self, item: UsageSubmission, now: datetime) -> MetricDefinition:
+        tenant = self._cached_tenant(item.tenant_id)
+        definition = tenant.metrics.get(item.metric)
+        if definition is None:
+            # Declared a moment ago by another process? Look once more, uncached.
+            definition = self.tenant(item.tenant_id).metrics.get(item.metric)
+        if definition is None:
+            raise InvalidInputError("metric", f"metric {item.metric!r} is not declared")
+        if item.quantity < 0 and not definition.allow_negative:
+            raise InvalidInputError(
+                "quantity", f"must not be negative: metric {item.metric!r} takes no corrections"
+            )
+        if item.occurred_at > now + FUTURE_TOLERANCE:
+            raise InvalidInputError("ts", "is more than 5 minutes in the future")
+        return definition
+
+    @staticmethod
+    def _repeat(item: UsageSubmission, seen_fingerprint: str) -> IngestResult:
+        if seen_fingerprint == item.fingerprint:
+            return IngestResult(Outcome.DUPLICATE, item.idempotency_key)
+        return IngestResult(
+            Outcome.CONFLICT,
+            item.idempotency_key,
+            field="idempotencyKey",
+            reason="this key was already used for an event with different content",
+        )
+
+    def _write(
+        self,
+        submissions: Sequence[UsageSubmission],
+        writes: list[tuple[int, MetricDefinition]],
+        now: datetime,
+    ) -> list[tuple[int, Lateness | None]]:
+        touched: dict[UUID, UsagePeriod] = {}
+        claims: list[IdempotencyKey] = []
+        accepted: list[tuple[int, Lateness | None]] = []
+        try:
+            for index, metric in writes:
+                item = submissions[index]
+                period = self._period(item, metric, touched)
+                closes_at = period.period_end + timedelta(seconds=metric.lateness_seconds)
+                if now >= closes_at:
+                    period.record_late_usage(
+                        item.idempotency_key,
+                        item.quantity,
+                        item.occurred_at,
+                        item.meta,
+                        reason=f"arrived after the lateness window closed at {closes_at.isoformat()}",
+                    )
+                    late: Lateness | None = Lateness.PAST_WINDOW
+                else:
+                    late = Lateness.IN_WINDOW if now >= period.period_end else None
+                    period.record_usage(
+                        item.idempotency_key,
+                        item.quantity,
+                        item.occurred_at,
+                        item.meta,
+                        late=late is not None,
+                    )
+                claims.append(
+                    IdempotencyKey.claim(
+                        item.tenant_id, item.idempotency_key, item.fingerprint, period.id, period.version
+                    )
+                )
+                accepted.append((index, late))
+            self.save(*touched.values(), *claims)
+        except BaseException:
+            # The cached periods now hold events that were never stored.
+            for period_id in touched:
+                self._periods.pop(period_id)
+            raise
+        for claim in claims:
+            self._known_keys.put(claim.id, claim.fingerprint)
+        return accepted
+
+    def _period(
+        self, item: UsageSubmission, metric: MetricDefinition, touched: dict[UUID, UsagePeriod]
+    ) -> UsagePeriod:
+        billing_period = period_of(item.occurred_at)
+        period_id = usage_period_id(item.tenant_id, item.customer_ref, item.metric, billing_period.key)
+        period: UsagePeriod | None = touched.get(period_id) or self._periods.get(period_id)
+        if period is None:
+            try:
+                period = self.repository.get(period_id)
+            except AggregateNotFoundError:
+                period = UsagePeriod.open(
+                    item.tenant_id, item.customer_ref, item.metric, metric.aggregation, billing_period
+                )
+            self._periods.put(period_id, period)
+        touched[period_id] = period
+        return period
+
+    def _learn_keys(self, submissions: Sequence[UsageSubmission], indexes: list[int]) -> None:
+        for index in indexes:
+            item = submissions[index]
+            key_id = idempotency_key_id(item.tenant_id, item.idempotency_key)
+            try:
+                claim: IdempotencyKey = self.repository.get(key_id)
+            except AggregateNotFoundError:
+                continue
+            self._known_keys.put(key_id, claim.fingerprint)
+
+    def usage_period(
+        self, tenant_id: UUID, customer_ref: str, metric: str, period_key: str
+    ) -> UsagePeriod:
+        try:
+            period: UsagePeriod = self.repository.get(
+                usage_period_id(tenant_id, customer_ref, metric, period_key)
+            )
+        except AggregateNotFoundError:
+            raise NotFoundError("no usage recorded for that customer, metric and period") from None
+        return period

@@ -1,0 +1,122 @@
+"""Idempotency keys: how a usage event is recognised when it comes again.
+
+A key counts once per tenant, forever. The claim on a key is itself an
+aggregate whose id is derived from tenant and key, written in the same
+transaction as the usage event it admits: the event store's uniqueness of
+(aggregate id, version) is what stops two processes racing on one key from
+both counting it.
+
+Keys come from, in this order of preference:
+
+1. the event's own ``idempotencyKey``;
+2. the request's ``Idempotency-Key`` header plus the event's position in the
+   batch (``<header>#<index>``), so retrying the whole request is safe but the
+   events inside one request stay distinct;
+3. otherwise a key derived from the event's content: ``content:`` followed by
+   the SHA-256 of its canonical form (see ``canonical_payload``). Two events
+   with identical metric, customer, quantity, time and meta are then one
+   event; a client that means two must send keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.tenancy import NAMESPACE
+
+MAX_KEY_LENGTH = 255
+
+
+def canonical_quantity(quantity: Decimal) -> str:
+    """``1``, ``1.0`` and ``1E0`` are the same quantity and print the same."""
+    text = format(quantity.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def canonical_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_meta(meta: dict[str, Any] | None) -> str:
+    if not meta:
+        return "{}"
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_payload(
+    metric: str, customer_ref: str, quantity: Decimal, occurred_at: datetime, meta_json: str
+) -> str:
+    """The canonical form of an event's content, one field per line."""
+    return "\n".join(
+        (metric, customer_ref, canonical_quantity(quantity), canonical_time(occurred_at), meta_json)
+    )
+
+
+def fingerprint(
+    metric: str, customer_ref: str, quantity: Decimal, occurred_at: datetime, meta_json: str
+) -> str:
+    payload = canonical_payload(metric, customer_ref, quantity, occurred_at, meta_json)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def content_key(event_fingerprint: str) -> str:
+    return f"content:{event_fingerprint}"
+
+
+def request_key(header_key: str, index: int) -> str:
+    return f"{header_key}#{index}"
+
+
+def idempotency_key_id(tenant_id: UUID, key: str) -> UUID:
+    return uuid5(NAMESPACE, f"idempotency-key:{tenant_id}:{key}")
+
+
+class IdempotencyKey(Aggregate):
+    """The claim on one idempotency key of one tenant."""
+
+    class Claimed(Aggregate.Created):
+        tenant_id: UUID
+        key: str
+        fingerprint: str
+        usage_period_id: UUID
+        usage_version: int
+
+    def __init__(
+        self,
+        tenant_id: UUID,
+        key: str,
+        fingerprint: str,
+        usage_period_id: UUID,
+        usage_version: int,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.key = key
+        self.fingerprint = fingerprint
+        self.usage_period_id = usage_period_id
+        self.usage_version = usage_version
+
+    @classmethod
+    def claim(
+        cls,
+        tenant_id: UUID,
+        key: str,
+        event_fingerprint: str,
+        usage_period_id: UUID,
+        usage_version: int,
+    ) -> IdempotencyKey:
+        return cls._create(
+            cls.Claimed,
+            id=idempotency_key_id(tenant_id, key),
+            tenant_id=tenant_id,
+            key=key,
+            fingerprint=event_fingerprint,
+            usage_period_id=usage_period_id,
+            usage_version=usage_version,
+        )

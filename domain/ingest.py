@@ -1,0 +1,50 @@
+"""What one usage event asks for, and what became of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class UsageSubmission:
+    """One usage event, decoded and shaped, not yet checked against the tenant's metrics."""
+
+    tenant_id: UUID
+    metric: str
+    customer_ref: str
+    quantity: Decimal
+    occurred_at: datetime
+    idempotency_key: str
+    fingerprint: str
+    meta: str
+
+
+class Lateness(StrEnum):
+    """Why an accepted event is late: still counted in its period, or past the window."""
+
+    IN_WINDOW = "in_window"
+    PAST_WINDOW = "past_window"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: Outcome
+    idempotency_key: str
+    field: str | None = None
+    reason: str | None = None
+    late: Lateness | None = None
+
+    @classmethod
+    def error(cls, key: str, field: str, reason: str) -> IngestResult:
+        return cls(Outcome.ERROR, key, field=field, reason=reason)

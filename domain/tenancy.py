@@ -1,0 +1,213 @@
+"""Tenants, their metrics and their API keys.
+
+A tenant is one customer of StripeMeter (a SaaS team); all data is scoped to
+it. API keys are stored as SHA-256 digests only: the secret is shown once
+when issued and never again. Keys are random 256-bit tokens, so a fast digest
+is enough; no password-stretching is needed to stop guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import InvalidInputError, MetricConflictError, NotFoundError
+from domain.meters import Aggregation, MetricDefinition
+
+NAMESPACE = uuid5(NAMESPACE_URL, "https://stripemeter.dev/ids")
+TENANT_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+KEY_PREFIX = "smk_"
+
+
+class Scope(StrEnum):
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+
+def parse_scopes(values: list[str]) -> frozenset[Scope]:
+    scopes: set[Scope] = set()
+    for value in values:
+        try:
+            scopes.add(Scope(value))
+        except ValueError:
+            allowed = ", ".join(s.value for s in Scope)
+            raise InvalidInputError("scopes", f"{value!r} is not one of {allowed}") from None
+    if not scopes:
+        raise InvalidInputError("scopes", "at least one scope is required")
+    return frozenset(scopes)
+
+
+def tenant_id_for(slug: str) -> UUID:
+    return uuid5(NAMESPACE, f"tenant:{slug}")
+
+
+def key_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_key_id_for(secret: str) -> UUID:
+    return uuid5(NAMESPACE, f"api-key:{key_digest(secret)}")
+
+
+def new_key_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class Tenant(Aggregate):
+    """A tenant and the metrics it has declared."""
+
+    class Registered(Aggregate.Created):
+        slug: str
+        display_name: str
+
+    class MetricDeclared(Aggregate.Event):
+        name: str
+        aggregation: str
+        unit: str
+        lateness_seconds: int
+        stripe_event_name: str | None
+        allow_negative: bool
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.metrics[self.name] = MetricDefinition(
+                name=self.name,
+                aggregation=Aggregation(self.aggregation),
+                unit=self.unit,
+                lateness_seconds=self.lateness_seconds,
+                stripe_event_name=self.stripe_event_name,
+                allow_negative=self.allow_negative,
+            )
+
+    class KeyIssued(Aggregate.Event):
+        key_id: UUID
+        display_prefix: str
+        scopes: list[str]
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.key_ids.append(self.key_id)
+
+    def __init__(self, slug: str, display_name: str) -> None:
+        self.slug = slug
+        self.display_name = display_name
+        self.metrics: dict[str, MetricDefinition] = {}
+        self.key_ids: list[UUID] = []
+
+    @classmethod
+    def register(cls, slug: str, display_name: str) -> Tenant:
+        if not TENANT_SLUG.match(slug):
+            raise InvalidInputError(
+                "slug", "must be 2-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+            )
+        if not 1 <= len(display_name) <= 200:
+            raise InvalidInputError("name", "must be 1 to 200 characters")
+        return cls._create(
+            cls.Registered, id=tenant_id_for(slug), slug=slug, display_name=display_name
+        )
+
+    def declare_metric(self, definition: MetricDefinition) -> bool:
+        """Declare a metric; True when new, False when already declared the same way.
+
+        Re-declaring with other settings is refused: counters already computed
+        with one aggregation would silently change meaning under another.
+        """
+        existing = self.metrics.get(definition.name)
+        if existing == definition:
+            return False
+        if existing is not None:
+            raise MetricConflictError(
+                f"metric {definition.name!r} is already declared with other settings"
+            )
+        self.trigger_event(
+            self.MetricDeclared,
+            name=definition.name,
+            aggregation=definition.aggregation.value,
+            unit=definition.unit,
+            lateness_seconds=definition.lateness_seconds,
+            stripe_event_name=definition.stripe_event_name,
+            allow_negative=definition.allow_negative,
+        )
+        return True
+
+    def metric(self, name: str) -> MetricDefinition:
+        try:
+            return self.metrics[name]
+        except KeyError:
+            raise NotFoundError(f"metric {name!r} is not declared") from None
+
+    def record_key(self, key_id: UUID, display_prefix: str, scopes: frozenset[Scope]) -> None:
+        self.trigger_event(
+            self.KeyIssued,
+            key_id=key_id,
+            display_prefix=display_prefix,
+            scopes=sorted(s.value for s in scopes),
+        )
+
+
+class ApiKey(Aggregate):
+    """One API key: which tenant it acts for and what it may do."""
+
+    class Issued(Aggregate.Created):
+        tenant_id: UUID
+        tenant_slug: str
+        digest: str
+        display_prefix: str
+        scopes: list[str]
+
+    class Revoked(Aggregate.Event):
+        reason: str
+
+        def apply(self, aggregate: ApiKey) -> None:
+            aggregate.revoked = True
+
+    def __init__(
+        self,
+        tenant_id: UUID,
+        tenant_slug: str,
+        digest: str,
+        display_prefix: str,
+        scopes: list[str],
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.tenant_slug = tenant_slug
+        self.digest = digest
+        self.display_prefix = display_prefix
+        self.scopes = frozenset(Scope(s) for s in scopes)
+        self.revoked = False
+
+    @classmethod
+    def issue(
+        cls, tenant_id: UUID, tenant_slug: str, secret: str, scopes: frozenset[Scope]
+    ) -> ApiKey:
+        return cls._create(
+            cls.Issued,
+            id=api_key_id_for(secret),
+            tenant_id=tenant_id,
+            tenant_slug=tenant_slug,
+            digest=key_digest(secret),
+            display_prefix=secret[:12],
+            scopes=sorted(s.value for s in scopes),
+        )
+
+    def revoke(self, reason: str) -> None:
+        if not self.revoked:
+            self.trigger_event(self.Revoked, reason=reason)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant a key acts for and what the key may do."""
+
+    tenant_id: UUID
+    tenant_slug: str
+    key_id: UUID
+    scopes: frozenset[Scope]
+
+    def allows(self, scope: Scope) -> bool:
+        return Scope.ADMIN in self.scopes or scope in self.scopes

@@ -1,0 +1,258 @@
+"""Running counters per tenant × customer × metric × period, and per hour.
+
+A batch of events is folded in memory first (``Tally``), then merged into
+the stored rows, one read and one write per touched row: the cost of a batch
+follows the number of counters it touches, not the number of events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from domain.meters import Aggregation
+from domain.usage import EXACT, UsagePeriod, aggregate_value
+from projections.base import Positioned, Projection
+from projections.store import Tx, ViewStore
+from projections.usage_periods import UsagePeriodDirectory
+
+
+@dataclass
+class Tally:
+    """Totals of some usage events of one counter; tallies merge in log order."""
+
+    event_count: int = 0
+    total: Decimal = Decimal(0)
+    maximum: Decimal | None = None
+    last_value: Decimal | None = None
+    last_at: datetime | None = None
+    watermark: datetime | None = None
+    late_events: int = 0
+    last_position: int = 0
+
+    def add(self, quantity: Decimal, occurred_at: datetime, position: int) -> None:
+        self.merge(Tally(1, quantity, quantity, quantity, occurred_at, occurred_at, 0, position))
+
+    def merge(self, later: Tally) -> None:
+        """Fold in a tally of events that come after this one's in the log."""
+        self.event_count += later.event_count
+        self.total = EXACT.add(self.total, later.total)
+        if later.maximum is not None and (self.maximum is None or later.maximum > self.maximum):
+            self.maximum = later.maximum
+        if later.last_at is not None and (self.last_at is None or later.last_at >= self.last_at):
+            self.last_at = later.last_at
+            self.last_value = later.last_value
+        if later.watermark is not None and (
+            self.watermark is None or later.watermark > self.watermark
+        ):
+            self.watermark = later.watermark
+        self.late_events += later.late_events
+        self.last_position = max(self.last_position, later.last_position)
+
+    def value(self, aggregation: Aggregation) -> Decimal:
+        return aggregate_value(
+            aggregation, self.total, self.event_count, self.maximum, self.last_value
+        )
+
+
+@dataclass(frozen=True)
+class Counter:
+    tenant_id: UUID
+    customer_ref: str
+    metric: str
+    period: str
+    aggregation: Aggregation
+    tally: Tally = field(compare=True)
+
+    @property
+    def value(self) -> Decimal:
+        return self.tally.value(self.aggregation)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    tally: Tally
+
+
+TALLY_COLUMNS = (
+    "event_count, total, maximum, last_value, last_at, watermark, late_events, last_position"
+)
+
+
+class CountersProjection(Projection):
+    name = "counters"
+    tables = ("sm_counters", "sm_counter_hours")
+    handles = (UsagePeriod.UsageRecorded, UsagePeriod.LateUsageRecorded)
+
+    def __init__(self, store: ViewStore, directory: UsagePeriodDirectory) -> None:
+        super().__init__(store)
+        self.directory = directory
+
+    def schema(self) -> list[str]:
+        tally = (
+            " event_count {bigint} NOT NULL, total {decimal} NOT NULL, maximum {decimal},"
+            " last_value {decimal}, last_at {timestamp}, watermark {timestamp},"
+            " late_events {bigint} NOT NULL, last_position {bigint} NOT NULL,"
+        )
+        return [
+            "CREATE TABLE IF NOT EXISTS sm_counters ("
+            " tenant_id TEXT NOT NULL, customer_ref TEXT NOT NULL, metric TEXT NOT NULL,"
+            " period TEXT NOT NULL, aggregation TEXT NOT NULL," + tally + " updated_at {timestamp},"
+            " PRIMARY KEY (tenant_id, customer_ref, metric, period))",
+            "CREATE TABLE IF NOT EXISTS sm_counter_hours ("
+            " tenant_id TEXT NOT NULL, customer_ref TEXT NOT NULL, metric TEXT NOT NULL,"
+            " hour {timestamp} NOT NULL," + tally + " PRIMARY KEY (tenant_id, customer_ref, metric, hour))",
+        ]
+
+    def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        periods: dict[UUID, Tally] = {}
+        hours: dict[tuple[UUID, datetime], Tally] = {}
+        for position, event in events:
+            period_tally = periods.setdefault(event.originator_id, Tally())
+            if isinstance(event, UsagePeriod.LateUsageRecorded):
+                period_tally.merge(Tally(late_events=1, last_position=position))
+                continue
+            period_tally.add(event.quantity, event.occurred_at, position)
+            hour = event.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+            hours.setdefault((event.originator_id, hour), Tally()).add(
+                event.quantity, event.occurred_at, position
+            )
+        now = datetime.now(UTC)
+        for aggregate_id, tally in periods.items():
+            info = self.directory.lookup(tx, aggregate_id)
+            key = (str(info.tenant_id), info.customer_ref, info.metric, info.period)
+            rows = tx.execute(
+                f"SELECT {TALLY_COLUMNS} FROM sm_counters"
+                " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND period = ?",
+                key,
+            )
+            merged = self._decode(rows[0]) if rows else Tally()
+            merged.merge(tally)
+            tx.execute(
+                f"INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
+                f" {TALLY_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, customer_ref, metric, period) DO UPDATE SET"
+                " event_count = excluded.event_count, total = excluded.total,"
+                " maximum = excluded.maximum, last_value = excluded.last_value,"
+                " last_at = excluded.last_at, watermark = excluded.watermark,"
+                " late_events = excluded.late_events, last_position = excluded.last_position,"
+                " updated_at = excluded.updated_at",
+                (*key, info.aggregation.value, *self._encode(merged), self.store.encode_time(now)),
+            )
+        for (aggregate_id, hour), tally in hours.items():
+            info = self.directory.lookup(tx, aggregate_id)
+            key = (str(info.tenant_id), info.customer_ref, info.metric, self.store.encode_time(hour))
+            rows = tx.execute(
+                f"SELECT {TALLY_COLUMNS} FROM sm_counter_hours"
+                " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND hour = ?",
+                key,
+            )
+            merged = self._decode(rows[0]) if rows else Tally()
+            merged.merge(tally)
+            tx.execute(
+                f"INSERT INTO sm_counter_hours (tenant_id, customer_ref, metric, hour,"
+                f" {TALLY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, customer_ref, metric, hour) DO UPDATE SET"
+                " event_count = excluded.event_count, total = excluded.total,"
+                " maximum = excluded.maximum, last_value = excluded.last_value,"
+                " last_at = excluded.last_at, watermark = excluded.watermark,"
+                " late_events = excluded.late_events, last_position = excluded.last_position",
+                (*key, *self._encode(merged)),
+            )
+
+    def _encode(self, tally: Tally) -> tuple[Any, ...]:
+        s = self.store
+        return (
+            tally.event_count,
+            s.encode_decimal(tally.total),
+            s.encode_decimal(tally.maximum),
+            s.encode_decimal(tally.last_value),
+            s.encode_time(tally.last_at),
+            s.encode_time(tally.watermark),
+            tally.late_events,
+            tally.last_position,
+        )
+
+    def _decode(self, row: Sequence[Any]) -> Tally:
+        s = self.store
+        total = s.decode_decimal(row[1])
+        return Tally(
+            event_count=int(row[0]),
+            total=total if total is not None else Decimal(0),
+            maximum=s.decode_decimal(row[2]),
+            last_value=s.decode_decimal(row[3]),
+            last_at=s.decode_time(row[4]),
+            watermark=s.decode_time(row[5]),
+            late_events=int(row[6]),
+            last_position=int(row[7]),
+        )
+
+    # -- queries ----------------------------------------------------------
+
+    def counters(
+        self,
+        tenant_id: UUID,
+        customer_ref: str | None = None,
+        metric: str | None = None,
+        period: str | None = None,
+    ) -> list[Counter]:
+        sql = (
+            f"SELECT customer_ref, metric, period, aggregation, {TALLY_COLUMNS}"
+            " FROM sm_counters WHERE tenant_id = ?"
+        )
+        params: list[Any] = [str(tenant_id)]
+        for column, value in (("customer_ref", customer_ref), ("metric", metric), ("period", period)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        sql += " ORDER BY customer_ref, metric, period"
+        with self.store.transaction() as tx:
+            rows = tx.execute(sql, params)
+        return [
+            Counter(tenant_id, r[0], r[1], r[2], Aggregation(r[3]), self._decode(r[4:]))
+            for r in rows
+        ]
+
+    def hours(
+        self,
+        tenant_id: UUID,
+        customer_ref: str,
+        metric: str,
+        since: datetime,
+        until: datetime,
+    ) -> list[Bucket]:
+        with self.store.transaction() as tx:
+            rows = tx.execute(
+                f"SELECT hour, {TALLY_COLUMNS} FROM sm_counter_hours"
+                " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND hour >= ? AND hour < ?"
+                " ORDER BY hour",
+                (
+                    str(tenant_id),
+                    customer_ref,
+                    metric,
+                    self.store.encode_time(since),
+                    self.store.encode_time(until),
+                ),
+            )
+        buckets = []
+        for row in rows:
+            start = self.store.decode_time(row[0])
+            assert start is not None
+            buckets.append(Bucket(start, self._decode(row[1:])))
+        return buckets
+
+
+def roll_up_days(hours: Sequence[Bucket]) -> list[Bucket]:
+    """Merge hour buckets (in time order) into UTC day buckets."""
+    days: dict[datetime, Tally] = {}
+    for bucket in hours:
+        day = bucket.start.replace(hour=0)
+        days.setdefault(day, Tally()).merge(bucket.tally)
+    return [Bucket(day, tally) for day, tally in days.items()]
+
+

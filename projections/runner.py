@@ -1,0 +1,175 @@
+"""Follows the event log and keeps projections up to date, a batch at a time.
+
+Each batch is one transaction: every projection's rows and its tracking
+position are written together, so a crash at any point either keeps the
+whole batch or none of it, and a restart resumes from the stored position
+without counting anything twice. The log is polled (SQLite's recorder has no
+subscription); an in-process writer can ``wake()`` the runner after a commit
+so that the lag stays at one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eventsourcing.persistence import ApplicationRecorder, Mapper
+
+from projections.base import Projection
+from projections.store import Tx, ViewStore
+
+log = logging.getLogger(__name__)
+
+
+class TrackingConflictError(RuntimeError):
+    """Another runner moved a projection's position while this one was working."""
+
+
+@dataclass(frozen=True)
+class Lag:
+    head: int
+    positions: dict[str, int]
+
+    @property
+    def events(self) -> int:
+        return max((self.head - p for p in self.positions.values()), default=0)
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        mapper: Mapper,  # type: ignore[type-arg]
+        store: ViewStore,
+        projections: Sequence[Projection],
+        batch_size: int = 2_000,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.recorder = recorder
+        self.mapper = mapper
+        self.store = store
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: BaseException | None = None
+
+    def create_tables(self) -> None:
+        with self.store.transaction() as tx:
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS sm_tracking"
+                " (projection TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+            )
+        for projection in self.projections:
+            projection.create_tables()
+
+    def positions(self) -> dict[str, int]:
+        with self.store.transaction() as tx:
+            rows = tx.execute("SELECT projection, position FROM sm_tracking")
+        stored = {name: int(position) for name, position in rows}
+        return {p.name: stored.get(p.name, 0) for p in self.projections}
+
+    def lag(self) -> Lag:
+        return Lag(head=self.recorder.max_notification_id() or 0, positions=self.positions())
+
+    def run_once(self) -> int:
+        """Process one batch; the number of log entries it moved past (0 when caught up)."""
+        positions = self.positions()
+        start = min(positions.values())
+        notifications = self.recorder.select_notifications(
+            start=start + 1, limit=self.batch_size
+        )
+        if not notifications:
+            return 0
+        wanted = {p.name: p for p in self.projections}
+        per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in wanted}
+        topics = {
+            name: {f"{cls.__module__}:{cls.__qualname__}" for cls in p.handles}
+            for name, p in wanted.items()
+        }
+        decoded: dict[int, object] = {}
+        for note in notifications:
+            for name, projection_topics in topics.items():
+                if note.id > positions[name] and note.topic in projection_topics:
+                    if note.id not in decoded:
+                        decoded[note.id] = self.mapper.to_domain_event(note)
+                    per_projection[name].append((note.id, decoded[note.id]))
+        head = notifications[-1].id
+        with self.store.transaction() as tx:
+            for projection in self.projections:
+                if positions[projection.name] >= head:
+                    continue
+                self._advance(tx, projection.name, positions[projection.name], head)
+                projection.process(tx, per_projection[projection.name])
+        return len(notifications)
+
+    @staticmethod
+    def _advance(tx: Tx, name: str, expected: int, position: int) -> None:
+        if expected == 0:
+            rows = tx.execute("SELECT position FROM sm_tracking WHERE projection = ?", (name,))
+            if rows:
+                raise TrackingConflictError(name)
+            tx.execute("INSERT INTO sm_tracking VALUES (?, ?)", (name, position))
+            return
+        rows = tx.execute(
+            "UPDATE sm_tracking SET position = ? WHERE projection = ? AND position = ?"
+            " RETURNING position",
+            (position, name, expected),
+        )
+        if not rows:
+            raise TrackingConflictError(name)
+
+    def catch_up(self) -> int:
+        """Process batches until the log has nothing new; the number of entries passed."""
+        total = 0
+        while moved := self.run_once():
+            total += moved
+        return total
+
+    def rebuild(self) -> int:
+        """Drop every row of these projections and derive them again from the whole log."""
+        with self.store.transaction() as tx:
+            for projection in self.projections:
+                projection.clear(tx)
+                tx.execute("DELETE FROM sm_tracking WHERE projection = ?", (projection.name,))
+        return self.catch_up()
+
+    # -- background thread ---------------------------------------------------
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="projection-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                moved = self.run_once()
+                self.last_error = None
+            except TrackingConflictError as conflict:
+                log.warning("projection %s was advanced by another runner; retrying", conflict)
+                moved = 0
+            except Exception as error:
+                # Keep following the log: the error is shown by /health/ready
+                # and the batch is retried from the stored position.
+                self.last_error = error
+                log.exception("projection batch failed; retrying from the stored position")
+                self._stop.wait(1.0)
+                continue
+            if moved < self.batch_size:
+                self._wakeup.wait(self.poll_interval)
+                self._wakeup.clear()

@@ -1,0 +1,132 @@
+"""The list of every usage event a tenant sent, as recorded, for ``GET /v1/events``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from domain.usage import UsagePeriod
+from projections.base import Positioned, Projection
+from projections.store import Tx, ViewStore
+from projections.usage_periods import UsagePeriodDirectory
+
+
+@dataclass(frozen=True)
+class UsageEventRow:
+    position: int
+    customer_ref: str
+    metric: str
+    period: str
+    quantity: Decimal
+    occurred_at: datetime
+    recorded_at: datetime
+    idempotency_key: str
+    meta: dict[str, Any]
+    status: str  # "counted" or "late" (recorded after the lateness window, not counted)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    metric: str | None = None
+    customer_ref: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class UsageEventsProjection(Projection):
+    name = "usage_events"
+    tables = ("sm_usage_events",)
+    handles = (UsagePeriod.UsageRecorded, UsagePeriod.LateUsageRecorded)
+
+    def __init__(self, store: ViewStore, directory: UsagePeriodDirectory) -> None:
+        super().__init__(store)
+        self.directory = directory
+
+    def schema(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS sm_usage_events ("
+            " position {bigint} PRIMARY KEY, tenant_id TEXT NOT NULL, aggregate_id TEXT NOT NULL,"
+            " version {bigint} NOT NULL, customer_ref TEXT NOT NULL, metric TEXT NOT NULL,"
+            " period TEXT NOT NULL, quantity {decimal} NOT NULL, occurred_at {timestamp} NOT NULL,"
+            " recorded_at {timestamp} NOT NULL, idempotency_key TEXT NOT NULL, meta TEXT NOT NULL,"
+            " status TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS sm_usage_events_tenant"
+            " ON sm_usage_events (tenant_id, position)",
+            "CREATE INDEX IF NOT EXISTS sm_usage_events_aggregate"
+            " ON sm_usage_events (aggregate_id, version)",
+        ]
+
+    def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        s = self.store
+        rows = []
+        for position, event in events:
+            info = self.directory.lookup(tx, event.originator_id)
+            status = "late" if isinstance(event, UsagePeriod.LateUsageRecorded) else "counted"
+            rows.append(
+                (
+                    position,
+                    str(info.tenant_id),
+                    str(event.originator_id),
+                    event.originator_version,
+                    info.customer_ref,
+                    info.metric,
+                    info.period,
+                    s.encode_decimal(event.quantity),
+                    s.encode_time(event.occurred_at),
+                    s.encode_time(event.timestamp),
+                    event.idempotency_key,
+                    event.meta,
+                    status,
+                )
+            )
+        tx.executemany(
+            "INSERT INTO sm_usage_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+
+    def list(
+        self, tenant_id: UUID, where: EventFilter, after: int | None, limit: int
+    ) -> list[UsageEventRow]:
+        """Events in log order after the cursor position, at most ``limit``."""
+        s = self.store
+        sql = (
+            "SELECT position, customer_ref, metric, period, quantity, occurred_at, recorded_at,"
+            " idempotency_key, meta, status FROM sm_usage_events WHERE tenant_id = ?"
+        )
+        params: list[Any] = [str(tenant_id)]
+        if after is not None:
+            sql += " AND position > ?"
+            params.append(after)
+        if where.metric is not None:
+            sql += " AND metric = ?"
+            params.append(where.metric)
+        if where.customer_ref is not None:
+            sql += " AND customer_ref = ?"
+            params.append(where.customer_ref)
+        if where.since is not None:
+            sql += " AND occurred_at >= ?"
+            params.append(s.encode_time(where.since))
+        if where.until is not None:
+            sql += " AND occurred_at < ?"
+            params.append(s.encode_time(where.until))
+        sql += " ORDER BY position LIMIT ?"
+        params.append(limit)
+        with s.transaction() as tx:
+            rows = tx.execute(sql, params)
+        result = []
+        for r in rows:
+            quantity = s.decode_decimal(r[4])
+            occurred_at = s.decode_time(r[5])
+            recorded_at = s.decode_time(r[6])
+            assert quantity is not None and occurred_at is not None and recorded_at is not None
+            result.append(
+                UsageEventRow(
+                    int(r[0]), r[1], r[2], r[3], quantity, occurred_at, recorded_at, r[7],
+                    json.loads(r[8]), r[9],
+                )
+            )
+        return result

@@ -1,0 +1,112 @@
+"""The directory of usage periods: who, what and when each UsagePeriod is.
+
+Usage events carry only their aggregate id; the other views look the
+tenant, customer, metric and period up here, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from domain.meters import Aggregation
+from domain.usage import UsagePeriod
+from projections.base import Positioned, Projection
+from projections.store import Tx, ViewStore
+
+
+@dataclass(frozen=True)
+class PeriodInfo:
+    aggregate_id: UUID
+    tenant_id: UUID
+    customer_ref: str
+    metric: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    aggregation: Aggregation
+
+
+class UsagePeriodDirectory(Projection):
+    name = "usage_periods"
+    tables = ("sm_usage_periods",)
+    handles = (UsagePeriod.Opened,)
+
+    def __init__(self, store: ViewStore) -> None:
+        super().__init__(store)
+        self._cache: dict[UUID, PeriodInfo] = {}
+
+    def schema(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS sm_usage_periods ("
+            " aggregate_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL,"
+            " customer_ref TEXT NOT NULL, metric TEXT NOT NULL, period TEXT NOT NULL,"
+            " period_start {timestamp} NOT NULL, period_end {timestamp} NOT NULL,"
+            " aggregation TEXT NOT NULL)"
+        ]
+
+    def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        rows = []
+        for _, event in events:
+            info = PeriodInfo(
+                aggregate_id=event.originator_id,
+                tenant_id=event.tenant_id,
+                customer_ref=event.customer_ref,
+                metric=event.metric,
+                period=event.period,
+                period_start=event.period_start,
+                period_end=event.period_end,
+                aggregation=Aggregation(event.aggregation),
+            )
+            self._cache[info.aggregate_id] = info
+            rows.append(
+                (
+                    str(info.aggregate_id),
+                    str(info.tenant_id),
+                    info.customer_ref,
+                    info.metric,
+                    info.period,
+                    self.store.encode_time(info.period_start),
+                    self.store.encode_time(info.period_end),
+                    info.aggregation.value,
+                )
+            )
+        tx.executemany(
+            "INSERT INTO sm_usage_periods VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (aggregate_id) DO NOTHING",
+            rows,
+        )
+
+    def lookup(self, tx: Tx, aggregate_id: UUID) -> PeriodInfo:
+        info = self._cache.get(aggregate_id)
+        if info is not None:
+            return info
+        rows = tx.execute(
+            "SELECT tenant_id, customer_ref, metric, period, period_start, period_end, aggregation"
+            " FROM sm_usage_periods WHERE aggregate_id = ?",
+            (str(aggregate_id),),
+        )
+        if not rows:
+            raise LookupError(f"usage period {aggregate_id} is not in the directory")
+        tenant_id, customer_ref, metric, period, start, end, aggregation = rows[0]
+        start_at = self.store.decode_time(start)
+        end_at = self.store.decode_time(end)
+        assert start_at is not None and end_at is not None
+        info = PeriodInfo(
+            aggregate_id,
+            UUID(tenant_id),
+            customer_ref,
+            metric,
+            period,
+            start_at,
+            end_at,
+            Aggregation(aggregation),
+        )
+        self._cache[aggregate_id] = info
+        return info
+
+    def clear(self, tx: Tx) -> None:
+        super().clear(tx)
+        self._cache.clear()

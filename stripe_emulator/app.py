@@ -1,0 +1,212 @@
+"""The ASGI application: Stripe's wire protocol in front of the emulator.
+
+Plain ASGI rather than Litestar: Stripe v1 bodies are bracket-notation forms
+that no typed decoder understands, and the fault injector needs to drop the
+raw connection, which a framework hides. The order of checks per request is
+Stripe's: authenticate, rate-limit, (inject a fault), decode, idempotency,
+execute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import struct
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from stripe_emulator import control
+from stripe_emulator.errors import StripeAPIError, invalid_request, rate_limited, server_error
+from stripe_emulator.forms import decode_form
+from stripe_emulator.idempotency import SavedResult
+from stripe_emulator.ids import new_id
+from stripe_emulator.routing import ApiRequest, ApiResponse
+from stripe_emulator.state import API_VERSION
+
+if TYPE_CHECKING:
+    from stripe_emulator.emulator import Emulator
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+STREAM_PATH = "/v2/billing/meter_event_stream"
+
+
+class _Answer:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+
+class EmulatorApp:
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        method, path = scope["method"].upper(), scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = scope.get("query_string", b"").decode("latin-1")
+        request_id = new_id("req", 14)
+        if path.startswith("/_emulator"):
+            status, payload = control.handle(self.emulator, method, path, query, body)
+            await _send(send, _Answer(status, _json(payload), {}), request_id)
+            return
+        fault: str | None = None
+        try:
+            api_key = _api_key(headers)
+            if path != STREAM_PATH:
+                self._authenticate(api_key)
+            if not self.emulator.rate_limiter.allow():
+                raise rate_limited()
+            fault = self.emulator.faults.decide(method, path)
+            if fault in ("500", "503"):
+                raise server_error(int(fault))
+            if fault == "reset":
+                _abort(send)
+                return
+            answer = self._execute(method, path, headers, (query, body), api_key)
+        except StripeAPIError as error:
+            answer = _Answer(error.status, _json(error.body(request_id)), error.headers)
+        if fault == "timeout_after_write":
+            # Applied and saved above; now let the client time out, then drop it.
+            await asyncio.sleep(self.emulator.config.hang_seconds)
+            _abort(send)
+            return
+        await _send(send, answer, request_id)
+
+    def _authenticate(self, api_key: str) -> None:
+        if not api_key:
+            raise StripeAPIError(
+                401,
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                "YOUR_SECRET_KEY').",
+            )
+        allowed = self.emulator.config.api_keys
+        valid = (
+            api_key in allowed
+            if allowed is not None
+            else api_key.startswith(("sk_test_", "rk_test_"))
+        )
+        if not valid:
+            raise StripeAPIError(401, f"Invalid API Key provided: {_redact(api_key)}")
+
+    def _execute(
+        self, method: str, path: str, headers: dict[str, str], raw: tuple[str, bytes], key: str
+    ) -> _Answer:
+        query, body = raw
+        params = _decode(method, path, headers, query, body)
+        idem_key = headers.get("idempotency-key") if method in ("POST", "DELETE") else None
+        store = self.emulator.idempotency
+        if idem_key:
+            saved = store.lookup(key, idem_key, method, path, params)
+            if saved is not None:
+                return _Answer(saved.status, saved.body, {"Idempotent-Replayed": "true"})
+        request = ApiRequest(method, path, params, key, idem_key)
+        result = self.emulator.dispatch(request)
+        response = result if isinstance(result, ApiResponse) else ApiResponse(result)
+        answer = _Answer(response.status, _json(response.body), dict(response.headers))
+        if idem_key:
+            answer.headers["Idempotency-Key"] = idem_key
+            if 200 <= answer.status < 300:
+                store.save(
+                    key, idem_key, SavedResult(method, path, params, answer.status, answer.body)
+                )
+        return answer
+
+
+def _decode(method: str, path: str, headers: dict[str, str], query: str, body: bytes) -> Any:
+    if method in ("GET", "DELETE") or not body:
+        return decode_form(query)
+    text = body.decode("utf-8")
+    if path.startswith("/v2/") or headers.get("content-type", "").startswith("application/json"):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            raise invalid_request("Invalid JSON body.") from None
+        if not isinstance(decoded, dict):
+            raise invalid_request("The request body must be a JSON object.")
+        return decoded
+    return decode_form(text)
+
+
+def _api_key(headers: dict[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        # curl -u sk_test_...: sends the key as the basic-auth user name.
+        try:
+            return base64.b64decode(value).decode().partition(":")[0]
+        except ValueError:
+            return ""
+    return ""
+
+
+def _redact(key: str) -> str:
+    return f"{key[:8]}{'*' * 12}{key[-4:]}" if len(key) > 12 else "****"
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+async def _send(send: Send, answer: _Answer, request_id: str) -> None:
+    headers = {
+        "content-type": "application/json",
+        "request-id": request_id,
+        "stripe-version": API_VERSION,
+        **{k.lower(): v for k, v in answer.headers.items()},
+    }
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+def _abort(send: Send) -> None:
+    """Drop the TCP connection without a response (RST), as a crashed server would.
+
+    ASGI has no "reset" message, so this reaches uvicorn's transport through the
+    bound ``send`` method of its request cycle; SO_LINGER 0 makes close() send RST.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("connection reset needs uvicorn's h11/httptools protocol")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from psycopg.conninfo import make_conninfo
+
 
 class SettingsError(ValueError):
     """An environment variable has a value StripeMeter cannot use."""
@@ -27,9 +29,13 @@ class PostgresSettings:
 
     @property
     def conninfo(self) -> str:
-        return (
-            f"host={self.host} port={self.port} user={self.user} "
-            f"password={self.password} dbname={self.dbname}"
+        # make_conninfo quotes values: a bare empty password would swallow the next key.
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=self.dbname,
         )
 
     @classmethod

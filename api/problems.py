@@ -23,7 +23,7 @@ from domain.errors import (
     StripeMeterError,
     UnauthenticatedError,
 )
-from api.schemas import FieldError
+from api.schemas import FieldError, validation_field
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         return field_problem(error.field, error.reason)
     if isinstance(error, InvalidInputError):
         return field_problem(error.field, error.reason)
+    if isinstance(error, msgspec.ValidationError):  # a subclass of DecodeError: test it first
+        bad = validation_field(error)
+        return field_problem(bad.field, bad.reason)
     if isinstance(error, msgspec.DecodeError):
         return problem(400, "Malformed JSON", f"the request body is not valid JSON: {error}")
     if isinstance(error, UnauthenticatedError):

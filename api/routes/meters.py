@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, RawBody
 
 from api.auth import authorize, services
 from api.schemas import MeterIn, MeterOut, validation_field
@@ -36,7 +37,7 @@ def meter_definition(body: MeterIn) -> MetricDefinition:
 
 
 @post("/v1/meters", sync_to_thread=True)
-def declare_meter(request: Request[Any, Any, Any], body: bytes) -> Response[MeterOut]:
+def declare_meter(request: Request[Any, Any, Any], body: RawBody) -> Response[MeterOut]:
     """Declare a metric. 201 when new, 200 when identical to one declared, 409 when different."""
     principal = authorize(request, Scope.ADMIN)
     try:
@@ -55,6 +56,6 @@ def list_meters(request: Request[Any, Any, Any]) -> dict[str, list[MeterOut]]:
 
 
 @get("/v1/meters/{name:str}", sync_to_thread=True)
-def get_meter(request: Request[Any, Any, Any], name: str) -> MeterOut:
+def get_meter(request: Request[Any, Any, Any], name: FromPath[str]) -> MeterOut:
     principal = authorize(request, Scope.READ)
     return meter_out(services(request).stores.app.metric(principal.tenant_id, name))

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from litestar import Request, get
-from litestar.params import Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from api.auth import authorize, services
 from api.schemas import (
@@ -64,12 +64,12 @@ def optional_time(field: str, value: str | None) -> datetime | None:
 @get("/v1/events", sync_to_thread=True)
 def list_events(
     request: Request[Any, Any, Any],
-    metric: str | None = None,
-    customer_ref: Annotated[str | None, Parameter(query="customerRef")] = None,
-    since: str | None = None,
-    until: str | None = None,
-    cursor: str | None = None,
-    limit: int = 100,
+    metric: FromQuery[str | None] = None,
+    customer_ref: Annotated[str | None, QueryParameter(name="customerRef")] = None,
+    since: FromQuery[str | None] = None,
+    until: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 100,
 ) -> EventPage:
     """The tenant's usage events in arrival order, filtered, a page at a time."""
     principal = authorize(request, Scope.READ)
@@ -125,9 +125,9 @@ def counter_out(counter: Counter) -> CounterOut:
 @get("/v1/usage/current", sync_to_thread=True)
 def current_usage(
     request: Request[Any, Any, Any],
-    customer_ref: Annotated[str, Parameter(query="customerRef")],
-    metric: str | None = None,
-    period: str | None = None,
+    customer_ref: Annotated[str, QueryParameter(name="customerRef")],
+    metric: FromQuery[str | None] = None,
+    period: FromQuery[str | None] = None,
 ) -> CurrentUsage:
     """The running counters of one customer in the current (or a named) billing period."""
     principal = authorize(request, Scope.READ)
@@ -149,11 +149,11 @@ def current_usage(
 @get("/v1/usage/history", sync_to_thread=True)
 def usage_history(
     request: Request[Any, Any, Any],
-    customer_ref: Annotated[str, Parameter(query="customerRef")],
-    metric: str,
-    granularity: str = "day",
-    since: str | None = None,
-    until: str | None = None,
+    customer_ref: Annotated[str, QueryParameter(name="customerRef")],
+    metric: FromQuery[str],
+    granularity: FromQuery[str] = "day",
+    since: FromQuery[str | None] = None,
+    until: FromQuery[str | None] = None,
 ) -> UsageHistory:
     """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
     principal = authorize(request, Scope.READ)

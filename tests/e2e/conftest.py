@@ -1,0 +1,63 @@
+"""An API per backend, with two tenants and keys of each scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from adapters.persistence import open_stores
+from adapters.settings import Settings
+from api.app import create_app
+from domain.meters import Aggregation, MetricDefinition
+from domain.tenancy import Scope
+from tests.conftest import FakeClock
+
+
+@dataclass
+class Api:
+    client: TestClient[Any]
+    keys: dict[str, str]
+    clock: FakeClock
+
+    def call(self, method: str, path: str, key: str = "acme-all", **kwargs: Any) -> Any:
+        headers = kwargs.pop("headers", {})
+        if key:
+            headers["Authorization"] = f"Bearer {self.keys[key]}"
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def ingest(self, *events: dict[str, Any], key: str = "acme-all", **kwargs: Any) -> Any:
+        return self.call("POST", "/v1/events/ingest", key, json={"events": list(events)}, **kwargs)
+
+    def settle(self) -> None:
+        """Wait until the projections have applied everything committed so far."""
+        runner = self.client.app.state.services.stores.views.runner
+        runner.catch_up()
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    base = {"metric": "api_calls", "customerRef": "cus_1", "quantity": 1, "ts": "2026-03-15T11:00:00Z"}
+    base.update(fields)
+    return base
+
+
+@pytest.fixture
+def api(settings: Settings, clock: FakeClock) -> Iterator[Api]:
+    stores = open_stores(settings, clock)
+    keys: dict[str, str] = {}
+    for slug in ("acme", "globex"):
+        tenant = stores.app.register_tenant(slug, slug.title()).id
+        stores.app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
+        keys[f"{slug}-all"] = stores.app.issue_api_key(
+            tenant, frozenset({Scope.ADMIN})
+        ).secret
+        keys[f"{slug}-ingest"] = stores.app.issue_api_key(tenant, frozenset({Scope.INGEST})).secret
+        keys[f"{slug}-read"] = stores.app.issue_api_key(tenant, frozenset({Scope.READ})).secret
+    stores.close()
+    # The test drives the projection itself (settle), so that reads are deterministic.
+    embedded = Settings(data_dir=settings.data_dir, postgres=settings.postgres, embedded_worker=False)
+    with TestClient(app=create_app(embedded, clock)) as client:
+        yield Api(client, keys, clock)

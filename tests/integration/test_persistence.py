@@ -1,0 +1,138 @@
+"""The same persistence tests on SQLite and PostgreSQL (the ``settings`` fixture)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+from adapters.persistence import Stores, open_stores
+from adapters.settings import Settings
+from domain.ingest import Outcome
+from domain.meters import Aggregation, MetricDefinition
+from tests.conftest import FakeClock
+from tests.helpers import submission
+
+
+def setup_tenant(stores: Stores, slug: str = "acme") -> object:
+    tenant = stores.app.register_tenant(slug, slug.title())
+    stores.app.declare_metric(tenant.id, MetricDefinition("api_calls", Aggregation.SUM))
+    return tenant.id
+
+
+def test_keys_stay_claimed_across_a_restart(settings: Settings, clock: FakeClock) -> None:
+    first = open_stores(settings, clock)
+    tenant = setup_tenant(first)
+    event = submission(tenant, 4, clock.now, key="evt-1")  # type: ignore[arg-type]
+    assert first.app.record_usage([event])[0].outcome is Outcome.ACCEPTED
+    first.close()
+
+    second = open_stores(settings, clock)  # a new process: empty caches
+    try:
+        assert second.app.record_usage([event])[0].outcome is Outcome.DUPLICATE
+        changed = submission(tenant, 5, clock.now, key="evt-1")  # type: ignore[arg-type]
+        assert second.app.record_usage([changed])[0].outcome is Outcome.CONFLICT
+        assert second.app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == 4  # type: ignore[arg-type]
+    finally:
+        second.close()
+
+
+def test_counters_follow_the_log_and_a_rebuild_gives_the_same_views(stores: Stores, clock: FakeClock) -> None:
+    tenant = setup_tenant(stores)
+    batch = [
+        submission(tenant, Decimal("1.25"), clock.now - timedelta(hours=h), key=f"e{h}", customer=f"c{h % 3}")  # type: ignore[arg-type]
+        for h in range(30)
+    ]
+    stores.app.record_usage(batch)
+    stores.views.runner.catch_up()
+    counters = stores.views.counters.counters(tenant)  # type: ignore[arg-type]
+    assert {c.customer_ref: c.value for c in counters} == {
+        "c0": Decimal("12.5"), "c1": Decimal("12.5"), "c2": Decimal("12.5")
+    }
+    hours_before = stores.views.counters.hours(tenant, "c0", "api_calls", clock.now - timedelta(days=2), clock.now + timedelta(hours=1))  # type: ignore[arg-type]
+    events_before = stores.views.events.list(tenant, _all(), None, 1000)  # type: ignore[arg-type]
+
+    stores.views.runner.rebuild()
+    assert stores.views.counters.counters(tenant) == counters  # type: ignore[arg-type]
+    assert stores.views.counters.hours(tenant, "c0", "api_calls", clock.now - timedelta(days=2), clock.now + timedelta(hours=1)) == hours_before  # type: ignore[arg-type]
+    assert stores.views.events.list(tenant, _all(), None, 1000) == events_before  # type: ignore[arg-type]
+    assert len(events_before) == 30
+
+
+def test_the_projection_resumes_after_a_restart_without_counting_twice(
+    settings: Settings, clock: FakeClock
+) -> None:
+    first = open_stores(settings, clock)
+    tenant = setup_tenant(first)
+    first.app.record_usage([submission(tenant, 1, clock.now, key=f"a{i}") for i in range(10)])  # type: ignore[arg-type]
+    first.views.runner.catch_up()
+    first.app.record_usage([submission(tenant, 1, clock.now, key=f"b{i}") for i in range(5)])  # type: ignore[arg-type]
+    first.close()  # stopped before projecting the second batch
+
+    second = open_stores(settings, clock)
+    try:
+        assert second.views.runner.lag().events > 0
+        second.views.runner.catch_up()
+        second.views.runner.catch_up()
+        [counter] = second.views.counters.counters(tenant)  # type: ignore[arg-type]
+        assert (counter.value, counter.tally.event_count) == (Decimal(15), 15)
+        assert second.views.runner.lag().events == 0
+    finally:
+        second.close()
+
+
+def test_late_events_are_listed_and_counted_apart(stores: Stores, clock: FakeClock) -> None:
+    tenant = setup_tenant(stores)
+    clock.now = clock.now.replace(month=4, day=10)
+    stores.app.record_usage([submission(tenant, 9, clock.now.replace(month=3, day=20), key="old")])  # type: ignore[arg-type]
+    stores.app.record_usage([submission(tenant, 2, clock.now, key="new")])  # type: ignore[arg-type]
+    stores.views.runner.catch_up()
+    march = stores.views.counters.counters(tenant, period="2026-03")  # type: ignore[arg-type]
+    assert [(c.value, c.tally.late_events) for c in march] == [(Decimal(0), 1)]
+    listed = stores.views.events.list(tenant, _all(), None, 10)  # type: ignore[arg-type]
+    assert [(e.idempotency_key, e.status) for e in listed] == [("old", "late"), ("new", "counted")]
+
+
+def test_racing_writers_on_overlapping_keys_count_each_key_once(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """Four app instances (as four processes would) send overlapping keys at once."""
+    setup = open_stores(settings, clock)
+    tenant = setup_tenant(setup)
+    setup.close()
+    writers = [open_stores(settings, clock) for _ in range(4)]
+    start = threading.Barrier(len(writers))
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def send(stores: Stores, offset: int) -> None:
+        start.wait()
+        for round_ in range(10):
+            # Each writer sends keys 0..29 of this round, in its own order: every
+            # key is sent four times, by four writers, mostly at the same moment.
+            keys = [(offset * 7 + i) % 30 for i in range(30)]
+            batch = [submission(tenant, k + 1, clock.now, key=f"r{round_}-k{k}") for k in keys]  # type: ignore[arg-type]
+            results = stores.app.record_usage(batch)
+            with lock:
+                outcomes.extend(r.outcome for r in results)
+
+    threads = [threading.Thread(target=send, args=(w, n)) for n, w in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert outcomes.count(Outcome.ACCEPTED) == 300
+        assert outcomes.count(Outcome.DUPLICATE) == 900
+        writers[0].views.runner.catch_up()
+        [counter] = writers[0].views.counters.counters(tenant)  # type: ignore[arg-type]
+        assert counter.value == 10 * sum(range(1, 31))
+    finally:
+        for w in writers:
+            w.close()
+
+
+def _all():  # type: ignore[no-untyped-def]
+    from projections.usage_events import EventFilter
+
+    return EventFilter()

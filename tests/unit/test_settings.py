@@ -1,0 +1,38 @@
+import pytest
+
+from adapters.settings import PostgresSettings, Settings, SettingsError
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    settings = Settings.from_env({})
+    assert settings.backend == "sqlite"
+    assert (settings.host, settings.port, settings.embedded_worker) == ("127.0.0.1", 3000, True)
+
+
+def test_one_variable_switches_to_postgres() -> None:
+    settings = Settings.from_env(
+        {"STRIPEMETER_DATABASE_URL": "postgresql://meter:s%40cret@db.internal:6543/billing"}
+    )
+    assert settings.postgres == PostgresSettings("db.internal", 6543, "meter", "s@cret", "billing")
+
+
+def test_an_empty_password_does_not_swallow_the_database_name() -> None:
+    # Unquoted, "password= dbname=x" makes libpq read the password as "dbname=x"
+    # and connect to the default database instead.
+    conninfo = PostgresSettings("h", 5432, "postgres", "", "billing").conninfo
+    assert "password=''" in conninfo and "dbname=billing" in conninfo
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STRIPEMETER_DATABASE_URL": "mysql://x/y"}, "postgresql://"),
+        ({"STRIPEMETER_DATABASE_URL": "postgresql://host"}, "name a database"),
+        ({"STRIPEMETER_PORT": "seventy"}, "STRIPEMETER_PORT must be a whole number"),
+        ({"STRIPEMETER_PORT": "70000"}, "between 1 and 65535"),
+        ({"STRIPEMETER_EMBEDDED_WORKER": "maybe"}, "true or false"),
+    ],
+)
+def test_bad_settings_say_which_variable_and_why(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)

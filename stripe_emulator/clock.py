@@ -41,6 +41,10 @@ class EmulatorClock:
                 self._offset = self._frozen - time.time()
             self._frozen = None
 
+    def reset(self) -> None:
+        with self._lock:
+            self._frozen, self._offset = None, 0.0
+
     def describe(self) -> dict[str, object]:
         with self._lock:
             frozen = self._frozen

@@ -141,6 +141,12 @@ class WebhookDispatcher:
         with self._cond:
             return len(self._queue)
 
+    def clear(self) -> None:
+        """Drop queued deliveries and the attempt log (emulator reset)."""
+        with self._cond:
+            self._queue.clear()
+            self.attempts.clear()
+
     def stop(self) -> None:
         with self._cond:
             self._stopped = True

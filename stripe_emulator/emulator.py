@@ -112,6 +112,10 @@ class Emulator:
         self.state.clock.advance(seconds)
         self.tick()
 
+    def use_real_time(self) -> None:
+        """Put the wall clock back on real time (undo ``set_now``/``advance``)."""
+        self.state.clock.reset()
+
     def tick(self) -> None:
         with self.state.lock:
             billing_cycle.tick(self.state)
@@ -166,6 +170,7 @@ class Emulator:
             self.state.reset()
         self.idempotency.clear()
         self.faults.clear()
+        self.webhooks.clear()
 
     def describe(self) -> dict[str, Any]:
         with self.state.lock:

@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from adapters.metrics import Metrics
 from domain.application import MeteringApp
 from domain.ingest import IngestResult, Outcome, UsageSubmission
-
-from adapters.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -134,4 +133,3 @@ def _resolve(future: asyncio.Future[list[IngestResult]], results: list[IngestRes
 def _fail(future: asyncio.Future[list[IngestResult]], error: Exception) -> None:
     if not future.done():
         future.set_exception(error)
-

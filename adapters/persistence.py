@@ -6,14 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
 from projections.counters import CountersProjection
 from projections.runner import ProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
 from projections.usage_events import UsageEventsProjection
 from projections.usage_periods import UsagePeriodDirectory
-
-from adapters.settings import Settings
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Litestar
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.group_commit import GroupCommitWriter
@@ -29,10 +30,11 @@ def timing_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def timed(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
             started = time.perf_counter()
+            method = str(scope["method"])
             status = 500
 
             async def send_wrapper(message: Message) -> None:
@@ -46,7 +48,7 @@ def timing_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
             finally:
                 handler = scope.get("route_handler")
                 route = min(handler.paths) if handler is not None else "unmatched"
-                metrics.http_duration.labels(scope["method"], route, str(status)).observe(
+                metrics.http_duration.labels(method, route, str(status)).observe(
                     time.perf_counter() - started
                 )
 

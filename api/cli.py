@@ -14,9 +14,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
+
+import uvicorn
 
 from adapters.persistence import open_stores
 from adapters.settings import Settings, SettingsError
+from api.app import create_app
 from domain.errors import StripeMeterError
 from domain.meters import MetricDefinition, parse_aggregation
 from domain.tenancy import parse_scopes, tenant_id_for
@@ -27,10 +31,6 @@ def _print(data: Any) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api.app import create_app
-
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
@@ -110,8 +110,6 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from uuid import UUID
-
     stores = open_stores(settings)
     try:
         try:
@@ -192,7 +190,9 @@ def parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys").add_subparsers(dest="keys", required=True)
     kcreate = keys.add_parser("create", help="issue an API key (shown once)")
     kcreate.add_argument("--tenant", required=True, help="tenant slug")
-    kcreate.add_argument("--scopes", default="ingest,read", help="comma-separated: ingest,read,admin")
+    kcreate.add_argument(
+        "--scopes", default="ingest,read", help="comma-separated: ingest,read,admin"
+    )
     kcreate.set_defaults(run=cmd_keys_create)
     krevoke = keys.add_parser("revoke")
     krevoke.add_argument("key_id")

@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from adapters.group_commit import WriterStoppedError
+from api.schemas import FieldError, validation_field
 from domain.errors import (
     ConflictError,
     ForbiddenError,
@@ -23,7 +24,6 @@ from domain.errors import (
     StripeMeterError,
     UnauthenticatedError,
 )
-from api.schemas import FieldError, validation_field
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,12 @@ PROBLEM = "application/problem+json"
 def problem(
     status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
 ) -> Response[Any]:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if errors:
         body["errors"] = errors
     return Response(content=body, status_code=status, media_type=PROBLEM)
@@ -80,7 +85,9 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     if isinstance(error, HTTPException):
         return problem(error.status_code, error.detail or "Error", str(error.detail))
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return problem(500, "Internal error", "the server failed; nothing of this request was acknowledged")
+    return problem(
+        500, "Internal error", "the server failed; nothing of this request was acknowledged"
+    )
 
 
 def _litestar_fields(error: ValidationException) -> list[dict[str, str]]:
@@ -88,5 +95,7 @@ def _litestar_fields(error: ValidationException) -> list[dict[str, str]]:
     result = []
     for item in extra:
         if isinstance(item, dict):
-            result.append({"field": str(item.get("key", "")), "reason": str(item.get("message", ""))})
+            result.append(
+                {"field": str(item.get("key", "")), "reason": str(item.get("message", ""))}
+            )
     return result

@@ -12,9 +12,7 @@ import msgspec
 MAX_META_BYTES = 4_096
 MAX_QUANTITY = Decimal(10) ** 15
 MAX_QUANTITY_PLACES = 12
-RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -135,7 +133,9 @@ class FieldError(ValueError):
 def parse_time(field: str, value: str) -> datetime:
     """An RFC 3339 timestamp with an explicit offset, as a UTC datetime."""
     if not RFC3339.match(value):
-        raise FieldError(field, "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-16T14:30:00Z")
+        raise FieldError(
+            field, "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-16T14:30:00Z"
+        )
     text = value.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
     # Python reads at most 6 fractional digits; nanoseconds are cut, not rounded.
     text = re.sub(r"\.(\d{6})\d+", r".\1", text)

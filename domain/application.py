@@ -300,7 +300,8 @@ class MeteringApp(Application[UUID]):
                         item.quantity,
                         item.occurred_at,
                         item.meta,
-                        reason=f"arrived after the lateness window closed at {closes_at.isoformat()}",
+                        reason="arrived after the lateness window closed at "
+                        + closes_at.isoformat(),
                     )
                     late: Lateness | None = Lateness.PAST_WINDOW
                 else:
@@ -314,7 +315,11 @@ class MeteringApp(Application[UUID]):
                     )
                 claims.append(
                     IdempotencyKey.claim(
-                        item.tenant_id, item.idempotency_key, item.fingerprint, period.id, period.version
+                        item.tenant_id,
+                        item.idempotency_key,
+                        item.fingerprint,
+                        period.id,
+                        period.version,
                     )
                 )
                 accepted.append((index, late))
@@ -332,14 +337,20 @@ class MeteringApp(Application[UUID]):
         self, item: UsageSubmission, metric: MetricDefinition, touched: dict[UUID, UsagePeriod]
     ) -> UsagePeriod:
         billing_period = period_of(item.occurred_at)
-        period_id = usage_period_id(item.tenant_id, item.customer_ref, item.metric, billing_period.key)
+        period_id = usage_period_id(
+            item.tenant_id, item.customer_ref, item.metric, billing_period.key
+        )
         period: UsagePeriod | None = touched.get(period_id) or self._periods.get(period_id)
         if period is None:
             try:
                 period = self.repository.get(period_id)
             except AggregateNotFoundError:
                 period = UsagePeriod.open(
-                    item.tenant_id, item.customer_ref, item.metric, metric.aggregation, billing_period
+                    item.tenant_id,
+                    item.customer_ref,
+                    item.metric,
+                    metric.aggregation,
+                    billing_period,
                 )
             self._periods.put(period_id, period)
         touched[period_id] = period

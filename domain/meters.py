@@ -59,7 +59,8 @@ class MetricDefinition:
             self.stripe_event_name
         ):
             raise InvalidInputError(
-                "stripeEventName", "must be 1 to 100 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'"
+                "stripeEventName",
+                "must be 1 to 100 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'",
             )
 
 

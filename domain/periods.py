@@ -32,8 +32,10 @@ def period_of(moment: datetime) -> BillingPeriod:
     """The billing period that ``moment`` (timezone-aware) falls in."""
     utc = moment.astimezone(UTC)
     start = datetime(utc.year, utc.month, 1, tzinfo=UTC)
-    end = datetime(utc.year + 1, 1, 1, tzinfo=UTC) if utc.month == 12 else start.replace(
-        month=utc.month + 1
+    end = (
+        datetime(utc.year + 1, 1, 1, tzinfo=UTC)
+        if utc.month == 12
+        else start.replace(month=utc.month + 1)
     )
     return BillingPeriod(start=start, end=end)
 

@@ -103,7 +103,8 @@ class Tenant(Aggregate):
     def register(cls, slug: str, display_name: str) -> Tenant:
         if not TENANT_SLUG.match(slug):
             raise InvalidInputError(
-                "slug", "must be 2-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+                "slug",
+                "must be 2-63 characters of a-z, 0-9 and '-', starting with a letter or digit",
             )
         if not 1 <= len(display_name) <= 200:
             raise InvalidInputError("name", "must be 1 to 200 characters")

@@ -21,7 +21,9 @@ from domain.periods import BillingPeriod
 from domain.tenancy import NAMESPACE
 
 # Sums of many quantities with up to 12 decimal places must stay exact.
-EXACT = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
+EXACT = decimal.Context(
+    prec=60, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation]
+)
 
 
 def usage_period_id(tenant_id: UUID, customer_ref: str, metric: str, period_key: str) -> UUID:
@@ -168,7 +170,11 @@ class UsagePeriod(Aggregate):
     def value(self) -> Decimal:
         """The counter as the metric's aggregation defines it."""
         return aggregate_value(
-            Aggregation(self.aggregation_name), self.total, self.event_count, self.maximum, self.last_value
+            Aggregation(self.aggregation_name),
+            self.total,
+            self.event_count,
+            self.maximum,
+            self.last_value,
         )
 
 

@@ -106,7 +106,9 @@ class CountersProjection(Projection):
             " PRIMARY KEY (tenant_id, customer_ref, metric, period))",
             "CREATE TABLE IF NOT EXISTS sm_counter_hours ("
             " tenant_id TEXT NOT NULL, customer_ref TEXT NOT NULL, metric TEXT NOT NULL,"
-            " hour {timestamp} NOT NULL," + tally + " PRIMARY KEY (tenant_id, customer_ref, metric, hour))",
+            " hour {timestamp} NOT NULL,"
+            + tally
+            + " PRIMARY KEY (tenant_id, customer_ref, metric, hour))",
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
@@ -146,7 +148,12 @@ class CountersProjection(Projection):
             )
         for (aggregate_id, hour), tally in hours.items():
             info = self.directory.lookup(tx, aggregate_id)
-            key = (str(info.tenant_id), info.customer_ref, info.metric, self.store.encode_time(hour))
+            key = (
+                str(info.tenant_id),
+                info.customer_ref,
+                info.metric,
+                self.store.encode_time(hour),
+            )
             rows = tx.execute(
                 f"SELECT {TALLY_COLUMNS} FROM sm_counter_hours"
                 " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND hour = ?",
@@ -206,7 +213,11 @@ class CountersProjection(Projection):
             " FROM sm_counters WHERE tenant_id = ?"
         )
         params: list[Any] = [str(tenant_id)]
-        for column, value in (("customer_ref", customer_ref), ("metric", metric), ("period", period)):
+        for column, value in (
+            ("customer_ref", customer_ref),
+            ("metric", metric),
+            ("period", period),
+        ):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
@@ -229,7 +240,8 @@ class CountersProjection(Projection):
         with self.store.transaction() as tx:
             rows = tx.execute(
                 f"SELECT hour, {TALLY_COLUMNS} FROM sm_counter_hours"
-                " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND hour >= ? AND hour < ?"
+                " WHERE tenant_id = ? AND customer_ref = ? AND metric = ?"
+                " AND hour >= ? AND hour < ?"
                 " ORDER BY hour",
                 (
                     str(tenant_id),
@@ -254,5 +266,3 @@ def roll_up_days(hours: Sequence[Bucket]) -> list[Bucket]:
         day = bucket.start.replace(hour=0)
         days.setdefault(day, Tally()).merge(bucket.tally)
     return [Bucket(day, tally) for day, tally in days.items()]
-
-

@@ -80,9 +80,7 @@ class ProjectionRunner:
         """Process one batch; the number of log entries it moved past (0 when caught up)."""
         positions = self.positions()
         start = min(positions.values())
-        notifications = self.recorder.select_notifications(
-            start=start + 1, limit=self.batch_size
-        )
+        notifications = self.recorder.select_notifications(start=start + 1, limit=self.batch_size)
         if not notifications:
             return 0
         wanted = {p.name: p for p in self.projections}

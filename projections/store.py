@@ -113,7 +113,9 @@ class SqliteViewStore(ViewStore):
 
     def encode_time(self, value: datetime | None) -> Any:
         # A fixed-width UTC form sorts as text in time order.
-        return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        return (
+            None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        )
 
     def decode_time(self, value: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)

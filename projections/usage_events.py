@@ -125,8 +125,16 @@ class UsageEventsProjection(Projection):
             assert quantity is not None and occurred_at is not None and recorded_at is not None
             result.append(
                 UsageEventRow(
-                    int(r[0]), r[1], r[2], r[3], quantity, occurred_at, recorded_at, r[7],
-                    json.loads(r[8]), r[9],
+                    int(r[0]),
+                    r[1],
+                    r[2],
+                    r[3],
+                    quantity,
+                    occurred_at,
+                    recorded_at,
+                    r[7],
+                    json.loads(r[8]),
+                    r[9],
                 )
             )
         return result

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import FromPath, RawBody
+from litestar.params import FromPath
 
-from api.auth import authorize, services
-from api.schemas import MeterIn, MeterOut, validation_field
+from api.auth import authorize, authorize_async, services
+from api.schemas import MeterIn, MeterOut
 from domain.meters import MetricDefinition, parse_aggregation
 from domain.tenancy import Scope
 
@@ -36,23 +37,23 @@ def meter_definition(body: MeterIn) -> MetricDefinition:
     )
 
 
-@post("/v1/meters", sync_to_thread=True)
-def declare_meter(request: Request[Any, Any, Any], body: RawBody) -> Response[MeterOut]:
+@post("/v1/meters")
+async def declare_meter(request: Request[Any, Any, Any]) -> Response[MeterOut]:
     """Declare a metric. 201 when new, 200 when identical to one declared, 409 when different."""
-    principal = authorize(request, Scope.ADMIN)
-    try:
-        decoded = msgspec.json.decode(body, type=MeterIn)
-    except msgspec.ValidationError as error:
-        raise validation_field(error) from None
-    definition = meter_definition(decoded)
-    created = services(request).stores.app.declare_metric(principal.tenant_id, definition)
+    principal = await authorize_async(request, Scope.ADMIN)
+    definition = meter_definition(msgspec.json.decode(await request.body(), type=MeterIn))
+    created = await anyio.to_thread.run_sync(
+        services(request).stores.app.declare_metric, principal.tenant_id, definition
+    )
     return Response(meter_out(definition), status_code=201 if created else 200)
 
 
 @get("/v1/meters", sync_to_thread=True)
 def list_meters(request: Request[Any, Any, Any]) -> dict[str, list[MeterOut]]:
     principal = authorize(request, Scope.READ)
-    return {"data": [meter_out(m) for m in services(request).stores.app.metrics(principal.tenant_id)]}
+    return {
+        "data": [meter_out(m) for m in services(request).stores.app.metrics(principal.tenant_id)]
+    }
 
 
 @get("/v1/meters/{name:str}", sync_to_thread=True)

@@ -71,7 +71,11 @@ def list_events(
     cursor: FromQuery[str | None] = None,
     limit: FromQuery[int] = 100,
 ) -> EventPage:
-    """The tenant's usage events in arrival order, filtered, a page at a time."""
+    """The tenant's usage events in event-log order, filtered, a page at a time.
+
+    Requests appear in the order they were committed; inside one group commit
+    the events of one customer and metric stand together.
+    """
     principal = authorize(request, Scope.READ)
     if not 1 <= limit <= MAX_PAGE:
         raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
@@ -168,7 +172,9 @@ def usage_history(
     if end - start > MAX_HISTORY:
         raise FieldError("since", "the range must be at most 93 days")
     first_hour = start.replace(minute=0, second=0, microsecond=0)
-    hours = svc.stores.views.counters.hours(principal.tenant_id, customer_ref, metric, first_hour, end)
+    hours = svc.stores.views.counters.hours(
+        principal.tenant_id, customer_ref, metric, first_hour, end
+    )
     buckets = roll_up_days(hours) if granularity == "day" else hours
 
     def out(start_at: datetime, tally: Tally) -> BucketOut:

@@ -39,7 +39,12 @@ class Api:
 
 
 def event(**fields: Any) -> dict[str, Any]:
-    base = {"metric": "api_calls", "customerRef": "cus_1", "quantity": 1, "ts": "2026-03-15T11:00:00Z"}
+    base = {
+        "metric": "api_calls",
+        "customerRef": "cus_1",
+        "quantity": 1,
+        "ts": "2026-03-15T11:00:00Z",
+    }
     base.update(fields)
     return base
 
@@ -51,13 +56,13 @@ def api(settings: Settings, clock: FakeClock) -> Iterator[Api]:
     for slug in ("acme", "globex"):
         tenant = stores.app.register_tenant(slug, slug.title()).id
         stores.app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
-        keys[f"{slug}-all"] = stores.app.issue_api_key(
-            tenant, frozenset({Scope.ADMIN})
-        ).secret
+        keys[f"{slug}-all"] = stores.app.issue_api_key(tenant, frozenset({Scope.ADMIN})).secret
         keys[f"{slug}-ingest"] = stores.app.issue_api_key(tenant, frozenset({Scope.INGEST})).secret
         keys[f"{slug}-read"] = stores.app.issue_api_key(tenant, frozenset({Scope.READ})).secret
     stores.close()
     # The test drives the projection itself (settle), so that reads are deterministic.
-    embedded = Settings(data_dir=settings.data_dir, postgres=settings.postgres, embedded_worker=False)
+    embedded = Settings(
+        data_dir=settings.data_dir, postgres=settings.postgres, embedded_worker=False
+    )
     with TestClient(app=create_app(embedded, clock)) as client:
         yield Api(client, keys, clock)

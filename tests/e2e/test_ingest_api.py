@@ -42,7 +42,9 @@ def test_the_idempotency_key_header_covers_the_request_not_each_event(api: Api) 
     changed = api.ingest(event(quantity=9), headers={"Idempotency-Key": "req-42"})
     assert statuses(changed) == ["conflict"]
     api.settle()
-    assert api.call("GET", "/v1/usage/current?customerRef=cus_1").json()["counters"][0]["value"] == "4"
+    assert (
+        api.call("GET", "/v1/usage/current?customerRef=cus_1").json()["counters"][0]["value"] == "4"
+    )
 
 
 def test_without_any_key_the_content_is_the_key(api: Api) -> None:
@@ -67,8 +69,16 @@ def test_without_any_key_the_content_is_the_key(api: Api) -> None:
         ({"quantity": "NaN"}, "quantity", "must be a finite number"),
         ({"quantity": "1e16"}, "quantity", "must be smaller than 10^15 in magnitude"),
         ({"quantity": "0.0000000000001"}, "quantity", "must have at most 12 decimal places"),
-        ({"quantity": -1}, "quantity", "must not be negative: metric 'api_calls' takes no corrections"),
-        ({"ts": "2026-03-15 11:00"}, "ts", "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-16T14:30:00Z"),
+        (
+            {"quantity": -1},
+            "quantity",
+            "must not be negative: metric 'api_calls' takes no corrections",
+        ),
+        (
+            {"ts": "2026-03-15 11:00"},
+            "ts",
+            "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-16T14:30:00Z",
+        ),
         ({"ts": "2026-02-30T11:00:00Z"}, "ts", "is not a real date and time"),
         ({"ts": "2026-03-15T12:06:00Z"}, "ts", "is more than 5 minutes in the future"),
         ({"idempotencyKey": "k" * 256}, "idempotencyKey", "must be at most 255 characters"),
@@ -93,7 +103,9 @@ def test_each_validation_rule_names_the_field_and_reason(
 
 def test_malformed_json_is_one_400_and_nothing_is_written(api: Api) -> None:
     response = api.call(
-        "POST", "/v1/events/ingest", content=b'{"events": [{"metric": "api_calls"',
+        "POST",
+        "/v1/events/ingest",
+        content=b'{"events": [{"metric": "api_calls"',
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 400
@@ -140,4 +152,7 @@ def test_late_events_report_their_lateness(api: Api) -> None:
     assert [r.get("late") for r in response.json()["results"]] == ["in_window", "past_window"]
     api.settle()
     listed = api.call("GET", "/v1/events").json()["data"]
-    assert [(e["idempotencyKey"], e["status"]) for e in listed] == [("in", "counted"), ("past", "late")]
+    assert [(e["idempotencyKey"], e["status"]) for e in listed] == [
+        ("in", "counted"),
+        ("past", "late"),
+    ]

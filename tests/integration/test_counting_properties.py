@@ -72,11 +72,13 @@ def test_counters_equal_the_sum_over_unique_events(
             assert isinstance(item, int)
             customer, hours, quantity = contents[item]
             occurred_at = NOW + timedelta(hours=hours)
-            pending.append(submission(tenant, quantity, occurred_at, key=f"k{item}", customer=customer))
+            pending.append(
+                submission(tenant, quantity, occurred_at, key=f"k{item}", customer=customer)
+            )
             if item not in seen:
                 seen.add(item)
                 period = period_of(occurred_at)
-                if NOW < period.end + timedelta(hours=window_hours):
+                if period.end + timedelta(hours=window_hours) > NOW:
                     expected[(customer, period.key)] += quantity
             if len(pending) >= batch:
                 stores.app.record_usage(pending)

@@ -37,24 +37,41 @@ def test_keys_stay_claimed_across_a_restart(settings: Settings, clock: FakeClock
         second.close()
 
 
-def test_counters_follow_the_log_and_a_rebuild_gives_the_same_views(stores: Stores, clock: FakeClock) -> None:
+def test_counters_follow_the_log_and_a_rebuild_gives_the_same_views(
+    stores: Stores, clock: FakeClock
+) -> None:
     tenant = setup_tenant(stores)
     batch = [
-        submission(tenant, Decimal("1.25"), clock.now - timedelta(hours=h), key=f"e{h}", customer=f"c{h % 3}")  # type: ignore[arg-type]
+        submission(
+            tenant,
+            Decimal("1.25"),
+            clock.now - timedelta(hours=h),
+            key=f"e{h}",
+            customer=f"c{h % 3}",
+        )  # type: ignore[arg-type]
         for h in range(30)
     ]
     stores.app.record_usage(batch)
     stores.views.runner.catch_up()
     counters = stores.views.counters.counters(tenant)  # type: ignore[arg-type]
     assert {c.customer_ref: c.value for c in counters} == {
-        "c0": Decimal("12.5"), "c1": Decimal("12.5"), "c2": Decimal("12.5")
+        "c0": Decimal("12.5"),
+        "c1": Decimal("12.5"),
+        "c2": Decimal("12.5"),
     }
-    hours_before = stores.views.counters.hours(tenant, "c0", "api_calls", clock.now - timedelta(days=2), clock.now + timedelta(hours=1))  # type: ignore[arg-type]
+    hours_before = stores.views.counters.hours(
+        tenant, "c0", "api_calls", clock.now - timedelta(days=2), clock.now + timedelta(hours=1)
+    )  # type: ignore[arg-type]
     events_before = stores.views.events.list(tenant, _all(), None, 1000)  # type: ignore[arg-type]
 
     stores.views.runner.rebuild()
     assert stores.views.counters.counters(tenant) == counters  # type: ignore[arg-type]
-    assert stores.views.counters.hours(tenant, "c0", "api_calls", clock.now - timedelta(days=2), clock.now + timedelta(hours=1)) == hours_before  # type: ignore[arg-type]
+    assert (
+        stores.views.counters.hours(
+            tenant, "c0", "api_calls", clock.now - timedelta(days=2), clock.now + timedelta(hours=1)
+        )
+        == hours_before
+    )  # type: ignore[arg-type]
     assert stores.views.events.list(tenant, _all(), None, 1000) == events_before  # type: ignore[arg-type]
     assert len(events_before) == 30
 

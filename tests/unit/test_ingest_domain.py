@@ -27,7 +27,9 @@ def app(clock: FakeClock) -> Iterator[MeteringApp]:
     application.close()
 
 
-def test_same_key_same_content_is_a_duplicate_and_counts_once(app: MeteringApp, clock: FakeClock) -> None:
+def test_same_key_same_content_is_a_duplicate_and_counts_once(
+    app: MeteringApp, clock: FakeClock
+) -> None:
     tenant = app.tenant_by_slug("acme").id
     event = submission(tenant, 5, clock.now, key="evt-1")
     first = app.record_usage([event])
@@ -37,7 +39,9 @@ def test_same_key_same_content_is_a_duplicate_and_counts_once(app: MeteringApp, 
     assert app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == Decimal(5)
 
 
-def test_same_key_other_content_is_a_conflict_not_a_duplicate(app: MeteringApp, clock: FakeClock) -> None:
+def test_same_key_other_content_is_a_conflict_not_a_duplicate(
+    app: MeteringApp, clock: FakeClock
+) -> None:
     tenant = app.tenant_by_slug("acme").id
     app.record_usage([submission(tenant, 5, clock.now, key="evt-1")])
     [result] = app.record_usage([submission(tenant, 6, clock.now, key="evt-1")])
@@ -101,7 +105,9 @@ def test_negative_quantities_are_taken_when_the_metric_allows_corrections(
     assert app.usage_period(tenant, "cus_1", "credits", "2026-03").total == Decimal("7.5")
 
 
-def test_late_event_inside_the_window_lands_in_its_own_period(app: MeteringApp, clock: FakeClock) -> None:
+def test_late_event_inside_the_window_lands_in_its_own_period(
+    app: MeteringApp, clock: FakeClock
+) -> None:
     tenant = app.tenant_by_slug("acme").id
     clock.now = clock.now.replace(month=4, day=1, hour=10)  # 10 h after March closed; window 48 h
     [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
@@ -111,7 +117,9 @@ def test_late_event_inside_the_window_lands_in_its_own_period(app: MeteringApp, 
     assert march.total == Decimal(3)
 
 
-def test_event_past_the_window_is_recorded_visibly_and_not_counted(app: MeteringApp, clock: FakeClock) -> None:
+def test_event_past_the_window_is_recorded_visibly_and_not_counted(
+    app: MeteringApp, clock: FakeClock
+) -> None:
     tenant = app.tenant_by_slug("acme").id
     clock.now = clock.now.replace(month=4, day=5)
     [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
@@ -128,10 +136,16 @@ def test_event_past_the_window_is_recorded_visibly_and_not_counted(app: Metering
 
 @pytest.mark.parametrize(
     ("aggregation", "expected"),
-    [(Aggregation.SUM, Decimal(12)), (Aggregation.COUNT, Decimal(3)), (Aggregation.MAX, Decimal(7)),
-     (Aggregation.LAST, Decimal(2))],
+    [
+        (Aggregation.SUM, Decimal(12)),
+        (Aggregation.COUNT, Decimal(3)),
+        (Aggregation.MAX, Decimal(7)),
+        (Aggregation.LAST, Decimal(2)),
+    ],
 )
-def test_each_aggregation(app: MeteringApp, clock: FakeClock, aggregation: Aggregation, expected: Decimal) -> None:
+def test_each_aggregation(
+    app: MeteringApp, clock: FakeClock, aggregation: Aggregation, expected: Decimal
+) -> None:
     tenant = app.tenant_by_slug("acme").id
     app.declare_metric(tenant, MetricDefinition("m", aggregation))
     # Arrival order differs from event time: "last" follows event time.

@@ -1,0 +1,137 @@
+"""The README's path, for real: the CLI sets up a tenant, scripts/run serves HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "api.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cli(env: dict[str, str], *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    parsed: dict[str, object] = json.loads(done.stdout)
+    return parsed
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "STRIPEMETER_DATA_DIR": str(tmp_path / "data"),
+        "STRIPEMETER_PORT": str(port),
+    }
+    env.pop("STRIPEMETER_DATABASE_URL", None)
+    cli(env, "tenants", "create", "acme", "--name", "Acme Inc")
+    cli(env, "meters", "create", "--tenant", "acme", "--name", "api_calls", "--aggregation", "sum")
+    process = subprocess.Popen(
+        [str(ROOT / "scripts" / "run")],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the server did not start within 60 s")
+        yield base, env
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode in (0, -15), output
+
+
+def test_ingest_over_http_counts_once_and_the_embedded_worker_projects(
+    server: tuple[str, dict[str, str]],
+) -> None:
+    base, env = server
+    key = str(cli(env, "keys", "create", "--tenant", "acme", "--scopes", "ingest,read")["key"])
+    headers = {"Authorization": f"Bearer {key}"}
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "events": [
+            {
+                "metric": "api_calls",
+                "customerRef": "cus_1",
+                "quantity": 3,
+                "ts": now,
+                "idempotencyKey": "e-1",
+            }
+        ]
+    }
+    first = httpx.post(f"{base}/v1/events/ingest", json=body, headers=headers)
+    again = httpx.post(f"{base}/v1/events/ingest", json=body, headers=headers)
+    assert [r["status"] for r in first.json()["results"]] == ["accepted"]
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        usage = httpx.get(
+            f"{base}/v1/usage/current", params={"customerRef": "cus_1"}, headers=headers
+        ).json()
+        if usage["counters"]:
+            break
+        time.sleep(0.05)
+    assert [c["value"] for c in usage["counters"]] == ["3"]
+    assert httpx.get(f"{base}/health/ready").json()["status"] == "ready"
+    # A revoked key is refused (a key in use may live on for the 5 s auth cache).
+    revoked = cli(env, "keys", "create", "--tenant", "acme")
+    cli(env, "keys", "revoke", str(revoked["id"]), "--tenant", "acme")
+    refused = httpx.get(f"{base}/v1/events", headers={"Authorization": f"Bearer {revoked['key']}"})
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "this API key was revoked"
+
+
+def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
+    env = {**os.environ, "STRIPEMETER_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [*CLI, "keys", "create", "--tenant", "nobody"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("stripemeter: tenant ")
+    bad = subprocess.run(
+        [*CLI, "db", "migrate"],
+        env={**env, "STRIPEMETER_DATABASE_URL": "mysql://x/y"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "STRIPEMETER_DATABASE_URL must start with postgresql://" in bad.stderr

@@ -19,7 +19,9 @@ def iso(ts: int) -> str:
 
 
 @pytest.fixture
-def customer(client: Any) -> str:
+def customer(client: Any, emu: RunningEmulator) -> str:
+    # Frozen time: window edges are checked to the second, real time would tick in between.
+    emu.set_now(emu.now(), frozen=True)
     make_meter(client)
     return str(client.v1.customers.create({"email": "usage@example.com"}).id)
 

@@ -48,7 +48,7 @@ def test_every_stripemeter_variable_in_compose_is_read_by_the_settings() -> None
         for variable in service.get("environment") or {}:
             if variable.startswith("STRIPEMETER_"):
                 assert variable in env.asked, f"{name}: {variable} is not a setting"
-    for name, service in services():
+    for _name, service in services():
         environment = service.get("environment") or {}
         if "STRIPEMETER_DATABASE_URL" in environment:
             Settings.from_env(environment)  # parses without error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import struct
@@ -185,7 +186,8 @@ def _no_delay(send: Send) -> None:
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _abort(send: Send) -> None:
@@ -199,7 +201,9 @@ def _abort(send: Send) -> None:
         raise RuntimeError("connection reset needs uvicorn's h11/httptools protocol")
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # The client may have given up and closed already: then there is nothing to reset.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
 
 

@@ -18,6 +18,7 @@ from uuid import UUID
 
 import uvicorn
 
+import stripe_emulator
 from adapters.persistence import open_stores
 from adapters.settings import Settings, SettingsError
 from api.app import create_app
@@ -175,6 +176,11 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="keep the projections current (production)")
     worker.set_defaults(run=cmd_worker)
 
+    # Handled before parsing (see main): its flags belong to the emulator.
+    sub.add_parser(
+        "emulator", help="run the local Stripe emulator (e.g. --port 12111; --help for its flags)"
+    )
+
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     db.add_parser("migrate", help="create every missing table").set_defaults(run=cmd_db_migrate)
 
@@ -217,6 +223,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        return stripe_emulator.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()

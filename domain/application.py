@@ -19,6 +19,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
+from domain.customers import Customer, customer_id_for
 from domain.errors import (
     ConflictError,
     ForbiddenError,
@@ -28,8 +29,9 @@ from domain.errors import (
 )
 from domain.idempotency import IdempotencyKey, idempotency_key_id
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
+from domain.mappings import MeterMapping
 from domain.meters import MetricDefinition
-from domain.periods import period_of
+from domain.periods import BillingPeriod, period_of
 from domain.tenancy import (
     ApiKey,
     Principal,
@@ -103,6 +105,7 @@ class MeteringApp(Application[UUID]):
         self._ingest_lock = threading.Lock()
         self._tenant_lock = threading.Lock()
         self._tenants: dict[UUID, tuple[float, Tenant]] = {}
+        self._customers: dict[UUID, tuple[float, Customer | None]] = {}
         self._periods = _LRU(period_cache_size)
         self._known_keys = _LRU(known_key_cache_size)
 
@@ -150,6 +153,107 @@ class MeteringApp(Application[UUID]):
             self.tenant(tenant_id)
             return True
         raise ConflictError("the tenant is being changed concurrently; try again")
+
+    def map_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
+        """Map a declared metric to a Stripe meter (validated by the caller against Stripe)."""
+        for _ in range(SAVE_ATTEMPTS):
+            tenant = self.tenant(tenant_id)
+            if not tenant.map_meter(mapping):
+                return False
+            try:
+                self.save(tenant)
+            except IntegrityError:
+                continue
+            self.tenant(tenant_id)
+            return True
+        raise ConflictError("the tenant is being changed concurrently; try again")
+
+    # -- customers ----------------------------------------------------------
+
+    def customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
+        """The customer's Stripe mapping, or None when never mapped."""
+        customer_id = customer_id_for(tenant_id, customer_ref)
+        try:
+            customer: Customer | None = self.repository.get(customer_id)
+        except AggregateNotFoundError:
+            customer = None
+        with self._tenant_lock:
+            self._customers[customer_id] = (time.monotonic(), customer)
+        return customer
+
+    def _cached_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
+        customer_id = customer_id_for(tenant_id, customer_ref)
+        with self._tenant_lock:
+            cached = self._customers.get(customer_id)
+        if cached is not None and time.monotonic() - cached[0] < TENANT_CACHE_SECONDS:
+            return cached[1]
+        return self.customer(tenant_id, customer_ref)
+
+    def period_for(self, tenant_id: UUID, customer_ref: str, moment: datetime) -> BillingPeriod:
+        """The customer's billing period containing ``moment`` (their Stripe cycle once mapped)."""
+        customer = self._cached_customer(tenant_id, customer_ref)
+        return customer.period_of(moment) if customer else period_of(moment)
+
+    def map_customer(
+        self,
+        tenant_id: UUID,
+        customer_ref: str,
+        stripe_customer_id: str,
+        billing_cycle_anchor: datetime | None,
+        shadow_stripe_customer_id: str | None = None,
+    ) -> tuple[Customer, bool]:
+        """Map a customer to Stripe; True when new or changed.
+
+        The billing cycle is fixed at the first mapping and only allowed while
+        the customer has no usage in a period that is still open: moving usage
+        between periods after the fact would make the count and the invoice
+        cover different intervals.
+        """
+        existing = self.customer(tenant_id, customer_ref)
+        if existing is not None:
+            if existing.billing_cycle_anchor != billing_cycle_anchor:
+                raise ConflictError(
+                    f"customer {customer_ref!r} is already mapped with another billing cycle anchor"
+                )
+            changed = existing.remap(stripe_customer_id, shadow_stripe_customer_id)
+            if changed:
+                self.save(existing)
+            self.customer(tenant_id, customer_ref)
+            return existing, changed
+        self._refuse_if_usage_is_open(tenant_id, customer_ref)
+        customer = Customer.map(
+            tenant_id,
+            customer_ref,
+            stripe_customer_id,
+            billing_cycle_anchor,
+            shadow_stripe_customer_id,
+        )
+        try:
+            self.save(customer)
+        except IntegrityError:
+            raise ConflictError(f"customer {customer_ref!r} was mapped concurrently") from None
+        self.customer(tenant_id, customer_ref)
+        return customer, True
+
+    def _refuse_if_usage_is_open(self, tenant_id: UUID, customer_ref: str) -> None:
+        now = self.clock()
+        for definition in self.tenant(tenant_id).metrics.values():
+            oldest_open = now - timedelta(seconds=definition.lateness_seconds)
+            for moment in {
+                period_of(now).key: now,
+                period_of(oldest_open).key: oldest_open,
+            }.values():
+                period_id = usage_period_id(
+                    tenant_id, customer_ref, definition.name, period_of(moment).key
+                )
+                try:
+                    self.repository.get(period_id)
+                except AggregateNotFoundError:
+                    continue
+                raise ConflictError(
+                    f"customer {customer_ref!r} already has {definition.name!r} usage in the open"
+                    f" period {period_of(moment).key}; map customers before sending their usage"
+                )
 
     def metrics(self, tenant_id: UUID) -> list[MetricDefinition]:
         return sorted(self.tenant(tenant_id).metrics.values(), key=lambda m: m.name)
@@ -336,7 +440,7 @@ class MeteringApp(Application[UUID]):
     def _period(
         self, item: UsageSubmission, metric: MetricDefinition, touched: dict[UUID, UsagePeriod]
     ) -> UsagePeriod:
-        billing_period = period_of(item.occurred_at)
+        billing_period = self.period_for(item.tenant_id, item.customer_ref, item.occurred_at)
         period_id = usage_period_id(
             item.tenant_id, item.customer_ref, item.metric, billing_period.key
         )

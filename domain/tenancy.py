@@ -18,6 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidInputError, MetricConflictError, NotFoundError
+from domain.mappings import MeterMapping, check_formula
 from domain.meters import Aggregation, MetricDefinition
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://stripemeter.dev/ids")
@@ -85,6 +86,30 @@ class Tenant(Aggregate):
                 allow_negative=self.allow_negative,
             )
 
+    class MeterMapped(Aggregate.Event):
+        """A metric's Stripe meter (v1); mapping again replaces it."""
+
+        metric: str
+        stripe_meter_id: str
+        stripe_event_name: str
+        stripe_formula: str
+        customer_key: str
+        value_key: str
+        shadow_meter_id: str | None
+        shadow_event_name: str | None
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.mappings[self.metric] = MeterMapping(
+                metric=self.metric,
+                stripe_meter_id=self.stripe_meter_id,
+                stripe_event_name=self.stripe_event_name,
+                stripe_formula=self.stripe_formula,
+                customer_key=self.customer_key,
+                value_key=self.value_key,
+                shadow_meter_id=self.shadow_meter_id,
+                shadow_event_name=self.shadow_event_name,
+            )
+
     class KeyIssued(Aggregate.Event):
         key_id: UUID
         display_prefix: str
@@ -97,6 +122,7 @@ class Tenant(Aggregate):
         self.slug = slug
         self.display_name = display_name
         self.metrics: dict[str, MetricDefinition] = {}
+        self.mappings: dict[str, MeterMapping] = {}
         self.key_ids: list[UUID] = []
 
     @classmethod
@@ -141,6 +167,25 @@ class Tenant(Aggregate):
             return self.metrics[name]
         except KeyError:
             raise NotFoundError(f"metric {name!r} is not declared") from None
+
+    def map_meter(self, mapping: MeterMapping) -> bool:
+        """Map a declared metric to a Stripe meter; False when already mapped the same way."""
+        definition = self.metric(mapping.metric)
+        check_formula(definition.aggregation, mapping.stripe_formula)
+        if self.mappings.get(mapping.metric) == mapping:
+            return False
+        self.trigger_event(
+            self.MeterMapped,
+            metric=mapping.metric,
+            stripe_meter_id=mapping.stripe_meter_id,
+            stripe_event_name=mapping.stripe_event_name,
+            stripe_formula=mapping.stripe_formula,
+            customer_key=mapping.customer_key,
+            value_key=mapping.value_key,
+            shadow_meter_id=mapping.shadow_meter_id,
+            shadow_event_name=mapping.shadow_event_name,
+        )
+        return True
 
     def record_key(self, key_id: UUID, display_prefix: str, scopes: frozenset[Scope]) -> None:
         self.trigger_event(

@@ -97,6 +97,7 @@ class UsagePeriod(Aggregate):
         self.maximum: Decimal | None = None
         self.last_value: Decimal | None = None
         self.last_at: datetime | None = None
+        self.watermark: datetime | None = None
         self.late_events = 0
 
     @classmethod
@@ -165,6 +166,8 @@ class UsagePeriod(Aggregate):
         if self.last_at is None or occurred_at >= self.last_at:
             self.last_at = occurred_at
             self.last_value = quantity
+        if self.watermark is None or occurred_at > self.watermark:
+            self.watermark = occurred_at
 
     @property
     def value(self) -> Decimal:

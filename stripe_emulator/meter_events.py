@@ -105,8 +105,8 @@ def ingest(
     if previous is not None and now - previous.received_at < DEDUP_SECONDS:
         raise _rejected(
             "resource_already_exists",
-            f"A meter event with identifier '{identifier}' was already received in the "
-            "last 24 hours.",
+            # Stripe's own wording, which clients match on to treat a resend as delivered.
+            f"An event already exists with identifier {identifier}.",
             "identifier",
         )
     record = MeterEventRecord(

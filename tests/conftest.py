@@ -20,6 +20,8 @@ import pytest
 
 from adapters.persistence import Stores, open_stores
 from adapters.settings import PostgresSettings, Settings
+from stripe_emulator import EmulatorConfig
+from stripe_emulator.testing import RunningEmulator, running_emulator
 
 SERVER_URL = os.environ.get(
     "STRIPEMETER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -84,3 +86,29 @@ def stores(settings: Settings, clock: FakeClock) -> Iterator[Stores]:
         yield opened
     finally:
         opened.close()
+
+
+# -- the Stripe emulator -------------------------------------------------------
+
+EMULATOR_TEST_CONFIG = {
+    "rate_limit": 0,
+    "summary_lag_seconds": 0.0,
+    "hang_seconds": 0.6,
+    "webhook_retry_base_seconds": 0.05,
+    "webhook_max_attempts": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[RunningEmulator]:
+    with running_emulator(EmulatorConfig(**EMULATOR_TEST_CONFIG)) as server:  # type: ignore[arg-type]
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: RunningEmulator, clock: FakeClock) -> RunningEmulator:
+    """A clean emulated Stripe account whose clock stands where the test's clock stands."""
+    emulator_server.reset()
+    emulator_server.configure(**EMULATOR_TEST_CONFIG)
+    emulator_server.set_now(int(clock.now.timestamp()), frozen=True)
+    return emulator_server

@@ -1,0 +1,155 @@
+"""The Stripe gateway: the domain's ``StripeGateway`` port over the official SDK.
+
+Retries of one call (429, 5xx, timeouts, honouring ``Stripe-Should-Retry``,
+with exponential backoff and jitter) are the SDK's own
+(``max_network_retries``); what is still failing after them comes back to
+the push service as ``StripeUnavailableError`` and is retried later, with
+the same identifier, by the next push of that period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+
+from domain.stripe_port import (
+    DuplicateMeterEventError,
+    MeterEventRequest,
+    StripeMeter,
+    StripeRejectedError,
+    StripeUnavailableError,
+)
+
+DUPLICATE_CODES = {"resource_already_exists", "duplicate_meter_event"}
+
+
+class SdkStripeGateway:
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str | None = None,
+        max_network_retries: int = 2,
+        timeout_seconds: float = 20.0,
+    ) -> None:
+        options: dict[str, Any] = {
+            "max_network_retries": max_network_retries,
+            "http_client": stripe.RequestsClient(timeout=timeout_seconds),
+        }
+        if api_base:
+            base = api_base.rstrip("/")
+            options["base_addresses"] = {"api": base, "meter_events": base}
+        self.client = stripe.StripeClient(api_key, **options)
+
+    def send_meter_event(self, request: MeterEventRequest) -> None:
+        params = {
+            "event_name": request.event_name,
+            "identifier": request.identifier,
+            "timestamp": int(request.timestamp.timestamp()),
+            "payload": {
+                request.customer_key: request.stripe_customer_id,
+                request.value_key: str(request.value),
+            },
+        }
+        with _translated(duplicate_means_delivered=True):
+            self.client.v1.billing.meter_events.create(params)  # type: ignore[arg-type]
+
+    def meter_total(
+        self, meter_id: str, stripe_customer_id: str, start: datetime, end: datetime
+    ) -> int:
+        total = 0
+        params: dict[str, Any] = {
+            "customer": stripe_customer_id,
+            "start_time": int(start.timestamp()),
+            "end_time": int(end.timestamp()),
+            "limit": 100,
+        }
+        with _translated():
+            page = self.client.v1.billing.meters.event_summaries.list(meter_id, params)  # type: ignore[arg-type]
+            for summary in page.auto_paging_iter():
+                total += round(float(summary.aggregated_value))
+        return total
+
+    def find_meter(self, event_name: str) -> StripeMeter | None:
+        with _translated():
+            meters = self.client.v1.billing.meters.list({"status": "active", "limit": 100})
+            found = [m for m in meters.auto_paging_iter() if m.event_name == event_name]
+        return _meter(found[0]) if found else None
+
+    def retrieve_meter(self, meter_id: str) -> StripeMeter:
+        with _translated():
+            meter = self.client.v1.billing.meters.retrieve(meter_id)
+        return _meter(meter)
+
+    def create_meter(self, display_name: str, event_name: str, formula: str) -> StripeMeter:
+        params: dict[str, Any] = {
+            "display_name": display_name,
+            "event_name": event_name,
+            "default_aggregation": {"formula": formula},
+            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
+            "value_settings": {"event_payload_key": "value"},
+        }
+        with _translated():
+            meter = self.client.v1.billing.meters.create(params)  # type: ignore[arg-type]
+        return _meter(meter)
+
+    def customer_exists(self, stripe_customer_id: str) -> bool:
+        try:
+            with _translated():
+                customer = self.client.v1.customers.retrieve(stripe_customer_id)
+        except StripeRejectedError as error:
+            if error.code == "resource_missing":
+                return False
+            raise
+        return not getattr(customer, "deleted", False)
+
+    def billing_cycle_anchor(self, stripe_customer_id: str) -> datetime | None:
+        with _translated():
+            subscriptions = self.client.v1.subscriptions.list(
+                {"customer": stripe_customer_id, "status": "active", "limit": 1}
+            )
+        for subscription in subscriptions.data:
+            return datetime.fromtimestamp(subscription.billing_cycle_anchor, UTC)
+        return None
+
+
+def _meter(meter: Any) -> StripeMeter:
+    customer_key = "stripe_customer_id"
+    mapping = getattr(meter, "customer_mapping", None)
+    if mapping is not None and getattr(mapping, "event_payload_key", None):
+        customer_key = mapping.event_payload_key
+    value_key = "value"
+    settings = getattr(meter, "value_settings", None)
+    if settings is not None and getattr(settings, "event_payload_key", None):
+        value_key = settings.event_payload_key
+    return StripeMeter(
+        id=meter.id,
+        event_name=meter.event_name,
+        formula=meter.default_aggregation.formula,
+        status=meter.status,
+        customer_key=customer_key,
+        value_key=value_key,
+    )
+
+
+@contextmanager
+def _translated(*, duplicate_means_delivered: bool = False) -> Iterator[None]:
+    """Map the SDK's exceptions onto the port's three outcomes."""
+    try:
+        yield
+    except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+        raise StripeUnavailableError(str(error)) from error
+    except stripe.StripeError as error:
+        status = error.http_status or 0
+        if status >= 500 or status == 409:
+            raise StripeUnavailableError(str(error)) from error
+        code = getattr(error, "code", None)
+        message = str(getattr(error, "user_message", None) or error)
+        if duplicate_means_delivered and (
+            code in DUPLICATE_CODES or "already exists with identifier" in message
+        ):
+            raise DuplicateMeterEventError(message) from error
+        raise StripeRejectedError(message, code) from error

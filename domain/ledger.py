@@ -1,0 +1,176 @@
+"""The Stripe ledger of one usage period: every push, from intent to outcome.
+
+One ``StripeLedger`` per usage period and target (``live``, or ``shadow``
+for a Stripe test account). It is a separate aggregate from the
+``UsagePeriod`` it pushes so that pushing never contends with ingest for
+the period's next version.
+
+A push is three steps, each recorded (see DESIGN.md, "The delta push,
+safely"): the *intent* (value, the usage versions it covers, a deterministic
+identifier), the Stripe call, then *confirmation* or *abandonment*. While
+an intent is pending nothing new is planned: it is resent with the same
+identifier and value until it is settled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.tenancy import NAMESPACE
+
+MAX_IDENTIFIER = 100
+
+
+def ledger_id_for(usage_period_id: UUID, target: str) -> UUID:
+    return uuid5(NAMESPACE, f"stripe-ledger:{usage_period_id}:{target}")
+
+
+def push_identifier(ledger_id: UUID, number: int, covers_from: int, covers_to: int) -> str:
+    """Stable for one push, different for every push: ``sm1-<ledger>-<n>-<from>-<to>``."""
+    identifier = f"sm1-{ledger_id.hex}-{number}-{covers_from}-{covers_to}"
+    assert len(identifier) <= MAX_IDENTIFIER
+    return identifier
+
+
+@dataclass(frozen=True)
+class Intent:
+    number: int
+    identifier: str
+    value: int
+    mode: str
+    covers_from: int
+    covers_to: int
+    stripe_timestamp: datetime
+    event_name: str
+    stripe_customer_id: str
+    recorded_at: datetime
+
+
+class StripeLedger(Aggregate):
+    class Opened(Aggregate.Created):
+        tenant_id: UUID
+        usage_period_id: UUID
+        target: str
+
+    class PushIntended(Aggregate.Event):
+        number: int
+        identifier: str
+        value: int
+        mode: str
+        covers_from: int
+        covers_to: int
+        stripe_timestamp: datetime
+        event_name: str
+        stripe_customer_id: str
+        reason: str
+        recorded_at: datetime  # the service's clock, which decides when to stop resending
+
+        def apply(self, aggregate: StripeLedger) -> None:
+            aggregate.pending = Intent(
+                self.number,
+                self.identifier,
+                self.value,
+                self.mode,
+                self.covers_from,
+                self.covers_to,
+                self.stripe_timestamp,
+                self.event_name,
+                self.stripe_customer_id,
+                self.recorded_at,
+            )
+            aggregate.pushes = self.number
+
+    class PushConfirmed(Aggregate.Event):
+        """Stripe holds the push. ``how``: response, duplicate (resend) or summary."""
+
+        number: int
+        how: str
+
+        def apply(self, aggregate: StripeLedger) -> None:
+            intent = aggregate.pending
+            assert intent is not None and intent.number == self.number
+            if intent.mode == "delta":
+                aggregate.confirmed_total += intent.value
+            aggregate.confirmed_value = intent.value
+            aggregate.last_stripe_timestamp = intent.stripe_timestamp
+            aggregate.covered_version = intent.covers_to
+            aggregate.pending = None
+            aggregate.blocked_reason = None
+
+    class PushAbandoned(Aggregate.Event):
+        """Stripe did not and will not take it; its usage stays unpushed, visibly."""
+
+        number: int
+        reason: str
+        permanent: bool
+
+        def apply(self, aggregate: StripeLedger) -> None:
+            intent = aggregate.pending
+            assert intent is not None and intent.number == self.number
+            aggregate.pending = None
+            aggregate.blocked_reason = self.reason if self.permanent else None
+            aggregate.blocked_at_version = intent.covers_to if self.permanent else 0
+
+    def __init__(self, tenant_id: UUID, usage_period_id: UUID, target: str) -> None:
+        self.tenant_id = tenant_id
+        self.usage_period_id = usage_period_id
+        self.target = target
+        self.pushes = 0
+        self.confirmed_total = 0
+        self.confirmed_value: int | None = None
+        self.last_stripe_timestamp: datetime | None = None
+        self.covered_version = 0
+        self.pending: Intent | None = None
+        self.blocked_reason: str | None = None
+        self.blocked_at_version = 0
+
+    @classmethod
+    def open(cls, tenant_id: UUID, usage_period_id: UUID, target: str) -> StripeLedger:
+        return cls._create(
+            cls.Opened,
+            id=ledger_id_for(usage_period_id, target),
+            tenant_id=tenant_id,
+            usage_period_id=usage_period_id,
+            target=target,
+        )
+
+    def intend(
+        self,
+        value: int,
+        mode: str,
+        covers_to: int,
+        stripe_timestamp: datetime,
+        event_name: str,
+        stripe_customer_id: str,
+        reason: str,
+        now: datetime,
+    ) -> Intent:
+        assert self.pending is None, "a pending intent must be settled first"
+        number = self.pushes + 1
+        covers_from = self.covered_version + 1
+        self.trigger_event(
+            self.PushIntended,
+            number=number,
+            identifier=push_identifier(self.id, number, covers_from, covers_to),
+            value=value,
+            mode=mode,
+            covers_from=covers_from,
+            covers_to=covers_to,
+            stripe_timestamp=stripe_timestamp,
+            event_name=event_name,
+            stripe_customer_id=stripe_customer_id,
+            reason=reason,
+            recorded_at=now,
+        )
+        assert self.pending is not None
+        return self.pending
+
+    def confirm(self, number: int, how: str) -> None:
+        self.trigger_event(self.PushConfirmed, number=number, how=how)
+
+    def abandon(self, number: int, reason: str, *, permanent: bool) -> None:
+        self.trigger_event(self.PushAbandoned, number=number, reason=reason, permanent=permanent)

@@ -1,0 +1,284 @@
+"""Pushing a usage period to Stripe: plan the missing part, record, send, settle.
+
+``PushService.push`` is safe to call any number of times, from any number of
+workers, for the same period: a pending intent is always resent (same
+identifier, same value) before anything new is planned; two workers that
+plan at once collide on the ledger's next version and one of them backs
+off; an intent older than Stripe's 24 h identifier window is settled by
+reading Stripe's summary, never by a blind resend.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.application import MeteringApp
+from domain.customers import Customer
+from domain.ledger import Intent, StripeLedger, ledger_id_for
+from domain.mappings import PUSH_MODE, MeterMapping, PushMode
+from domain.meters import Aggregation
+from domain.stripe_port import (
+    DuplicateMeterEventError,
+    MeterEventRequest,
+    StripeGateway,
+    StripeRejectedError,
+    StripeUnavailableError,
+)
+from domain.usage import UsagePeriod
+
+log = logging.getLogger(__name__)
+
+DEDUP_WINDOW = timedelta(hours=23)  # Stripe keeps identifiers at least 24 h; settle before that
+STRIPE_MAX_AGE = timedelta(days=35)
+ONE_SECOND = timedelta(seconds=1)
+
+
+class Target(StrEnum):
+    LIVE = "live"
+    SHADOW = "shadow"
+
+
+class PushOutcome(StrEnum):
+    CONFIRMED = "confirmed"  # an intent reached Stripe (now, or as a duplicate of a resend)
+    SETTLED = "settled"  # an old intent was settled from Stripe's summary
+    ABANDONED = "abandoned"  # Stripe refused the push for good; the usage stays unpushed
+    RETRY = "retry"  # Stripe unavailable; the intent stays pending
+    UP_TO_DATE = "up_to_date"  # nothing to push
+    UNMAPPED = "unmapped"  # metric or customer not mapped to Stripe (for this target)
+    BUSY = "busy"  # another worker is pushing this period right now
+    DRIFT = "drift"  # an old intent's outcome cannot be told from Stripe's summary
+
+
+@dataclass(frozen=True)
+class Plan:
+    value: int
+    mode: PushMode
+    covers_to: int
+    stripe_timestamp: datetime
+
+
+def whole_units(amount: Decimal) -> int:
+    """Meter values are whole numbers: a fraction waits until it completes a unit (toward zero)."""
+    return int(amount.to_integral_value(rounding=ROUND_DOWN))
+
+
+def plan_push(period: UsagePeriod, ledger: StripeLedger, now: datetime) -> Plan | None:
+    """What the ledger still owes Stripe for this period, or None when nothing."""
+    aggregation = Aggregation(period.aggregation_name)
+    mode = PUSH_MODE[aggregation]
+    if period.version <= ledger.covered_version:
+        return None
+    units = whole_units(period.value)
+    if mode is PushMode.DELTA:
+        value = units - ledger.confirmed_total
+        if value == 0:
+            return None
+        moment = period.watermark or period.period_start
+    else:
+        if ledger.confirmed_value == units or (ledger.confirmed_value is None and units == 0):
+            return None
+        value = units
+        moment = period.last_at or period.watermark or period.period_start
+        # Stripe's "last" keeps the latest timestamp: each new value must come after the last.
+        if ledger.last_stripe_timestamp is not None and moment <= ledger.last_stripe_timestamp:
+            moment = ledger.last_stripe_timestamp + ONE_SECOND
+    latest = min(now, period.period_end - ONE_SECOND)
+    return Plan(value, mode, period.version, min(max(moment, period.period_start), latest))
+
+
+class PushService:
+    def __init__(
+        self,
+        app: MeteringApp,
+        gateways: dict[Target, StripeGateway],
+        clock: Callable[[], datetime] | None = None,
+        on_outcome: Callable[[Target, PushOutcome, Intent | None], None] = lambda *_: None,
+    ) -> None:
+        self.app = app
+        self.gateways = gateways
+        self.clock = clock or app.clock
+        self.on_outcome = on_outcome
+        self._locks: dict[tuple[UUID, str, str, Target], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def push(self, usage_period_id: UUID, target: Target = Target.LIVE) -> PushOutcome:
+        """Bring Stripe up to date for one period: settle a pending intent, then push the rest."""
+        period: UsagePeriod = self.app.repository.get(usage_period_id)
+        gateway = self.gateways.get(target)
+        mapping = self.app.tenant(period.tenant_id).mappings.get(period.metric)
+        customer = self.app.customer(period.tenant_id, period.customer_ref)
+        route = _route(mapping, customer, target)
+        if gateway is None or route is None:
+            return PushOutcome.UNMAPPED
+        event_name, stripe_customer_id = route
+        assert mapping is not None
+        # One call at a time per customer and meter (Stripe's limit), in this process.
+        with self._lock(period.tenant_id, period.customer_ref, period.metric, target):
+            ledger = self._ledger(period, target)
+            outcome = PushOutcome.UP_TO_DATE
+            if ledger.pending is not None:
+                outcome = self._settle(ledger, ledger.pending, gateway, mapping, target, period)
+                if outcome not in (PushOutcome.CONFIRMED, PushOutcome.SETTLED):
+                    return outcome
+                if outcome is PushOutcome.SETTLED:
+                    ledger = self._ledger(period, target)
+            now = self.clock()
+            plan = plan_push(period, ledger, now)
+            if plan is None:
+                return outcome
+            intent = ledger.intend(
+                plan.value,
+                plan.mode.value,
+                plan.covers_to,
+                plan.stripe_timestamp,
+                event_name,
+                stripe_customer_id,
+                reason="usage",
+                now=now,
+            )
+            try:
+                self.app.save(ledger)
+            except IntegrityError:
+                return PushOutcome.BUSY  # another worker recorded an intent first
+            return self._send(ledger, intent, gateway, mapping, target)
+
+    def _settle(
+        self,
+        ledger: StripeLedger,
+        intent: Intent,
+        gateway: StripeGateway,
+        mapping: MeterMapping,
+        target: Target,
+        period: UsagePeriod,
+    ) -> PushOutcome:
+        if self.clock() - intent.recorded_at < DEDUP_WINDOW:
+            return self._send(ledger, intent, gateway, mapping, target)
+        meter_id = mapping.shadow_meter_id if target is Target.SHADOW else mapping.stripe_meter_id
+        assert meter_id is not None
+        try:
+            total = gateway.meter_total(
+                meter_id,
+                intent.stripe_customer_id,
+                _minute_floor(period.period_start),
+                _minute_ceil(period.period_end),
+            )
+        except StripeUnavailableError:
+            return self._report(target, PushOutcome.RETRY, intent)
+        applied = ledger.confirmed_total + intent.value if intent.mode == "delta" else intent.value
+        before = ledger.confirmed_total if intent.mode == "delta" else ledger.confirmed_value
+        if total == applied:
+            ledger.confirm(intent.number, "summary")
+            outcome = PushOutcome.SETTLED
+        elif total == before or (before is None and total == 0):
+            ledger.abandon(
+                intent.number,
+                "not in Stripe's summary after the identifier window; planned again",
+                permanent=False,
+            )
+            outcome = PushOutcome.SETTLED
+        else:
+            log.error(
+                "push %s of ledger %s cannot be settled: Stripe total %s is neither %s nor %s",
+                intent.number,
+                ledger.id,
+                total,
+                before,
+                applied,
+            )
+            return self._report(target, PushOutcome.DRIFT, intent)
+        self._save_quietly(ledger)
+        return self._report(target, outcome, intent)
+
+    def _send(
+        self,
+        ledger: StripeLedger,
+        intent: Intent,
+        gateway: StripeGateway,
+        mapping: MeterMapping,
+        target: Target,
+    ) -> PushOutcome:
+        request = MeterEventRequest(
+            identifier=intent.identifier,
+            event_name=intent.event_name,
+            stripe_customer_id=intent.stripe_customer_id,
+            value=intent.value,
+            timestamp=intent.stripe_timestamp,
+            customer_key=mapping.customer_key,
+            value_key=mapping.value_key,
+        )
+        try:
+            gateway.send_meter_event(request)
+            ledger.confirm(intent.number, "response")
+        except DuplicateMeterEventError:
+            ledger.confirm(intent.number, "duplicate")
+        except StripeUnavailableError as error:
+            log.warning(
+                "push %s for ledger %s will be retried: %s", intent.identifier, ledger.id, error
+            )
+            return self._report(target, PushOutcome.RETRY, intent)
+        except StripeRejectedError as error:
+            log.error(
+                "Stripe refused push %s for ledger %s: %s", intent.identifier, ledger.id, error
+            )
+            ledger.abandon(intent.number, f"Stripe refused it: {error}", permanent=True)
+            self._save_quietly(ledger)
+            return self._report(target, PushOutcome.ABANDONED, intent)
+        self._save_quietly(ledger)
+        return self._report(target, PushOutcome.CONFIRMED, intent)
+
+    def _save_quietly(self, ledger: StripeLedger) -> None:
+        try:
+            self.app.save(ledger)
+        except IntegrityError:
+            # Another worker settled the same intent meanwhile (the same way:
+            # identifiers make the outcome the same); its record stands.
+            log.info("ledger %s was settled concurrently", ledger.id)
+
+    def _report(self, target: Target, outcome: PushOutcome, intent: Intent | None) -> PushOutcome:
+        self.on_outcome(target, outcome, intent)
+        return outcome
+
+    def _ledger(self, period: UsagePeriod, target: Target) -> StripeLedger:
+        try:
+            ledger: StripeLedger = self.app.repository.get(ledger_id_for(period.id, target.value))
+        except AggregateNotFoundError:
+            ledger = StripeLedger.open(period.tenant_id, period.id, target.value)
+        return ledger
+
+    def _lock(
+        self, tenant_id: UUID, customer_ref: str, metric: str, target: Target
+    ) -> threading.Lock:
+        key = (tenant_id, customer_ref, metric, target)
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+def _route(
+    mapping: MeterMapping | None, customer: Customer | None, target: Target
+) -> tuple[str, str] | None:
+    if mapping is None or customer is None:
+        return None
+    if target is Target.LIVE:
+        return mapping.stripe_event_name, customer.stripe_customer_id
+    if mapping.shadow_event_name is None or customer.shadow_stripe_customer_id is None:
+        return None
+    return mapping.shadow_event_name, customer.shadow_stripe_customer_id
+
+
+def _minute_floor(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _minute_ceil(moment: datetime) -> datetime:
+    floor = _minute_floor(moment)
+    return floor if floor == moment else floor + timedelta(minutes=1)

@@ -1,0 +1,77 @@
+"""The port to Stripe Billing: what the domain needs from it, and how it fails.
+
+The adapter (``adapters/stripe_gateway.py``) implements it with the official
+SDK; tests point that adapter at the local emulator over HTTP. Failures are
+told apart by what the caller must do next:
+
+    StripeError
+     ├── StripeUnavailableError   try again later with the same request (5xx, 429, timeouts)
+     ├── StripeRejectedError      Stripe refused it for good; do not resend it unchanged
+     └── DuplicateMeterEventError Stripe already holds an event with this identifier
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class StripeError(Exception):
+    pass
+
+
+class StripeUnavailableError(StripeError):
+    pass
+
+
+class StripeRejectedError(StripeError):
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DuplicateMeterEventError(StripeError):
+    """Proof of delivery: identifiers belong to one push, so Stripe holding one means it counted."""
+
+
+@dataclass(frozen=True)
+class StripeMeter:
+    id: str
+    event_name: str
+    formula: str
+    status: str
+    customer_key: str = "stripe_customer_id"
+    value_key: str = "value"
+
+
+@dataclass(frozen=True)
+class MeterEventRequest:
+    identifier: str
+    event_name: str
+    stripe_customer_id: str
+    value: int
+    timestamp: datetime
+    customer_key: str = "stripe_customer_id"
+    value_key: str = "value"
+
+
+class StripeGateway(Protocol):
+    def send_meter_event(self, request: MeterEventRequest) -> None:
+        """Record one meter event; raises one of the errors above."""
+
+    def meter_total(
+        self, meter_id: str, stripe_customer_id: str, start: datetime, end: datetime
+    ) -> int:
+        """Stripe's aggregate (by the meter's formula) for a customer over [start, end)."""
+
+    def find_meter(self, event_name: str) -> StripeMeter | None:
+        """The active meter with this event name, if any."""
+
+    def create_meter(self, display_name: str, event_name: str, formula: str) -> StripeMeter:
+        """Create a meter keyed on ``stripe_customer_id`` and ``value``."""
+
+    def customer_exists(self, stripe_customer_id: str) -> bool: ...
+
+    def billing_cycle_anchor(self, stripe_customer_id: str) -> datetime | None:
+        """The anchor of the customer's active subscription, when it has one."""

@@ -1,0 +1,291 @@
+"""Pushing to Stripe, against the emulator over HTTP, on SQLite and PostgreSQL.
+
+"Crashes" are a process dying between two steps: the test raises an
+exception no code catches (``Crash``) at that step, drops every object of
+that "process", and restarts from the stores alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from adapters.persistence import Stores, open_stores
+from adapters.settings import Settings
+from adapters.stripe_gateway import SdkStripeGateway
+from domain.errors import InvalidInputError
+from domain.ledger import StripeLedger, ledger_id_for
+from domain.mappings import MeterMapping
+from domain.meters import Aggregation, MetricDefinition
+from domain.pushing import PushOutcome, PushService, Target
+from domain.stripe_port import MeterEventRequest
+from domain.usage import usage_period_id
+from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
+from tests.conftest import FakeClock
+from tests.helpers import submission
+
+
+class Crash(BaseException):
+    """The process dies here: nothing catches a BaseException on purpose."""
+
+
+class CrashingGateway(SdkStripeGateway):
+    """The real gateway, but the process dies just before or just after the Stripe call."""
+
+    def __init__(self, url: str, when: str) -> None:
+        super().__init__(TEST_API_KEY, url, max_network_retries=0, timeout_seconds=5)
+        self.when = when
+
+    def send_meter_event(self, request: MeterEventRequest) -> None:
+        if self.when == "before":
+            raise Crash
+        super().send_meter_event(request)
+        raise Crash
+
+
+class World:
+    """One "process": stores, a push service, the tenant it serves."""
+
+    def __init__(self, settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> None:
+        self.settings, self.clock, self.emulator = settings, clock, emulator
+        self.stores: Stores = open_stores(settings, clock)
+        self.gateway = SdkStripeGateway(
+            TEST_API_KEY, emulator.url, max_network_retries=0, timeout_seconds=5
+        )
+        self.pusher = PushService(self.stores.app, {Target.LIVE: self.gateway}, clock)
+
+    def restart(self, gateway: SdkStripeGateway | None = None) -> None:
+        self.stores.close()
+        self.stores = open_stores(self.settings, self.clock)
+        self.pusher = PushService(
+            self.stores.app, {Target.LIVE: gateway or self.gateway}, self.clock
+        )
+
+    @property
+    def tenant(self) -> UUID:
+        return self.stores.app.tenant_by_slug("acme").id
+
+    def ingest(
+        self, quantity: Any, key: str, customer: str = "cus_a", metric: str = "api_calls"
+    ) -> None:
+        [result] = self.stores.app.record_usage(
+            [
+                submission(
+                    self.tenant,
+                    Decimal(quantity),
+                    self.clock.now,
+                    key=key,
+                    customer=customer,
+                    metric=metric,
+                )
+            ]
+        )
+        assert result.outcome.value == "accepted", result
+
+    def period_id(self, customer: str = "cus_a", metric: str = "api_calls") -> UUID:
+        period = self.stores.app.period_for(self.tenant, customer, self.clock.now)
+        return usage_period_id(self.tenant, customer, metric, period.key)
+
+    def push(self, customer: str = "cus_a", metric: str = "api_calls") -> PushOutcome:
+        return self.pusher.push(self.period_id(customer, metric))
+
+    def stripe_total(self, customer: str = "cus_a", meter: str = "api_calls") -> int:
+        stripe_id = self.stores.app.customer(self.tenant, customer).stripe_customer_id  # type: ignore[union-attr]
+        mapping = self.stores.app.tenant(self.tenant).mappings[meter]
+        period = self.stores.app.period_for(self.tenant, customer, self.clock.now)
+        return self.gateway.meter_total(
+            mapping.stripe_meter_id, stripe_id, period.start, period.end
+        )
+
+    def counter(self, customer: str = "cus_a", metric: str = "api_calls") -> Decimal:
+        return self.stores.app.repository.get(self.period_id(customer, metric)).value  # type: ignore[no-any-return]
+
+    def ledger(self, customer: str = "cus_a") -> StripeLedger:
+        return self.stores.app.repository.get(ledger_id_for(self.period_id(customer), "live"))  # type: ignore[no-any-return]
+
+    def map_metric(
+        self, metric: str, aggregation: Aggregation, formula: str, **kwargs: Any
+    ) -> None:
+        app = self.stores.app
+        app.declare_metric(self.tenant, MetricDefinition(metric, aggregation, **kwargs))
+        meter = self.gateway.create_meter(metric, f"sm_{metric}", formula)
+        app.map_meter(self.tenant, MeterMapping(metric, meter.id, meter.event_name, meter.formula))
+
+    def map_customer(self, customer: str) -> str:
+        stripe_customer = self.emulator.client().v1.customers.create({"name": customer})
+        self.stores.app.map_customer(self.tenant, customer, stripe_customer.id, None)
+        return str(stripe_customer.id)
+
+
+@pytest.fixture
+def world(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[World]:
+    clock.now = clock.now.replace(day=10)
+    emulator.set_now(int(clock.now.timestamp()), frozen=True)
+    w = World(settings, clock, emulator)
+    w.stores.app.register_tenant("acme", "Acme")
+    w.map_metric("api_calls", Aggregation.SUM, "sum", allow_negative=True)
+    w.map_customer("cus_a")
+    yield w
+    w.stores.close()
+
+
+def identifiers(emulator: RunningEmulator) -> list[str]:
+    return [e["identifier"] for e in emulator.meter_events()]
+
+
+def test_only_whole_units_are_pushed_and_only_the_missing_delta(world: World) -> None:
+    world.ingest("3.6", "e1")
+    assert world.push() is PushOutcome.CONFIRMED
+    assert world.stripe_total() == 3
+    assert world.push() is PushOutcome.UP_TO_DATE
+    world.ingest("0.5", "e2")  # 4.1: one more whole unit
+    assert world.push() is PushOutcome.CONFIRMED
+    assert (world.stripe_total(), world.ledger().confirmed_total) == (4, 4)
+    world.ingest("0.3", "e3")  # 4.4: still 4 whole units; nothing to send
+    assert world.push() is PushOutcome.UP_TO_DATE
+    assert len(identifiers(world.emulator)) == 2
+
+
+def test_negative_corrections_push_negative_meter_events(world: World) -> None:
+    world.ingest(10, "e1")
+    world.push()
+    world.ingest(-3, "correction-1")
+    assert world.push() is PushOutcome.CONFIRMED
+    values = [e["value"] for e in world.emulator.meter_events()]
+    assert values in ([10, -3], ["10", "-3"], [10.0, -3.0])
+    assert world.stripe_total() == 7 == world.counter()
+
+
+def test_crash_before_the_stripe_call_resends_the_same_intent(world: World) -> None:
+    world.ingest(5, "e1")
+    world.restart(CrashingGateway(world.emulator.url, "before"))
+    with pytest.raises(Crash):
+        world.push()
+    pending = world.ledger().pending
+    assert pending is not None and identifiers(world.emulator) == []
+    world.ingest(2, "e2")  # new usage arrives while the intent is pending
+    world.restart()
+    assert world.push() is PushOutcome.CONFIRMED
+    # The pending intent went first, unchanged; then the new delta.
+    assert identifiers(world.emulator)[0] == pending.identifier
+    assert [e["value"] for e in world.emulator.meter_events()] in ([5, 2], ["5", "2"], [5.0, 2.0])
+    assert world.stripe_total() == 7 == world.counter()
+
+
+def test_crash_after_stripe_applied_it_is_confirmed_as_a_duplicate_not_counted_twice(
+    world: World,
+) -> None:
+    world.ingest(5, "e1")
+    world.restart(CrashingGateway(world.emulator.url, "after"))
+    with pytest.raises(Crash):
+        world.push()
+    assert world.stripe_total() == 5 and world.ledger().pending is not None
+    world.restart()
+    assert world.push() is PushOutcome.CONFIRMED
+    assert world.stripe_total() == 5 == world.counter()
+    assert len(identifiers(world.emulator)) == 1
+
+
+def test_timeout_after_the_write_is_retried_safely(world: World) -> None:
+    world.ingest(4, "e1")
+    world.emulator.fail_next("timeout_after_write", path="/v1/billing/meter_events")
+    assert world.push() is PushOutcome.RETRY
+    assert world.stripe_total() == 4  # Stripe kept it although the client saw an error
+    assert world.push() is PushOutcome.CONFIRMED
+    assert world.stripe_total() == 4
+    assert len(identifiers(world.emulator)) == 1
+
+
+def test_crash_between_two_pushes(world: World) -> None:
+    world.ingest(1, "e1")
+    assert world.push() is PushOutcome.CONFIRMED
+    world.ingest(2, "e2")
+    world.restart(CrashingGateway(world.emulator.url, "after"))
+    with pytest.raises(Crash):
+        world.push()
+    world.ingest(3, "e3")
+    world.restart()
+    world.push()
+    world.push()
+    assert world.stripe_total() == 6 == world.counter()
+
+
+def test_an_intent_older_than_the_dedup_window_is_settled_from_the_summary(world: World) -> None:
+    world.ingest(5, "e1")
+    world.emulator.fail_next("timeout_after_write", path="/v1/billing/meter_events")
+    assert world.push() is PushOutcome.RETRY  # Stripe has it; we do not know
+    world.clock.advance(hours=25)
+    world.emulator.set_now(int(world.clock.now.timestamp()), frozen=True)
+    assert world.push() is PushOutcome.SETTLED
+    assert world.ledger().pending is None and world.ledger().confirmed_total == 5
+    assert len(identifiers(world.emulator)) == 1  # settled by reading, not by resending
+
+
+def test_an_old_intent_stripe_never_got_is_planned_again(world: World) -> None:
+    world.ingest(5, "e1")
+    world.restart(CrashingGateway(world.emulator.url, "before"))
+    with pytest.raises(Crash):
+        world.push()
+    world.restart()
+    world.clock.advance(hours=25)
+    world.emulator.set_now(int(world.clock.now.timestamp()), frozen=True)
+    assert world.push() is PushOutcome.CONFIRMED
+    assert world.stripe_total() == 5
+    ledger = world.ledger()
+    assert (ledger.pushes, ledger.confirmed_total) == (2, 5)
+
+
+def test_max_and_last_push_the_current_value_to_a_last_meter(world: World) -> None:
+    world.map_metric("seats", Aggregation.MAX, "last")
+    world.ingest(3, "s1", metric="seats")
+    assert world.push(metric="seats") is PushOutcome.CONFIRMED
+    world.clock.advance(minutes=5)
+    world.emulator.set_now(int(world.clock.now.timestamp()), frozen=True)
+    world.ingest(7, "s2", metric="seats")
+    world.ingest(5, "s3", metric="seats")
+    assert world.push(metric="seats") is PushOutcome.CONFIRMED
+    assert world.push(metric="seats") is PushOutcome.UP_TO_DATE
+    assert world.stripe_total(meter="seats") == 7
+
+
+def test_a_stripe_count_meter_is_refused_with_the_reason(world: World) -> None:
+    app = world.stores.app
+    app.declare_metric(world.tenant, MetricDefinition("requests", Aggregation.COUNT))
+    meter = world.gateway.create_meter("requests", "sm_requests", "count")
+    with pytest.raises(InvalidInputError) as refused:
+        app.map_meter(world.tenant, MeterMapping("requests", meter.id, meter.event_name, "count"))
+    assert "counts events, not values" in refused.value.reason
+
+
+def test_a_refused_push_is_abandoned_visibly_and_counts_nothing(world: World) -> None:
+    world.ingest(5, "e1")
+    # The customer disappears from Stripe: the push is refused for good.
+    world.emulator.client().v1.customers.delete(
+        world.stores.app.customer(world.tenant, "cus_a").stripe_customer_id
+    )  # type: ignore[union-attr]
+    assert world.push() is PushOutcome.ABANDONED
+    ledger = world.ledger()
+    assert ledger.pending is None and ledger.confirmed_total == 0
+    assert ledger.blocked_reason is not None and "Stripe refused it" in ledger.blocked_reason
+
+
+def test_unmapped_customers_are_not_pushed(world: World) -> None:
+    world.ingest(5, "e1", customer="cus_unmapped")
+    assert world.push(customer="cus_unmapped") is PushOutcome.UNMAPPED
+    assert identifiers(world.emulator) == []
+
+
+def test_billing_periods_follow_the_stripe_anchor_once_mapped(world: World) -> None:
+    anchor = world.clock.now.replace(month=1, day=3, hour=7)
+    world.stores.app.map_customer(world.tenant, "cus_b", "cus_b_stripe", anchor)
+    period = world.stores.app.period_for(world.tenant, "cus_b", world.clock.now)
+    assert period.start == world.clock.now.replace(day=3, hour=7, minute=0)
+    assert period.key == period.start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    world.ingest(1, "b1", customer="cus_b")
+    assert world.stores.app.repository.get(
+        usage_period_id(world.tenant, "cus_b", "api_calls", period.key)
+    )

@@ -42,6 +42,53 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self.pushes = Counter(
+            "stripemeter_pushes_total",
+            "Push attempts to Stripe by target (live, shadow) and outcome.",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self.push_duration = Histogram(
+            "stripemeter_push_seconds",
+            "Time to push one usage period (read, plan, record, Stripe call, confirm).",
+            ["target"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.pending_intents = Gauge(
+            "stripemeter_pending_intents",
+            "Push intents recorded but not yet confirmed or abandoned, at the last sweep.",
+            ["target"],
+            registry=self.registry,
+        )
+        self.unpushed_periods = Gauge(
+            "stripemeter_unpushed_periods",
+            "Usage periods whose counter Stripe does not hold yet, at the last sweep.",
+            ["target"],
+            registry=self.registry,
+        )
+        self.oldest_unpushed = Gauge(
+            "stripemeter_oldest_unpushed_usage_seconds",
+            "Age of the oldest counted usage event not yet confirmed in Stripe, at the last sweep.",
+            ["target"],
+            registry=self.registry,
+        )
+        # The reference product's names for shadow mode, kept for its users' dashboards.
+        self.shadow_posts = Counter(
+            "shadow_usage_posts",
+            "Shadow-mode pushes confirmed by the Stripe test account.",
+            registry=self.registry,
+        )
+        self.shadow_failures = Counter(
+            "shadow_usage_post_failures",
+            "Shadow-mode pushes that failed (retried later) or were refused.",
+            registry=self.registry,
+        )
+        self.shadow_skipped = Counter(
+            "stripemeter_shadow_pushes_skipped",
+            "Shadow pushes skipped because STRIPE_TEST_SECRET_KEY is not set.",
+            registry=self.registry,
+        )
         self.projection_lag = Gauge(
             "stripemeter_projection_lag_events",
             "Event-log entries not yet applied to a projection.",

@@ -9,6 +9,7 @@ from datetime import datetime
 from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
 from projections.counters import CountersProjection
+from projections.ledger import LedgerProjection
 from projections.runner import ProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
 from projections.usage_events import UsageEventsProjection
@@ -53,6 +54,7 @@ class Views:
     directory: UsagePeriodDirectory
     counters: CountersProjection
     events: UsageEventsProjection
+    ledger: LedgerProjection
     runner: ProjectionRunner
 
     def close(self) -> None:
@@ -63,9 +65,12 @@ def build_views(app: MeteringApp, store: ViewStore) -> Views:
     directory = UsagePeriodDirectory(store)
     counters = CountersProjection(store, directory)
     events = UsageEventsProjection(store, directory)
-    runner = ProjectionRunner(app.recorder, app.mapper, store, [directory, counters, events])
+    ledger = LedgerProjection(store)
+    runner = ProjectionRunner(
+        app.recorder, app.mapper, store, [directory, counters, events, ledger]
+    )
     runner.create_tables()
-    return Views(store, directory, counters, events, runner)
+    return Views(store, directory, counters, events, ledger, runner)
 
 
 @dataclass

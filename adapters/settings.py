@@ -58,6 +58,25 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True)
+class StripeSettings:
+    """Where pushes go. No secret key: the built-in emulator (nothing reaches Stripe)."""
+
+    secret_key: str | None = None
+    api_base: str | None = None
+    test_secret_key: str | None = None  # shadow mode: a Stripe test account
+    test_api_base: str | None = None
+    max_network_retries: int = 2
+    timeout_seconds: float = 20.0
+
+    def __repr__(self) -> str:  # secrets never reach a log line through a repr
+        return (
+            f"StripeSettings(secret_key={'set' if self.secret_key else 'unset'},"
+            f" api_base={self.api_base!r}, test_secret_key="
+            f"{'set' if self.test_secret_key else 'unset'}, test_api_base={self.test_api_base!r})"
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     postgres: PostgresSettings | None = None
@@ -68,6 +87,11 @@ class Settings:
     group_commit_max_events: int = 5_000
     ready_max_lag_events: int = 50_000
     log_level: str = "INFO"
+    stripe: StripeSettings = StripeSettings()
+    broker_url: str | None = None
+    push_interval_seconds: float = 5.0
+    push_threads: int = 4
+    emulator_port: int = 12111
 
     @property
     def backend(self) -> str:
@@ -89,7 +113,35 @@ class Settings:
             ),
             ready_max_lag_events=_int(env, "STRIPEMETER_READY_MAX_LAG", 50_000, 0, 10**9),
             log_level=env.get("STRIPEMETER_LOG_LEVEL", "INFO").upper(),
+            stripe=StripeSettings(
+                secret_key=_optional(env, "STRIPE_SECRET_KEY"),
+                api_base=_optional(env, "STRIPE_API_BASE"),
+                test_secret_key=_optional(env, "STRIPE_TEST_SECRET_KEY"),
+                test_api_base=_optional(env, "STRIPE_TEST_API_BASE"),
+                max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, 0, 10),
+                timeout_seconds=float(_int(env, "STRIPE_TIMEOUT_SECONDS", 20, 1, 300)),
+            ),
+            broker_url=_broker_url(env),
+            push_interval_seconds=float(
+                _int(env, "STRIPEMETER_PUSH_INTERVAL_SECONDS", 5, 1, 86_400)
+            ),
+            push_threads=_int(env, "STRIPEMETER_PUSH_THREADS", 4, 1, 64),
+            emulator_port=_int(env, "STRIPEMETER_EMULATOR_PORT", 12111, 0, 65535),
         )
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _broker_url(env: Mapping[str, str]) -> str | None:
+    url = _optional(env, "STRIPEMETER_BROKER_URL")
+    if url is not None and not url.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+        raise SettingsError(
+            "STRIPEMETER_BROKER_URL must be redis://… or amqp://… (or unset: in-process broker)"
+        )
+    return url
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -132,7 +132,7 @@ class MeteringApp(Application[UUID]):
     def tenant_by_slug(self, slug: str) -> Tenant:
         return self.tenant(tenant_id_for(slug))
 
-    def _cached_tenant(self, tenant_id: UUID) -> Tenant:
+    def cached_tenant(self, tenant_id: UUID) -> Tenant:
         with self._tenant_lock:
             cached = self._tenants.get(tenant_id)
         if cached is not None and time.monotonic() - cached[0] < TENANT_CACHE_SECONDS:
@@ -181,7 +181,7 @@ class MeteringApp(Application[UUID]):
             self._customers[customer_id] = (time.monotonic(), customer)
         return customer
 
-    def _cached_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
+    def cached_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
         customer_id = customer_id_for(tenant_id, customer_ref)
         with self._tenant_lock:
             cached = self._customers.get(customer_id)
@@ -191,7 +191,7 @@ class MeteringApp(Application[UUID]):
 
     def period_for(self, tenant_id: UUID, customer_ref: str, moment: datetime) -> BillingPeriod:
         """The customer's billing period containing ``moment`` (their Stripe cycle once mapped)."""
-        customer = self._cached_customer(tenant_id, customer_ref)
+        customer = self.cached_customer(tenant_id, customer_ref)
         return customer.period_of(moment) if customer else period_of(moment)
 
     def map_customer(
@@ -358,7 +358,7 @@ class MeteringApp(Application[UUID]):
         return [r for r in results if r is not None]
 
     def _check(self, item: UsageSubmission, now: datetime) -> MetricDefinition:
-        tenant = self._cached_tenant(item.tenant_id)
+        tenant = self.cached_tenant(item.tenant_id)
         definition = tenant.metrics.get(item.metric)
         if definition is None:
             # Declared a moment ago by another process? Look once more, uncached.

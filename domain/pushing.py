@@ -117,7 +117,7 @@ class PushService:
         gateway = self.gateways.get(target)
         mapping = self.app.tenant(period.tenant_id).mappings.get(period.metric)
         customer = self.app.customer(period.tenant_id, period.customer_ref)
-        route = _route(mapping, customer, target)
+        route = route_for(mapping, customer, target)
         if gateway is None or route is None:
             return PushOutcome.UNMAPPED
         event_name, stripe_customer_id = route
@@ -263,7 +263,7 @@ class PushService:
             return self._locks.setdefault(key, threading.Lock())
 
 
-def _route(
+def route_for(
     mapping: MeterMapping | None, customer: Customer | None, target: Target
 ) -> tuple[str, str] | None:
     if mapping is None or customer is None:

@@ -28,6 +28,7 @@ class UsageEventRow:
     idempotency_key: str
     meta: dict[str, Any]
     status: str  # "counted" or "late" (recorded after the lateness window, not counted)
+    version: int  # the event's version in its usage period
 
 
 @dataclass(frozen=True)
@@ -88,15 +89,22 @@ class UsageEventsProjection(Projection):
             "INSERT INTO sm_usage_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
         )
 
-    def list(
+    def covered(
+        self, usage_period_id: UUID, first: int, last: int, after: int, limit: int
+    ) -> list[UsageEventRow]:
+        """The usage events of one period with versions in [first, last], after a cursor."""
+        return self._rows(
+            " WHERE aggregate_id = ? AND version >= ? AND version <= ? AND version > ?"
+            " ORDER BY version LIMIT ?",
+            [str(usage_period_id), first, last, after, limit],
+        )
+
+    def page(
         self, tenant_id: UUID, where: EventFilter, after: int | None, limit: int
     ) -> list[UsageEventRow]:
         """Events in log order after the cursor position, at most ``limit``."""
         s = self.store
-        sql = (
-            "SELECT position, customer_ref, metric, period, quantity, occurred_at, recorded_at,"
-            " idempotency_key, meta, status FROM sm_usage_events WHERE tenant_id = ?"
-        )
+        sql = " WHERE tenant_id = ?"
         params: list[Any] = [str(tenant_id)]
         if after is not None:
             sql += " AND position > ?"
@@ -115,8 +123,16 @@ class UsageEventsProjection(Projection):
             params.append(s.encode_time(where.until))
         sql += " ORDER BY position LIMIT ?"
         params.append(limit)
+        return self._rows(sql, params)
+
+    def _rows(self, where: str, params: list[Any]) -> list[UsageEventRow]:
+        s = self.store
         with s.transaction() as tx:
-            rows = tx.execute(sql, params)
+            rows = tx.execute(
+                "SELECT position, customer_ref, metric, period, quantity, occurred_at,"
+                " recorded_at, idempotency_key, meta, status, version FROM sm_usage_events" + where,
+                params,
+            )
         result = []
         for r in rows:
             quantity = s.decode_decimal(r[4])
@@ -135,6 +151,7 @@ class UsageEventsProjection(Projection):
                     r[7],
                     json.loads(r[8]),
                     r[9],
+                    int(r[10]),
                 )
             )
         return result

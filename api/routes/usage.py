@@ -86,7 +86,7 @@ def list_events(
         until=optional_time("until", until),
     )
     after = decode_cursor(cursor) if cursor is not None else None
-    rows = services(request).stores.views.events.list(principal.tenant_id, where, after, limit + 1)
+    rows = services(request).stores.views.events.page(principal.tenant_id, where, after, limit + 1)
     page = rows[:limit]
     return EventPage(
         data=[

@@ -62,7 +62,7 @@ def test_counters_follow_the_log_and_a_rebuild_gives_the_same_views(
     hours_before = stores.views.counters.hours(
         tenant, "c0", "api_calls", clock.now - timedelta(days=2), clock.now + timedelta(hours=1)
     )  # type: ignore[arg-type]
-    events_before = stores.views.events.list(tenant, _all(), None, 1000)  # type: ignore[arg-type]
+    events_before = stores.views.events.page(tenant, _all(), None, 1000)  # type: ignore[arg-type]
 
     stores.views.runner.rebuild()
     assert stores.views.counters.counters(tenant) == counters  # type: ignore[arg-type]
@@ -72,7 +72,7 @@ def test_counters_follow_the_log_and_a_rebuild_gives_the_same_views(
         )
         == hours_before
     )  # type: ignore[arg-type]
-    assert stores.views.events.list(tenant, _all(), None, 1000) == events_before  # type: ignore[arg-type]
+    assert stores.views.events.page(tenant, _all(), None, 1000) == events_before  # type: ignore[arg-type]
     assert len(events_before) == 30
 
 
@@ -106,7 +106,7 @@ def test_late_events_are_listed_and_counted_apart(stores: Stores, clock: FakeClo
     stores.views.runner.catch_up()
     march = stores.views.counters.counters(tenant, period="2026-03")  # type: ignore[arg-type]
     assert [(c.value, c.tally.late_events) for c in march] == [(Decimal(0), 1)]
-    listed = stores.views.events.list(tenant, _all(), None, 10)  # type: ignore[arg-type]
+    listed = stores.views.events.page(tenant, _all(), None, 10)  # type: ignore[arg-type]
     assert [(e.idempotency_key, e.status) for e in listed] == [("old", "late"), ("new", "counted")]
 
 

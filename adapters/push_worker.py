@@ -1,0 +1,201 @@
+"""Dramatiq workers that push usage periods to Stripe, and the sweep that feeds them.
+
+The broker only ever says "look at this period": the actor reads the period
+and its ledger from the event store and pushes what is missing, so a lost
+message only delays a push and a repeated one finds nothing to do. Every
+``push_interval_seconds`` the sweep compares each open period's counter with
+its ledger (both views) and sends one message per period that Stripe is
+behind on — about one Stripe call per customer × meter per interval,
+however many events arrived.
+
+Brokers: Redis or RabbitMQ (``STRIPEMETER_BROKER_URL``) in production; an
+in-process broker in the embedded default.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from adapters.metrics import Metrics
+from adapters.persistence import Stores
+from adapters.settings import Settings
+from adapters.stripe_gateway import SdkStripeGateway
+from domain.ledger import Intent
+from domain.pushing import STRIPE_MAX_AGE, PushOutcome, PushService, Target, route_for
+from domain.stripe_port import StripeGateway, StripeUnavailableError
+from projections.ledger import Candidate
+
+log = logging.getLogger(__name__)
+
+QUEUE = "stripemeter_push"
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    url = settings.broker_url
+    if url is None:
+        return StubBroker()
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker  # noqa: PLC0415 - optional backend
+
+        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: PLC0415 - optional backend
+
+    return RabbitmqBroker(url=url)
+
+
+def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target, StripeGateway]:
+    """Live pushes go to Stripe (or the built-in emulator); shadow ones to the test key if set."""
+    stripe = settings.stripe
+    gateways: dict[Target, StripeGateway] = {}
+    common = {
+        "max_network_retries": stripe.max_network_retries,
+        "timeout_seconds": stripe.timeout_seconds,
+    }
+    if stripe.secret_key:
+        gateways[Target.LIVE] = SdkStripeGateway(stripe.secret_key, stripe.api_base, **common)  # type: ignore[arg-type]
+    elif emulator_url:
+        gateways[Target.LIVE] = SdkStripeGateway("sk_test_builtin_emulator", emulator_url, **common)  # type: ignore[arg-type]
+    if stripe.test_secret_key:
+        gateways[Target.SHADOW] = SdkStripeGateway(
+            stripe.test_secret_key,
+            stripe.test_api_base or (None if stripe.secret_key else emulator_url),
+            **common,  # type: ignore[arg-type]
+        )
+    return gateways
+
+
+class PushRetryError(Exception):
+    """Raised inside the actor so that Dramatiq retries the message with backoff."""
+
+
+@dataclass
+class SweepReport:
+    sent: int
+    pending: int
+    unpushed: int
+
+
+class PushWorker:
+    def __init__(
+        self,
+        stores: Stores,
+        gateways: dict[Target, StripeGateway],
+        metrics: Metrics,
+        broker: dramatiq.Broker,
+        interval_seconds: float = 5.0,
+        threads: int = 4,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.stores = stores
+        self.metrics = metrics
+        self.broker = broker
+        self.interval_seconds = interval_seconds
+        self.threads = threads
+        self.clock = clock or stores.app.clock
+        self.shadow_enabled = Target.SHADOW in gateways
+        self.pusher = PushService(stores.app, gateways, self.clock, on_outcome=self._observe)
+        self.actor = dramatiq.actor(
+            broker=broker,
+            actor_name="stripemeter_push_usage_period",
+            queue_name=QUEUE,
+            max_retries=25,
+            min_backoff=500,
+            max_backoff=300_000,
+        )(self._push)
+        self._worker: dramatiq.Worker | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the actor ------------------------------------------------------------
+
+    def _push(self, usage_period_id: str, target: str) -> None:
+        started = time.perf_counter()
+        outcome = self.pusher.push(UUID(usage_period_id), Target(target))
+        self.metrics.push_duration.labels(target).observe(time.perf_counter() - started)
+        if outcome is PushOutcome.RETRY:
+            raise PushRetryError(f"Stripe unavailable for {usage_period_id}; retrying")
+
+    def _observe(self, target: Target, outcome: PushOutcome, intent: Intent | None) -> None:
+        self.metrics.pushes.labels(target.value, outcome.value).inc()
+        if target is Target.SHADOW:
+            if outcome in (PushOutcome.CONFIRMED, PushOutcome.SETTLED):
+                self.metrics.shadow_posts.inc()
+            elif outcome in (PushOutcome.RETRY, PushOutcome.ABANDONED, PushOutcome.DRIFT):
+                self.metrics.shadow_failures.inc()
+
+    # -- the sweep ------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        """Queue a push for every open period whose counter Stripe does not hold yet."""
+        now = self.clock()
+        ledger = self.stores.views.ledger
+        report = SweepReport(0, 0, 0)
+        targets = [Target.LIVE, Target.SHADOW]
+        for target in targets:
+            oldest: datetime | None = None
+            sent = pending = unpushed = 0
+            for candidate in ledger.candidates(target.value, now - STRIPE_MAX_AGE):
+                if not candidate.needs_push() or not self._mapped(candidate, target):
+                    continue
+                if target is Target.SHADOW and not self.shadow_enabled:
+                    self.metrics.shadow_skipped.inc()
+                    continue
+                unpushed += 1
+                pending += candidate.pending
+                first = ledger.first_unpushed_at(
+                    candidate.usage_period_id, candidate.covered_version
+                )
+                if first is not None and (oldest is None or first < oldest):
+                    oldest = first
+                self.actor.send(str(candidate.usage_period_id), target.value)
+                sent += 1
+            self.metrics.pending_intents.labels(target.value).set(pending)
+            self.metrics.unpushed_periods.labels(target.value).set(unpushed)
+            age = (now - oldest).total_seconds() if oldest is not None else 0.0
+            self.metrics.oldest_unpushed.labels(target.value).set(max(age, 0.0))
+            report.sent += sent
+            report.pending += pending
+            report.unpushed += unpushed
+        return report
+
+    def _mapped(self, candidate: Candidate, target: Target) -> bool:
+        app = self.stores.app
+        mapping = app.cached_tenant(candidate.tenant_id).mappings.get(candidate.metric)
+        customer = app.cached_customer(candidate.tenant_id, candidate.customer_ref)
+        return route_for(mapping, customer, target) is not None
+
+    # -- running --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker = dramatiq.Worker(self.broker, worker_threads=self.threads, worker_timeout=200)
+        self._worker.start()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="push-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._worker is not None:
+            self._worker.stop(timeout=10_000)
+            self._worker = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            try:
+                self.sweep()
+            except StripeUnavailableError as error:
+                log.warning("push sweep could not reach Stripe: %s", error)
+            except Exception:
+                log.exception("push sweep failed; trying again in %.0f s", self.interval_seconds)

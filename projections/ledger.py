@@ -1,0 +1,311 @@
+"""The pushed-to-Stripe ledger: every push of every period, and each ledger's totals.
+
+Derived from ``StripeLedger`` events only, so dropping and rebuilding it
+gives the same answer; ``audit`` joins it with the counters and the usage
+events to trace every unit on an invoice back to the events it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from domain.ledger import StripeLedger
+from domain.mappings import PUSH_MODE, PushMode
+from domain.meters import Aggregation
+from domain.pushing import whole_units
+from domain.usage import aggregate_value
+from projections.base import Positioned, Projection
+from projections.store import Tx, ViewStore
+
+
+@dataclass(frozen=True)
+class PushRow:
+    number: int
+    target: str
+    identifier: str
+    value: int
+    mode: str
+    covers_from: int
+    covers_to: int
+    stripe_timestamp: datetime
+    status: str  # pending, confirmed or abandoned
+    how: str | None  # response, duplicate or summary
+    reason: str | None
+    intended_at: datetime
+    settled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A period's counter beside what its ledger says Stripe holds."""
+
+    usage_period_id: UUID
+    tenant_id: UUID
+    customer_ref: str
+    metric: str
+    aggregation: str
+    value: Decimal
+    version: int
+    confirmed_total: int
+    confirmed_value: int | None
+    pending: bool
+    blocked_at_version: int
+    covered_version: int
+
+    def needs_push(self) -> bool:
+        """True when Stripe is (or may be) behind this counter in whole units."""
+        if self.pending:
+            return True
+        if self.blocked_at_version and self.blocked_at_version >= self.version:
+            return False  # refused for good, and nothing new since
+        units = whole_units(self.value)
+        if PUSH_MODE[Aggregation(self.aggregation)] is PushMode.DELTA:
+            return units != self.confirmed_total
+        return units != (self.confirmed_value if self.confirmed_value is not None else 0)
+
+
+def _value(
+    aggregation: str,
+    total: Decimal | None,
+    event_count: int,
+    store: ViewStore,
+    maximum: Any,
+    last_value: Any,
+) -> Decimal:
+    return aggregate_value(
+        Aggregation(aggregation),
+        total if total is not None else Decimal(0),
+        event_count,
+        store.decode_decimal(maximum),
+        store.decode_decimal(last_value),
+    )
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    ledger_id: UUID
+    usage_period_id: UUID
+    target: str
+    confirmed_total: int
+    confirmed_value: int | None
+    covered_version: int
+    pending_number: int | None
+    blocked_reason: str | None
+    blocked_at_version: int
+
+
+PUSH_COLUMNS = (
+    "number, target, identifier, value, mode, covers_from, covers_to, stripe_timestamp,"
+    " status, how, reason, intended_at, settled_at"
+)
+LEDGER_COLUMNS = (
+    "ledger_id, usage_period_id, target, confirmed_total, confirmed_value, covered_version,"
+    " pending_number, blocked_reason, blocked_at_version"
+)
+
+
+class LedgerProjection(Projection):
+    name = "ledger"
+    tables = ("sm_ledgers", "sm_pushes")
+    handles = (
+        StripeLedger.Opened,
+        StripeLedger.PushIntended,
+        StripeLedger.PushConfirmed,
+        StripeLedger.PushAbandoned,
+    )
+
+    def schema(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS sm_ledgers ("
+            " ledger_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, usage_period_id TEXT NOT NULL,"
+            " target TEXT NOT NULL, confirmed_total {bigint} NOT NULL, confirmed_value {bigint},"
+            " covered_version {bigint} NOT NULL, pending_number {bigint}, blocked_reason TEXT,"
+            " blocked_at_version {bigint} NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS sm_ledgers_period ON sm_ledgers (usage_period_id)",
+            "CREATE TABLE IF NOT EXISTS sm_pushes ("
+            " ledger_id TEXT NOT NULL, number {bigint} NOT NULL, usage_period_id TEXT NOT NULL,"
+            " target TEXT NOT NULL, identifier TEXT NOT NULL, value {bigint} NOT NULL,"
+            " mode TEXT NOT NULL, covers_from {bigint} NOT NULL, covers_to {bigint} NOT NULL,"
+            " stripe_timestamp {timestamp} NOT NULL, status TEXT NOT NULL, how TEXT, reason TEXT,"
+            " intended_at {timestamp} NOT NULL, settled_at {timestamp},"
+            " PRIMARY KEY (ledger_id, number))",
+            "CREATE INDEX IF NOT EXISTS sm_pushes_period ON sm_pushes (usage_period_id, number)",
+        ]
+
+    def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        for _, event in events:
+            ledger = str(event.originator_id)
+            if isinstance(event, StripeLedger.Opened):
+                tx.execute(
+                    f"INSERT INTO sm_ledgers (tenant_id, {LEDGER_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, 0, NULL, 0, NULL, NULL, 0)",
+                    (str(event.tenant_id), ledger, str(event.usage_period_id), event.target),
+                )
+            elif isinstance(event, StripeLedger.PushIntended):
+                self._intended(tx, ledger, event)
+            elif isinstance(event, StripeLedger.PushConfirmed):
+                self._confirmed(tx, ledger, event)
+            else:
+                self._abandoned(tx, ledger, event)
+
+    def _intended(self, tx: Tx, ledger: str, event: Any) -> None:
+        period, target = tx.execute(
+            "SELECT usage_period_id, target FROM sm_ledgers WHERE ledger_id = ?", (ledger,)
+        )[0]
+        s = self.store
+        tx.execute(
+            f"INSERT INTO sm_pushes (ledger_id, usage_period_id, {PUSH_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, NULL)",
+            (
+                ledger,
+                period,
+                event.number,
+                target,
+                event.identifier,
+                event.value,
+                event.mode,
+                event.covers_from,
+                event.covers_to,
+                s.encode_time(event.stripe_timestamp),
+                s.encode_time(event.recorded_at),
+            ),
+        )
+        tx.execute(
+            "UPDATE sm_ledgers SET pending_number = ? WHERE ledger_id = ?", (event.number, ledger)
+        )
+
+    def _confirmed(self, tx: Tx, ledger: str, event: Any) -> None:
+        value, mode, covers_to = tx.execute(
+            "SELECT value, mode, covers_to FROM sm_pushes WHERE ledger_id = ? AND number = ?",
+            (ledger, event.number),
+        )[0]
+        tx.execute(
+            "UPDATE sm_pushes SET status = 'confirmed', how = ?, settled_at = ?"
+            " WHERE ledger_id = ? AND number = ?",
+            (event.how, self.store.encode_time(event.timestamp), ledger, event.number),
+        )
+        tx.execute(
+            "UPDATE sm_ledgers SET confirmed_total = confirmed_total + ?, confirmed_value = ?,"
+            " covered_version = ?, pending_number = NULL, blocked_reason = NULL,"
+            " blocked_at_version = 0 WHERE ledger_id = ?",
+            (value if mode == "delta" else 0, value, covers_to, ledger),
+        )
+
+    def _abandoned(self, tx: Tx, ledger: str, event: Any) -> None:
+        (covers_to,) = tx.execute(
+            "SELECT covers_to FROM sm_pushes WHERE ledger_id = ? AND number = ?",
+            (ledger, event.number),
+        )[0]
+        tx.execute(
+            "UPDATE sm_pushes SET status = 'abandoned', reason = ?, settled_at = ?"
+            " WHERE ledger_id = ? AND number = ?",
+            (event.reason, self.store.encode_time(event.timestamp), ledger, event.number),
+        )
+        tx.execute(
+            "UPDATE sm_ledgers SET pending_number = NULL, blocked_reason = ?,"
+            " blocked_at_version = ? WHERE ledger_id = ?",
+            (
+                event.reason if event.permanent else None,
+                covers_to if event.permanent else 0,
+                ledger,
+            ),
+        )
+
+    # -- queries ----------------------------------------------------------
+
+    def candidates(self, target: str, open_after: datetime) -> list[Candidate]:
+        """Periods ending after ``open_after`` with their counter and this target's ledger."""
+        s = self.store
+        with s.transaction() as tx:
+            rows = tx.execute(
+                "SELECT p.aggregate_id, p.tenant_id, p.customer_ref, p.metric, c.aggregation,"
+                " c.total, c.event_count, c.maximum, c.last_value, c.late_events,"
+                " l.confirmed_total, l.confirmed_value, l.pending_number, l.blocked_at_version,"
+                " l.covered_version"
+                " FROM sm_usage_periods p"
+                " JOIN sm_counters c ON c.tenant_id = p.tenant_id AND c.customer_ref ="
+                " p.customer_ref AND c.metric = p.metric AND c.period = p.period"
+                " LEFT JOIN sm_ledgers l ON l.usage_period_id = p.aggregate_id AND l.target = ?"
+                " WHERE p.period_end > ?",
+                (target, s.encode_time(open_after)),
+            )
+        result = []
+        for r in rows:
+            result.append(
+                Candidate(
+                    usage_period_id=UUID(r[0]),
+                    tenant_id=UUID(r[1]),
+                    customer_ref=r[2],
+                    metric=r[3],
+                    aggregation=r[4],
+                    value=_value(r[4], s.decode_decimal(r[5]), int(r[6]), s, r[7], r[8]),
+                    version=1 + int(r[6]) + int(r[9]),
+                    confirmed_total=int(r[10] or 0),
+                    confirmed_value=None if r[11] is None else int(r[11]),
+                    pending=r[12] is not None,
+                    blocked_at_version=int(r[13] or 0),
+                    covered_version=int(r[14] or 0),
+                )
+            )
+        return result
+
+    def first_unpushed_at(self, usage_period_id: UUID, covered_version: int) -> datetime | None:
+        with self.store.transaction() as tx:
+            rows = tx.execute(
+                "SELECT MIN(recorded_at) FROM sm_usage_events WHERE aggregate_id = ?"
+                " AND version > ? AND status = 'counted'",
+                (str(usage_period_id), covered_version),
+            )
+        return self.store.decode_time(rows[0][0]) if rows else None
+
+    def ledgers(self, usage_period_ids: Sequence[UUID] | None = None) -> list[LedgerRow]:
+        sql = f"SELECT {LEDGER_COLUMNS} FROM sm_ledgers"
+        params: list[Any] = []
+        if usage_period_ids is not None:
+            if not usage_period_ids:
+                return []
+            sql += f" WHERE usage_period_id IN ({', '.join('?' * len(usage_period_ids))})"
+            params = [str(i) for i in usage_period_ids]
+        with self.store.transaction() as tx:
+            rows = tx.execute(sql + " ORDER BY ledger_id", params)
+        return [
+            LedgerRow(
+                UUID(r[0]), UUID(r[1]), r[2], int(r[3]), r[4], int(r[5]), r[6], r[7], int(r[8])
+            )
+            for r in rows
+        ]
+
+    def pushes(self, usage_period_id: UUID) -> list[PushRow]:
+        with self.store.transaction() as tx:
+            rows = tx.execute(
+                f"SELECT {PUSH_COLUMNS} FROM sm_pushes WHERE usage_period_id = ?"
+                " ORDER BY target, number",
+                (str(usage_period_id),),
+            )
+        return [self._push(r) for r in rows]
+
+    def _push(self, r: Sequence[Any]) -> PushRow:
+        s = self.store
+        stripe_timestamp = s.decode_time(r[7])
+        intended_at = s.decode_time(r[11])
+        assert stripe_timestamp is not None and intended_at is not None
+        return PushRow(
+            int(r[0]),
+            r[1],
+            r[2],
+            int(r[3]),
+            r[4],
+            int(r[5]),
+            int(r[6]),
+            stripe_timestamp,
+            r[8],
+            r[9],
+            r[10],
+            intended_at,
+            s.decode_time(r[12]),
+        )

@@ -1,0 +1,175 @@
+"""Ingest throughput and latency under wrk, with the projection lag sampled throughout.
+
+    .venv/bin/python -m benchmarks.ingest --backend postgres --mode single
+    .venv/bin/python -m benchmarks.ingest --backend sqlite --mode batch
+
+``single``: one event per request, 100 connections, 30 s (benchmarks 1 and 4).
+``batch``: 1,000 events per request, 4 connections, 20 s (benchmarks 2 and 4).
+
+The service is started on a fresh database; wrk runs as a separate process on
+the same machine; after the load, once the projections have caught up, the
+counters must hold exactly the events the server accepted, and at least every
+event of a 2xx response: otherwise the run is reported as FAILED (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from benchmarks.harness import (
+    LagSampler,
+    commit_stats,
+    emit,
+    log,
+    machine,
+    outcomes,
+    run_wrk,
+    service,
+)
+
+MODES = {
+    "single": {"connections": 100, "duration": 30, "batch": 1},
+    "batch": {"connections": 4, "duration": 20, "batch": 1000},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--mode", choices=sorted(MODES), default="single")
+    parser.add_argument("--connections", type=int)
+    parser.add_argument("--duration", type=int, help="seconds of measured load")
+    parser.add_argument("--batch", type=int, help="events per request")
+    parser.add_argument("--customers", type=int, default=10, help="distinct customerRefs")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load first")
+    args = parser.parse_args(argv)
+    preset = MODES[args.mode]
+    connections = args.connections or preset["connections"]
+    duration = args.duration or preset["duration"]
+    batch = args.batch or preset["batch"]
+    wrk_env = {
+        "BENCH_BATCH": str(batch),
+        "BENCH_CUSTOMERS": str(args.customers),
+        "BENCH_PARSE": "1" if batch > 1 else "0",
+    }
+
+    with service(args.backend) as svc:
+        warmup_ok_events = 0
+        if args.warmup:
+            warm = run_wrk(
+                svc,
+                "ingest.lua",
+                connections=connections,
+                duration_s=args.warmup,
+                threads=args.threads,
+                extra_env=wrk_env,
+            )
+            warmup_ok_events = warm.ok * batch
+        metrics_before = svc.quiesce()
+
+        with LagSampler(svc, interval=0.1) as sampler:
+            result = run_wrk(
+                svc,
+                "ingest.lua",
+                connections=connections,
+                duration_s=duration,
+                threads=args.threads,
+                extra_env=wrk_env,
+            )
+        catch_up_s = svc.wait_caught_up()
+        metrics_after = svc.quiesce()
+        counted, _ = svc.counted(args.customers)
+
+    # Whole-run accounting (warm-up included): wrk abandons the requests still
+    # in flight when its time is up, so the server may have accepted up to
+    # ``connections`` requests per wrk run more than wrk saw answered.
+    before, after = outcomes(metrics_before), outcomes(metrics_after)
+    server = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    ok_events = result.ok * batch
+    client_ok = warmup_ok_events + ok_events
+    in_flight_max = connections * batch * (2 if args.warmup else 1)
+    checks = {
+        "counter == server accepted (whole run)": counted == after.get("accepted", 0),
+        "counter >= events of 2xx responses": counted >= client_ok,
+        "counter <= 2xx events + in-flight at stop": counted <= client_ok + in_flight_max,
+        "no non-2xx": result.non_2xx == 0,
+        "no socket errors": not any(result.socket_errors.values()),
+        "no duplicate/conflict/error outcomes": not any(
+            after.get(k, 0) for k in ("duplicate", "conflict", "error")
+        ),
+    }
+    if result.accepted >= 0:
+        checks["accepted in 2xx bodies == events sent in them"] = result.accepted == ok_events
+    passed = all(checks.values())
+
+    report: dict[str, Any] = {
+        "benchmark": f"ingest-{args.mode}",
+        "backend": args.backend,
+        "machine": machine(),
+        "connections": connections,
+        "duration_s": round(result.duration_s, 2),
+        "events_per_request": batch,
+        "customers": args.customers,
+        "requests": result.requests,
+        "requests_per_s": round(result.rps, 1),
+        "events_per_s": round(result.ok * batch / result.duration_s, 1),
+        "non_2xx": result.non_2xx,
+        "socket_errors": result.socket_errors,
+        "latency_ms": {k: round(v, 2) for k, v in result.latency_ms.items()},
+        "server_outcomes": server,
+        "counter_total": counted,
+        "server_accepted_total": after.get("accepted", 0),
+        "ok_events_total": client_ok,
+        "catch_up_after_load_s": round(catch_up_s, 3),
+        "projection_lag_events": sampler.summary(),
+        "group_commit": commit_stats(metrics_before, metrics_after),
+        "cpu": {
+            "server_s": round(result.server_cpu_s, 1),
+            "server_cores": round(result.server_cpu_s / result.duration_s, 2),
+            "wrk_s": round(result.wrk_cpu_s, 1),
+            "machine_busy_pct": round(result.machine_busy * 100, 1),
+            "by_command_s": result.cpu_by_command,
+        },
+        "checks": checks,
+        "passed": passed,
+    }
+    print_report(report)
+    emit(report)
+    return 0 if passed else 1
+
+
+def print_report(r: dict[str, Any]) -> None:
+    lat = r["latency_ms"]
+    lag = r["projection_lag_events"]
+    gc = r["group_commit"]
+    cpu = r["cpu"]
+    lines = [
+        f"== {r['benchmark']} on {r['backend']}: {r['connections']} connections,"
+        f" {r['events_per_request']} event(s)/request, {r['duration_s']} s ==",
+        f"requests/s {r['requests_per_s']}   events/s {r['events_per_s']}"
+        f"   requests {r['requests']}   non-2xx {r['non_2xx']}"
+        f"   socket errors {r['socket_errors']}",
+        f"latency ms: p50 {lat['p50']}  p90 {lat['p90']}  p95 {lat['p95']}  p99 {lat['p99']}"
+        f"  max {lat['max']}",
+        f"group commit: {gc['commits']} commits, {gc['mean_events_per_commit']} events/commit,"
+        f" {gc['mean_commit_ms']} ms/commit",
+        f"projection lag (events, every 100 ms, {lag.get('samples')} samples):"
+        f" p50 {lag.get('p50')}  p95 {lag.get('p95')}  max {lag.get('max')}"
+        f"   caught up {r['catch_up_after_load_s']} s after the load",
+        f"cpu: server {cpu['server_cores']} cores, wrk {cpu['wrk_s']} s,"
+        f" machine {cpu['machine_busy_pct']} % busy; CPU s by process {cpu['by_command_s']}",
+        f"measured run: server outcomes {r['server_outcomes']}. Whole run incl. warm-up:"
+        f" counters {r['counter_total']}, server accepted {r['server_accepted_total']},"
+        f" events in 2xx responses {r['ok_events_total']}",
+    ]
+    lines += [f"  check {'ok  ' if ok else 'FAIL'} {name}" for name, ok in r["checks"].items()]
+    failed = "FAILED: the counters do not match the accepted events"
+    lines.append("PASSED" if r["passed"] else failed)
+    log("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

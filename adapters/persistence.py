@@ -9,6 +9,7 @@ from datetime import datetime
 from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
 from projections.counters import CountersProjection
+from projections.customers import CustomersProjection
 from projections.ledger import LedgerProjection
 from projections.runner import ProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
@@ -55,6 +56,7 @@ class Views:
     counters: CountersProjection
     events: UsageEventsProjection
     ledger: LedgerProjection
+    customers: CustomersProjection
     runner: ProjectionRunner
 
     def close(self) -> None:
@@ -66,11 +68,12 @@ def build_views(app: MeteringApp, store: ViewStore) -> Views:
     counters = CountersProjection(store, directory)
     events = UsageEventsProjection(store, directory)
     ledger = LedgerProjection(store)
+    customers = CustomersProjection(store)
     runner = ProjectionRunner(
-        app.recorder, app.mapper, store, [directory, counters, events, ledger]
+        app.recorder, app.mapper, store, [directory, counters, events, ledger, customers]
     )
     runner.create_tables()
-    return Views(store, directory, counters, events, ledger, runner)
+    return Views(store, directory, counters, events, ledger, customers, runner)
 
 
 @dataclass

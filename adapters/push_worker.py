@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -33,6 +34,7 @@ from domain.ledger import Intent
 from domain.pushing import STRIPE_MAX_AGE, PushOutcome, PushService, Target, route_for
 from domain.stripe_port import StripeGateway, StripeUnavailableError
 from projections.ledger import Candidate
+from stripe_emulator.testing import running_emulator
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,20 @@ def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target,
             **common,  # type: ignore[arg-type]
         )
     return gateways
+
+
+def start_builtin_emulator(stack: ExitStack, port: int) -> str:
+    """No Stripe key: push to a local emulator in this process, and say so loudly."""
+    try:
+        emulator = stack.enter_context(running_emulator(port=port))
+    except OSError:
+        emulator = stack.enter_context(running_emulator(port=0))
+    log.warning(
+        "STRIPE_SECRET_KEY is not set: pushing to the built-in Stripe emulator at %s;"
+        " nothing reaches Stripe",
+        emulator.url,
+    )
+    return emulator.url
 
 
 class PushRetryError(Exception):

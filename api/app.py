@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -16,11 +16,14 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.group_commit import GroupCommitWriter
 from adapters.metrics import Metrics
 from adapters.persistence import open_stores
+from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
 from adapters.settings import Settings
 from api import problems
 from api.routes import health, ingest, meters, usage
+from api.routes import stripe as stripe_routes
 from api.services import Services
 from domain.application import utc_now
+from domain.pushing import Target
 
 log = logging.getLogger("stripemeter")
 
@@ -74,21 +77,44 @@ def create_app(
             max_events=settings.group_commit_max_events,
             on_commit=runner.wake,
         )
-        app.state.services = Services(settings, stores, metrics, writer)
-        writer.start()
-        if settings.embedded_worker:
-            runner.start()
-        log.info(
-            "stripemeter ready: backend=%s embedded_worker=%s",
-            settings.backend,
-            settings.embedded_worker,
-        )
-        try:
-            yield
-        finally:
-            writer.stop()
-            runner.stop()
-            stores.close()
+        with ExitStack() as stack:
+            emulator_url = None
+            if settings.embedded_worker and not settings.stripe.secret_key:
+                emulator_url = start_builtin_emulator(stack, settings.emulator_port)
+            gateways = build_gateways(settings, emulator_url)
+            push_worker = None
+            if settings.embedded_worker and Target.LIVE in gateways:
+                push_worker = PushWorker(
+                    stores,
+                    gateways,
+                    metrics,
+                    build_broker(settings),
+                    settings.push_interval_seconds,
+                    settings.push_threads,
+                    clock,
+                )
+            app.state.services = Services(
+                settings, stores, metrics, writer, gateways, push_worker, emulator_url
+            )
+            writer.start()
+            if settings.embedded_worker:
+                runner.start()
+            if push_worker is not None:
+                push_worker.start()
+            log.info(
+                "stripemeter ready: backend=%s embedded_worker=%s stripe=%s",
+                settings.backend,
+                settings.embedded_worker,
+                emulator_url or settings.stripe.api_base or "stripe.com",
+            )
+            try:
+                yield
+            finally:
+                writer.stop()
+                if push_worker is not None:
+                    push_worker.stop()
+                runner.stop()
+                stores.close()
 
     return Litestar(
         route_handlers=[
@@ -99,6 +125,12 @@ def create_app(
             meters.declare_meter,
             meters.list_meters,
             meters.get_meter,
+            stripe_routes.map_meter,
+            stripe_routes.list_mappings,
+            stripe_routes.map_customer,
+            stripe_routes.list_customers,
+            stripe_routes.get_customer,
+            stripe_routes.invoice_audit,
             health.live,
             health.ready,
             health.health,

@@ -24,6 +24,7 @@ from domain.errors import (
     StripeMeterError,
     UnauthenticatedError,
 )
+from domain.stripe_port import StripeRejectedError, StripeUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,12 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         return problem(409, "Conflict", str(error))
     if isinstance(error, StripeMeterError):
         return problem(400, "Refused", str(error))
+    if isinstance(error, StripeUnavailableError):
+        response = problem(503, "Stripe unavailable", f"Stripe did not answer: {error}; try again")
+        response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(error, StripeRejectedError):
+        return problem(422, "Refused by Stripe", str(error))
     if isinstance(error, WriterStoppedError):
         return problem(503, "Shutting down", str(error))
     if isinstance(error, ValidationException):

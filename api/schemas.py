@@ -182,3 +182,66 @@ def validation_field(error: msgspec.ValidationError) -> FieldError:
         reason, path = located.groups()
         return FieldError(path or "body", reason[0].lower() + reason[1:])
     return FieldError("body", message)
+
+
+class MappingIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    metric: str
+    stripe_meter_id: str | None = None
+    stripe_event_name: str | None = None
+    create_meter: bool = False
+    shadow_event_name: str | None = None
+
+
+class MappingOut(msgspec.Struct, rename="camel"):
+    metric: str
+    stripe_meter_id: str
+    stripe_event_name: str
+    stripe_formula: str
+    push: str
+    shadow_meter_id: str | None
+    shadow_event_name: str | None
+
+
+class CustomerIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    customer_ref: str
+    stripe_customer_id: str
+    billing_cycle_anchor: str | None = None
+    shadow_stripe_customer_id: str | None = None
+
+
+class CustomerOut(msgspec.Struct, rename="camel"):
+    customer_ref: str
+    stripe_customer_id: str
+    billing_cycle: str  # "calendar-month" or "anchored"
+    billing_cycle_anchor: str | None
+    shadow_stripe_customer_id: str | None
+
+
+class PushOut(msgspec.Struct, rename="camel"):
+    target: str
+    number: int
+    identifier: str
+    value: int
+    mode: str
+    status: str
+    settled_by: str | None
+    reason: str | None
+    stripe_timestamp: str
+    requested_at: str
+    settled_at: str | None
+    covers_versions: list[int]
+    events: list[EventOut]
+    events_next_cursor: str | None
+
+
+class InvoiceAudit(msgspec.Struct, rename="camel"):
+    customer_ref: str
+    metric: str
+    period: str
+    period_start: str
+    period_end: str
+    counter: CounterOut | None
+    stripe_units_confirmed: dict[str, int]
+    pushes: list[PushOut]
+    unpushed_events: list[EventOut]
+    unpushed_next_cursor: str | None

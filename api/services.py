@@ -10,7 +10,11 @@ from uuid import UUID
 from adapters.group_commit import GroupCommitWriter
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
+from adapters.push_worker import PushWorker
 from adapters.settings import Settings
+from domain.pushing import Target
+from domain.stripe_mapping import StripeMappingService
+from domain.stripe_port import StripeGateway, StripeUnavailableError
 from domain.tenancy import Principal, Tenant
 
 AUTH_CACHE_SECONDS = 5.0
@@ -22,6 +26,9 @@ class Services:
     stores: Stores
     metrics: Metrics
     writer: GroupCommitWriter
+    gateways: dict[Target, StripeGateway] = field(default_factory=dict)
+    push_worker: PushWorker | None = None
+    emulator_url: str | None = None
     _principals: dict[str, tuple[float, Principal]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -48,3 +55,11 @@ class Services:
 
     def tenant(self, tenant_id: UUID) -> Tenant:
         return self.stores.app.tenant(tenant_id)
+
+    def stripe_mapping(self) -> StripeMappingService:
+        live = self.gateways.get(Target.LIVE)
+        if live is None:
+            raise StripeUnavailableError(
+                "Stripe is not configured in this process: set STRIPE_SECRET_KEY"
+            )
+        return StripeMappingService(self.stores.app, live, self.gateways.get(Target.SHADOW))

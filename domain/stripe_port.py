@@ -68,6 +68,9 @@ class StripeGateway(Protocol):
     def find_meter(self, event_name: str) -> StripeMeter | None:
         """The active meter with this event name, if any."""
 
+    def retrieve_meter(self, meter_id: str) -> StripeMeter:
+        """The meter with this id; StripeRejectedError when there is none."""
+
     def create_meter(self, display_name: str, event_name: str, formula: str) -> StripeMeter:
         """Create a meter keyed on ``stripe_customer_id`` and ``value``."""
 

@@ -25,7 +25,7 @@ from api.schemas import (
 from domain.periods import period_from_key, period_of
 from domain.tenancy import Scope
 from projections.counters import Counter, Tally, roll_up_days
-from projections.usage_events import EventFilter
+from projections.usage_events import EventFilter, UsageEventRow
 
 MAX_PAGE = 1_000
 MAX_HISTORY = timedelta(days=93)
@@ -89,22 +89,23 @@ def list_events(
     rows = services(request).stores.views.events.page(principal.tenant_id, where, after, limit + 1)
     page = rows[:limit]
     return EventPage(
-        data=[
-            EventOut(
-                id=str(row.position),
-                metric=row.metric,
-                customer_ref=row.customer_ref,
-                period=row.period,
-                quantity=number(row.quantity) or "0",
-                ts=when(row.occurred_at) or "",
-                recorded_at=when(row.recorded_at) or "",
-                idempotency_key=row.idempotency_key,
-                meta=row.meta,
-                status=row.status,
-            )
-            for row in page
-        ],
+        data=[event_out(row) for row in page],
         next_cursor=encode_cursor(page[-1].position) if len(rows) > limit else None,
+    )
+
+
+def event_out(row: UsageEventRow) -> EventOut:
+    return EventOut(
+        id=str(row.position),
+        metric=row.metric,
+        customer_ref=row.customer_ref,
+        period=row.period,
+        quantity=number(row.quantity) or "0",
+        ts=when(row.occurred_at) or "",
+        recorded_at=when(row.recorded_at) or "",
+        idempotency_key=row.idempotency_key,
+        meta=row.meta,
+        status=row.status,
     )
 
 

@@ -1,0 +1,234 @@
+"""Stripe mappings, customers and the invoice audit: /v1/mappings, /v1/customers, /v1/audit."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from api.auth import authorize, authorize_async, services
+from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
+from api.schemas import (
+    CustomerIn,
+    CustomerOut,
+    FieldError,
+    InvoiceAudit,
+    MappingIn,
+    MappingOut,
+    PushOut,
+    check_text,
+    parse_time,
+)
+from domain.customers import Customer
+from domain.errors import NotFoundError
+from domain.mappings import PUSH_MODE, MeterMapping, PushMode
+from domain.periods import BillingPeriod, period_from_key
+from domain.tenancy import Scope
+from domain.usage import usage_period_id
+from projections.customers import CustomerRow
+
+AUDIT_EVENTS = 100
+
+
+def mapping_out(mapping: MeterMapping, push: str) -> MappingOut:
+    return MappingOut(
+        metric=mapping.metric,
+        stripe_meter_id=mapping.stripe_meter_id,
+        stripe_event_name=mapping.stripe_event_name,
+        stripe_formula=mapping.stripe_formula,
+        push=push,
+        shadow_meter_id=mapping.shadow_meter_id,
+        shadow_event_name=mapping.shadow_event_name,
+    )
+
+
+@post("/v1/mappings")
+async def map_meter(request: Request[Any, Any, Any]) -> Response[MappingOut]:
+    """Map a metric to a Stripe meter, checked against Stripe (exists, active, formula fits)."""
+    principal = await authorize_async(request, Scope.ADMIN)
+    body = msgspec.json.decode(await request.body(), type=MappingIn)
+    svc = services(request)
+    service = svc.stripe_mapping()
+    mapping, changed = await anyio.to_thread.run_sync(
+        lambda: service.map_meter(
+            principal.tenant_id,
+            body.metric,
+            stripe_meter_id=body.stripe_meter_id,
+            stripe_event_name=body.stripe_event_name,
+            create_meter=body.create_meter,
+            shadow_event_name=body.shadow_event_name,
+        )
+    )
+    definition = svc.stores.app.metric(principal.tenant_id, body.metric)
+    out = mapping_out(mapping, PUSH_MODE[definition.aggregation].value)
+    return Response(out, status_code=201 if changed else 200)
+
+
+@get("/v1/mappings", sync_to_thread=True)
+def list_mappings(request: Request[Any, Any, Any]) -> dict[str, list[MappingOut]]:
+    principal = authorize(request, Scope.READ)
+    tenant = services(request).tenant(principal.tenant_id)
+    return {
+        "data": [
+            mapping_out(m, PUSH_MODE[tenant.metrics[m.metric].aggregation].value)
+            for _, m in sorted(tenant.mappings.items())
+        ]
+    }
+
+
+def customer_out(customer: Customer | CustomerRow) -> CustomerOut:
+    anchor = customer.billing_cycle_anchor
+    return CustomerOut(
+        customer_ref=customer.customer_ref,
+        stripe_customer_id=customer.stripe_customer_id,
+        billing_cycle="anchored" if anchor else "calendar-month",
+        billing_cycle_anchor=when(anchor),
+        shadow_stripe_customer_id=customer.shadow_stripe_customer_id,
+    )
+
+
+@post("/v1/customers")
+async def map_customer(request: Request[Any, Any, Any]) -> Response[CustomerOut]:
+    """Map a customer to Stripe. Its billing periods then follow its subscription's anchor."""
+    principal = await authorize_async(request, Scope.ADMIN)
+    body = msgspec.json.decode(await request.body(), type=CustomerIn)
+    check_text("customerRef", body.customer_ref, 255)
+    anchor = None
+    if body.billing_cycle_anchor is not None:
+        anchor = parse_time("billingCycleAnchor", body.billing_cycle_anchor)
+    service = services(request).stripe_mapping()
+    customer, changed = await anyio.to_thread.run_sync(
+        lambda: service.map_customer(
+            principal.tenant_id,
+            body.customer_ref,
+            body.stripe_customer_id,
+            anchor,
+            body.shadow_stripe_customer_id,
+        )
+    )
+    return Response(customer_out(customer), status_code=201 if changed else 200)
+
+
+@get("/v1/customers", sync_to_thread=True)
+def list_customers(
+    request: Request[Any, Any, Any],
+    cursor: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 100,
+) -> dict[str, Any]:
+    principal = authorize(request, Scope.READ)
+    if not 1 <= limit <= 1000:
+        raise FieldError("limit", "must be between 1 and 1000")
+    rows = services(request).stores.views.customers.page(principal.tenant_id, cursor, limit + 1)
+    page = rows[:limit]
+    return {
+        "data": [customer_out(r) for r in page],
+        "nextCursor": page[-1].customer_ref if len(rows) > limit else None,
+    }
+
+
+@get("/v1/customers/{customer_ref:str}", sync_to_thread=True)
+def get_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> CustomerOut:
+    principal = authorize(request, Scope.READ)
+    customer = services(request).stores.app.customer(principal.tenant_id, customer_ref)
+    if customer is None:
+        raise NotFoundError(f"customer {customer_ref!r} is not mapped to Stripe")
+    return customer_out(customer)
+
+
+@get("/v1/audit/invoice", sync_to_thread=True)
+def invoice_audit(
+    request: Request[Any, Any, Any],
+    customer_ref: Annotated[str, QueryParameter(name="customerRef")],
+    metric: FromQuery[str],
+    period: FromQuery[str | None] = None,
+    push: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+) -> InvoiceAudit:
+    """One invoice line, traced: the counter, every push to Stripe and the events each covered.
+
+    Each push lists its first 100 events; to page one push's events, pass
+    ``push=<target>:<number>`` and that push's ``eventsNextCursor``.
+    """
+    principal = authorize(request, Scope.READ)
+    svc = services(request)
+    app, views = svc.stores.app, svc.stores.views
+    app.metric(principal.tenant_id, metric)
+    customer = app.customer(principal.tenant_id, customer_ref)
+    anchor = customer.billing_cycle_anchor if customer else None
+    billing_period: BillingPeriod = (
+        period_from_key(period, anchor)
+        if period
+        else app.period_for(principal.tenant_id, customer_ref, app.clock())
+    )
+    period_id = usage_period_id(principal.tenant_id, customer_ref, metric, billing_period.key)
+    wanted, after = _paging(push, cursor)
+    counters = views.counters.counters(
+        principal.tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
+    )
+    pushes = []
+    covered = 0
+    for row in views.ledger.pushes(period_id):
+        paged = wanted == (row.target, row.number)
+        events = views.events.covered(
+            period_id, row.covers_from, row.covers_to, after if paged else 0, AUDIT_EVENTS + 1
+        )
+        if row.status == "confirmed" and row.target == "live":
+            covered = max(covered, row.covers_to)
+        pushes.append(
+            PushOut(
+                target=row.target,
+                number=row.number,
+                identifier=row.identifier,
+                value=row.value,
+                mode=row.mode,
+                status=row.status,
+                settled_by=row.how,
+                reason=row.reason,
+                stripe_timestamp=when(row.stripe_timestamp) or "",
+                requested_at=when(row.intended_at) or "",
+                settled_at=when(row.settled_at),
+                covers_versions=[row.covers_from, row.covers_to],
+                events=[event_out(e) for e in events[:AUDIT_EVENTS]],
+                events_next_cursor=_cursor(events),
+            )
+        )
+    unpushed = views.events.covered(
+        period_id, covered + 1, 2**62, after if wanted == ("unpushed", 0) else 0, AUDIT_EVENTS + 1
+    )
+    delta = counters and PUSH_MODE[counters[0].aggregation] is PushMode.DELTA
+    confirmed = {
+        ledger.target: ledger.confirmed_total if delta else (ledger.confirmed_value or 0)
+        for ledger in views.ledger.ledgers([period_id])
+    }
+    return InvoiceAudit(
+        customer_ref=customer_ref,
+        metric=metric,
+        period=billing_period.key,
+        period_start=when(billing_period.start) or "",
+        period_end=when(billing_period.end) or "",
+        counter=counter_out(counters[0]) if counters else None,
+        stripe_units_confirmed=confirmed,
+        pushes=pushes,
+        unpushed_events=[event_out(e) for e in unpushed[:AUDIT_EVENTS]],
+        unpushed_next_cursor=_cursor(unpushed),
+    )
+
+
+def _paging(push: str | None, cursor: str | None) -> tuple[tuple[str, int] | None, int]:
+    if push is None:
+        if cursor is not None:
+            raise FieldError("push", "is required with cursor: name the push to page")
+        return None, 0
+    target, _, number = push.partition(":")
+    if target == "unpushed" and not number:
+        return ("unpushed", 0), decode_cursor(cursor) if cursor else 0
+    if target not in ("live", "shadow") or not number.isdigit():
+        raise FieldError("push", "must be <target>:<number> (e.g. live:3) or 'unpushed'")
+    return (target, int(number)), decode_cursor(cursor) if cursor else 0
+
+
+def _cursor(events: list[Any]) -> str | None:
+    return encode_cursor(events[AUDIT_EVENTS - 1].version) if len(events) > AUDIT_EVENTS else None

@@ -1,0 +1,74 @@
+"""Mapped customers per tenant, for listing (the Customer aggregates hold the truth)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from domain.customers import Customer
+from projections.base import Positioned, Projection
+from projections.store import Tx
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    customer_ref: str
+    stripe_customer_id: str
+    billing_cycle_anchor: datetime | None
+    shadow_stripe_customer_id: str | None
+
+
+class CustomersProjection(Projection):
+    name = "customers"
+    tables = ("sm_customers",)
+    handles = (Customer.Mapped, Customer.Remapped)
+
+    def schema(self) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS sm_customers ("
+            " customer_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, customer_ref TEXT NOT NULL,"
+            " stripe_customer_id TEXT NOT NULL, billing_cycle_anchor {timestamp},"
+            " shadow_stripe_customer_id TEXT)",
+            "CREATE INDEX IF NOT EXISTS sm_customers_tenant"
+            " ON sm_customers (tenant_id, customer_ref)",
+        ]
+
+    def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        for _, event in events:
+            if isinstance(event, Customer.Mapped):
+                tx.execute(
+                    "INSERT INTO sm_customers VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        str(event.originator_id),
+                        str(event.tenant_id),
+                        event.customer_ref,
+                        event.stripe_customer_id,
+                        self.store.encode_time(event.billing_cycle_anchor),
+                        event.shadow_stripe_customer_id,
+                    ),
+                )
+            else:
+                tx.execute(
+                    "UPDATE sm_customers SET stripe_customer_id = ?, shadow_stripe_customer_id = ?"
+                    " WHERE customer_id = ?",
+                    (
+                        event.stripe_customer_id,
+                        event.shadow_stripe_customer_id,
+                        str(event.originator_id),
+                    ),
+                )
+
+    def page(self, tenant_id: UUID, after: str | None, limit: int) -> list[CustomerRow]:
+        sql = (
+            "SELECT customer_ref, stripe_customer_id, billing_cycle_anchor,"
+            " shadow_stripe_customer_id FROM sm_customers WHERE tenant_id = ?"
+        )
+        params: list[object] = [str(tenant_id)]
+        if after is not None:
+            sql += " AND customer_ref > ?"
+            params.append(after)
+        with self.store.transaction() as tx:
+            rows = tx.execute(sql + " ORDER BY customer_ref LIMIT ?", [*params, limit])
+        return [CustomerRow(r[0], r[1], self.store.decode_time(r[2]), r[3]) for r in rows]

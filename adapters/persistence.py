@@ -30,6 +30,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     pg = settings.postgres
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": "adapters.pg_recorder:BinaryArrayApplicationRecorder",
         "POSTGRES_DBNAME": pg.dbname,
         "POSTGRES_HOST": pg.host,
         "POSTGRES_PORT": str(pg.port),

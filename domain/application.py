@@ -10,13 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import IntegrityError
 
 from domain.customers import Customer, customer_id_for
@@ -46,6 +47,11 @@ from domain.usage import UsagePeriod, usage_period_id
 FUTURE_TOLERANCE = timedelta(minutes=5)
 TENANT_CACHE_SECONDS = 5.0
 SAVE_ATTEMPTS = 5
+SNAPSHOT_EVERY = 500
+
+
+Write = tuple[int, MetricDefinition, UUID]
+"""A submission to write: its index in the batch, its metric and its key's claim id."""
 
 
 class IngestContentionError(ConflictError):
@@ -91,7 +97,8 @@ class MeteringApp(Application[UUID]):
     """Tenants, metrics, keys and exactly-once usage ingest."""
 
     name = "stripemeter"
-    snapshotting_intervals = {UsagePeriod: 500}
+    # Snapshots are taken by _write from the in-memory period (see _snapshot).
+    is_snapshotting_enabled = True
 
     def __init__(
         self,
@@ -105,7 +112,9 @@ class MeteringApp(Application[UUID]):
         self._ingest_lock = threading.Lock()
         self._tenant_lock = threading.Lock()
         self._tenants: dict[UUID, tuple[float, Tenant]] = {}
-        self._customers: dict[UUID, tuple[float, Customer | None]] = {}
+        self._customers: dict[tuple[UUID, str], tuple[float, Customer | None]] = {}
+        # uuid5 costs microseconds; the writer asks for the same few ids all the time.
+        self._period_ids: dict[tuple[UUID, str, str, str], UUID] = {}
         self._periods = _LRU(period_cache_size)
         self._known_keys = _LRU(known_key_cache_size)
 
@@ -172,19 +181,21 @@ class MeteringApp(Application[UUID]):
 
     def customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
         """The customer's Stripe mapping, or None when never mapped."""
-        customer_id = customer_id_for(tenant_id, customer_ref)
         try:
-            customer: Customer | None = self.repository.get(customer_id)
+            customer: Customer | None = self.repository.get(
+                customer_id_for(tenant_id, customer_ref)
+            )
         except AggregateNotFoundError:
             customer = None
         with self._tenant_lock:
-            self._customers[customer_id] = (time.monotonic(), customer)
+            if len(self._customers) > 100_000:
+                self._customers.clear()
+            self._customers[(tenant_id, customer_ref)] = (time.monotonic(), customer)
         return customer
 
     def cached_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
-        customer_id = customer_id_for(tenant_id, customer_ref)
         with self._tenant_lock:
-            cached = self._customers.get(customer_id)
+            cached = self._customers.get((tenant_id, customer_ref))
         if cached is not None and time.monotonic() - cached[0] < TENANT_CACHE_SECONDS:
             return cached[1]
         return self.customer(tenant_id, customer_ref)
@@ -318,24 +329,27 @@ class MeteringApp(Application[UUID]):
     def _record_usage(self, submissions: Sequence[UsageSubmission]) -> list[IngestResult]:
         results: list[IngestResult | None] = [None] * len(submissions)
         now = self.clock()
-        checked: list[tuple[int, MetricDefinition]] = []
+        checked: list[Write] = []
         for index, item in enumerate(submissions):
             try:
-                checked.append((index, self._check(item, now)))
+                metric = self._check(item, now)
             except InvalidInputError as error:
                 results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
+                continue
+            checked.append(
+                (index, metric, idempotency_key_id(item.tenant_id, item.idempotency_key))
+            )
 
         for _ in range(SAVE_ATTEMPTS):
             claims: dict[UUID, int] = {}
-            writes: list[tuple[int, MetricDefinition]] = []
-            for index, metric in checked:
+            writes: list[Write] = []
+            for index, metric, key_id in checked:
                 item = submissions[index]
-                key_id = idempotency_key_id(item.tenant_id, item.idempotency_key)
                 if key_id in claims:
                     seen = submissions[claims[key_id]].fingerprint
                 elif (seen := self._known_keys.get(key_id)) is None:
                     claims[key_id] = index
-                    writes.append((index, metric))
+                    writes.append((index, metric, key_id))
                     continue
                 results[index] = self._repeat(item, seen)
             if not writes:
@@ -345,7 +359,7 @@ class MeteringApp(Application[UUID]):
             except IntegrityError:
                 # Another writer got there first: a key was claimed or a period
                 # moved on. Learn which keys exist, then decide the batch again.
-                self._learn_keys(submissions, [i for i, _ in writes])
+                self._learn_keys(submissions, [i for i, _, _ in writes])
                 continue
             for index, late in accepted:
                 item = submissions[index]
@@ -387,14 +401,16 @@ class MeteringApp(Application[UUID]):
     def _write(
         self,
         submissions: Sequence[UsageSubmission],
-        writes: list[tuple[int, MetricDefinition]],
+        writes: list[Write],
         now: datetime,
     ) -> list[tuple[int, Lateness | None]]:
         touched: dict[UUID, UsagePeriod] = {}
-        claims: list[IdempotencyKey] = []
+        # Events in request order: each usage event, then the claim on its key.
+        events: list[Any] = []
+        claims: list[IdempotencyKey.Claimed] = []
         accepted: list[tuple[int, Lateness | None]] = []
         try:
-            for index, metric in writes:
+            for index, metric, key_id in writes:
                 item = submissions[index]
                 period = self._period(item, metric, touched)
                 closes_at = period.period_end + timedelta(seconds=metric.lateness_seconds)
@@ -417,33 +433,52 @@ class MeteringApp(Application[UUID]):
                         item.meta,
                         late=late is not None,
                     )
-                claims.append(
-                    IdempotencyKey.claim(
-                        item.tenant_id,
-                        item.idempotency_key,
-                        item.fingerprint,
-                        period.id,
-                        period.version,
-                    )
+                claim = IdempotencyKey.claimed(
+                    key_id,
+                    item.tenant_id,
+                    item.idempotency_key,
+                    item.fingerprint,
+                    period.id,
+                    period.version,
                 )
+                events.extend(period.collect_events())
+                events.append(claim)
+                claims.append(claim)
                 accepted.append((index, late))
-            self.save(*touched.values(), *claims)
+            # The event store directly, not Application.save: the events are
+            # already in order and of known types, and save's generic path
+            # (runtime protocol checks, snapshots re-read from the database)
+            # costs more than the write itself at this volume.
+            self.events.put(events)
         except BaseException:
             # The cached periods now hold events that were never stored.
             for period_id in touched:
                 self._periods.pop(period_id)
             raise
         for claim in claims:
-            self._known_keys.put(claim.id, claim.fingerprint)
+            self._known_keys.put(claim.originator_id, claim.fingerprint)
+        self._snapshot(touched.values(), events)
         return accepted
+
+    def _snapshot(self, periods: Iterable[UsagePeriod], events: list[Any]) -> None:
+        """Snapshot busy periods from memory, so that re-reading one stays short."""
+        if self.snapshots is None:
+            return
+        crossed = {e.originator_id for e in events if e.originator_version % SNAPSHOT_EVERY == 0}
+        snapshots = [Snapshot.take(p) for p in periods if p.id in crossed]
+        if snapshots:
+            self.snapshots.put(snapshots)
 
     def _period(
         self, item: UsageSubmission, metric: MetricDefinition, touched: dict[UUID, UsagePeriod]
     ) -> UsagePeriod:
         billing_period = self.period_for(item.tenant_id, item.customer_ref, item.occurred_at)
-        period_id = usage_period_id(
-            item.tenant_id, item.customer_ref, item.metric, billing_period.key
-        )
+        natural_key = (item.tenant_id, item.customer_ref, item.metric, billing_period.key)
+        period_id = self._period_ids.get(natural_key)
+        if period_id is None:
+            if len(self._period_ids) > 100_000:
+                self._period_ids.clear()
+            period_id = self._period_ids[natural_key] = usage_period_id(*natural_key)
         period: UsagePeriod | None = touched.get(period_id) or self._periods.get(period_id)
         if period is None:
             try:

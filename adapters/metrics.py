@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 class Metrics:
-    """One registry per app instance, so that tests and processes never share counts."""
+    """One registry per app instance, so that tests and processes never share counts.
 
-    def __init__(self) -> None:
+    With several API processes (``multiprocess=True``), prometheus_client's
+    shared-files mode adds up every process's values at each scrape.
+    """
+
+    def __init__(self, multiprocess: bool = False) -> None:
         self.registry = CollectorRegistry()
+        self.exposed = self.registry
+        if multiprocess:
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed)  # type: ignore[no-untyped-call]
         self.ingest_events = Counter(
             "stripemeter_ingest_events_total",
             "Usage events received, by outcome (accepted, duplicate, conflict, error).",
@@ -94,4 +103,5 @@ class Metrics:
             "Event-log entries not yet applied to a projection.",
             ["projection"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )

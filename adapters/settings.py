@@ -92,6 +92,12 @@ class Settings:
     push_interval_seconds: float = 5.0
     push_threads: int = 4
     emulator_port: int = 12111
+    writer_mode: str = "process"  # "process": a writer process beside the API; "thread": in it
+    writer_socket: Path | None = None  # set by `stripemeter serve` once its writer runs
+    api_processes: int = 1
+    worker_metrics_port: int = 9464
+    # Set by `serve` for several API processes: prometheus_client's shared-files mode.
+    metrics_multiprocess_dir: Path | None = None
 
     @property
     def backend(self) -> str:
@@ -127,7 +133,23 @@ class Settings:
             ),
             push_threads=_int(env, "STRIPEMETER_PUSH_THREADS", 4, 1, 64),
             emulator_port=_int(env, "STRIPEMETER_EMULATOR_PORT", 12111, 0, 65535),
+            writer_mode=_choice(env, "STRIPEMETER_WRITER", ("process", "thread"), "process"),
+            writer_socket=Path(sock)
+            if (sock := _optional(env, "STRIPEMETER_WRITER_SOCKET"))
+            else None,
+            api_processes=_int(env, "STRIPEMETER_API_PROCESSES", 1, 1, 64),
+            worker_metrics_port=_int(env, "STRIPEMETER_WORKER_METRICS_PORT", 9464, 0, 65535),
+            metrics_multiprocess_dir=(
+                Path(d) if (d := _optional(env, "PROMETHEUS_MULTIPROC_DIR")) else None
+            ),
         )
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -13,17 +13,17 @@ from litestar import Litestar
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.background import Background
 from adapters.group_commit import GroupCommitWriter
 from adapters.metrics import Metrics
 from adapters.persistence import open_stores
-from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
 from adapters.settings import Settings
+from adapters.writer_client import ProcessWriterClient
 from api import problems
 from api.routes import health, ingest, meters, usage
 from api.routes import stripe as stripe_routes
 from api.services import Services
 from domain.application import utc_now
-from domain.pushing import Target
 
 log = logging.getLogger("stripemeter")
 
@@ -65,56 +65,56 @@ def create_app(
 ) -> Litestar:
     """Build the API: stores, group-commit writer, projection runner (when embedded)."""
     settings = settings or Settings.from_env()
-    metrics = Metrics()
+    metrics = Metrics(multiprocess=settings.metrics_multiprocess_dir is not None)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stores = open_stores(settings, clock)
         runner = stores.views.runner
-        writer = GroupCommitWriter(
-            stores.app,
+        writer: GroupCommitWriter | ProcessWriterClient
+        # With a writer process, it commits and (embedded) runs the projections.
+        runs_projections = settings.embedded_worker and settings.writer_socket is None
+        if settings.writer_socket is not None:
+            writer = ProcessWriterClient(settings.writer_socket, metrics)
+        else:
+            writer = GroupCommitWriter(
+                stores.app,
+                metrics,
+                max_events=settings.group_commit_max_events,
+                on_commit=runner.wake,
+            )
+        background = Background(
+            stores,
+            settings,
             metrics,
-            max_events=settings.group_commit_max_events,
-            on_commit=runner.wake,
+            clock,
+            run_projections=runs_projections,
+            run_pushes=settings.embedded_worker,
         )
-        with ExitStack() as stack:
-            emulator_url = None
-            if settings.embedded_worker and not settings.stripe.secret_key:
-                emulator_url = start_builtin_emulator(stack, settings.emulator_port)
-            gateways = build_gateways(settings, emulator_url)
-            push_worker = None
-            if settings.embedded_worker and Target.LIVE in gateways:
-                push_worker = PushWorker(
-                    stores,
-                    gateways,
-                    metrics,
-                    build_broker(settings),
-                    settings.push_interval_seconds,
-                    settings.push_threads,
-                    clock,
-                )
-            app.state.services = Services(
-                settings, stores, metrics, writer, gateways, push_worker, emulator_url
-            )
-            writer.start()
-            if settings.embedded_worker:
-                runner.start()
-            if push_worker is not None:
-                push_worker.start()
-            log.info(
-                "stripemeter ready: backend=%s embedded_worker=%s stripe=%s",
-                settings.backend,
-                settings.embedded_worker,
-                emulator_url or settings.stripe.api_base or "stripe.com",
-            )
-            try:
-                yield
-            finally:
-                writer.stop()
-                if push_worker is not None:
-                    push_worker.stop()
-                runner.stop()
-                stores.close()
+        app.state.services = Services(
+            settings,
+            stores,
+            metrics,
+            writer,
+            background.gateways,
+            background.push_worker,
+            background.emulator_url,
+        )
+        writer.start()
+        background.start()
+        log.info(
+            "stripemeter ready: backend=%s embedded_worker=%s writer=%s stripe=%s",
+            settings.backend,
+            settings.embedded_worker,
+            "process" if settings.writer_socket else "thread",
+            background.emulator_url or settings.stripe.api_base or "api.stripe.com",
+        )
+        try:
+            yield
+        finally:
+            writer.stop()
+            background.stop()
+            stores.close()
 
     return Litestar(
         route_handlers=[

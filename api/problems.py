@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from adapters.group_commit import WriterStoppedError
+from adapters.writer_client import WriterUnavailableError
 from api.schemas import FieldError, validation_field
 from domain.errors import (
     ConflictError,
@@ -82,6 +83,13 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         return response
     if isinstance(error, StripeRejectedError):
         return problem(422, "Refused by Stripe", str(error))
+    if isinstance(error, WriterUnavailableError):
+        log.error("ingest refused: %s", error)
+        response = problem(
+            503, "Writer unavailable", f"{error}; nothing was acknowledged, retrying is safe"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
     if isinstance(error, WriterStoppedError):
         return problem(503, "Shutting down", str(error))
     if isinstance(error, ValidationException):

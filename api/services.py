@@ -12,6 +12,7 @@ from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker
 from adapters.settings import Settings
+from adapters.writer_client import ProcessWriterClient
 from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
 from domain.stripe_port import StripeGateway, StripeUnavailableError
@@ -25,7 +26,7 @@ class Services:
     settings: Settings
     stores: Stores
     metrics: Metrics
-    writer: GroupCommitWriter
+    writer: GroupCommitWriter | ProcessWriterClient
     gateways: dict[Target, StripeGateway] = field(default_factory=dict)
     push_worker: PushWorker | None = None
     emulator_url: str | None = None

@@ -57,6 +57,8 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
+        # This runner's view of the tracking positions; re-read after any failure.
+        self._positions: dict[str, int] | None = None
 
     def create_tables(self) -> None:
         with self.store.transaction() as tx:
@@ -78,10 +80,12 @@ class ProjectionRunner:
 
     def run_once(self) -> int:
         """Process one batch; the number of log entries it moved past (0 when caught up)."""
-        positions = self.positions()
+        positions = self._positions if self._positions is not None else self.positions()
+        self._positions = None
         start = min(positions.values())
         notifications = self.recorder.select_notifications(start=start + 1, limit=self.batch_size)
         if not notifications:
+            self._positions = positions
             return 0
         wanted = {p.name: p for p in self.projections}
         per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in wanted}
@@ -103,6 +107,7 @@ class ProjectionRunner:
                     continue
                 self._advance(tx, projection.name, positions[projection.name], head)
                 projection.process(tx, per_projection[projection.name])
+        self._positions = {name: max(position, head) for name, position in positions.items()}
         return len(notifications)
 
     @staticmethod
@@ -130,6 +135,7 @@ class ProjectionRunner:
 
     def rebuild(self) -> int:
         """Drop every row of these projections and derive them again from the whole log."""
+        self._positions = None
         with self.store.transaction() as tx:
             for projection in self.projections:
                 projection.clear(tx)

@@ -30,6 +30,11 @@ class Tx(Protocol):
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
+    def insert_many(
+        self, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert rows; ``columns`` are (name, PostgreSQL array element type) pairs."""
+
 
 class ViewStore(ABC):
     """A database for views and their tracking positions."""
@@ -72,6 +77,13 @@ class _SqliteTx:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.conn.executemany(sql, [tuple(r) for r in rows])
+
+    def insert_many(
+        self, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        names = ", ".join(name for name, _ in columns)
+        marks = ", ".join("?" * len(columns))
+        self.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
 
 class SqliteViewStore(ViewStore):
@@ -142,6 +154,20 @@ class _PostgresTx:
         if rows:
             with self.conn.cursor() as cur:
                 cur.executemany(sql.replace("?", "%s"), [tuple(r) for r in rows])
+
+    def insert_many(
+        self, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        # One statement with one array per column, sent in binary: a batch of
+        # thousands of rows costs one round trip instead of one per row.
+        if not rows:
+            return
+        names = ", ".join(name for name, _ in columns)
+        arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
+        self.conn.execute(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
 
 
 class PostgresViewStore(ViewStore):

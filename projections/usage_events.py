@@ -39,6 +39,23 @@ class EventFilter:
     until: datetime | None = None
 
 
+COLUMNS = (
+    ("position", "int8"),
+    ("tenant_id", "text"),
+    ("aggregate_id", "text"),
+    ("version", "int8"),
+    ("customer_ref", "text"),
+    ("metric", "text"),
+    ("period", "text"),
+    ("quantity", "numeric"),
+    ("occurred_at", "timestamptz"),
+    ("recorded_at", "timestamptz"),
+    ("idempotency_key", "text"),
+    ("meta", "text"),
+    ("status", "text"),
+)
+
+
 class UsageEventsProjection(Projection):
     name = "usage_events"
     tables = ("sm_usage_events",)
@@ -85,9 +102,7 @@ class UsageEventsProjection(Projection):
                     status,
                 )
             )
-        tx.executemany(
-            "INSERT INTO sm_usage_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-        )
+        tx.insert_many("sm_usage_events", COLUMNS, rows)
 
     def covered(
         self, usage_period_id: UUID, first: int, last: int, after: int, limit: int

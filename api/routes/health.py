@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import Any
 
 from litestar import Request, Response, get
@@ -27,6 +28,16 @@ def readiness(request: Request[Any, Any, Any]) -> tuple[bool, dict[str, Any]]:
     except Exception as error:
         checks["eventStore"] = {"status": "down", "error": type(error).__name__}
         return False, checks
+    socket_path = svc.settings.writer_socket
+    if socket_path is not None:
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(1)
+                probe.connect(str(socket_path))
+            checks["writer"] = {"status": "ok", "mode": "process"}
+        except OSError as error:
+            checks["writer"] = {"status": "down", "mode": "process", "error": str(error)}
+            ready = False
     try:
         positions = svc.stores.views.runner.positions()
     except Exception as error:
@@ -66,4 +77,4 @@ def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     # Refreshes the projection lag gauges; a scrape must not fail because a check did.
     with contextlib.suppress(Exception):
         readiness(request)
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(svc.metrics.exposed), media_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +11,11 @@ import pytest
 from litestar.testing import TestClient
 
 from adapters.persistence import open_stores
-from adapters.settings import Settings
+from adapters.settings import Settings, StripeSettings
 from api.app import create_app
 from domain.meters import Aggregation, MetricDefinition
 from domain.tenancy import Scope
+from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
 from tests.conftest import FakeClock
 
 
@@ -51,6 +53,26 @@ def event(**fields: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def api(settings: Settings, clock: FakeClock) -> Iterator[Api]:
+    yield from _api(settings, clock)
+
+
+@pytest.fixture
+def stripe_api(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[Api]:
+    """The API with Stripe (live and shadow) pointed at two accounts of the emulator."""
+    clock.now = clock.now.replace(day=10)
+    emulator.set_now(int(clock.now.timestamp()), frozen=True)
+    stripe = StripeSettings(
+        secret_key=TEST_API_KEY,
+        api_base=emulator.url,
+        test_secret_key="sk_test_shadow",
+        test_api_base=emulator.url,
+        max_network_retries=0,
+        timeout_seconds=5,
+    )
+    yield from _api(dataclasses.replace(settings, stripe=stripe), clock)
+
+
+def _api(settings: Settings, clock: FakeClock) -> Iterator[Api]:
     stores = open_stores(settings, clock)
     keys: dict[str, str] = {}
     for slug in ("acme", "globex"):
@@ -61,8 +83,7 @@ def api(settings: Settings, clock: FakeClock) -> Iterator[Api]:
         keys[f"{slug}-read"] = stores.app.issue_api_key(tenant, frozenset({Scope.READ})).secret
     stores.close()
     # The test drives the projection itself (settle), so that reads are deterministic.
-    embedded = Settings(
-        data_dir=settings.data_dir, postgres=settings.postgres, embedded_worker=False
-    )
+    # In-process writer thread; the test drives projections and pushes itself.
+    embedded = dataclasses.replace(settings, embedded_worker=False, writer_mode="thread")
     with TestClient(app=create_app(embedded, clock)) as client:
         yield Api(client, keys, clock)

@@ -158,12 +158,13 @@ class PushWorker:
         targets = [Target.LIVE, Target.SHADOW]
         for target in targets:
             oldest: datetime | None = None
-            sent = pending = unpushed = 0
+            sent = pending = unpushed = skipped = 0
             for candidate in ledger.candidates(target.value, now - STRIPE_MAX_AGE):
                 if not candidate.needs_push() or not self._mapped(candidate, target):
                     continue
                 if target is Target.SHADOW and not self.shadow_enabled:
                     self.metrics.shadow_skipped.inc()
+                    skipped += 1
                     continue
                 unpushed += 1
                 pending += candidate.pending
@@ -174,6 +175,10 @@ class PushWorker:
                     oldest = first
                 self.actor.send(str(candidate.usage_period_id), target.value)
                 sent += 1
+            if skipped:
+                log.warning(
+                    "%d shadow pushes skipped: STRIPE_TEST_SECRET_KEY is not set", skipped
+                )
             self.metrics.pending_intents.labels(target.value).set(pending)
             self.metrics.unpushed_periods.labels(target.value).set(unpushed)
             age = (now - oldest).total_seconds() if oldest is not None else 0.0

@@ -25,18 +25,25 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import prometheus_client
 import uvicorn
 
 import stripe_emulator
 from adapters.background import Background
 from adapters.metrics import Metrics
-from adapters.persistence import open_stores
+from adapters.persistence import Stores, open_stores
+from adapters.push_worker import build_gateways
 from adapters.settings import Settings, SettingsError
 from adapters.writer_process import run_writer
 from api.app import create_app
+from api.routes.stripe import build_audit
+from api.schemas import FieldError, parse_time
 from domain.errors import StripeMeterError
 from domain.meters import MetricDefinition, parse_aggregation
+from domain.pushing import Target
+from domain.stripe_mapping import StripeMappingService
+from domain.stripe_port import StripeError
 from domain.tenancy import parse_scopes, tenant_id_for
 
 log = logging.getLogger("stripemeter")
@@ -307,6 +314,87 @@ def cmd_meters_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _mapping_service(settings: Settings, stores: Stores) -> StripeMappingService:
+    """Stripe as configured; with no key, the built-in emulator of the running service."""
+    emulator_url = None
+    if not settings.stripe.secret_key:
+        emulator_url = f"http://127.0.0.1:{settings.emulator_port}"
+        log.warning(
+            "STRIPE_SECRET_KEY is not set: mapping against the emulator at %s", emulator_url
+        )
+    gateways = build_gateways(settings, emulator_url)
+    return StripeMappingService(stores.app, gateways[Target.LIVE], gateways.get(Target.SHADOW))
+
+
+def cmd_mappings_create(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        mapping, changed = _mapping_service(settings, stores).map_meter(
+            tenant_id_for(args.tenant),
+            args.metric,
+            stripe_meter_id=args.stripe_meter_id,
+            stripe_event_name=args.stripe_event_name,
+            create_meter=args.create_meter,
+            shadow_event_name=args.shadow_event_name,
+        )
+        _print({**dataclasses.asdict(mapping), "changed": changed})
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_mappings_list(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        tenant = stores.app.tenant_by_slug(args.tenant)
+        _print([dataclasses.asdict(m) for _, m in sorted(tenant.mappings.items())])
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_customers_map(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        anchor = parse_time("--anchor", args.anchor) if args.anchor else None
+        customer, changed = _mapping_service(settings, stores).map_customer(
+            tenant_id_for(args.tenant),
+            args.customer_ref,
+            args.stripe_customer_id,
+            anchor,
+            args.shadow_stripe_customer_id,
+        )
+        _print(
+            {
+                "customerRef": customer.customer_ref,
+                "stripeCustomerId": customer.stripe_customer_id,
+                "billingCycleAnchor": customer.billing_cycle_anchor,
+                "changed": changed,
+            }
+        )
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        audit = build_audit(
+            stores,
+            tenant_id_for(args.tenant),
+            args.customer_ref,
+            args.metric,
+            args.period,
+            args.push,
+            args.cursor,
+        )
+        print(msgspec.json.format(msgspec.json.encode(audit)).decode())
+    finally:
+        stores.close()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="stripemeter", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -367,6 +455,36 @@ def parser() -> argparse.ArgumentParser:
     mlist = meters.add_parser("list")
     mlist.add_argument("--tenant", required=True, help="tenant slug")
     mlist.set_defaults(run=cmd_meters_list)
+    mappings = sub.add_parser("mappings").add_subparsers(dest="mappings", required=True)
+    mapc = mappings.add_parser("create", help="map a metric to a Stripe meter (checked)")
+    mapc.add_argument("--tenant", required=True, help="tenant slug")
+    mapc.add_argument("--metric", required=True)
+    mapc.add_argument("--stripe-meter-id")
+    mapc.add_argument("--stripe-event-name")
+    mapc.add_argument("--create-meter", action="store_true", help="create it when missing")
+    mapc.add_argument("--shadow-event-name", help="shadow mode: the test account's meter")
+    mapc.set_defaults(run=cmd_mappings_create)
+    mapl = mappings.add_parser("list")
+    mapl.add_argument("--tenant", required=True, help="tenant slug")
+    mapl.set_defaults(run=cmd_mappings_list)
+
+    customers = sub.add_parser("customers").add_subparsers(dest="customers", required=True)
+    cmap = customers.add_parser("map", help="map a customer to a Stripe customer (checked)")
+    cmap.add_argument("--tenant", required=True, help="tenant slug")
+    cmap.add_argument("--customer-ref", required=True)
+    cmap.add_argument("--stripe-customer-id", required=True)
+    cmap.add_argument("--anchor", help="billing cycle anchor (RFC 3339); default: Stripe's")
+    cmap.add_argument("--shadow-stripe-customer-id")
+    cmap.set_defaults(run=cmd_customers_map)
+
+    audit = sub.add_parser("audit", help="trace one invoice line: counter, pushes, events")
+    audit.add_argument("--tenant", required=True, help="tenant slug")
+    audit.add_argument("--customer-ref", required=True)
+    audit.add_argument("--metric", required=True)
+    audit.add_argument("--period", help="YYYY-MM, or an anchored period's start; default: now")
+    audit.add_argument("--push", help="<target>:<number> or 'unpushed', to page its events")
+    audit.add_argument("--cursor")
+    audit.set_defaults(run=cmd_audit)
     return root
 
 
@@ -383,9 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The SDK logs every request at INFO; our own push log lines say what matters.
+    logging.getLogger("stripe").setLevel(
+        max(logging.WARNING, logging.getLevelName(settings.log_level))
+    )
     try:
         code: int = args.run(settings, args)
-    except (StripeMeterError, SettingsError) as error:
+    except (StripeMeterError, SettingsError, FieldError, StripeError) as error:
         print(f"stripemeter: {error}", file=sys.stderr)
         return 1
     return code

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from adapters.persistence import Stores
 from api.auth import authorize, authorize_async, services
 from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
 from api.schemas import (
@@ -153,20 +155,34 @@ def invoice_audit(
     ``push=<target>:<number>`` and that push's ``eventsNextCursor``.
     """
     principal = authorize(request, Scope.READ)
-    svc = services(request)
-    app, views = svc.stores.app, svc.stores.views
-    app.metric(principal.tenant_id, metric)
-    customer = app.customer(principal.tenant_id, customer_ref)
+    return build_audit(
+        services(request).stores, principal.tenant_id, customer_ref, metric, period, push, cursor
+    )
+
+
+def build_audit(
+    stores: Stores,
+    tenant_id: UUID,
+    customer_ref: str,
+    metric: str,
+    period: str | None = None,
+    push: str | None = None,
+    cursor: str | None = None,
+) -> InvoiceAudit:
+    """The audit of one invoice line (shared by the API and the CLI)."""
+    app, views = stores.app, stores.views
+    app.metric(tenant_id, metric)
+    customer = app.customer(tenant_id, customer_ref)
     anchor = customer.billing_cycle_anchor if customer else None
     billing_period: BillingPeriod = (
         period_from_key(period, anchor)
         if period
-        else app.period_for(principal.tenant_id, customer_ref, app.clock())
+        else app.period_for(tenant_id, customer_ref, app.clock())
     )
-    period_id = usage_period_id(principal.tenant_id, customer_ref, metric, billing_period.key)
+    period_id = usage_period_id(tenant_id, customer_ref, metric, billing_period.key)
     wanted, after = _paging(push, cursor)
     counters = views.counters.counters(
-        principal.tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
+        tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
     )
     pushes = []
     covered = 0

@@ -44,6 +44,7 @@ def two_servers(
             "STRIPEMETER_DATABASE_URL": url,
             "STRIPEMETER_PORT": str(port),
             "STRIPEMETER_EMBEDDED_WORKER": embedded,
+            "STRIPEMETER_EMULATOR_PORT": "0",
         }
         processes.append(
             subprocess.Popen(

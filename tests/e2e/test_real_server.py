@@ -41,6 +41,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         **os.environ,
         "STRIPEMETER_DATA_DIR": str(tmp_path / "data"),
         "STRIPEMETER_PORT": str(port),
+        "STRIPEMETER_EMULATOR_PORT": str(free_port()),
+        "STRIPEMETER_PUSH_INTERVAL_SECONDS": "1",
     }
     env.pop("STRIPEMETER_DATABASE_URL", None)
     cli(env, "tenants", "create", "acme", "--name", "Acme Inc")
@@ -135,3 +137,58 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "STRIPEMETER_DATABASE_URL must start with postgresql://" in bad.stderr
+
+
+def test_the_readme_push_path_reaches_the_builtin_emulator(
+    server: tuple[str, dict[str, str]],
+) -> None:
+    """No Stripe key: map, send usage, and find it pushed to the built-in emulator."""
+    base, env = server
+    emulator = f"http://127.0.0.1:{env['STRIPEMETER_EMULATOR_PORT']}"
+    key = str(cli(env, "keys", "create", "--tenant", "acme", "--scopes", "ingest,read")["key"])
+    mapping = cli(
+        env, "mappings", "create", "--tenant", "acme", "--metric", "api_calls", "--create-meter"
+    )
+    assert mapping["stripe_formula"] == "sum"
+    stripe_customer = httpx.post(
+        f"{emulator}/v1/customers", data={"name": "demo"}, auth=("sk_test_x", "")
+    ).json()["id"]
+    cli(
+        env,
+        "customers",
+        "map",
+        "--tenant",
+        "acme",
+        "--customer-ref",
+        "cus_9",
+        "--stripe-customer-id",
+        stripe_customer,
+    )
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {
+            "metric": "api_calls",
+            "customerRef": "cus_9",
+            "quantity": q,
+            "ts": now,
+            "idempotencyKey": f"p{q}",
+        }
+        for q in (2, 3, 5)
+    ]
+    response = httpx.post(
+        f"{base}/v1/events/ingest",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.json()["accepted"] == 3
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        audit = cli(
+            env, "audit", "--tenant", "acme", "--customer-ref", "cus_9", "--metric", "api_calls"
+        )
+        if audit["stripeUnitsConfirmed"] == {"live": 10}:
+            break
+        time.sleep(0.3)
+    assert audit["stripeUnitsConfirmed"] == {"live": 10}
+    [push] = audit["pushes"]  # type: ignore[misc]
+    assert [e["idempotencyKey"] for e in push["events"]] == ["p2", "p3", "p5"]

@@ -115,8 +115,8 @@ class PushService:
         """Bring Stripe up to date for one period: settle a pending intent, then push the rest."""
         period: UsagePeriod = self.app.repository.get(usage_period_id)
         gateway = self.gateways.get(target)
-        mapping = self.app.tenant(period.tenant_id).mappings.get(period.metric)
-        customer = self.app.customer(period.tenant_id, period.customer_ref)
+        mapping = self.app.cached_tenant(period.tenant_id).mappings.get(period.metric)
+        customer = self.app.cached_customer(period.tenant_id, period.customer_ref)
         route = route_for(mapping, customer, target)
         if gateway is None or route is None:
             return PushOutcome.UNMAPPED

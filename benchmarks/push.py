@@ -1,0 +1,220 @@
+"""Pushing to Stripe at volume: N customers, M usage events, against the emulator's rate limit.
+
+    .venv/bin/python -m benchmarks.push --backend postgres [--customers 1000] [--events 1000000]
+
+The Stripe emulator runs as its own process at its default rate limit (100
+requests/s). Usage is written with ``MeteringApp.record_usage`` in 5,000-event
+batches (this measures the push, not HTTP ingest) while a ``Background``
+(projections + Dramatiq push workers on an in-process broker, sweep every 5 s)
+pushes. Reported: Stripe meter-event calls (against one per customer × meter ×
+sweep, and against one per event), 429s met, and the time from the last
+ingest until Stripe holds every counter. A run whose Stripe totals differ from
+the counters for any customer fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+
+from benchmarks.harness import BIN, ROOT, emit, free_port, fresh_database, log, machine
+
+API_KEY = "sk_test_bench"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--customers", type=int, default=1_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--interval", type=float, default=5.0, help="push sweep interval (s)")
+    args = parser.parse_args(argv)
+
+    port = free_port()
+    emulator = subprocess.Popen(
+        [
+            str(BIN / "python"),
+            "-m",
+            "stripe_emulator",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url)
+        with fresh_database(args.backend) as db_env:
+            for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
+                del os.environ[name]
+            os.environ.update(db_env)
+            result = _run(args, url)
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+    emit(result)
+    return 0 if result["passed"] else 1
+
+
+def _wait(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/_emulator", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit("the emulator did not start")
+
+
+def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
+    import dataclasses
+
+    from adapters.background import Background
+    from adapters.metrics import Metrics
+    from adapters.persistence import open_stores
+    from adapters.settings import Settings, StripeSettings
+    from domain.idempotency import fingerprint
+    from domain.ingest import UsageSubmission
+    from domain.mappings import MeterMapping
+    from domain.meters import Aggregation, MetricDefinition
+    from domain.pushing import Target
+
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        push_interval_seconds=args.interval,
+        stripe=StripeSettings(API_KEY, url, max_network_retries=5, timeout_seconds=30),
+    )
+    stores = open_stores(settings)
+    metrics = Metrics()
+    background = Background(
+        stores, settings, metrics, stores.app.clock, run_projections=True, run_pushes=True
+    )
+    gateway = background.gateways[Target.LIVE]
+    app = stores.app
+    tenant = app.register_tenant("bench", "Bench").id
+    app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
+    meter = gateway.create_meter("api_calls", "api_calls", "sum")
+    app.map_meter(tenant, MeterMapping("api_calls", meter.id, "api_calls", "sum"))
+    log(f"creating {args.customers} Stripe customers (rate limited)")
+    stripe_ids: dict[str, str] = {}
+    with httpx.Client(base_url=url, auth=(API_KEY, "")) as http:
+        for n in range(args.customers):
+            while True:
+                response = http.post("/v1/customers", data={"name": f"c{n}"})
+                if response.status_code != 429:
+                    break
+                time.sleep(0.2)
+            stripe_ids[f"c{n}"] = response.json()["id"]
+            app.map_customer(tenant, f"c{n}", stripe_ids[f"c{n}"], None)
+    events_before, limited_before = _emulator_counts(url)
+
+    rng = random.Random(7)
+    expected: dict[str, int] = dict.fromkeys(stripe_ids, 0)
+    background.start()
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    sent = 0
+    while sent < args.events:
+        batch = []
+        for _ in range(min(args.batch, args.events - sent)):
+            customer = f"c{rng.randrange(args.customers)}"
+            quantity = Decimal(rng.randint(1, 5))
+            expected[customer] += int(quantity)
+            key = f"e{sent}"
+            batch.append(
+                UsageSubmission(
+                    tenant,
+                    "api_calls",
+                    customer,
+                    quantity,
+                    now,
+                    key,
+                    fingerprint("api_calls", customer, quantity, now, "{}"),
+                    "{}",
+                )
+            )
+            sent += 1
+        app.record_usage(batch)
+    ingest_s = time.perf_counter() - started
+    log(f"ingested {sent} events in {ingest_s:.1f} s; waiting for Stripe to hold every counter")
+
+    last_ingest = time.perf_counter()
+    deadline = last_ingest + 1800
+    while time.perf_counter() < deadline:
+        time.sleep(1)
+        lag = stores.views.runner.lag().events
+        unpushed = metrics.registry.get_sample_value(
+            "stripemeter_unpushed_periods", {"target": "live"}
+        )
+        if lag == 0 and unpushed == 0 and background.push_worker is not None:
+            report = background.push_worker.sweep()
+            if report.unpushed == 0:
+                break
+    to_parity_s = time.perf_counter() - last_ingest
+    background.stop()
+
+    events_after, limited_after = _emulator_counts(url)
+    calls = events_after - events_before
+    confirmed = (
+        metrics.registry.get_sample_value(
+            "stripemeter_pushes_total", {"target": "live", "outcome": "confirmed"}
+        )
+        or 0
+    )
+    log("checking every customer's Stripe total against its counter")
+    period = app.period_for(tenant, "c0", now)
+    mismatches = 0
+    for ref, stripe_id in stripe_ids.items():
+        total = _total(gateway, meter.id, stripe_id, period.start, period.end)
+        if total != expected[ref]:
+            mismatches += 1
+    stores.close()
+    sweeps_per_customer = confirmed / max(args.customers, 1)
+    return {
+        "benchmark": "push",
+        "backend": args.backend,
+        "machine": machine(),
+        "customers": args.customers,
+        "events": sent,
+        "sweep_interval_s": args.interval,
+        "ingest_s": round(ingest_s, 1),
+        "ingest_events_per_s": round(sent / ingest_s, 1),
+        "stripe_meter_events_stored": calls,
+        "stripe_429s": limited_after - limited_before,
+        "pushes_confirmed": int(confirmed),
+        "pushes_per_customer": round(sweeps_per_customer, 2),
+        "events_per_stripe_call": round(sent / max(calls, 1), 1),
+        "seconds_from_last_ingest_to_parity": round(to_parity_s, 1),
+        "customers_mismatched": mismatches,
+        "passed": mismatches == 0,
+    }
+
+
+def _emulator_counts(url: str) -> tuple[int, int]:
+    """Meter events Stripe stored, and requests it refused with 429 (any endpoint)."""
+    state = httpx.get(f"{url}/_emulator", timeout=30).json()
+    return int(state["counts"]["meter_events"]), int(state["rate_limited"])
+
+
+def _total(gateway: object, meter_id: str, stripe_id: str, start: datetime, end: datetime) -> int:
+    while True:
+        try:
+            return gateway.meter_total(meter_id, stripe_id, start, end)  # type: ignore[attr-defined,no-any-return]
+        except Exception:
+            time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,16 +37,21 @@ from adapters.push_worker import build_gateways
 from adapters.settings import Settings, SettingsError
 from adapters.writer_process import run_writer
 from api.app import create_app
+from api.routes.meters import meter_definition, meter_out
 from api.routes.stripe import build_audit
-from api.schemas import FieldError, parse_time
+from api.schemas import FieldError, MeterIn, parse_time
 from domain.errors import StripeMeterError
-from domain.meters import MetricDefinition, parse_aggregation
 from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
 from domain.stripe_port import StripeError
 from domain.tenancy import parse_scopes, tenant_id_for
 
 log = logging.getLogger("stripemeter")
+
+
+def _print_json(data: Any) -> None:
+    """API shapes (msgspec Structs), printed as the API would send them."""
+    print(msgspec.json.format(msgspec.json.encode(data)).decode())
 
 
 def _print(data: Any) -> None:
@@ -277,13 +282,15 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_meters_create(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
-        definition = MetricDefinition(
-            name=args.name,
-            aggregation=parse_aggregation(args.aggregation),
-            unit=args.unit,
-            lateness_seconds=args.lateness_window_seconds,
-            stripe_event_name=args.stripe_event_name,
-            allow_negative=args.allow_negative,
+        definition = meter_definition(
+            MeterIn(
+                name=args.name,
+                aggregation=args.aggregation,
+                unit=args.unit,
+                lateness_window_seconds=args.lateness_window_seconds,
+                stripe_event_name=args.stripe_event_name,
+                allow_negative=args.allow_negative,
+            )
         )
         created = stores.app.declare_metric(tenant_id_for(args.tenant), definition)
         _print({"name": definition.name, "created": created})
@@ -296,19 +303,7 @@ def cmd_meters_list(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
         metrics = stores.app.metrics(tenant_id_for(args.tenant))
-        _print(
-            [
-                {
-                    "name": m.name,
-                    "aggregation": m.aggregation.value,
-                    "unit": m.unit,
-                    "latenessWindowSeconds": m.lateness_seconds,
-                    "stripeEventName": m.stripe_event_name,
-                    "allowNegative": m.allow_negative,
-                }
-                for m in metrics
-            ]
-        )
+        _print_json([meter_out(m) for m in metrics])
     finally:
         stores.close()
     return 0
@@ -389,7 +384,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             args.push,
             args.cursor,
         )
-        print(msgspec.json.format(msgspec.json.encode(audit)).decode())
+        _print_json(audit)
     finally:
         stores.close()
     return 0

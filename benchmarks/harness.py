@@ -4,10 +4,26 @@ Every benchmark starts its own ``stripemeter serve`` on a fresh database (a new
 PostgreSQL database ``smbench_*`` that is dropped afterwards, or a temporary
 SQLite directory), creates a fresh tenant, metric and API key with the CLI,
 drives load over loopback only, and stops everything it started.
+
+Two topologies (``--topology``):
+
+``embedded``
+    one ``stripemeter serve`` (one API process, the embedded worker: push loop
+    and built-in Stripe emulator in the API process, projections in the writer
+    process that ``serve`` starts beside it).
+``production``
+    ``STRIPEMETER_API_PROCESSES=2 STRIPEMETER_EMBEDDED_WORKER=false stripemeter
+    serve`` (a uvicorn supervisor, two API processes, the writer process) plus
+    one ``stripemeter worker`` (projections and the Stripe push loop, with its
+    built-in emulator), both started here on the same fresh database.
+
+The server CPU figures cover every process of the service: ``serve`` and all
+its descendants (writer, API processes) and, in production, the worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,6 +52,7 @@ BIN = ROOT / ".venv" / "bin"
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 METRIC = "api_calls"
+TOPOLOGIES = ("embedded", "production")
 INGEST_TOTAL = "stripemeter_ingest_events_total"
 
 
@@ -98,8 +115,15 @@ def system_cpu() -> tuple[float, float]:
     return total - idle, total
 
 
-def process_cpu() -> dict[int, tuple[str, float]]:
-    """{pid: (command name, CPU seconds)} of every process on the machine."""
+@dataclass(frozen=True)
+class Proc:
+    name: str  # the command name (comm)
+    ppid: int
+    cpu_s: float  # user + system, all threads
+
+
+def process_cpu() -> dict[int, Proc]:
+    """{pid: Proc} of every process on the machine."""
     ticks = os.sysconf("SC_CLK_TCK")
     found = {}
     for entry in Path("/proc").iterdir():
@@ -111,23 +135,50 @@ def process_cpu() -> dict[int, tuple[str, float]]:
             continue
         head, _, rest = text.rpartition(")")
         fields = rest.split()
-        found[int(entry.name)] = (
+        found[int(entry.name)] = Proc(
             head.split("(", 1)[1],
+            int(fields[1]),
             (int(fields[11]) + int(fields[12])) / ticks,
         )
     return found
 
 
+def descendants(roots: list[int], procs: dict[int, Proc]) -> set[int]:
+    """The given pids and every process below them, in one ``process_cpu()`` snapshot."""
+    children: dict[int, list[int]] = {}
+    for pid, proc in procs.items():
+        children.setdefault(proc.ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [pid for pid in roots if pid in procs]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def cpu_by_command(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+    before: dict[int, Proc], after: dict[int, Proc], roles: dict[int, str] | None = None
 ) -> dict[str, float]:
-    """CPU seconds per command name between two ``process_cpu()`` snapshots (top 6)."""
+    """CPU seconds per command name between two ``process_cpu()`` snapshots (top 8);
+    the service's own processes are named by their role (``roles``), e.g. ``sm:writer``."""
+    roles = roles or {}
     totals: dict[str, float] = {}
-    for pid, (name, seconds) in after.items():
-        used = seconds - before.get(pid, (name, 0.0))[1]
+    for pid, proc in after.items():
+        previous = before.get(pid)
+        used = proc.cpu_s - (previous.cpu_s if previous else 0.0)
+        name = f"sm:{roles[pid]}" if pid in roles else proc.name
         if used > 0:
             totals[name] = totals.get(name, 0.0) + used
-    top = sorted(totals.items(), key=lambda item: -item[1])[:6]
+    top = sorted(totals.items(), key=lambda item: -item[1])[:8]
     return {name: round(seconds, 1) for name, seconds in top}
 
 
@@ -140,7 +191,10 @@ class Service:
     port: int
     key: str
     tenant: str
+    topology: str = "embedded"
     process: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None  # production: `stripemeter worker`
+    worker_metrics_port: int = 0
     client: httpx.Client = field(init=False)
 
     @property
@@ -156,6 +210,29 @@ class Service:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def roles(self, procs: dict[int, Proc] | None = None) -> dict[int, str]:
+        """{pid: role} of every process of the service: ``serve`` and its descendants
+        (the writer process, uvicorn's API processes), and the worker in production."""
+        procs = process_cpu() if procs is None else procs
+        roots = [self.pid] + ([self.worker.pid] if self.worker is not None else [])
+        found = {}
+        for pid in descendants(roots, procs):
+            command = _cmdline(pid)
+            if pid == self.pid:
+                # One API process: serve is it. Several: serve is uvicorn's supervisor.
+                found[pid] = "api" if self.topology == "embedded" else "serve"
+            elif self.worker is not None and pid == self.worker.pid:
+                found[pid] = "worker"
+            elif "api.cli writer" in command:
+                found[pid] = "writer"
+            elif "multiprocessing.spawn" in command:
+                found[pid] = "api"
+            elif "resource_tracker" in command:
+                found[pid] = "mp-tracker"
+            else:
+                found[pid] = "other"
+        return found
 
     # -- reads ------------------------------------------------------------------
 
@@ -199,6 +276,19 @@ class Service:
             if time.monotonic() > deadline:
                 raise RuntimeError("ingest did not go quiet")
             time.sleep(max(1.0, 2.5 * mean))
+
+    def event_store_transactions(self) -> int | None:
+        """PostgreSQL: how many transactions wrote the event store so far (its rows' distinct
+        ``xmin``), i.e. the writer's commits plus the setup; None on SQLite."""
+        if self.backend != "postgres":
+            return None
+        import psycopg
+
+        with psycopg.connect(self.env["STRIPEMETER_DATABASE_URL"]) as conn:
+            row = conn.execute(
+                "SELECT count(DISTINCT xmin::text) FROM stripemeter_events"
+            ).fetchone()
+        return int(row[0]) if row else None
 
     def usage(self, customer: str, period: str | None = None) -> dict[str, Any]:
         params = {"customerRef": customer, "metric": METRIC}
@@ -247,11 +337,21 @@ def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 @contextmanager
-def service(backend: str, lateness_seconds: int = 35 * 86400) -> Iterator[Service]:
-    """A fresh database, a fresh tenant/metric/key, and ``stripemeter serve`` on it."""
+def service(
+    backend: str, lateness_seconds: int = 35 * 86400, topology: str = "embedded"
+) -> Iterator[Service]:
+    """A fresh database, a fresh tenant/metric/key, and the service on it in ``topology``."""
+    if topology not in TOPOLOGIES:
+        raise SystemExit(f"unknown topology {topology!r} ({' or '.join(TOPOLOGIES)})")
     with fresh_database(backend) as db_env:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPEMETER_")}
-        env.update(db_env, STRIPEMETER_LOG_LEVEL="WARNING")
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.update(
+            db_env,
+            STRIPEMETER_LOG_LEVEL="WARNING",
+            STRIPEMETER_WRITER="process",
+            STRIPEMETER_EMULATOR_PORT="0",  # the built-in Stripe emulator on a free port
+        )
         tenant = f"bench-{uuid.uuid4().hex[:6]}"
         _cli(env, "tenants", "create", tenant)
         _cli(
@@ -269,35 +369,83 @@ def service(backend: str, lateness_seconds: int = 35 * 86400) -> Iterator[Servic
         )
         key = _cli(env, "keys", "create", "--tenant", tenant, "--scopes", "ingest,read,admin")
         port = free_port()
-        svc = Service(backend, env, port, key["key"], tenant)
-        svc.process = subprocess.Popen(
-            [str(BIN / "stripemeter"), "serve", "--port", str(port)], env=env, cwd=ROOT
-        )
+        serve_env = dict(env)
+        worker_env = dict(env)
+        metrics_port = 0
+        if topology == "production":
+            metrics_port = free_port()
+            serve_env.update(STRIPEMETER_API_PROCESSES="2", STRIPEMETER_EMBEDDED_WORKER="false")
+            worker_env.update(STRIPEMETER_WORKER_METRICS_PORT=str(metrics_port))
+        svc = Service(backend, serve_env, port, key["key"], tenant, topology)
+        svc.worker_metrics_port = metrics_port
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if svc.process.poll() is not None:
-                    raise RuntimeError(f"stripemeter serve exited with {svc.process.returncode}")
-                try:
-                    if svc.client.get("/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("stripemeter serve did not become ready within 60 s")
-                time.sleep(0.1)
-            log(f"stripemeter serve ({backend}) ready on port {port}, pid {svc.pid}")
+            if topology == "production":
+                svc.worker = subprocess.Popen(
+                    [str(BIN / "stripemeter"), "worker"], env=worker_env, cwd=ROOT
+                )
+            svc.process = subprocess.Popen(
+                [str(BIN / "stripemeter"), "serve", "--port", str(port)], env=serve_env, cwd=ROOT
+            )
+            _wait_started(svc)
+            log(
+                f"stripemeter serve ({backend}, {topology}) ready on port {port}, pid {svc.pid}"
+                + (f"; stripemeter worker pid {svc.worker.pid}" if svc.worker else "")
+                + f"; processes {sorted(svc.roles().values())}"
+            )
             yield svc
         finally:
             svc.client.close()
-            if svc.process.poll() is None:
-                svc.process.send_signal(signal.SIGINT)
-                try:
-                    svc.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    svc.process.kill()
-                    svc.process.wait()
-            log("stripemeter serve stopped")
+            started = svc.roles() if svc.process is not None else {}
+            for proc in (svc.process, svc.worker):
+                if proc is not None:
+                    _stop(proc)
+            # Nothing of ours may survive into the next benchmark (uvicorn's API
+            # processes and the writer normally go with serve).
+            grace = time.monotonic() + 3
+            while time.monotonic() < grace and any(
+                Path(f"/proc/{pid}").exists() for pid in started
+            ):
+                time.sleep(0.1)
+            for pid in started:
+                if Path(f"/proc/{pid}").exists():
+                    with contextlib.suppress(ProcessLookupError):
+                        log(f"process {pid} ({started[pid]}) outlived serve: killing it")
+                        os.kill(pid, signal.SIGKILL)
+            log(f"stripemeter {topology} topology stopped")
+
+
+def _wait_started(svc: Service, timeout: float = 60.0) -> None:
+    """Until serve answers /health/ready (and, in production, the worker its metrics port
+    and the projections have caught up, which proves the worker follows the log)."""
+    assert svc.process is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        for name, proc in (("serve", svc.process), ("worker", svc.worker)):
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"stripemeter {name} exited with {proc.returncode}")
+        try:
+            ok = svc.client.get("/health/ready").status_code == 200
+            if ok and svc.worker is not None:
+                metrics_url = f"http://127.0.0.1:{svc.worker_metrics_port}/metrics"
+                ok = httpx.get(metrics_url, timeout=5).status_code == 200
+            if ok:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not become ready within {timeout} s")
+        time.sleep(0.1)
+    svc.wait_caught_up(timeout=timeout)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # -- the load generator ----------------------------------------------------------
@@ -312,7 +460,8 @@ class WrkResult:
     latency_ms: dict[str, float]
     accepted: int  # from the response bodies, when the script parsed them (else -1)
     wrk_cpu_s: float
-    server_cpu_s: float
+    server_cpu_s: float  # every process of the service (see Service.roles)
+    server_cpu_by_role: dict[str, float]
     machine_busy: float  # fraction of both cores busy during the run
     cpu_by_command: dict[str, float]  # CPU seconds per process name (wrk's own not included)
     raw: str
@@ -359,14 +508,21 @@ def run_wrk(
     ]
     log(" ".join(command))
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = cpu_seconds(svc.pid)
     busy_before, total_before = system_cpu()
     procs_before = process_cpu()
+    roles = svc.roles(procs_before)
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     procs_after = process_cpu()
     busy_after, total_after = system_cpu()
-    server_after = cpu_seconds(svc.pid)
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    roles.update(svc.roles(procs_after))
+    by_role: dict[str, float] = {}
+    for pid, role in roles.items():
+        # A process that ended during the run is missing from procs_after: its CPU is lost.
+        if pid in procs_after:
+            previous = procs_before.get(pid)
+            used = procs_after[pid].cpu_s - (previous.cpu_s if previous else 0.0)
+            by_role[role] = by_role.get(role, 0.0) + used
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {done.stderr}")
     match = re.search(r"^WRKJSON (.*)$", done.stdout, re.MULTILINE)
@@ -383,9 +539,10 @@ def run_wrk(
         accepted=data.get("accepted", -1),
         wrk_cpu_s=(after_children.ru_utime + after_children.ru_stime)
         - (before_children.ru_utime + before_children.ru_stime),
-        server_cpu_s=server_after - server_before,
+        server_cpu_s=sum(by_role.values()),
+        server_cpu_by_role={role: round(seconds, 1) for role, seconds in sorted(by_role.items())},
         machine_busy=(busy_after - busy_before) / max(total_after - total_before, 1),
-        cpu_by_command=cpu_by_command(procs_before, procs_after),
+        cpu_by_command=cpu_by_command(procs_before, procs_after, roles),
         raw=done.stdout,
     )
 
@@ -457,19 +614,38 @@ def percentile(ordered: list[float] | list[int], pct: float) -> float:
 # -- group-commit statistics -------------------------------------------------------
 
 
-def commit_stats(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    """Group-commit batches during a run, from the /metrics histograms."""
+def commit_stats(
+    before: dict[str, float],
+    after: dict[str, float],
+    transactions: tuple[int | None, int | None] = (None, None),
+) -> dict[str, Any]:
+    """Group-commit batches during a run.
+
+    With the writer process (both topologies) the API processes observe the
+    ``stripemeter_group_commit_*`` histograms once per *request*, with the size
+    and duration of the commit that request rode in: their count is requests,
+    not commits, and their means are request-weighted (a commit of 50 events
+    answering 50 requests counts 50 times). The true number of commits comes
+    from the database on PostgreSQL (``transactions``: distinct inserting
+    transactions in the event store before and after); on SQLite it is unknown.
+    """
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    batches = delta("stripemeter_group_commit_batch_events_count")
+    observed = delta("stripemeter_group_commit_batch_events_count")
     events = delta("stripemeter_group_commit_batch_events_sum")
     seconds = delta("stripemeter_group_commit_seconds_sum")
+    accepted = outcomes(after).get("accepted", 0) - outcomes(before).get("accepted", 0)
+    commits = None
+    if transactions[0] is not None and transactions[1] is not None:
+        commits = transactions[1] - transactions[0]
     return {
-        "commits": int(batches),
-        "mean_events_per_commit": round(events / batches, 1) if batches else 0,
-        "mean_commit_ms": round(seconds / batches * 1000, 2) if batches else 0,
+        "commits": commits,
+        "mean_events_per_commit": round(accepted / commits, 1) if commits else None,
+        "observations": int(observed),
+        "request_weighted_events_per_commit": round(events / observed, 1) if observed else 0,
+        "request_weighted_commit_ms": round(seconds / observed * 1000, 2) if observed else 0,
     }
 
 
@@ -496,12 +672,22 @@ def machine() -> dict[str, Any]:
         text=True,
         check=False,
     ).stdout.strip()
+    status = subprocess.run(
+        ["git", "status", "--short", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "mem_gib": round(mem_kb / 1024 / 1024, 1),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit,
+        # Uncommitted changes outside benchmarks/ that the measured service ran with.
+        "modified": [line[3:] for line in status if not line[3:].startswith("benchmarks/")],
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "python": sys.version.split()[0],
     }
 

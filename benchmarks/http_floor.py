@@ -16,19 +16,20 @@ import shutil
 import subprocess
 import sys
 
-from benchmarks.harness import emit, log, machine, service
+from benchmarks.harness import TOPOLOGIES, emit, log, machine, service
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="sqlite")
+    parser.add_argument("--topology", choices=TOPOLOGIES, default="embedded")
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--duration", type=int, default=15)
     args = parser.parse_args(argv)
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    with service(args.backend) as svc:
+    with service(args.backend, topology=args.topology) as svc:
         command = [
             wrk,
             "-t2",
@@ -45,13 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "http-floor",
         "backend": args.backend,
+        "topology": args.topology,
         "machine": machine(),
         "connections": args.connections,
         "requests_per_s": rps,
         "latency": percentiles,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
     }
-    log(f"GET /health/live: {rps} req/s, latency {json.dumps(percentiles)}")
+    log(f"GET /health/live ({args.topology}): {rps} req/s, latency {json.dumps(percentiles)}")
     emit(report)
     return 0
 

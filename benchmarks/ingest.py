@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from benchmarks.harness import (
+    TOPOLOGIES,
     LagSampler,
     commit_stats,
     emit,
@@ -38,6 +39,7 @@ MODES = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--topology", choices=TOPOLOGIES, default="embedded")
     parser.add_argument("--mode", choices=sorted(MODES), default="single")
     parser.add_argument("--connections", type=int)
     parser.add_argument("--duration", type=int, help="seconds of measured load")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "BENCH_PARSE": "1" if batch > 1 else "0",
     }
 
-    with service(args.backend) as svc:
+    with service(args.backend, topology=args.topology) as svc:
         warmup_ok_events = 0
         if args.warmup:
             warm = run_wrk(
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             warmup_ok_events = warm.ok * batch
         metrics_before = svc.quiesce()
+        transactions_before = svc.event_store_transactions()
 
         with LagSampler(svc, interval=0.1) as sampler:
             result = run_wrk(
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         catch_up_s = svc.wait_caught_up()
         metrics_after = svc.quiesce()
+        transactions_after = svc.event_store_transactions()
         counted, _ = svc.counted(args.customers)
 
     # Whole-run accounting (warm-up included): wrk abandons the requests still
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": f"ingest-{args.mode}",
         "backend": args.backend,
+        "topology": args.topology,
         "machine": machine(),
         "connections": connections,
         "duration_s": round(result.duration_s, 2),
@@ -125,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         "ok_events_total": client_ok,
         "catch_up_after_load_s": round(catch_up_s, 3),
         "projection_lag_events": sampler.summary(),
-        "group_commit": commit_stats(metrics_before, metrics_after),
+        "group_commit": commit_stats(
+            metrics_before, metrics_after, (transactions_before, transactions_after)
+        ),
         "cpu": {
             "server_s": round(result.server_cpu_s, 1),
             "server_cores": round(result.server_cpu_s / result.duration_s, 2),
+            "server_cores_by_role": {
+                role: round(seconds / result.duration_s, 2)
+                for role, seconds in result.server_cpu_by_role.items()
+            },
             "wrk_s": round(result.wrk_cpu_s, 1),
             "machine_busy_pct": round(result.machine_busy * 100, 1),
             "by_command_s": result.cpu_by_command,
@@ -147,19 +158,21 @@ def print_report(r: dict[str, Any]) -> None:
     gc = r["group_commit"]
     cpu = r["cpu"]
     lines = [
-        f"== {r['benchmark']} on {r['backend']}: {r['connections']} connections,"
+        f"== {r['benchmark']} on {r['backend']} ({r['topology']}): {r['connections']} connections,"
         f" {r['events_per_request']} event(s)/request, {r['duration_s']} s ==",
         f"requests/s {r['requests_per_s']}   events/s {r['events_per_s']}"
         f"   requests {r['requests']}   non-2xx {r['non_2xx']}"
         f"   socket errors {r['socket_errors']}",
         f"latency ms: p50 {lat['p50']}  p90 {lat['p90']}  p95 {lat['p95']}  p99 {lat['p99']}"
         f"  max {lat['max']}",
-        f"group commit: {gc['commits']} commits, {gc['mean_events_per_commit']} events/commit,"
-        f" {gc['mean_commit_ms']} ms/commit",
+        f"group commit: {gc['commits']} commits, {gc['mean_events_per_commit']} events/commit"
+        f" (request-weighted: {gc['request_weighted_events_per_commit']} events/commit,"
+        f" {gc['request_weighted_commit_ms']} ms/commit)",
         f"projection lag (events, every 100 ms, {lag.get('samples')} samples):"
         f" p50 {lag.get('p50')}  p95 {lag.get('p95')}  max {lag.get('max')}"
         f"   caught up {r['catch_up_after_load_s']} s after the load",
-        f"cpu: server {cpu['server_cores']} cores, wrk {cpu['wrk_s']} s,"
+        f"cpu: server {cpu['server_cores']} cores {cpu['server_cores_by_role']},"
+        f" wrk {cpu['wrk_s']} s,"
         f" machine {cpu['machine_busy_pct']} % busy; CPU s by process {cpu['by_command_s']}",
         f"measured run: server outcomes {r['server_outcomes']}. Whole run incl. warm-up:"
         f" counters {r['counter_total']}, server accepted {r['server_accepted_total']},"

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import METRIC, Service, emit, log, machine, service
+from benchmarks.harness import METRIC, TOPOLOGIES, Service, emit, log, machine, service
 
 
 def previous_period(now: datetime) -> tuple[str, str]:
@@ -77,6 +77,7 @@ def send_round(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--topology", choices=TOPOLOGIES, default="embedded")
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--customers", type=int, default=10)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rounds: list[dict[str, Any]] = []
     passed = True
-    with service(args.backend, lateness_seconds=35 * 86400) as svc:
+    with service(args.backend, lateness_seconds=35 * 86400, topology=args.topology) as svc:
         expected = 0
         for number in range(1, args.rounds + 1):
             svc.wait_caught_up()
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "late-events",
         "backend": args.backend,
+        "topology": args.topology,
         "machine": machine(),
         "period": period,
         "ts": ts,
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     summary = report["catch_up_after_ack_s"]
     log(
-        f"late events on {args.backend}: catch-up after last ack median"
+        f"late events on {args.backend} ({args.topology}): catch-up after last ack median"
         f" {summary['median']} s, max {summary['max']} s"
         f" -> {'PASSED' if passed else 'FAILED'}"
     )

@@ -85,11 +85,14 @@ class WriterServer:
             self.busy = False
             elapsed = time.perf_counter() - started
             offset = 0
-            for item in batch:
+            for position, item in enumerate(batch):
                 count = len(item.request.submissions)
                 mine = results[offset : offset + count]
                 offset += count
-                self._send(item, WriteResponse(item.request.id, mine, None, size, elapsed))
+                # The commit's size and time ride on one response only, so that the
+                # API's commit metrics count commits, not requests.
+                stats = (size, elapsed) if position == 0 else (0, 0.0)
+                self._send(item, WriteResponse(item.request.id, mine, None, *stats))
             if self.on_commit is not None:
                 self.on_commit()
 

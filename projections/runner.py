@@ -45,7 +45,7 @@ class ProjectionRunner:
         store: ViewStore,
         projections: Sequence[Projection],
         batch_size: int = 2_000,
-        poll_interval: float = 0.2,
+        poll_interval: float = 0.05,
     ) -> None:
         self.recorder = recorder
         self.mapper = mapper

@@ -176,9 +176,7 @@ class PushWorker:
                 self.actor.send(str(candidate.usage_period_id), target.value)
                 sent += 1
             if skipped:
-                log.warning(
-                    "%d shadow pushes skipped: STRIPE_TEST_SECRET_KEY is not set", skipped
-                )
+                log.warning("%d shadow pushes skipped: STRIPE_TEST_SECRET_KEY is not set", skipped)
             self.metrics.pending_intents.labels(target.value).set(pending)
             self.metrics.unpushed_periods.labels(target.value).set(unpushed)
             age = (now - oldest).total_seconds() if oldest is not None else 0.0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+
+import psycopg
 
 from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
@@ -89,5 +92,29 @@ class Stores:
 
 def open_stores(settings: Settings, clock: Callable[[], datetime] = utc_now) -> Stores:
     """Open (and create, when missing) the event store and the views."""
-    app = MeteringApp(env=event_store_env(settings), clock=clock)
-    return Stores(app, build_views(app, view_store(settings)))
+    with schema_lock(settings):
+        app = MeteringApp(env=event_store_env(settings), clock=clock)
+        return Stores(app, build_views(app, view_store(settings)))
+
+
+SCHEMA_LOCK_KEY = 0x5354524950454D  # any constant; "STRIPEM"
+
+
+@contextmanager
+def schema_lock(settings: Settings) -> Iterator[None]:
+    """One process at a time creates the schema.
+
+    Processes that start together (API processes, the writer, workers) would
+    otherwise race on PostgreSQL DDL: concurrent ``CREATE OR REPLACE FUNCTION``
+    or ``CREATE TABLE IF NOT EXISTS`` fail with "tuple concurrently updated" or
+    a duplicate type. SQLite serialises writers by itself.
+    """
+    if settings.postgres is None:
+        yield
+        return
+    with psycopg.connect(settings.postgres.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))

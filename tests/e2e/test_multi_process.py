@@ -46,13 +46,14 @@ def two_servers(
             "STRIPEMETER_EMBEDDED_WORKER": embedded,
             "STRIPEMETER_EMULATOR_PORT": "0",
         }
+        output = (tmp_path / f"serve-{embedded}.log").open("w")
         processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "serve"],
                 env=env,
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
         )
         bases.append(f"http://127.0.0.1:{port}")
@@ -65,7 +66,8 @@ def two_servers(
                         break
                 except httpx.TransportError:
                     pass
-                assert time.monotonic() < deadline, f"{base} did not start"
+                logs = "".join(p.read_text()[-3000:] for p in tmp_path.glob("serve-*.log"))
+                assert time.monotonic() < deadline, f"{base} did not start:\n{logs}"
                 time.sleep(0.2)
         yield bases, key, settings
     finally:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from adapters.persistence import Stores, open_stores
-from adapters.settings import Settings
+from adapters.settings import PostgresSettings, Settings
 from domain.ingest import Outcome
 from domain.meters import Aggregation, MetricDefinition
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, reset_postgres
 from tests.helpers import submission
 
 
@@ -153,3 +154,27 @@ def _all():  # type: ignore[no-untyped-def]
     from projections.usage_events import EventFilter
 
     return EventFilter()
+
+
+def test_processes_starting_together_create_the_schema_once(
+    postgres_database: PostgresSettings, tmp_path: Path
+) -> None:
+    """API processes, the writer and workers start at once; their DDL must not collide."""
+    reset_postgres(postgres_database)
+    settings = Settings(data_dir=tmp_path, postgres=postgres_database)
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_and_close() -> None:
+        start.wait()
+        try:
+            open_stores(settings).close()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -36,7 +36,7 @@ def two_servers(
     stores.close()
     db = postgres_database
     url = f"postgresql://{db.user}:{db.password}@{db.host}:{db.port}/{db.dbname}"
-    processes, bases = [], []
+    processes, bases, outputs = [], [], []
     for embedded in ("true", "false"):
         port = free_port()
         env = {
@@ -47,6 +47,7 @@ def two_servers(
             "STRIPEMETER_EMULATOR_PORT": "0",
         }
         output = (tmp_path / f"serve-{embedded}.log").open("w")
+        outputs.append(output)
         processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "serve"],
@@ -74,6 +75,8 @@ def two_servers(
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
+        for output in outputs:
+            output.close()
 
 
 def test_overlapping_keys_across_processes_count_once(

@@ -3,12 +3,13 @@
     .venv/bin/python -m benchmarks.push --backend postgres [--customers 1000] [--events 1000000]
 
 The Stripe emulator runs as its own process at its default rate limit (100
-requests/s). Usage is written with ``MeteringApp.record_usage`` in 5,000-event
-batches (this measures the push, not HTTP ingest) while a ``Background``
-(projections + Dramatiq push workers on an in-process broker, sweep every 5 s)
-pushes. Reported: Stripe meter-event calls (against one per customer × meter ×
-sweep, and against one per event), 429s met, and the time from the last
-ingest until Stripe holds every counter. A run whose Stripe totals differ from
+requests/s). Usage is written by this process with ``MeteringApp.record_usage`` in
+5,000-event batches (this measures the push, not HTTP ingest) while a
+``stripemeter worker`` process (projections + Dramatiq push workers on an
+in-process broker, sweep every 5 s) pushes, as in production. Reported:
+Stripe meter-event calls (against one per customer × meter × sweep, and
+against one per event), 429s met, and the time from the last ingest until
+Stripe holds every counter. A run whose Stripe totals differ from
 the counters for any customer fails.
 """
 
@@ -81,27 +82,20 @@ def _wait(url: str) -> None:
 def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
     import dataclasses
 
-    from adapters.background import Background
-    from adapters.metrics import Metrics
     from adapters.persistence import open_stores
     from adapters.settings import Settings, StripeSettings
+    from adapters.stripe_gateway import SdkStripeGateway
     from domain.idempotency import fingerprint
     from domain.ingest import UsageSubmission
     from domain.mappings import MeterMapping
     from domain.meters import Aggregation, MetricDefinition
-    from domain.pushing import Target
 
     settings = dataclasses.replace(
         Settings.from_env(),
-        push_interval_seconds=args.interval,
         stripe=StripeSettings(API_KEY, url, max_network_retries=5, timeout_seconds=30),
     )
     stores = open_stores(settings)
-    metrics = Metrics()
-    background = Background(
-        stores, settings, metrics, stores.app.clock, run_projections=True, run_pushes=True
-    )
-    gateway = background.gateways[Target.LIVE]
+    gateway = SdkStripeGateway(API_KEY, url, max_network_retries=8, timeout_seconds=30)
     app = stores.app
     tenant = app.register_tenant("bench", "Bench").id
     app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
@@ -120,68 +114,70 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
             app.map_customer(tenant, f"c{n}", stripe_ids[f"c{n}"], None)
     events_before, limited_before = _emulator_counts(url)
 
+    metrics_port = free_port()
+    worker_env = {
+        **os.environ,
+        "STRIPE_SECRET_KEY": API_KEY,
+        "STRIPE_API_BASE": url,
+        "STRIPE_MAX_NETWORK_RETRIES": "5",
+        "STRIPEMETER_PUSH_INTERVAL_SECONDS": str(int(args.interval)),
+        "STRIPEMETER_WORKER_METRICS_PORT": str(metrics_port),
+        "STRIPEMETER_LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen([str(BIN / "stripemeter"), "worker"], env=worker_env, cwd=ROOT)
     rng = random.Random(7)
     expected: dict[str, int] = dict.fromkeys(stripe_ids, 0)
-    background.start()
     started = time.perf_counter()
     now = datetime.now(UTC)
     sent = 0
-    while sent < args.events:
-        batch = []
-        for _ in range(min(args.batch, args.events - sent)):
-            customer = f"c{rng.randrange(args.customers)}"
-            quantity = Decimal(rng.randint(1, 5))
-            expected[customer] += int(quantity)
-            key = f"e{sent}"
-            batch.append(
-                UsageSubmission(
-                    tenant,
-                    "api_calls",
-                    customer,
-                    quantity,
-                    now,
-                    key,
-                    fingerprint("api_calls", customer, quantity, now, "{}"),
-                    "{}",
-                )
+    try:
+        while sent < args.events:
+            batch = []
+            for _ in range(min(args.batch, args.events - sent)):
+                customer = f"c{rng.randrange(args.customers)}"
+                quantity = Decimal(rng.randint(1, 5))
+                expected[customer] += int(quantity)
+                key = f"e{sent}"
+                batch.append(
+                    UsageSubmission(
+                        tenant, "api_calls", customer, quantity, now, key,
+                        fingerprint("api_calls", customer, quantity, now, "{}"), "{}",
+                    )
+                )  # fmt: skip
+                sent += 1
+            app.record_usage(batch)
+            if sent % 100_000 == 0:
+                log(f"{sent} events written, {time.perf_counter() - started:.0f} s")
+        ingest_s = time.perf_counter() - started
+        log(f"ingested {sent} events in {ingest_s:.1f} s; waiting for Stripe to hold every counter")
+        last_ingest = time.perf_counter()
+        deadline = last_ingest + 1800
+        settled = False
+        while time.perf_counter() < deadline and not settled:
+            time.sleep(1)
+            if stores.views.runner.lag().events:
+                continue
+            scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            settled = _gauge(scrape, 'stripemeter_unpushed_periods{target="live"}') == 0 and (
+                _gauge(scrape, "stripemeter_pushes_total", "confirmed") > 0
             )
-            sent += 1
-        app.record_usage(batch)
-    ingest_s = time.perf_counter() - started
-    log(f"ingested {sent} events in {ingest_s:.1f} s; waiting for Stripe to hold every counter")
-
-    last_ingest = time.perf_counter()
-    deadline = last_ingest + 1800
-    while time.perf_counter() < deadline:
-        time.sleep(1)
-        lag = stores.views.runner.lag().events
-        unpushed = metrics.registry.get_sample_value(
-            "stripemeter_unpushed_periods", {"target": "live"}
-        )
-        if lag == 0 and unpushed == 0 and background.push_worker is not None:
-            report = background.push_worker.sweep()
-            if report.unpushed == 0:
-                break
-    to_parity_s = time.perf_counter() - last_ingest
-    background.stop()
+        to_parity_s = time.perf_counter() - last_ingest
+        scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
 
     events_after, limited_after = _emulator_counts(url)
     calls = events_after - events_before
-    confirmed = (
-        metrics.registry.get_sample_value(
-            "stripemeter_pushes_total", {"target": "live", "outcome": "confirmed"}
-        )
-        or 0
-    )
+    confirmed = _gauge(scrape, "stripemeter_pushes_total", "confirmed")
     log("checking every customer's Stripe total against its counter")
     period = app.period_for(tenant, "c0", now)
-    mismatches = 0
-    for ref, stripe_id in stripe_ids.items():
-        total = _total(gateway, meter.id, stripe_id, period.start, period.end)
-        if total != expected[ref]:
-            mismatches += 1
+    mismatches = sum(
+        1
+        for ref, stripe_id in stripe_ids.items()
+        if _total(gateway, meter.id, stripe_id, period.start, period.end) != expected[ref]
+    )
     stores.close()
-    sweeps_per_customer = confirmed / max(args.customers, 1)
     return {
         "benchmark": "push",
         "backend": args.backend,
@@ -194,12 +190,25 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
         "stripe_meter_events_stored": calls,
         "stripe_429s": limited_after - limited_before,
         "pushes_confirmed": int(confirmed),
-        "pushes_per_customer": round(sweeps_per_customer, 2),
+        "pushes_per_customer": round(confirmed / max(args.customers, 1), 2),
         "events_per_stripe_call": round(sent / max(calls, 1), 1),
         "seconds_from_last_ingest_to_parity": round(to_parity_s, 1),
+        "parity_reached": settled,
         "customers_mismatched": mismatches,
-        "passed": mismatches == 0,
+        "passed": settled and mismatches == 0,
     }
+
+
+def _gauge(scrape: str, name: str, outcome: str | None = None) -> float:
+    total = 0.0
+    for line in scrape.splitlines():
+        if line.startswith("#"):
+            continue
+        if outcome is None and line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+        if outcome is not None and line.startswith(name + "{") and f'outcome="{outcome}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def _emulator_counts(url: str) -> tuple[int, int]:

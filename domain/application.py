@@ -47,7 +47,7 @@ from domain.usage import UsagePeriod, usage_period_id
 FUTURE_TOLERANCE = timedelta(minutes=5)
 TENANT_CACHE_SECONDS = 5.0
 SAVE_ATTEMPTS = 5
-SNAPSHOT_EVERY = 500
+SNAPSHOT_EVERY = 100
 
 
 Write = tuple[int, MetricDefinition, UUID]

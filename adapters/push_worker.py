@@ -127,6 +127,8 @@ class PushWorker:
             min_backoff=500,
             max_backoff=300_000,
         )(self._push)
+        self._sent_at: dict[tuple[UUID, Target], float] = {}
+        self.resend_after = max(30.0, 4 * interval_seconds)
         self._worker: dramatiq.Worker | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,6 +137,8 @@ class PushWorker:
 
     def _push(self, usage_period_id: str, target: str) -> None:
         started = time.perf_counter()
+        # Done with this message: the next sweep may send another for the period.
+        self._sent_at.pop((UUID(usage_period_id), Target(target)), None)
         outcome = self.pusher.push(UUID(usage_period_id), Target(target))
         self.metrics.push_duration.labels(target).observe(time.perf_counter() - started)
         if outcome is PushOutcome.RETRY:
@@ -156,8 +160,9 @@ class PushWorker:
         ledger = self.stores.views.ledger
         report = SweepReport(0, 0, 0)
         targets = [Target.LIVE, Target.SHADOW]
+        now_s = time.monotonic()
         for target in targets:
-            oldest: datetime | None = None
+            behind: list[Candidate] = []
             sent = pending = unpushed = skipped = 0
             for candidate in ledger.candidates(target.value, now - STRIPE_MAX_AGE):
                 if not candidate.needs_push() or not self._mapped(candidate, target):
@@ -168,13 +173,12 @@ class PushWorker:
                     continue
                 unpushed += 1
                 pending += candidate.pending
-                first = ledger.first_unpushed_at(
-                    candidate.usage_period_id, candidate.covered_version
-                )
-                if first is not None and (oldest is None or first < oldest):
-                    oldest = first
+                behind.append(candidate)
+                if self._recently_sent(candidate.usage_period_id, target, now_s):
+                    continue
                 self.actor.send(str(candidate.usage_period_id), target.value)
                 sent += 1
+            oldest = ledger.oldest_unpushed(behind)
             if skipped:
                 log.warning("%d shadow pushes skipped: STRIPE_TEST_SECRET_KEY is not set", skipped)
             self.metrics.pending_intents.labels(target.value).set(pending)
@@ -185,6 +189,20 @@ class PushWorker:
             report.pending += pending
             report.unpushed += unpushed
         return report
+
+    def _recently_sent(self, period_id: UUID, target: Target, now: float) -> bool:
+        """One message per period at a time: a queue of repeats would only re-read it.
+
+        A message lost by the broker delays that period's push by the guard time.
+        """
+        key = (period_id, target)
+        last = self._sent_at.get(key)
+        if last is not None and now - last < self.resend_after:
+            return True
+        if len(self._sent_at) > 200_000:
+            self._sent_at.clear()
+        self._sent_at[key] = now
+        return False
 
     def _mapped(self, candidate: Candidate, target: Target) -> bool:
         app = self.stores.app

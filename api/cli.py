@@ -190,7 +190,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     metrics = Metrics()
     background = Background(
-        stores, settings, metrics, stores.app.clock, run_projections=True, run_pushes=True
+        stores,
+        settings,
+        metrics,
+        stores.app.clock,
+        run_projections=not args.no_projections,
+        run_pushes=not args.no_pushes,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -404,7 +409,13 @@ def parser() -> argparse.ArgumentParser:
     writer.add_argument("--parent", type=int, help="exit when this process (serve) dies")
     writer.set_defaults(run=cmd_writer)
 
-    worker = sub.add_parser("worker", help="keep the projections current (production)")
+    worker = sub.add_parser("worker", help="projections and Stripe pushes (production)")
+    worker.add_argument(
+        "--no-projections", action="store_true", help="only push (another worker projects)"
+    )
+    worker.add_argument(
+        "--no-pushes", action="store_true", help="only project (another worker pushes)"
+    )
     worker.set_defaults(run=cmd_worker)
 
     # Handled before parsing (see main): its flags belong to the emulator.

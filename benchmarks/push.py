@@ -5,8 +5,9 @@
 The Stripe emulator runs as its own process at its default rate limit (100
 requests/s). Usage is written by this process with ``MeteringApp.record_usage`` in
 5,000-event batches (this measures the push, not HTTP ingest) while a
-``stripemeter worker`` process (projections + Dramatiq push workers on an
-in-process broker, sweep every 5 s) pushes, as in production. Reported:
+``stripemeter worker --no-pushes`` projects and a ``stripemeter worker
+--no-projections`` pushes (Dramatiq on an in-process broker, sweep every 5 s),
+as a busy production deployment would run them. Reported:
 Stripe meter-event calls (against one per customer × meter × sweep, and
 against one per event), 429s met, and the time from the last ingest until
 Stripe holds every counter. A run whose Stripe totals differ from
@@ -124,7 +125,17 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
         "STRIPEMETER_WORKER_METRICS_PORT": str(metrics_port),
         "STRIPEMETER_LOG_LEVEL": "WARNING",
     }
-    worker = subprocess.Popen([str(BIN / "stripemeter"), "worker"], env=worker_env, cwd=ROOT)
+    # Two workers, as a busy deployment would run them: one projects, one pushes.
+    workers = [
+        subprocess.Popen(
+            [str(BIN / "stripemeter"), "worker", "--no-pushes"],
+            env={**worker_env, "STRIPEMETER_WORKER_METRICS_PORT": "0"},
+            cwd=ROOT,
+        ),
+        subprocess.Popen(
+            [str(BIN / "stripemeter"), "worker", "--no-projections"], env=worker_env, cwd=ROOT
+        ),
+    ]
     rng = random.Random(7)
     expected: dict[str, int] = dict.fromkeys(stripe_ids, 0)
     started = time.perf_counter()
@@ -164,8 +175,10 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
         to_parity_s = time.perf_counter() - last_ingest
         scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
 
     events_after, limited_after = _emulator_counts(url)
     calls = events_after - events_before

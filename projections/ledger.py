@@ -254,14 +254,25 @@ class LedgerProjection(Projection):
             )
         return result
 
-    def first_unpushed_at(self, usage_period_id: UUID, covered_version: int) -> datetime | None:
+    def oldest_unpushed(self, behind: Sequence[Candidate]) -> datetime | None:
+        """When the oldest counted event not yet covered by a confirmed push was recorded."""
+        oldest: datetime | None = None
         with self.store.transaction() as tx:
-            rows = tx.execute(
-                "SELECT MIN(recorded_at) FROM sm_usage_events WHERE aggregate_id = ?"
-                " AND version > ? AND status = 'counted'",
-                (str(usage_period_id), covered_version),
-            )
-        return self.store.decode_time(rows[0][0]) if rows else None
+            for start in range(0, len(behind), 400):
+                chunk = behind[start : start + 400]
+                clauses = " OR ".join("(aggregate_id = ? AND version > ?)" for _ in chunk)
+                params: list[Any] = []
+                for candidate in chunk:
+                    params += [str(candidate.usage_period_id), candidate.covered_version]
+                rows = tx.execute(
+                    "SELECT MIN(recorded_at) FROM sm_usage_events WHERE status = 'counted'"
+                    f" AND ({clauses})",
+                    params,
+                )
+                found = self.store.decode_time(rows[0][0]) if rows else None
+                if found is not None and (oldest is None or found < oldest):
+                    oldest = found
+        return oldest
 
     def ledgers(self, usage_period_ids: Sequence[UUID] | None = None) -> list[LedgerRow]:
         sql = f"SELECT {LEDGER_COLUMNS} FROM sm_ledgers"

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Snapshot
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from domain.customers import Customer, customer_id_for
 from domain.errors import (
@@ -30,6 +30,7 @@ from domain.errors import (
 )
 from domain.idempotency import IdempotencyKey, idempotency_key_id
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
+from domain.ledger import IntentAsDict, StripeLedger
 from domain.mappings import MeterMapping
 from domain.meters import MetricDefinition
 from domain.periods import BillingPeriod, period_of
@@ -97,8 +98,13 @@ class MeteringApp(Application[UUID]):
     """Tenants, metrics, keys and exactly-once usage ingest."""
 
     name = "stripemeter"
-    # Snapshots are taken by _write from the in-memory period (see _snapshot).
-    is_snapshotting_enabled = True
+    # Usage periods are snapshotted by _write from memory (see _snapshot); a
+    # ledger grows by three events per push, so it is snapshotted on save.
+    snapshotting_intervals = {StripeLedger: 60}
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(IntentAsDict())
 
     def __init__(
         self,

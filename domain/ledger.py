@@ -14,11 +14,14 @@ identifier and value until it is settled.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Transcoding
 
 from domain.tenancy import NAMESPACE
 
@@ -48,6 +51,19 @@ class Intent:
     event_name: str
     stripe_customer_id: str
     recorded_at: datetime
+
+
+class IntentAsDict(Transcoding):
+    """Lets a ledger snapshot hold its pending intent."""
+
+    type = Intent
+    name = "stripemeter_intent"
+
+    def encode(self, obj: Intent) -> dict[str, Any]:
+        return dataclasses.asdict(obj)
+
+    def decode(self, data: dict[str, Any]) -> Intent:
+        return Intent(**data)
 
 
 class StripeLedger(Aggregate):

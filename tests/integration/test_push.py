@@ -289,3 +289,21 @@ def test_billing_periods_follow_the_stripe_anchor_once_mapped(world: World) -> N
     assert world.stores.app.repository.get(
         usage_period_id(world.tenant, "cus_b", "api_calls", period.key)
     )
+
+
+def test_a_long_ledger_is_read_back_through_snapshots(world: World) -> None:
+    """Thirty-five pushes make 71 ledger events: snapshots (one taken while an intent
+    was pending) must give back the same ledger after a restart."""
+    for n in range(35):
+        world.ingest(1, f"e{n}")
+        assert world.push() is PushOutcome.CONFIRMED
+    app = world.stores.app
+    assert app.snapshots is not None
+    ledger_id = ledger_id_for(world.period_id(), "live")
+    assert [s.originator_version for s in app.snapshots.get(ledger_id)] == [60]
+    world.restart()
+    ledger = world.ledger()
+    assert (ledger.version, ledger.confirmed_total, ledger.pending) == (71, 35, None)
+    world.ingest(1, "e35")
+    assert world.push() is PushOutcome.CONFIRMED
+    assert world.stripe_total() == 36 == world.counter()

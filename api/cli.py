@@ -7,39 +7,24 @@ docs/configuration.md) and prints JSON, so that scripts can use the output.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import msgspec
-import prometheus_client
-import uvicorn
 
 import stripe_emulator
-from adapters.background import Background
-from adapters.metrics import Metrics
 from adapters.persistence import Stores, open_stores
 from adapters.push_worker import build_gateways
 from adapters.settings import Settings, SettingsError
-from adapters.writer_process import run_writer
-from api.app import create_app
 from api.routes.meters import meter_definition, meter_out
 from api.routes.stripe import build_audit
 from api.schemas import FieldError, MeterIn, parse_time
+from api.serving import cmd_serve, cmd_worker, cmd_writer
 from domain.errors import StripeMeterError
 from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
@@ -56,165 +41,6 @@ def _print_json(data: Any) -> None:
 
 def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
-
-
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    """The HTTP API; unless STRIPEMETER_WRITER=thread, with a writer process beside it."""
-    port = args.port or settings.port
-    if settings.writer_mode == "process":
-        socket_path = Path(tempfile.gettempdir()) / f"stripemeter-writer-{os.getpid()}-{port}.sock"
-        supervisor = WriterSupervisor(socket_path)
-        supervisor.start()
-        settings = dataclasses.replace(settings, writer_socket=socket_path)
-        try:
-            return _serve(settings, args.host or settings.host, port)
-        finally:
-            supervisor.stop()
-    return _serve(settings, args.host or settings.host, port)
-
-
-def _serve(settings: Settings, host: str, port: int) -> int:
-    if settings.api_processes == 1:
-        uvicorn.run(
-            create_app(settings),
-            host=host,
-            port=port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-        )
-        return 0
-    if settings.embedded_worker or settings.writer_socket is None:
-        raise SettingsError(
-            "STRIPEMETER_API_PROCESSES > 1 needs STRIPEMETER_EMBEDDED_WORKER=false (run"
-            " `stripemeter worker` beside it) and the writer process (STRIPEMETER_WRITER=process)"
-        )
-    # The API processes are fresh interpreters that read their settings from the
-    # environment: hand them the writer's socket and a shared metrics folder.
-    metrics_dir = tempfile.mkdtemp(prefix="stripemeter-metrics-")
-    os.environ["STRIPEMETER_WRITER_SOCKET"] = str(settings.writer_socket)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    try:
-        uvicorn.run(
-            "api.app:asgi_factory",
-            factory=True,
-            workers=settings.api_processes,
-            host=host,
-            port=port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-        )
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
-
-
-class WriterSupervisor:
-    """Runs `stripemeter writer` as a child process and restarts it if it dies."""
-
-    def __init__(self, socket_path: Path) -> None:
-        self.socket_path = socket_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout: float = 60.0) -> None:
-        self._spawn()
-        deadline = time.monotonic() + timeout
-        while not self.socket_path.exists():
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise StripeMeterError(
-                    f"the writer process exited with status {self.process.returncode}"
-                )
-            if time.monotonic() > deadline:
-                raise StripeMeterError("the writer process did not start")
-            time.sleep(0.05)
-        self._thread = threading.Thread(target=self._watch, name="writer-supervisor", daemon=True)
-        self._thread.start()
-
-    def _spawn(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "api.cli",
-                "writer",
-                "--socket",
-                str(self.socket_path),
-                "--parent",
-                str(os.getpid()),
-            ]
-        )
-
-    def _watch(self) -> None:
-        while not self._stopping.is_set():
-            assert self.process is not None
-            code = self.process.wait()
-            if self._stopping.is_set():
-                return
-            log.error("the writer process exited with status %s; restarting it in 1 s", code)
-            if self._stopping.wait(1.0):
-                return
-            self._spawn()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Get SIGTERM when `serve` dies: uvicorn ends by re-raising the signal it caught, so
-    `serve` gets no chance to stop its writer itself."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before the line above took effect
-        sys.exit(0)
-
-
-def cmd_writer(settings: Settings, args: argparse.Namespace) -> int:
-    """The writer process (started by `serve`; not meant to be run by hand)."""
-    if args.parent:
-        _die_with_parent(args.parent)
-    run_writer(settings, Path(args.socket))
-    return 0
-
-
-def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    """Keep the views current and push to Stripe until stopped; metrics on their own port."""
-    stores = open_stores(settings)
-    metrics = Metrics()
-    background = Background(
-        stores,
-        settings,
-        metrics,
-        stores.app.clock,
-        run_projections=not args.no_projections,
-        run_pushes=not args.no_pushes,
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(
-            settings.worker_metrics_port, addr=settings.host, registry=metrics.registry
-        )
-    background.start()
-    log.info(
-        "worker running: projections and Stripe pushes (%s); metrics on %s:%s",
-        settings.backend,
-        settings.host,
-        settings.worker_metrics_port,
-    )
-    stop.wait()
-    background.stop()
-    stores.close()
-    return 0
 
 
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:

@@ -59,9 +59,6 @@ class ProcessWriterClient:
                 self.metrics.late_events.labels(result.late.value).inc()
         return results
 
-    async def ping(self) -> None:
-        await self._connection()
-
     async def _connection(self) -> asyncio.StreamWriter:
         if self.connected:
             assert self._writer is not None

@@ -23,7 +23,6 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder
 from domain.customers import Customer, customer_id_for
 from domain.errors import (
     ConflictError,
-    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     UnauthenticatedError,
@@ -314,11 +313,6 @@ class MeteringApp(Application[UUID]):
         return Principal(
             tenant_id=key.tenant_id, tenant_slug=key.tenant_slug, key_id=key.id, scopes=key.scopes
         )
-
-    @staticmethod
-    def require(principal: Principal, scope: Scope) -> None:
-        if not principal.allows(scope):
-            raise ForbiddenError(f"this API key lacks the {scope.value!r} scope")
 
     # -- ingest -----------------------------------------------------------
 

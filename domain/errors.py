@@ -7,7 +7,6 @@ branch to one HTTP status in one place (``api/problems.py``)::
      ├── InvalidInputError        a field has a value the domain refuses (400/422)
      ├── NotFoundError            the named thing does not exist for this tenant (404)
      ├── ConflictError            the request contradicts what is already recorded (409)
-     │    ├── IdempotencyConflictError   same key, different payload
      │    └── MetricConflictError        a metric re-declared with other settings
      └── AccessError
           ├── UnauthenticatedError       no key, or an unknown or revoked key (401)
@@ -35,10 +34,6 @@ class NotFoundError(StripeMeterError):
 
 
 class ConflictError(StripeMeterError):
-    pass
-
-
-class IdempotencyConflictError(ConflictError):
     pass
 
 

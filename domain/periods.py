@@ -32,9 +32,6 @@ class BillingPeriod:
             return self.start.strftime("%Y-%m-%dT%H:%M:%SZ")
         return self.start.strftime("%Y-%m")
 
-    def contains(self, moment: datetime) -> bool:
-        return self.start <= moment < self.end
-
 
 def add_months(anchor: datetime, months: int) -> datetime:
     index = anchor.year * 12 + anchor.month - 1 + months

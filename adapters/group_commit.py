@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from adapters.metrics import Metrics
 from domain.application import MeteringApp
-from domain.ingest import IngestResult, Outcome, UsageSubmission
+from domain.ingest import IngestResult, UsageSubmission
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,7 @@ class GroupCommitWriter:
             return
         self.metrics.commit_duration.observe(time.perf_counter() - started)
         self.metrics.commit_batch_events.observe(size)
-        for result in results:
-            self.metrics.ingest_events.labels(result.outcome.value).inc()
-            if result.late is not None and result.outcome is Outcome.ACCEPTED:
-                self.metrics.late_events.labels(result.late.value).inc()
+        self.metrics.observe_ingest(results)
         offset = 0
         for job in jobs:
             mine = results[offset : offset + len(job.submissions)]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from domain.ingest import IngestResult, Outcome
 
 
 class Metrics:
@@ -105,3 +109,10 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+
+    def observe_ingest(self, results: Sequence[IngestResult]) -> None:
+        """Count written events by outcome, and the accepted late ones by kind."""
+        for result in results:
+            self.ingest_events.labels(result.outcome.value).inc()
+            if result.late is not None and result.outcome is Outcome.ACCEPTED:
+                self.late_events.labels(result.late.value).inc()

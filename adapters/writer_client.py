@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adapters.metrics import Metrics
 from adapters.writer_wire import RESPONSES, WriteRequest, frame, read_frame
-from domain.ingest import IngestResult, Outcome, UsageSubmission
+from domain.ingest import IngestResult, UsageSubmission
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ class ProcessWriterClient:
             results = await future
         finally:
             self._pending.pop(request_id, None)
-        for result in results:
-            self.metrics.ingest_events.labels(result.outcome.value).inc()
-            if result.late is not None and result.outcome is Outcome.ACCEPTED:
-                self.metrics.late_events.labels(result.late.value).inc()
+        self.metrics.observe_ingest(results)
         return results
 
     async def _connection(self) -> asyncio.StreamWriter:

@@ -156,3 +156,6 @@ def test_late_events_report_their_lateness(api: Api) -> None:
         ("in", "counted"),
         ("past", "late"),
     ]
+    metrics = api.client.get("/metrics").text
+    assert 'stripemeter_late_events_total{kind="in_window"} 1.0' in metrics
+    assert 'stripemeter_late_events_total{kind="past_window"} 1.0' in metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -192,3 +193,44 @@ def test_the_readme_push_path_reaches_the_builtin_emulator(
     assert audit["stripeUnitsConfirmed"] == {"live": 10}
     [push] = audit["pushes"]  # type: ignore[misc]
     assert [e["idempotencyKey"] for e in push["events"]] == ["p2", "p3", "p5"]
+
+
+def test_while_the_writer_is_down_nothing_is_acknowledged_and_a_retry_counts_once(
+    server: tuple[str, dict[str, str]],
+) -> None:
+    """Kill the writer process: ingest answers 503; `serve` restarts it; the retry is safe."""
+    base, env = server
+    key = str(cli(env, "keys", "create", "--tenant", "acme", "--scopes", "ingest,read")["key"])
+    headers = {"Authorization": f"Bearer {key}"}
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "events": [
+            {
+                "metric": "api_calls",
+                "customerRef": "cus_w",
+                "quantity": 4,
+                "ts": now,
+                "idempotencyKey": "w-1",
+            }
+        ]
+    }
+    writer = subprocess.run(
+        ["pgrep", "-f", f"api.cli writer --socket .*-{env['STRIPEMETER_PORT']}.sock"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(writer) == 1
+    os.kill(int(writer[0]), signal.SIGKILL)
+    refused = httpx.post(f"{base}/v1/events/ingest", json=body, headers=headers)
+    assert refused.status_code == 503
+    assert "retrying is safe" in refused.json()["detail"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the supervisor restarts it within seconds
+        response = httpx.post(f"{base}/v1/events/ingest", json=body, headers=headers)
+        if response.status_code == 200:
+            break
+        time.sleep(0.3)
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"]
+    again = httpx.post(f"{base}/v1/events/ingest", json=body, headers=headers)
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate"]

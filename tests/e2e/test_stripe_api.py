@@ -130,6 +130,13 @@ def test_audit_pages_long_pushes_with_a_cursor(stripe_api: Api, emulator: Runnin
     keys = [e["idempotencyKey"] for e in push["events"] + rest["pushes"][0]["events"]]
     assert keys == [f"e{i:03}" for i in range(130)]
     assert rest["pushes"][0]["eventsNextCursor"] is None
+    bad = api.call("GET", "/v1/audit/invoice?customerRef=cus_1&metric=api_calls&push=first")
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "push"
+    orphan = api.call("GET", "/v1/audit/invoice?customerRef=cus_1&metric=api_calls&cursor=x")
+    assert orphan.json()["errors"] == [
+        {"field": "push", "reason": "is required with cursor: name the push to page"}
+    ]
 
 
 @pytest.mark.parametrize("with_test_key", [True, False])

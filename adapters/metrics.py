@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from domain.ingest import IngestResult, Outcome
+from domain.ingest import IngestResult, Lateness, Outcome
+
+CORRECTION_OUTCOME = {
+    Lateness.CARRIED: "carried",
+    Lateness.HELD: "held",
+    Lateness.PAST_WINDOW: "kept",
+}
 
 
 class Metrics:
@@ -31,8 +37,9 @@ class Metrics:
         )
         self.late_events = Counter(
             "stripemeter_late_events_total",
-            "Accepted usage events that arrived after their period ended, by kind"
-            " (in_window: counted in their period; past_window: recorded, not counted).",
+            "Accepted usage events that arrived after their period ended, by kind (in_window:"
+            " counted in their period; carried: counted as a correction in the open period;"
+            " held: waiting for approval; past_window: recorded, not counted).",
             ["kind"],
             registry=self.registry,
         )
@@ -110,9 +117,62 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        self.reconciliation_lines = Gauge(
+            "stripemeter_reconciliation_lines",
+            "Lines of the last reconciliation run by status (ok, pending, drift, repaired).",
+            ["status"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.drift_units = Gauge(
+            "stripemeter_reconciliation_max_drift_units",
+            "Largest |local - Stripe| in whole units over the drift lines of the last run.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.drift_ratio = Gauge(
+            "stripemeter_reconciliation_max_drift_ratio",
+            "Largest |local - Stripe| / max(|local|, 1) over the drift lines of the last run.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.reconciled_at = Gauge(
+            "stripemeter_reconciliation_last_run_timestamp_seconds",
+            "When the last reconciliation run finished (Unix time).",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.stripe_calls = Counter(
+            "stripemeter_reconciliation_stripe_calls_total",
+            "Stripe meter event summary reads made by reconciliation runs.",
+            registry=self.registry,
+        )
+        self.corrections = Counter(
+            "stripemeter_corrections_total",
+            "Corrections for closed periods by outcome (carried, held, approved, reverted,"
+            " rejected, kept).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.adjustments_pending = Gauge(
+            "stripemeter_adjustments_pending",
+            "Adjustments held for approval, at the last reconciliation run.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.periods_closed = Counter(
+            "stripemeter_periods_closed_total",
+            "Usage periods closed before their invoice finalised, by final parity"
+            " (parity, mismatch).",
+            ["verdict"],
+            registry=self.registry,
+        )
+
     def observe_ingest(self, results: Sequence[IngestResult]) -> None:
         """Count written events by outcome, and the accepted late ones by kind."""
         for result in results:
             self.ingest_events.labels(result.outcome.value).inc()
             if result.late is not None and result.outcome is Outcome.ACCEPTED:
                 self.late_events.labels(result.late.value).inc()
+                if result.late is not Lateness.IN_WINDOW:
+                    self.corrections.labels(CORRECTION_OUTCOME[result.late]).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from projections.runner import ProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
 from projections.usage_events import UsageEventsProjection
 from projections.usage_periods import UsagePeriodDirectory
+
+log = logging.getLogger(__name__)
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
@@ -67,6 +70,42 @@ class Views:
         self.store.close()
 
 
+# Raise whenever a view's tables change shape: the views are then dropped and
+# derived again from the event log (the log is the truth; views are disposable).
+VIEWS_SCHEMA = 2
+
+
+def _replace_outdated_views(store: ViewStore, runner: ProjectionRunner) -> None:
+    existing = _has_table(store, "sm_tracking")
+    with store.transaction() as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS sm_views_schema (version BIGINT NOT NULL)")
+        rows = tx.execute("SELECT version FROM sm_views_schema")
+        found = int(rows[0][0]) if rows else None
+        if found == VIEWS_SCHEMA:
+            return
+        (log.warning if existing or found is not None else log.debug)(
+            "view schema %s found, %s expected: dropping the views; they are derived again"
+            " from the event log",
+            found,
+            VIEWS_SCHEMA,
+        )
+        for projection in runner.projections:
+            for table in projection.tables:
+                tx.execute(f"DROP TABLE IF EXISTS {table}")
+        tx.execute("DROP TABLE IF EXISTS sm_tracking")
+        tx.execute("DELETE FROM sm_views_schema")
+        tx.execute("INSERT INTO sm_views_schema VALUES (?)", (VIEWS_SCHEMA,))
+
+
+def _has_table(store: ViewStore, name: str) -> bool:
+    try:
+        with store.transaction() as tx:  # its own transaction: a failure aborts it on PostgreSQL
+            tx.execute(f"SELECT 1 FROM {name} LIMIT 1")
+    except Exception:
+        return False
+    return True
+
+
 def build_views(app: MeteringApp, store: ViewStore) -> Views:
     directory = UsagePeriodDirectory(store)
     counters = CountersProjection(store, directory)
@@ -76,6 +115,7 @@ def build_views(app: MeteringApp, store: ViewStore) -> Views:
     runner = ProjectionRunner(
         app.recorder, app.mapper, store, [directory, counters, events, ledger, customers]
     )
+    _replace_outdated_views(store, runner)
     runner.create_tables()
     return Views(store, directory, counters, events, ledger, customers, runner)
 

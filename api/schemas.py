@@ -74,7 +74,8 @@ class EventOut(msgspec.Struct, rename="camel"):
     recorded_at: str
     idempotency_key: str
     meta: dict[str, Any]
-    status: str
+    status: str  # counted, late (its period was closed: not counted there) or correction
+    note: str | None = None  # why it is late, or why the correction was made
 
 
 class EventPage(msgspec.Struct, rename="camel"):

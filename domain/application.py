@@ -20,6 +20,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
+from domain.adjustments import Adjustment, LatePolicy, adjustment_id_for
 from domain.customers import Customer, customer_id_for
 from domain.errors import (
     ConflictError,
@@ -31,7 +32,7 @@ from domain.idempotency import IdempotencyKey, idempotency_key_id
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.ledger import IntentAsDict, StripeLedger
 from domain.mappings import MeterMapping
-from domain.meters import MetricDefinition
+from domain.meters import Aggregation, MetricDefinition
 from domain.periods import BillingPeriod, period_of
 from domain.tenancy import (
     ApiKey,
@@ -48,6 +49,7 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 TENANT_CACHE_SECONDS = 5.0
 SAVE_ATTEMPTS = 5
 SNAPSHOT_EVERY = 100
+LATE_POLICY_ACTOR = "system:late-policy"
 
 
 Write = tuple[int, MetricDefinition, UUID]
@@ -164,6 +166,20 @@ class MeteringApp(Application[UUID]):
                 self.save(tenant)
             except IntegrityError:
                 continue  # another process changed the tenant meanwhile: decide again
+            self.tenant(tenant_id)
+            return True
+        raise ConflictError("the tenant is being changed concurrently; try again")
+
+    def set_late_policy(self, tenant_id: UUID, policy: str) -> bool:
+        """Choose what happens to usage for a closed period (carry_forward or hold)."""
+        for _ in range(SAVE_ATTEMPTS):
+            tenant = self.tenant(tenant_id)
+            if not tenant.set_late_policy(policy):
+                return False
+            try:
+                self.save(tenant)
+            except IntegrityError:
+                continue
             self.tenant(tenant_id)
             return True
         raise ConflictError("the tenant is being changed concurrently; try again")
@@ -414,16 +430,15 @@ class MeteringApp(Application[UUID]):
                 item = submissions[index]
                 period = self._period(item, metric, touched)
                 closes_at = period.period_end + timedelta(seconds=metric.lateness_seconds)
-                if now >= closes_at:
-                    period.record_late_usage(
-                        item.idempotency_key,
-                        item.quantity,
-                        item.occurred_at,
-                        item.meta,
-                        reason="arrived after the lateness window closed at "
-                        + closes_at.isoformat(),
+                late: Lateness | None
+                if period.closed or now >= closes_at:
+                    why = (
+                        f"its period {period.period} is closed for invoicing"
+                        if period.closed
+                        else "it arrived after the lateness window closed at "
+                        + closes_at.isoformat()
                     )
-                    late: Lateness | None = Lateness.PAST_WINDOW
+                    late = self._correct_late(item, metric, period, why, now, touched, events)
                 else:
                     late = Lateness.IN_WINDOW if now >= period.period_end else None
                     period.record_usage(
@@ -469,11 +484,88 @@ class MeteringApp(Application[UUID]):
         if snapshots:
             self.snapshots.put(snapshots)
 
+    def _correct_late(
+        self,
+        item: UsageSubmission,
+        metric: MetricDefinition,
+        period: UsagePeriod,
+        why: str,
+        now: datetime,
+        touched: dict[UUID, UsagePeriod],
+        events: list[Any],
+    ) -> Lateness:
+        """Usage for a closed period: kept there, uncounted, and corrected per the tenant's policy.
+
+        The late event, its adjustment and (carried) the correction in the open
+        period are written in the same transaction as the key's claim, so the
+        correction happens exactly once.
+        """
+        if metric.aggregation in (Aggregation.MAX, Aggregation.LAST):
+            period.record_late_usage(
+                item.idempotency_key,
+                item.quantity,
+                item.occurred_at,
+                item.meta,
+                reason=f"not counted: {why};"
+                f" a {metric.aggregation.value} metric takes no corrections",
+            )
+            return Lateness.PAST_WINDOW
+        policy = LatePolicy(self.cached_tenant(item.tenant_id).late_policy)
+        adjustment = Adjustment.propose(
+            adjustment_id_for(item.tenant_id, "late:" + item.idempotency_key),
+            item.tenant_id,
+            item.customer_ref,
+            item.metric,
+            item.quantity,
+            1,
+            source_period=period.period,
+            source_key=item.idempotency_key,
+            actor=LATE_POLICY_ACTOR,
+            reason=f"late usage: {why}",
+            now=now,
+        )
+        if policy is LatePolicy.HOLD:
+            outcome = Lateness.HELD
+            kept = f"held for approval as adjustment {adjustment.id}"
+        else:
+            target = self._period_at(
+                item.tenant_id, item.customer_ref, item.metric, metric, now, touched
+            )
+            adjustment.approve(LATE_POLICY_ACTOR, "tenant policy carry_forward", target.period)
+            target.apply_correction(
+                adjustment.id, item.quantity, 1, f"late usage: {why}", period.period
+            )
+            events.extend(target.collect_events())
+            outcome = Lateness.CARRIED
+            kept = f"carried into period {target.period} as adjustment {adjustment.id}"
+        period.record_late_usage(
+            item.idempotency_key,
+            item.quantity,
+            item.occurred_at,
+            item.meta,
+            reason=f"{why}; {kept}",
+        )
+        events.extend(adjustment.collect_events())
+        return outcome
+
     def _period(
         self, item: UsageSubmission, metric: MetricDefinition, touched: dict[UUID, UsagePeriod]
     ) -> UsagePeriod:
-        billing_period = self.period_for(item.tenant_id, item.customer_ref, item.occurred_at)
-        natural_key = (item.tenant_id, item.customer_ref, item.metric, billing_period.key)
+        return self._period_at(
+            item.tenant_id, item.customer_ref, item.metric, metric, item.occurred_at, touched
+        )
+
+    def _period_at(
+        self,
+        tenant_id: UUID,
+        customer_ref: str,
+        metric_name: str,
+        metric: MetricDefinition,
+        moment: datetime,
+        touched: dict[UUID, UsagePeriod],
+    ) -> UsagePeriod:
+        billing_period = self.period_for(tenant_id, customer_ref, moment)
+        natural_key = (tenant_id, customer_ref, metric_name, billing_period.key)
         period_id = self._period_ids.get(natural_key)
         if period_id is None:
             if len(self._period_ids) > 100_000:
@@ -485,11 +577,7 @@ class MeteringApp(Application[UUID]):
                 period = self.repository.get(period_id)
             except AggregateNotFoundError:
                 period = UsagePeriod.open(
-                    item.tenant_id,
-                    item.customer_ref,
-                    item.metric,
-                    metric.aggregation,
-                    billing_period,
+                    tenant_id, customer_ref, metric_name, metric.aggregation, billing_period
                 )
             self._periods.put(period_id, period)
         touched[period_id] = period
@@ -505,6 +593,32 @@ class MeteringApp(Application[UUID]):
                 continue
             self._known_keys.put(key_id, claim.fingerprint)
 
+    # -- changes beside ingest: corrections, closing ----------------------------
+
+    def change_periods(self, change: Callable[[PeriodLoader], Sequence[Any]]) -> Sequence[Any]:
+        """Apply ``change`` to fresh copies of usage periods and save what it returns, atomically.
+
+        ``change`` loads the periods it needs through the loader it is given
+        and returns every aggregate to save. A concurrent write (the writer
+        counting usage in the same period) makes the save fail; the change is
+        then decided again on fresh copies. This process's cached copies of the
+        periods are dropped, so that its writer reads what was saved.
+        """
+        for _ in range(SAVE_ATTEMPTS):
+            with self._ingest_lock:
+                loader = PeriodLoader(self)
+                aggregates = change(loader)
+                try:
+                    if aggregates:
+                        self.save(*aggregates)
+                except IntegrityError:
+                    continue
+                finally:
+                    for period_id in loader.loaded:
+                        self._periods.pop(period_id)
+                return aggregates
+        raise ConflictError("those usage periods are being written concurrently; try again")
+
     def usage_period(
         self, tenant_id: UUID, customer_ref: str, metric: str, period_key: str
     ) -> UsagePeriod:
@@ -514,4 +628,31 @@ class MeteringApp(Application[UUID]):
             )
         except AggregateNotFoundError:
             raise NotFoundError("no usage recorded for that customer, metric and period") from None
+        return period
+
+
+class PeriodLoader:
+    """Fresh usage periods for ``MeteringApp.change_periods`` (never the writer's cache)."""
+
+    def __init__(self, app: MeteringApp) -> None:
+        self.app = app
+        self.loaded: list[UUID] = []
+
+    def get(self, period_id: UUID) -> UsagePeriod:
+        period: UsagePeriod = self.app.repository.get(period_id)
+        self.loaded.append(period_id)
+        return period
+
+    def at(self, tenant_id: UUID, customer_ref: str, metric: str, moment: datetime) -> UsagePeriod:
+        """The customer's period of ``metric`` containing ``moment``, opened when new."""
+        definition = self.app.cached_tenant(tenant_id).metric(metric)
+        billing_period = self.app.period_for(tenant_id, customer_ref, moment)
+        period_id = usage_period_id(tenant_id, customer_ref, metric, billing_period.key)
+        self.loaded.append(period_id)
+        try:
+            period: UsagePeriod = self.app.repository.get(period_id)
+        except AggregateNotFoundError:
+            period = UsagePeriod.open(
+                tenant_id, customer_ref, metric, definition.aggregation, billing_period
+            )
         return period

@@ -24,9 +24,18 @@ class UsageSubmission:
 
 
 class Lateness(StrEnum):
-    """Why an accepted event is late: still counted in its period, or past the window."""
+    """How an accepted late event was counted.
+
+    ``in_window``: in its own period (still open). Its period closed (invoice
+    finalising, or the lateness window over): ``carried`` — counted as a
+    correction in the customer's open period; ``held`` — an adjustment waits
+    for approval; ``past_window`` — recorded, not counted (a max or last
+    metric, which a correction cannot carry).
+    """
 
     IN_WINDOW = "in_window"
+    CARRIED = "carried"
+    HELD = "held"
     PAST_WINDOW = "past_window"
 
 

@@ -10,6 +10,12 @@ safely"): the *intent* (value, the usage versions it covers, a deterministic
 identifier), the Stripe call, then *confirmation* or *abandonment*. While
 an intent is pending nothing new is planned: it is resent with the same
 identifier and value until it is settled.
+
+Reconciliation can find that Stripe holds another total than the confirmed
+pushes add up to (usage sent to Stripe by something else, or a push Stripe
+lost). Repairing it records ``DriftRecorded`` — what Stripe held, what the
+ledger expected, who decided and why — and the next push, through the same
+intent path, brings Stripe to the local counter.
 """
 
 from __future__ import annotations
@@ -116,6 +122,27 @@ class StripeLedger(Aggregate):
             aggregate.covered_version = intent.covers_to
             aggregate.pending = None
             aggregate.blocked_reason = None
+            aggregate.repair_pending = False
+
+    class DriftRecorded(Aggregate.Event):
+        """An operator accepted that Stripe holds ``stripe_total``, not the expected total (v1).
+
+        Only the ledger learns it: the local counter stays the truth, and the
+        next push carries the difference to Stripe.
+        """
+
+        stripe_total: int
+        expected_total: int
+        mode: str
+        actor: str
+        reason: str
+
+        def apply(self, aggregate: StripeLedger) -> None:
+            if self.mode == "delta":
+                aggregate.external_total += self.stripe_total - self.expected_total
+            else:
+                aggregate.confirmed_value = self.stripe_total
+            aggregate.repair_pending = True
 
     class PushAbandoned(Aggregate.Event):
         """Stripe did not and will not take it; its usage stays unpushed, visibly."""
@@ -143,6 +170,15 @@ class StripeLedger(Aggregate):
         self.pending: Intent | None = None
         self.blocked_reason: str | None = None
         self.blocked_at_version = 0
+        # What Stripe holds beyond (or short of) our confirmed deltas, learned by a repair.
+        self.external_total = 0
+        self.repair_pending = False
+
+    def stripe_expected(self, mode: str) -> int:
+        """What Stripe should hold for this period if every confirmed push is there."""
+        if mode == "delta":
+            return self.confirmed_total + self.external_total
+        return self.confirmed_value if self.confirmed_value is not None else 0
 
     @classmethod
     def open(cls, tenant_id: UUID, usage_period_id: UUID, target: str) -> StripeLedger:
@@ -184,6 +220,19 @@ class StripeLedger(Aggregate):
         )
         assert self.pending is not None
         return self.pending
+
+    def record_drift(
+        self, stripe_total: int, expected_total: int, mode: str, actor: str, reason: str
+    ) -> None:
+        assert self.pending is None, "a pending intent must be settled first"
+        self.trigger_event(
+            self.DriftRecorded,
+            stripe_total=stripe_total,
+            expected_total=expected_total,
+            mode=mode,
+            actor=actor,
+            reason=reason,
+        )
 
     def confirm(self, number: int, how: str) -> None:
         self.trigger_event(self.PushConfirmed, number=number, how=how)

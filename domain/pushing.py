@@ -76,11 +76,11 @@ def plan_push(period: UsagePeriod, ledger: StripeLedger, now: datetime) -> Plan 
     """What the ledger still owes Stripe for this period, or None when nothing."""
     aggregation = Aggregation(period.aggregation_name)
     mode = PUSH_MODE[aggregation]
-    if period.version <= ledger.covered_version:
+    if period.version <= ledger.covered_version and not ledger.repair_pending:
         return None
     units = whole_units(period.value)
     if mode is PushMode.DELTA:
-        value = units - ledger.confirmed_total
+        value = units - ledger.stripe_expected(mode.value)
         if value == 0:
             return None
         moment = period.watermark or period.period_start
@@ -92,8 +92,19 @@ def plan_push(period: UsagePeriod, ledger: StripeLedger, now: datetime) -> Plan 
         # Stripe's "last" keeps the latest timestamp: each new value must come after the last.
         if ledger.last_stripe_timestamp is not None and moment <= ledger.last_stripe_timestamp:
             moment = ledger.last_stripe_timestamp + ONE_SECOND
-    latest = min(now, period.period_end - ONE_SECOND)
-    return Plan(value, mode, period.version, min(max(moment, period.period_start), latest))
+    start, end = summary_window(period.period_start, period.period_end)
+    # Inside the minutes Stripe's summaries can ask about, so that reconciliation sees it.
+    return Plan(value, mode, period.version, max(min(moment, now, end - ONE_SECOND), start))
+
+
+def summary_window(period_start: datetime, period_end: datetime) -> tuple[datetime, datetime]:
+    """The whole minutes inside a period: summaries take minute boundaries, end exclusive.
+
+    Every push is timestamped inside this window, so the summary over it holds
+    exactly this period's pushes (an anchor with seconds would otherwise let
+    the neighbouring period's first or last minute leak in).
+    """
+    return _minute_ceil(period_start), _minute_floor(period_end)
 
 
 class PushService:
@@ -111,8 +122,14 @@ class PushService:
         self._locks: dict[tuple[UUID, str, str, Target], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def push(self, usage_period_id: UUID, target: Target = Target.LIVE) -> PushOutcome:
-        """Bring Stripe up to date for one period: settle a pending intent, then push the rest."""
+    def push(
+        self, usage_period_id: UUID, target: Target = Target.LIVE, reason: str = "usage"
+    ) -> PushOutcome:
+        """Bring Stripe up to date for one period: settle a pending intent, then push the rest.
+
+        ``reason`` is recorded on a new intent ("usage" for the push loop; a
+        repair names who asked and why).
+        """
         period: UsagePeriod = self.app.repository.get(usage_period_id)
         gateway = self.gateways.get(target)
         mapping = self.app.cached_tenant(period.tenant_id).mappings.get(period.metric)
@@ -143,7 +160,7 @@ class PushService:
                 plan.stripe_timestamp,
                 event_name,
                 stripe_customer_id,
-                reason="usage",
+                reason=reason,
                 now=now,
             )
             try:
@@ -169,17 +186,16 @@ class PushService:
             total = gateway.meter_total(
                 meter_id,
                 intent.stripe_customer_id,
-                _minute_floor(period.period_start),
-                _minute_ceil(period.period_end),
+                *summary_window(period.period_start, period.period_end),
             )
         except StripeUnavailableError:
             return self._report(target, PushOutcome.RETRY, intent)
-        applied = ledger.confirmed_total + intent.value if intent.mode == "delta" else intent.value
-        before = ledger.confirmed_total if intent.mode == "delta" else ledger.confirmed_value
+        before = ledger.stripe_expected(intent.mode)
+        applied = before + intent.value if intent.mode == "delta" else intent.value
         if total == applied:
             ledger.confirm(intent.number, "summary")
             outcome = PushOutcome.SETTLED
-        elif total == before or (before is None and total == 0):
+        elif total == before:
             ledger.abandon(
                 intent.number,
                 "not in Stripe's summary after the identifier window; planned again",

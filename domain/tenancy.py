@@ -110,6 +110,14 @@ class Tenant(Aggregate):
                 shadow_event_name=self.shadow_event_name,
             )
 
+    class LatePolicySet(Aggregate.Event):
+        """What happens to usage for a closed period: carry_forward or hold (v1)."""
+
+        policy: str
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.late_policy = self.policy
+
     class KeyIssued(Aggregate.Event):
         key_id: UUID
         display_prefix: str
@@ -124,6 +132,8 @@ class Tenant(Aggregate):
         self.metrics: dict[str, MetricDefinition] = {}
         self.mappings: dict[str, MeterMapping] = {}
         self.key_ids: list[UUID] = []
+        # A domain.adjustments.LatePolicy value; kept as its string for snapshots.
+        self.late_policy = "carry_forward"
 
     @classmethod
     def register(cls, slug: str, display_name: str) -> Tenant:
@@ -185,6 +195,14 @@ class Tenant(Aggregate):
             shadow_meter_id=mapping.shadow_meter_id,
             shadow_event_name=mapping.shadow_event_name,
         )
+        return True
+
+    def set_late_policy(self, policy: str) -> bool:
+        if policy not in ("carry_forward", "hold"):
+            raise InvalidInputError("policy", "must be carry_forward or hold")
+        if policy == self.late_policy:
+            return False
+        self.trigger_event(self.LatePolicySet, policy=policy)
         return True
 
     def record_key(self, key_id: UUID, display_prefix: str, scopes: frozenset[Scope]) -> None:

@@ -5,6 +5,12 @@ event that reaches StripeMeter lands on exactly one UsagePeriod (the period
 its own timestamp falls in), either counted (``UsageRecorded``) or, when it
 arrived after the metric's lateness window closed, recorded but not counted
 (``LateUsageRecorded``) so that it stays visible for a correction.
+
+Before the period's invoice finalises the period is *closed*
+(``PeriodClosed``): from then on its counter is final, and usage that still
+arrives for it becomes a correction in an open period (``CorrectionApplied``
+there), per the tenant's late-event policy. Once Stripe's side is read back,
+``ParityRecorded`` keeps the verdict for the invoice.
 """
 
 from __future__ import annotations
@@ -74,6 +80,58 @@ class UsagePeriod(Aggregate):
         def apply(self, aggregate: UsagePeriod) -> None:
             aggregate.late_events += 1
 
+    class CorrectionApplied(Aggregate.Event):
+        """An approved adjustment counted in this (open) period (v1).
+
+        ``quantity`` adds to the sum, ``events`` to the count; a carried late
+        event is (its quantity, 1), a manual adjustment what the operator set.
+        """
+
+        adjustment_id: UUID
+        quantity: Decimal
+        events: int
+        reason: str
+        source_period: str | None
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.event_count += self.events
+            aggregate.total = EXACT.add(aggregate.total, self.quantity)
+            aggregate.corrections += 1
+
+    class ClosingScheduled(Aggregate.Event):
+        """Stripe created the invoice for this period; it finalises at ``finalizes_at`` (v1)."""
+
+        invoice_id: str
+        finalizes_at: datetime
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.invoice_id = self.invoice_id
+            aggregate.finalizes_at = self.finalizes_at
+
+    class PeriodClosed(Aggregate.Event):
+        """The counter is final: nothing more is counted here (v1)."""
+
+        reason: str
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.closed = True
+
+    class ParityRecorded(Aggregate.Event):
+        """Stripe's final number for the closed period beside ours (v1).
+
+        ``verdict`` is ``parity`` when Stripe's total (and the invoice line,
+        when known) equals the local total in whole units, else ``mismatch``.
+        """
+
+        local_units: int
+        stripe_total: int
+        invoice_id: str | None
+        invoice_quantity: int | None
+        verdict: str
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.verdict = self.verdict
+
     def __init__(
         self,
         tenant_id: UUID,
@@ -99,6 +157,11 @@ class UsagePeriod(Aggregate):
         self.last_at: datetime | None = None
         self.watermark: datetime | None = None
         self.late_events = 0
+        self.corrections = 0
+        self.invoice_id: str | None = None
+        self.finalizes_at: datetime | None = None
+        self.closed = False
+        self.verdict: str | None = None
 
     @classmethod
     def open(
@@ -155,6 +218,53 @@ class UsagePeriod(Aggregate):
             meta=meta,
             reason=reason,
         )
+
+    def apply_correction(
+        self,
+        adjustment_id: UUID,
+        quantity: Decimal,
+        events: int,
+        reason: str,
+        source_period: str | None,
+    ) -> None:
+        assert not self.closed, "corrections go to an open period"
+        self.trigger_event(
+            self.CorrectionApplied,
+            adjustment_id=adjustment_id,
+            quantity=quantity,
+            events=events,
+            reason=reason,
+            source_period=source_period,
+        )
+
+    def schedule_closing(self, invoice_id: str, finalizes_at: datetime) -> bool:
+        """Note when the invoice finalises; False when it is already known (or closed)."""
+        if self.closed or (self.invoice_id == invoice_id and self.finalizes_at == finalizes_at):
+            return False
+        self.trigger_event(self.ClosingScheduled, invoice_id=invoice_id, finalizes_at=finalizes_at)
+        return True
+
+    def close(self, reason: str) -> bool:
+        if self.closed:
+            return False
+        self.trigger_event(self.PeriodClosed, reason=reason)
+        return True
+
+    def record_parity(
+        self, stripe_total: int, invoice_quantity: int | None, local_units: int
+    ) -> str:
+        assert self.closed, "parity is recorded for a closed period"
+        matches = stripe_total == local_units and invoice_quantity in (None, local_units)
+        verdict = "parity" if matches else "mismatch"
+        self.trigger_event(
+            self.ParityRecorded,
+            local_units=local_units,
+            stripe_total=stripe_total,
+            invoice_id=self.invoice_id,
+            invoice_quantity=invoice_quantity,
+            verdict=verdict,
+        )
+        return verdict
 
     def count_usage(self, quantity: Decimal, occurred_at: datetime) -> None:
         self.event_count += 1

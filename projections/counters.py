@@ -33,9 +33,12 @@ class Tally:
     watermark: datetime | None = None
     late_events: int = 0
     last_position: int = 0
+    version: int = 0  # the period's version after the last event folded in
 
-    def add(self, quantity: Decimal, occurred_at: datetime, position: int) -> None:
-        self.merge(Tally(1, quantity, quantity, quantity, occurred_at, occurred_at, 0, position))
+    def add(self, quantity: Decimal, occurred_at: datetime, position: int, version: int) -> None:
+        self.merge(
+            Tally(1, quantity, quantity, quantity, occurred_at, occurred_at, 0, position, version)
+        )
 
     def merge(self, later: Tally) -> None:
         """Fold in a tally of events that come after this one's in the log."""
@@ -52,6 +55,7 @@ class Tally:
             self.watermark = later.watermark
         self.late_events += later.late_events
         self.last_position = max(self.last_position, later.last_position)
+        self.version = max(self.version, later.version)
 
     def value(self, aggregation: Aggregation) -> Decimal:
         return aggregate_value(
@@ -80,14 +84,23 @@ class Bucket:
 
 
 TALLY_COLUMNS = (
-    "event_count, total, maximum, last_value, last_at, watermark, late_events, last_position"
+    "event_count, total, maximum, last_value, last_at, watermark, late_events, last_position,"
+    " version"
 )
 
 
 class CountersProjection(Projection):
     name = "counters"
     tables = ("sm_counters", "sm_counter_hours")
-    handles = (UsagePeriod.UsageRecorded, UsagePeriod.LateUsageRecorded)
+    handles = (
+        UsagePeriod.UsageRecorded,
+        UsagePeriod.LateUsageRecorded,
+        UsagePeriod.CorrectionApplied,
+        # No usage, but they move the period's version, which pushes compare with.
+        UsagePeriod.ClosingScheduled,
+        UsagePeriod.PeriodClosed,
+        UsagePeriod.ParityRecorded,
+    )
 
     def __init__(self, store: ViewStore, directory: UsagePeriodDirectory) -> None:
         super().__init__(store)
@@ -98,6 +111,7 @@ class CountersProjection(Projection):
             " event_count {bigint} NOT NULL, total {decimal} NOT NULL, maximum {decimal},"
             " last_value {decimal}, last_at {timestamp}, watermark {timestamp},"
             " late_events {bigint} NOT NULL, last_position {bigint} NOT NULL,"
+            " version {bigint} NOT NULL,"
         )
         return [
             "CREATE TABLE IF NOT EXISTS sm_counters ("
@@ -116,14 +130,28 @@ class CountersProjection(Projection):
         hours: dict[tuple[UUID, datetime], Tally] = {}
         for position, event in events:
             period_tally = periods.setdefault(event.originator_id, Tally())
-            if isinstance(event, UsagePeriod.LateUsageRecorded):
-                period_tally.merge(Tally(late_events=1, last_position=position))
+            version = event.originator_version
+            if isinstance(event, UsagePeriod.UsageRecorded):
+                period_tally.add(event.quantity, event.occurred_at, position, version)
+                moment = event.occurred_at
+                change = Tally()
+                change.add(event.quantity, event.occurred_at, position, version)
+            elif isinstance(event, UsagePeriod.CorrectionApplied):
+                # Counted when it was applied: its hour is the one it landed in.
+                change = Tally(
+                    event_count=event.events,
+                    total=event.quantity,
+                    last_position=position,
+                    version=version,
+                )
+                period_tally.merge(change)
+                moment = event.timestamp
+            else:
+                late = int(isinstance(event, UsagePeriod.LateUsageRecorded))
+                period_tally.merge(Tally(late_events=late, last_position=position, version=version))
                 continue
-            period_tally.add(event.quantity, event.occurred_at, position)
-            hour = event.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-            hours.setdefault((event.originator_id, hour), Tally()).add(
-                event.quantity, event.occurred_at, position
-            )
+            hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+            hours.setdefault((event.originator_id, hour), Tally()).merge(change)
         now = datetime.now(UTC)
         for aggregate_id, tally in periods.items():
             info = self.directory.lookup(tx, aggregate_id)
@@ -136,14 +164,15 @@ class CountersProjection(Projection):
             merged = self._decode(rows[0]) if rows else Tally()
             merged.merge(tally)
             tx.execute(
-                f"INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
-                f" {TALLY_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
+                f" {TALLY_COLUMNS}, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (tenant_id, customer_ref, metric, period) DO UPDATE SET"
                 " event_count = excluded.event_count, total = excluded.total,"
                 " maximum = excluded.maximum, last_value = excluded.last_value,"
                 " last_at = excluded.last_at, watermark = excluded.watermark,"
                 " late_events = excluded.late_events, last_position = excluded.last_position,"
-                " updated_at = excluded.updated_at",
+                " version = excluded.version, updated_at = excluded.updated_at",
                 (*key, info.aggregation.value, *self._encode(merged), self.store.encode_time(now)),
             )
         for (aggregate_id, hour), tally in hours.items():
@@ -163,12 +192,13 @@ class CountersProjection(Projection):
             merged.merge(tally)
             tx.execute(
                 f"INSERT INTO sm_counter_hours (tenant_id, customer_ref, metric, hour,"
-                f" {TALLY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f" {TALLY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (tenant_id, customer_ref, metric, hour) DO UPDATE SET"
                 " event_count = excluded.event_count, total = excluded.total,"
                 " maximum = excluded.maximum, last_value = excluded.last_value,"
                 " last_at = excluded.last_at, watermark = excluded.watermark,"
-                " late_events = excluded.late_events, last_position = excluded.last_position",
+                " late_events = excluded.late_events, last_position = excluded.last_position,"
+                " version = excluded.version",
                 (*key, *self._encode(merged)),
             )
 
@@ -183,6 +213,7 @@ class CountersProjection(Projection):
             s.encode_time(tally.watermark),
             tally.late_events,
             tally.last_position,
+            tally.version,
         )
 
     def _decode(self, row: Sequence[Any]) -> Tally:
@@ -197,6 +228,7 @@ class CountersProjection(Projection):
             watermark=s.decode_time(row[5]),
             late_events=int(row[6]),
             last_position=int(row[7]),
+            version=int(row[8]),
         )
 
     # -- queries ----------------------------------------------------------

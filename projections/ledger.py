@@ -56,6 +56,7 @@ class Candidate:
     pending: bool
     blocked_at_version: int
     covered_version: int
+    external_total: int = 0
 
     def needs_push(self) -> bool:
         """True when Stripe is (or may be) behind this counter in whole units."""
@@ -65,7 +66,7 @@ class Candidate:
             return False  # refused for good, and nothing new since
         units = whole_units(self.value)
         if PUSH_MODE[Aggregation(self.aggregation)] is PushMode.DELTA:
-            return units != self.confirmed_total
+            return units != self.confirmed_total + self.external_total
         return units != (self.confirmed_value if self.confirmed_value is not None else 0)
 
 
@@ -97,6 +98,19 @@ class LedgerRow:
     pending_number: int | None
     blocked_reason: str | None
     blocked_at_version: int
+    external_total: int
+
+
+@dataclass(frozen=True)
+class RepairRow:
+    """A drift an operator accepted on the ledger before a repair push."""
+
+    target: str
+    recorded_at: datetime
+    stripe_total: int
+    expected_total: int
+    actor: str
+    reason: str
 
 
 PUSH_COLUMNS = (
@@ -105,18 +119,19 @@ PUSH_COLUMNS = (
 )
 LEDGER_COLUMNS = (
     "ledger_id, usage_period_id, target, confirmed_total, confirmed_value, covered_version,"
-    " pending_number, blocked_reason, blocked_at_version"
+    " pending_number, blocked_reason, blocked_at_version, external_total"
 )
 
 
 class LedgerProjection(Projection):
     name = "ledger"
-    tables = ("sm_ledgers", "sm_pushes")
+    tables = ("sm_ledgers", "sm_pushes", "sm_ledger_repairs")
     handles = (
         StripeLedger.Opened,
         StripeLedger.PushIntended,
         StripeLedger.PushConfirmed,
         StripeLedger.PushAbandoned,
+        StripeLedger.DriftRecorded,
     )
 
     def schema(self) -> list[str]:
@@ -125,7 +140,7 @@ class LedgerProjection(Projection):
             " ledger_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, usage_period_id TEXT NOT NULL,"
             " target TEXT NOT NULL, confirmed_total {bigint} NOT NULL, confirmed_value {bigint},"
             " covered_version {bigint} NOT NULL, pending_number {bigint}, blocked_reason TEXT,"
-            " blocked_at_version {bigint} NOT NULL)",
+            " blocked_at_version {bigint} NOT NULL, external_total {bigint} NOT NULL)",
             "CREATE INDEX IF NOT EXISTS sm_ledgers_period ON sm_ledgers (usage_period_id)",
             "CREATE TABLE IF NOT EXISTS sm_pushes ("
             " ledger_id TEXT NOT NULL, number {bigint} NOT NULL, usage_period_id TEXT NOT NULL,"
@@ -135,6 +150,13 @@ class LedgerProjection(Projection):
             " intended_at {timestamp} NOT NULL, settled_at {timestamp},"
             " PRIMARY KEY (ledger_id, number))",
             "CREATE INDEX IF NOT EXISTS sm_pushes_period ON sm_pushes (usage_period_id, number)",
+            "CREATE TABLE IF NOT EXISTS sm_ledger_repairs ("
+            " ledger_id TEXT NOT NULL, version {bigint} NOT NULL, usage_period_id TEXT NOT NULL,"
+            " target TEXT NOT NULL, recorded_at {timestamp} NOT NULL,"
+            " stripe_total {bigint} NOT NULL, expected_total {bigint} NOT NULL, mode TEXT NOT NULL,"
+            " actor TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (ledger_id, version))",
+            "CREATE INDEX IF NOT EXISTS sm_ledger_repairs_period"
+            " ON sm_ledger_repairs (usage_period_id)",
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
@@ -143,13 +165,15 @@ class LedgerProjection(Projection):
             if isinstance(event, StripeLedger.Opened):
                 tx.execute(
                     f"INSERT INTO sm_ledgers (tenant_id, {LEDGER_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, 0, NULL, 0, NULL, NULL, 0)",
+                    " VALUES (?, ?, ?, ?, 0, NULL, 0, NULL, NULL, 0, 0)",
                     (str(event.tenant_id), ledger, str(event.usage_period_id), event.target),
                 )
             elif isinstance(event, StripeLedger.PushIntended):
                 self._intended(tx, ledger, event)
             elif isinstance(event, StripeLedger.PushConfirmed):
                 self._confirmed(tx, ledger, event)
+            elif isinstance(event, StripeLedger.DriftRecorded):
+                self._drift(tx, ledger, event)
             else:
                 self._abandoned(tx, ledger, event)
 
@@ -196,6 +220,36 @@ class LedgerProjection(Projection):
             (value if mode == "delta" else 0, value, covers_to, ledger),
         )
 
+    def _drift(self, tx: Tx, ledger: str, event: Any) -> None:
+        period, target = tx.execute(
+            "SELECT usage_period_id, target FROM sm_ledgers WHERE ledger_id = ?", (ledger,)
+        )[0]
+        if event.mode == "delta":
+            tx.execute(
+                "UPDATE sm_ledgers SET external_total = external_total + ? WHERE ledger_id = ?",
+                (event.stripe_total - event.expected_total, ledger),
+            )
+        else:
+            tx.execute(
+                "UPDATE sm_ledgers SET confirmed_value = ? WHERE ledger_id = ?",
+                (event.stripe_total, ledger),
+            )
+        tx.execute(
+            "INSERT INTO sm_ledger_repairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ledger,
+                event.originator_version,
+                period,
+                target,
+                self.store.encode_time(event.timestamp),
+                event.stripe_total,
+                event.expected_total,
+                event.mode,
+                event.actor,
+                event.reason,
+            ),
+        )
+
     def _abandoned(self, tx: Tx, ledger: str, event: Any) -> None:
         (covers_to,) = tx.execute(
             "SELECT covers_to FROM sm_pushes WHERE ledger_id = ? AND number = ?",
@@ -224,9 +278,9 @@ class LedgerProjection(Projection):
         with s.transaction() as tx:
             rows = tx.execute(
                 "SELECT p.aggregate_id, p.tenant_id, p.customer_ref, p.metric, c.aggregation,"
-                " c.total, c.event_count, c.maximum, c.last_value, c.late_events,"
+                " c.total, c.event_count, c.maximum, c.last_value, c.version,"
                 " l.confirmed_total, l.confirmed_value, l.pending_number, l.blocked_at_version,"
-                " l.covered_version"
+                " l.covered_version, l.external_total"
                 " FROM sm_usage_periods p"
                 " JOIN sm_counters c ON c.tenant_id = p.tenant_id AND c.customer_ref ="
                 " p.customer_ref AND c.metric = p.metric AND c.period = p.period"
@@ -244,12 +298,13 @@ class LedgerProjection(Projection):
                     metric=r[3],
                     aggregation=r[4],
                     value=_value(r[4], s.decode_decimal(r[5]), int(r[6]), s, r[7], r[8]),
-                    version=1 + int(r[6]) + int(r[9]),
+                    version=int(r[9]),
                     confirmed_total=int(r[10] or 0),
                     confirmed_value=None if r[11] is None else int(r[11]),
                     pending=r[12] is not None,
                     blocked_at_version=int(r[13] or 0),
                     covered_version=int(r[14] or 0),
+                    external_total=int(r[15] or 0),
                 )
             )
         return result
@@ -286,7 +341,16 @@ class LedgerProjection(Projection):
             rows = tx.execute(sql + " ORDER BY ledger_id", params)
         return [
             LedgerRow(
-                UUID(r[0]), UUID(r[1]), r[2], int(r[3]), r[4], int(r[5]), r[6], r[7], int(r[8])
+                UUID(r[0]),
+                UUID(r[1]),
+                r[2],
+                int(r[3]),
+                r[4],
+                int(r[5]),
+                r[6],
+                r[7],
+                int(r[8]),
+                int(r[9]),
             )
             for r in rows
         ]
@@ -299,6 +363,20 @@ class LedgerProjection(Projection):
                 (str(usage_period_id),),
             )
         return [self._push(r) for r in rows]
+
+    def repairs(self, usage_period_id: UUID) -> list[RepairRow]:
+        with self.store.transaction() as tx:
+            rows = tx.execute(
+                "SELECT target, recorded_at, stripe_total, expected_total, actor, reason"
+                " FROM sm_ledger_repairs WHERE usage_period_id = ? ORDER BY target, version",
+                (str(usage_period_id),),
+            )
+        result = []
+        for r in rows:
+            recorded_at = self.store.decode_time(r[1])
+            assert recorded_at is not None
+            result.append(RepairRow(r[0], recorded_at, int(r[2]), int(r[3]), r[4], r[5]))
+        return result
 
     def _push(self, r: Sequence[Any]) -> PushRow:
         s = self.store

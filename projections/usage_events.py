@@ -27,8 +27,9 @@ class UsageEventRow:
     recorded_at: datetime
     idempotency_key: str
     meta: dict[str, Any]
-    status: str  # "counted" or "late" (recorded after the lateness window, not counted)
+    status: str  # "counted", "late" (its period closed: not counted there) or "correction"
     version: int  # the event's version in its usage period
+    note: str | None = None  # why a late event was not counted, or why a correction was made
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,18 @@ COLUMNS = (
     ("idempotency_key", "text"),
     ("meta", "text"),
     ("status", "text"),
+    ("note", "text"),
 )
 
 
 class UsageEventsProjection(Projection):
     name = "usage_events"
     tables = ("sm_usage_events",)
-    handles = (UsagePeriod.UsageRecorded, UsagePeriod.LateUsageRecorded)
+    handles = (
+        UsagePeriod.UsageRecorded,
+        UsagePeriod.LateUsageRecorded,
+        UsagePeriod.CorrectionApplied,
+    )
 
     def __init__(self, store: ViewStore, directory: UsagePeriodDirectory) -> None:
         super().__init__(store)
@@ -72,7 +78,7 @@ class UsageEventsProjection(Projection):
             " version {bigint} NOT NULL, customer_ref TEXT NOT NULL, metric TEXT NOT NULL,"
             " period TEXT NOT NULL, quantity {decimal} NOT NULL, occurred_at {timestamp} NOT NULL,"
             " recorded_at {timestamp} NOT NULL, idempotency_key TEXT NOT NULL, meta TEXT NOT NULL,"
-            " status TEXT NOT NULL)",
+            " status TEXT NOT NULL, note TEXT)",
             "CREATE INDEX IF NOT EXISTS sm_usage_events_tenant"
             " ON sm_usage_events (tenant_id, position)",
             "CREATE INDEX IF NOT EXISTS sm_usage_events_aggregate"
@@ -84,7 +90,17 @@ class UsageEventsProjection(Projection):
         rows = []
         for position, event in events:
             info = self.directory.lookup(tx, event.originator_id)
-            status = "late" if isinstance(event, UsagePeriod.LateUsageRecorded) else "counted"
+            if isinstance(event, UsagePeriod.CorrectionApplied):
+                status = "correction"
+                key = f"adjustment:{event.adjustment_id}"
+                occurred_at = event.timestamp
+                meta = json.dumps({"sourcePeriod": event.source_period, "events": event.events})
+            else:
+                late = isinstance(event, UsagePeriod.LateUsageRecorded)
+                status = "late" if late else "counted"
+                key = event.idempotency_key
+                occurred_at = event.occurred_at
+                meta = event.meta
             rows.append(
                 (
                     position,
@@ -95,11 +111,12 @@ class UsageEventsProjection(Projection):
                     info.metric,
                     info.period,
                     s.encode_decimal(event.quantity),
-                    s.encode_time(event.occurred_at),
+                    s.encode_time(occurred_at),
                     s.encode_time(event.timestamp),
-                    event.idempotency_key,
-                    event.meta,
+                    key,
+                    meta,
                     status,
+                    getattr(event, "reason", None),
                 )
             )
         tx.insert_many("sm_usage_events", COLUMNS, rows)
@@ -145,7 +162,8 @@ class UsageEventsProjection(Projection):
         with s.transaction() as tx:
             rows = tx.execute(
                 "SELECT position, customer_ref, metric, period, quantity, occurred_at,"
-                " recorded_at, idempotency_key, meta, status, version FROM sm_usage_events" + where,
+                " recorded_at, idempotency_key, meta, status, version, note FROM sm_usage_events"
+                + where,
                 params,
             )
         result = []
@@ -167,6 +185,7 @@ class UsageEventsProjection(Projection):
                     json.loads(r[8]),
                     r[9],
                     int(r[10]),
+                    r[11],
                 )
             )
         return result

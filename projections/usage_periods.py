@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from domain.meters import Aggregation
@@ -32,7 +33,12 @@ class PeriodInfo:
 class UsagePeriodDirectory(Projection):
     name = "usage_periods"
     tables = ("sm_usage_periods",)
-    handles = (UsagePeriod.Opened,)
+    handles = (
+        UsagePeriod.Opened,
+        UsagePeriod.ClosingScheduled,
+        UsagePeriod.PeriodClosed,
+        UsagePeriod.ParityRecorded,
+    )
 
     def __init__(self, store: ViewStore) -> None:
         super().__init__(store)
@@ -44,12 +50,18 @@ class UsagePeriodDirectory(Projection):
             " aggregate_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL,"
             " customer_ref TEXT NOT NULL, metric TEXT NOT NULL, period TEXT NOT NULL,"
             " period_start {timestamp} NOT NULL, period_end {timestamp} NOT NULL,"
-            " aggregation TEXT NOT NULL)"
+            " aggregation TEXT NOT NULL, invoice_id TEXT, finalizes_at {timestamp},"
+            " closed_at {timestamp}, verdict TEXT, final_local {bigint}, final_stripe {bigint},"
+            " invoice_quantity {bigint})",
+            "CREATE INDEX IF NOT EXISTS sm_usage_periods_end ON sm_usage_periods (period_end)",
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for _, event in events:
+            if not isinstance(event, UsagePeriod.Opened):
+                self._closing(tx, rows, event)
+                continue
             info = PeriodInfo(
                 aggregate_id=event.originator_id,
                 tenant_id=event.tenant_id,
@@ -73,11 +85,45 @@ class UsagePeriodDirectory(Projection):
                     info.aggregation.value,
                 )
             )
-        tx.executemany(
-            "INSERT INTO sm_usage_periods VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (aggregate_id) DO NOTHING",
-            rows,
-        )
+        self._insert(tx, rows)
+
+    def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            tx.executemany(
+                "INSERT INTO sm_usage_periods (aggregate_id, tenant_id, customer_ref, metric,"
+                " period, period_start, period_end, aggregation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (aggregate_id) DO NOTHING",
+                rows,
+            )
+            rows.clear()
+
+    def _closing(self, tx: Tx, rows: list[tuple[Any, ...]], event: object) -> None:
+        self._insert(tx, rows)  # the period's row must exist before it is updated
+        s = self.store
+        period = str(event.originator_id)  # type: ignore[attr-defined]
+        if isinstance(event, UsagePeriod.ClosingScheduled):
+            tx.execute(
+                "UPDATE sm_usage_periods SET invoice_id = ?, finalizes_at = ?"
+                " WHERE aggregate_id = ?",
+                (event.invoice_id, s.encode_time(event.finalizes_at), period),
+            )
+        elif isinstance(event, UsagePeriod.PeriodClosed):
+            tx.execute(
+                "UPDATE sm_usage_periods SET closed_at = ? WHERE aggregate_id = ?",
+                (s.encode_time(event.timestamp), period),
+            )
+        elif isinstance(event, UsagePeriod.ParityRecorded):
+            tx.execute(
+                "UPDATE sm_usage_periods SET verdict = ?, final_local = ?, final_stripe = ?,"
+                " invoice_quantity = ? WHERE aggregate_id = ?",
+                (
+                    event.verdict,
+                    event.local_units,
+                    event.stripe_total,
+                    event.invoice_quantity,
+                    period,
+                ),
+            )
 
     def lookup(self, tx: Tx, aggregate_id: UUID) -> PeriodInfo:
         info = self._cache.get(aggregate_id)

@@ -106,6 +106,7 @@ def event_out(row: UsageEventRow) -> EventOut:
         idempotency_key=row.idempotency_key,
         meta=row.meta,
         status=row.status,
+        note=row.note,
     )
 
 

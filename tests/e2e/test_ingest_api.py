@@ -149,13 +149,16 @@ def test_late_events_report_their_lateness(api: Api) -> None:
         event(ts="2026-03-31T23:00:00Z", idempotencyKey="in"),
         event(ts="2026-02-20T10:00:00Z", idempotencyKey="past"),
     )
-    assert [r.get("late") for r in response.json()["results"]] == ["in_window", "past_window"]
+    assert [r.get("late") for r in response.json()["results"]] == ["in_window", "carried"]
     api.settle()
     listed = api.call("GET", "/v1/events").json()["data"]
-    assert [(e["idempotencyKey"], e["status"]) for e in listed] == [
-        ("in", "counted"),
-        ("past", "late"),
+    assert [(e["period"], e["status"]) for e in listed] == [
+        ("2026-03", "counted"),
+        ("2026-04", "correction"),
+        ("2026-02", "late"),
     ]
+    assert "carried into period 2026-04" in listed[2]["note"]
     metrics = api.client.get("/metrics").text
     assert 'stripemeter_late_events_total{kind="in_window"} 1.0' in metrics
-    assert 'stripemeter_late_events_total{kind="past_window"} 1.0' in metrics
+    assert 'stripemeter_late_events_total{kind="carried"} 1.0' in metrics
+    assert 'stripemeter_corrections_total{outcome="carried"} 1.0' in metrics

@@ -2,8 +2,8 @@
 
 Random streams mix duplicates (a key sent again with its same content),
 arbitrary order of event times, events for a past period inside and past the
-lateness window, and restarts (new app and runner over the same files,
-part-way through). Runs on SQLite, a fresh folder per example.
+lateness window (carried into the open period), and restarts (new app and
+runner over the same files, part-way through). Runs on SQLite, a fresh folder per example.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def test_counters_equal_the_sum_over_unique_events(
                 period = period_of(occurred_at)
                 if period.end + timedelta(hours=window_hours) > NOW:
                     expected[(customer, period.key)] += quantity
+                else:  # carried into the open period as a correction (default policy)
+                    expected[(customer, period_of(NOW).key)] += quantity
             if len(pending) >= batch:
                 stores.app.record_usage(pending)
                 pending = []

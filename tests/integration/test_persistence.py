@@ -107,8 +107,15 @@ def test_late_events_are_listed_and_counted_apart(stores: Stores, clock: FakeClo
     stores.views.runner.catch_up()
     march = stores.views.counters.counters(tenant, period="2026-03")  # type: ignore[arg-type]
     assert [(c.value, c.tally.late_events) for c in march] == [(Decimal(0), 1)]
+    april = stores.views.counters.counters(tenant, period="2026-04")  # type: ignore[arg-type]
+    assert [c.value for c in april] == [Decimal(11)]  # carried in as a correction
     listed = stores.views.events.page(tenant, _all(), None, 10)  # type: ignore[arg-type]
-    assert [(e.idempotency_key, e.status) for e in listed] == [("old", "late"), ("new", "counted")]
+    assert [(e.period, e.status) for e in listed] == [
+        ("2026-04", "correction"),
+        ("2026-03", "late"),
+        ("2026-04", "counted"),
+    ]
+    assert "carried into period 2026-04" in (listed[1].note or "")
 
 
 def test_racing_writers_on_overlapping_keys_count_each_key_once(

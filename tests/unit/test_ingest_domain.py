@@ -8,8 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from domain.adjusting import AdjustmentService
+from domain.adjustments import AdjustmentStatus, adjustment_id_for
 from domain.application import MeteringApp
-from domain.errors import ConflictError, MetricConflictError, UnauthenticatedError
+from domain.errors import ConflictError, MetricConflictError, NotFoundError, UnauthenticatedError
 from domain.ingest import Lateness, Outcome
 from domain.meters import Aggregation, MetricDefinition
 from domain.tenancy import Scope
@@ -117,21 +119,77 @@ def test_late_event_inside_the_window_lands_in_its_own_period(
     assert march.total == Decimal(3)
 
 
-def test_event_past_the_window_is_recorded_visibly_and_not_counted(
+def test_event_past_the_window_is_carried_into_the_open_period_by_default(
     app: MeteringApp, clock: FakeClock
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
     clock.now = clock.now.replace(month=4, day=5)
     [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
     assert result.outcome is Outcome.ACCEPTED
-    assert result.late is Lateness.PAST_WINDOW
+    assert result.late is Lateness.CARRIED
+    # Kept visibly in March, not counted there: March's invoice is final.
     march = app.usage_period(tenant, "cus_1", "api_calls", "2026-03")
     assert (march.total, march.late_events) == (Decimal(0), 1)
-    events = app.repository.event_store.get(march.id)
-    assert isinstance(list(events)[-1], UsagePeriod.LateUsageRecorded)
-    # Its key is still claimed: sending it again is a duplicate, not a second late event.
+    late = list(app.repository.event_store.get(march.id))[-1]
+    assert isinstance(late, UsagePeriod.LateUsageRecorded)
+    assert "carried into period 2026-04" in late.reason
+    # Counted once, as a correction, in April (the open period).
+    april = app.usage_period(tenant, "cus_1", "api_calls", "2026-04")
+    assert (april.total, april.event_count, april.corrections) == (Decimal(3), 1, 1)
+    adjustment = app.repository.get(adjustment_id_for(tenant, "late:" + result.idempotency_key))
+    assert (adjustment.status, adjustment.applied_to) == (AdjustmentStatus.APPLIED, "2026-04")
+    # Its key is still claimed: sending it again is a duplicate, not a second correction.
     [again] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
     assert again.outcome is Outcome.DUPLICATE
+    assert app.usage_period(tenant, "cus_1", "api_calls", "2026-04").total == Decimal(3)
+
+
+def test_with_the_hold_policy_a_late_event_waits_for_approval(
+    app: MeteringApp, clock: FakeClock
+) -> None:
+    tenant = app.tenant_by_slug("acme").id
+    app.set_late_policy(tenant, "hold")
+    clock.now = clock.now.replace(month=4, day=5)
+    [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
+    assert result.late is Lateness.HELD
+    adjustment_id = adjustment_id_for(tenant, "late:" + result.idempotency_key)
+    assert app.repository.get(adjustment_id).status is AdjustmentStatus.PENDING
+    with pytest.raises(NotFoundError):
+        app.usage_period(tenant, "cus_1", "api_calls", "2026-04")  # nothing counted yet
+
+    AdjustmentService(app).approve(tenant, adjustment_id, "ops@acme", "customer confirmed")
+    april = app.usage_period(tenant, "cus_1", "api_calls", "2026-04")
+    assert (april.total, april.event_count) == (Decimal(3), 1)
+    with pytest.raises(ConflictError):
+        AdjustmentService(app).approve(tenant, adjustment_id, "ops@acme", "twice")
+
+
+def test_a_late_event_of_a_max_metric_is_kept_but_not_carried(
+    app: MeteringApp, clock: FakeClock
+) -> None:
+    tenant = app.tenant_by_slug("acme").id
+    app.declare_metric(tenant, MetricDefinition("seats", Aggregation.MAX))
+    clock.now = clock.now.replace(month=4, day=5)
+    late = submission(tenant, 9, clock.now.replace(month=3, day=31), metric="seats")
+    [result] = app.record_usage([late])
+    assert result.late is Lateness.PAST_WINDOW
+    march = app.usage_period(tenant, "cus_1", "seats", "2026-03")
+    assert (march.value, march.late_events) == (Decimal(0), 1)
+
+
+def test_a_closed_period_counts_nothing_more_even_inside_the_lateness_window(
+    app: MeteringApp, clock: FakeClock
+) -> None:
+    tenant = app.tenant_by_slug("acme").id
+    clock.now = clock.now.replace(month=4, day=1, hour=1)  # inside the 48 h window
+    [counted] = app.record_usage([submission(tenant, 5, clock.now.replace(month=3, day=31))])
+    assert counted.late is Lateness.IN_WINDOW
+    period_id = app.usage_period(tenant, "cus_1", "api_calls", "2026-03").id
+    app.change_periods(lambda load: [p] if (p := load.get(period_id)).close("test") else [])
+    [result] = app.record_usage([submission(tenant, 2, clock.now.replace(month=3, day=30))])
+    assert result.late is Lateness.CARRIED
+    assert app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == Decimal(5)
+    assert app.usage_period(tenant, "cus_1", "api_calls", "2026-04").total == Decimal(2)
 
 
 @pytest.mark.parametrize(

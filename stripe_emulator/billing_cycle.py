@@ -98,6 +98,7 @@ def _open_invoice(
     )  # fmt: skip
     period = usage_period or (draft_at, draft_at)
     invoice = invoice_object(state, sub, invoice_id, lines, period=period, reason=reason)
+    invoice["automatically_finalizes_at"] = plan["finalizes_at"]
     state.invoices[invoice_id] = invoice
     state.invoice_plans[invoice_id] = plan
     sub["latest_invoice"] = invoice_id
@@ -132,6 +133,7 @@ def finalize(state: State, invoice: Obj) -> None:
     invoice["number"] = f"{customer.get('invoice_prefix', 'EMU')}-{sequence:04d}"
     invoice["effective_at"] = now
     invoice["status_transitions"]["finalized_at"] = now
+    invoice["automatically_finalizes_at"] = None
     # Nothing to collect: Stripe marks a zero-total invoice paid on finalisation.
     invoice["status"] = "paid" if invoice["total"] == 0 else "open"
     if invoice["status"] == "paid":

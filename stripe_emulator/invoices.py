@@ -93,6 +93,7 @@ def invoice_object(
         "attempt_count": 0,
         "attempted": False,
         "auto_advance": True,
+        "automatically_finalizes_at": None,
         "billing_reason": reason,
         "collection_method": sub["collection_method"],
         "created": created,

@@ -7,6 +7,8 @@ in the embedded default, and ``stripemeter worker`` in production.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime
@@ -14,6 +16,7 @@ from datetime import datetime
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
+from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
 from domain.pushing import Target
 from domain.stripe_port import StripeGateway
@@ -52,16 +55,73 @@ class Background:
             )
         if run_pushes and Target.SHADOW not in self.gateways:
             log.info("STRIPE_TEST_SECRET_KEY is not set: shadow pushes are skipped")
+        self.reconciliation: Reconciliation | None = None
+        self._schedule: ReconcileSchedule | None = None
+        if self.push_worker is not None:
+            self.reconciliation = Reconciliation.build(
+                stores,
+                settings.reconcile,
+                self.gateways[Target.LIVE],
+                self.push_worker.pusher,
+                metrics,
+                clock,
+            )
+            self._schedule = ReconcileSchedule(
+                self.reconciliation,
+                close_every=settings.push_interval_seconds,
+                reconcile_every=settings.reconcile.interval_seconds,
+            )
 
     def start(self) -> None:
         if self.run_projections:
             self.stores.views.runner.start()
         if self.push_worker is not None:
             self.push_worker.start()
+        if self._schedule is not None:
+            self._schedule.start()
 
     def stop(self) -> None:
+        if self._schedule is not None:
+            self._schedule.stop()
         if self.push_worker is not None:
             self.push_worker.stop()
         if self.run_projections:
             self.stores.views.runner.stop()
         self._stack.close()
+
+
+class ReconcileSchedule:
+    """Closes due periods every few seconds and reconciles every ``reconcile_every`` seconds."""
+
+    def __init__(
+        self, reconciliation: Reconciliation, close_every: float, reconcile_every: int
+    ) -> None:
+        self.reconciliation = reconciliation
+        self.close_every = close_every
+        self.reconcile_every = reconcile_every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        next_run = time.monotonic() + min(self.reconcile_every, 60)
+        while not self._stop.wait(self.close_every):
+            try:
+                self.reconciliation.closer.close_due()
+                if self.reconcile_every and time.monotonic() >= next_run:
+                    next_run = time.monotonic() + self.reconcile_every
+                    self.reconciliation.reconciler.run(
+                        Scope(), actor="system:schedule", trigger="schedule"
+                    )
+            except Exception:
+                log.exception("reconciliation failed; trying again in %.0f s", self.close_every)

@@ -114,7 +114,9 @@ class Metrics:
             "Event-log entries not yet applied to a projection.",
             ["projection"],
             registry=self.registry,
-            multiprocess_mode="livemax",
+            # The value of whichever live process measured last: an idle process's old
+            # value must not hold the alert up.
+            multiprocess_mode="livemostrecent",
         )
 
         self.reconciliation_lines = Gauge(
@@ -167,6 +169,15 @@ class Metrics:
             ["verdict"],
             registry=self.registry,
         )
+
+        # Known label values exist from the start, so that rate() and increase() see the
+        # first event instead of a series appearing at 1.
+        for outcome in ("carried", "held", "kept", "approved", "reverted", "rejected"):
+            self.corrections.labels(outcome)
+        for verdict in ("parity", "mismatch"):
+            self.periods_closed.labels(verdict)
+        for status in ("ok", "pending", "drift", "repaired"):
+            self.reconciliation_lines.labels(status)
 
     def observe_ingest(self, results: Sequence[IngestResult]) -> None:
         """Count written events by outcome, and the accepted late ones by kind."""

@@ -12,9 +12,11 @@ import psycopg
 
 from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
+from projections.adjustments import AdjustmentsProjection
 from projections.counters import CountersProjection
 from projections.customers import CustomersProjection
 from projections.ledger import LedgerProjection
+from projections.reconciliation import ReconciliationReports
 from projections.runner import ProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
 from projections.usage_events import UsageEventsProjection
@@ -64,6 +66,8 @@ class Views:
     events: UsageEventsProjection
     ledger: LedgerProjection
     customers: CustomersProjection
+    adjustments: AdjustmentsProjection
+    reports: ReconciliationReports
     runner: ProjectionRunner
 
     def close(self) -> None:
@@ -112,12 +116,20 @@ def build_views(app: MeteringApp, store: ViewStore) -> Views:
     events = UsageEventsProjection(store, directory)
     ledger = LedgerProjection(store)
     customers = CustomersProjection(store)
+    adjustments = AdjustmentsProjection(store)
     runner = ProjectionRunner(
-        app.recorder, app.mapper, store, [directory, counters, events, ledger, customers]
+        app.recorder,
+        app.mapper,
+        store,
+        [directory, counters, events, ledger, customers, adjustments],
     )
     _replace_outdated_views(store, runner)
     runner.create_tables()
-    return Views(store, directory, counters, events, ledger, customers, runner)
+    reports = ReconciliationReports(store)
+    reports.create_tables()
+    return Views(
+        store, directory, counters, events, ledger, customers, adjustments, reports, runner
+    )
 
 
 @dataclass

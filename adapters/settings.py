@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from psycopg.conninfo import make_conninfo
+
+from domain.reconciliation import Tolerance
 
 
 class SettingsError(ValueError):
@@ -67,12 +71,32 @@ class StripeSettings:
     test_api_base: str | None = None
     max_network_retries: int = 2
     timeout_seconds: float = 20.0
+    webhook_secret: str | None = None  # verifies Stripe-Signature on /v1/stripe/webhooks
 
     def __repr__(self) -> str:  # secrets never reach a log line through a repr
         return (
             f"StripeSettings(secret_key={'set' if self.secret_key else 'unset'},"
             f" api_base={self.api_base!r}, test_secret_key="
-            f"{'set' if self.test_secret_key else 'unset'}, test_api_base={self.test_api_base!r})"
+            f"{'set' if self.test_secret_key else 'unset'}, test_api_base={self.test_api_base!r},"
+            f" webhook_secret={'set' if self.webhook_secret else 'unset'})"
+        )
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """Reconciliation and period closing (see docs/RECONCILIATION.md)."""
+
+    interval_seconds: int = 300  # 0: no scheduled runs (API and CLI runs still work)
+    drift_absolute: int = 0
+    drift_relative: Decimal = Decimal(0)
+    summary_lag_seconds: int = 600
+    invoice_grace_seconds: int = 3600
+    close_margin_seconds: int = 600
+    threads: int = 4
+
+    def tolerance(self) -> Tolerance:
+        return Tolerance(
+            self.drift_absolute, self.drift_relative, timedelta(seconds=self.summary_lag_seconds)
         )
 
 
@@ -98,6 +122,7 @@ class Settings:
     worker_metrics_port: int = 9464
     # Set by `serve` for several API processes: prometheus_client's shared-files mode.
     metrics_multiprocess_dir: Path | None = None
+    reconcile: ReconcileSettings = ReconcileSettings()
 
     @property
     def backend(self) -> str:
@@ -126,6 +151,7 @@ class Settings:
                 test_api_base=_optional(env, "STRIPE_TEST_API_BASE"),
                 max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, 0, 10),
                 timeout_seconds=float(_int(env, "STRIPE_TIMEOUT_SECONDS", 20, 1, 300)),
+                webhook_secret=_optional(env, "STRIPE_WEBHOOK_SECRET"),
             ),
             broker_url=_broker_url(env),
             push_interval_seconds=float(
@@ -142,7 +168,33 @@ class Settings:
             metrics_multiprocess_dir=(
                 Path(d) if (d := _optional(env, "PROMETHEUS_MULTIPROC_DIR")) else None
             ),
+            reconcile=ReconcileSettings(
+                interval_seconds=_int(
+                    env, "STRIPEMETER_RECONCILE_INTERVAL_SECONDS", 300, 0, 86_400
+                ),
+                drift_absolute=_int(env, "STRIPEMETER_DRIFT_ABSOLUTE", 0, 0, 10**12),
+                drift_relative=_ratio(env, "STRIPEMETER_DRIFT_RELATIVE"),
+                summary_lag_seconds=_int(env, "STRIPEMETER_SUMMARY_LAG_SECONDS", 600, 0, 86_400),
+                invoice_grace_seconds=_int(
+                    env, "STRIPEMETER_INVOICE_GRACE_SECONDS", 3600, 0, 72 * 3600
+                ),
+                close_margin_seconds=_int(env, "STRIPEMETER_CLOSE_MARGIN_SECONDS", 600, 0, 86_400),
+                threads=_int(env, "STRIPEMETER_RECONCILE_THREADS", 4, 1, 32),
+            ),
         )
+
+
+def _ratio(env: Mapping[str, str], name: str) -> Decimal:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return Decimal(0)
+    try:
+        value = Decimal(raw)
+    except ArithmeticError:
+        raise SettingsError(f"{name} must be a number such as 0.001, got {raw!r}") from None
+    if not value.is_finite() or not 0 <= value <= 1:
+        raise SettingsError(f"{name} must be between 0 and 1, got {raw!r}")
+    return value
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

@@ -43,6 +43,7 @@ class SdkStripeGateway:
             base = api_base.rstrip("/")
             options["base_addresses"] = {"api": base, "meter_events": base}
         self.client = stripe.StripeClient(api_key, **options)
+        self._price_meters: dict[str, str | None] = {}
 
     def send_meter_event(self, request: MeterEventRequest) -> None:
         params = {
@@ -72,6 +73,27 @@ class SdkStripeGateway:
             for summary in page.auto_paging_iter():
                 total += round(float(summary.aggregated_value))
         return total
+
+    def invoice_quantity(self, invoice_id: str, meter_id: str) -> int | None:
+        with _translated():
+            lines = self.client.v1.invoices.line_items.list(invoice_id, {"limit": 100})
+            quantity: int | None = None
+            for line in lines.auto_paging_iter():
+                pricing = getattr(line, "pricing", None)
+                details = getattr(pricing, "price_details", None)
+                price = getattr(details, "price", None)
+                price_id = price if isinstance(price, str) else getattr(price, "id", None)
+                if price_id is not None and self._meter_of(price_id) == meter_id:
+                    quantity = (quantity or 0) + int(line.quantity or 0)
+        return quantity
+
+    def _meter_of(self, price_id: str) -> str | None:
+        """The meter a price bills (prices never change their meter, so it is cached)."""
+        if price_id not in self._price_meters:
+            price = self.client.v1.prices.retrieve(price_id)
+            recurring = getattr(price, "recurring", None)
+            self._price_meters[price_id] = getattr(recurring, "meter", None)
+        return self._price_meters[price_id]
 
     def find_meter(self, event_name: str) -> StripeMeter | None:
         with _translated():

@@ -20,7 +20,7 @@ from adapters.persistence import open_stores
 from adapters.settings import Settings
 from adapters.writer_client import ProcessWriterClient
 from api import problems
-from api.routes import health, ingest, meters, usage
+from api.routes import health, ingest, meters, reconciliation, usage
 from api.routes import stripe as stripe_routes
 from api.services import Services
 from domain.application import utc_now
@@ -99,6 +99,8 @@ def create_app(
             background.gateways,
             background.push_worker,
             background.emulator_url,
+            background.reconciliation,
+            clock,
         )
         writer.start()
         background.start()
@@ -131,6 +133,14 @@ def create_app(
             stripe_routes.list_customers,
             stripe_routes.get_customer,
             stripe_routes.invoice_audit,
+            reconciliation.run_reconciliation,
+            reconciliation.get_reconciliation,
+            reconciliation.propose_adjustment,
+            reconciliation.list_adjustments,
+            reconciliation.approve_adjustment,
+            reconciliation.reject_adjustment,
+            reconciliation.revert_adjustment,
+            reconciliation.stripe_webhook,
             health.live,
             health.ready,
             health.health,

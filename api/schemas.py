@@ -246,3 +246,75 @@ class InvoiceAudit(msgspec.Struct, rename="camel"):
     pushes: list[PushOut]
     unpushed_events: list[EventOut]
     unpushed_next_cursor: str | None
+
+
+# -- reconciliation and adjustments -------------------------------------------------
+
+
+class ReconcileIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    period: str | None = None  # YYYY-MM (periods starting that month); none: every recent one
+    repair: bool = False
+    actor: str | None = None  # who asks, for the audit trail (the API key is recorded too)
+
+
+class ReconciliationLineOut(msgspec.Struct, rename="camel"):
+    customer_ref: str
+    metric: str
+    period: str
+    period_start: str
+    period_end: str
+    stripe_customer_id: str
+    meter_id: str
+    local: int
+    stripe: int | None
+    expected: int
+    difference: int | None
+    status: str
+    cause: str
+    closed: bool
+    verdict: str | None
+
+
+class ReconciliationOut(msgspec.Struct, rename="camel"):
+    run_id: str
+    month: str
+    started_at: str
+    finished_at: str
+    trigger: str
+    actor: str
+    repair: bool
+    stripe_calls: int
+    counts: dict[str, int]
+    lines: list[ReconciliationLineOut]
+
+
+class AdjustmentIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    customer_ref: str
+    metric: str
+    quantity: Decimal
+    reason: str
+    actor: str | None = None
+
+
+class DecisionIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    reason: str
+    actor: str | None = None
+
+
+class AdjustmentOut(msgspec.Struct, rename="camel"):
+    id: str
+    customer_ref: str
+    metric: str
+    quantity: str
+    events: int
+    status: str
+    source_period: str | None
+    source_key: str | None
+    proposed_by: str
+    reason: str
+    proposed_at: str
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    decided_at: str | None = None
+    applied_to: str | None = None
+    reverted_in: str | None = None

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 from adapters.group_commit import GroupCommitWriter
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker
+from adapters.reconciler import Reconciliation
 from adapters.settings import Settings
 from adapters.writer_client import ProcessWriterClient
-from domain.pushing import Target
+from domain.application import utc_now
+from domain.pushing import PushService, Target
 from domain.stripe_mapping import StripeMappingService
 from domain.stripe_port import StripeGateway, StripeUnavailableError
 from domain.tenancy import Principal, Tenant
@@ -30,6 +34,9 @@ class Services:
     gateways: dict[Target, StripeGateway] = field(default_factory=dict)
     push_worker: PushWorker | None = None
     emulator_url: str | None = None
+    background_reconciliation: Reconciliation | None = None
+    clock: Callable[[], datetime] = utc_now
+    _reconciliation: Reconciliation | None = None
     _principals: dict[str, tuple[float, Principal]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,10 +64,28 @@ class Services:
     def tenant(self, tenant_id: UUID) -> Tenant:
         return self.stores.app.tenant(tenant_id)
 
-    def stripe_mapping(self) -> StripeMappingService:
+    def reconciliation(self) -> Reconciliation:
+        """The worker's own when it runs here; else one for this process's requests."""
+        if self.background_reconciliation is not None:
+            return self.background_reconciliation
+        with self._lock:
+            if self._reconciliation is None:
+                live = self._live_gateway()
+                pusher = PushService(self.stores.app, {Target.LIVE: live})
+                self._reconciliation = Reconciliation.build(
+                    self.stores, self.settings.reconcile, live, pusher, self.metrics, self.clock
+                )
+            return self._reconciliation
+
+    def _live_gateway(self) -> StripeGateway:
         live = self.gateways.get(Target.LIVE)
         if live is None:
             raise StripeUnavailableError(
                 "Stripe is not configured in this process: set STRIPE_SECRET_KEY"
             )
-        return StripeMappingService(self.stores.app, live, self.gateways.get(Target.SHADOW))
+        return live
+
+    def stripe_mapping(self) -> StripeMappingService:
+        return StripeMappingService(
+            self.stores.app, self._live_gateway(), self.gateways.get(Target.SHADOW)
+        )

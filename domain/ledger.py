@@ -123,6 +123,8 @@ class StripeLedger(Aggregate):
             aggregate.pending = None
             aggregate.blocked_reason = None
             aggregate.repair_pending = False
+            # The service's clock (as when it was intended), not the event's wall time.
+            aggregate.last_confirmed_at = intent.recorded_at
 
     class DriftRecorded(Aggregate.Event):
         """An operator accepted that Stripe holds ``stripe_total``, not the expected total (v1).
@@ -173,6 +175,7 @@ class StripeLedger(Aggregate):
         # What Stripe holds beyond (or short of) our confirmed deltas, learned by a repair.
         self.external_total = 0
         self.repair_pending = False
+        self.last_confirmed_at: datetime | None = None
 
     def stripe_expected(self, mode: str) -> int:
         """What Stripe should hold for this period if every confirmed push is there."""

@@ -65,6 +65,9 @@ class StripeGateway(Protocol):
     ) -> int:
         """Stripe's aggregate (by the meter's formula) for a customer over [start, end)."""
 
+    def invoice_quantity(self, invoice_id: str, meter_id: str) -> int | None:
+        """The quantity the invoice bills for this meter; None when it has no such line."""
+
     def find_meter(self, event_name: str) -> StripeMeter | None:
         """The active meter with this event name, if any."""
 

@@ -72,3 +72,13 @@ class CustomersProjection(Projection):
         with self.store.transaction() as tx:
             rows = tx.execute(sql + " ORDER BY customer_ref LIMIT ?", [*params, limit])
         return [CustomerRow(r[0], r[1], self.store.decode_time(r[2]), r[3]) for r in rows]
+
+    def by_stripe_id(self, stripe_customer_id: str) -> list[tuple[UUID, str]]:
+        """(tenant, customer ref) of every customer mapped to this Stripe customer (live)."""
+        with self.store.transaction() as tx:
+            rows = tx.execute(
+                "SELECT tenant_id, customer_ref FROM sm_customers WHERE stripe_customer_id = ?"
+                " ORDER BY tenant_id, customer_ref",
+                (stripe_customer_id,),
+            )
+        return [(UUID(r[0]), r[1]) for r in rows]

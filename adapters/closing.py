@@ -1,0 +1,210 @@
+"""Closing periods before their invoice finalises, and recording the final parity.
+
+Stripe finalises a cycle's invoice after a grace period (1 h by default, up
+to 72 h); usage that reaches Stripe in the grace period, stamped inside the
+period, still counts. So, for every period of a customer billed through
+Stripe:
+
+1. from period end until shortly before the invoice finalises, pushes go
+   on as usual (the sweep), so late usage inside the window reaches the
+   invoice;
+2. ``margin`` before finalisation the period is *closed* (``PeriodClosed``):
+   its counter is final, and usage that still arrives for it becomes a
+   correction in the open period (never a change to this invoice); the final
+   push follows at once;
+3. once the invoice is final, Stripe's total (and the invoice line, when the
+   invoice is known) is compared with ours and recorded (``ParityRecorded``).
+
+When the invoice finalises is learned from the ``invoice.created`` webhook
+(``automatically_finalizes_at``); without webhooks it is assumed to be the
+period end plus ``STRIPEMETER_INVOICE_GRACE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from adapters.metrics import Metrics
+from adapters.persistence import Stores
+from domain.application import PeriodLoader
+from domain.pushing import (
+    STRIPE_MAX_AGE,
+    PushOutcome,
+    PushService,
+    Target,
+    summary_window,
+    whole_units,
+)
+from domain.stripe_port import StripeError, StripeGateway
+from domain.usage import usage_period_id
+from projections.reconciliation import PeriodStanding
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CloseSummary:
+    closed: int = 0
+    recorded: int = 0
+    mismatched: int = 0
+
+
+class PeriodCloser:
+    def __init__(
+        self,
+        stores: Stores,
+        gateway: StripeGateway,
+        pusher: PushService,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        grace: timedelta,
+        margin: timedelta,
+        summary_lag: timedelta,
+    ) -> None:
+        self.stores = stores
+        self.gateway = gateway
+        self.pusher = pusher
+        self.metrics = metrics
+        self.clock = clock
+        self.grace = grace
+        self.margin = margin
+        self.summary_lag = summary_lag
+
+    # -- the schedule ---------------------------------------------------------------
+
+    def close_due(self) -> CloseSummary:
+        """Close the periods whose invoice finalises soon; record parity for final ones."""
+        now = self.clock()
+        summary = CloseSummary()
+        standings = self.stores.views.reports.standings(None, ending_after=now - STRIPE_MAX_AGE)
+        for s in standings:
+            if s.period_end > now or s.verdict is not None or not self._billed(s):
+                continue
+            finalizes_at = s.finalizes_at or s.period_end + self.grace
+            if not s.closed and now >= max(s.period_end, finalizes_at - self.margin):
+                self.close(s.usage_period_id, f"its invoice finalises at {finalizes_at:%F %T} UTC")
+                summary.closed += 1
+            if now >= finalizes_at + self.summary_lag:
+                verdict = self.record_parity(s, invoice_id=None)
+                if verdict is not None:
+                    summary.recorded += 1
+                    summary.mismatched += verdict == "mismatch"
+        return summary
+
+    def close(self, period_id: UUID, reason: str) -> PushOutcome:
+        """Close a period and push its final total (a no-op push when Stripe has it)."""
+
+        def change(load: PeriodLoader) -> Sequence[Any]:
+            period = load.get(period_id)
+            return [period] if period.close(reason) else []
+
+        if self.stores.app.change_periods(change):
+            log.info("usage period %s closed: %s", period_id, reason)
+        return self.pusher.push(period_id, Target.LIVE, reason="final push before the invoice")
+
+    def record_parity(self, s: PeriodStanding, invoice_id: str | None) -> str | None:
+        """Compare Stripe's final number with ours and record it on the (closed) period."""
+        mapping = self.stores.app.cached_tenant(s.tenant_id).mappings.get(s.metric)
+        if mapping is None or s.stripe_customer_id is None:
+            return None
+        self.pusher.push(s.usage_period_id, Target.LIVE, reason="final push before parity")
+        try:
+            stripe_total = self.gateway.meter_total(
+                mapping.stripe_meter_id,
+                s.stripe_customer_id,
+                *summary_window(s.period_start, s.period_end),
+            )
+            invoice_quantity = None
+            if invoice_id is not None:
+                invoice_quantity = self.gateway.invoice_quantity(
+                    invoice_id, mapping.stripe_meter_id
+                )
+        except StripeError as error:
+            log.warning("parity of period %s not recorded yet: %s", s.usage_period_id, error)
+            return None
+        outcome: list[str] = []
+
+        def change(load: PeriodLoader) -> Sequence[Any]:
+            period = load.get(s.usage_period_id)
+            outcome.clear()
+            if period.verdict is not None:
+                return []
+            period.close("its invoice is final")
+            local = whole_units(period.value)
+            outcome.append(period.record_parity(stripe_total, invoice_quantity, local))
+            if outcome[0] != "parity":
+                log.error(
+                    "PARITY MISMATCH %s/%s period %s: local %s, Stripe %s, invoice %s",
+                    s.customer_ref,
+                    s.metric,
+                    s.period,
+                    local,
+                    stripe_total,
+                    invoice_quantity,
+                )
+            return [period]
+
+        self.stores.app.change_periods(change)
+        if not outcome:
+            return None
+        self.metrics.periods_closed.labels(outcome[0]).inc()
+        return outcome[0]
+
+    def _billed(self, s: PeriodStanding) -> bool:
+        tenant = self.stores.app.cached_tenant(s.tenant_id)
+        return s.stripe_customer_id is not None and s.metric in tenant.mappings
+
+    # -- what Stripe's webhooks tell ------------------------------------------------
+
+    def invoice_created(self, invoice: dict[str, Any]) -> int:
+        """A cycle's draft invoice: note when it finalises. The number of periods noted."""
+        if invoice.get("billing_reason") != "subscription_cycle":
+            return 0
+        finalizes = invoice.get("automatically_finalizes_at")
+        finalizes_at = (
+            datetime.fromtimestamp(int(finalizes), UTC)
+            if finalizes
+            else datetime.fromtimestamp(int(invoice["created"]), UTC) + self.grace
+        )
+        noted = 0
+        for period_id in self._periods_of(invoice):
+
+            def change(load: PeriodLoader, period_id: UUID = period_id) -> Sequence[Any]:
+                period = load.get(period_id)
+                return [period] if period.schedule_closing(invoice["id"], finalizes_at) else []
+
+            noted += bool(self.stores.app.change_periods(change))
+        log.info("invoice %s finalises at %s: %d periods noted", invoice["id"], finalizes_at, noted)
+        return noted
+
+    def invoice_finalized(self, invoice: dict[str, Any]) -> int:
+        """The invoice is final: close its periods (if not yet) and record their parity."""
+        recorded = 0
+        wanted = set(self._periods_of(invoice))
+        if not wanted:
+            return 0
+        now = self.clock()
+        for s in self.stores.views.reports.standings(None, ending_after=now - STRIPE_MAX_AGE):
+            if s.usage_period_id in wanted:
+                recorded += self.record_parity(s, invoice_id=str(invoice["id"])) is not None
+        return recorded
+
+    def _periods_of(self, invoice: dict[str, Any]) -> list[UUID]:
+        """The existing usage periods (every mapped metric) an invoice bills."""
+        start = datetime.fromtimestamp(int(invoice["period_start"]), UTC)
+        app = self.stores.app
+        found = []
+        for tenant_id, customer_ref in self.stores.views.customers.by_stripe_id(
+            str(invoice["customer"])
+        ):
+            key = app.period_for(tenant_id, customer_ref, start).key
+            for metric in app.cached_tenant(tenant_id).mappings:
+                period_id = usage_period_id(tenant_id, customer_ref, metric, key)
+                if list(app.repository.event_store.get(period_id, lte=1)):
+                    found.append(period_id)
+        return found

@@ -1,0 +1,318 @@
+"""Reconciliation runs: compare every period's counter with Stripe, report, and repair on request.
+
+A run reads each period's standing from the views, asks Stripe for its meter
+event summary over exactly the period's minutes (a few calls at a time), and
+classifies the difference (``domain/reconciliation.py``). A line that is not
+``ok`` is checked again from the event log itself before it is reported,
+so a view that lags the log never raises a false alarm.
+
+A repair never takes Stripe's number as the truth: it pushes the local
+counter through the normal intent → push → confirm path. Where Stripe holds
+something else than the ledger's confirmed pushes, the repair first records
+that drift on the ledger (``DriftRecorded``, with actor and reason) so the
+push carries exactly the difference. Accepting Stripe's number instead is an
+adjustment an operator proposes and approves (docs/RECONCILIATION.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from adapters.closing import PeriodCloser
+from adapters.metrics import Metrics
+from adapters.persistence import Stores
+from adapters.settings import ReconcileSettings
+from domain.ledger import StripeLedger, ledger_id_for
+from domain.mappings import PUSH_MODE, MeterMapping
+from domain.periods import period_from_key
+from domain.pushing import (
+    STRIPE_MAX_AGE,
+    PushOutcome,
+    PushService,
+    Target,
+    summary_window,
+    whole_units,
+)
+from domain.reconciliation import Cause, Standing, Status, Tolerance, classify
+from domain.stripe_port import StripeError, StripeGateway
+from domain.usage import UsagePeriod
+from projections.reconciliation import PeriodStanding, Report, ReportLine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which periods a run covers: one month (by period start), or every recent one."""
+
+    tenant_id: UUID | None = None
+    month: str | None = None  # YYYY-MM; None: periods that ended within Stripe's 35 days
+
+
+@dataclass
+class _Line:
+    standing: PeriodStanding
+    mapping: MeterMapping
+    stripe_customer_id: str
+    stripe: int | None = None
+    error: str | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        stores: Stores,
+        gateway: StripeGateway,
+        pusher: PushService,
+        metrics: Metrics,
+        tolerance: Tolerance,
+        clock: Callable[[], datetime],
+        threads: int = 4,
+    ) -> None:
+        self.stores = stores
+        self.gateway = gateway
+        self.pusher = pusher
+        self.metrics = metrics
+        self.tolerance = tolerance
+        self.clock = clock
+        self.threads = threads
+
+    def run(self, scope: Scope, *, repair: bool = False, actor: str, trigger: str) -> list[Report]:
+        """Reconcile the periods in scope; one report per tenant and month, saved and returned."""
+        started = self.clock()
+        lines = self._lines(scope, started)
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            list(pool.map(self._read_stripe, lines))
+        self.metrics.stripe_calls.inc(len(lines))
+        reports: dict[tuple[UUID, str], list[ReportLine]] = defaultdict(list)
+        for line in lines:
+            out = self._classify(line)
+            if repair and out.status not in (Status.OK, Status.REPAIRED) and out.verdict is None:
+                out = self._repair(line, out, actor)
+            reports[(line.standing.tenant_id, _month(line.standing))].append(out)
+        finished = self.clock()
+        run_id = f"{finished.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        saved = []
+        for (tenant_id, month), report_lines in sorted(reports.items()):
+            report = Report(
+                run_id,
+                tenant_id,
+                month,
+                started,
+                finished,
+                trigger,
+                actor,
+                repair,
+                len(report_lines),
+                report_lines,
+            )
+            self.stores.views.reports.save(report)
+            saved.append(report)
+        self._observe(saved, finished)
+        return saved
+
+    # -- the parts of a run -------------------------------------------------------
+
+    def _lines(self, scope: Scope, now: datetime) -> list[_Line]:
+        reports = self.stores.views.reports
+        if scope.month is not None:
+            start = period_from_key(scope.month)
+            standings = reports.standings(
+                scope.tenant_id, start_from=start.start, start_before=start.end
+            )
+        else:
+            standings = reports.standings(scope.tenant_id, ending_after=now - STRIPE_MAX_AGE)
+            standings = [s for s in standings if s.period_start <= now]
+        lines = []
+        for standing in standings:
+            mapping = self.stores.app.cached_tenant(standing.tenant_id).mappings.get(
+                standing.metric
+            )
+            if mapping is None or standing.stripe_customer_id is None:
+                continue  # not billed through Stripe: nothing to compare
+            lines.append(_Line(standing, mapping, standing.stripe_customer_id))
+        return lines
+
+    def _read_stripe(self, line: _Line) -> None:
+        s = line.standing
+        try:
+            line.stripe = self.gateway.meter_total(
+                line.mapping.stripe_meter_id,
+                line.stripe_customer_id,
+                *summary_window(s.period_start, s.period_end),
+            )
+        except StripeError as error:
+            line.error = str(error)
+
+    def _classify(self, line: _Line, fresh: bool = False) -> ReportLine:
+        s = line.standing
+        mode = PUSH_MODE[s.aggregation].value
+        local = whole_units(s.value)
+        expected = s.confirmed_total + s.external_total if mode == "delta" else s.confirmed_value
+        out = ReportLine(
+            customer_ref=s.customer_ref,
+            metric=s.metric,
+            period=s.period,
+            period_start=s.period_start,
+            period_end=s.period_end,
+            stripe_customer_id=line.stripe_customer_id,
+            meter_id=line.mapping.stripe_meter_id,
+            local=local,
+            stripe=line.stripe,
+            expected=expected or 0,
+            difference=None if line.stripe is None else local - line.stripe,
+            status=Status.PENDING.value,
+            cause="",
+            closed=s.closed,
+            verdict=s.verdict,
+        )
+        if line.stripe is None:
+            return replace(out, cause=f"Stripe could not be read: {line.error}")
+        standing = Standing(
+            local=local,
+            stripe=line.stripe,
+            expected=expected or 0,
+            mode=mode,
+            pending_value=s.pending_value,
+            last_confirmed_at=s.last_confirmed_at,
+            closed=s.closed,
+        )
+        status, cause = classify(standing, self.tolerance, self.clock())
+        if status is not Status.OK and not fresh:
+            # The views may lag the log: decide from the aggregates themselves.
+            refreshed = self._fresh(line)
+            if refreshed is not None:
+                return self._classify(refreshed, fresh=True)
+        return replace(out, status=status.value, cause=cause.value)
+
+    def _fresh(self, line: _Line) -> _Line | None:
+        """The same line with its numbers read from the event log instead of the views."""
+        app = self.stores.app
+        s = line.standing
+        try:
+            period: UsagePeriod = app.repository.get(s.usage_period_id)
+        except AggregateNotFoundError:
+            return None
+        ledger = self._ledger(s.usage_period_id)
+        pending = ledger.pending if ledger is not None else None
+        standing = replace(
+            s,
+            value=period.value,
+            confirmed_total=ledger.confirmed_total if ledger else 0,
+            confirmed_value=ledger.confirmed_value if ledger else None,
+            external_total=ledger.external_total if ledger else 0,
+            pending_value=pending.value if pending is not None else None,
+            last_confirmed_at=ledger.last_confirmed_at if ledger else None,
+            closed=period.closed,
+            verdict=period.verdict,
+        )
+        return replace(line, standing=standing)
+
+    def _ledger(self, usage_period_id: UUID) -> StripeLedger | None:
+        try:
+            ledger: StripeLedger = self.stores.app.repository.get(
+                ledger_id_for(usage_period_id, Target.LIVE.value)
+            )
+        except AggregateNotFoundError:
+            return None
+        return ledger
+
+    def _repair(self, line: _Line, out: ReportLine, actor: str) -> ReportLine:
+        """Push the local counter to Stripe; record Stripe's drift on the ledger first if any."""
+        assert out.stripe is not None or out.cause.startswith("Stripe could not be read")
+        if out.stripe is None:
+            return out
+        period_id = line.standing.usage_period_id
+        reason = f"repair by {actor}: {out.cause or 'difference'}"
+        if out.cause in (Cause.OUTSIDE.value, Cause.MISSING.value):
+            ledger = self._ledger(period_id)
+            if ledger is None:
+                ledger = StripeLedger.open(line.standing.tenant_id, period_id, Target.LIVE.value)
+            if ledger.pending is None:
+                mode = PUSH_MODE[line.standing.aggregation].value
+                ledger.record_drift(
+                    out.stripe, ledger.stripe_expected(mode), mode, actor, out.cause
+                )
+                try:
+                    self.stores.app.save(ledger)
+                except IntegrityError:
+                    return replace(out, cause=out.cause + "; repair deferred: ledger busy")
+        outcome = self.pusher.push(period_id, Target.LIVE, reason=reason)
+        log.warning(
+            "reconciliation repair of %s/%s/%s by %s: %s (%s) -> %s",
+            line.standing.customer_ref,
+            line.standing.metric,
+            line.standing.period,
+            actor,
+            out.cause,
+            out.difference,
+            outcome.value,
+        )
+        if outcome in (PushOutcome.CONFIRMED, PushOutcome.SETTLED):
+            return replace(out, status=Status.REPAIRED.value, cause=out.cause)
+        return replace(out, cause=f"{out.cause}; repair push: {outcome.value}")
+
+    def _observe(self, reports: list[Report], finished: datetime) -> None:
+        lines = [line for report in reports for line in report.lines]
+        for status in Status:
+            self.metrics.reconciliation_lines.labels(status.value).set(
+                sum(1 for line in lines if line.status == status.value)
+            )
+        drift = [line for line in lines if line.status == Status.DRIFT.value and line.difference]
+        self.metrics.drift_units.set(max((abs(line.difference or 0) for line in drift), default=0))
+        self.metrics.drift_ratio.set(
+            max((abs(line.difference or 0) / max(abs(line.local), 1) for line in drift), default=0)
+        )
+        self.metrics.reconciled_at.set(finished.timestamp())
+        self.metrics.adjustments_pending.set(self.stores.views.reports.adjustments_pending())
+        counts = {s.value: sum(1 for line in lines if line.status == s.value) for s in Status}
+        (log.warning if counts["drift"] else log.info)(
+            "reconciliation: %d lines, %s", len(lines), counts
+        )
+
+
+def _month(standing: PeriodStanding) -> str:
+    return standing.period_start.strftime("%Y-%m")
+
+
+@dataclass
+class Reconciliation:
+    """What a process needs to reconcile and close periods, built from settings once."""
+
+    reconciler: Reconciler
+    closer: PeriodCloser
+
+    @classmethod
+    def build(
+        cls,
+        stores: Stores,
+        settings: ReconcileSettings,
+        gateway: StripeGateway,
+        pusher: PushService,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> Reconciliation:
+        tolerance = settings.tolerance()
+        return cls(
+            Reconciler(stores, gateway, pusher, metrics, tolerance, clock, settings.threads),
+            PeriodCloser(
+                stores,
+                gateway,
+                pusher,
+                metrics,
+                clock,
+                grace=timedelta(seconds=settings.invoice_grace_seconds),
+                margin=timedelta(seconds=settings.close_margin_seconds),
+                summary_lag=tolerance.summary_lag,
+            ),
+        )

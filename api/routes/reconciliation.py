@@ -1,0 +1,301 @@
+"""Pre-invoice parity: /v1/reconciliation, /v1/adjustments, and Stripe's invoice webhooks."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio.to_thread
+import msgspec
+import stripe
+from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from adapters.reconciler import Scope
+from api.auth import authorize, authorize_async, services
+from api.routes.usage import decode_cursor, encode_cursor, number, when
+from api.schemas import (
+    AdjustmentIn,
+    AdjustmentOut,
+    DecisionIn,
+    FieldError,
+    ReconcileIn,
+    ReconciliationLineOut,
+    ReconciliationOut,
+    check_quantity,
+    check_text,
+)
+from domain.adjusting import AdjustmentService
+from domain.adjustments import Adjustment
+from domain.errors import NotFoundError
+from domain.periods import period_from_key
+from domain.tenancy import Principal
+from domain.tenancy import Scope as KeyScope
+from projections.adjustments import AdjustmentRow
+from projections.reconciliation import Report
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = [f for f in ReconciliationLineOut.__struct_fields__]
+
+
+def actor_of(principal: Principal, named: str | None) -> str:
+    """Who acted: the name the caller gives (checked), and always the key that was used."""
+    key = f"api-key:{principal.key_id}"
+    if named is None:
+        return key
+    return f"{check_text('actor', named, 200)} ({key})"
+
+
+def report_out(report: Report) -> ReconciliationOut:
+    return ReconciliationOut(
+        run_id=report.run_id,
+        month=report.month,
+        started_at=when(report.started_at) or "",
+        finished_at=when(report.finished_at) or "",
+        trigger=report.trigger,
+        actor=report.actor,
+        repair=report.repair,
+        stripe_calls=report.stripe_calls,
+        counts={s: report.count(s) for s in ("ok", "pending", "drift", "repaired")},
+        lines=[
+            ReconciliationLineOut(
+                customer_ref=line.customer_ref,
+                metric=line.metric,
+                period=line.period,
+                period_start=when(line.period_start) or "",
+                period_end=when(line.period_end) or "",
+                stripe_customer_id=line.stripe_customer_id,
+                meter_id=line.meter_id,
+                local=line.local,
+                stripe=line.stripe,
+                expected=line.expected,
+                difference=line.difference,
+                status=line.status,
+                cause=line.cause,
+                closed=line.closed,
+                verdict=line.verdict,
+            )
+            for line in report.lines
+        ],
+    )
+
+
+def month_of(field: str, value: str) -> str:
+    if len(value) != 7:
+        raise FieldError(field, "must be a month as YYYY-MM")
+    try:
+        period_from_key(value)
+    except Exception:
+        raise FieldError(field, "must be a month as YYYY-MM") from None
+    return value
+
+
+@post("/v1/reconciliation/run")
+async def run_reconciliation(request: Request[Any, Any, Any]) -> dict[str, list[ReconciliationOut]]:
+    """Reconcile this tenant's periods now (one month, or every recent one); repair on request."""
+    principal = await authorize_async(request, KeyScope.ADMIN)
+    raw = await request.body()
+    body = msgspec.json.decode(raw, type=ReconcileIn) if raw.strip() else ReconcileIn()
+    month = month_of("period", body.period) if body.period is not None else None
+    actor = actor_of(principal, body.actor)
+    reconciler = services(request).reconciliation().reconciler
+    reports = await anyio.to_thread.run_sync(
+        lambda: reconciler.run(
+            Scope(principal.tenant_id, month), repair=body.repair, actor=actor, trigger="api"
+        )
+    )
+    return {"data": [report_out(r) for r in reports]}
+
+
+@get("/v1/reconciliation/{period:str}", sync_to_thread=True)
+def get_reconciliation(
+    request: Request[Any, Any, Any],
+    period: FromPath[str],
+    fmt: Annotated[str, QueryParameter(name="format")] = "json",
+) -> Response[Any]:
+    """The latest report for a month (periods starting in it), as JSON or CSV."""
+    principal = authorize(request, KeyScope.READ)
+    month = month_of("period", period)
+    if fmt not in ("json", "csv"):
+        raise FieldError("format", "must be json or csv")
+    report = services(request).stores.views.reports.latest(principal.tenant_id, month)
+    if report is None:
+        raise NotFoundError(f"no reconciliation has run for {month} yet")
+    out = report_out(report)
+    if fmt == "json":
+        return Response(out)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["runId", *CSV_COLUMNS])
+    for line in out.lines:
+        writer.writerow([out.run_id, *(getattr(line, f) for f in CSV_COLUMNS)])
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="reconciliation-{month}.csv"'},
+    )
+
+
+# -- adjustments ----------------------------------------------------------------------
+
+
+def adjustment_out(a: Adjustment | AdjustmentRow) -> AdjustmentOut:
+    if isinstance(a, AdjustmentRow):
+        return AdjustmentOut(
+            id=str(a.adjustment_id),
+            customer_ref=a.customer_ref,
+            metric=a.metric,
+            quantity=number(a.quantity) or "0",
+            events=a.events,
+            status=a.status,
+            source_period=a.source_period,
+            source_key=a.source_key,
+            proposed_by=a.proposed_by,
+            reason=a.reason,
+            proposed_at=when(a.proposed_at) or "",
+            decided_by=a.decided_by,
+            decision_reason=a.decision_reason,
+            decided_at=when(a.decided_at),
+            applied_to=a.applied_to,
+            reverted_in=a.reverted_in,
+        )
+    return AdjustmentOut(
+        id=str(a.id),
+        customer_ref=a.customer_ref,
+        metric=a.metric,
+        quantity=number(a.quantity) or "0",
+        events=a.events,
+        status=a.status.value,
+        source_period=a.source_period,
+        source_key=a.source_key,
+        proposed_by=a.proposed_by,
+        reason=a.reason,
+        proposed_at=when(a.proposed_at) or "",
+        applied_to=a.applied_to,
+        reverted_in=a.reverted_in,
+    )
+
+
+@post("/v1/adjustments")
+async def propose_adjustment(request: Request[Any, Any, Any]) -> Response[AdjustmentOut]:
+    """Propose an adjustment; it counts only once approved. ``Idempotency-Key`` proposes once."""
+    principal = await authorize_async(request, KeyScope.ADMIN)
+    body = msgspec.json.decode(await request.body(), type=AdjustmentIn)
+    customer_ref = check_text("customerRef", body.customer_ref, 256)
+    metric = check_text("metric", body.metric, 100)
+    quantity = check_quantity(Decimal(body.quantity))
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        key = check_text("Idempotency-Key", key, 200)
+    service = AdjustmentService(services(request).stores.app)
+    adjustment, created = await anyio.to_thread.run_sync(
+        lambda: service.propose(
+            principal.tenant_id,
+            customer_ref,
+            metric,
+            quantity,
+            actor=actor_of(principal, body.actor),
+            reason=body.reason,
+            key=key,
+        )
+    )
+    return Response(adjustment_out(adjustment), status_code=201 if created else 200)
+
+
+@get("/v1/adjustments", sync_to_thread=True)
+def list_adjustments(
+    request: Request[Any, Any, Any],
+    status: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 100,
+) -> dict[str, Any]:
+    principal = authorize(request, KeyScope.READ)
+    if status is not None and status not in ("pending", "applied", "rejected", "reverted"):
+        raise FieldError("status", "must be pending, applied, rejected or reverted")
+    if not 1 <= limit <= 1000:
+        raise FieldError("limit", "must be between 1 and 1000")
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows = services(request).stores.views.adjustments.page(
+        principal.tenant_id, status, after, limit
+    )
+    next_cursor = encode_cursor(rows[-1].position) if len(rows) == limit else None
+    return {"data": [adjustment_out(r) for r in rows], "nextCursor": next_cursor}
+
+
+async def _decide(request: Request[Any, Any, Any], adjustment_id: str, how: str) -> AdjustmentOut:
+    principal = await authorize_async(request, KeyScope.ADMIN)
+    body = msgspec.json.decode(await request.body(), type=DecisionIn)
+    try:
+        target = UUID(adjustment_id)
+    except ValueError:
+        raise FieldError("id", "must be an adjustment id (a UUID)") from None
+    service = AdjustmentService(services(request).stores.app)
+    decide = getattr(service, how)
+    actor = actor_of(principal, body.actor)
+    adjustment = await anyio.to_thread.run_sync(
+        lambda: decide(principal.tenant_id, target, actor, body.reason)
+    )
+    outcome = {"applied": "approved"}.get(adjustment.status.value, adjustment.status.value)
+    services(request).metrics.corrections.labels(outcome).inc()
+    return adjustment_out(adjustment)
+
+
+@post("/v1/adjustments/{adjustment_id:str}/approve", status_code=200)
+async def approve_adjustment(
+    request: Request[Any, Any, Any], adjustment_id: FromPath[str]
+) -> AdjustmentOut:
+    """Count a pending adjustment in the customer's open period."""
+    return await _decide(request, adjustment_id, "approve")
+
+
+@post("/v1/adjustments/{adjustment_id:str}/reject", status_code=200)
+async def reject_adjustment(
+    request: Request[Any, Any, Any], adjustment_id: FromPath[str]
+) -> AdjustmentOut:
+    return await _decide(request, adjustment_id, "reject")
+
+
+@post("/v1/adjustments/{adjustment_id:str}/revert", status_code=200)
+async def revert_adjustment(
+    request: Request[Any, Any, Any], adjustment_id: FromPath[str]
+) -> AdjustmentOut:
+    """Undo an applied adjustment (its opposite counts in the open period); reject a pending one."""
+    return await _decide(request, adjustment_id, "revert")
+
+
+# -- Stripe's webhooks ------------------------------------------------------------------
+
+
+@post("/v1/stripe/webhooks", status_code=200)
+async def stripe_webhook(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """``invoice.created`` tells when a period's invoice finalises; ``invoice.finalized`` ends it.
+
+    Only signed deliveries are read (``STRIPE_WEBHOOK_SECRET``); others are 400.
+    """
+    svc = services(request)
+    secret = svc.settings.stripe.webhook_secret
+    if secret is None:
+        raise FieldError(
+            "Stripe-Signature", "webhooks are not configured here: set STRIPE_WEBHOOK_SECRET"
+        )
+    payload = await request.body()
+    try:
+        event = stripe.Webhook.construct_event(
+            payload.decode(), request.headers.get("stripe-signature", ""), secret
+        )
+    except (stripe.SignatureVerificationError, ValueError) as error:
+        log.warning("refused a webhook delivery: %s", error)
+        raise FieldError("Stripe-Signature", f"does not verify: {error}") from None
+    closer = svc.reconciliation().closer
+    invoice = event.data.object.to_dict() if event.type.startswith("invoice.") else {}
+    handled = 0
+    if event.type == "invoice.created":
+        handled = await anyio.to_thread.run_sync(closer.invoice_created, invoice)
+    elif event.type == "invoice.finalized":
+        handled = await anyio.to_thread.run_sync(closer.invoice_finalized, invoice)
+    return {"received": event.type, "periods": handled}

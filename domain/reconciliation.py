@@ -1,0 +1,108 @@
+"""Reconciliation: is Stripe's number for a period ours, and if not, why not?
+
+For one customer × meter × billing period, three numbers decide it:
+
+- *local*: the counter in whole units (the truth: derived from the event log);
+- *stripe*: Stripe's meter event summary over exactly the period's minutes;
+- *expected*: what Stripe should hold if every push the ledger confirmed is
+  there (plus any drift an operator accepted before).
+
+``classify`` turns them into a status and a probable cause:
+
+    ok        Stripe equals local (or is within the configured tolerance).
+    pending   they differ for a reason that settles by itself while the period
+              is open: usage not pushed yet, a push not confirmed yet, or
+              Stripe's summary still catching up.
+    drift     they differ and nothing in flight explains it (Stripe holds
+              usage StripeMeter never sent, or lacks a confirmed push), or the
+              period is closed, where no difference is allowed.
+    repaired  a repair pushed the correcting difference in this run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    OK = "ok"
+    PENDING = "pending"
+    DRIFT = "drift"
+    REPAIRED = "repaired"
+
+
+class Cause(StrEnum):
+    NONE = ""
+    WITHIN_TOLERANCE = "within the configured drift tolerance"
+    UNPUSHED = "events after the last push"
+    UNCONFIRMED = "unconfirmed push"
+    SUMMARY_LAG = "Stripe summary lag"
+    OUTSIDE = "events sent to Stripe outside StripeMeter"
+    MISSING = "Stripe lacks confirmed pushes (lost, or cancelled in Stripe)"
+    FINAL = "the invoice is final: differences after closing are corrections"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Differences allowed without calling them drift (both 0 by default: exact).
+
+    A difference is tolerated when it is at most ``absolute`` units or at
+    most ``relative`` × |local|.
+    """
+
+    absolute: int = 0
+    relative: Decimal = Decimal(0)
+    summary_lag: timedelta = timedelta(minutes=10)
+
+    def allows(self, local: int, difference: int) -> bool:
+        return abs(difference) <= self.absolute or abs(difference) <= self.relative * abs(local)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One period's numbers at the moment of the check."""
+
+    local: int
+    stripe: int
+    expected: int  # what the confirmed pushes (and accepted drift) add up to in Stripe
+    mode: str  # "delta" (Stripe sums) or "value" (Stripe keeps the last value)
+    pending_value: int | None  # the unconfirmed push, if one is recorded
+    last_confirmed_at: datetime | None
+    closed: bool
+
+
+def classify(standing: Standing, tolerance: Tolerance, now: datetime) -> tuple[Status, Cause]:
+    s = standing
+    difference = s.local - s.stripe
+    if difference == 0:
+        return Status.OK, Cause.NONE
+    in_flight = _in_flight(s, tolerance, now)
+    if in_flight is not None and not s.closed:
+        return Status.PENDING, in_flight
+    if tolerance.allows(s.local, difference):
+        return Status.OK, Cause.WITHIN_TOLERANCE
+    if in_flight is not None:
+        return Status.DRIFT, in_flight  # closed, yet not settled: the close must finish first
+    return Status.DRIFT, Cause.OUTSIDE if s.stripe > s.expected else Cause.MISSING
+
+
+def _in_flight(s: Standing, tolerance: Tolerance, now: datetime) -> Cause | None:
+    """Why Stripe may lag us for a reason that settles by itself, if it does."""
+    if s.pending_value is not None:
+        with_pending = s.expected + s.pending_value if s.mode == "delta" else s.pending_value
+        if s.stripe in (s.expected, with_pending):
+            return Cause.UNCONFIRMED
+    if s.stripe == s.expected:
+        return Cause.UNPUSHED  # Stripe holds every confirmed push; the rest is not pushed yet
+    recent = s.last_confirmed_at is not None and now - s.last_confirmed_at < tolerance.summary_lag
+    if recent and s.stripe < s.expected:
+        return Cause.SUMMARY_LAG
+    return None
+
+
+def repairable(status: Status, cause: Cause) -> bool:
+    """What a repair can fix by pushing: anything but a match or a final invoice."""
+    return status is not Status.OK and cause is not Cause.FINAL

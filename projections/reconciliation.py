@@ -1,0 +1,322 @@
+"""Reconciliation: the standing of each period (from the views) and the reports of runs.
+
+``standings`` joins what a run needs per usage period: its counter, its live
+ledger, its pending push and its closing state. Reports are *observations*
+of Stripe, not facts derived from the event log, so they are stored here
+beside the views but are not a projection: a rebuild leaves them alone.
+Each run writes one report per month (of period start) it covered, with one
+line per customer × metric × period; reading a month returns its latest run
+only — nothing is ever summed across runs. Older runs are pruned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from domain.meters import Aggregation
+from domain.usage import aggregate_value
+from projections.store import ViewStore
+
+RUNS_KEPT = 20
+
+
+@dataclass(frozen=True)
+class PeriodStanding:
+    usage_period_id: UUID
+    tenant_id: UUID
+    customer_ref: str
+    metric: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    aggregation: Aggregation
+    value: Decimal
+    stripe_customer_id: str | None
+    confirmed_total: int
+    confirmed_value: int | None
+    external_total: int
+    pending_value: int | None
+    last_confirmed_at: datetime | None
+    finalizes_at: datetime | None
+    closed: bool
+    verdict: str | None
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    customer_ref: str
+    metric: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    stripe_customer_id: str
+    meter_id: str
+    local: int
+    stripe: int | None
+    expected: int
+    difference: int | None
+    status: str
+    cause: str
+    closed: bool
+    verdict: str | None
+
+
+@dataclass(frozen=True)
+class Report:
+    run_id: str
+    tenant_id: UUID
+    month: str
+    started_at: datetime
+    finished_at: datetime
+    trigger: str
+    actor: str
+    repair: bool
+    stripe_calls: int
+    lines: list[ReportLine]
+
+    def count(self, status: str) -> int:
+        return sum(1 for line in self.lines if line.status == status)
+
+
+LINE_COLUMNS = (
+    "customer_ref, metric, period, period_start, period_end, stripe_customer_id, meter_id,"
+    " local_units, stripe_units, expected_units, difference, status, cause, closed, verdict"
+)
+
+
+class ReconciliationReports:
+    def __init__(self, store: ViewStore) -> None:
+        self.store = store
+
+    def create_tables(self) -> None:
+        with self.store.transaction() as tx:
+            for statement in (
+                "CREATE TABLE IF NOT EXISTS sm_reconciliation_runs ("
+                " run_id TEXT NOT NULL, tenant_id TEXT NOT NULL, month TEXT NOT NULL,"
+                " started_at {timestamp} NOT NULL, finished_at {timestamp} NOT NULL,"
+                " trigger TEXT NOT NULL, actor TEXT NOT NULL, repair {bigint} NOT NULL,"
+                " stripe_calls {bigint} NOT NULL, seq {bigint} NOT NULL,"
+                " PRIMARY KEY (tenant_id, month, run_id))",
+                "CREATE TABLE IF NOT EXISTS sm_reconciliation_lines ("
+                " run_id TEXT NOT NULL, tenant_id TEXT NOT NULL, month TEXT NOT NULL,"
+                " customer_ref TEXT NOT NULL, metric TEXT NOT NULL, period TEXT NOT NULL,"
+                " period_start {timestamp} NOT NULL, period_end {timestamp} NOT NULL,"
+                " stripe_customer_id TEXT NOT NULL, meter_id TEXT NOT NULL,"
+                " local_units {bigint} NOT NULL, stripe_units {bigint},"
+                " expected_units {bigint} NOT NULL, difference {bigint}, status TEXT NOT NULL,"
+                " cause TEXT NOT NULL, closed {bigint} NOT NULL, verdict TEXT,"
+                " PRIMARY KEY (run_id, customer_ref, metric, period))",
+            ):
+                tx.execute(self.store.ddl(statement))
+
+    # -- what a run reads -------------------------------------------------------
+
+    def standings(
+        self,
+        tenant_id: UUID | None,
+        *,
+        start_from: datetime | None = None,
+        start_before: datetime | None = None,
+        ending_after: datetime | None = None,
+    ) -> list[PeriodStanding]:
+        """Periods with a counter and their live ledger, filtered by start or end."""
+        s = self.store
+        where = ["1 = 1"]
+        params: list[Any] = []
+        for clause, value in (
+            ("p.tenant_id = ?", None if tenant_id is None else str(tenant_id)),
+            ("p.period_start >= ?", s.encode_time(start_from) if start_from else None),
+            ("p.period_start < ?", s.encode_time(start_before) if start_before else None),
+            ("p.period_end > ?", s.encode_time(ending_after) if ending_after else None),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        with s.transaction() as tx:
+            rows = tx.execute(
+                "SELECT p.aggregate_id, p.tenant_id, p.customer_ref, p.metric, p.period,"
+                " p.period_start, p.period_end, p.aggregation, c.total, c.event_count,"
+                " c.maximum, c.last_value, cu.stripe_customer_id, l.confirmed_total,"
+                " l.confirmed_value, l.external_total, pp.value,"
+                " (SELECT MAX(intended_at) FROM sm_pushes q WHERE q.ledger_id = l.ledger_id"
+                "  AND q.status = 'confirmed'),"
+                " p.finalizes_at, p.closed_at, p.verdict"
+                " FROM sm_usage_periods p"
+                " JOIN sm_counters c ON c.tenant_id = p.tenant_id AND c.customer_ref ="
+                " p.customer_ref AND c.metric = p.metric AND c.period = p.period"
+                " LEFT JOIN sm_customers cu ON cu.tenant_id = p.tenant_id"
+                " AND cu.customer_ref = p.customer_ref"
+                " LEFT JOIN sm_ledgers l ON l.usage_period_id = p.aggregate_id"
+                " AND l.target = 'live'"
+                " LEFT JOIN sm_pushes pp ON pp.ledger_id = l.ledger_id"
+                " AND pp.number = l.pending_number"
+                f" WHERE {' AND '.join(where)}"
+                " ORDER BY p.tenant_id, p.customer_ref, p.metric, p.period_start",
+                params,
+            )
+        result = []
+        for r in rows:
+            aggregation = Aggregation(r[7])
+            total = s.decode_decimal(r[8])
+            start, end = s.decode_time(r[5]), s.decode_time(r[6])
+            assert start is not None and end is not None
+            result.append(
+                PeriodStanding(
+                    usage_period_id=UUID(r[0]),
+                    tenant_id=UUID(r[1]),
+                    customer_ref=r[2],
+                    metric=r[3],
+                    period=r[4],
+                    period_start=start,
+                    period_end=end,
+                    aggregation=aggregation,
+                    value=aggregate_value(
+                        aggregation,
+                        total if total is not None else Decimal(0),
+                        int(r[9]),
+                        s.decode_decimal(r[10]),
+                        s.decode_decimal(r[11]),
+                    ),
+                    stripe_customer_id=r[12],
+                    confirmed_total=int(r[13] or 0),
+                    confirmed_value=None if r[14] is None else int(r[14]),
+                    external_total=int(r[15] or 0),
+                    pending_value=None if r[16] is None else int(r[16]),
+                    last_confirmed_at=s.decode_time(r[17]),
+                    finalizes_at=s.decode_time(r[18]),
+                    closed=r[19] is not None,
+                    verdict=r[20],
+                )
+            )
+        return result
+
+    def adjustments_pending(self) -> int:
+        with self.store.transaction() as tx:
+            rows = tx.execute("SELECT COUNT(*) FROM sm_adjustments WHERE status = 'pending'")
+        return int(rows[0][0])
+
+    # -- reports ----------------------------------------------------------------
+
+    def save(self, report: Report) -> None:
+        s = self.store
+        with s.transaction() as tx:
+            # Runs are ordered by when they were saved (clocks may tie, or stand still in tests).
+            (last,) = tx.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM sm_reconciliation_runs"
+                " WHERE tenant_id = ? AND month = ?",
+                (str(report.tenant_id), report.month),
+            )[0]
+            tx.execute(
+                "INSERT INTO sm_reconciliation_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    report.run_id,
+                    str(report.tenant_id),
+                    report.month,
+                    s.encode_time(report.started_at),
+                    s.encode_time(report.finished_at),
+                    report.trigger,
+                    report.actor,
+                    int(report.repair),
+                    report.stripe_calls,
+                    int(last) + 1,
+                ),
+            )
+            tx.executemany(
+                f"INSERT INTO sm_reconciliation_lines (run_id, tenant_id, month, {LINE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        report.run_id,
+                        str(report.tenant_id),
+                        report.month,
+                        line.customer_ref,
+                        line.metric,
+                        line.period,
+                        s.encode_time(line.period_start),
+                        s.encode_time(line.period_end),
+                        line.stripe_customer_id,
+                        line.meter_id,
+                        line.local,
+                        line.stripe,
+                        line.expected,
+                        line.difference,
+                        line.status,
+                        line.cause,
+                        int(line.closed),
+                        line.verdict,
+                    )
+                    for line in report.lines
+                ],
+            )
+            old = tx.execute(
+                "SELECT run_id FROM sm_reconciliation_runs WHERE tenant_id = ? AND month = ?"
+                " ORDER BY seq DESC",
+                (str(report.tenant_id), report.month),
+            )[RUNS_KEPT:]
+            for (run_id,) in old:
+                for table in ("sm_reconciliation_lines", "sm_reconciliation_runs"):
+                    tx.execute(
+                        f"DELETE FROM {table} WHERE run_id = ? AND tenant_id = ? AND month = ?",
+                        (run_id, str(report.tenant_id), report.month),
+                    )
+
+    def latest(self, tenant_id: UUID, month: str) -> Report | None:
+        """The latest run's report for a month, or None when never reconciled."""
+        s = self.store
+        with s.transaction() as tx:
+            runs = tx.execute(
+                "SELECT run_id, started_at, finished_at, trigger, actor, repair, stripe_calls"
+                " FROM sm_reconciliation_runs WHERE tenant_id = ? AND month = ?"
+                " ORDER BY seq DESC LIMIT 1",
+                (str(tenant_id), month),
+            )
+            if not runs:
+                return None
+            run = runs[0]
+            rows = tx.execute(
+                f"SELECT {LINE_COLUMNS} FROM sm_reconciliation_lines"
+                " WHERE run_id = ? AND tenant_id = ? AND month = ?"
+                " ORDER BY customer_ref, metric, period_start",
+                (run[0], str(tenant_id), month),
+            )
+        started, finished = s.decode_time(run[1]), s.decode_time(run[2])
+        assert started is not None and finished is not None
+        return Report(
+            run_id=run[0],
+            tenant_id=tenant_id,
+            month=month,
+            started_at=started,
+            finished_at=finished,
+            trigger=run[3],
+            actor=run[4],
+            repair=bool(run[5]),
+            stripe_calls=int(run[6]),
+            lines=[self._line(r) for r in rows],
+        )
+
+    def _line(self, r: Sequence[Any]) -> ReportLine:
+        s = self.store
+        start, end = s.decode_time(r[3]), s.decode_time(r[4])
+        assert start is not None and end is not None
+        return ReportLine(
+            customer_ref=r[0],
+            metric=r[1],
+            period=r[2],
+            period_start=start,
+            period_end=end,
+            stripe_customer_id=r[5],
+            meter_id=r[6],
+            local=int(r[7]),
+            stripe=None if r[8] is None else int(r[8]),
+            expected=int(r[9]),
+            difference=None if r[10] is None else int(r[10]),
+            status=r[11],
+            cause=r[12],
+            closed=bool(r[13]),
+            verdict=r[14],
+        )

@@ -1,0 +1,181 @@
+"""Reconciliation against the emulator over HTTP, on SQLite and PostgreSQL.
+
+Each test makes Stripe and StripeMeter disagree in one known way and checks
+that a run names the right status and cause, and that a repair — through
+the normal push path, recorded with actor and reason — restores parity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from adapters.metrics import Metrics
+from adapters.reconciler import Reconciler, Scope
+from adapters.settings import Settings
+from domain.ledger import StripeLedger
+from domain.meters import Aggregation
+from domain.reconciliation import Tolerance
+from projections.reconciliation import Report, ReportLine
+from stripe_emulator.testing import RunningEmulator
+from tests.conftest import FakeClock
+from tests.integration.test_push import Crash, CrashingGateway, World
+
+NO_LAG = Tolerance(summary_lag=timedelta(0))
+
+
+@pytest.fixture
+def world(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[World]:
+    clock.now = clock.now.replace(day=10)
+    emulator.set_now(int(clock.now.timestamp()), frozen=True)
+    w = World(settings, clock, emulator)
+    w.stores.app.register_tenant("acme", "Acme")
+    w.map_metric("api_calls", Aggregation.SUM, "sum", allow_negative=True)
+    w.map_customer("cus_a")
+    yield w
+    w.stores.close()
+
+
+def reconcile(
+    world: World, *, repair: bool = False, tolerance: Tolerance = NO_LAG
+) -> list[ReportLine]:
+    world.stores.views.runner.catch_up()
+    reconciler = Reconciler(
+        world.stores, world.gateway, world.pusher, Metrics(), tolerance, world.clock
+    )
+    reports: list[Report] = reconciler.run(
+        Scope(world.tenant), repair=repair, actor="ops@acme", trigger="test"
+    )
+    world.stores.views.runner.catch_up()
+    return [line for report in reports for line in report.lines]
+
+
+def only(lines: list[ReportLine]) -> tuple[str, str, int, int | None]:
+    [line] = lines
+    return line.status, line.cause, line.local, line.stripe
+
+
+def test_a_pushed_period_is_ok(world: World) -> None:
+    world.ingest(7, "a")
+    world.push()
+    assert only(reconcile(world)) == ("ok", "", 7, 7)
+
+
+def test_usage_not_pushed_yet_is_pending_and_repair_pushes_it(world: World) -> None:
+    world.ingest(7, "a")
+    world.push()
+    world.ingest(5, "b")
+    assert only(reconcile(world)) == ("pending", "events after the last push", 12, 7)
+    [repaired] = reconcile(world, repair=True)
+    assert (repaired.status, repaired.stripe) == ("repaired", 7)  # as read before the repair
+    assert only(reconcile(world)) == ("ok", "", 12, 12)
+
+
+def test_usage_sent_to_stripe_behind_our_back_is_drift_and_repair_takes_it_back(
+    world: World, emulator: RunningEmulator
+) -> None:
+    world.ingest(10, "a")
+    world.push()
+    stripe_id = world.stores.app.customer(world.tenant, "cus_a").stripe_customer_id  # type: ignore[union-attr]
+    emulator.client().v1.billing.meter_events.create(
+        {"event_name": "sm_api_calls", "payload": {"stripe_customer_id": stripe_id, "value": "4"}}
+    )
+    assert only(reconcile(world)) == (
+        "drift",
+        "events sent to Stripe outside StripeMeter",
+        10,
+        14,
+    )
+    reconcile(world, repair=True)
+    assert only(reconcile(world)) == ("ok", "", 10, 10)
+    # The repair is on the record: who, why, and what Stripe held.
+    [repair] = world.stores.views.ledger.repairs(world.period_id())
+    assert (repair.stripe_total, repair.expected_total, repair.actor) == (14, 10, "ops@acme")
+    assert "outside StripeMeter" in repair.reason
+    pushes = world.stores.views.ledger.pushes(world.period_id())
+    assert [(p.value, p.status) for p in pushes] == [(10, "confirmed"), (-4, "confirmed")]
+    # New usage after the repair is pushed as usual, exactly once.
+    world.ingest(1, "b")
+    world.push()
+    assert only(reconcile(world)) == ("ok", "", 11, 11)
+
+
+def test_a_push_stripe_lost_is_drift_and_repair_sends_it_again(
+    world: World, emulator: RunningEmulator
+) -> None:
+    world.ingest(6, "a")
+    world.push()
+    [event] = emulator.meter_events()
+    emulator.client().v1.billing.meter_event_adjustments.create(
+        {
+            "event_name": "sm_api_calls",
+            "type": "cancel",
+            "cancel": {"identifier": event["identifier"]},
+        }
+    )
+    assert only(reconcile(world)) == (
+        "drift",
+        "Stripe lacks confirmed pushes (lost, or cancelled in Stripe)",
+        6,
+        0,
+    )
+    reconcile(world, repair=True)
+    assert only(reconcile(world)) == ("ok", "", 6, 6)
+
+
+def test_a_push_lost_in_a_crash_is_pending_until_repaired(world: World) -> None:
+    world.ingest(3, "a")
+    world.restart(CrashingGateway(world.emulator.url, "before"))
+    with pytest.raises(Crash):
+        world.push()
+    world.restart()
+    assert only(reconcile(world)) == ("pending", "unconfirmed push", 3, 0)
+    [line] = reconcile(world, repair=True)
+    assert line.status == "repaired"
+    assert only(reconcile(world)) == ("ok", "", 3, 3)
+    ledger: StripeLedger = world.ledger()
+    assert ledger.pushes == 1  # the pending intent was resent, not planned again
+
+
+def test_stripe_summary_lag_is_pending_not_drift(world: World, emulator: RunningEmulator) -> None:
+    world.ingest(9, "a")
+    emulator.set_summary_lag(1.0)  # wall seconds before Stripe's summaries show an event
+    world.push()
+    lagging = Tolerance(summary_lag=timedelta(minutes=10))
+    assert only(reconcile(world, tolerance=lagging)) == ("pending", "Stripe summary lag", 9, 0)
+    time.sleep(1.2)
+    assert only(reconcile(world, tolerance=lagging)) == ("ok", "", 9, 9)
+
+
+def test_tolerance_and_closed_periods(world: World) -> None:
+    world.ingest(100, "a")
+    world.push()
+    world.ingest(1, "b")
+    loose = Tolerance(absolute=0, relative=Decimal("0.05"), summary_lag=timedelta(0))
+    # Open: unpushed usage is pending whatever the tolerance.
+    assert only(reconcile(world, tolerance=loose))[0] == "pending"
+    # Closed: nothing is in flight any more; the same difference is drift unless tolerated.
+    world.stores.app.change_periods(
+        lambda load: [p] if (p := load.get(world.period_id())).close("test") else []
+    )
+    assert only(reconcile(world)) == ("drift", "events after the last push", 101, 100)
+    assert only(reconcile(world, tolerance=loose))[:2] == (
+        "ok",
+        "within the configured drift tolerance",
+    )
+
+
+def test_each_run_is_one_report_and_reading_a_month_gives_the_latest(world: World) -> None:
+    world.ingest(2, "a")
+    reconcile(world)
+    world.push()
+    reconcile(world)
+    month = world.clock.now.strftime("%Y-%m")
+    report = world.stores.views.reports.latest(world.tenant, month)
+    assert report is not None
+    assert [(line.status, line.local, line.stripe) for line in report.lines] == [("ok", 2, 2)]
+    assert report.actor == "ops@acme"

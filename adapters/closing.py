@@ -40,7 +40,7 @@ from domain.pushing import (
     summary_window,
     whole_units,
 )
-from domain.stripe_port import StripeError, StripeGateway
+from domain.stripe_port import StripeError, StripeGateway, StripeRejectedError
 from domain.usage import usage_period_id
 from projections.reconciliation import PeriodStanding
 
@@ -119,11 +119,7 @@ class PeriodCloser:
                 s.stripe_customer_id,
                 *summary_window(s.period_start, s.period_end),
             )
-            invoice_quantity = None
-            if invoice_id is not None:
-                invoice_quantity = self.gateway.invoice_quantity(
-                    invoice_id, mapping.stripe_meter_id
-                )
+            invoice_quantity = self._invoice_quantity(invoice_id, mapping.stripe_meter_id)
         except StripeError as error:
             log.warning("parity of period %s not recorded yet: %s", s.usage_period_id, error)
             return None
@@ -154,6 +150,18 @@ class PeriodCloser:
             return None
         self.metrics.periods_closed.labels(outcome[0]).inc()
         return outcome[0]
+
+    def _invoice_quantity(self, invoice_id: str | None, meter_id: str) -> int | None:
+        if invoice_id is None:
+            return None
+        try:
+            return self.gateway.invoice_quantity(invoice_id, meter_id)
+        except StripeRejectedError as error:
+            # Parity still stands on the meter summary; say why the line is missing.
+            log.warning(
+                "invoice %s cannot be read (%s): parity from the summary", invoice_id, error
+            )
+            return None
 
     def _billed(self, s: PeriodStanding) -> bool:
         tenant = self.stores.app.cached_tenant(s.tenant_id)
@@ -197,6 +205,7 @@ class PeriodCloser:
     def _periods_of(self, invoice: dict[str, Any]) -> list[UUID]:
         """The existing usage periods (every mapped metric) an invoice bills."""
         start = datetime.fromtimestamp(int(invoice["period_start"]), UTC)
+
         app = self.stores.app
         found = []
         for tenant_id, customer_ref in self.stores.views.customers.by_stripe_id(
@@ -205,6 +214,7 @@ class PeriodCloser:
             key = app.period_for(tenant_id, customer_ref, start).key
             for metric in app.cached_tenant(tenant_id).mappings:
                 period_id = usage_period_id(tenant_id, customer_ref, metric, key)
+
                 if list(app.repository.event_store.get(period_id, lte=1)):
                     found.append(period_id)
         return found

@@ -19,8 +19,9 @@ import msgspec
 
 import stripe_emulator
 from adapters.persistence import Stores, open_stores
-from adapters.push_worker import build_gateways
 from adapters.settings import Settings, SettingsError
+from api.cli_reconcile import add_parsers as add_reconcile_parsers
+from api.cli_reconcile import cli_gateways
 from api.routes.meters import meter_definition, meter_out
 from api.routes.stripe import build_audit
 from api.schemas import FieldError, MeterIn, parse_time
@@ -141,14 +142,7 @@ def cmd_meters_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _mapping_service(settings: Settings, stores: Stores) -> StripeMappingService:
-    """Stripe as configured; with no key, the built-in emulator of the running service."""
-    emulator_url = None
-    if not settings.stripe.secret_key:
-        emulator_url = f"http://127.0.0.1:{settings.emulator_port}"
-        log.warning(
-            "STRIPE_SECRET_KEY is not set: mapping against the emulator at %s", emulator_url
-        )
-    gateways = build_gateways(settings, emulator_url)
+    gateways = cli_gateways(settings)
     return StripeMappingService(stores.app, gateways[Target.LIVE], gateways.get(Target.SHADOW))
 
 
@@ -317,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--push", help="<target>:<number> or 'unpushed', to page its events")
     audit.add_argument("--cursor")
     audit.set_defaults(run=cmd_audit)
+    add_reconcile_parsers(sub, tenants)
     return root
 
 

@@ -40,7 +40,8 @@ from projections.reconciliation import Report
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = [f for f in ReconciliationLineOut.__struct_fields__]
+CSV_COLUMNS = list(ReconciliationLineOut.__struct_fields__)
+CSV_HEADER = ["runId", *ReconciliationLineOut.__struct_encode_fields__]  # as in the JSON
 
 
 def actor_of(principal: Principal, named: str | None) -> str:
@@ -95,7 +96,7 @@ def month_of(field: str, value: str) -> str:
     return value
 
 
-@post("/v1/reconciliation/run")
+@post("/v1/reconciliation/run", status_code=200)
 async def run_reconciliation(request: Request[Any, Any, Any]) -> dict[str, list[ReconciliationOut]]:
     """Reconcile this tenant's periods now (one month, or every recent one); repair on request."""
     principal = await authorize_async(request, KeyScope.ADMIN)
@@ -131,7 +132,7 @@ def get_reconciliation(
         return Response(out)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["runId", *CSV_COLUMNS])
+    writer.writerow(CSV_HEADER)
     for line in out.lines:
         writer.writerow([out.run_id, *(getattr(line, f) for f in CSV_COLUMNS)])
     return Response(

@@ -1,0 +1,211 @@
+"""Reconciliation, adjustments and Stripe's invoice webhooks over HTTP, against the emulator."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapters.settings import Settings, StripeSettings
+from domain.usage import usage_period_id
+from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
+from tests.conftest import FakeClock
+from tests.e2e.conftest import Api, _api, event
+from tests.e2e.test_stripe_api import push_all, services, setup_stripe
+
+WEBHOOK_SECRET = "whsec_test_reconciliation"
+
+
+@pytest.fixture
+def parity_api(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[Api]:
+    clock.now = clock.now.replace(day=10)
+    emulator.set_now(int(clock.now.timestamp()), frozen=True)
+    stripe = StripeSettings(
+        secret_key=TEST_API_KEY,
+        api_base=emulator.url,
+        max_network_retries=0,
+        timeout_seconds=5,
+        webhook_secret=WEBHOOK_SECRET,
+    )
+    yield from _api(dataclasses.replace(settings, stripe=stripe), clock)
+
+
+def signed(payload: dict[str, Any], secret: str = WEBHOOK_SECRET) -> tuple[bytes, str]:
+    body = json.dumps(payload).encode()
+    stamp = int(time.time())
+    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
+    return body, f"t={stamp},v1={signature.hexdigest()}"
+
+
+def webhook(api: Api, payload: dict[str, Any], secret: str = WEBHOOK_SECRET) -> Any:
+    body, header = signed(payload, secret)
+    return api.client.post(
+        "/v1/stripe/webhooks",
+        content=body,
+        headers={"Stripe-Signature": header, "content-type": "application/json"},
+    )
+
+
+def test_run_then_read_the_report_as_json_and_csv(
+    parity_api: Api, emulator: RunningEmulator
+) -> None:
+    api = parity_api
+    setup_stripe(api, emulator)
+    api.ingest(event(quantity=4, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    run = api.call("POST", "/v1/reconciliation/run", json={"period": "2026-03"})
+    assert run.status_code == 200, run.text
+    [report] = run.json()["data"]
+    assert report["counts"] == {"ok": 0, "pending": 1, "drift": 0, "repaired": 0}
+    [line] = report["lines"]
+    assert (line["local"], line["stripe"], line["cause"]) == (4, 0, "events after the last push")
+    assert line["stripe"] == 0 and line["status"] == "pending"
+
+    repaired = api.call(
+        "POST", "/v1/reconciliation/run", json={"repair": True, "actor": "ops@acme"}
+    )
+    assert repaired.json()["data"][0]["lines"][0]["status"] == "repaired"
+    assert repaired.json()["data"][0]["actor"].startswith("ops@acme (api-key:")
+    api.settle()
+    api.call("POST", "/v1/reconciliation/run", json={"period": "2026-03"})
+
+    latest = api.call("GET", "/v1/reconciliation/2026-03", key="acme-read")
+    assert latest.status_code == 200
+    assert [(x["status"], x["local"], x["stripe"]) for x in latest.json()["lines"]] == [
+        ("ok", 4, 4)
+    ]
+    as_csv = api.call("GET", "/v1/reconciliation/2026-03?format=csv", key="acme-read")
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    rows = as_csv.text.strip().splitlines()
+    assert rows[0].startswith("runId,customerRef,metric,period")
+    assert len(rows) == 2 and ",ok," in rows[1]
+
+
+def test_reconciliation_input_and_scopes(parity_api: Api) -> None:
+    api = parity_api
+    bad = api.call("POST", "/v1/reconciliation/run", json={"period": "March"})
+    assert (bad.status_code, bad.json()["errors"][0]["field"]) == (422, "period")
+    unknown_field = api.call("POST", "/v1/reconciliation/run", json={"perod": "2026-03"})
+    assert unknown_field.status_code in (400, 422)
+    assert api.call("POST", "/v1/reconciliation/run", key="acme-read").status_code == 403
+    assert api.call("GET", "/v1/reconciliation/2026-03").status_code == 404
+    fmt = api.call("GET", "/v1/reconciliation/2026-03?format=xml")
+    assert (fmt.status_code, fmt.json()["errors"][0]["field"]) == (422, "format")
+
+
+def test_adjustments_propose_approve_revert_with_actor_and_reason(
+    parity_api: Api,
+) -> None:
+    api = parity_api
+    api.ingest(event(quantity=10, ts="2026-03-10T09:00:00Z"))
+    proposed = api.call(
+        "POST",
+        "/v1/adjustments",
+        json={"customerRef": "cus_1", "metric": "api_calls", "quantity": "-3", "reason": "SLA"},
+        headers={"Idempotency-Key": "credit-1"},
+    )
+    assert proposed.status_code == 201, proposed.text
+    adjustment = proposed.json()
+    assert adjustment["status"] == "pending"
+    again = api.call(
+        "POST",
+        "/v1/adjustments",
+        json={"customerRef": "cus_1", "metric": "api_calls", "quantity": "-3", "reason": "SLA"},
+        headers={"Idempotency-Key": "credit-1"},
+    )
+    assert (again.status_code, again.json()["id"]) == (200, adjustment["id"])
+
+    def current() -> str:
+        api.settle()
+        usage = api.call("GET", "/v1/usage/current?customerRef=cus_1", key="acme-read").json()
+        return str(usage["counters"][0]["value"])
+
+    assert current() == "10"  # pending: not counted
+    path = f"/v1/adjustments/{adjustment['id']}"
+    approved = api.call("POST", f"{path}/approve", json={"reason": "ok by finance"})
+    assert approved.json()["status"] == "applied"
+    assert approved.json()["appliedTo"] == "2026-03"
+    assert current() == "7"
+    twice = api.call("POST", f"{path}/approve", json={"reason": "again"})
+    assert twice.status_code == 409
+    reverted = api.call("POST", f"{path}/revert", json={"reason": "credit withdrawn"})
+    assert reverted.json()["status"] == "reverted"
+    assert current() == "10"
+    listed = api.call("GET", "/v1/adjustments", key="acme-read").json()["data"]
+    assert [(a["status"], a["decidedBy"].startswith("api-key:")) for a in listed] == [
+        ("reverted", True)
+    ]
+    # Another tenant sees nothing and can decide nothing.
+    assert api.call("GET", "/v1/adjustments", key="globex-all").json()["data"] == []
+    other = api.call("POST", f"{path}/approve", key="globex-all", json={"reason": "x"})
+    assert other.status_code == 404
+    events = api.call("GET", "/v1/events?customerRef=cus_1", key="acme-read").json()["data"]
+    assert [e["status"] for e in events] == ["counted", "correction", "correction"]
+    metrics = api.client.get("/metrics").text
+    assert 'stripemeter_corrections_total{outcome="approved"} 1.0' in metrics
+    assert 'stripemeter_corrections_total{outcome="reverted"} 1.0' in metrics
+
+
+def test_adjustment_input_errors(parity_api: Api) -> None:
+    api = parity_api
+    base = {"customerRef": "cus_1", "metric": "api_calls", "quantity": "1", "reason": "x"}
+    for change, field in (
+        ({"metric": "nope"}, None),
+        ({"quantity": "0"}, "quantity"),
+        ({"reason": " "}, "reason"),
+    ):
+        response = api.call("POST", "/v1/adjustments", json={**base, **change})
+        assert response.status_code in (404, 422), response.text
+        if field is not None:
+            assert response.json()["errors"][0]["field"] == field
+    assert api.call("POST", "/v1/adjustments/not-a-uuid/approve", json={"reason": "x"}).json()[
+        "errors"
+    ][0]["field"] == "id"
+
+
+def test_webhooks_must_be_signed(parity_api: Api) -> None:
+    unsigned = parity_api.client.post("/v1/stripe/webhooks", content=b"{}")
+    assert unsigned.status_code == 422
+    assert unsigned.json()["errors"][0]["field"] == "Stripe-Signature"
+    forged = webhook(parity_api, {"id": "evt_1", "type": "invoice.created"}, secret="whsec_x")
+    assert forged.status_code == 422
+
+
+def test_invoice_webhooks_close_the_period_and_record_parity(
+    parity_api: Api, emulator: RunningEmulator
+) -> None:
+    api = parity_api
+    live = setup_stripe(api, emulator)
+    api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    push_all(api)
+    app = services(api).stores.app
+    tenant = app.tenant_by_slug("acme").id
+    period_id = usage_period_id(tenant, "cus_1", "api_calls", "2026-03")
+    invoice: dict[str, Any] = {
+        "id": "in_test_1",
+        "object": "invoice",
+        "customer": live,
+        "billing_reason": "subscription_cycle",
+        "created": 1775001600,  # 2026-04-01T00:00Z
+        "period_start": 1772323200,  # 2026-03-01T00:00Z
+        "period_end": 1775001600,
+        "automatically_finalizes_at": 1775005200,  # + 1 h
+    }
+    created = webhook(api, {"id": "evt_1", "type": "invoice.created", "data": {"object": invoice}})
+    assert created.json() == {"received": "invoice.created", "periods": 1}
+    period = app.repository.get(period_id)
+    assert (period.invoice_id, period.closed) == ("in_test_1", False)
+    api.settle()
+    finalized = webhook(
+        api, {"id": "evt_2", "type": "invoice.finalized", "data": {"object": invoice}}
+    )
+    assert finalized.json()["periods"] == 1
+    period = app.repository.get(period_id)
+    assert (period.closed, period.verdict) == (True, "parity")

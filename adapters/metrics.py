@@ -93,7 +93,14 @@ class Metrics:
             ["target"],
             registry=self.registry,
         )
-        # The reference product's names for shadow mode, kept for its users' dashboards.
+        # The reference product's names for shadow mode, kept for its users' dashboards
+        # (exported, as every counter, with _total: shadow_usage_posts_total, ...).
+        self.swept_at = Gauge(
+            "stripemeter_push_last_sweep_timestamp_seconds",
+            "When the push sweep last finished (Unix time): it stops moving if the sweep hangs.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.shadow_posts = Counter(
             "shadow_usage_posts",
             "Shadow-mode pushes confirmed by the Stripe test account.",

@@ -188,6 +188,7 @@ class PushWorker:
             report.sent += sent
             report.pending += pending
             report.unpushed += unpushed
+        self.metrics.swept_at.set(time.time())
         return report
 
     def _recently_sent(self, period_id: UUID, target: Target, now: float) -> bool:

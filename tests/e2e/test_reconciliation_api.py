@@ -164,9 +164,12 @@ def test_adjustment_input_errors(parity_api: Api) -> None:
         assert response.status_code in (404, 422), response.text
         if field is not None:
             assert response.json()["errors"][0]["field"] == field
-    assert api.call("POST", "/v1/adjustments/not-a-uuid/approve", json={"reason": "x"}).json()[
-        "errors"
-    ][0]["field"] == "id"
+    assert (
+        api.call("POST", "/v1/adjustments/not-a-uuid/approve", json={"reason": "x"}).json()[
+            "errors"
+        ][0]["field"]
+        == "id"
+    )
 
 
 def test_webhooks_must_be_signed(parity_api: Api) -> None:

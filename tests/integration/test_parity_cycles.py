@@ -209,7 +209,8 @@ def test_every_invoice_equals_the_local_total_over_three_cycles(
                 continue
             start = datetime.fromtimestamp(invoice.period_start, UTC)
             period = app.period_for(tenant, who, start)
-            local: UsagePeriod = app.repository.get(usage_period_id(tenant, who, "api_calls", period.key))
+            period_id = usage_period_id(tenant, who, "api_calls", period.key)
+            local: UsagePeriod = app.repository.get(period_id)
             [line] = [x for x in invoice.lines.data if x.quantity is not None]
             assert (who, period.key, line.quantity) == (who, period.key, whole_units(local.value))
             assert local.closed and local.verdict == "parity", (who, period.key)

@@ -81,9 +81,11 @@ class PeriodCloser:
         """Close the periods whose invoice finalises soon; record parity for final ones."""
         now = self.clock()
         summary = CloseSummary()
-        standings = self.stores.views.reports.standings(None, ending_after=now - STRIPE_MAX_AGE)
+        standings = self.stores.views.reports.standings(
+            None, ending_after=now - STRIPE_MAX_AGE, ended_by=now, unsettled=True
+        )
         for s in standings:
-            if s.period_end > now or s.verdict is not None or not self._billed(s):
+            if not self._billed(s):
                 continue
             finalizes_at = s.finalizes_at or s.period_end + self.grace
             if not s.closed and now >= max(s.period_end, finalizes_at - self.margin):
@@ -112,7 +114,6 @@ class PeriodCloser:
         mapping = self.stores.app.cached_tenant(s.tenant_id).mappings.get(s.metric)
         if mapping is None or s.stripe_customer_id is None:
             return None
-        self.pusher.push(s.usage_period_id, Target.LIVE, reason="final push before parity")
         try:
             stripe_total = self.gateway.meter_total(
                 mapping.stripe_meter_id,
@@ -193,13 +194,9 @@ class PeriodCloser:
     def invoice_finalized(self, invoice: dict[str, Any]) -> int:
         """The invoice is final: close its periods (if not yet) and record their parity."""
         recorded = 0
-        wanted = set(self._periods_of(invoice))
-        if not wanted:
-            return 0
-        now = self.clock()
-        for s in self.stores.views.reports.standings(None, ending_after=now - STRIPE_MAX_AGE):
-            if s.usage_period_id in wanted:
-                recorded += self.record_parity(s, invoice_id=str(invoice["id"])) is not None
+        wanted = self._periods_of(invoice)
+        for s in self.stores.views.reports.standings(None, period_ids=wanted, unsettled=True):
+            recorded += self.record_parity(s, invoice_id=str(invoice["id"])) is not None
         return recorded
 
     def _periods_of(self, invoice: dict[str, Any]) -> list[UUID]:

@@ -57,6 +57,7 @@ class PushOutcome(StrEnum):
     UNMAPPED = "unmapped"  # metric or customer not mapped to Stripe (for this target)
     BUSY = "busy"  # another worker is pushing this period right now
     DRIFT = "drift"  # an old intent's outcome cannot be told from Stripe's summary
+    FINAL = "final"  # the period's invoice is final: pushing more would not reach it
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,10 @@ class PushService:
         repair names who asked and why).
         """
         period: UsagePeriod = self.app.repository.get(usage_period_id)
+        if period.verdict is not None:
+            # Events stamped in a finalised period would show in Stripe's summary but
+            # never on its invoice; what is missing is corrected in the open period.
+            return PushOutcome.FINAL
         gateway = self.gateways.get(target)
         mapping = self.app.cached_tenant(period.tenant_id).mappings.get(period.metric)
         customer = self.app.cached_customer(period.tenant_id, period.customer_ref)

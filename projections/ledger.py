@@ -285,7 +285,7 @@ class LedgerProjection(Projection):
                 " JOIN sm_counters c ON c.tenant_id = p.tenant_id AND c.customer_ref ="
                 " p.customer_ref AND c.metric = p.metric AND c.period = p.period"
                 " LEFT JOIN sm_ledgers l ON l.usage_period_id = p.aggregate_id AND l.target = ?"
-                " WHERE p.period_end > ?",
+                " WHERE p.period_end > ? AND p.verdict IS NULL",
                 (target, s.encode_time(open_after)),
             )
         result = []

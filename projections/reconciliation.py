@@ -123,8 +123,14 @@ class ReconciliationReports:
         start_from: datetime | None = None,
         start_before: datetime | None = None,
         ending_after: datetime | None = None,
+        ended_by: datetime | None = None,
+        unsettled: bool = False,
+        period_ids: list[UUID] | None = None,
     ) -> list[PeriodStanding]:
-        """Periods with a counter and their live ledger, filtered by start or end."""
+        """Periods with a counter and their live ledger, filtered by start, end or id.
+
+        ``unsettled``: only periods whose final parity is not recorded yet.
+        """
         s = self.store
         where = ["1 = 1"]
         params: list[Any] = []
@@ -133,10 +139,18 @@ class ReconciliationReports:
             ("p.period_start >= ?", s.encode_time(start_from) if start_from else None),
             ("p.period_start < ?", s.encode_time(start_before) if start_before else None),
             ("p.period_end > ?", s.encode_time(ending_after) if ending_after else None),
+            ("p.period_end <= ?", s.encode_time(ended_by) if ended_by else None),
         ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
+        if unsettled:
+            where.append("p.verdict IS NULL")
+        if period_ids is not None:
+            if not period_ids:
+                return []
+            where.append(f"p.aggregate_id IN ({', '.join('?' * len(period_ids))})")
+            params += [str(i) for i in period_ids]
         with s.transaction() as tx:
             rows = tx.execute(
                 "SELECT p.aggregate_id, p.tenant_id, p.customer_ref, p.metric, p.period,"

@@ -76,7 +76,7 @@ class Views:
 
 # Raise whenever a view's tables change shape: the views are then dropped and
 # derived again from the event log (the log is the truth; views are disposable).
-VIEWS_SCHEMA = 2
+VIEWS_SCHEMA = 3
 
 
 def _replace_outdated_views(store: ViewStore, runner: ProjectionRunner) -> None:

@@ -226,13 +226,23 @@ class PushOut(msgspec.Struct, rename="camel"):
     mode: str
     status: str
     settled_by: str | None
-    reason: str | None
+    reason: str | None  # why Stripe refused it, when abandoned
     stripe_timestamp: str
     requested_at: str
     settled_at: str | None
     covers_versions: list[int]
     events: list[EventOut]
     events_next_cursor: str | None
+    purpose: str = "usage"  # "usage", or who repaired it and why
+
+
+class RepairOut(msgspec.Struct, rename="camel"):
+    target: str
+    recorded_at: str
+    stripe_total: int
+    expected_total: int
+    actor: str
+    reason: str
 
 
 class InvoiceAudit(msgspec.Struct, rename="camel"):
@@ -246,6 +256,7 @@ class InvoiceAudit(msgspec.Struct, rename="camel"):
     pushes: list[PushOut]
     unpushed_events: list[EventOut]
     unpushed_next_cursor: str | None
+    repairs: list[RepairOut] = []
 
 
 # -- reconciliation and adjustments -------------------------------------------------

@@ -38,6 +38,7 @@ class PushRow:
     reason: str | None
     intended_at: datetime
     settled_at: datetime | None
+    purpose: str = "usage"  # the intent's reason: "usage", or who repaired it and why
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class RepairRow:
 
 PUSH_COLUMNS = (
     "number, target, identifier, value, mode, covers_from, covers_to, stripe_timestamp,"
-    " status, how, reason, intended_at, settled_at"
+    " status, how, reason, intended_at, settled_at, purpose"
 )
 LEDGER_COLUMNS = (
     "ledger_id, usage_period_id, target, confirmed_total, confirmed_value, covered_version,"
@@ -147,7 +148,7 @@ class LedgerProjection(Projection):
             " target TEXT NOT NULL, identifier TEXT NOT NULL, value {bigint} NOT NULL,"
             " mode TEXT NOT NULL, covers_from {bigint} NOT NULL, covers_to {bigint} NOT NULL,"
             " stripe_timestamp {timestamp} NOT NULL, status TEXT NOT NULL, how TEXT, reason TEXT,"
-            " intended_at {timestamp} NOT NULL, settled_at {timestamp},"
+            " intended_at {timestamp} NOT NULL, settled_at {timestamp}, purpose TEXT NOT NULL,"
             " PRIMARY KEY (ledger_id, number))",
             "CREATE INDEX IF NOT EXISTS sm_pushes_period ON sm_pushes (usage_period_id, number)",
             "CREATE TABLE IF NOT EXISTS sm_ledger_repairs ("
@@ -184,7 +185,7 @@ class LedgerProjection(Projection):
         s = self.store
         tx.execute(
             f"INSERT INTO sm_pushes (ledger_id, usage_period_id, {PUSH_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, NULL)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, NULL, ?)",
             (
                 ledger,
                 period,
@@ -197,6 +198,7 @@ class LedgerProjection(Projection):
                 event.covers_to,
                 s.encode_time(event.stripe_timestamp),
                 s.encode_time(event.recorded_at),
+                event.reason,
             ),
         )
         tx.execute(
@@ -397,4 +399,5 @@ class LedgerProjection(Projection):
             r[10],
             intended_at,
             s.decode_time(r[12]),
+            r[13],
         )

@@ -21,6 +21,7 @@ from api.schemas import (
     MappingIn,
     MappingOut,
     PushOut,
+    RepairOut,
     check_text,
     parse_time,
 )
@@ -209,6 +210,7 @@ def build_audit(
                 covers_versions=[row.covers_from, row.covers_to],
                 events=[event_out(e) for e in events[:AUDIT_EVENTS]],
                 events_next_cursor=_cursor(events),
+                purpose=row.purpose,
             )
         )
     unpushed = views.events.covered(
@@ -216,7 +218,9 @@ def build_audit(
     )
     delta = counters and PUSH_MODE[counters[0].aggregation] is PushMode.DELTA
     confirmed = {
-        ledger.target: ledger.confirmed_total if delta else (ledger.confirmed_value or 0)
+        ledger.target: ledger.confirmed_total + ledger.external_total
+        if delta
+        else (ledger.confirmed_value or 0)
         for ledger in views.ledger.ledgers([period_id])
     }
     return InvoiceAudit(
@@ -230,6 +234,17 @@ def build_audit(
         pushes=pushes,
         unpushed_events=[event_out(e) for e in unpushed[:AUDIT_EVENTS]],
         unpushed_next_cursor=_cursor(unpushed),
+        repairs=[
+            RepairOut(
+                target=r.target,
+                recorded_at=when(r.recorded_at) or "",
+                stripe_total=r.stripe_total,
+                expected_total=r.expected_total,
+                actor=r.actor,
+                reason=r.reason,
+            )
+            for r in views.ledger.repairs(period_id)
+        ],
     )
 
 

@@ -73,6 +73,10 @@ def test_run_then_read_the_report_as_json_and_csv(
     assert repaired.json()["data"][0]["lines"][0]["status"] == "repaired"
     assert repaired.json()["data"][0]["actor"].startswith("ops@acme (api-key:")
     api.settle()
+    audit = api.call("GET", "/v1/audit/invoice?customerRef=cus_1&metric=api_calls&period=2026-03")
+    [push] = audit.json()["pushes"]
+    assert push["purpose"].startswith("repair by ops@acme (api-key:")
+    assert push["purpose"].endswith("events after the last push")
     api.call("POST", "/v1/reconciliation/run", json={"period": "2026-03"})
 
     latest = api.call("GET", "/v1/reconciliation/2026-03", key="acme-read")

@@ -192,7 +192,14 @@ class PeriodCloser:
         return noted
 
     def invoice_finalized(self, invoice: dict[str, Any]) -> int:
-        """The invoice is final: close its periods (if not yet) and record their parity."""
+        """The invoice is final: close its periods (if not yet) and record their parity.
+
+        Only a cycle's invoice bills a usage period. Any other (the first
+        invoice of a subscription, a proration, a manual one) is dated inside
+        the customer's *open* period and must not close it.
+        """
+        if invoice.get("billing_reason") != "subscription_cycle":
+            return 0
         recorded = 0
         wanted = self._periods_of(invoice)
         for s in self.stores.views.reports.standings(None, period_ids=wanted, unsettled=True):

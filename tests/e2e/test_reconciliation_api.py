@@ -216,3 +216,40 @@ def test_invoice_webhooks_close_the_period_and_record_parity(
     assert finalized.json()["periods"] == 1
     period = app.repository.get(period_id)
     assert (period.closed, period.verdict) == (True, "parity")
+
+
+def test_an_invoice_other_than_a_cycle_leaves_the_open_period_open(
+    parity_api: Api, emulator: RunningEmulator
+) -> None:
+    """A proration (or a subscription's first invoice) is dated inside the open period.
+
+    Its ``invoice.finalized`` once closed that period mid-cycle, and every
+    later event of it then failed with a 500 (its correction had nowhere open
+    to go).
+    """
+    api = parity_api
+    live = setup_stripe(api, emulator)
+    api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    moment = 1773144000  # 2026-03-10T12:00Z, inside the open March period
+    invoice: dict[str, Any] = {
+        "id": "in_update_1",
+        "object": "invoice",
+        "customer": live,
+        "billing_reason": "subscription_update",
+        "created": moment,
+        "period_start": moment,
+        "period_end": moment,
+    }
+    finalized = webhook(
+        api, {"id": "evt_3", "type": "invoice.finalized", "data": {"object": invoice}}
+    )
+    assert finalized.json() == {"received": "invoice.finalized", "periods": 0}
+    app = services(api).stores.app
+    period = app.repository.get(
+        usage_period_id(app.tenant_by_slug("acme").id, "cus_1", "api_calls", "2026-03")
+    )
+    assert (period.closed, period.verdict) == (False, None)
+    later = api.ingest(event(quantity=2, ts="2026-03-10T10:00:00Z", idempotencyKey="k2"))
+    assert later.status_code == 200
+    assert [(r["status"], r.get("late")) for r in later.json()["results"]] == [("accepted", None)]

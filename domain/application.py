@@ -524,13 +524,17 @@ class MeteringApp(Application[UUID]):
             reason=f"late usage: {why}",
             now=now,
         )
-        if policy is LatePolicy.HOLD:
-            outcome = Lateness.HELD
-            kept = f"held for approval as adjustment {adjustment.id}"
-        else:
+        target = None
+        if policy is LatePolicy.CARRY_FORWARD:
             target = self._period_at(
                 item.tenant_id, item.customer_ref, item.metric, metric, now, touched
             )
+            if target.closed:  # closed early by hand: nowhere open to carry it, so it waits
+                target = None
+        if target is None:
+            outcome = Lateness.HELD
+            kept = f"held for approval as adjustment {adjustment.id}"
+        else:
             adjustment.approve(LATE_POLICY_ACTOR, "tenant policy carry_forward", target.period)
             target.apply_correction(
                 adjustment.id, item.quantity, 1, f"late usage: {why}", period.period

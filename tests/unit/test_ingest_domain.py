@@ -257,3 +257,16 @@ def test_usage_period_snapshots_round_trip(clock: FakeClock) -> None:
     assert list(application.snapshots.get(period_id))  # taken at versions 500 and 1000
     reread = application.repository.get(period_id)
     assert (reread.event_count, reread.value) == (1200, Decimal(96))
+
+
+def test_with_no_open_period_to_carry_into_a_late_event_waits_for_approval(
+    app: MeteringApp, clock: FakeClock
+) -> None:
+    """A period closed early by hand leaves nowhere to carry to: held, never an error."""
+    tenant = app.tenant_by_slug("acme").id
+    app.record_usage([submission(tenant, 5, clock.now)])
+    period_id = app.usage_period(tenant, "cus_1", "api_calls", "2026-03").id
+    app.change_periods(lambda load: [p] if (p := load.get(period_id)).close("test") else [])
+    [result] = app.record_usage([submission(tenant, 2, clock.now)])
+    assert (result.outcome, result.late) == (Outcome.ACCEPTED, Lateness.HELD)
+    assert app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == Decimal(5)

@@ -22,7 +22,7 @@ from api.schemas import (
     check_text,
     parse_time,
 )
-from domain.periods import period_from_key, period_of
+from domain.periods import period_from_key
 from domain.tenancy import Scope
 from projections.counters import Counter, Tally, roll_up_days
 from projections.usage_events import EventFilter, UsageEventRow
@@ -139,7 +139,15 @@ def current_usage(
     principal = authorize(request, Scope.READ)
     check_text("customerRef", customer_ref, 255)
     svc = services(request)
-    billing_period = period_from_key(period) if period else period_of(svc.stores.app.clock())
+    app = svc.stores.app
+    customer = app.cached_customer(principal.tenant_id, customer_ref)
+    anchor = customer.billing_cycle_anchor if customer else None
+    # The customer's own cycle once mapped to Stripe, as ingest counts it.
+    billing_period = (
+        period_from_key(period, anchor)
+        if period
+        else app.period_for(principal.tenant_id, customer_ref, app.clock())
+    )
     counters = svc.stores.views.counters.counters(
         principal.tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
     )

@@ -253,3 +253,30 @@ def test_an_invoice_other_than_a_cycle_leaves_the_open_period_open(
     later = api.ingest(event(quantity=2, ts="2026-03-10T10:00:00Z", idempotencyKey="k2"))
     assert later.status_code == 200
     assert [(r["status"], r.get("late")) for r in later.json()["results"]] == [("accepted", None)]
+
+
+def test_current_usage_follows_the_customers_billing_anchor(
+    parity_api: Api, emulator: RunningEmulator
+) -> None:
+    api = parity_api
+    live = emulator.client().v1.customers.create({"name": "anchored"}).id
+    mapping = api.call("POST", "/v1/mappings", json={"metric": "api_calls", "createMeter": True})
+    assert mapping.status_code == 201, mapping.text
+    mapped = api.call(
+        "POST",
+        "/v1/customers",
+        json={
+            "customerRef": "cus_1",
+            "stripeCustomerId": live,
+            "billingCycleAnchor": "2026-01-05T10:30:00Z",
+        },
+    )
+    assert mapped.status_code == 201, mapped.text
+    api.ingest(event(quantity=3, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    current = api.call("GET", "/v1/usage/current?customerRef=cus_1", key="acme-read").json()
+    assert (current["period"], current["periodStart"]) == (
+        "2026-03-05T10:30:00Z",
+        "2026-03-05T10:30:00Z",
+    )
+    assert [c["value"] for c in current["counters"]] == ["3"]

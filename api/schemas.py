@@ -245,6 +245,18 @@ class RepairOut(msgspec.Struct, rename="camel"):
     reason: str
 
 
+class ClosingOut(msgspec.Struct, rename="camel"):
+    """The period's invoice, its close and the final parity (when recorded)."""
+
+    invoice_id: str | None
+    finalizes_at: str | None
+    closed_at: str | None
+    verdict: str | None  # "parity" or "mismatch", once the invoice is final
+    local: int | None
+    stripe: int | None
+    invoice_quantity: int | None
+
+
 class InvoiceAudit(msgspec.Struct, rename="camel"):
     customer_ref: str
     metric: str
@@ -257,6 +269,7 @@ class InvoiceAudit(msgspec.Struct, rename="camel"):
     unpushed_events: list[EventOut]
     unpushed_next_cursor: str | None
     repairs: list[RepairOut] = []
+    closing: ClosingOut | None = None
 
 
 # -- reconciliation and adjustments -------------------------------------------------

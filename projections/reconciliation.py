@@ -48,6 +48,17 @@ class PeriodStanding:
 
 
 @dataclass(frozen=True)
+class ClosingState:
+    invoice_id: str | None
+    finalizes_at: datetime | None
+    closed_at: datetime | None
+    verdict: str | None
+    local: int | None
+    stripe: int | None
+    invoice_quantity: int | None
+
+
+@dataclass(frozen=True)
 class ReportLine:
     customer_ref: str
     metric: str
@@ -208,6 +219,28 @@ class ReconciliationReports:
                 )
             )
         return result
+
+    def closing(self, usage_period_id: UUID) -> ClosingState | None:
+        """A period's invoice, whether it is closed, and its recorded final parity."""
+        s = self.store
+        with s.transaction() as tx:
+            rows = tx.execute(
+                "SELECT invoice_id, finalizes_at, closed_at, verdict, final_local, final_stripe,"
+                " invoice_quantity FROM sm_usage_periods WHERE aggregate_id = ?",
+                (str(usage_period_id),),
+            )
+        if not rows:
+            return None
+        r = rows[0]
+        return ClosingState(
+            invoice_id=r[0],
+            finalizes_at=s.decode_time(r[1]),
+            closed_at=s.decode_time(r[2]),
+            verdict=r[3],
+            local=None if r[4] is None else int(r[4]),
+            stripe=None if r[5] is None else int(r[5]),
+            invoice_quantity=None if r[6] is None else int(r[6]),
+        )
 
     def adjustments_pending(self) -> int:
         with self.store.transaction() as tx:

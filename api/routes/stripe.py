@@ -20,6 +20,7 @@ from api.schemas import (
     InvoiceAudit,
     MappingIn,
     MappingOut,
+    ClosingOut,
     PushOut,
     RepairOut,
     check_text,
@@ -223,7 +224,19 @@ def build_audit(
         else (ledger.confirmed_value or 0)
         for ledger in views.ledger.ledgers([period_id])
     }
+    closing = views.reports.closing(period_id)
     return InvoiceAudit(
+        closing=None
+        if closing is None
+        else ClosingOut(
+            invoice_id=closing.invoice_id,
+            finalizes_at=when(closing.finalizes_at),
+            closed_at=when(closing.closed_at),
+            verdict=closing.verdict,
+            local=closing.local,
+            stripe=closing.stripe,
+            invoice_quantity=closing.invoice_quantity,
+        ),
         customer_ref=customer_ref,
         metric=metric,
         period=billing_period.key,

@@ -216,6 +216,16 @@ def test_invoice_webhooks_close_the_period_and_record_parity(
     assert finalized.json()["periods"] == 1
     period = app.repository.get(period_id)
     assert (period.closed, period.verdict) == (True, "parity")
+    api.settle()
+    audit = api.call("GET", "/v1/audit/invoice?customerRef=cus_1&metric=api_calls&period=2026-03")
+    closing = audit.json()["closing"]
+    assert (closing["invoiceId"], closing["verdict"], closing["local"], closing["stripe"]) == (
+        "in_test_1",
+        "parity",
+        6,
+        6,
+    )
+    assert closing["closedAt"] is not None and closing["finalizesAt"] == "2026-04-01T01:00:00Z"
 
 
 def test_an_invoice_other_than_a_cycle_leaves_the_open_period_open(

@@ -20,7 +20,7 @@ from adapters.persistence import open_stores
 from adapters.settings import Settings
 from adapters.writer_client import ProcessWriterClient
 from api import problems
-from api.routes import health, ingest, meters, reconciliation, usage
+from api.routes import health, ingest, meters, reconciliation, replay, usage
 from api.routes import stripe as stripe_routes
 from api.services import Services
 from domain.application import utc_now
@@ -141,6 +141,7 @@ def create_app(
             reconciliation.reject_adjustment,
             reconciliation.revert_adjustment,
             reconciliation.stripe_webhook,
+            replay.replay,
             health.live,
             health.ready,
             health.health,

@@ -22,6 +22,7 @@ from adapters.persistence import Stores, open_stores
 from adapters.settings import Settings, SettingsError
 from api.cli_reconcile import add_parsers as add_reconcile_parsers
 from api.cli_reconcile import cli_gateways
+from api.cli_replay import add_parser as add_replay_parser
 from api.demo import add_demo_parser
 from api.routes.meters import meter_definition, meter_out
 from api.routes.stripe import build_audit
@@ -313,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--cursor")
     audit.set_defaults(run=cmd_audit)
     add_reconcile_parsers(sub, tenants)
+    add_replay_parser(sub)
     add_demo_parser(sub)
     return root
 

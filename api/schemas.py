@@ -342,3 +342,60 @@ class AdjustmentOut(msgspec.Struct, rename="camel"):
     decided_at: str | None = None
     applied_to: str | None = None
     reverted_in: str | None = None
+
+
+# -- replay -----------------------------------------------------------------------------
+
+
+class ReplayIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    since: str
+    until: str
+    mode: str = "dry-run"  # or "apply"
+    metrics: list[str] | None = None  # none: every metric
+    customers: list[str] | None = None  # customerRefs; none: every customer
+    cursor: str | None = None
+    limit: int = 200
+
+
+class ReplayTallyOut(msgspec.Struct, rename="camel"):
+    value: str
+    sum: str
+    count: int
+    max: str | None
+    last: str | None
+    last_at: str | None
+    watermark: str | None
+    late_events: int
+    version: int  # the period's version this counter reflects
+    position: int  # the log position of the last event it reflects
+
+
+class ReplayCounterOut(msgspec.Struct, rename="camel"):
+    customer_ref: str
+    metric: str
+    period: str
+    period_start: str
+    period_end: str
+    aggregation: str
+    before: ReplayTallyOut | None  # the stored counter (null: none stored)
+    after: ReplayTallyOut | None  # derived from the event log (null: no counted event)
+    difference: str  # after.value - before.value
+    changed: bool  # the counter or one of its hour buckets differs
+    hours_changed: int
+    pending_events: int  # past the view's position: the projection adds them as usual
+
+
+class ReplaySummaryOut(msgspec.Struct, rename="camel"):
+    examined: int
+    changed: int
+    applied: int  # counters written (apply only)
+    pending_events: int
+
+
+class ReplayOut(msgspec.Struct, rename="camel"):
+    mode: str
+    view_position: int  # the counters view's log position the counters were derived as of
+    summary: ReplaySummaryOut
+    counters: list[ReplayCounterOut]
+    pushes: str | None  # "queued" (at once) or "sweep" (by the push worker's sweep); null: none
+    next_cursor: str | None

@@ -1,8 +1,10 @@
 """Running counters per tenant × customer × metric × period, and per hour.
 
-A batch of events is folded in memory first (``Tally``), then merged into
-the stored rows, one read and one write per touched row: the cost of a batch
-follows the number of counters it touches, not the number of events.
+A batch of events is folded in memory first (``fold_counters``, into
+``Tally``s), then merged into the stored rows, one read and one write per
+touched row: the cost of a batch follows the number of counters it touches,
+not the number of events. A replay (projections/replay.py) folds a period's
+whole log with the same function and writes through the same row methods.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from domain.meters import Aggregation
 from domain.usage import EXACT, UsagePeriod, aggregate_value
 from projections.base import Positioned, Projection
 from projections.store import Tx, ViewStore
-from projections.usage_periods import UsagePeriodDirectory
+from projections.usage_periods import PeriodInfo, UsagePeriodDirectory
 
 
 @dataclass
@@ -89,6 +91,52 @@ TALLY_COLUMNS = (
 )
 
 
+@dataclass
+class Folded:
+    """A run of events tallied per period and per (period, UTC hour), in log order."""
+
+    periods: dict[UUID, Tally] = field(default_factory=dict)
+    hours: dict[tuple[UUID, datetime], Tally] = field(default_factory=dict)
+
+
+def fold_counters(events: Sequence[Positioned]) -> Folded:
+    """Tally events the counters projection handles, given with their log positions.
+
+    Pure: the projection merges the result into its stored rows, a replay
+    (projections/replay.py) compares it with them. A usage event counts in the
+    hour it occurred; a correction in the hour it was applied (its timestamp).
+    """
+    folded = Folded()
+    for position, event in events:
+        period_tally = folded.periods.setdefault(event.originator_id, Tally())
+        version = event.originator_version
+        if isinstance(event, UsagePeriod.UsageRecorded):
+            period_tally.add(event.quantity, event.occurred_at, position, version)
+            moment = event.occurred_at
+            change = Tally()
+            change.add(event.quantity, event.occurred_at, position, version)
+        elif isinstance(event, UsagePeriod.CorrectionApplied):
+            # Counted when it was applied: its hour is the one it landed in.
+            change = Tally(
+                event_count=event.events,
+                total=event.quantity,
+                last_position=position,
+                version=version,
+            )
+            period_tally.merge(change)
+            moment = event.timestamp
+        else:
+            late = int(isinstance(event, UsagePeriod.LateUsageRecorded))
+            period_tally.merge(Tally(late_events=late, last_position=position, version=version))
+            continue
+        folded.hours.setdefault((event.originator_id, hour_of(moment)), Tally()).merge(change)
+    return folded
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 class CountersProjection(Projection):
     name = "counters"
     tables = ("sm_counters", "sm_counter_hours")
@@ -126,81 +174,105 @@ class CountersProjection(Projection):
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
-        periods: dict[UUID, Tally] = {}
-        hours: dict[tuple[UUID, datetime], Tally] = {}
-        for position, event in events:
-            period_tally = periods.setdefault(event.originator_id, Tally())
-            version = event.originator_version
-            if isinstance(event, UsagePeriod.UsageRecorded):
-                period_tally.add(event.quantity, event.occurred_at, position, version)
-                moment = event.occurred_at
-                change = Tally()
-                change.add(event.quantity, event.occurred_at, position, version)
-            elif isinstance(event, UsagePeriod.CorrectionApplied):
-                # Counted when it was applied: its hour is the one it landed in.
-                change = Tally(
-                    event_count=event.events,
-                    total=event.quantity,
-                    last_position=position,
-                    version=version,
-                )
-                period_tally.merge(change)
-                moment = event.timestamp
-            else:
-                late = int(isinstance(event, UsagePeriod.LateUsageRecorded))
-                period_tally.merge(Tally(late_events=late, last_position=position, version=version))
-                continue
-            hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-            hours.setdefault((event.originator_id, hour), Tally()).merge(change)
+        folded = fold_counters(events)
         now = datetime.now(UTC)
-        for aggregate_id, tally in periods.items():
+        for aggregate_id, tally in folded.periods.items():
             info = self.directory.lookup(tx, aggregate_id)
-            key = (str(info.tenant_id), info.customer_ref, info.metric, info.period)
-            rows = tx.execute(
-                f"SELECT {TALLY_COLUMNS} FROM sm_counters"
-                " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND period = ?",
-                key,
-            )
-            merged = self._decode(rows[0]) if rows else Tally()
+            merged = self.stored_counter(tx, info) or Tally()
             merged.merge(tally)
-            tx.execute(
-                "INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
-                f" {TALLY_COLUMNS}, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (tenant_id, customer_ref, metric, period) DO UPDATE SET"
-                " event_count = excluded.event_count, total = excluded.total,"
-                " maximum = excluded.maximum, last_value = excluded.last_value,"
-                " last_at = excluded.last_at, watermark = excluded.watermark,"
-                " late_events = excluded.late_events, last_position = excluded.last_position,"
-                " version = excluded.version, updated_at = excluded.updated_at",
-                (*key, info.aggregation.value, *self._encode(merged), self.store.encode_time(now)),
-            )
-        for (aggregate_id, hour), tally in hours.items():
+            self.write_counter(tx, info, merged, now)
+        for (aggregate_id, hour), tally in folded.hours.items():
             info = self.directory.lookup(tx, aggregate_id)
-            key = (
-                str(info.tenant_id),
-                info.customer_ref,
-                info.metric,
-                self.store.encode_time(hour),
-            )
-            rows = tx.execute(
-                f"SELECT {TALLY_COLUMNS} FROM sm_counter_hours"
-                " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND hour = ?",
-                key,
-            )
-            merged = self._decode(rows[0]) if rows else Tally()
+            merged = self.stored_hours(tx, info, [hour]).get(hour) or Tally()
             merged.merge(tally)
-            tx.execute(
-                f"INSERT INTO sm_counter_hours (tenant_id, customer_ref, metric, hour,"
-                f" {TALLY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (tenant_id, customer_ref, metric, hour) DO UPDATE SET"
-                " event_count = excluded.event_count, total = excluded.total,"
-                " maximum = excluded.maximum, last_value = excluded.last_value,"
-                " last_at = excluded.last_at, watermark = excluded.watermark,"
-                " late_events = excluded.late_events, last_position = excluded.last_position,"
-                " version = excluded.version",
-                (*key, *self._encode(merged)),
-            )
+            self.write_hour(tx, info, hour, merged)
+
+    # -- rows, for the projection and for replays (projections/replay.py) ---
+
+    def stored_counter(self, tx: Tx, info: PeriodInfo) -> Tally | None:
+        rows = tx.execute(
+            f"SELECT {TALLY_COLUMNS} FROM sm_counters"
+            " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND period = ?",
+            (str(info.tenant_id), info.customer_ref, info.metric, info.period),
+        )
+        return self._decode(rows[0]) if rows else None
+
+    def write_counter(self, tx: Tx, info: PeriodInfo, tally: Tally, now: datetime) -> None:
+        """Store a period's counter as ``tally`` (inserted or replaced)."""
+        key = (str(info.tenant_id), info.customer_ref, info.metric, info.period)
+        tx.execute(
+            "INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
+            f" {TALLY_COLUMNS}, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id, customer_ref, metric, period) DO UPDATE SET"
+            " event_count = excluded.event_count, total = excluded.total,"
+            " maximum = excluded.maximum, last_value = excluded.last_value,"
+            " last_at = excluded.last_at, watermark = excluded.watermark,"
+            " late_events = excluded.late_events, last_position = excluded.last_position,"
+            " version = excluded.version, updated_at = excluded.updated_at",
+            (*key, info.aggregation.value, *self._encode(tally), self.store.encode_time(now)),
+        )
+
+    def delete_counter(self, tx: Tx, info: PeriodInfo) -> None:
+        tx.execute(
+            "DELETE FROM sm_counters"
+            " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND period = ?",
+            (str(info.tenant_id), info.customer_ref, info.metric, info.period),
+        )
+
+    def stored_hours(
+        self,
+        tx: Tx,
+        info: PeriodInfo,
+        hours: Sequence[datetime] = (),
+        windows: Sequence[tuple[datetime, datetime]] = (),
+    ) -> dict[datetime, Tally]:
+        """The hour rows of the period's customer and metric at ``hours`` or inside ``windows``."""
+        s = self.store
+        clauses = []
+        params: list[Any] = [str(info.tenant_id), info.customer_ref, info.metric]
+        if hours:
+            clauses.append(f"hour IN ({', '.join('?' * len(hours))})")
+            params += [s.encode_time(hour) for hour in hours]
+        for start, end in windows:
+            clauses.append("(hour >= ? AND hour < ?)")
+            params += [s.encode_time(start), s.encode_time(end)]
+        if not clauses:
+            return {}
+        rows = tx.execute(
+            f"SELECT hour, {TALLY_COLUMNS} FROM sm_counter_hours"
+            " WHERE tenant_id = ? AND customer_ref = ? AND metric = ?"
+            f" AND ({' OR '.join(clauses)})",
+            params,
+        )
+        found: dict[datetime, Tally] = {}
+        for row in rows:
+            hour = s.decode_time(row[0])
+            assert hour is not None
+            found[hour] = self._decode(row[1:])
+        return found
+
+    def write_hour(self, tx: Tx, info: PeriodInfo, hour: datetime, tally: Tally) -> None:
+        """Store an hour bucket of the period's customer and metric as ``tally``."""
+        key = (str(info.tenant_id), info.customer_ref, info.metric, self.store.encode_time(hour))
+        tx.execute(
+            f"INSERT INTO sm_counter_hours (tenant_id, customer_ref, metric, hour,"
+            f" {TALLY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id, customer_ref, metric, hour) DO UPDATE SET"
+            " event_count = excluded.event_count, total = excluded.total,"
+            " maximum = excluded.maximum, last_value = excluded.last_value,"
+            " last_at = excluded.last_at, watermark = excluded.watermark,"
+            " late_events = excluded.late_events, last_position = excluded.last_position,"
+            " version = excluded.version",
+            (*key, *self._encode(tally)),
+        )
+
+    def delete_hour(self, tx: Tx, info: PeriodInfo, hour: datetime) -> None:
+        tx.execute(
+            "DELETE FROM sm_counter_hours"
+            " WHERE tenant_id = ? AND customer_ref = ? AND metric = ? AND hour = ?",
+            (str(info.tenant_id), info.customer_ref, info.metric, self.store.encode_time(hour)),
+        )
 
     def _encode(self, tally: Tally) -> tuple[Any, ...]:
         s = self.store

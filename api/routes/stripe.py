@@ -14,13 +14,13 @@ from adapters.persistence import Stores
 from api.auth import authorize, authorize_async, services
 from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
 from api.schemas import (
+    ClosingOut,
     CustomerIn,
     CustomerOut,
     FieldError,
     InvoiceAudit,
     MappingIn,
     MappingOut,
-    ClosingOut,
     PushOut,
     RepairOut,
     check_text,

@@ -157,43 +157,26 @@ class MeteringApp(Application[UUID]):
 
     def declare_metric(self, tenant_id: UUID, definition: MetricDefinition) -> bool:
         """Declare a metric for a tenant. True when new; False when identical to one declared."""
+        return self._change_tenant(tenant_id, lambda tenant: tenant.declare_metric(definition))
+
+    def set_late_policy(self, tenant_id: UUID, policy: str) -> bool:
+        """Choose what happens to usage for a closed period (carry_forward or hold)."""
+        return self._change_tenant(tenant_id, lambda tenant: tenant.set_late_policy(policy))
+
+    def map_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
+        """Map a declared metric to a Stripe meter (validated by the caller against Stripe)."""
+        return self._change_tenant(tenant_id, lambda tenant: tenant.map_meter(mapping))
+
+    def _change_tenant(self, tenant_id: UUID, change: Callable[[Tenant], bool]) -> bool:
+        """Apply ``change`` to a fresh copy and save it; True when it changed anything."""
         for _ in range(SAVE_ATTEMPTS):
             tenant = self.tenant(tenant_id)
-            created = tenant.declare_metric(definition)
-            if not created:
+            if not change(tenant):
                 return False
             try:
                 self.save(tenant)
             except IntegrityError:
                 continue  # another process changed the tenant meanwhile: decide again
-            self.tenant(tenant_id)
-            return True
-        raise ConflictError("the tenant is being changed concurrently; try again")
-
-    def set_late_policy(self, tenant_id: UUID, policy: str) -> bool:
-        """Choose what happens to usage for a closed period (carry_forward or hold)."""
-        for _ in range(SAVE_ATTEMPTS):
-            tenant = self.tenant(tenant_id)
-            if not tenant.set_late_policy(policy):
-                return False
-            try:
-                self.save(tenant)
-            except IntegrityError:
-                continue
-            self.tenant(tenant_id)
-            return True
-        raise ConflictError("the tenant is being changed concurrently; try again")
-
-    def map_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
-        """Map a declared metric to a Stripe meter (validated by the caller against Stripe)."""
-        for _ in range(SAVE_ATTEMPTS):
-            tenant = self.tenant(tenant_id)
-            if not tenant.map_meter(mapping):
-                return False
-            try:
-                self.save(tenant)
-            except IntegrityError:
-                continue
             self.tenant(tenant_id)
             return True
         raise ConflictError("the tenant is being changed concurrently; try again")

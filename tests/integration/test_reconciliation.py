@@ -8,7 +8,6 @@ the normal push path, recorded with actor and reason — restores parity.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
@@ -16,28 +15,13 @@ import pytest
 
 from adapters.metrics import Metrics
 from adapters.reconciler import Reconciler, Scope
-from adapters.settings import Settings
 from domain.ledger import StripeLedger
-from domain.meters import Aggregation
 from domain.reconciliation import Tolerance
 from projections.reconciliation import Report, ReportLine
 from stripe_emulator.testing import RunningEmulator
-from tests.conftest import FakeClock
-from tests.integration.test_push import Crash, CrashingGateway, World
+from tests.integration.world import Crash, CrashingGateway, World
 
 NO_LAG = Tolerance(summary_lag=timedelta(0))
-
-
-@pytest.fixture
-def world(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[World]:
-    clock.now = clock.now.replace(day=10)
-    emulator.set_now(int(clock.now.timestamp()), frozen=True)
-    w = World(settings, clock, emulator)
-    w.stores.app.register_tenant("acme", "Acme")
-    w.map_metric("api_calls", Aggregation.SUM, "sum", allow_negative=True)
-    w.map_customer("cus_a")
-    yield w
-    w.stores.close()
 
 
 def reconcile(

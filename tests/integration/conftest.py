@@ -1,0 +1,25 @@
+"""The ``world`` fixture of the push and reconciliation tests (see world.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.settings import Settings
+from domain.meters import Aggregation
+from stripe_emulator.testing import RunningEmulator
+from tests.conftest import FakeClock
+from tests.integration.world import World
+
+
+@pytest.fixture
+def world(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[World]:
+    clock.now = clock.now.replace(day=10)
+    emulator.set_now(int(clock.now.timestamp()), frozen=True)
+    w = World(settings, clock, emulator)
+    w.stores.app.register_tenant("acme", "Acme")
+    w.map_metric("api_calls", Aggregation.SUM, "sum", allow_negative=True)
+    w.map_customer("cus_a")
+    yield w
+    w.stores.close()

@@ -50,7 +50,6 @@ from adapters.settings import ReconcileSettings, Settings, StripeSettings
 from api.app import create_app
 from domain.pushing import whole_units
 from domain.tenancy import Scope
-from domain.usage import UsagePeriod, usage_period_id
 from stripe_emulator import EmulatorConfig
 from stripe_emulator.testing import running_emulator
 
@@ -520,18 +519,17 @@ class ParityDemo:
 
     # -- the verdict ------------------------------------------------------------------
 
-    def _recorded(self) -> UsagePeriod.ParityRecorded:
-        """StripeMeter's own record: the period's ``ParityRecorded`` event, from its log."""
-        app = self.app.state.services.stores.app
-        period_id = usage_period_id(self.tenant_id, CUSTOMER, METRIC, self.period["key"])
-        recorded = [
-            e
-            for e in app.repository.event_store.get(period_id)
-            if isinstance(e, UsagePeriod.ParityRecorded)
-        ]
-        if not recorded:
-            raise DemoError(f"period {self.period['key']} has no ParityRecorded event")
-        return recorded[-1]
+    def _recorded(self) -> dict[str, Any]:
+        """StripeMeter's own record of the final parity, as the invoice audit shows it."""
+        closing = wait_for(
+            "the recorded parity in the invoice audit",
+            lambda: (
+                (c, "")
+                if (c := self._audit(self.period["key"])["closing"]) and c["verdict"]
+                else (None, "not recorded yet")
+            ),
+        )
+        return dict(closing)
 
     def _invoice(self) -> tuple[Any, int | None]:
         invoices = self.stripe.v1.invoices.list({"customer": self.customer.id, "limit": 10})
@@ -565,9 +563,8 @@ class ParityDemo:
         counter = self._audit(self.period["key"])["counter"]
         local = whole_units(Decimal(counter["value"]))
         parity = (
-            quantity == local and recorded.verdict == "parity" and recorded.local_units == local
+            quantity == local and recorded["verdict"] == "parity" and recorded["local"] == local
         )
-        r = recorded
         return {
             "customer": {"customerRef": CUSTOMER, "stripeCustomerId": self.customer.id},
             "period": self.period,
@@ -580,11 +577,11 @@ class ParityDemo:
                 "currency": invoice.currency,
             },
             "recorded": {
-                "verdict": r.verdict,
-                "localUnits": r.local_units,
-                "stripeTotal": r.stripe_total,
-                "invoiceId": r.invoice_id,
-                "invoiceQuantity": r.invoice_quantity,
+                "verdict": recorded["verdict"],
+                "localUnits": recorded["local"],
+                "stripeTotal": recorded["stripe"],
+                "invoiceId": recorded["invoiceId"],
+                "invoiceQuantity": recorded["invoiceQuantity"],
             },
             "reconciliation": {k: line[k] for k in ("status", "cause", "local", "stripe")},
             "events": self.outcomes,

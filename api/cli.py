@@ -20,6 +20,7 @@ import msgspec
 import stripe_emulator
 from adapters.persistence import Stores, open_stores
 from adapters.settings import Settings, SettingsError
+from api.cli_projections import add_parser as add_projections_parser
 from api.cli_reconcile import add_parsers as add_reconcile_parsers
 from api.cli_reconcile import cli_gateways
 from api.cli_replay import add_parser as add_replay_parser
@@ -313,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--push", help="<target>:<number> or 'unpushed', to page its events")
     audit.add_argument("--cursor")
     audit.set_defaults(run=cmd_audit)
+    add_projections_parser(sub)
     add_reconcile_parsers(sub, tenants)
     add_replay_parser(sub)
     add_demo_parser(sub)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from eventsourcing.persistence import ApplicationRecorder, Mapper
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
 from projections.base import Projection
 from projections.store import Tx, ViewStore
@@ -51,6 +51,10 @@ class ProjectionRunner:
         self.mapper = mapper
         self.store = store
         self.projections = list(projections)
+        self._topics = {
+            p.name: frozenset(f"{cls.__module__}:{cls.__qualname__}" for cls in p.handles)
+            for p in self.projections
+        }
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._wakeup = threading.Event()
@@ -87,36 +91,73 @@ class ProjectionRunner:
         if not notifications:
             self._positions = positions
             return 0
-        wanted = {p.name: p for p in self.projections}
-        per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in wanted}
-        topics = {
-            name: {f"{cls.__module__}:{cls.__qualname__}" for cls in p.handles}
-            for name, p in wanted.items()
-        }
+        self._apply(positions, notifications, notifications[-1].id, None)
+        return len(notifications)
+
+    def run_until(self, until: Mapping[str, int]) -> int:
+        """Process one batch, no projection past its bound; the position reached (0: all there).
+
+        For rebuilds: only the topics these projections handle are read, so
+        the entries none of them reads cost nothing here, and a projection
+        whose bound is reached stops there (each one's bound may differ).
+        """
+        positions = self._positions if self._positions is not None else self.positions()
+        self._positions = None
+        behind = [p.name for p in self.projections if positions[p.name] < until[p.name]]
+        if not behind:
+            self._positions = positions
+            return 0
+        stop = max(until[name] for name in behind)
+        topics = sorted(set().union(*(self._topics[name] for name in behind)))
+        notifications = self.recorder.select_notifications(
+            start=min(positions[name] for name in behind) + 1,
+            limit=self.batch_size,
+            stop=stop,
+            topics=topics,
+        )
+        # A short batch read every entry up to ``stop`` that these projections
+        # handle: they are all done up to there, not just to the last one read.
+        head = notifications[-1].id if len(notifications) == self.batch_size else stop
+        self._apply(positions, notifications, head, until)
+        return head
+
+    def _apply(
+        self,
+        positions: dict[str, int],
+        notifications: Sequence[Notification],
+        head: int,
+        until: Mapping[str, int] | None,
+    ) -> None:
+        """Hand each projection its events in (its position, its end]; move it to its end."""
+        ends = {name: head if until is None else min(head, until[name]) for name in self._topics}
+        per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in self._topics}
         decoded: dict[int, object] = {}
         for note in notifications:
-            for name, projection_topics in topics.items():
-                if note.id > positions[name] and note.topic in projection_topics:
+            for name, projection_topics in self._topics.items():
+                if positions[name] < note.id <= ends[name] and note.topic in projection_topics:
                     if note.id not in decoded:
                         decoded[note.id] = self.mapper.to_domain_event(note)
                     per_projection[name].append((note.id, decoded[note.id]))
-        head = notifications[-1].id
         with self.store.transaction() as tx:
             for projection in self.projections:
-                if positions[projection.name] >= head:
+                name = projection.name
+                if positions[name] >= ends[name]:
                     continue
-                self._advance(tx, projection.name, positions[projection.name], head)
-                projection.process(tx, per_projection[projection.name])
-        self._positions = {name: max(position, head) for name, position in positions.items()}
-        return len(notifications)
+                self._advance(tx, name, positions[name], ends[name])
+                projection.process(tx, per_projection[name])
+        self._positions = {name: max(positions[name], ends[name]) for name in positions}
 
     @staticmethod
     def _advance(tx: Tx, name: str, expected: int, position: int) -> None:
         if expected == 0:
-            rows = tx.execute("SELECT position FROM sm_tracking WHERE projection = ?", (name,))
-            if rows:
+            # A concurrent first insert (or a rebuild's swap) wins; this one conflicts.
+            rows = tx.execute(
+                "INSERT INTO sm_tracking VALUES (?, ?) ON CONFLICT (projection) DO NOTHING"
+                " RETURNING position",
+                (name, position),
+            )
+            if not rows:
                 raise TrackingConflictError(name)
-            tx.execute("INSERT INTO sm_tracking VALUES (?, ?)", (name, position))
             return
         rows = tx.execute(
             "UPDATE sm_tracking SET position = ? WHERE projection = ? AND position = ?"

@@ -9,11 +9,15 @@ values, which is what lets one test suite run on both.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +27,20 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 Row = tuple[Any, ...]
+
+SHADOW = "sm_rebuild"
+"""Where a rebuild writes its copy of the views: the schema (PostgreSQL) or the
+attached database's name (SQLite) that ``ViewStore.beside`` exposes it under."""
+
+
+class StoreBusyError(RuntimeError):
+    """Another process holds the lock this one asked for."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    in_primary_key: bool
 
 
 class Tx(Protocol):
@@ -40,10 +58,46 @@ class ViewStore(ABC):
     """A database for views and their tracking positions."""
 
     types: dict[str, str]
+    is_distinct: str  # the null-safe "not equal" operator
 
     @abstractmethod
     def transaction(self) -> Any:
         """A context manager yielding a ``Tx``; commits on success, rolls back on error."""
+
+    # -- a shadow copy, for rebuilds ------------------------------------------
+
+    @abstractmethod
+    def shadow(self) -> ViewStore:
+        """A store of the same kind for a copy of these views, created when missing.
+
+        Its tables live apart from these (PostgreSQL: the ``sm_rebuild`` schema
+        of the same database; SQLite: a file next to this one), so that it can
+        be filled while these views keep serving.
+        """
+
+    @abstractmethod
+    def drop_shadow(self) -> None:
+        """Delete the shadow copy (close the store ``shadow()`` returned first)."""
+
+    @abstractmethod
+    def beside(self, shadow: ViewStore, *, write: bool) -> AbstractContextManager[Tx]:
+        """One transaction on these views in which the shadow's tables are ``sm_rebuild.<t>``.
+
+        Unqualified names are these views' tables. A read-only transaction
+        (``write=False``) sees one snapshot of both from its first statement on.
+        """
+
+    @abstractmethod
+    def shadow_columns(self, tx: Tx, table: str) -> list[Column]:
+        """The columns of a shadow table, in order, inside a ``beside`` transaction."""
+
+    @abstractmethod
+    def live_columns(self, tx: Tx, table: str) -> list[str]:
+        """The column names of one of these views' tables, inside a ``beside`` transaction."""
+
+    @abstractmethod
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """Hold a named lock across processes; ``StoreBusyError`` when another holds it."""
 
     @abstractmethod
     def encode_decimal(self, value: Decimal | None) -> Any: ...
@@ -90,21 +144,75 @@ class SqliteViewStore(ViewStore):
     """Views in a SQLite file (WAL mode, so readers never wait for the projection)."""
 
     types = {"decimal": "TEXT", "timestamp": "TEXT", "bigint": "INTEGER"}
+    is_distinct = "IS NOT"
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._local = threading.local()
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # Views are derived data: a power loss can cost their last commits,
+        # which the runner then re-derives from the event log.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # Views are derived data: a power loss can cost their last commits,
-            # which the runner then re-derives from the event log.
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = self._connect()
             self._local.conn = conn
         return conn
+
+    def _shadow_path(self) -> Path:
+        path = Path(self.path)
+        return path.with_name(f"{path.stem}.rebuild{path.suffix}")
+
+    def shadow(self) -> ViewStore:
+        return SqliteViewStore(self._shadow_path())
+
+    def drop_shadow(self) -> None:
+        path = self._shadow_path()
+        for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+
+    @contextmanager
+    def beside(self, shadow: ViewStore, *, write: bool) -> Iterator[Tx]:
+        assert isinstance(shadow, SqliteViewStore)
+        # A connection of its own: ATTACH is not allowed inside a transaction,
+        # and the thread's usual connection is better left as it was.
+        conn = self._connect()
+        try:
+            conn.execute(f"ATTACH DATABASE ? AS {SHADOW}", (shadow.path,))
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def shadow_columns(self, tx: Tx, table: str) -> list[Column]:
+        rows = tx.execute(f"PRAGMA {SHADOW}.table_info({table})")
+        return [Column(name, bool(pk)) for _, name, _, _, _, pk in rows]
+
+    def live_columns(self, tx: Tx, table: str) -> list[str]:
+        return [row[1] for row in tx.execute(f"PRAGMA main.table_info({table})")]
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        with open(f"{self.path}.{name}.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreBusyError(f"{name} is running in another process") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -124,10 +232,13 @@ class SqliteViewStore(ViewStore):
         return None if value is None else Decimal(value)
 
     def encode_time(self, value: datetime | None) -> Any:
-        # A fixed-width UTC form sorts as text in time order.
-        return (
-            None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-        )
+        # A fixed-width UTC form sorts as text in time order (isoformat: twice
+        # as fast as the equivalent strftime, which was a tenth of a rebuild).
+        if value is None:
+            return None
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.isoformat(timespec="microseconds")
 
     def decode_time(self, value: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)
@@ -142,12 +253,26 @@ class SqliteViewStore(ViewStore):
             self._local.conn = None
 
 
+# A change that returns no rows: safe to send without waiting for its result.
+_NO_ROWS = re.compile(r"\s*(INSERT|UPDATE|DELETE)\b(?!.*\bRETURNING\b)", re.IGNORECASE | re.DOTALL)
+
+
 class _PostgresTx:
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None
+    ) -> None:
         self.conn = conn
+        self.pipeline = pipeline
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = self.conn.execute(sql.replace("?", "%s"), tuple(params))
+        if self.pipeline is not None:
+            if _NO_ROWS.match(sql):
+                # Sent with the next statement that waits: one round trip
+                # less. An error in it is raised there (or at commit) and
+                # rolls the whole transaction back all the same.
+                return []
+            self.pipeline.sync()
         return cur.fetchall() if cur.description is not None else []
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -172,16 +297,90 @@ class _PostgresTx:
 
 class PostgresViewStore(ViewStore):
     types = {"decimal": "NUMERIC", "timestamp": "TIMESTAMPTZ", "bigint": "BIGINT"}
+    is_distinct = "IS DISTINCT FROM"
 
-    def __init__(self, conninfo: str, max_size: int = 5) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        max_size: int = 5,
+        schema: str | None = None,
+        pipeline: bool = False,
+    ) -> None:
+        """Views in ``schema`` when given (its connections search only it), else the default.
+
+        With ``pipeline``, transactions run in psycopg's pipeline mode: an
+        INSERT, UPDATE or DELETE without RETURNING goes out without waiting for
+        its answer, so a projection's read-then-upsert per row costs one round
+        trip instead of two. Its error, if any, surfaces at a later statement
+        or at commit, and still rolls the whole transaction back.
+        """
+        self.conninfo = conninfo
+        self.pipelined = pipeline
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if schema is not None:
+            kwargs["options"] = f"-c search_path={schema}"
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            conninfo, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": False}
+            conninfo, min_size=1, max_size=max_size, open=True, kwargs=kwargs
         )
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        with self.pool.connection() as conn:
+            if not self.pipelined:
+                with conn.transaction():
+                    yield _PostgresTx(conn)
+                return
+            with conn.pipeline() as pipeline, conn.transaction():
+                yield _PostgresTx(conn, pipeline)
+
+    def shadow(self) -> ViewStore:
+        with self.transaction() as tx:
+            tx.execute(f"CREATE SCHEMA IF NOT EXISTS {SHADOW}")
+        # Pipelined: a rebuild writes far more than it reads back.
+        return PostgresViewStore(self.conninfo, max_size=2, schema=SHADOW, pipeline=True)
+
+    def drop_shadow(self) -> None:
+        with self.transaction() as tx:
+            tx.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
+
+    @contextmanager
+    def beside(self, shadow: ViewStore, *, write: bool) -> Iterator[Tx]:
         with self.pool.connection() as conn, conn.transaction():
+            if not write:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield _PostgresTx(conn)
+
+    def shadow_columns(self, tx: Tx, table: str) -> list[Column]:
+        rows = tx.execute(
+            "SELECT a.attname, COALESCE(a.attnum = ANY(i.indkey), false) FROM pg_attribute a"
+            " LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary"
+            " WHERE a.attrelid = ?::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+            " ORDER BY a.attnum",
+            (f"{SHADOW}.{table}",),
+        )
+        return [Column(name, bool(pk)) for name, pk in rows]
+
+    def live_columns(self, tx: Tx, table: str) -> list[str]:
+        rows = tx.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = ?::regclass AND attnum > 0"
+            " AND NOT attisdropped ORDER BY attnum",
+            (table,),
+        )
+        return [name for (name,) in rows]
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+        # A session lock on a connection of its own: it lasts as long as we hold
+        # the connection, and a killed process loses it with its connection.
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if not (row and row[0]):
+                raise StoreBusyError(f"{name} is running in another process")
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def encode_decimal(self, value: Decimal | None) -> Any:
         return value

@@ -26,12 +26,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
+from domain.adjusting import AdjustmentService
 from domain.application import PeriodLoader
+from domain.errors import InvalidInputError
 from domain.pushing import (
     STRIPE_MAX_AGE,
     PushOutcome,
@@ -45,6 +48,8 @@ from domain.usage import usage_period_id
 from projections.reconciliation import PeriodStanding
 
 log = logging.getLogger(__name__)
+
+PARITY_ACTOR = "system:final-parity"
 
 
 @dataclass
@@ -92,7 +97,7 @@ class PeriodCloser:
                 self.close(s.usage_period_id, f"its invoice finalises at {finalizes_at:%F %T} UTC")
                 summary.closed += 1
             if now >= finalizes_at + self.summary_lag:
-                verdict = self.record_parity(s, invoice_id=None)
+                verdict = self.record_parity(s, invoice_id=s.invoice_id)
                 if verdict is not None:
                     summary.recorded += 1
                     summary.mismatched += verdict == "mismatch"
@@ -125,14 +130,17 @@ class PeriodCloser:
             log.warning("parity of period %s not recorded yet: %s", s.usage_period_id, error)
             return None
         outcome: list[str] = []
+        units: list[int] = []
 
         def change(load: PeriodLoader) -> Sequence[Any]:
             period = load.get(s.usage_period_id)
             outcome.clear()
+            units.clear()
             if period.verdict is not None:
                 return []
             period.close("its invoice is final")
             local = whole_units(period.value)
+            units.append(local)
             outcome.append(period.record_parity(stripe_total, invoice_quantity, local))
             if outcome[0] != "parity":
                 log.error(
@@ -150,7 +158,40 @@ class PeriodCloser:
         if not outcome:
             return None
         self.metrics.periods_closed.labels(outcome[0]).inc()
+        if outcome[0] == "mismatch":
+            billed = invoice_quantity if invoice_quantity is not None else stripe_total
+            self._propose_correction(s, units[0], billed, invoice_id)
         return outcome[0]
+
+    def _propose_correction(
+        self, s: PeriodStanding, local: int, billed: int, invoice_id: str | None
+    ) -> None:
+        """A final invoice billed another number than ours: the difference waits for approval.
+
+        Never applied by itself — whether the customer is charged (or credited)
+        the difference in the open period is an operator's decision.
+        """
+        try:
+            adjustment, _ = AdjustmentService(self.stores.app).propose(
+                s.tenant_id,
+                s.customer_ref,
+                s.metric,
+                Decimal(local - billed),
+                actor=PARITY_ACTOR,
+                reason=f"final parity mismatch for period {s.period}: local {local},"
+                f" billed {billed} (invoice {invoice_id or 'unknown'})",
+                key=f"parity:{s.usage_period_id}",
+            )
+        except InvalidInputError as refused:  # a max or last metric cannot be added to
+            log.error("no correction proposed for period %s: %s", s.usage_period_id, refused)
+            return
+        log.error(
+            "adjustment %s (%+d) proposed for %s/%s: approve it to bill the difference",
+            adjustment.id,
+            local - billed,
+            s.customer_ref,
+            s.metric,
+        )
 
     def _invoice_quantity(self, invoice_id: str | None, meter_id: str) -> int | None:
         if invoice_id is None:

@@ -8,7 +8,6 @@ reconciliation can also print CSV).
 from __future__ import annotations
 
 import argparse
-import csv
 import getpass
 import logging
 import sys
@@ -23,7 +22,7 @@ from adapters.persistence import open_stores
 from adapters.push_worker import build_gateways
 from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
-from api.routes.reconciliation import CSV_COLUMNS, CSV_HEADER, adjustment_out, month_of, report_out
+from api.routes.reconciliation import adjustment_out, month_of, report_out, write_csv
 from api.schemas import FieldError
 from domain.adjusting import AdjustmentService
 from domain.application import utc_now
@@ -73,11 +72,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         )
         outs = [report_out(r) for r in reports]
         if args.format == "csv":
-            writer = csv.writer(sys.stdout)
-            writer.writerow(CSV_HEADER)
-            for out in outs:
-                for line in out.lines:
-                    writer.writerow([out.run_id, *(getattr(line, f) for f in CSV_COLUMNS)])
+            write_csv(outs, sys.stdout)
         else:
             _print_json({"data": outs})
     finally:

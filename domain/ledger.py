@@ -73,6 +73,15 @@ class IntentAsDict(Transcoding):
 
 
 class StripeLedger(Aggregate):
+    # v2 added external_total, repair_pending and last_confirmed_at (for snapshots of v1).
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state.setdefault("external_total", 0)
+        state.setdefault("repair_pending", False)
+        state.setdefault("last_confirmed_at", None)
+
     class Opened(Aggregate.Created):
         tenant_id: UUID
         usage_period_id: UUID
@@ -107,10 +116,21 @@ class StripeLedger(Aggregate):
             aggregate.pushes = self.number
 
     class PushConfirmed(Aggregate.Event):
-        """Stripe holds the push. ``how``: response, duplicate (resend) or summary."""
+        """Stripe holds the push. ``how``: response, duplicate (resend) or summary (v2).
+
+        v2 adds ``confirmed_at``, the service's clock at confirmation: how long
+        ago Stripe took a push decides whether a lower summary is still lag.
+        """
+
+        class_version = 2
 
         number: int
         how: str
+        confirmed_at: datetime | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["confirmed_at"] = None  # unknown for v1: the intent's time stands in
 
         def apply(self, aggregate: StripeLedger) -> None:
             intent = aggregate.pending
@@ -123,8 +143,8 @@ class StripeLedger(Aggregate):
             aggregate.pending = None
             aggregate.blocked_reason = None
             aggregate.repair_pending = False
-            # The service's clock (as when it was intended), not the event's wall time.
-            aggregate.last_confirmed_at = intent.recorded_at
+            # The service's clock, not the event's wall time.
+            aggregate.last_confirmed_at = self.confirmed_at or intent.recorded_at
 
     class DriftRecorded(Aggregate.Event):
         """An operator accepted that Stripe holds ``stripe_total``, not the expected total (v1).
@@ -237,8 +257,8 @@ class StripeLedger(Aggregate):
             reason=reason,
         )
 
-    def confirm(self, number: int, how: str) -> None:
-        self.trigger_event(self.PushConfirmed, number=number, how=how)
+    def confirm(self, number: int, how: str, now: datetime) -> None:
+        self.trigger_event(self.PushConfirmed, number=number, how=how, confirmed_at=now)
 
     def abandon(self, number: int, reason: str, *, permanent: bool) -> None:
         self.trigger_event(self.PushAbandoned, number=number, reason=reason, permanent=permanent)

@@ -93,6 +93,10 @@ def plan_push(period: UsagePeriod, ledger: StripeLedger, now: datetime) -> Plan 
         # Stripe's "last" keeps the latest timestamp: each new value must come after the last.
         if ledger.last_stripe_timestamp is not None and moment <= ledger.last_stripe_timestamp:
             moment = ledger.last_stripe_timestamp + ONE_SECOND
+        if ledger.repair_pending:
+            # Stripe holds a value we did not send, stamped we do not know when: the
+            # repair must be the latest event of the period to be the one that counts.
+            moment = max(moment, now)
     start, end = summary_window(period.period_start, period.period_end)
     # Inside the minutes Stripe's summaries can ask about, so that reconciliation sees it.
     return Plan(value, mode, period.version, max(min(moment, now, end - ONE_SECOND), start))
@@ -132,9 +136,12 @@ class PushService:
         repair names who asked and why).
         """
         period: UsagePeriod = self.app.repository.get(usage_period_id)
-        if period.verdict is not None:
+        if period.verdict is not None or (
+            period.finalizes_at is not None and self.clock() >= period.finalizes_at
+        ):
             # Events stamped in a finalised period would show in Stripe's summary but
-            # never on its invoice; what is missing is corrected in the open period.
+            # never on its invoice; a shortfall there becomes a held adjustment for the
+            # open period when the final parity is recorded (adapters/closing.py).
             return PushOutcome.FINAL
         gateway = self.gateways.get(target)
         mapping = self.app.cached_tenant(period.tenant_id).mappings.get(period.metric)
@@ -198,7 +205,7 @@ class PushService:
         before = ledger.stripe_expected(intent.mode)
         applied = before + intent.value if intent.mode == "delta" else intent.value
         if total == applied:
-            ledger.confirm(intent.number, "summary")
+            ledger.confirm(intent.number, "summary", self.clock())
             outcome = PushOutcome.SETTLED
         elif total == before:
             ledger.abandon(
@@ -239,9 +246,9 @@ class PushService:
         )
         try:
             gateway.send_meter_event(request)
-            ledger.confirm(intent.number, "response")
+            ledger.confirm(intent.number, "response", self.clock())
         except DuplicateMeterEventError:
-            ledger.confirm(intent.number, "duplicate")
+            ledger.confirm(intent.number, "duplicate", self.clock())
         except StripeUnavailableError as error:
             log.warning(
                 "push %s for ledger %s will be retried: %s", intent.identifier, ledger.id, error

@@ -42,7 +42,6 @@ class Cause(StrEnum):
     SUMMARY_LAG = "Stripe summary lag"
     OUTSIDE = "events sent to Stripe outside StripeMeter"
     MISSING = "Stripe lacks confirmed pushes (lost, or cancelled in Stripe)"
-    FINAL = "the invoice is final: differences after closing are corrections"
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,3 @@ def _in_flight(s: Standing, tolerance: Tolerance, now: datetime) -> Cause | None
     if recent and s.stripe < s.expected:
         return Cause.SUMMARY_LAG
     return None
-
-
-def repairable(status: Status, cause: Cause) -> bool:
-    """What a repair can fix by pushing: anything but a match or a final invoice."""
-    return status is not Status.OK and cause is not Cause.FINAL

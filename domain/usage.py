@@ -18,6 +18,7 @@ from __future__ import annotations
 import decimal
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -38,6 +39,20 @@ def usage_period_id(tenant_id: UUID, customer_ref: str, metric: str, period_key:
 
 class UsagePeriod(Aggregate):
     """Running totals of one tenant × customer × metric × billing period."""
+
+    # v2 added corrections and the closing state (for snapshots taken by v1).
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        for name, value in (
+            ("corrections", 0),
+            ("invoice_id", None),
+            ("finalizes_at", None),
+            ("closed", False),
+            ("verdict", None),
+        ):
+            state.setdefault(name, value)
 
     class Opened(Aggregate.Created):
         tenant_id: UUID
@@ -119,8 +134,8 @@ class UsagePeriod(Aggregate):
     class ParityRecorded(Aggregate.Event):
         """Stripe's final number for the closed period beside ours (v1).
 
-        ``verdict`` is ``parity`` when Stripe's total (and the invoice line,
-        when known) equals the local total in whole units, else ``mismatch``.
+        ``verdict`` is ``parity`` when the invoice line (when known, else
+        Stripe's summary) equals the local total in whole units, else ``mismatch``.
         """
 
         local_units: int
@@ -254,7 +269,10 @@ class UsagePeriod(Aggregate):
         self, stripe_total: int, invoice_quantity: int | None, local_units: int
     ) -> str:
         assert self.closed, "parity is recorded for a closed period"
-        matches = stripe_total == local_units and invoice_quantity in (None, local_units)
+        # The invoice is what the customer pays: when its line is known it decides
+        # (a summary may still lag); otherwise Stripe's summary over the period does.
+        billed = invoice_quantity if invoice_quantity is not None else stripe_total
+        matches = billed == local_units
         verdict = "parity" if matches else "mismatch"
         self.trigger_event(
             self.ParityRecorded,

@@ -213,7 +213,12 @@ class LedgerProjection(Projection):
         tx.execute(
             "UPDATE sm_pushes SET status = 'confirmed', how = ?, settled_at = ?"
             " WHERE ledger_id = ? AND number = ?",
-            (event.how, self.store.encode_time(event.timestamp), ledger, event.number),
+            (
+                event.how,
+                self.store.encode_time(event.confirmed_at or event.timestamp),
+                ledger,
+                event.number,
+            ),
         )
         tx.execute(
             "UPDATE sm_ledgers SET confirmed_total = confirmed_total + ?, confirmed_value = ?,"

@@ -45,6 +45,7 @@ class PeriodStanding:
     finalizes_at: datetime | None
     closed: bool
     verdict: str | None
+    invoice_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,9 @@ class ReconciliationReports:
                 " p.period_start, p.period_end, p.aggregation, c.total, c.event_count,"
                 " c.maximum, c.last_value, cu.stripe_customer_id, l.confirmed_total,"
                 " l.confirmed_value, l.external_total, pp.value,"
-                " (SELECT MAX(intended_at) FROM sm_pushes q WHERE q.ledger_id = l.ledger_id"
+                " (SELECT MAX(settled_at) FROM sm_pushes q WHERE q.ledger_id = l.ledger_id"
                 "  AND q.status = 'confirmed'),"
-                " p.finalizes_at, p.closed_at, p.verdict"
+                " p.finalizes_at, p.closed_at, p.verdict, p.invoice_id"
                 " FROM sm_usage_periods p"
                 " JOIN sm_counters c ON c.tenant_id = p.tenant_id AND c.customer_ref ="
                 " p.customer_ref AND c.metric = p.metric AND c.period = p.period"
@@ -216,6 +217,7 @@ class ReconciliationReports:
                     finalizes_at=s.decode_time(r[18]),
                     closed=r[19] is not None,
                     verdict=r[20],
+                    invoice_id=r[21],
                 )
             )
         return result

@@ -6,7 +6,7 @@ import csv
 import io
 import logging
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 from uuid import UUID
 
 import anyio.to_thread
@@ -86,6 +86,15 @@ def report_out(report: Report) -> ReconciliationOut:
     )
 
 
+def write_csv(reports: list[ReconciliationOut], out: TextIO) -> None:
+    """Report lines as CSV, with the JSON's column names and the run id first."""
+    writer = csv.writer(out)
+    writer.writerow(CSV_HEADER)
+    for report in reports:
+        for line in report.lines:
+            writer.writerow([report.run_id, *(getattr(line, f) for f in CSV_COLUMNS)])
+
+
 def month_of(field: str, value: str) -> str:
     if len(value) != 7:
         raise FieldError(field, "must be a month as YYYY-MM")
@@ -131,10 +140,7 @@ def get_reconciliation(
     if fmt == "json":
         return Response(out)
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
-    for line in out.lines:
-        writer.writerow([out.run_id, *(getattr(line, f) for f in CSV_COLUMNS)])
+    write_csv([out], buffer)
     return Response(
         buffer.getvalue(),
         media_type="text/csv",
@@ -276,7 +282,7 @@ async def revert_adjustment(
 async def stripe_webhook(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """``invoice.created`` tells when a period's invoice finalises; ``invoice.finalized`` ends it.
 
-    Only signed deliveries are read (``STRIPE_WEBHOOK_SECRET``); others are 400.
+    Only signed deliveries are read (``STRIPE_WEBHOOK_SECRET``); others are 422.
     """
     svc = services(request)
     secret = svc.settings.stripe.webhook_secret
@@ -294,9 +300,15 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise FieldError("Stripe-Signature", f"does not verify: {error}") from None
     closer = svc.reconciliation().closer
     invoice = event.data.object.to_dict() if event.type.startswith("invoice.") else {}
+    handlers = {
+        "invoice.created": closer.invoice_created,
+        "invoice.finalized": closer.invoice_finalized,
+    }
     handled = 0
-    if event.type == "invoice.created":
-        handled = await anyio.to_thread.run_sync(closer.invoice_created, invoice)
-    elif event.type == "invoice.finalized":
-        handled = await anyio.to_thread.run_sync(closer.invoice_finalized, invoice)
+    if event.type in handlers:
+        try:
+            handled = await anyio.to_thread.run_sync(handlers[event.type], invoice)
+        except (KeyError, TypeError, ValueError) as error:
+            # Signed by Stripe, yet not an invoice we can read: say so; a 500 would be retried.
+            raise FieldError("data.object", f"is not a readable invoice: {error!r}") from None
     return {"received": event.type, "periods": handled}

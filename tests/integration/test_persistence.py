@@ -7,10 +7,14 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from eventsourcing.domain import Snapshot
+
 from adapters.persistence import Stores, open_stores
 from adapters.settings import PostgresSettings, Settings
 from domain.ingest import Outcome
+from domain.ledger import StripeLedger
 from domain.meters import Aggregation, MetricDefinition
+from domain.usage import usage_period_id
 from tests.conftest import FakeClock, reset_postgres
 from tests.helpers import submission
 
@@ -185,3 +189,39 @@ def test_processes_starting_together_create_the_schema_once(
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_snapshots_taken_before_closing_existed_still_load(
+    settings: Settings, stores: Stores, clock: FakeClock
+) -> None:
+    """A period and a ledger snapshotted by the previous release (fewer attributes) upcast."""
+    tenant = setup_tenant(stores)
+    app = stores.app
+    app.record_usage([submission(tenant, 1, clock.now, key="k0")])  # type: ignore[arg-type]
+    period_id = usage_period_id(tenant, "cus_1", "api_calls", "2026-03")  # type: ignore[arg-type]
+    period = app.repository.get(period_id)
+    ledger = StripeLedger.open(tenant, period_id, "live")  # type: ignore[arg-type]
+    app.save(ledger)
+    old = []
+    for aggregate, added in (
+        (period, ("corrections", "invoice_id", "finalizes_at", "closed", "verdict")),
+        (ledger, ("external_total", "repair_pending", "last_confirmed_at")),
+    ):
+        snapshot = Snapshot.take(aggregate)
+        state = dict(snapshot.state)
+        state.pop("class_version")
+        for name in added:
+            state.pop(name)
+        old.append(Snapshot(**{**vars(snapshot), "state": state}))
+    assert app.snapshots is not None
+    app.snapshots.put(old)
+    restarted = open_stores(settings, clock)
+    try:
+        [result] = restarted.app.record_usage([submission(tenant, 2, clock.now, key="k1")])  # type: ignore[arg-type]
+        assert result.outcome.value == "accepted"
+        loaded = restarted.app.repository.get(period_id)
+        assert (loaded.total, loaded.closed, loaded.verdict) == (Decimal(3), False, None)
+        again = restarted.app.repository.get(ledger.id)
+        assert (again.external_total, again.repair_pending) == (0, False)
+    finally:
+        restarted.close()

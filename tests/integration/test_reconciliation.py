@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from adapters.metrics import Metrics
 from adapters.reconciler import Reconciler, Scope
 from domain.ledger import StripeLedger
+from domain.meters import Aggregation
 from domain.reconciliation import Tolerance
 from projections.reconciliation import Report, ReportLine
 from stripe_emulator.testing import RunningEmulator
@@ -163,3 +165,95 @@ def test_each_run_is_one_report_and_reading_a_month_gives_the_latest(world: Worl
     assert report is not None
     assert [(line.status, line.local, line.stripe) for line in report.lines] == [("ok", 2, 2)]
     assert report.actor == "ops@acme"
+
+
+# -- repairs that must not make things worse (found in review) ------------------------
+
+
+def outside(
+    world: World, emulator: RunningEmulator, value: str, event: str = "sm_api_calls"
+) -> None:
+    """A meter event sent to Stripe by someone else."""
+    customer = world.stores.app.customer(world.tenant, "cus_a")
+    assert customer is not None
+    emulator.client().v1.billing.meter_events.create(
+        {
+            "event_name": event,
+            "payload": {"stripe_customer_id": customer.stripe_customer_id, "value": value},
+        }
+    )
+
+
+def test_a_push_confirmed_while_a_repair_runs_is_not_sent_twice(
+    world: World, emulator: RunningEmulator
+) -> None:
+    world.ingest(10, "a")
+    world.push()
+    outside(world, emulator, "5")  # Stripe 15, local 10
+    world.stores.views.runner.catch_up()
+    reconciler = Reconciler(
+        world.stores, world.gateway, world.pusher, Metrics(), NO_LAG, world.clock
+    )
+    read = reconciler._read_stripe
+
+    def read_then_the_worker_pushes(line: Any) -> None:
+        read(line)
+        world.ingest(3, "b")
+        world.push()  # Stripe 18, local 13: the run's Stripe total (15) is now stale
+
+    reconciler._read_stripe = read_then_the_worker_pushes  # type: ignore[method-assign]
+    reconciler.run(Scope(world.tenant), repair=True, actor="ops", trigger="test")
+    assert (world.stripe_total(), int(world.counter())) == (13, 13)
+
+
+def test_a_repair_with_a_pending_push_settles_it_then_repairs(
+    world: World, emulator: RunningEmulator
+) -> None:
+    world.ingest(10, "a")
+    world.push()
+    outside(world, emulator, "5")  # Stripe 15
+    world.ingest(2, "b")
+    world.restart(CrashingGateway(emulator.url, "before"))
+    with pytest.raises(Crash):
+        world.push()  # an intent of +2, recorded, never sent
+    world.restart()
+    [line] = reconcile(world, repair=True)
+    assert line.status == "repaired"
+    assert only(reconcile(world)) == ("ok", "", 12, 12)
+
+
+def test_a_value_meter_repair_is_the_latest_event_so_it_counts(
+    world: World, emulator: RunningEmulator
+) -> None:
+    world.map_metric("seats", Aggregation.LAST, "last")
+    world.ingest(7, "s1", metric="seats")
+    world.push(metric="seats")
+    world.clock.advance(hours=1)
+    emulator.set_now(int(world.clock.now.timestamp()), frozen=True)
+    outside(world, emulator, "50", event="sm_seats")  # stamped an hour after our push
+    [drift] = [x for x in reconcile(world) if x.metric == "seats"]
+    assert (drift.status, drift.local, drift.stripe) == ("drift", 7, 50)
+    [repaired] = [x for x in reconcile(world, repair=True) if x.metric == "seats"]
+    assert repaired.status == "repaired"
+    [after] = [x for x in reconcile(world) if x.metric == "seats"]
+    assert (after.status, after.stripe) == ("ok", 7)
+
+
+def test_lag_after_a_push_that_waited_long_is_lag_and_a_repair_does_not_double_it(
+    world: World, emulator: RunningEmulator
+) -> None:
+    world.ingest(10, "a")
+    world.restart(CrashingGateway(emulator.url, "before"))
+    with pytest.raises(Crash):
+        world.push()  # intended now; Stripe is down
+    world.clock.advance(minutes=30)  # back half an hour later
+    emulator.set_now(int(world.clock.now.timestamp()), frozen=True)
+    world.restart()
+    emulator.set_summary_lag(1.5)
+    world.push()  # resent and confirmed just now: the summary does not show it yet
+    lagging = Tolerance(summary_lag=timedelta(minutes=10))
+    assert only(reconcile(world, tolerance=lagging))[:2] == ("pending", "Stripe summary lag")
+    [line] = reconcile(world, repair=True, tolerance=lagging)
+    assert line.status != "repaired"  # nothing was repaired: Stripe still lags
+    time.sleep(1.7)
+    assert world.stripe_total() == 10

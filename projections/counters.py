@@ -137,6 +137,27 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+_TALLY_UPDATE = (
+    " event_count = excluded.event_count, total = excluded.total,"
+    " maximum = excluded.maximum, last_value = excluded.last_value,"
+    " last_at = excluded.last_at, watermark = excluded.watermark,"
+    " late_events = excluded.late_events, last_position = excluded.last_position,"
+    " version = excluded.version"
+)
+COUNTER_UPSERT = (
+    "INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
+    f" {TALLY_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant_id, customer_ref, metric, period) DO UPDATE SET"
+    + _TALLY_UPDATE
+    + ", updated_at = excluded.updated_at"
+)
+HOUR_UPSERT = (
+    f"INSERT INTO sm_counter_hours (tenant_id, customer_ref, metric, hour, {TALLY_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant_id, customer_ref, metric, hour) DO UPDATE SET" + _TALLY_UPDATE
+)
+
+
 class CountersProjection(Projection):
     name = "counters"
     tables = ("sm_counters", "sm_counter_hours")
@@ -174,18 +195,37 @@ class CountersProjection(Projection):
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        """Merge a batch into the stored rows: a read per counter and per counter's hours,
+        then every write of the batch in one ``executemany`` per table."""
         folded = fold_counters(events)
         now = datetime.now(UTC)
+        counter_rows = []
         for aggregate_id, tally in folded.periods.items():
             info = self.directory.lookup(tx, aggregate_id)
             merged = self.stored_counter(tx, info) or Tally()
             merged.merge(tally)
-            self.write_counter(tx, info, merged, now)
+            counter_rows.append(self._counter_row(info, merged, now))
+        # An hour row belongs to a customer and metric, and two periods (an anchor
+        # inside the hour, a correction) may share one: merge per row, in batch order.
+        by_row: dict[tuple[UUID, str, str], tuple[PeriodInfo, dict[datetime, Tally]]] = {}
         for (aggregate_id, hour), tally in folded.hours.items():
             info = self.directory.lookup(tx, aggregate_id)
-            merged = self.stored_hours(tx, info, [hour]).get(hour) or Tally()
-            merged.merge(tally)
-            self.write_hour(tx, info, hour, merged)
+            _, hours = by_row.setdefault(
+                (info.tenant_id, info.customer_ref, info.metric), (info, {})
+            )
+            hours.setdefault(hour, Tally()).merge(tally)
+        hour_rows = []
+        for info, hours in by_row.values():
+            wanted = list(hours)
+            stored: dict[datetime, Tally] = {}
+            for start in range(0, len(wanted), 500):
+                stored.update(self.stored_hours(tx, info, wanted[start : start + 500]))
+            for hour, tally in hours.items():
+                merged = stored.get(hour) or Tally()
+                merged.merge(tally)
+                hour_rows.append(self._hour_row(info, hour, merged))
+        tx.executemany(COUNTER_UPSERT, counter_rows)
+        tx.executemany(HOUR_UPSERT, hour_rows)
 
     # -- rows, for the projection and for replays (projections/replay.py) ---
 
@@ -199,19 +239,15 @@ class CountersProjection(Projection):
 
     def write_counter(self, tx: Tx, info: PeriodInfo, tally: Tally, now: datetime) -> None:
         """Store a period's counter as ``tally`` (inserted or replaced)."""
+        tx.execute(COUNTER_UPSERT, self._counter_row(info, tally, now))
+
+    def _counter_row(self, info: PeriodInfo, tally: Tally, now: datetime) -> tuple[Any, ...]:
         key = (str(info.tenant_id), info.customer_ref, info.metric, info.period)
-        tx.execute(
-            "INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
-            f" {TALLY_COLUMNS}, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (tenant_id, customer_ref, metric, period) DO UPDATE SET"
-            " event_count = excluded.event_count, total = excluded.total,"
-            " maximum = excluded.maximum, last_value = excluded.last_value,"
-            " last_at = excluded.last_at, watermark = excluded.watermark,"
-            " late_events = excluded.late_events, last_position = excluded.last_position,"
-            " version = excluded.version, updated_at = excluded.updated_at",
-            (*key, info.aggregation.value, *self._encode(tally), self.store.encode_time(now)),
-        )
+        return (*key, info.aggregation.value, *self._encode(tally), self.store.encode_time(now))
+
+    def _hour_row(self, info: PeriodInfo, hour: datetime, tally: Tally) -> tuple[Any, ...]:
+        key = (str(info.tenant_id), info.customer_ref, info.metric, self.store.encode_time(hour))
+        return (*key, *self._encode(tally))
 
     def delete_counter(self, tx: Tx, info: PeriodInfo) -> None:
         tx.execute(
@@ -254,18 +290,7 @@ class CountersProjection(Projection):
 
     def write_hour(self, tx: Tx, info: PeriodInfo, hour: datetime, tally: Tally) -> None:
         """Store an hour bucket of the period's customer and metric as ``tally``."""
-        key = (str(info.tenant_id), info.customer_ref, info.metric, self.store.encode_time(hour))
-        tx.execute(
-            f"INSERT INTO sm_counter_hours (tenant_id, customer_ref, metric, hour,"
-            f" {TALLY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (tenant_id, customer_ref, metric, hour) DO UPDATE SET"
-            " event_count = excluded.event_count, total = excluded.total,"
-            " maximum = excluded.maximum, last_value = excluded.last_value,"
-            " last_at = excluded.last_at, watermark = excluded.watermark,"
-            " late_events = excluded.late_events, last_position = excluded.last_position,"
-            " version = excluded.version",
-            (*key, *self._encode(tally)),
-        )
+        tx.execute(HOUR_UPSERT, self._hour_row(info, hour, tally))
 
     def delete_hour(self, tx: Tx, info: PeriodInfo, hour: datetime) -> None:
         tx.execute(

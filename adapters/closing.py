@@ -250,16 +250,30 @@ class PeriodCloser:
     def _periods_of(self, invoice: dict[str, Any]) -> list[UUID]:
         """The existing usage periods (every mapped metric) an invoice bills."""
         start = datetime.fromtimestamp(int(invoice["period_start"]), UTC)
-
+        end = datetime.fromtimestamp(int(invoice["period_end"]), UTC)
         app = self.stores.app
         found = []
         for tenant_id, customer_ref in self.stores.views.customers.by_stripe_id(
             str(invoice["customer"])
         ):
-            key = app.period_for(tenant_id, customer_ref, start).key
+            period = app.period_for(tenant_id, customer_ref, start)
+            # The invoice and our period must end together (a first, short period
+            # starts at the subscription, not at the anchor); otherwise the customer's
+            # cycle here is not Stripe's, and closing by this invoice would be wrong.
+            if abs((period.end - end).total_seconds()) > 60:
+                log.error(
+                    "invoice %s bills %s..%s but %s's period here is %s..%s: not closed by it;"
+                    " check the customer's billing anchor",
+                    invoice.get("id"),
+                    start,
+                    end,
+                    customer_ref,
+                    period.start,
+                    period.end,
+                )
+                continue
             for metric in app.cached_tenant(tenant_id).mappings:
-                period_id = usage_period_id(tenant_id, customer_ref, metric, key)
-
+                period_id = usage_period_id(tenant_id, customer_ref, metric, period.key)
                 if list(app.repository.event_store.get(period_id, lte=1)):
                     found.append(period_id)
         return found

@@ -290,3 +290,30 @@ def test_current_usage_follows_the_customers_billing_anchor(
         "2026-03-05T10:30:00Z",
     )
     assert [c["value"] for c in current["counters"]] == ["3"]
+
+
+def test_an_invoice_for_another_cycle_than_ours_closes_nothing(
+    parity_api: Api, emulator: RunningEmulator
+) -> None:
+    """A customer whose billing anchor here is not Stripe's: refuse to guess which period."""
+    api = parity_api
+    live = setup_stripe(api, emulator)  # calendar months here
+    api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    invoice = {
+        "id": "in_other_cycle",
+        "object": "invoice",
+        "customer": live,
+        "billing_reason": "subscription_cycle",
+        "created": 1773316800,
+        "period_start": 1770724800,  # 2026-02-10T12:00Z
+        "period_end": 1773144000,  # 2026-03-10T12:00Z: not the end of March
+        "automatically_finalizes_at": 1773320400,
+    }
+    for kind in ("invoice.created", "invoice.finalized"):
+        answer = webhook(api, {"id": f"evt_{kind}", "type": kind, "data": {"object": invoice}})
+        assert answer.json()["periods"] == 0
+    app = services(api).stores.app
+    tenant = app.tenant_by_slug("acme").id
+    period = app.repository.get(usage_period_id(tenant, "cus_1", "api_calls", "2026-03"))
+    assert (period.closed, period.invoice_id) == (False, None)

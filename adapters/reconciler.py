@@ -36,6 +36,7 @@ from domain.ledger import StripeLedger, ledger_id_for
 from domain.mappings import PUSH_MODE, MeterMapping
 from domain.periods import period_from_key
 from domain.pushing import (
+    DEDUP_WINDOW,
     STRIPE_MAX_AGE,
     PushService,
     Target,
@@ -246,8 +247,18 @@ class Reconciler:
         if ledger is not None and ledger.pending is not None:
             self.pusher.push(period_id, Target.LIVE, reason=reason)
             ledger = self._ledger(period_id)
-            if ledger is not None and ledger.pending is not None:
-                return replace(out, cause=f"{out.cause}; repair deferred: a push is pending")
+            pending = ledger.pending if ledger is not None else None
+            if ledger is not None and pending is not None:
+                if self.clock() - pending.recorded_at < DEDUP_WINDOW:
+                    return replace(out, cause=f"{out.cause}; repair deferred: a push is pending")
+                # Too old to resend, and Stripe's summary cannot tell whether it landed
+                # (others wrote too): the operator's repair measures Stripe as it is, so
+                # the intent is settled as not applied and the drift below covers it.
+                ledger.abandon(
+                    pending.number,
+                    f"outcome unknowable from Stripe's summary; settled by a repair by {actor}",
+                    permanent=False,
+                )
         ledger = ledger or StripeLedger.open(s.tenant_id, period_id, Target.LIVE.value)
         stripe_now = self._stripe_total(line)
         if stripe_now is None:

@@ -257,3 +257,23 @@ def test_lag_after_a_push_that_waited_long_is_lag_and_a_repair_does_not_double_i
     assert line.status != "repaired"  # nothing was repaired: Stripe still lags
     time.sleep(1.7)
     assert world.stripe_total() == 10
+
+
+def test_an_old_push_stripe_cannot_account_for_is_settled_by_the_operators_repair(
+    world: World, emulator: RunningEmulator
+) -> None:
+    world.ingest(3, "a")
+    world.restart(CrashingGateway(emulator.url, "after"))
+    with pytest.raises(Crash):
+        world.push()  # Stripe took +3; the confirmation was never recorded
+    world.restart()
+    outside(world, emulator, "5")  # and someone else sent 5
+    world.clock.advance(hours=24)  # past the identifier window: no blind resend
+    emulator.set_now(int(world.clock.now.timestamp()), frozen=True)
+    assert world.push().value == "drift"  # 8 is neither 0 nor 3: the push loop cannot decide
+    [line] = reconcile(world, repair=True)
+    assert line.status == "repaired"
+    assert only(reconcile(world)) == ("ok", "", 3, 3)
+    ledger = world.ledger()
+    # The intent is settled as not applied; what Stripe held (its 3 and the 5) is on record.
+    assert (ledger.pending, ledger.confirmed_total, ledger.external_total) == (None, -5, 8)

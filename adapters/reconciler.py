@@ -34,7 +34,7 @@ from adapters.persistence import Stores
 from adapters.settings import ReconcileSettings
 from domain.ledger import StripeLedger, ledger_id_for
 from domain.mappings import PUSH_MODE, MeterMapping
-from domain.periods import period_from_key
+from domain.periods import period_from_key, period_of
 from domain.pushing import (
     DEDUP_WINDOW,
     STRIPE_MAX_AGE,
@@ -131,8 +131,13 @@ class Reconciler:
                 scope.tenant_id, start_from=start.start, start_before=start.end
             )
         else:
-            standings = reports.standings(scope.tenant_id, ending_after=now - STRIPE_MAX_AGE)
-            standings = [s for s in standings if s.period_start <= now]
+            recent = reports.standings(scope.tenant_id, ending_after=now - STRIPE_MAX_AGE)
+            # Reports are per month and a month reads as its latest run: take whole
+            # months, so that no line of a month drops out of its report.
+            first = min((s.period_start for s in recent), default=now)
+            standings = reports.standings(
+                scope.tenant_id, start_from=period_of(first).start, start_before=now
+            )
         lines = []
         for standing in standings:
             mapping = self.stores.app.cached_tenant(standing.tenant_id).mappings.get(

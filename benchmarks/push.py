@@ -22,6 +22,8 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -41,32 +43,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="push sweep interval (s)")
     args = parser.parse_args(argv)
 
+    with emulator_and_database(args.backend) as (url, _):
+        result = _run(args, url)
+    emit(result)
+    return 0 if result["passed"] else 1
+
+
+@contextmanager
+def emulator_and_database(backend: str, *emulator_args: str) -> Iterator[tuple[str, int]]:
+    """An emulator in its own process and a fresh database for the product's settings.
+
+    Yields the emulator's URL and process id; both are gone afterwards.
+    """
     port = free_port()
     emulator = subprocess.Popen(
         [
-            str(BIN / "python"),
-            "-m",
-            "stripe_emulator",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
+            *(str(BIN / "python"), "-m", "stripe_emulator", "--port", str(port)),
+            *("--log-level", "warning", *emulator_args),
         ],
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(url)
-        with fresh_database(args.backend) as db_env:
+        with fresh_database(backend) as db_env:
             for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
                 del os.environ[name]
             os.environ.update(db_env)
-            result = _run(args, url)
+            yield url, emulator.pid
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
-    emit(result)
-    return 0 if result["passed"] else 1
 
 
 def _wait(url: str) -> None:

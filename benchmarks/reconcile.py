@@ -56,17 +56,14 @@ import httpx
 from adapters.stripe_gateway import SdkStripeGateway
 from benchmarks.harness import (
     BIN,
-    ROOT,
     cpu_by_command,
     cpu_seconds,
     emit,
-    free_port,
-    fresh_database,
     log,
     machine,
     process_cpu,
 )
-from benchmarks.push import API_KEY, _emulator_counts, _wait
+from benchmarks.push import API_KEY, _emulator_counts, emulator_and_database
 from domain.stripe_port import MeterEventRequest
 
 METRIC = "api_calls"
@@ -139,32 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    port = free_port()
-    emulator = subprocess.Popen(
-        [
-            str(BIN / "python"),
-            "-m",
-            "stripe_emulator",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--rate-limit",
-            "0",
-        ],
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(url)
-        with fresh_database(args.backend) as db_env:
-            for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
-                del os.environ[name]
-            os.environ.update(db_env)
-            result = _run(args, url, emulator.pid)
-    finally:
-        emulator.terminate()
-        emulator.wait(timeout=30)
+    with emulator_and_database(args.backend, "--rate-limit", "0") as (url, pid):
+        result = _run(args, url, pid)
     emit(result)
     return 0 if result["passed"] else 1
 

@@ -118,7 +118,10 @@ class Reconciler:
             )
             self.stores.views.reports.save(report)
             saved.append(report)
-        self._observe(saved, finished)
+        if scope == Scope():
+            # The gauges speak for every tenant and recent period: a run scoped to one
+            # tenant or month (an operator's) must not overwrite them with a subset.
+            self._observe(saved, finished)
         return saved
 
     # -- the parts of a run -------------------------------------------------------

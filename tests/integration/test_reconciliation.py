@@ -277,3 +277,22 @@ def test_an_old_push_stripe_cannot_account_for_is_settled_by_the_operators_repai
     ledger = world.ledger()
     # The intent is settled as not applied; what Stripe held (its 3 and the 5) is on record.
     assert (ledger.pending, ledger.confirmed_total, ledger.external_total) == (None, -5, 8)
+
+
+def test_only_a_full_run_sets_the_drift_gauges(world: World, emulator: RunningEmulator) -> None:
+    world.ingest(10, "a")
+    world.push()
+    outside(world, emulator, "4")
+    world.stores.views.runner.catch_up()
+    metrics = Metrics()
+    reconciler = Reconciler(world.stores, world.gateway, world.pusher, metrics, NO_LAG, world.clock)
+
+    def gauge(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return metrics.registry.get_sample_value(name, labels or {})
+
+    reconciler.run(Scope(world.tenant), actor="ops", trigger="cli")
+    assert gauge("stripemeter_reconciliation_max_drift_units") == 0  # untouched by a scoped run
+    reconciler.run(Scope(), actor="system:schedule", trigger="schedule")
+    assert gauge("stripemeter_reconciliation_max_drift_units") == 4
+    assert gauge("stripemeter_reconciliation_lines", {"status": "drift"}) == 1
+    assert gauge("stripemeter_reconciliation_max_drift_ratio") == 0.4

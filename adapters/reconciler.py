@@ -32,7 +32,7 @@ from adapters.closing import PeriodCloser
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from adapters.settings import ReconcileSettings
-from domain.ledger import StripeLedger, ledger_id_for
+from domain.ledger import StripeLedger, ledger_id_for, stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping
 from domain.periods import period_from_key, period_of
 from domain.pushing import (
@@ -166,7 +166,7 @@ class Reconciler:
         s = line.standing
         mode = PUSH_MODE[s.aggregation].value
         local = whole_units(s.value)
-        expected = s.confirmed_total + s.external_total if mode == "delta" else s.confirmed_value
+        expected = stripe_expected(mode, s.confirmed_total, s.external_total, s.confirmed_value)
         out = ReportLine(
             customer_ref=s.customer_ref,
             metric=s.metric,
@@ -177,7 +177,7 @@ class Reconciler:
             meter_id=line.mapping.stripe_meter_id,
             local=local,
             stripe=line.stripe,
-            expected=expected or 0,
+            expected=expected,
             difference=None if line.stripe is None else local - line.stripe,
             status=Status.PENDING.value,
             cause="",
@@ -189,7 +189,7 @@ class Reconciler:
         standing = Standing(
             local=local,
             stripe=line.stripe,
-            expected=expected or 0,
+            expected=expected,
             mode=mode,
             pending_value=s.pending_value,
             last_confirmed_at=s.last_confirmed_at,

@@ -45,6 +45,19 @@ def push_identifier(ledger_id: UUID, number: int, covers_from: int, covers_to: i
     return identifier
 
 
+def stripe_expected(
+    mode: str, confirmed_total: int, external_total: int, confirmed_value: int | None
+) -> int:
+    """What Stripe should hold if every confirmed push is there, plus accepted drift.
+
+    ``delta`` pushes add up (with what a repair found Stripe holding beyond
+    them); a ``value`` meter holds the last value confirmed (none: 0).
+    """
+    if mode == "delta":
+        return confirmed_total + external_total
+    return confirmed_value if confirmed_value is not None else 0
+
+
 @dataclass(frozen=True)
 class Intent:
     number: int
@@ -199,9 +212,9 @@ class StripeLedger(Aggregate):
 
     def stripe_expected(self, mode: str) -> int:
         """What Stripe should hold for this period if every confirmed push is there."""
-        if mode == "delta":
-            return self.confirmed_total + self.external_total
-        return self.confirmed_value if self.confirmed_value is not None else 0
+        return stripe_expected(
+            mode, self.confirmed_total, self.external_total, self.confirmed_value
+        )
 
     @classmethod
     def open(cls, tenant_id: UUID, usage_period_id: UUID, target: str) -> StripeLedger:

@@ -14,8 +14,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from domain.ledger import StripeLedger
-from domain.mappings import PUSH_MODE, PushMode
+from domain.ledger import StripeLedger, stripe_expected
+from domain.mappings import PUSH_MODE
 from domain.meters import Aggregation
 from domain.pushing import whole_units
 from domain.usage import aggregate_value
@@ -65,10 +65,11 @@ class Candidate:
             return True
         if self.blocked_at_version and self.blocked_at_version >= self.version:
             return False  # refused for good, and nothing new since
-        units = whole_units(self.value)
-        if PUSH_MODE[Aggregation(self.aggregation)] is PushMode.DELTA:
-            return units != self.confirmed_total + self.external_total
-        return units != (self.confirmed_value if self.confirmed_value is not None else 0)
+        mode = PUSH_MODE[Aggregation(self.aggregation)].value
+        expected = stripe_expected(
+            mode, self.confirmed_total, self.external_total, self.confirmed_value
+        )
+        return whole_units(self.value) != expected
 
 
 def _value(

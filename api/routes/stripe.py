@@ -28,6 +28,7 @@ from api.schemas import (
 )
 from domain.customers import Customer
 from domain.errors import NotFoundError
+from domain.ledger import stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping, PushMode
 from domain.periods import BillingPeriod, period_from_key
 from domain.tenancy import Scope
@@ -217,11 +218,11 @@ def build_audit(
     unpushed = views.events.covered(
         period_id, covered + 1, 2**62, after if wanted == ("unpushed", 0) else 0, AUDIT_EVENTS + 1
     )
-    delta = counters and PUSH_MODE[counters[0].aggregation] is PushMode.DELTA
+    mode = PUSH_MODE[counters[0].aggregation].value if counters else PushMode.VALUE.value
     confirmed = {
-        ledger.target: ledger.confirmed_total + ledger.external_total
-        if delta
-        else (ledger.confirmed_value or 0)
+        ledger.target: stripe_expected(
+            mode, ledger.confirmed_total, ledger.external_total, ledger.confirmed_value
+        )
         for ledger in views.ledger.ledgers([period_id])
     }
     closing = views.reports.closing(period_id)

@@ -93,7 +93,6 @@ class Reconciler:
         lines = self._lines(scope, started)
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             list(pool.map(self._read_stripe, lines))
-        self.metrics.stripe_calls.inc(len(lines))
         reports: dict[tuple[UUID, str], list[ReportLine]] = defaultdict(list)
         for line in lines:
             out = self._classify(line)
@@ -152,15 +151,21 @@ class Reconciler:
         return lines
 
     def _read_stripe(self, line: _Line) -> None:
-        s = line.standing
         try:
-            line.stripe = self.gateway.meter_total(
-                line.mapping.stripe_meter_id,
-                line.stripe_customer_id,
-                *summary_window(s.period_start, s.period_end),
-            )
+            line.stripe = self._summary(line)
         except StripeError as error:
             line.error = str(error)
+
+    def _summary(self, line: _Line) -> int:
+        """Stripe's total for the line's customer and meter over the period's whole minutes."""
+        s = line.standing
+        self.metrics.stripe_calls.inc()
+        total: int = self.gateway.meter_total(
+            line.mapping.stripe_meter_id,
+            line.stripe_customer_id,
+            *summary_window(s.period_start, s.period_end),
+        )
+        return total
 
     def _classify(self, line: _Line, fresh: bool = False) -> ReportLine:
         s = line.standing
@@ -306,17 +311,10 @@ class Reconciler:
         )
 
     def _stripe_total(self, line: _Line) -> int | None:
-        s = line.standing
         try:
-            total: int = self.gateway.meter_total(
-                line.mapping.stripe_meter_id,
-                line.stripe_customer_id,
-                *summary_window(s.period_start, s.period_end),
-            )
+            return self._summary(line)
         except StripeError:
             return None
-        self.metrics.stripe_calls.inc()
-        return total
 
     def _observe(self, reports: list[Report], finished: datetime) -> None:
         lines = [line for report in reports for line in report.lines]

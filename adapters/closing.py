@@ -213,7 +213,8 @@ class PeriodCloser:
 
     def invoice_created(self, invoice: dict[str, Any]) -> int:
         """A cycle's draft invoice: note when it finalises. The number of periods noted."""
-        if invoice.get("billing_reason") != "subscription_cycle":
+        periods = self._periods_of(invoice)
+        if not periods:
             return 0
         finalizes = invoice.get("automatically_finalizes_at")
         finalizes_at = (
@@ -222,7 +223,7 @@ class PeriodCloser:
             else datetime.fromtimestamp(int(invoice["created"]), UTC) + self.grace
         )
         noted = 0
-        for period_id in self._periods_of(invoice):
+        for period_id in periods:
 
             def change(load: PeriodLoader, period_id: UUID = period_id) -> Sequence[Any]:
                 period = load.get(period_id)
@@ -233,22 +234,24 @@ class PeriodCloser:
         return noted
 
     def invoice_finalized(self, invoice: dict[str, Any]) -> int:
-        """The invoice is final: close its periods (if not yet) and record their parity.
+        """The invoice is final: close its periods (if not yet) and record their parity."""
+        recorded = 0
+        wanted = self._periods_of(invoice)
+        if not wanted:
+            return 0
+        for s in self.stores.views.reports.standings(None, period_ids=wanted, unsettled=True):
+            recorded += self.record_parity(s, invoice_id=str(invoice["id"])) is not None
+        return recorded
+
+    def _periods_of(self, invoice: dict[str, Any]) -> list[UUID]:
+        """The existing usage periods (every mapped metric) an invoice bills.
 
         Only a cycle's invoice bills a usage period. Any other (the first
         invoice of a subscription, a proration, a manual one) is dated inside
         the customer's *open* period and must not close it.
         """
         if invoice.get("billing_reason") != "subscription_cycle":
-            return 0
-        recorded = 0
-        wanted = self._periods_of(invoice)
-        for s in self.stores.views.reports.standings(None, period_ids=wanted, unsettled=True):
-            recorded += self.record_parity(s, invoice_id=str(invoice["id"])) is not None
-        return recorded
-
-    def _periods_of(self, invoice: dict[str, Any]) -> list[UUID]:
-        """The existing usage periods (every mapped metric) an invoice bills."""
+            return []
         start = datetime.fromtimestamp(int(invoice["period_start"]), UTC)
         end = datetime.fromtimestamp(int(invoice["period_end"]), UTC)
         app = self.stores.app

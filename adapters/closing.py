@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -52,13 +51,6 @@ log = logging.getLogger(__name__)
 PARITY_ACTOR = "system:final-parity"
 
 
-@dataclass
-class CloseSummary:
-    closed: int = 0
-    recorded: int = 0
-    mismatched: int = 0
-
-
 class PeriodCloser:
     def __init__(
         self,
@@ -82,10 +74,9 @@ class PeriodCloser:
 
     # -- the schedule ---------------------------------------------------------------
 
-    def close_due(self) -> CloseSummary:
+    def close_due(self) -> None:
         """Close the periods whose invoice finalises soon; record parity for final ones."""
         now = self.clock()
-        summary = CloseSummary()
         standings = self.stores.views.reports.standings(
             None, ending_after=now - STRIPE_MAX_AGE, ended_by=now, unsettled=True
         )
@@ -95,13 +86,8 @@ class PeriodCloser:
             finalizes_at = s.finalizes_at or s.period_end + self.grace
             if not s.closed and now >= max(s.period_end, finalizes_at - self.margin):
                 self.close(s.usage_period_id, f"its invoice finalises at {finalizes_at:%F %T} UTC")
-                summary.closed += 1
             if now >= finalizes_at + self.summary_lag:
-                verdict = self.record_parity(s, invoice_id=s.invoice_id)
-                if verdict is not None:
-                    summary.recorded += 1
-                    summary.mismatched += verdict == "mismatch"
-        return summary
+                self.record_parity(s, invoice_id=s.invoice_id)
 
     def close(self, period_id: UUID, reason: str) -> PushOutcome:
         """Close a period and push its final total (a no-op push when Stripe has it)."""

@@ -334,7 +334,7 @@ class Reconciler:
             max((abs(line.difference or 0) / max(abs(line.local), 1) for line in drift), default=0)
         )
         self.metrics.reconciled_at.set(finished.timestamp())
-        self.metrics.adjustments_pending.set(self.stores.views.reports.adjustments_pending())
+        self.metrics.adjustments_pending.set(self.stores.views.adjustments.pending_count())
         counts = {s.value: sum(1 for line in lines if line.status == s.value) for s in Status}
         (log.warning if counts["drift"] else log.info)(
             "reconciliation: %d lines, %s", len(lines), counts

@@ -111,6 +111,12 @@ class AdjustmentsProjection(Projection):
                 ),
             )
 
+    def pending_count(self) -> int:
+        """Adjustments of every tenant waiting for a decision."""
+        with self.store.transaction() as tx:
+            rows = tx.execute("SELECT COUNT(*) FROM sm_adjustments WHERE status = 'pending'")
+        return int(rows[0][0])
+
     def page(
         self, tenant_id: UUID, status: str | None, after: int | None, limit: int
     ) -> list[AdjustmentRow]:

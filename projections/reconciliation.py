@@ -244,11 +244,6 @@ class ReconciliationReports:
             invoice_quantity=None if r[6] is None else int(r[6]),
         )
 
-    def adjustments_pending(self) -> int:
-        with self.store.transaction() as tx:
-            rows = tx.execute("SELECT COUNT(*) FROM sm_adjustments WHERE status = 'pending'")
-        return int(rows[0][0])
-
     # -- reports ----------------------------------------------------------------
 
     def save(self, report: Report) -> None:

@@ -24,7 +24,7 @@ from adapters.event_log import RecorderEventLog
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker
 from api.auth import authorize_async, services
-from api.routes.usage import number, when
+from api.routes.usage import number, tally_fields, when
 from api.schemas import (
     FieldError,
     ReplayCounterOut,
@@ -135,14 +135,7 @@ def tally_out(counter: CounterReplay, tally: Tally | None) -> ReplayTallyOut | N
     if tally is None:
         return None
     return ReplayTallyOut(
-        value=number(counter.value(tally)) or "0",
-        sum=number(tally.total) or "0",
-        count=tally.event_count,
-        max=number(tally.maximum),
-        last=number(tally.last_value),
-        last_at=when(tally.last_at),
-        watermark=when(tally.watermark),
-        late_events=tally.late_events,
+        **tally_fields(tally, counter.value(tally)),
         version=tally.version,
         position=tally.last_position,
     )

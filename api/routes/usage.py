@@ -110,21 +110,27 @@ def event_out(row: UsageEventRow) -> EventOut:
     )
 
 
+def tally_fields(tally: Tally, value: Decimal) -> dict[str, Any]:
+    """The fields every answer about a counter shares (current usage, replay)."""
+    return {
+        "value": number(value) or "0",
+        "sum": number(tally.total) or "0",
+        "count": tally.event_count,
+        "max": number(tally.maximum),
+        "last": number(tally.last_value),
+        "last_at": when(tally.last_at),
+        "watermark": when(tally.watermark),
+        "late_events": tally.late_events,
+    }
+
+
 def counter_out(counter: Counter) -> CounterOut:
-    tally = counter.tally
     return CounterOut(
         metric=counter.metric,
         customer_ref=counter.customer_ref,
         period=counter.period,
         aggregation=counter.aggregation.value,
-        value=number(counter.value) or "0",
-        sum=number(tally.total) or "0",
-        count=tally.event_count,
-        max=number(tally.maximum),
-        last=number(tally.last_value),
-        last_at=when(tally.last_at),
-        watermark=when(tally.watermark),
-        late_events=tally.late_events,
+        **tally_fields(counter.tally, counter.value),
     )
 
 

@@ -123,8 +123,9 @@ def cmd_adjustments_decide(settings: Settings, args: argparse.Namespace) -> int:
         raise FieldError("id", "must be an adjustment id (a UUID)") from None
     stores = open_stores(settings)
     try:
-        decide = getattr(AdjustmentService(stores.app), args.decision)
-        adjustment = decide(tenant_id_for(args.tenant), adjustment_id, _actor(args), args.reason)
+        adjustment = AdjustmentService(stores.app).decide(
+            args.decision, tenant_id_for(args.tenant), adjustment_id, _actor(args), args.reason
+        )
         _print_json(adjustment_out(adjustment))
     finally:
         stores.close()

@@ -110,6 +110,15 @@ class AdjustmentService:
             raise NotFoundError(f"adjustment {adjustment_id} does not exist")
         return adjustment
 
+    def decide(
+        self, decision: str, tenant_id: UUID, adjustment_id: UUID, actor: str, reason: str
+    ) -> Adjustment:
+        """``approve``, ``reject`` or ``revert`` an adjustment of this tenant."""
+        decisions = {"approve": self.approve, "reject": self.reject, "revert": self.revert}
+        if decision not in decisions:
+            raise NotFoundError(f"{decision!r} is not a decision: approve, reject or revert")
+        return decisions[decision](tenant_id, adjustment_id, actor, reason)
+
     def approve(self, tenant_id: UUID, adjustment_id: UUID, actor: str, reason: str) -> Adjustment:
         """Count a pending adjustment in the customer's open period."""
         reason = _check_text("reason", reason)

@@ -234,7 +234,13 @@ def list_adjustments(
     return {"data": [adjustment_out(r) for r in rows], "nextCursor": next_cursor}
 
 
-async def _decide(request: Request[Any, Any, Any], adjustment_id: str, how: str) -> AdjustmentOut:
+@post("/v1/adjustments/{adjustment_id:str}/{decision:str}", status_code=200)
+async def decide_adjustment(
+    request: Request[Any, Any, Any], adjustment_id: FromPath[str], decision: FromPath[str]
+) -> AdjustmentOut:
+    """``approve``: count a pending adjustment in the customer's open period; ``reject`` it;
+    ``revert``: undo an applied one (its opposite counts in the open period), or reject a
+    pending one."""
     principal = await authorize_async(request, KeyScope.ADMIN)
     body = msgspec.json.decode(await request.body(), type=DecisionIn)
     try:
@@ -242,37 +248,13 @@ async def _decide(request: Request[Any, Any, Any], adjustment_id: str, how: str)
     except ValueError:
         raise FieldError("id", "must be an adjustment id (a UUID)") from None
     service = AdjustmentService(services(request).stores.app)
-    decide = getattr(service, how)
     actor = actor_of(principal, body.actor)
     adjustment = await anyio.to_thread.run_sync(
-        lambda: decide(principal.tenant_id, target, actor, body.reason)
+        lambda: service.decide(decision, principal.tenant_id, target, actor, body.reason)
     )
     outcome = {"applied": "approved"}.get(adjustment.status.value, adjustment.status.value)
     services(request).metrics.corrections.labels(outcome).inc()
     return adjustment_out(adjustment)
-
-
-@post("/v1/adjustments/{adjustment_id:str}/approve", status_code=200)
-async def approve_adjustment(
-    request: Request[Any, Any, Any], adjustment_id: FromPath[str]
-) -> AdjustmentOut:
-    """Count a pending adjustment in the customer's open period."""
-    return await _decide(request, adjustment_id, "approve")
-
-
-@post("/v1/adjustments/{adjustment_id:str}/reject", status_code=200)
-async def reject_adjustment(
-    request: Request[Any, Any, Any], adjustment_id: FromPath[str]
-) -> AdjustmentOut:
-    return await _decide(request, adjustment_id, "reject")
-
-
-@post("/v1/adjustments/{adjustment_id:str}/revert", status_code=200)
-async def revert_adjustment(
-    request: Request[Any, Any, Any], adjustment_id: FromPath[str]
-) -> AdjustmentOut:
-    """Undo an applied adjustment (its opposite counts in the open period); reject a pending one."""
-    return await _decide(request, adjustment_id, "revert")
 
 
 # -- Stripe's webhooks ------------------------------------------------------------------

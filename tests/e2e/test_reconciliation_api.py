@@ -176,6 +176,21 @@ def test_adjustment_input_errors(parity_api: Api) -> None:
     )
 
 
+def test_an_unknown_decision_is_404_and_changes_nothing(parity_api: Api) -> None:
+    api = parity_api
+    proposed = api.call(
+        "POST",
+        "/v1/adjustments",
+        json={"customerRef": "cus_1", "metric": "api_calls", "quantity": "2", "reason": "x"},
+    ).json()
+    odd = api.call("POST", f"/v1/adjustments/{proposed['id']}/cancel", json={"reason": "x"})
+    assert odd.status_code == 404
+    assert "approve, reject or revert" in odd.json()["detail"]
+    api.settle()
+    [listed] = api.call("GET", "/v1/adjustments").json()["data"]
+    assert listed["status"] == "pending"
+
+
 def test_webhooks_must_be_signed(parity_api: Api) -> None:
     unsigned = parity_api.client.post("/v1/stripe/webhooks", content=b"{}")
     assert unsigned.status_code == 422

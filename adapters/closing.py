@@ -43,7 +43,7 @@ from domain.pushing import (
     whole_units,
 )
 from domain.stripe_port import StripeError, StripeGateway, StripeRejectedError
-from domain.usage import usage_period_id
+from domain.usage import UsagePeriod, usage_period_id
 from projections.reconciliation import PeriodStanding
 
 log = logging.getLogger(__name__)
@@ -115,39 +115,36 @@ class PeriodCloser:
         except StripeError as error:
             log.warning("parity of period %s not recorded yet: %s", s.usage_period_id, error)
             return None
-        outcome: list[str] = []
-        units: list[int] = []
 
         def change(load: PeriodLoader) -> Sequence[Any]:
             period = load.get(s.usage_period_id)
-            outcome.clear()
-            units.clear()
             if period.verdict is not None:
                 return []
             period.close("its invoice is final")
-            local = whole_units(period.value)
-            units.append(local)
-            outcome.append(period.record_parity(stripe_total, invoice_quantity, local))
-            if outcome[0] != "parity":
-                log.error(
-                    "PARITY MISMATCH %s/%s period %s: local %s, Stripe %s, invoice %s",
-                    s.customer_ref,
-                    s.metric,
-                    s.period,
-                    local,
-                    stripe_total,
-                    invoice_quantity,
-                )
+            period.record_parity(stripe_total, invoice_quantity, whole_units(period.value))
             return [period]
 
-        self.stores.app.change_periods(change)
-        if not outcome:
+        saved = self.stores.app.change_periods(change)
+        if not saved:
             return None
-        self.metrics.periods_closed.labels(outcome[0]).inc()
-        if outcome[0] == "mismatch":
+        period: UsagePeriod = saved[0]
+        verdict = period.verdict
+        assert verdict is not None
+        self.metrics.periods_closed.labels(verdict).inc()
+        if verdict == "mismatch":
+            local = whole_units(period.value)
+            log.error(
+                "PARITY MISMATCH %s/%s period %s: local %s, Stripe %s, invoice %s",
+                s.customer_ref,
+                s.metric,
+                s.period,
+                local,
+                stripe_total,
+                invoice_quantity,
+            )
             billed = invoice_quantity if invoice_quantity is not None else stripe_total
-            self._propose_correction(s, units[0], billed, invoice_id)
-        return outcome[0]
+            self._propose_correction(s, local, billed, invoice_id)
+        return verdict
 
     def _propose_correction(
         self, s: PeriodStanding, local: int, billed: int, invoice_id: str | None

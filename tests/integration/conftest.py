@@ -1,4 +1,4 @@
-"""The ``world`` fixture of the push and reconciliation tests (see world.py)."""
+"""Fixtures of the integration tests: the push/reconciliation ``world``, the CLI's env."""
 
 from __future__ import annotations
 
@@ -23,3 +23,16 @@ def world(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> It
     w.map_customer("cus_a")
     yield w
     w.stores.close()
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``stripemeter`` command's environment pointing at this test's stores."""
+    monkeypatch.setenv("STRIPEMETER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("STRIPEMETER_LOG_LEVEL", "WARNING")
+    if settings.postgres is None:
+        monkeypatch.delenv("STRIPEMETER_DATABASE_URL", raising=False)
+    else:
+        pg = settings.postgres
+        url = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.dbname}"
+        monkeypatch.setenv("STRIPEMETER_DATABASE_URL", url)

@@ -421,18 +421,6 @@ def test_the_ledger_rebuilds_too(
 # -- the command ----------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STRIPEMETER_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("STRIPEMETER_LOG_LEVEL", "WARNING")
-    if settings.postgres is None:
-        monkeypatch.delenv("STRIPEMETER_DATABASE_URL", raising=False)
-    else:
-        pg = settings.postgres
-        url = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.dbname}"
-        monkeypatch.setenv("STRIPEMETER_DATABASE_URL", url)
-
-
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
     code = cli.main(["projections", "rebuild", *args])
     out, err = capsys.readouterr()

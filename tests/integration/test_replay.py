@@ -19,7 +19,6 @@ import pytest
 
 from adapters.event_log import RecorderEventLog
 from adapters.persistence import Stores
-from adapters.settings import Settings
 from api import cli
 from domain.adjusting import AdjustmentService
 from domain.meters import Aggregation, MetricDefinition
@@ -408,18 +407,6 @@ def test_replays_beside_a_running_projection_leave_the_views_as_a_rebuild_would(
 
 
 # -- the command ----------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STRIPEMETER_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("STRIPEMETER_LOG_LEVEL", "WARNING")
-    if settings.postgres is None:
-        monkeypatch.delenv("STRIPEMETER_DATABASE_URL", raising=False)
-    else:
-        pg = settings.postgres
-        url = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.dbname}"
-        monkeypatch.setenv("STRIPEMETER_DATABASE_URL", url)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:

@@ -84,6 +84,8 @@ def test_run_then_read_the_report_as_json_and_csv(
     assert [(x["status"], x["local"], x["stripe"]) for x in latest.json()["lines"]] == [
         ("ok", 4, 4)
     ]
+    # Another tenant neither sees this report nor has one of its own.
+    assert api.call("GET", "/v1/reconciliation/2026-03", key="globex-all").status_code == 404
     as_csv = api.call("GET", "/v1/reconciliation/2026-03?format=csv", key="acme-read")
     assert as_csv.headers["content-type"].startswith("text/csv")
     rows = as_csv.text.strip().splitlines()

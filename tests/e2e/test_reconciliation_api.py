@@ -199,6 +199,13 @@ def test_webhooks_must_be_signed(parity_api: Api) -> None:
     assert unsigned.json()["errors"][0]["field"] == "Stripe-Signature"
     forged = webhook(parity_api, {"id": "evt_1", "type": "invoice.created"}, secret="whsec_x")
     assert forged.status_code == 422
+    # Signed, but not an invoice anyone can read: a 4xx naming it, never a 500 Stripe retries.
+    broken = {"id": "in_x", "billing_reason": "subscription_cycle", "period_start": "soon"}
+    unreadable = webhook(
+        parity_api, {"id": "evt_2", "type": "invoice.created", "data": {"object": broken}}
+    )
+    assert unreadable.status_code == 422
+    assert unreadable.json()["errors"][0]["field"] == "data.object"
 
 
 def test_invoice_webhooks_close_the_period_and_record_parity(

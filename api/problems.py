@@ -46,13 +46,12 @@ def problem(
     return Response(content=body, status_code=status, media_type=PROBLEM)
 
 
+def _field(field: str, reason: str) -> dict[str, str]:
+    return {"field": field, "reason": reason}
+
+
 def field_problem(field: str, reason: str, status: int = 422) -> Response[Any]:
-    return problem(
-        status,
-        "Invalid request",
-        f"{field}: {reason}",
-        [{"field": field, "reason": reason}],
-    )
+    return problem(status, "Invalid request", f"{field}: {reason}", [_field(field, reason)])
 
 
 def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -64,7 +63,10 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         bad = validation_field(error)
         return field_problem(bad.field, bad.reason)
     if isinstance(error, msgspec.DecodeError):
-        return problem(400, "Malformed JSON", f"the request body is not valid JSON: {error}")
+        reason = f"is not valid JSON: {error}"
+        return problem(
+            400, "Malformed JSON", f"the request body {reason}", [_field("body", reason)]
+        )
     if isinstance(error, UnauthenticatedError):
         response = problem(401, "Unauthenticated", str(error))
         response.headers["WWW-Authenticate"] = "Bearer"

@@ -111,6 +111,7 @@ def test_malformed_json_is_one_400_and_nothing_is_written(api: Api) -> None:
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["title"] == "Malformed JSON"
+    assert response.json()["errors"][0]["field"] == "body"
     api.settle()
     assert api.call("GET", "/v1/events").json()["data"] == []
 

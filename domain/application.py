@@ -164,7 +164,11 @@ class MeteringApp(Application[UUID]):
         return self._change_tenant(tenant_id, lambda tenant: tenant.set_late_policy(policy))
 
     def map_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
-        """Map a declared metric to a Stripe meter (validated by the caller against Stripe)."""
+        """Map a declared metric to a Stripe meter, claiming nothing (as before claims existed).
+
+        ``StripeMappingService`` is the way in for callers: it checks the meter
+        against Stripe and claims it (domain/ownership.py).
+        """
         return self._change_tenant(tenant_id, lambda tenant: tenant.map_meter(mapping))
 
     def _change_tenant(self, tenant_id: UUID, change: Callable[[Tenant], bool]) -> bool:
@@ -184,7 +188,7 @@ class MeteringApp(Application[UUID]):
     # -- customers ----------------------------------------------------------
 
     def customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
-        """The customer's Stripe mapping, or None when never mapped."""
+        """The customer's Stripe mapping, or None when never mapped (see ``Customer.mapped``)."""
         try:
             customer: Customer | None = self.repository.get(
                 customer_id_for(tenant_id, customer_ref)
@@ -217,7 +221,36 @@ class MeteringApp(Application[UUID]):
         billing_cycle_anchor: datetime | None,
         shadow_stripe_customer_id: str | None = None,
     ) -> tuple[Customer, bool]:
-        """Map a customer to Stripe; True when new or changed.
+        """Map a customer to Stripe, claiming nothing; True when new or changed.
+
+        ``StripeMappingService`` is the way in for callers: it checks the ids
+        against Stripe and claims them (domain/ownership.py). This is the bare
+        mapping, as it was recorded before claims existed.
+        """
+        customer, changed = self.prepare_customer_mapping(
+            tenant_id,
+            customer_ref,
+            stripe_customer_id,
+            billing_cycle_anchor,
+            shadow_stripe_customer_id,
+        )
+        if changed:
+            try:
+                self.save(customer)
+            except IntegrityError:
+                raise ConflictError(f"customer {customer_ref!r} was mapped concurrently") from None
+        self.customer(tenant_id, customer_ref)
+        return customer, changed
+
+    def prepare_customer_mapping(
+        self,
+        tenant_id: UUID,
+        customer_ref: str,
+        stripe_customer_id: str,
+        billing_cycle_anchor: datetime | None,
+        shadow_stripe_customer_id: str | None = None,
+    ) -> tuple[Customer, bool]:
+        """A fresh customer with the mapping applied, unsaved; True when new or changed.
 
         The billing cycle is fixed at the first mapping and only allowed while
         the customer has no usage in a period that is still open: moving usage
@@ -230,11 +263,7 @@ class MeteringApp(Application[UUID]):
                 raise ConflictError(
                     f"customer {customer_ref!r} is already mapped with another billing cycle anchor"
                 )
-            changed = existing.remap(stripe_customer_id, shadow_stripe_customer_id)
-            if changed:
-                self.save(existing)
-            self.customer(tenant_id, customer_ref)
-            return existing, changed
+            return existing, existing.remap(stripe_customer_id, shadow_stripe_customer_id)
         self._refuse_if_usage_is_open(tenant_id, customer_ref)
         customer = Customer.map(
             tenant_id,
@@ -243,11 +272,6 @@ class MeteringApp(Application[UUID]):
             billing_cycle_anchor,
             shadow_stripe_customer_id,
         )
-        try:
-            self.save(customer)
-        except IntegrityError:
-            raise ConflictError(f"customer {customer_ref!r} was mapped concurrently") from None
-        self.customer(tenant_id, customer_ref)
         return customer, True
 
     def _refuse_if_usage_is_open(self, tenant_id: UUID, customer_ref: str) -> None:

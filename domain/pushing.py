@@ -294,7 +294,7 @@ class PushService:
 def route_for(
     mapping: MeterMapping | None, customer: Customer | None, target: Target
 ) -> tuple[str, str] | None:
-    if mapping is None or customer is None:
+    if mapping is None or customer is None or not customer.mapped:
         return None
     if target is Target.LIVE:
         return mapping.stripe_event_name, customer.stripe_customer_id

@@ -205,7 +205,7 @@ def test_webhooks_must_be_signed(parity_api: Api) -> None:
         parity_api, {"id": "evt_2", "type": "invoice.created", "data": {"object": broken}}
     )
     assert unreadable.status_code == 422
-    assert unreadable.json()["errors"][0]["field"] == "data.object"
+    assert unreadable.json()["errors"][0]["field"] == "data.object.period_start"
 
 
 def test_invoice_webhooks_close_the_period_and_record_parity(

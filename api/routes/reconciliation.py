@@ -262,6 +262,9 @@ async def decide_adjustment(
 # -- Stripe's webhooks ------------------------------------------------------------------
 
 
+INVOICE_TIMESTAMPS = ("created", "period_start", "period_end", "automatically_finalizes_at")
+
+
 class WebhookData(msgspec.Struct, frozen=True):
     object: dict[str, Any]
 
@@ -293,8 +296,12 @@ def read_webhook(payload: str) -> tuple[str, Invoice | None]:
         invoice = msgspec.convert(event.data.object, type=Invoice)
     except msgspec.ValidationError as error:
         bad = validation_field(error)
-        field = "data.object" if bad.field == "body" else f"data.object.{bad.field}"
-        raise FieldError(field, bad.reason) from None
+        if bad.field == "body":
+            raise FieldError("data.object", bad.reason) from None
+        reason = bad.reason
+        if bad.field in INVOICE_TIMESTAMPS and reason != "is required":
+            reason = f"must be a Unix timestamp in whole seconds, 1970 to 2099 ({reason})"
+        raise FieldError(f"data.object.{bad.field}", reason) from None
     return event.type, invoice
 
 

@@ -12,6 +12,12 @@ from projections.base import Positioned, Projection
 from projections.store import Tx
 
 
+COLUMNS = (
+    "customer_id, tenant_id, customer_ref, stripe_customer_id, billing_cycle_anchor,"
+    " shadow_stripe_customer_id"
+)
+
+
 @dataclass(frozen=True)
 class CustomerRow:
     customer_ref: str
@@ -48,8 +54,8 @@ class CustomersProjection(Projection):
                 # row waits aside, so that a later Remapped brings it back with its anchor.
                 customer_id = str(event.originator_id)
                 tx.execute(
-                    "INSERT INTO sm_customers_unmapped SELECT * FROM sm_customers"
-                    " WHERE customer_id = ?",
+                    f"INSERT INTO sm_customers_unmapped ({COLUMNS}) SELECT {COLUMNS}"
+                    " FROM sm_customers WHERE customer_id = ?",
                     (customer_id,),
                 )
                 tx.execute("DELETE FROM sm_customers WHERE customer_id = ?", (customer_id,))
@@ -74,8 +80,9 @@ class CustomersProjection(Projection):
                     ids,
                 )
                 tx.execute(
-                    "INSERT INTO sm_customers SELECT customer_id, tenant_id, customer_ref, ?,"
-                    " billing_cycle_anchor, ? FROM sm_customers_unmapped WHERE customer_id = ?",
+                    f"INSERT INTO sm_customers ({COLUMNS}) SELECT customer_id, tenant_id,"
+                    " customer_ref, ?, billing_cycle_anchor, ? FROM sm_customers_unmapped"
+                    " WHERE customer_id = ?",
                     ids,
                 )
                 tx.execute(

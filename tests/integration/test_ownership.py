@@ -7,6 +7,7 @@ saved the way they were before claims existed (``MeteringApp.map_meter`` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 from uuid import UUID
@@ -14,7 +15,10 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from adapters.background import Background
+from adapters.metrics import Metrics
 from adapters.persistence import Stores
+from adapters.settings import Settings, StripeSettings
 from adapters.stripe_gateway import SdkStripeGateway
 from api.cli import main
 from domain.errors import ConflictError, OwnedElsewhereError
@@ -179,3 +183,34 @@ def test_the_ownership_command_exits_1_while_a_conflict_remains(
     assert (code, out["claimsRecorded"], out["unclaimed"]) == (1, 2, [])
     code, out, _ = run_cli(capsys, "--apply")
     assert (code, out["claimsRecorded"], len(out["conflicts"])) == (1, 0, 2)
+
+
+def test_the_service_says_at_start_what_the_operator_must_run(
+    stores: Stores,
+    settings: Settings,
+    service: StripeMappingService,
+    emulator: RunningEmulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Unclaimed or conflicting mappings: an ERROR naming the command; nothing changed."""
+    stripe = StripeSettings(TEST_API_KEY, emulator.url, max_network_retries=0, timeout_seconds=5)
+    background = Background(
+        stores,
+        dataclasses.replace(settings, stripe=stripe),
+        Metrics(),
+        stores.app.clock,
+        run_projections=False,
+        run_pushes=True,
+    )
+    background.check_ownership()
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []  # nothing mapped yet
+
+    legacy_state(service, emulator)
+    background.check_ownership()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2
+    assert errors[0].startswith("2 Stripe objects are mapped by more than one tenant")
+    assert "`stripemeter stripe ownership`" in errors[0]
+    assert errors[1].startswith("2 mapped Stripe objects have no ownership claim")
+    assert "`stripemeter stripe ownership --apply`" in errors[1]
+    assert ownership_report(service).unclaimed != []  # the check itself claimed nothing

@@ -11,7 +11,6 @@ from domain.customers import Customer
 from projections.base import Positioned, Projection
 from projections.store import Tx
 
-
 COLUMNS = (
     "customer_id, tenant_id, customer_ref, stripe_customer_id, billing_cycle_anchor,"
     " shadow_stripe_customer_id"

@@ -214,3 +214,39 @@ def test_the_service_says_at_start_what_the_operator_must_run(
     assert errors[1].startswith("2 mapped Stripe objects have no ownership claim")
     assert "`stripemeter stripe ownership --apply`" in errors[1]
     assert ownership_report(service).unclaimed != []  # the check itself claimed nothing
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_the_unmap_commands_release_the_claims(
+    service: StripeMappingService,
+    emulator: RunningEmulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_API_KEY)
+    monkeypatch.setenv("STRIPE_API_BASE", emulator.url)
+    acme = tenant(service, "acme")
+    service.map_meter(acme, "api_calls", stripe_event_name="acme_calls", create_meter=True)
+    live = str(emulator.client().v1.customers.create({"name": "acme's"}).id)
+    service.map_customer(acme, "a1", live)
+    meter_object = StripeObject(ACCOUNT, StripeObjectKind.METER, "acme_calls")
+    assert service.claim(meter_object).owner == acme  # type: ignore[union-attr]
+
+    assert main(["mappings", "delete", "--tenant", "acme", "--metric", "api_calls"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["stripe_event_name"], out["unmapped"]) == ("acme_calls", True)
+    assert main(["customers", "unmap", "--tenant", "acme", "--customer-ref", "a1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["customerRef"], out["stripeCustomerId"], out["unmapped"]) == ("a1", live, True)
+    # Twice: the tenant has mapped nothing; exit 1 with the reason.
+    assert main(["customers", "unmap", "--tenant", "acme", "--customer-ref", "a1"]) == 1
+    assert "customer 'a1' is not mapped to Stripe" in capsys.readouterr().err
+
+    code, report, _ = run_cli(capsys)
+    assert (code, report["objects"]) == (0, 0)
+    # Released: another tenant may claim them now.
+    globex = tenant(service, "globex")
+    service.map_meter(globex, "api_calls", stripe_event_name="acme_calls")
+    service.map_customer(globex, "g1", live)
+    assert service.claim(meter_object).owner == globex  # type: ignore[union-attr]
+    assert service.claim(customer_object(live)).owner == globex  # type: ignore[union-attr]

@@ -250,3 +250,38 @@ def test_the_unmap_commands_release_the_claims(
     service.map_customer(globex, "g1", live)
     assert service.claim(meter_object).owner == globex  # type: ignore[union-attr]
     assert service.claim(customer_object(live)).owner == globex  # type: ignore[union-attr]
+
+
+class RacedService(StripeMappingService):
+    """Another tenant claims the object between this request's read and its save, once."""
+
+    def __init__(self, service: StripeMappingService, rival: UUID, contested: str) -> None:
+        super().__init__(service.app, service.gateway)
+        self.rival = rival
+        self.contested = contested
+        self.raced = False
+
+    def claim_by_id(self, claim_id: UUID) -> StripeClaim | None:
+        seen = super().claim_by_id(claim_id)
+        if not self.raced:
+            self.raced = True
+            obj = customer_object(self.contested)
+            self.app.save(StripeClaim.claim(obj, self.rival, "rival"))
+        return seen
+
+
+def test_the_loser_of_a_race_for_a_customer_gets_409_and_saves_nothing(
+    service: StripeMappingService, emulator: RunningEmulator
+) -> None:
+    live = str(emulator.client().v1.customers.create({"name": "contested"}).id)
+    raced = RacedService(service, tenant(service, "globex"), live)
+    with pytest.raises(OwnedElsewhereError, match=rf"^Stripe customer {live} belongs to another"):
+        raced.map_customer(tenant(service, "acme"), "a1", live)
+    assert raced.raced
+    assert service.app.customer(tenant(service, "acme"), "a1") is None  # not half-saved
+    claim = service.claim(customer_object(live))
+    assert claim is not None and (claim.owner, claim.holder, claim.version) == (
+        tenant(service, "globex"),
+        "rival",
+        1,
+    )

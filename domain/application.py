@@ -137,12 +137,18 @@ class MeteringApp(Application[UUID]):
         return tenant
 
     def tenant(self, tenant_id: UUID) -> Tenant:
+        """The tenant as stored, which also refreshes this process's cached copy."""
+        tenant = self.fresh_tenant(tenant_id)
+        with self._tenant_lock:
+            self._tenants[tenant_id] = (time.monotonic(), tenant)
+        return tenant
+
+    def fresh_tenant(self, tenant_id: UUID) -> Tenant:
+        """A copy of the tenant to change: never the cached one that pushes and ingest read."""
         try:
             tenant: Tenant = self.repository.get(tenant_id)
         except AggregateNotFoundError:
             raise NotFoundError(f"tenant {tenant_id} does not exist") from None
-        with self._tenant_lock:
-            self._tenants[tenant_id] = (time.monotonic(), tenant)
         return tenant
 
     def tenant_by_slug(self, slug: str) -> Tenant:
@@ -174,7 +180,7 @@ class MeteringApp(Application[UUID]):
     def _change_tenant(self, tenant_id: UUID, change: Callable[[Tenant], bool]) -> bool:
         """Apply ``change`` to a fresh copy and save it; True when it changed anything."""
         for _ in range(SAVE_ATTEMPTS):
-            tenant = self.tenant(tenant_id)
+            tenant = self.fresh_tenant(tenant_id)
             if not change(tenant):
                 return False
             try:
@@ -188,17 +194,23 @@ class MeteringApp(Application[UUID]):
     # -- customers ----------------------------------------------------------
 
     def customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
-        """The customer's Stripe mapping, or None when never mapped (see ``Customer.mapped``)."""
-        try:
-            customer: Customer | None = self.repository.get(
-                customer_id_for(tenant_id, customer_ref)
-            )
-        except AggregateNotFoundError:
-            customer = None
+        """The customer's Stripe mapping, or None when never mapped (see ``Customer.mapped``).
+
+        Also refreshes this process's cached copy.
+        """
+        customer = self.fresh_customer(tenant_id, customer_ref)
         with self._tenant_lock:
             if len(self._customers) > 100_000:
                 self._customers.clear()
             self._customers[(tenant_id, customer_ref)] = (time.monotonic(), customer)
+        return customer
+
+    def fresh_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
+        """A copy of the customer to change: never the cached one that pushes read."""
+        try:
+            customer: Customer = self.repository.get(customer_id_for(tenant_id, customer_ref))
+        except AggregateNotFoundError:
+            return None
         return customer
 
     def cached_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
@@ -257,7 +269,7 @@ class MeteringApp(Application[UUID]):
         between periods after the fact would make the count and the invoice
         cover different intervals.
         """
-        existing = self.customer(tenant_id, customer_ref)
+        existing = self.fresh_customer(tenant_id, customer_ref)
         if existing is not None:
             if existing.billing_cycle_anchor != billing_cycle_anchor:
                 raise ConflictError(
@@ -303,7 +315,7 @@ class MeteringApp(Application[UUID]):
     def issue_api_key(self, tenant_id: UUID, scopes: frozenset[Scope]) -> IssuedKey:
         """Issue a key for a tenant. The secret is in the result and nowhere else."""
         for _ in range(SAVE_ATTEMPTS):
-            tenant = self.tenant(tenant_id)
+            tenant = self.fresh_tenant(tenant_id)
             secret = new_key_secret()
             key = ApiKey.issue(tenant_id, tenant.slug, secret, scopes)
             tenant.record_key(key.id, key.display_prefix, scopes)

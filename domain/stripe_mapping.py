@@ -96,7 +96,7 @@ class StripeMappingService:
 
     def _save_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
         def change() -> tuple[list[Any], bool]:
-            tenant = self.app.tenant(tenant_id)
+            tenant = self.app.fresh_tenant(tenant_id)
             claims = self._claims(tenant_id, mapping.metric)
             old = tenant.mappings.get(mapping.metric)
             claims.move(self.meter_objects(old), self.meter_objects(mapping), "remapped")
@@ -115,7 +115,7 @@ class StripeMappingService:
         """
 
         def change() -> tuple[list[Any], MeterMapping]:
-            tenant = self.app.tenant(tenant_id)
+            tenant = self.app.fresh_tenant(tenant_id)
             mapping = tenant.unmap_meter(metric, "unmapped")
             claims = self._claims(tenant_id, metric)
             claims.move(self.meter_objects(mapping), (), "unmapped")
@@ -133,7 +133,7 @@ class StripeMappingService:
         """
 
         def change() -> tuple[list[Any], Customer]:
-            customer = self.app.customer(tenant_id, customer_ref)
+            customer = self.app.fresh_customer(tenant_id, customer_ref)
             if customer is None or not customer.mapped:
                 raise NotFoundError(f"customer {customer_ref!r} is not mapped to Stripe")
             objects = self.customer_objects(customer)
@@ -184,9 +184,12 @@ class StripeMappingService:
     def _save(self, change: Callable[[], tuple[list[Any], T]]) -> T:
         """Decide ``change`` on fresh copies and save what it returns in one transaction.
 
-        A collision (another request changed the tenant, the customer or a
-        claim meanwhile) decides again: a claim taken by another tenant then
-        refuses this change.
+        ``change`` works on fresh, uncached copies (``fresh_tenant``,
+        ``fresh_customer``): a change refused half-way never leaves a cached
+        copy that pushes would read with an unsaved mapping. A collision
+        (another request changed the tenant, the customer or a claim
+        meanwhile) decides again: a claim taken by another tenant then refuses
+        this change.
         """
         for _ in range(SAVE_ATTEMPTS):
             aggregates, result = change()
@@ -239,7 +242,7 @@ class StripeMappingService:
         anchor = billing_cycle_anchor or self.gateway.billing_cycle_anchor(stripe_customer_id)
 
         def change() -> tuple[list[Any], tuple[Customer, bool]]:
-            old = self.customer_objects(self.app.customer(tenant_id, customer_ref))
+            old = self.customer_objects(self.app.fresh_customer(tenant_id, customer_ref))
             customer, changed = self.app.prepare_customer_mapping(
                 tenant_id, customer_ref, stripe_customer_id, anchor, shadow_stripe_customer_id
             )

@@ -395,3 +395,50 @@ def test_unclaimed_legacy_mappings_route_webhooks_only_without_conflict(
     assert (ours.invoice_id, theirs.invoice_id) == (None, None)
     alone_period = app.repository.get(usage_period_id(acme, "cus_1", "api_calls", "2026-03"))
     assert alone_period.invoice_id == "in_legacy_1"
+
+
+def test_a_refused_remap_leaves_the_tenants_own_mapping_in_force(
+    stripe_api: Api, emulator: RunningEmulator
+) -> None:
+    """The 409 comes before anything changes, also in the copies pushes read (cached)."""
+    api = stripe_api
+    live = setup_stripe(api, emulator)
+    own = new_customer(emulator, "globex's own")
+    app = services(api).stores.app
+    globex = app.tenant_by_slug("globex").id
+    mapped = api.call(
+        "POST",
+        "/v1/customers",
+        key="globex-all",
+        json={"customerRef": "g1", "stripeCustomerId": own},
+    )
+    assert mapped.status_code == 201, mapped.text
+    meter = api.call(
+        "POST",
+        "/v1/mappings",
+        key="globex-all",
+        json={"metric": "api_calls", "stripeEventName": "globex_calls", "createMeter": True},
+    )
+    assert meter.status_code == 201, meter.text
+    assert app.cached_customer(globex, "g1").stripe_customer_id == own  # type: ignore[union-attr]
+
+    refused_as_owned(
+        api.call(
+            "POST",
+            "/v1/customers",
+            key="globex-all",
+            json={"customerRef": "g1", "stripeCustomerId": live},
+        )
+    )
+    refused_as_owned(
+        api.call(
+            "POST",
+            "/v1/mappings",
+            key="globex-all",
+            json={"metric": "api_calls", "stripeEventName": "api_calls"},
+        )
+    )
+    assert app.cached_customer(globex, "g1").stripe_customer_id == own  # type: ignore[union-attr]
+    assert app.cached_tenant(globex).mappings["api_calls"].stripe_event_name == "globex_calls"
+    assert app.customer(globex, "g1").stripe_customer_id == own  # type: ignore[union-attr]
+    assert app.tenant(globex).mappings["api_calls"].stripe_event_name == "globex_calls"

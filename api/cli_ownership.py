@@ -1,8 +1,9 @@
 """``stripemeter stripe ownership``: the upgrade report on who owns which Stripe object.
 
 Mappings made before ownership claims existed have none. The report lists
-every Stripe object mapped by more than one tenant or mapping (naming them:
-this is the operator's tool) and every mapping whose claim is missing;
+every Stripe object mapped by more than one tenant or mapping, or claimed
+by another than its mapping (naming them: this is the operator's tool), and
+every mapping whose claim is missing;
 ``--apply`` records the missing claims of the unconflicted ones. A conflict
 is never resolved here: unmap the wrong mapping, then apply again. The exit
 status is 1 while any conflict remains, so a deploy script can stop on it.

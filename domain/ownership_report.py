@@ -46,15 +46,19 @@ class ObjectStanding:
 
     @property
     def conflicted(self) -> bool:
-        return len(self.holdings) > 1
+        """Two mappings on it, or its claim held by another than its one mapping."""
+        if len(self.holdings) > 1:
+            return True
+        [holding] = self.holdings
+        return self.claim_owner is not None and (self.claim_owner, self.claim_holder) != (
+            holding.tenant_id,
+            holding.holder,
+        )
 
     @property
     def claimed(self) -> bool:
         """Claimed by its one mapping (a conflicted object is never claimed right)."""
-        if self.conflicted:
-            return False
-        [holding] = self.holdings
-        return (self.claim_owner, self.claim_holder) == (holding.tenant_id, holding.holder)
+        return not self.conflicted and self.claim_owner is not None
 
 
 @dataclass(frozen=True)
@@ -100,14 +104,12 @@ def claim_unconflicted(service: StripeMappingService, report: OwnershipReport) -
     """Record the missing claim of every object exactly one mapping holds; how many were new.
 
     Idempotent: a claim recorded meanwhile (by a mapping request, or another
-    run) is left as it is. An object claimed by someone other than its one
-    mapping is left too: the report shows it, and the operator decides.
+    run) is left as it is, and the next report shows it. An object claimed by
+    someone other than its one mapping is a conflict, never re-claimed here.
     """
     recorded = 0
     for standing in report.unclaimed:
         [holding] = standing.holdings
-        if standing.claim_owner is not None:
-            continue
         claims = ClaimChanges(service.claim_by_id, holding.tenant_id, holding.holder)
         claims.take(standing.obj)
         if not claims.aggregates:

@@ -285,3 +285,23 @@ def test_the_loser_of_a_race_for_a_customer_gets_409_and_saves_nothing(
         "rival",
         1,
     )
+
+
+def test_a_mapping_whose_object_another_holds_the_claim_of_is_a_conflict(
+    service: StripeMappingService, emulator: RunningEmulator
+) -> None:
+    """A legacy mapping onto an object that, since, another tenant claimed through the API."""
+    legacy_state(service, emulator)
+    obj = StripeObject(ACCOUNT, StripeObjectKind.METER, "initech_calls")
+    service.app.save(StripeClaim.claim(obj, tenant(service, "acme"), "other_metric"))
+    report = ownership_report(service)
+    [standing] = [s for s in report.conflicts if s.obj == obj]
+    assert [h.tenant_slug for h in standing.holdings] == ["initech"]
+    assert (standing.claim_owner, standing.claim_holder) == (
+        tenant(service, "acme"),
+        "other_metric",
+    )
+    assert obj not in {s.obj for s in report.unclaimed}
+    claim_unconflicted(service, report)
+    claim = service.claim(obj)
+    assert claim is not None and claim.owner == tenant(service, "acme")  # untouched

@@ -102,7 +102,8 @@ class Background:
             return
         if report.conflicts:
             log.error(
-                "%d Stripe objects are mapped by more than one tenant or mapping: their pushes"
+                "%d Stripe objects are mapped by more than one tenant or mapping (or claimed by"
+                " another than their mapping): their pushes"
                 " go on as before, but each will bill the other's invoice; run `stripemeter"
                 " stripe ownership` to see them, unmap the wrong mappings, then"
                 " `stripemeter stripe ownership --apply`",

@@ -18,7 +18,9 @@ from adapters.persistence import Stores
 from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
 from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
+from domain.ownership_report import ownership_report
 from domain.pushing import Target
+from domain.stripe_mapping import StripeMappingService
 from domain.stripe_port import StripeGateway
 
 log = logging.getLogger("stripemeter")
@@ -56,6 +58,7 @@ class Background:
         if run_pushes and Target.SHADOW not in self.gateways:
             log.info("STRIPE_TEST_SECRET_KEY is not set: shadow pushes are skipped")
         self.reconciliation: Reconciliation | None = None
+        self._ownership: threading.Thread | None = None
         self._schedule: ReconcileSchedule | None = None
         if self.push_worker is not None:
             self.reconciliation = Reconciliation.build(
@@ -77,10 +80,46 @@ class Background:
             self.stores.views.runner.start()
         if self.push_worker is not None:
             self.push_worker.start()
+            self._ownership = threading.Thread(
+                target=self.check_ownership, name="ownership-check", daemon=True
+            )
+            self._ownership.start()
         if self._schedule is not None:
             self._schedule.start()
 
+    def check_ownership(self) -> None:
+        """Say, once at start, if mappings made before ownership claims need an operator.
+
+        Nothing is changed here: a conflict is the operator's to resolve.
+        """
+        service = StripeMappingService(
+            self.stores.app, self.gateways[Target.LIVE], self.gateways.get(Target.SHADOW)
+        )
+        try:
+            report = ownership_report(service)
+        except Exception as error:  # a check at start must never stop the service
+            log.warning("could not check the ownership of Stripe objects: %s", error)
+            return
+        if report.conflicts:
+            log.error(
+                "%d Stripe objects are mapped by more than one tenant or mapping (or claimed by"
+                " another than their mapping): their pushes"
+                " go on as before, but each will bill the other's invoice; run `stripemeter"
+                " stripe ownership` to see them, unmap the wrong mappings, then"
+                " `stripemeter stripe ownership --apply`",
+                len(report.conflicts),
+            )
+        if report.unclaimed:
+            log.error(
+                "%d mapped Stripe objects have no ownership claim (mapped before claims"
+                " existed): run `stripemeter stripe ownership --apply` to record them",
+                len(report.unclaimed),
+            )
+
     def stop(self) -> None:
+        if self._ownership is not None:
+            self._ownership.join(timeout=30)
+            self._ownership = None
         if self._schedule is not None:
             self._schedule.stop()
         if self.push_worker is not None:

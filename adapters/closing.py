@@ -26,14 +26,18 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError
 
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from domain.adjusting import AdjustmentService
 from domain.application import PeriodLoader
 from domain.errors import InvalidInputError
+from domain.ownership import StripeClaim, StripeObject, StripeObjectKind, claim_id_for
 from domain.pushing import (
     STRIPE_MAX_AGE,
     PushOutcome,
@@ -49,6 +53,26 @@ from projections.reconciliation import PeriodStanding
 log = logging.getLogger(__name__)
 
 PARITY_ACTOR = "system:final-parity"
+
+LATEST_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00Z: later is no invoice date
+Timestamp = Annotated[int, msgspec.Meta(ge=0, lt=LATEST_TIMESTAMP)]
+StripeId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class Invoice(msgspec.Struct, frozen=True):
+    """The fields of a Stripe invoice that closing reads, typed and bounded.
+
+    The webhook route converts ``data.object`` into this at the boundary, so
+    that a signed but absurd payload is refused by field, never half-applied.
+    """
+
+    id: StripeId
+    customer: StripeId
+    created: Timestamp
+    period_start: Timestamp
+    period_end: Timestamp
+    billing_reason: str | None = None
+    automatically_finalizes_at: Timestamp | None = None
 
 
 class PeriodCloser:
@@ -194,54 +218,82 @@ class PeriodCloser:
 
     # -- what Stripe's webhooks tell ------------------------------------------------
 
-    def invoice_created(self, invoice: dict[str, Any]) -> int:
+    def _owners(self, stripe_customer_id: str) -> list[tuple[UUID, str]]:
+        """The one (tenant, customer ref) that owns this live Stripe customer, or none.
+
+        Read from the ownership claim in the event log (never a view that may
+        lag), so an invoice for one tenant's Stripe customer touches no other
+        tenant, whatever legacy mapping it has. A customer mapped before
+        claims existed is found through the customers view only while exactly
+        one customer maps it; a conflict closes nothing and says so.
+        """
+        obj = StripeObject(self.gateway.account_id(), StripeObjectKind.CUSTOMER, stripe_customer_id)
+        claim: StripeClaim | None
+        try:
+            claim = self.stores.app.repository.get(claim_id_for(obj))
+        except AggregateNotFoundError:
+            claim = None
+        if claim is not None:
+            if claim.owner is None or claim.holder is None:
+                return []  # released: nobody maps it now
+            return [(claim.owner, claim.holder)]
+        legacy = self.stores.views.customers.by_stripe_id(stripe_customer_id)
+        if len(legacy) > 1:
+            log.error(
+                "invoice for Stripe customer %s matches %d unclaimed mappings: closing none of"
+                " them; run `stripemeter stripe ownership` to resolve the conflict",
+                stripe_customer_id,
+                len(legacy),
+            )
+            return []
+        return legacy
+
+    def invoice_created(self, invoice: Invoice) -> int:
         """A cycle's draft invoice: note when it finalises. The number of periods noted."""
         periods = self._periods_of(invoice)
         if not periods:
             return 0
-        finalizes = invoice.get("automatically_finalizes_at")
+        finalizes = invoice.automatically_finalizes_at
         finalizes_at = (
-            datetime.fromtimestamp(int(finalizes), UTC)
+            datetime.fromtimestamp(finalizes, UTC)
             if finalizes
-            else datetime.fromtimestamp(int(invoice["created"]), UTC) + self.grace
+            else datetime.fromtimestamp(invoice.created, UTC) + self.grace
         )
         noted = 0
         for period_id in periods:
 
             def change(load: PeriodLoader, period_id: UUID = period_id) -> Sequence[Any]:
                 period = load.get(period_id)
-                return [period] if period.schedule_closing(invoice["id"], finalizes_at) else []
+                return [period] if period.schedule_closing(invoice.id, finalizes_at) else []
 
             noted += bool(self.stores.app.change_periods(change))
-        log.info("invoice %s finalises at %s: %d periods noted", invoice["id"], finalizes_at, noted)
+        log.info("invoice %s finalises at %s: %d periods noted", invoice.id, finalizes_at, noted)
         return noted
 
-    def invoice_finalized(self, invoice: dict[str, Any]) -> int:
+    def invoice_finalized(self, invoice: Invoice) -> int:
         """The invoice is final: close its periods (if not yet) and record their parity."""
         recorded = 0
         wanted = self._periods_of(invoice)
         if not wanted:
             return 0
         for s in self.stores.views.reports.standings(None, period_ids=wanted, unsettled=True):
-            recorded += self.record_parity(s, invoice_id=str(invoice["id"])) is not None
+            recorded += self.record_parity(s, invoice_id=invoice.id) is not None
         return recorded
 
-    def _periods_of(self, invoice: dict[str, Any]) -> list[UUID]:
+    def _periods_of(self, invoice: Invoice) -> list[UUID]:
         """The existing usage periods (every mapped metric) an invoice bills.
 
         Only a cycle's invoice bills a usage period. Any other (the first
         invoice of a subscription, a proration, a manual one) is dated inside
         the customer's *open* period and must not close it.
         """
-        if invoice.get("billing_reason") != "subscription_cycle":
+        if invoice.billing_reason != "subscription_cycle":
             return []
-        start = datetime.fromtimestamp(int(invoice["period_start"]), UTC)
-        end = datetime.fromtimestamp(int(invoice["period_end"]), UTC)
+        start = datetime.fromtimestamp(invoice.period_start, UTC)
+        end = datetime.fromtimestamp(invoice.period_end, UTC)
         app = self.stores.app
         found = []
-        for tenant_id, customer_ref in self.stores.views.customers.by_stripe_id(
-            str(invoice["customer"])
-        ):
+        for tenant_id, customer_ref in self._owners(invoice.customer):
             period = app.period_for(tenant_id, customer_ref, start)
             # The invoice and our period must end together (a first, short period
             # starts at the subscription, not at the anchor); otherwise the customer's
@@ -250,7 +302,7 @@ class PeriodCloser:
                 log.error(
                     "invoice %s bills %s..%s but %s's period here is %s..%s: not closed by it;"
                     " check the customer's billing anchor",
-                    invoice.get("id"),
+                    invoice.id,
                     start,
                     end,
                     customer_ref,

@@ -44,6 +44,15 @@ class SdkStripeGateway:
             options["base_addresses"] = {"api": base, "meter_events": base}
         self.client = stripe.StripeClient(api_key, **options)
         self._price_meters: dict[str, str | None] = {}
+        self._account_id: str | None = None
+
+    def account_id(self) -> str:
+        """The key's account, asked once (a key never changes account)."""
+        if self._account_id is None:
+            with _translated():
+                account = self.client.v1.accounts.retrieve_current()
+            self._account_id = str(account.id)
+        return self._account_id
 
     def send_meter_event(self, request: MeterEventRequest) -> None:
         params = {

@@ -20,6 +20,7 @@ import msgspec
 import stripe_emulator
 from adapters.persistence import Stores, open_stores
 from adapters.settings import Settings, SettingsError
+from api.cli_ownership import add_parser as add_ownership_parser
 from api.cli_projections import add_parser as add_projections_parser
 from api.cli_reconcile import add_parsers as add_reconcile_parsers
 from api.cli_reconcile import cli_gateways
@@ -176,6 +177,35 @@ def cmd_mappings_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mappings_delete(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        tenant_id = tenant_id_for(args.tenant)
+        mapping = _mapping_service(settings, stores).unmap_meter(tenant_id, args.metric)
+        _print({**dataclasses.asdict(mapping), "unmapped": True})
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_customers_unmap(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        customer = _mapping_service(settings, stores).unmap_customer(
+            tenant_id_for(args.tenant), args.customer_ref
+        )
+        _print(
+            {
+                "customerRef": customer.customer_ref,
+                "stripeCustomerId": customer.stripe_customer_id,
+                "unmapped": True,
+            }
+        )
+    finally:
+        stores.close()
+    return 0
+
+
 def cmd_customers_map(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
@@ -293,6 +323,10 @@ def parser() -> argparse.ArgumentParser:
     mapc.add_argument("--create-meter", action="store_true", help="create it when missing")
     mapc.add_argument("--shadow-event-name", help="shadow mode: the test account's meter")
     mapc.set_defaults(run=cmd_mappings_create)
+    mapd = mappings.add_parser("delete", help="unmap a metric: stop pushing it, release its meter")
+    mapd.add_argument("--tenant", required=True, help="tenant slug")
+    mapd.add_argument("--metric", required=True)
+    mapd.set_defaults(run=cmd_mappings_delete)
     mapl = mappings.add_parser("list")
     mapl.add_argument("--tenant", required=True, help="tenant slug")
     mapl.set_defaults(run=cmd_mappings_list)
@@ -305,6 +339,12 @@ def parser() -> argparse.ArgumentParser:
     cmap.add_argument("--anchor", help="billing cycle anchor (RFC 3339); default: Stripe's")
     cmap.add_argument("--shadow-stripe-customer-id")
     cmap.set_defaults(run=cmd_customers_map)
+    cunmap = customers.add_parser(
+        "unmap", help="unmap a customer: stop pushing it, release its Stripe customer"
+    )
+    cunmap.add_argument("--tenant", required=True, help="tenant slug")
+    cunmap.add_argument("--customer-ref", required=True)
+    cunmap.set_defaults(run=cmd_customers_unmap)
 
     audit = sub.add_parser("audit", help="trace one invoice line: counter, pushes, events")
     audit.add_argument("--tenant", required=True, help="tenant slug")
@@ -314,6 +354,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--push", help="<target>:<number> or 'unpushed', to page its events")
     audit.add_argument("--cursor")
     audit.set_defaults(run=cmd_audit)
+    add_ownership_parser(sub)
     add_projections_parser(sub)
     add_reconcile_parsers(sub, tenants)
     add_replay_parser(sub)

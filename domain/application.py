@@ -137,12 +137,18 @@ class MeteringApp(Application[UUID]):
         return tenant
 
     def tenant(self, tenant_id: UUID) -> Tenant:
+        """The tenant as stored, which also refreshes this process's cached copy."""
+        tenant = self.fresh_tenant(tenant_id)
+        with self._tenant_lock:
+            self._tenants[tenant_id] = (time.monotonic(), tenant)
+        return tenant
+
+    def fresh_tenant(self, tenant_id: UUID) -> Tenant:
+        """A copy of the tenant to change: never the cached one that pushes and ingest read."""
         try:
             tenant: Tenant = self.repository.get(tenant_id)
         except AggregateNotFoundError:
             raise NotFoundError(f"tenant {tenant_id} does not exist") from None
-        with self._tenant_lock:
-            self._tenants[tenant_id] = (time.monotonic(), tenant)
         return tenant
 
     def tenant_by_slug(self, slug: str) -> Tenant:
@@ -164,13 +170,17 @@ class MeteringApp(Application[UUID]):
         return self._change_tenant(tenant_id, lambda tenant: tenant.set_late_policy(policy))
 
     def map_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
-        """Map a declared metric to a Stripe meter (validated by the caller against Stripe)."""
+        """Map a declared metric to a Stripe meter, claiming nothing (as before claims existed).
+
+        ``StripeMappingService`` is the way in for callers: it checks the meter
+        against Stripe and claims it (domain/ownership.py).
+        """
         return self._change_tenant(tenant_id, lambda tenant: tenant.map_meter(mapping))
 
     def _change_tenant(self, tenant_id: UUID, change: Callable[[Tenant], bool]) -> bool:
         """Apply ``change`` to a fresh copy and save it; True when it changed anything."""
         for _ in range(SAVE_ATTEMPTS):
-            tenant = self.tenant(tenant_id)
+            tenant = self.fresh_tenant(tenant_id)
             if not change(tenant):
                 return False
             try:
@@ -184,17 +194,23 @@ class MeteringApp(Application[UUID]):
     # -- customers ----------------------------------------------------------
 
     def customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
-        """The customer's Stripe mapping, or None when never mapped."""
-        try:
-            customer: Customer | None = self.repository.get(
-                customer_id_for(tenant_id, customer_ref)
-            )
-        except AggregateNotFoundError:
-            customer = None
+        """The customer's Stripe mapping, or None when never mapped (see ``Customer.mapped``).
+
+        Also refreshes this process's cached copy.
+        """
+        customer = self.fresh_customer(tenant_id, customer_ref)
         with self._tenant_lock:
             if len(self._customers) > 100_000:
                 self._customers.clear()
             self._customers[(tenant_id, customer_ref)] = (time.monotonic(), customer)
+        return customer
+
+    def fresh_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
+        """A copy of the customer to change: never the cached one that pushes read."""
+        try:
+            customer: Customer = self.repository.get(customer_id_for(tenant_id, customer_ref))
+        except AggregateNotFoundError:
+            return None
         return customer
 
     def cached_customer(self, tenant_id: UUID, customer_ref: str) -> Customer | None:
@@ -217,24 +233,49 @@ class MeteringApp(Application[UUID]):
         billing_cycle_anchor: datetime | None,
         shadow_stripe_customer_id: str | None = None,
     ) -> tuple[Customer, bool]:
-        """Map a customer to Stripe; True when new or changed.
+        """Map a customer to Stripe, claiming nothing; True when new or changed.
+
+        ``StripeMappingService`` is the way in for callers: it checks the ids
+        against Stripe and claims them (domain/ownership.py). This is the bare
+        mapping, as it was recorded before claims existed.
+        """
+        customer, changed = self.prepare_customer_mapping(
+            tenant_id,
+            customer_ref,
+            stripe_customer_id,
+            billing_cycle_anchor,
+            shadow_stripe_customer_id,
+        )
+        if changed:
+            try:
+                self.save(customer)
+            except IntegrityError:
+                raise ConflictError(f"customer {customer_ref!r} was mapped concurrently") from None
+        self.customer(tenant_id, customer_ref)
+        return customer, changed
+
+    def prepare_customer_mapping(
+        self,
+        tenant_id: UUID,
+        customer_ref: str,
+        stripe_customer_id: str,
+        billing_cycle_anchor: datetime | None,
+        shadow_stripe_customer_id: str | None = None,
+    ) -> tuple[Customer, bool]:
+        """A fresh customer with the mapping applied, unsaved; True when new or changed.
 
         The billing cycle is fixed at the first mapping and only allowed while
         the customer has no usage in a period that is still open: moving usage
         between periods after the fact would make the count and the invoice
         cover different intervals.
         """
-        existing = self.customer(tenant_id, customer_ref)
+        existing = self.fresh_customer(tenant_id, customer_ref)
         if existing is not None:
             if existing.billing_cycle_anchor != billing_cycle_anchor:
                 raise ConflictError(
                     f"customer {customer_ref!r} is already mapped with another billing cycle anchor"
                 )
-            changed = existing.remap(stripe_customer_id, shadow_stripe_customer_id)
-            if changed:
-                self.save(existing)
-            self.customer(tenant_id, customer_ref)
-            return existing, changed
+            return existing, existing.remap(stripe_customer_id, shadow_stripe_customer_id)
         self._refuse_if_usage_is_open(tenant_id, customer_ref)
         customer = Customer.map(
             tenant_id,
@@ -243,11 +284,6 @@ class MeteringApp(Application[UUID]):
             billing_cycle_anchor,
             shadow_stripe_customer_id,
         )
-        try:
-            self.save(customer)
-        except IntegrityError:
-            raise ConflictError(f"customer {customer_ref!r} was mapped concurrently") from None
-        self.customer(tenant_id, customer_ref)
         return customer, True
 
     def _refuse_if_usage_is_open(self, tenant_id: UUID, customer_ref: str) -> None:
@@ -279,7 +315,7 @@ class MeteringApp(Application[UUID]):
     def issue_api_key(self, tenant_id: UUID, scopes: frozenset[Scope]) -> IssuedKey:
         """Issue a key for a tenant. The secret is in the result and nowhere else."""
         for _ in range(SAVE_ATTEMPTS):
-            tenant = self.tenant(tenant_id)
+            tenant = self.fresh_tenant(tenant_id)
             secret = new_key_secret()
             key = ApiKey.issue(tenant_id, tenant.slug, secret, scopes)
             tenant.record_key(key.id, key.display_prefix, scopes)

@@ -2,7 +2,8 @@
 
 The customer aggregate is created when the customer is mapped; a customer
 who was never mapped has none, is billed in calendar months and is not
-pushed to Stripe.
+pushed to Stripe. An unmapped customer keeps its aggregate (and its billing
+cycle: its periods are named by it) but is no longer pushed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidInputError
+from domain.errors import InvalidInputError, NotFoundError
 from domain.periods import BillingPeriod, period_of
 from domain.tenancy import NAMESPACE
 
@@ -28,6 +29,9 @@ def check_stripe_customer_id(field: str, value: str) -> str:
 
 
 class Customer(Aggregate):
+    # Older snapshots predate unmapping: every customer they hold is mapped.
+    mapped = True
+
     class Mapped(Aggregate.Created):
         tenant_id: UUID
         customer_ref: str
@@ -44,6 +48,15 @@ class Customer(Aggregate):
         def apply(self, aggregate: Customer) -> None:
             aggregate.stripe_customer_id = self.stripe_customer_id
             aggregate.shadow_stripe_customer_id = self.shadow_stripe_customer_id
+            aggregate.mapped = True
+
+    class Unmapped(Aggregate.Event):
+        """No longer pushed to Stripe (v1). Its billing cycle stays: its periods exist."""
+
+        reason: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.mapped = False
 
     def __init__(
         self,
@@ -80,7 +93,7 @@ class Customer(Aggregate):
         )
 
     def remap(self, stripe_customer_id: str, shadow_stripe_customer_id: str | None) -> bool:
-        if (stripe_customer_id, shadow_stripe_customer_id) == (
+        if self.mapped and (stripe_customer_id, shadow_stripe_customer_id) == (
             self.stripe_customer_id,
             self.shadow_stripe_customer_id,
         ):
@@ -92,6 +105,11 @@ class Customer(Aggregate):
             and check_stripe_customer_id("shadowStripeCustomerId", shadow_stripe_customer_id),
         )
         return True
+
+    def unmap(self, reason: str) -> None:
+        if not self.mapped:
+            raise NotFoundError(f"customer {self.customer_ref!r} is not mapped to Stripe")
+        self.trigger_event(self.Unmapped, reason=reason)
 
     def period_of(self, moment: datetime) -> BillingPeriod:
         return period_of(moment, self.billing_cycle_anchor)

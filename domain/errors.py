@@ -7,7 +7,8 @@ branch to one HTTP status in one place (``api/problems.py``)::
      ├── InvalidInputError        a field has a value the domain refuses (400/422)
      ├── NotFoundError            the named thing does not exist for this tenant (404)
      ├── ConflictError            the request contradicts what is already recorded (409)
-     │    └── MetricConflictError        a metric re-declared with other settings
+     │    ├── MetricConflictError        a metric re-declared with other settings
+     │    └── OwnedElsewhereError        a Stripe object that belongs to another tenant
      └── AccessError
           ├── UnauthenticatedError       no key, or an unknown or revoked key (401)
           └── ForbiddenError             the key lacks the scope or the tenant (403)
@@ -51,3 +52,7 @@ class UnauthenticatedError(AccessError):
 
 class ForbiddenError(AccessError):
     pass
+
+
+class OwnedElsewhereError(ConflictError):
+    """A Stripe object another tenant owns; the message never says which tenant."""

@@ -155,6 +155,10 @@ class PushService:
         with self._lock(period.tenant_id, period.customer_ref, period.metric, target):
             ledger = self._ledger(period, target)
             outcome = PushOutcome.UP_TO_DATE
+            if ledger.pending is not None and not self._still_routed(ledger, ledger.pending, route):
+                ledger = self._ledger(period, target)
+                if ledger.pending is not None:
+                    return PushOutcome.BUSY
             if ledger.pending is not None:
                 outcome = self._settle(ledger, ledger.pending, gateway, mapping, target, period)
                 if outcome not in (PushOutcome.CONFIRMED, PushOutcome.SETTLED):
@@ -180,6 +184,35 @@ class PushService:
             except IntegrityError:
                 return PushOutcome.BUSY  # another worker recorded an intent first
             return self._send(ledger, intent, gateway, mapping, target)
+
+    def _still_routed(self, ledger: StripeLedger, intent: Intent, route: tuple[str, str]) -> bool:
+        """Whether a pending intent still names this mapping's Stripe objects; if not, drop it.
+
+        The mapping moved (remapped, or unmapped and mapped again) while the
+        intent was pending. Its old meter or customer may belong to another
+        tenant by now, so it is never resent there: it is abandoned, and its
+        usage is planned again for the objects the mapping has now. Had it
+        reached Stripe (an answer lost on the way), the old object keeps it:
+        that is logged, and reconciliation of the old mapping would show it.
+        """
+        if (intent.event_name, intent.stripe_customer_id) == route:
+            return True
+        log.warning(
+            "push %s of ledger %s named %s/%s, but the mapping moved to %s/%s before it was"
+            " confirmed: abandoned, and planned again for the new objects",
+            intent.identifier,
+            ledger.id,
+            intent.event_name,
+            intent.stripe_customer_id,
+            *route,
+        )
+        ledger.abandon(
+            intent.number,
+            "the mapping moved to other Stripe objects before this push was confirmed",
+            permanent=False,
+        )
+        self._save_quietly(ledger)
+        return False
 
     def _settle(
         self,
@@ -294,7 +327,7 @@ class PushService:
 def route_for(
     mapping: MeterMapping | None, customer: Customer | None, target: Target
 ) -> tuple[str, str] | None:
-    if mapping is None or customer is None:
+    if mapping is None or customer is None or not customer.mapped:
         return None
     if target is Target.LIVE:
         return mapping.stripe_event_name, customer.stripe_customer_id

@@ -1,15 +1,38 @@
-"""Mapping metrics and customers onto Stripe, checked against Stripe as they are saved."""
+"""Mapping metrics and customers onto Stripe: checked against Stripe, claimed as they are saved.
+
+Every mapping claims the Stripe objects it pushes to (domain/ownership.py)
+in the same transaction as the mapping itself: the live meter's event name
+and customer id under the live account, the shadow ones under the shadow
+(test) account. Remapping gives up the old objects and claims the new ones
+in that one save; unmapping gives them up.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 from uuid import UUID
 
-from domain.application import MeteringApp
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.application import SAVE_ATTEMPTS, MeteringApp
 from domain.customers import Customer, check_stripe_customer_id
-from domain.errors import InvalidInputError
+from domain.errors import ConflictError, InvalidInputError, NotFoundError
 from domain.mappings import MeterMapping, check_formula, required_formula
+from domain.ownership import (
+    ClaimChanges,
+    StripeClaim,
+    StripeObject,
+    StripeObjectKind,
+    claim_id_for,
+)
 from domain.stripe_port import StripeGateway, StripeMeter, StripeRejectedError
+
+T = TypeVar("T")
+CUSTOMER = StripeObjectKind.CUSTOMER
+METER = StripeObjectKind.METER
 
 
 class StripeMappingService:
@@ -69,7 +92,115 @@ class StripeMappingService:
             shadow_meter_id=shadow_meter.id if shadow_meter else None,
             shadow_event_name=shadow_meter.event_name if shadow_meter else None,
         )
-        return mapping, self.app.map_meter(tenant_id, mapping)
+        return mapping, self._save_meter(tenant_id, mapping)
+
+    def _save_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
+        def change() -> tuple[list[Any], bool]:
+            tenant = self.app.fresh_tenant(tenant_id)
+            claims = self._claims(tenant_id, mapping.metric)
+            old = tenant.mappings.get(mapping.metric)
+            claims.move(self.meter_objects(old), self.meter_objects(mapping), "remapped")
+            changed = tenant.map_meter(mapping)
+            return [tenant, *claims.aggregates], changed
+
+        changed = self._save(change)
+        self.app.tenant(tenant_id)
+        return changed
+
+    def unmap_meter(self, tenant_id: UUID, metric: str) -> MeterMapping:
+        """Stop pushing a metric to Stripe and give up its meters; the mapping it had.
+
+        Its usage is still counted; what was not pushed stays unpushed until
+        the metric is mapped again.
+        """
+
+        def change() -> tuple[list[Any], MeterMapping]:
+            tenant = self.app.fresh_tenant(tenant_id)
+            mapping = tenant.unmap_meter(metric, "unmapped")
+            claims = self._claims(tenant_id, metric)
+            claims.move(self.meter_objects(mapping), (), "unmapped")
+            return [tenant, *claims.aggregates], mapping
+
+        removed = self._save(change)
+        self.app.tenant(tenant_id)
+        return removed
+
+    def unmap_customer(self, tenant_id: UUID, customer_ref: str) -> Customer:
+        """Stop pushing a customer's usage to Stripe and give up its Stripe customers.
+
+        The customer keeps its billing cycle (its periods are named by it)
+        and its usage is still counted.
+        """
+
+        def change() -> tuple[list[Any], Customer]:
+            customer = self.app.fresh_customer(tenant_id, customer_ref)
+            if customer is None or not customer.mapped:
+                raise NotFoundError(f"customer {customer_ref!r} is not mapped to Stripe")
+            objects = self.customer_objects(customer)
+            customer.unmap("unmapped")
+            claims = self._claims(tenant_id, customer_ref)
+            claims.move(objects, (), "unmapped")
+            return [customer, *claims.aggregates], customer
+
+        customer = self._save(change)
+        self.app.customer(tenant_id, customer_ref)
+        return customer
+
+    # -- claims -----------------------------------------------------------------
+
+    def meter_objects(self, mapping: MeterMapping | None) -> list[StripeObject]:
+        """The Stripe objects a meter mapping pushes to: its event names, per account."""
+        if mapping is None:
+            return []
+        found = [StripeObject(self.gateway.account_id(), METER, mapping.stripe_event_name)]
+        if mapping.shadow_event_name is not None and self.shadow is not None:
+            found.append(StripeObject(self.shadow.account_id(), METER, mapping.shadow_event_name))
+        return found
+
+    def customer_objects(self, customer: Customer | None) -> list[StripeObject]:
+        """The Stripe customers a mapped customer's usage is pushed to, per account."""
+        if customer is None or not customer.mapped:
+            return []
+        found = [StripeObject(self.gateway.account_id(), CUSTOMER, customer.stripe_customer_id)]
+        shadow_id = customer.shadow_stripe_customer_id
+        if shadow_id is not None and self.shadow is not None:
+            found.append(StripeObject(self.shadow.account_id(), CUSTOMER, shadow_id))
+        return found
+
+    def _claims(self, tenant_id: UUID, holder: str) -> ClaimChanges:
+        return ClaimChanges(self.claim_by_id, tenant_id, holder)
+
+    def claim(self, obj: StripeObject) -> StripeClaim | None:
+        """The claim on a Stripe object, when one was ever recorded."""
+        return self.claim_by_id(claim_id_for(obj))
+
+    def claim_by_id(self, claim_id: UUID) -> StripeClaim | None:
+        try:
+            claim: StripeClaim = self.app.repository.get(claim_id)
+        except AggregateNotFoundError:
+            return None
+        return claim
+
+    def _save(self, change: Callable[[], tuple[list[Any], T]]) -> T:
+        """Decide ``change`` on fresh copies and save what it returns in one transaction.
+
+        ``change`` works on fresh, uncached copies (``fresh_tenant``,
+        ``fresh_customer``): a change refused half-way never leaves a cached
+        copy that pushes would read with an unsaved mapping. A collision
+        (another request changed the tenant, the customer or a claim
+        meanwhile) decides again: a claim taken by another tenant then refuses
+        this change.
+        """
+        for _ in range(SAVE_ATTEMPTS):
+            aggregates, result = change()
+            pending = [a for a in aggregates if a.pending_events]
+            try:
+                if pending:
+                    self.app.save(*pending)
+            except IntegrityError:
+                continue
+            return result
+        raise ConflictError("this mapping is being changed concurrently; try again")
 
     def _meter(
         self, gateway: StripeGateway, field: str, meter_id: str | None, event_name: str
@@ -109,6 +240,16 @@ class StripeMappingService:
                     f"the Stripe test account has no customer {shadow_stripe_customer_id}",
                 )
         anchor = billing_cycle_anchor or self.gateway.billing_cycle_anchor(stripe_customer_id)
-        return self.app.map_customer(
-            tenant_id, customer_ref, stripe_customer_id, anchor, shadow_stripe_customer_id
-        )
+
+        def change() -> tuple[list[Any], tuple[Customer, bool]]:
+            old = self.customer_objects(self.app.fresh_customer(tenant_id, customer_ref))
+            customer, changed = self.app.prepare_customer_mapping(
+                tenant_id, customer_ref, stripe_customer_id, anchor, shadow_stripe_customer_id
+            )
+            claims = self._claims(tenant_id, customer_ref)
+            claims.move(old, self.customer_objects(customer), "remapped")
+            return [customer, *claims.aggregates], (customer, changed)
+
+        result = self._save(change)
+        self.app.customer(tenant_id, customer_ref)
+        return result

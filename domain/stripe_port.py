@@ -57,6 +57,9 @@ class MeterEventRequest:
 
 
 class StripeGateway(Protocol):
+    def account_id(self) -> str:
+        """The Stripe account this gateway's key belongs to (``acct_…``)."""
+
     def send_meter_event(self, request: MeterEventRequest) -> None:
         """Record one meter event; raises one of the errors above."""
 

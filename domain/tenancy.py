@@ -110,6 +110,15 @@ class Tenant(Aggregate):
                 shadow_event_name=self.shadow_event_name,
             )
 
+    class MeterUnmapped(Aggregate.Event):
+        """A metric no longer pushes to Stripe (v1); its usage is still counted."""
+
+        metric: str
+        reason: str
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.mappings.pop(self.metric, None)
+
     class LatePolicySet(Aggregate.Event):
         """What happens to usage for a closed period: carry_forward or hold (v1)."""
 
@@ -196,6 +205,14 @@ class Tenant(Aggregate):
             shadow_event_name=mapping.shadow_event_name,
         )
         return True
+
+    def unmap_meter(self, metric: str, reason: str) -> MeterMapping:
+        """Stop pushing a metric to Stripe; the mapping it had. Not mapped: NotFoundError."""
+        mapping = self.mappings.get(metric)
+        if mapping is None:
+            raise NotFoundError(f"metric {metric!r} is not mapped to a Stripe meter")
+        self.trigger_event(self.MeterUnmapped, metric=metric, reason=reason)
+        return mapping
 
     def set_late_policy(self, policy: str) -> bool:
         if policy not in ("carry_forward", "hold"):

@@ -11,6 +11,11 @@ from domain.customers import Customer
 from projections.base import Positioned, Projection
 from projections.store import Tx
 
+COLUMNS = (
+    "customer_id, tenant_id, customer_ref, stripe_customer_id, billing_cycle_anchor,"
+    " shadow_stripe_customer_id"
+)
+
 
 @dataclass(frozen=True)
 class CustomerRow:
@@ -22,8 +27,10 @@ class CustomerRow:
 
 class CustomersProjection(Projection):
     name = "customers"
-    tables = ("sm_customers",)
-    handles = (Customer.Mapped, Customer.Remapped)
+    # Unmapped customers wait in a table of their own (same columns): the listed
+    # table keeps its shape, so an existing deployment needs no view migration.
+    tables = ("sm_customers", "sm_customers_unmapped")
+    handles = (Customer.Mapped, Customer.Remapped, Customer.Unmapped)
 
     def schema(self) -> list[str]:
         return [
@@ -33,11 +40,25 @@ class CustomersProjection(Projection):
             " shadow_stripe_customer_id TEXT)",
             "CREATE INDEX IF NOT EXISTS sm_customers_tenant"
             " ON sm_customers (tenant_id, customer_ref)",
+            "CREATE TABLE IF NOT EXISTS sm_customers_unmapped ("
+            " customer_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, customer_ref TEXT NOT NULL,"
+            " stripe_customer_id TEXT NOT NULL, billing_cycle_anchor {timestamp},"
+            " shadow_stripe_customer_id TEXT)",
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
         for _, event in events:
-            if isinstance(event, Customer.Mapped):
+            if isinstance(event, Customer.Unmapped):
+                # An unmapped customer is not listed and not billed through Stripe: its
+                # row waits aside, so that a later Remapped brings it back with its anchor.
+                customer_id = str(event.originator_id)
+                tx.execute(
+                    f"INSERT INTO sm_customers_unmapped ({COLUMNS}) SELECT {COLUMNS}"
+                    " FROM sm_customers WHERE customer_id = ?",
+                    (customer_id,),
+                )
+                tx.execute("DELETE FROM sm_customers WHERE customer_id = ?", (customer_id,))
+            elif isinstance(event, Customer.Mapped):
                 tx.execute(
                     "INSERT INTO sm_customers VALUES (?, ?, ?, ?, ?, ?)",
                     (
@@ -49,16 +70,25 @@ class CustomersProjection(Projection):
                         event.shadow_stripe_customer_id,
                     ),
                 )
-            else:
+            elif isinstance(event, Customer.Remapped):
+                customer_id = str(event.originator_id)
+                ids = (event.stripe_customer_id, event.shadow_stripe_customer_id, customer_id)
                 tx.execute(
                     "UPDATE sm_customers SET stripe_customer_id = ?, shadow_stripe_customer_id = ?"
                     " WHERE customer_id = ?",
-                    (
-                        event.stripe_customer_id,
-                        event.shadow_stripe_customer_id,
-                        str(event.originator_id),
-                    ),
+                    ids,
                 )
+                tx.execute(
+                    f"INSERT INTO sm_customers ({COLUMNS}) SELECT customer_id, tenant_id,"
+                    " customer_ref, ?, billing_cycle_anchor, ? FROM sm_customers_unmapped"
+                    " WHERE customer_id = ?",
+                    ids,
+                )
+                tx.execute(
+                    "DELETE FROM sm_customers_unmapped WHERE customer_id = ?", (customer_id,)
+                )
+            else:
+                raise TypeError(f"the customers view has no handler for {type(event).__name__}")
 
     def page(self, tenant_id: UUID, after: str | None, limit: int) -> list[CustomerRow]:
         sql = (

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from stripe_emulator import (
+    account,
     billing_cycle,
     catalog,
     customers,
@@ -33,7 +34,7 @@ from stripe_emulator.routing import ApiRequest, ApiResponse, Router
 from stripe_emulator.state import Obj, State
 
 _MODULES = (
-    customers, catalog, meters, meter_events, streams, summaries,
+    account, customers, catalog, meters, meter_events, streams, summaries,
     subscriptions, invoices, billing_cycle, test_clocks, webhooks,
 )  # fmt: skip
 

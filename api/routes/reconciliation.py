@@ -15,6 +15,7 @@ import stripe
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from adapters.closing import Invoice
 from adapters.reconciler import Scope
 from api.auth import authorize, authorize_async, services
 from api.routes.usage import decode_cursor, encode_cursor, number, when
@@ -28,6 +29,7 @@ from api.schemas import (
     ReconciliationOut,
     check_quantity,
     check_text,
+    validation_field,
 )
 from domain.adjusting import AdjustmentService
 from domain.adjustments import Adjustment
@@ -260,11 +262,55 @@ async def decide_adjustment(
 # -- Stripe's webhooks ------------------------------------------------------------------
 
 
+INVOICE_TIMESTAMPS = ("created", "period_start", "period_end", "automatically_finalizes_at")
+
+
+class WebhookData(msgspec.Struct, frozen=True):
+    object: dict[str, Any]
+
+
+class WebhookEvent(msgspec.Struct, frozen=True):
+    """The envelope of a Stripe event: what the route reads before the handler."""
+
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    id: str | None = None
+    data: WebhookData | None = None
+
+
+def read_webhook(payload: str) -> tuple[str, Invoice | None]:
+    """The event's type and, for an invoice event, its invoice; a FieldError names what is wrong.
+
+    The fields are checked here, at the boundary, so that a signed but
+    malformed delivery changes nothing and is answered 422 (a 500 would only
+    make Stripe send it again).
+    """
+    try:
+        event = msgspec.json.decode(payload, type=WebhookEvent)
+    except msgspec.ValidationError as error:
+        raise validation_field(error) from None
+    if not event.type.startswith("invoice."):
+        return event.type, None
+    if event.data is None:
+        raise FieldError("data.object", "is required: an invoice event carries the invoice")
+    try:
+        invoice = msgspec.convert(event.data.object, type=Invoice)
+    except msgspec.ValidationError as error:
+        bad = validation_field(error)
+        if bad.field == "body":
+            raise FieldError("data.object", bad.reason) from None
+        reason = bad.reason
+        if bad.field in INVOICE_TIMESTAMPS and reason != "is required":
+            reason = f"must be a Unix timestamp in whole seconds, 1970 to 2099 ({reason})"
+        raise FieldError(f"data.object.{bad.field}", reason) from None
+    return event.type, invoice
+
+
 @post("/v1/stripe/webhooks", status_code=200)
 async def stripe_webhook(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """``invoice.created`` tells when a period's invoice finalises; ``invoice.finalized`` ends it.
 
-    Only signed deliveries are read (``STRIPE_WEBHOOK_SECRET``); others are 422.
+    Only signed deliveries are read (``STRIPE_WEBHOOK_SECRET``); others are 422,
+    and so is a signed one whose fields are not what Stripe sends.
     """
     svc = services(request)
     secret = svc.settings.stripe.webhook_secret
@@ -272,25 +318,27 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise FieldError(
             "Stripe-Signature", "webhooks are not configured here: set STRIPE_WEBHOOK_SECRET"
         )
-    payload = await request.body()
     try:
-        event = stripe.Webhook.construct_event(
-            payload.decode(), request.headers.get("stripe-signature", ""), secret
+        payload = (await request.body()).decode()
+    except UnicodeDecodeError:
+        raise FieldError("body", "must be JSON in UTF-8") from None
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload,
+            request.headers.get("stripe-signature", ""),
+            secret,
+            tolerance=stripe.Webhook.DEFAULT_TOLERANCE,
         )
     except (stripe.SignatureVerificationError, ValueError) as error:
         log.warning("refused a webhook delivery: %s", error)
         raise FieldError("Stripe-Signature", f"does not verify: {error}") from None
+    kind, invoice = read_webhook(payload)
     closer = svc.reconciliation().closer
-    invoice = event.data.object.to_dict() if event.type.startswith("invoice.") else {}
     handlers = {
         "invoice.created": closer.invoice_created,
         "invoice.finalized": closer.invoice_finalized,
     }
     handled = 0
-    if event.type in handlers:
-        try:
-            handled = await anyio.to_thread.run_sync(handlers[event.type], invoice)
-        except (KeyError, TypeError, ValueError) as error:
-            # Signed by Stripe, yet not an invoice we can read: say so; a 500 would be retried.
-            raise FieldError("data.object", f"is not a readable invoice: {error!r}") from None
-    return {"received": event.type, "periods": handled}
+    if kind in handlers and invoice is not None:
+        handled = await anyio.to_thread.run_sync(handlers[kind], invoice)
+    return {"received": kind, "periods": handled}

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adapters.persistence import Stores
@@ -72,6 +72,22 @@ async def map_meter(request: Request[Any, Any, Any]) -> Response[MappingOut]:
     return Response(out, status_code=201 if changed else 200)
 
 
+@delete("/v1/mappings/{metric:str}", status_code=200)
+async def unmap_meter(request: Request[Any, Any, Any], metric: FromPath[str]) -> MappingOut:
+    """Stop pushing a metric to Stripe and give up its meter; answers the mapping it had.
+
+    Usage of the metric is still counted; what was not pushed stays unpushed
+    until the metric is mapped again (docs/tenancy.md).
+    """
+    principal = await authorize_async(request, Scope.ADMIN)
+    name = check_text("metric", metric, 100)
+    svc = services(request)
+    service = svc.stripe_mapping()
+    definition = svc.stores.app.metric(principal.tenant_id, name)
+    mapping = await anyio.to_thread.run_sync(lambda: service.unmap_meter(principal.tenant_id, name))
+    return mapping_out(mapping, PUSH_MODE[definition.aggregation].value)
+
+
 @get("/v1/mappings", sync_to_thread=True)
 def list_mappings(request: Request[Any, Any, Any]) -> dict[str, list[MappingOut]]:
     principal = authorize(request, Scope.READ)
@@ -117,6 +133,24 @@ async def map_customer(request: Request[Any, Any, Any]) -> Response[CustomerOut]
     return Response(customer_out(customer), status_code=201 if changed else 200)
 
 
+@delete("/v1/customers/{customer_ref:str}", status_code=200)
+async def unmap_customer(
+    request: Request[Any, Any, Any], customer_ref: FromPath[str]
+) -> CustomerOut:
+    """Stop pushing a customer's usage to Stripe and give up its Stripe customer.
+
+    Answers the mapping it had. The customer keeps its billing cycle, and its
+    usage is still counted (docs/tenancy.md).
+    """
+    principal = await authorize_async(request, Scope.ADMIN)
+    ref = check_text("customerRef", customer_ref, 255)
+    service = services(request).stripe_mapping()
+    customer = await anyio.to_thread.run_sync(
+        lambda: service.unmap_customer(principal.tenant_id, ref)
+    )
+    return customer_out(customer)
+
+
 @get("/v1/customers", sync_to_thread=True)
 def list_customers(
     request: Request[Any, Any, Any],
@@ -138,7 +172,7 @@ def list_customers(
 def get_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -> CustomerOut:
     principal = authorize(request, Scope.READ)
     customer = services(request).stores.app.customer(principal.tenant_id, customer_ref)
-    if customer is None:
+    if customer is None or not customer.mapped:
         raise NotFoundError(f"customer {customer_ref!r} is not mapped to Stripe")
     return customer_out(customer)
 

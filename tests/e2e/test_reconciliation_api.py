@@ -36,14 +36,14 @@ def parity_api(settings: Settings, clock: FakeClock, emulator: RunningEmulator) 
     yield from _api(dataclasses.replace(settings, stripe=stripe), clock)
 
 
-def signed(payload: dict[str, Any], secret: str = WEBHOOK_SECRET) -> tuple[bytes, str]:
+def signed(payload: Any, secret: str = WEBHOOK_SECRET) -> tuple[bytes, str]:
     body = json.dumps(payload).encode()
     stamp = int(time.time())
     signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
     return body, f"t={stamp},v1={signature.hexdigest()}"
 
 
-def webhook(api: Api, payload: dict[str, Any], secret: str = WEBHOOK_SECRET) -> Any:
+def webhook(api: Api, payload: Any, secret: str = WEBHOOK_SECRET) -> Any:
     body, header = signed(payload, secret)
     return api.client.post(
         "/v1/stripe/webhooks",
@@ -205,7 +205,7 @@ def test_webhooks_must_be_signed(parity_api: Api) -> None:
         parity_api, {"id": "evt_2", "type": "invoice.created", "data": {"object": broken}}
     )
     assert unreadable.status_code == 422
-    assert unreadable.json()["errors"][0]["field"] == "data.object"
+    assert unreadable.json()["errors"][0]["field"] == "data.object.period_start"
 
 
 def test_invoice_webhooks_close_the_period_and_record_parity(
@@ -341,3 +341,139 @@ def test_an_invoice_for_another_cycle_than_ours_closes_nothing(
     tenant = app.tenant_by_slug("acme").id
     period = app.repository.get(usage_period_id(tenant, "cus_1", "api_calls", "2026-03"))
     assert (period.closed, period.invoice_id) == (False, None)
+
+
+TIMESTAMP = "must be a Unix timestamp in whole seconds, 1970 to 2099"
+MALFORMED_INVOICES: list[tuple[str, Any, str, str]] = [
+    # (what is wrong, the value (None: left out), the field named, the reason given)
+    (
+        "period_start",
+        1e20,
+        "data.object.period_start",
+        f"{TIMESTAMP} (expected `int`, got `float`)",
+    ),
+    (
+        "period_start",
+        10**20,
+        "data.object.period_start",
+        f"{TIMESTAMP} (expected `int` <= 4102444799)",
+    ),
+    ("period_start", -1, "data.object.period_start", f"{TIMESTAMP} (expected `int` >= 0)"),
+    (
+        "period_start",
+        "soon",
+        "data.object.period_start",
+        f"{TIMESTAMP} (expected `int`, got `str`)",
+    ),
+    ("period_end", True, "data.object.period_end", f"{TIMESTAMP} (expected `int`, got `bool`)"),
+    ("period_end", 1.5, "data.object.period_end", f"{TIMESTAMP} (expected `int`, got `float`)"),
+    ("created", "yesterday", "data.object.created", f"{TIMESTAMP} (expected `int`, got `str`)"),
+    (
+        "automatically_finalizes_at",
+        1e20,
+        "data.object.automatically_finalizes_at",
+        f"{TIMESTAMP} (expected `int | null`, got `float`)",
+    ),
+    ("customer", 123, "data.object.customer", "expected `str`, got `int`"),
+    ("customer", {"id": "cus_1"}, "data.object.customer", "expected `str`, got `object`"),
+    ("customer", "", "data.object.customer", "expected `str` of length >= 1"),
+    ("id", None, "data.object.id", "is required"),
+    ("period_end", None, "data.object.period_end", "is required"),
+    ("billing_reason", 7, "data.object.billing_reason", "expected `str | null`, got `int`"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "field", "reason"), MALFORMED_INVOICES)
+def test_a_signed_invoice_with_a_malformed_field_is_422_naming_it_and_changes_nothing(
+    parity_api: Api, emulator: RunningEmulator, name: str, value: Any, field: str, reason: str
+) -> None:
+    api = parity_api
+    live = setup_stripe(api, emulator)
+    api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    invoice: dict[str, Any] = {
+        "id": "in_test_1",
+        "object": "invoice",
+        "customer": live,
+        "billing_reason": "subscription_cycle",
+        "created": 1775001600,
+        "period_start": 1772323200,
+        "period_end": 1775001600,
+        "automatically_finalizes_at": 1775005200,
+    }
+    if value is None:
+        del invoice[name]
+    else:
+        invoice[name] = value
+    for kind in ("invoice.created", "invoice.finalized"):
+        answer = webhook(api, {"id": "evt_1", "type": kind, "data": {"object": invoice}})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == [{"field": field, "reason": reason}]
+    app = services(api).stores.app
+    period = app.repository.get(
+        usage_period_id(app.tenant_by_slug("acme").id, "cus_1", "api_calls", "2026-03")
+    )
+    assert (period.invoice_id, period.finalizes_at, period.closed) == (None, None, False)
+
+
+MALFORMED_EVENTS: list[tuple[str, Any, str, str]] = [
+    ("a JSON list", [], "body", "Expected `object`, got `array`"),
+    ("a JSON string", "invoice.created", "body", "Expected `object`, got `str`"),
+    ("no type", {"id": "evt_1", "data": {"object": {}}}, "type", "is required"),
+    ("a numeric type", {"id": "evt_1", "type": 5}, "type", "expected `str`, got `int`"),
+    ("an empty type", {"type": ""}, "type", "expected `str` of length >= 1"),
+    (
+        "data.object as a string",
+        {"id": "evt_1", "type": "invoice.created", "data": {"object": "in_1"}},
+        "data.object",
+        "expected `object`, got `str`",
+    ),
+    (
+        "data as a list",
+        {"id": "evt_1", "type": "invoice.finalized", "data": []},
+        "data",
+        "expected `object | null`, got `array`",
+    ),
+    (
+        "no data for an invoice event",
+        {"id": "evt_1", "type": "invoice.created"},
+        "data.object",
+        "is required: an invoice event carries the invoice",
+    ),
+    (
+        "an invoice that is a list",
+        {"id": "evt_1", "type": "invoice.created", "data": {"object": [1, 2]}},
+        "data.object",
+        "expected `object`, got `array`",
+    ),
+]
+
+
+@pytest.mark.parametrize(("shape", "payload", "field", "reason"), MALFORMED_EVENTS)
+def test_a_signed_malformed_event_is_422_naming_the_field(
+    parity_api: Api, shape: str, payload: Any, field: str, reason: str
+) -> None:
+    answer = webhook(parity_api, payload)
+    assert answer.status_code == 422, (shape, answer.text)
+    assert answer.json()["errors"] == [{"field": field, "reason": reason}]
+
+
+def test_a_signed_body_that_is_not_utf8_is_422(parity_api: Api) -> None:
+    body = b'{"type": "invoice.created", "x": "\xff"}'
+    stamp = int(time.time())
+    signature = hmac.new(WEBHOOK_SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
+    answer = parity_api.client.post(
+        "/v1/stripe/webhooks",
+        content=body,
+        headers={"Stripe-Signature": f"t={stamp},v1={signature.hexdigest()}"},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [{"field": "body", "reason": "must be JSON in UTF-8"}]
+
+
+def test_an_event_of_another_kind_is_received_and_ignored(parity_api: Api) -> None:
+    answer = webhook(
+        parity_api, {"id": "evt_1", "type": "customer.created", "data": {"object": {}}}
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {"received": "customer.created", "periods": 0}

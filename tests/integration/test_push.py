@@ -193,3 +193,24 @@ def test_a_long_ledger_is_read_back_through_snapshots(world: World) -> None:
     world.ingest(1, "e35")
     assert world.push() is PushOutcome.CONFIRMED
     assert world.stripe_total() == 36 == world.counter()
+
+
+def test_a_pending_push_is_never_resent_to_a_stripe_customer_the_mapping_left(
+    world: World,
+) -> None:
+    """Remapped while a push was pending: the old customer may be another tenant's by now."""
+    old = world.stores.app.customer(world.tenant, "cus_a").stripe_customer_id  # type: ignore[union-attr]
+    world.ingest(4, "e1")
+    world.emulator.fail_next("503", path="/v1/billing/meter_events")
+    assert world.push() is PushOutcome.RETRY
+    assert world.ledger().pending is not None
+    new = world.emulator.client().v1.customers.create({"name": "moved"}).id
+    world.stores.app.map_customer(world.tenant, "cus_a", new, None)
+
+    assert world.push() is PushOutcome.CONFIRMED
+    period = world.stores.app.period_for(world.tenant, "cus_a", world.clock.now)
+    meter = world.stores.app.tenant(world.tenant).mappings["api_calls"].stripe_meter_id
+    assert world.gateway.meter_total(meter, old, period.start, period.end) == 0
+    assert world.stripe_total() == 4 == world.counter()
+    ledger = world.ledger()
+    assert (ledger.pushes, ledger.confirmed_total, ledger.pending) == (2, 4, None)

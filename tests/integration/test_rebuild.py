@@ -184,9 +184,20 @@ def test_every_kind_of_event_rebuilds_to_the_same_views(stores: Stores, clock: F
         return [period]
 
     app.change_periods(close)
+    # Customers unmapped (waiting aside), and unmapped then mapped again (listed).
+    for ref in ("cus_7", "cus_8"):
+        customer, _ = app.map_customer(tenant, ref, f"cus_stripe_{ref}", None)
+        customer.unmap("test")
+        app.save(customer)
+    customer, _ = app.map_customer(tenant, "cus_8", "cus_stripe_again", None)
     stores.views.runner.catch_up()
     before = tables(stores)
     assert before["sm_adjustments"] and before["sm_ledger_repairs"]
+    assert [r[2] for r in before["sm_customers_unmapped"]] == ["cus_7"]
+    assert sorted((r[2], r[3]) for r in before["sm_customers"]) == [
+        ("cus_0", "cus_stripe_0"),
+        ("cus_8", "cus_stripe_again"),
+    ]
     assert any(row[-1] is not None for row in before["sm_usage_periods"])  # a verdict
     with stores.views.store.transaction() as tx:
         for projection in stores.views.runner.projections:

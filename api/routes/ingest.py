@@ -9,27 +9,22 @@ from litestar import Request, post
 
 from api.auth import authorize_async, services
 from api.schemas import (
-    MAX_META_BYTES,
+    MAX_BODY_DEPTH,
     EventIn,
     EventResult,
     FieldError,
     IngestRequest,
     IngestResponse,
-    check_quantity,
-    check_text,
-    parse_time,
+    quantity_of,
     validation_field,
 )
-from domain.errors import ForbiddenError
-from domain.idempotency import (
-    MAX_KEY_LENGTH,
-    canonical_meta,
-    content_key,
-    fingerprint,
-    request_key,
-)
+from domain import fields, json_shape
+from domain.errors import ForbiddenError, InvalidInputError
+from domain.idempotency import canonical_meta, choose_key, fingerprint
 from domain.ingest import IngestResult, Outcome, UsageSubmission
 from domain.tenancy import Principal, Scope
+
+TOP_LEVEL_KEYS = (b'"events"', b'"tenantId"')
 
 
 @post("/v1/events/ingest", status_code=200)
@@ -37,33 +32,39 @@ async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
     """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""
     principal = await authorize_async(request, Scope.INGEST)
     svc = services(request)
-    body = msgspec.json.decode(await request.body(), type=IngestRequest)
+    data = await request.body()
+    too_deep: dict[int, FieldError] = {}
+    if not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH:
+        data, too_deep = _without_deep_events(data)
+    body = msgspec.json.decode(data, type=IngestRequest)
+    _refuse_repeated_top_level_keys(data)
+    _check_tenant(body.tenant_id, "tenantId", principal)
     if not body.events:
         raise FieldError("events", "must hold at least one event")
     if len(body.events) > svc.settings.max_batch_events:
         raise FieldError("events", f"must hold at most {svc.settings.max_batch_events} events")
     header_key = request.headers.get("idempotency-key")
     if header_key is not None:
-        check_text("Idempotency-Key", header_key, MAX_KEY_LENGTH - 8)
+        fields.idempotency_header(header_key)
 
     results: list[IngestResult | None] = []
     submissions: list[UsageSubmission] = []
     for index, raw in enumerate(body.events):
+        if index in too_deep:
+            bad = too_deep[index]
+            results.append(IngestResult.error("", bad.field, bad.reason))
+            continue
         try:
             event = msgspec.json.decode(raw, type=EventIn)
         except msgspec.ValidationError as error:
             bad = validation_field(error)
             results.append(IngestResult.error("", bad.field, bad.reason))
             continue
-        if event.tenant_id is not None and event.tenant_id not in (
-            str(principal.tenant_id),
-            principal.tenant_slug,
-        ):
-            raise ForbiddenError(f"events[{index}].tenantId does not match the API key's tenant")
+        _check_tenant(event.tenant_id, f"events[{index}].tenantId", principal)
         try:
-            submissions.append(_submission(event, index, header_key, principal))
+            submissions.append(_submission(raw, event, index, header_key, principal))
             results.append(None)
-        except FieldError as bad:
+        except InvalidInputError as bad:
             results.append(IngestResult.error(event.idempotency_key or "", bad.field, bad.reason))
 
     refused = len(results) - len(submissions)
@@ -73,23 +74,76 @@ async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
     return _response([r if r is not None else next(written) for r in results])
 
 
+def _check_tenant(tenant_id: str | None, where: str, principal: Principal) -> None:
+    """A ``tenantId`` in the body, at any level, must name the API key's own tenant."""
+    if tenant_id is not None and tenant_id not in (str(principal.tenant_id), principal.tenant_slug):
+        raise ForbiddenError(f"{where} does not match the API key's tenant")
+
+
+def _refuse_repeated_top_level_keys(data: bytes) -> None:
+    # Only a repeated "events" or "tenantId" could pass the decoder (any other
+    # key is refused as unknown); scan the body's members only when one might.
+    if b"\\" not in data and all(data.count(key) < 2 for key in TOP_LEVEL_KEYS):
+        return
+    seen: set[str | None] = set()
+    for member in json_shape.members(data):
+        if member.key in seen:
+            raise FieldError(str(member.key), "appears more than once in one object")
+        seen.add(member.key)
+
+
+def _without_deep_events(data: bytes) -> tuple[bytes, dict[int, FieldError]]:
+    """The body with each event nested too deeply to decode replaced by null, and its error.
+
+    Rare: only a body deeper than MAX_BODY_DEPTH comes here. The other events
+    of the batch are then decoded and recorded as usual.
+    """
+    errors: dict[int, FieldError] = {}
+    pieces: list[bytes] = []
+    done = 0
+    for member in json_shape.members(data):
+        if member.depth <= MAX_BODY_DEPTH - 1:
+            continue
+        if member.key != "events":
+            raise FieldError(str(member.key), f"must nest at most {MAX_BODY_DEPTH} levels deep")
+        events = data[member.start : member.end]
+        for index, element in enumerate(json_shape.members(events)):
+            if element.depth <= MAX_BODY_DEPTH - 2:
+                continue
+            errors[index] = _deep_event_error(events[element.start : element.end])
+            pieces += [data[done : member.start + element.start], b"null"]
+            done = member.start + element.end
+    pieces.append(data[done:])
+    return b"".join(pieces), errors
+
+
+def _deep_event_error(event: bytes) -> FieldError:
+    deepest = max(json_shape.members(event), key=lambda m: m.depth, default=None)
+    if deepest is None or deepest.key is None:
+        return FieldError("body", f"must nest at most {MAX_BODY_DEPTH} levels deep")
+    if deepest.key == "meta":
+        return FieldError("meta", f"must nest at most {fields.MAX_META_DEPTH} levels deep")
+    return FieldError(deepest.key, "is nested too deeply")
+
+
 def _submission(
-    event: EventIn, index: int, header_key: str | None, principal: Principal
+    raw: msgspec.Raw, event: EventIn, index: int, header_key: str | None, principal: Principal
 ) -> UsageSubmission:
-    metric = check_text("metric", event.metric, 64)
-    customer_ref = check_text("customerRef", event.customer_ref, 255)
-    quantity = check_quantity(event.quantity)
-    occurred_at = parse_time("ts", event.ts)
-    meta = canonical_meta(event.meta)
-    if len(meta.encode()) > MAX_META_BYTES:
-        raise FieldError("meta", f"must encode to at most {MAX_META_BYTES} bytes of JSON")
-    event_fingerprint = fingerprint(metric, customer_ref, quantity, occurred_at, meta)
+    repeated = json_shape.duplicate_key(bytes(raw))
+    if repeated is not None:
+        raise FieldError(repeated, "appears more than once in one object")
+    metric = fields.metric(event.metric)
+    customer_ref = fields.customer_ref(event.customer_ref)
+    quantity = quantity_of(event.quantity)
+    occurred_at = fields.timestamp("ts", event.ts)
+    meta = canonical_meta(fields.meta_depth(event.meta) if event.meta else None)
+    if len(meta.encode()) > fields.MAX_META_BYTES:
+        raise FieldError("meta", f"must encode to at most {fields.MAX_META_BYTES} bytes of JSON")
+    explicit = None
     if event.idempotency_key is not None:
-        key = check_text("idempotencyKey", event.idempotency_key, MAX_KEY_LENGTH)
-    elif header_key is not None:
-        key = request_key(header_key, index)
-    else:
-        key = content_key(event_fingerprint)
+        explicit = fields.idempotency_key(event.idempotency_key)
+    event_fingerprint = fingerprint(metric, customer_ref, quantity, occurred_at, meta)
+    key, derived = choose_key(explicit, header_key, index, event_fingerprint)
     return UsageSubmission(
         tenant_id=principal.tenant_id,
         metric=metric,
@@ -99,6 +153,7 @@ def _submission(
         idempotency_key=key,
         fingerprint=event_fingerprint,
         meta=meta,
+        derived_key=derived,
     )
 
 

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import anyio.to_thread
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
@@ -23,9 +22,10 @@ from api.schemas import (
     MappingOut,
     PushOut,
     RepairOut,
-    check_text,
+    decode_json,
     parse_time,
 )
+from domain import fields
 from domain.customers import Customer
 from domain.errors import NotFoundError
 from domain.ledger import stripe_expected
@@ -54,7 +54,7 @@ def mapping_out(mapping: MeterMapping, push: str) -> MappingOut:
 async def map_meter(request: Request[Any, Any, Any]) -> Response[MappingOut]:
     """Map a metric to a Stripe meter, checked against Stripe (exists, active, formula fits)."""
     principal = await authorize_async(request, Scope.ADMIN)
-    body = msgspec.json.decode(await request.body(), type=MappingIn)
+    body = decode_json(await request.body(), MappingIn)
     svc = services(request)
     service = svc.stripe_mapping()
     mapping, changed = await anyio.to_thread.run_sync(
@@ -99,8 +99,8 @@ def customer_out(customer: Customer | CustomerRow) -> CustomerOut:
 async def map_customer(request: Request[Any, Any, Any]) -> Response[CustomerOut]:
     """Map a customer to Stripe. Its billing periods then follow its subscription's anchor."""
     principal = await authorize_async(request, Scope.ADMIN)
-    body = msgspec.json.decode(await request.body(), type=CustomerIn)
-    check_text("customerRef", body.customer_ref, 255)
+    body = decode_json(await request.body(), CustomerIn)
+    fields.customer_ref(body.customer_ref)
     anchor = None
     if body.billing_cycle_anchor is not None:
         anchor = parse_time("billingCycleAnchor", body.billing_cycle_anchor)

@@ -156,10 +156,18 @@ def decode_json(data: bytes, type: type[T]) -> T:
     if not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH:
         raise FieldError("body", f"must nest at most {MAX_BODY_DEPTH} levels deep")
     value = msgspec.json.decode(data, type=type)
-    repeated = json_shape.duplicate_key(data)
-    if repeated is not None:
-        raise FieldError(repeated, "appears more than once in one object")
+    repeated_key(data, "body")
     return value
+
+
+def repeated_key(data: bytes, inner_field: str) -> None:
+    """Refuse a key given twice in one object: a decoder would silently keep the last."""
+    repeated = json_shape.duplicate_key(data)
+    if repeated is None:
+        return
+    if repeated.top_level:
+        raise FieldError(repeated.key, "appears more than once in one object")
+    raise FieldError(inner_field, f"key {repeated.key!r} appears more than once in one object")
 
 
 def validation_field(error: msgspec.ValidationError) -> FieldError:

@@ -77,6 +77,8 @@ def quantity(text: str, field: str = "quantity") -> Decimal:
         raise InvalidInputError(field, _magnitude_reason())
     if scale < -MAX_QUANTITY_PLACES:
         raise InvalidInputError(field, _places_reason())
+    if scale > 0:  # 1e3 is 1000, as it prints
+        significant, scale = significant + "0" * scale, 0
     return Decimal((1 if sign else 0, tuple(int(d) for d in significant), scale))
 
 

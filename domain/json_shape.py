@@ -35,7 +35,13 @@ def _decode(token: bytes) -> str:
     return value if isinstance(value, str) else ""
 
 
-def duplicate_key(data: bytes) -> str | None:
+@dataclass(frozen=True)
+class RepeatedKey:
+    key: str
+    top_level: bool  # in the outermost object, not one nested in it
+
+
+def duplicate_key(data: bytes) -> RepeatedKey | None:
     """The first key that appears twice in one object of ``data``, or None."""
     if b"\\" not in data:
         keys = [key for key, colon in PLAIN_STRING.findall(data) if colon]
@@ -55,7 +61,7 @@ def duplicate_key(data: bytes) -> str | None:
         elif token == b":" and previous[:1] == b'"' and objects and objects[-1] is not None:
             key = _decode(previous)
             if key in objects[-1]:
-                return key
+                return RepeatedKey(key, len(objects) == 1)
             objects[-1].add(key)
         previous = token
     return None

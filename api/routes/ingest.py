@@ -16,6 +16,7 @@ from api.schemas import (
     IngestRequest,
     IngestResponse,
     quantity_of,
+    repeated_key,
     validation_field,
 )
 from domain import fields, json_shape
@@ -129,9 +130,6 @@ def _deep_event_error(event: bytes) -> FieldError:
 def _submission(
     raw: msgspec.Raw, event: EventIn, index: int, header_key: str | None, principal: Principal
 ) -> UsageSubmission:
-    repeated = json_shape.duplicate_key(bytes(raw))
-    if repeated is not None:
-        raise FieldError(repeated, "appears more than once in one object")
     metric = fields.metric(event.metric)
     customer_ref = fields.customer_ref(event.customer_ref)
     quantity = quantity_of(event.quantity)
@@ -142,6 +140,8 @@ def _submission(
     explicit = None
     if event.idempotency_key is not None:
         explicit = fields.idempotency_key(event.idempotency_key)
+    # Last: a repeated key whose last value breaks a rule is reported as that rule.
+    repeated_key(bytes(raw), "meta")  # objects nest only in meta (other fields are scalars)
     event_fingerprint = fingerprint(metric, customer_ref, quantity, occurred_at, meta)
     key, derived = choose_key(explicit, header_key, index, event_fingerprint)
     return UsageSubmission(

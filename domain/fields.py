@@ -54,6 +54,10 @@ def quantity(text: str, field: str = "quantity") -> Decimal:
     The magnitude and the places are judged from the digits before any
     ``Decimal`` arithmetic: ``1e999999999`` would overflow the default context.
     """
+    # The common case, a plain whole number, without the grammar.
+    plain = 0 < len(text) <= MAX_QUANTITY_DIGITS and text.isdigit() and text.isascii()
+    if plain and (text[0] != "0" or len(text) == 1):
+        return Decimal(text)
     match = NUMBER.match(text)
     if match is None:
         if text.strip("+-").lower() in ("nan", "snan", "inf", "infinity"):
@@ -176,17 +180,26 @@ def billing_cycle_anchor(moment: datetime, field: str = "billingCycleAnchor") ->
     return moment
 
 
-def meta_depth(meta: dict[str, Any], field: str = "meta") -> dict[str, Any]:
-    """At most ``MAX_META_DEPTH`` levels of objects and arrays (meta itself is level 1)."""
+def meta_keys(meta: dict[str, Any], field: str = "meta") -> int:
+    """Check ``meta`` nests at most ``MAX_META_DEPTH`` levels (meta itself is level 1).
+
+    Returns how many keys its objects hold in all (the ingest route compares
+    that with the keys sent, to see whether one was repeated).
+    """
     level: list[Any] = [meta]
     depth = 1
+    keys = 0
     while level:
         if depth > MAX_META_DEPTH:
             raise InvalidInputError(field, f"must nest at most {MAX_META_DEPTH} levels deep")
         inner: list[Any] = []
         for value in level:
-            children = value.values() if isinstance(value, dict) else value
+            if isinstance(value, dict):
+                keys += len(value)
+                children = value.values()
+            else:
+                children = value
             inner.extend(c for c in children if isinstance(c, dict | list))
         level = inner
         depth += 1
-    return meta
+    return keys

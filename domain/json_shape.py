@@ -22,6 +22,9 @@ TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]', re.DOTALL)
 # Without a backslash every string is "...": each match starts a string, so
 # keys are exactly the strings followed by a colon.
 PLAIN_STRING = re.compile(rb'"([^"]*)"(\s*:)?')
+# Every key ends in a quote followed by a colon; so may a string's opening
+# quote (": ..."), which only makes the count larger.
+KEY_END = re.compile(rb'"\s*:')
 NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -67,12 +70,23 @@ def duplicate_key(data: bytes) -> RepeatedKey | None:
     return None
 
 
+def keys_at_most(data: bytes) -> int:
+    """An upper bound on how many keys ``data`` holds (counting repeats).
+
+    When it equals the number of distinct keys a decoder found, no key was
+    repeated: the expensive ``duplicate_key`` is needed only otherwise.
+    """
+    return len(KEY_END.findall(data))
+
+
 def shallow(data: bytes, limit: int) -> bool:
     """True when ``data`` certainly nests at most ``2 * limit`` levels (cheap, C speed).
 
     False may also mean brackets inside strings confused the count: ask
     ``depth`` for the exact answer then.
     """
+    if data.count(b"{") + data.count(b"[") <= limit:
+        return True
     brackets = data.translate(None, NOT_BRACKETS)
     for _ in range(limit):
         if not brackets:

@@ -25,15 +25,30 @@ from domain.idempotency import canonical_meta, choose_key, fingerprint
 from domain.ingest import IngestResult, Outcome, UsageSubmission
 from domain.tenancy import Principal, Scope
 
-TOP_LEVEL_KEYS = (b'"events"', b'"tenantId"')
-
 
 @post("/v1/events/ingest", status_code=200)
 async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
     """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""
     principal = await authorize_async(request, Scope.INGEST)
     svc = services(request)
-    data = await request.body()
+    header_key = request.headers.get("idempotency-key")
+    results, submissions = read_batch(
+        await request.body(), principal, header_key, svc.settings.max_batch_events
+    )
+    refused = len(results) - len(submissions)
+    if refused:
+        svc.metrics.ingest_events.labels(Outcome.ERROR.value).inc(refused)
+    written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
+    return _response([r if r is not None else next(written) for r in results])
+
+
+def read_batch(
+    data: bytes, principal: Principal, header_key: str | None, max_events: int
+) -> tuple[list[IngestResult | None], list[UsageSubmission]]:
+    """The body, checked: each event's error (None: to be written) and the events to write.
+
+    Raises (the whole request refused) for a body that is not a batch.
+    """
     too_deep: dict[int, FieldError] = {}
     if not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH:
         data, too_deep = _without_deep_events(data)
@@ -42,9 +57,8 @@ async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
     _check_tenant(body.tenant_id, "tenantId", principal)
     if not body.events:
         raise FieldError("events", "must hold at least one event")
-    if len(body.events) > svc.settings.max_batch_events:
-        raise FieldError("events", f"must hold at most {svc.settings.max_batch_events} events")
-    header_key = request.headers.get("idempotency-key")
+    if len(body.events) > max_events:
+        raise FieldError("events", f"must hold at most {max_events} events")
     if header_key is not None:
         fields.idempotency_header(header_key)
 
@@ -67,12 +81,7 @@ async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
             results.append(None)
         except InvalidInputError as bad:
             results.append(IngestResult.error(event.idempotency_key or "", bad.field, bad.reason))
-
-    refused = len(results) - len(submissions)
-    if refused:
-        svc.metrics.ingest_events.labels(Outcome.ERROR.value).inc(refused)
-    written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
-    return _response([r if r is not None else next(written) for r in results])
+    return results, submissions
 
 
 def _check_tenant(tenant_id: str | None, where: str, principal: Principal) -> None:
@@ -84,7 +93,7 @@ def _check_tenant(tenant_id: str | None, where: str, principal: Principal) -> No
 def _refuse_repeated_top_level_keys(data: bytes) -> None:
     # Only a repeated "events" or "tenantId" could pass the decoder (any other
     # key is refused as unknown); scan the body's members only when one might.
-    if b"\\" not in data and all(data.count(key) < 2 for key in TOP_LEVEL_KEYS):
+    if b"\\" not in data and data.count(b'"events"') < 2 and data.count(b'"tenantId"') < 2:
         return
     seen: set[str | None] = set()
     for member in json_shape.members(data):
@@ -134,14 +143,25 @@ def _submission(
     customer_ref = fields.customer_ref(event.customer_ref)
     quantity = quantity_of(event.quantity)
     occurred_at = fields.timestamp("ts", event.ts)
-    meta = canonical_meta(fields.meta_depth(event.meta) if event.meta else None)
+    meta_keys = fields.meta_keys(event.meta) if event.meta else 0
+    meta = canonical_meta(event.meta)
     if len(meta.encode()) > fields.MAX_META_BYTES:
         raise FieldError("meta", f"must encode to at most {fields.MAX_META_BYTES} bytes of JSON")
     explicit = None
     if event.idempotency_key is not None:
         explicit = fields.idempotency_key(event.idempotency_key)
     # Last: a repeated key whose last value breaks a rule is reported as that rule.
-    repeated_key(bytes(raw), "meta")  # objects nest only in meta (other fields are scalars)
+    # The decoder kept one value per key: if as many keys were sent as it
+    # found, none was repeated (an explicit null for an optional field reads
+    # as absent and only sends us down the exact path).
+    data = bytes(raw)
+    found = (
+        4
+        + meta_keys
+        + sum(f is not None for f in (event.idempotency_key, event.meta, event.tenant_id))
+    )
+    if json_shape.keys_at_most(data) != found:
+        repeated_key(data, "meta")  # objects nest only in meta (other fields are scalars)
     event_fingerprint = fingerprint(metric, customer_ref, quantity, occurred_at, meta)
     key, derived = choose_key(explicit, header_key, index, event_fingerprint)
     return UsageSubmission(

@@ -166,10 +166,11 @@ def test_meta_nests_at_most_32_levels() -> None:
         return {"a": value}  # arrays count as levels too
 
     reason = ("meta", "must nest at most 32 levels deep")
-    assert fields.meta_depth(nested(32)) == nested(32)
-    assert fields.meta_depth(listed(32)) == listed(32)
-    assert refused(fields.meta_depth, nested(33)) == reason
-    assert refused(fields.meta_depth, listed(33)) == reason
+    assert fields.meta_keys(nested(32)) == 31
+    assert fields.meta_keys(listed(32)) == 1
+    assert fields.meta_keys({"a": [{"b": 1, "c": {"d": 2}}], "e": None}) == 5
+    assert refused(fields.meta_keys, nested(33)) == reason
+    assert refused(fields.meta_keys, listed(33)) == reason
 
 
 @pytest.mark.parametrize(
@@ -198,13 +199,29 @@ def test_equal_keys_in_different_objects_are_not_repeats(data: bytes) -> None:
     assert json_shape.duplicate_key(data) is None
 
 
+@pytest.mark.parametrize(
+    ("data", "bound"),
+    [
+        (b'{"a":1,"b":{"c":2}}', 3),
+        (b'{"a" :1, "a"\n:2}', 2),  # whitespace before the colon still counts
+        (b'{"a":": x"}', 2),  # a string that starts with a colon counts too: an upper bound
+        (b'{"a"":1}', 1),
+    ],
+)
+def test_the_cheap_key_count_never_counts_fewer_keys_than_were_sent(
+    data: bytes, bound: int
+) -> None:
+    assert json_shape.keys_at_most(data) == bound
+
+
 def test_nesting_is_judged_without_recursion() -> None:
     deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     assert not json_shape.shallow(deep, 64)
     assert json_shape.depth(deep) == 100_001
-    confusing = b'{"a":[[["]]]]]]"]]]}'  # brackets in a string: the cheap check cannot tell
+    assert json_shape.shallow(b'{"a":[[["]]]]]]"]]]}', 64)  # few brackets: shallow
+    confusing = b'{"a":"' + b"[" * 100 + b'"}'  # brackets in a string: the cheap check cannot tell
     assert not json_shape.shallow(confusing, 64)
-    assert json_shape.depth(confusing) == 4
+    assert json_shape.depth(confusing) == 1
     assert json_shape.depth(b'{"a":"[[[[[["}') == 1
     members = json_shape.members(b'{"x": 1, "events": [{"a": [1]}, 2], "s": "}"}')
     assert [(m.key, m.depth) for m in members] == [("x", 0), ("events", 3), ("s", 0)]

@@ -115,7 +115,9 @@ def _without_deep_events(data: bytes) -> tuple[bytes, dict[int, FieldError]]:
         if member.depth <= MAX_BODY_DEPTH - 1:
             continue
         if member.key != "events":
-            raise FieldError(str(member.key), f"must nest at most {MAX_BODY_DEPTH} levels deep")
+            raise FieldError(
+                member.key or "body", f"must nest at most {MAX_BODY_DEPTH} levels deep"
+            )
         events = data[member.start : member.end]
         for index, element in enumerate(json_shape.members(events)):
             if element.depth <= MAX_BODY_DEPTH - 2:

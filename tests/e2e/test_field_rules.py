@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from domain.tenancy import tenant_id_for
 from stripe_emulator.testing import RunningEmulator
@@ -128,6 +130,7 @@ def test_an_event_nested_past_any_decoder_is_its_own_error(api: Api) -> None:
             "x",
             "must nest at most 64 levels deep",
         ),
+        ("[" * 3000 + "]" * 3000, 422, "body", "must nest at most 64 levels deep"),
     ],
 )
 def test_a_bad_top_level_is_one_4xx_and_nothing_is_written(
@@ -317,3 +320,35 @@ def test_a_billing_cycle_anchor_outside_2000_to_2099_is_refused(
     assert response.json()["errors"] == [
         {"field": "billingCycleAnchor", "reason": "must be in the years 2000 to 2099"}
     ]
+
+
+# -- hostile input: never a 5xx, and the good event of the batch is always taken ------------
+
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(["metric", "customerRef", "quantity", "ts", "idempotencyKey", "meta", "x"])
+
+
+@given(st.dictionaries(FIELDS, ANY_JSON, max_size=4), st.binary(max_size=40))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_arbitrary_events_never_cost_the_good_one_or_a_500(
+    api: Api, changes: dict[str, Any], noise: bytes
+) -> None:
+    bad = json.dumps({**event(), **changes})
+    good = json.dumps(event(idempotencyKey="always-good"))
+    response = post(api, "/v1/events/ingest", f'{{"events":[{good},{bad}]}}')
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["status"] in ("accepted", "duplicate")
+    garbage = post(api, "/v1/events/ingest", b'{"events":[' + noise)
+    assert garbage.status_code < 500

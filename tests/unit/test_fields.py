@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain import fields, json_shape
 from domain.errors import InvalidInputError
@@ -225,3 +228,51 @@ def test_nesting_is_judged_without_recursion() -> None:
     assert json_shape.depth(b'{"a":"[[[[[["}') == 1
     members = json_shape.members(b'{"x": 1, "events": [{"a": [1]}, 2], "s": "}"}')
     assert [(m.key, m.depth) for m in members] == [("x", 0), ("events", 3), ("s", 0)]
+
+
+# -- properties: whatever the input, the answer is a value or an InvalidInputError --------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def nesting(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(nesting, value), default=0)
+    return 0
+
+
+@given(st.text())
+@settings(max_examples=300)
+def test_any_text_is_a_quantity_or_an_invalid_input(text: str) -> None:
+    try:
+        value = fields.quantity(text)
+    except InvalidInputError as error:
+        assert error.field == "quantity"
+    else:
+        assert abs(value) < Decimal(10) ** 15
+        assert value == Decimal(text.strip())
+
+
+@given(JSON, st.booleans())
+@settings(max_examples=300)
+def test_the_shape_of_any_json_text_is_read_right(value: object, pretty: bool) -> None:
+    data = json.dumps(value, indent=1 if pretty else None).encode()
+    assert json_shape.duplicate_key(data) is None  # Python dicts cannot repeat a key
+    assert json_shape.depth(data) == nesting(value)
+    assert json_shape.keys_at_most(data) >= data.count(b'":')
+    if isinstance(value, dict | list):
+        members = json_shape.members(data)
+        assert [json.loads(data[m.start : m.end]) for m in members] == list(
+            value.values() if isinstance(value, dict) else value
+        )
+        if isinstance(value, dict):
+            assert [m.key for m in members] == list(value)
+            text = data.decode()
+            repeated = text[:1] + '"k":1,"k":2,' + text[1:] if value else '{"k":1,"k":2}'
+            assert json_shape.duplicate_key(repeated.encode()) == json_shape.RepeatedKey("k", True)

@@ -111,12 +111,17 @@ def test_the_edges_of_the_rules_are_accepted(api: Api) -> None:
 def test_an_event_nested_past_any_decoder_is_its_own_error(api: Api) -> None:
     deep = "[" * 5000 + "]" * 5000
     deep_in_meta = event_text(meta='{"x":' + deep + "}")
-    response = post(api, "/v1/events/ingest", f'{{"events":[{GOOD},{deep},{deep_in_meta}]}}')
+    deep_quantity = event_text(quantity=deep)
+    body = f'{{"events":[{GOOD},{deep},{deep_in_meta},{deep_quantity}]}}'
+    response = post(api, "/v1/events/ingest", body)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    assert [r["status"] for r in results] == ["accepted", "error", "error"]
-    assert (results[1]["field"], results[2]["field"]) == ("body", "meta")
-    assert results[2]["reason"] == META_DEPTH
+    assert [r["status"] for r in results] == ["accepted", "error", "error", "error"]
+    assert [(r.get("field"), r.get("reason")) for r in results[1:]] == [
+        ("body", "must nest at most 64 levels deep"),
+        ("meta", META_DEPTH),
+        ("quantity", "is nested too deeply"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -280,6 +285,16 @@ def test_a_time_query_with_an_extreme_offset_is_a_422(api: Api, query: str, fiel
     response = api.call("GET", f"/v1/events?{query}")
     assert response.status_code == 422
     assert response.json()["errors"] == [{"field": field, "reason": OUT_OF_YEARS}]
+
+
+def test_a_replay_range_with_an_extreme_offset_is_a_422(api: Api) -> None:
+    response = api.call(
+        "POST",
+        "/v1/replay",
+        json={"since": "0001-01-01T00:00:00+23:59", "until": "2026-03-01T00:00:00Z"},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "since", "reason": OUT_OF_YEARS}]
 
 
 def test_a_meter_body_refuses_repeated_keys(api: Api) -> None:

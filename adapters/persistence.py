@@ -12,6 +12,7 @@ import psycopg
 
 from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
+from domain.key_namespaces import split_key_namespaces
 from projections.adjustments import AdjustmentsProjection
 from projections.counters import CountersProjection
 from projections.customers import CustomersProjection
@@ -146,6 +147,7 @@ def open_stores(settings: Settings, clock: Callable[[], datetime] = utc_now) -> 
     """Open (and create, when missing) the event store and the views."""
     with schema_lock(settings):
         app = MeteringApp(env=event_store_env(settings), clock=clock)
+        split_key_namespaces(app)
         return Stores(app, build_views(app, view_store(settings)))
 
 

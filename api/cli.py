@@ -75,6 +75,8 @@ def cmd_tenants_show(settings: Settings, args: argparse.Namespace) -> int:
                 "slug": tenant.slug,
                 "name": tenant.display_name,
                 "metrics": sorted(tenant.metrics),
+                "latePolicy": tenant.late_policy,
+                "ingestHorizonDays": tenant.ingest_horizon_days,
                 "keys": [str(k) for k in tenant.key_ids],
             }
         )

@@ -1,4 +1,4 @@
-"""``stripemeter reconcile``, ``stripemeter adjustments`` and ``stripemeter tenants late-policy``.
+"""``stripemeter reconcile``, ``adjustments``, ``tenants late-policy`` and ``tenants horizon``.
 
 Like the API, these act for one tenant (``--tenant SLUG``) and record who
 acted (``--actor``, default ``cli:<login name>``). Output is JSON (a
@@ -11,7 +11,6 @@ import argparse
 import getpass
 import logging
 import sys
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +23,7 @@ from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
 from api.routes.reconciliation import adjustment_out, month_of, report_out, write_csv
 from api.schemas import FieldError
+from domain import fields
 from domain.adjusting import AdjustmentService
 from domain.application import utc_now
 from domain.pushing import PushService, Target
@@ -47,7 +47,7 @@ def _print_json(data: Any) -> None:
 
 
 def _actor(args: argparse.Namespace) -> str:
-    return str(args.actor or f"cli:{getpass.getuser()}")
+    return fields.actor(args.actor) if args.actor else f"cli:{getpass.getuser()}"
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -95,10 +95,7 @@ def cmd_adjustments_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_adjustments_propose(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        quantity = Decimal(args.quantity)
-    except InvalidOperation:
-        raise FieldError("--quantity", "must be a number") from None
+    quantity = fields.quantity(args.quantity, "--quantity")
     stores = open_stores(settings)
     try:
         adjustment, _ = AdjustmentService(stores.app).propose(
@@ -137,6 +134,16 @@ def cmd_late_policy(settings: Settings, args: argparse.Namespace) -> int:
     try:
         changed = stores.app.set_late_policy(tenant_id_for(args.slug), args.policy)
         _print_json({"tenant": args.slug, "latePolicy": args.policy, "changed": changed})
+    finally:
+        stores.close()
+    return 0
+
+
+def cmd_ingest_horizon(settings: Settings, args: argparse.Namespace) -> int:
+    stores = open_stores(settings)
+    try:
+        changed = stores.app.set_ingest_horizon(tenant_id_for(args.tenant), args.days)
+        _print_json({"tenant": args.tenant, "ingestHorizonDays": args.days, "changed": changed})
     finally:
         stores.close()
     return 0
@@ -182,3 +189,11 @@ def add_parsers(sub: Any, tenants: Any) -> None:
     policy.add_argument("slug")
     policy.add_argument("policy", choices=("carry_forward", "hold"))
     policy.set_defaults(run=cmd_late_policy)
+
+    horizon = tenants.add_parser(
+        "horizon",
+        help="how many days before now an event may be timestamped (default 35); older: refused",
+    )
+    horizon.add_argument("--tenant", required=True, help="tenant slug")
+    horizon.add_argument("--days", required=True, type=int)
+    horizon.set_defaults(run=cmd_ingest_horizon)

@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
-MAX_META_BYTES = 4_096
-MAX_QUANTITY = Decimal(10) ** 15
-MAX_QUANTITY_PLACES = 12
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+from domain import fields, json_shape
+from domain.errors import InvalidInputError
+
+T = TypeVar("T")
+# Deep enough for any body this API takes (an event's meta may nest 32 levels
+# inside the batch), shallow enough that decoding never nears the stack limit.
+MAX_BODY_DEPTH = 64
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     metric: str
     customer_ref: str
-    quantity: Decimal
+    quantity: msgspec.Raw  # a JSON number or string, judged by domain.fields.quantity
     ts: str
     idempotency_key: str | None = None
     meta: dict[str, Any] | None = None
     tenant_id: str | None = None
 
 
-class IngestRequest(msgspec.Struct, rename="camel"):
+class IngestRequest(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     events: list[msgspec.Raw]
+    tenant_id: str | None = None
 
 
 class EventResult(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -122,51 +126,48 @@ class UsageHistory(msgspec.Struct, rename="camel"):
     buckets: list[BucketOut]
 
 
-class FieldError(ValueError):
+class FieldError(InvalidInputError, ValueError):
     """A request value that breaks a rule; ``field`` names it as the client sent it."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def parse_time(field: str, value: str) -> datetime:
-    """An RFC 3339 timestamp with an explicit offset, as a UTC datetime."""
-    if not RFC3339.match(value):
-        raise FieldError(
-            field, "must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-16T14:30:00Z"
-        )
-    text = value.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
-    # Python reads at most 6 fractional digits; nanoseconds are cut, not rounded.
-    text = re.sub(r"\.(\d{6})\d+", r".\1", text)
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
-        raise FieldError(field, "is not a real date and time") from None
-
-
-def check_quantity(value: Decimal) -> Decimal:
-    if not value.is_finite():
-        raise FieldError("quantity", "must be a finite number")
-    if abs(value) >= MAX_QUANTITY:
-        raise FieldError("quantity", "must be smaller than 10^15 in magnitude")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_QUANTITY_PLACES:
-        normalized = value.normalize().as_tuple().exponent
-        if isinstance(normalized, int) and normalized < -MAX_QUANTITY_PLACES:
-            raise FieldError("quantity", f"must have at most {MAX_QUANTITY_PLACES} decimal places")
-    return value + 0  # drop a negative zero's sign
+    """An RFC 3339 timestamp with an explicit offset, as a UTC datetime (see domain.fields)."""
+    return fields.timestamp(field, value)
 
 
 def check_text(field: str, value: str, longest: int) -> str:
-    if not value or not value.strip():
-        raise FieldError(field, "must not be empty")
-    if len(value) > longest:
-        raise FieldError(field, f"must be at most {longest} characters")
-    if any(ord(c) < 32 for c in value):
-        raise FieldError(field, "must not contain control characters")
+    return fields.text(field, value, longest)
+
+
+def quantity_of(raw: msgspec.Raw, field: str = "quantity") -> Decimal:
+    """A quantity sent as a JSON number or as a JSON string holding one."""
+    data = bytes(raw)
+    if data[:1] == b'"':
+        text = msgspec.json.decode(data, type=str)
+    elif data[:1] in b"-0123456789":
+        text = data.decode()
+    else:
+        raise FieldError(field, "must be a number or a string holding one")
+    return fields.quantity(text, field)
+
+
+def decode_json(data: bytes, type: type[T]) -> T:
+    """A request body as ``type``, refusing repeated keys and nesting past any sane depth."""
+    if not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH:
+        raise FieldError("body", f"must nest at most {MAX_BODY_DEPTH} levels deep")
+    value = msgspec.json.decode(data, type=type)
+    repeated_key(data, "body")
     return value
+
+
+def repeated_key(data: bytes, inner_field: str) -> None:
+    """Refuse a key given twice in one object: a decoder would silently keep the last."""
+    repeated = json_shape.duplicate_key(data)
+    if repeated is None:
+        return
+    if repeated.top_level:
+        raise FieldError(repeated.key, "appears more than once in one object")
+    raise FieldError(inner_field, f"key {repeated.key!r} appears more than once in one object")
 
 
 def validation_field(error: msgspec.ValidationError) -> FieldError:
@@ -315,7 +316,7 @@ class ReconciliationOut(msgspec.Struct, rename="camel"):
 class AdjustmentIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     customer_ref: str
     metric: str
-    quantity: Decimal
+    quantity: msgspec.Raw  # a JSON number or string, judged by domain.fields.quantity
     reason: str
     actor: str | None = None
 

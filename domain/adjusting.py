@@ -16,6 +16,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from domain import fields
 from domain.adjustments import Adjustment, AdjustmentStatus, adjustment_id_for
 from domain.application import MeteringApp, PeriodLoader
 from domain.errors import ConflictError, InvalidInputError, NotFoundError
@@ -24,13 +25,8 @@ from domain.meters import Aggregation
 MAX_REASON = 500
 
 
-def _check_text(field: str, value: str, limit: int = MAX_REASON) -> str:
-    value = value.strip()
-    if not value:
-        raise InvalidInputError(field, "is required")
-    if len(value) > limit:
-        raise InvalidInputError(field, f"must be at most {limit} characters")
-    return value
+def _check_text(field: str, value: str) -> str:
+    return fields.free_text(field, value, MAX_REASON)
 
 
 class AdjustmentService:
@@ -55,7 +51,8 @@ class AdjustmentService:
         metrics cannot be adjusted by adding. The same ``key`` proposes once.
         """
         reason = _check_text("reason", reason)
-        definition = self.app.metric(tenant_id, metric)
+        fields.customer_ref(customer_ref)
+        definition = self.app.metric(tenant_id, fields.metric(metric))
         if definition.aggregation in (Aggregation.MAX, Aggregation.LAST):
             raise InvalidInputError(
                 "metric", f"a {definition.aggregation.value} metric cannot be adjusted by adding"

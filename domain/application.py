@@ -28,7 +28,7 @@ from domain.errors import (
     NotFoundError,
     UnauthenticatedError,
 )
-from domain.idempotency import IdempotencyKey, idempotency_key_id
+from domain.idempotency import IdempotencyKey, claim_id
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.ledger import IntentAsDict, StripeLedger
 from domain.mappings import MeterMapping
@@ -168,6 +168,10 @@ class MeteringApp(Application[UUID]):
     def set_late_policy(self, tenant_id: UUID, policy: str) -> bool:
         """Choose what happens to usage for a closed period (carry_forward or hold)."""
         return self._change_tenant(tenant_id, lambda tenant: tenant.set_late_policy(policy))
+
+    def set_ingest_horizon(self, tenant_id: UUID, days: int) -> bool:
+        """How many days before now an event's ``ts`` may lie; older events are refused."""
+        return self._change_tenant(tenant_id, lambda tenant: tenant.set_ingest_horizon(days))
 
     def map_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
         """Map a declared metric to a Stripe meter, claiming nothing (as before claims existed).
@@ -372,7 +376,7 @@ class MeteringApp(Application[UUID]):
                 results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
                 continue
             checked.append(
-                (index, metric, idempotency_key_id(item.tenant_id, item.idempotency_key))
+                (index, metric, claim_id(item.tenant_id, item.idempotency_key, item.derived_key))
             )
 
         for _ in range(SAVE_ATTEMPTS):
@@ -420,6 +424,13 @@ class MeteringApp(Application[UUID]):
             )
         if item.occurred_at > now + FUTURE_TOLERANCE:
             raise InvalidInputError("ts", "is more than 5 minutes in the future")
+        horizon = tenant.ingest_horizon_days
+        if item.occurred_at < now - timedelta(days=horizon):
+            raise InvalidInputError(
+                "ts",
+                f"is older than the ingest horizon of {horizon} days before now"
+                " (the tenant's setting: stripemeter tenants horizon)",
+            )
         return definition
 
     @staticmethod
@@ -609,7 +620,7 @@ class MeteringApp(Application[UUID]):
     def _learn_keys(self, submissions: Sequence[UsageSubmission], indexes: list[int]) -> None:
         for index in indexes:
             item = submissions[index]
-            key_id = idempotency_key_id(item.tenant_id, item.idempotency_key)
+            key_id = claim_id(item.tenant_id, item.idempotency_key, item.derived_key)
             try:
                 claim: IdempotencyKey = self.repository.get(key_id)
             except AggregateNotFoundError:

@@ -13,6 +13,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain import fields
 from domain.errors import InvalidInputError, NotFoundError
 from domain.periods import BillingPeriod, period_of
 from domain.tenancy import NAMESPACE
@@ -87,7 +88,8 @@ class Customer(Aggregate):
             tenant_id=tenant_id,
             customer_ref=customer_ref,
             stripe_customer_id=check_stripe_customer_id("stripeCustomerId", stripe_customer_id),
-            billing_cycle_anchor=billing_cycle_anchor,
+            billing_cycle_anchor=billing_cycle_anchor
+            and fields.billing_cycle_anchor(billing_cycle_anchor),
             shadow_stripe_customer_id=shadow_stripe_customer_id
             and check_stripe_customer_id("shadowStripeCustomerId", shadow_stripe_customer_id),
         )

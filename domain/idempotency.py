@@ -16,12 +16,22 @@ Keys come from, in this order of preference:
    the SHA-256 of its canonical form (see ``canonical_payload``). Two events
    with identical metric, customer, quantity, time and meta are then one
    event; a client that means two must send keys.
+
+The keys a client chose and the keys derived for it live in two namespaces:
+a claim's id is ``uuid5`` of ``idempotency-key:{tenant}:{key}`` for a key the
+client sent in ``idempotencyKey`` (as it always was), and of
+``derived-idempotency-key:{tenant}:{key}`` for a key derived from the header
+or the content. An explicit ``req#0`` and the header ``req`` at index 0, or an
+explicit ``content:<sha>`` and the content key of the same event, are
+therefore different keys. Claims stored before the namespaces were separated
+are carried over by ``domain.key_namespaces`` (see there).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -75,8 +85,37 @@ def request_key(header_key: str, index: int) -> str:
     return f"{header_key}#{index}"
 
 
+def choose_key(
+    explicit: str | None, header: str | None, index: int, event_fingerprint: str
+) -> tuple[str, bool]:
+    """The event's key and whether it was derived (not chosen by the client)."""
+    if explicit is not None:
+        return explicit, False
+    if header is not None:
+        return request_key(header, index), True
+    return content_key(event_fingerprint), True
+
+
 def idempotency_key_id(tenant_id: UUID, key: str) -> UUID:
+    """The claim id of a key the client chose (unchanged since the first release)."""
     return uuid5(NAMESPACE, f"idempotency-key:{tenant_id}:{key}")
+
+
+def derived_key_id(tenant_id: UUID, key: str) -> UUID:
+    """The claim id of a key derived from the request header or the event's content."""
+    return uuid5(NAMESPACE, f"derived-idempotency-key:{tenant_id}:{key}")
+
+
+def claim_id(tenant_id: UUID, key: str, derived: bool) -> UUID:
+    return derived_key_id(tenant_id, key) if derived else idempotency_key_id(tenant_id, key)
+
+
+DERIVED_SHAPE = re.compile(r"(content:[0-9a-f]{64}|.+#[0-9]+)\Z", re.DOTALL)
+
+
+def has_derived_shape(key: str) -> bool:
+    """Whether a key stored before the split could have been derived (content or header#n)."""
+    return DERIVED_SHAPE.match(key) is not None
 
 
 class IdempotencyKey(Aggregate):

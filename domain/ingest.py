@@ -21,6 +21,7 @@ class UsageSubmission:
     idempotency_key: str
     fingerprint: str
     meta: str
+    derived_key: bool = False  # the key came from the header or the content, not the client
 
 
 class Lateness(StrEnum):

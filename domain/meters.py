@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from domain.errors import InvalidInputError
+from domain.fields import stripe_event_name
 
 METRIC_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
-STRIPE_EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_LATENESS_SECONDS = 35 * 24 * 3600  # Stripe takes no meter event older than 35 days.
 DEFAULT_LATENESS_SECONDS = 48 * 3600
 
@@ -55,13 +55,8 @@ class MetricDefinition:
             )
         if not 1 <= len(self.unit) <= 32:
             raise InvalidInputError("unit", "must be 1 to 32 characters")
-        if self.stripe_event_name is not None and not STRIPE_EVENT_NAME.match(
-            self.stripe_event_name
-        ):
-            raise InvalidInputError(
-                "stripeEventName",
-                "must be 1 to 100 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'",
-            )
+        if self.stripe_event_name is not None:
+            stripe_event_name(self.stripe_event_name)
 
 
 def parse_aggregation(value: str) -> Aggregation:

@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from domain import fields
 from domain.application import SAVE_ATTEMPTS, MeteringApp
 from domain.customers import Customer, check_stripe_customer_id
 from domain.errors import ConflictError, InvalidInputError, NotFoundError
@@ -56,6 +57,10 @@ class StripeMappingService:
 
         True when the mapping is new or changed.
         """
+        if stripe_event_name is not None:
+            fields.stripe_event_name(stripe_event_name)
+        if shadow_event_name is not None:
+            fields.stripe_event_name(shadow_event_name, "shadowEventName")
         definition = self.app.metric(tenant_id, metric)
         event_name = stripe_event_name or definition.stripe_event_name or definition.name
         meter = self._meter(self.gateway, "stripeMeterId", stripe_meter_id, event_name)
@@ -224,6 +229,7 @@ class StripeMappingService:
         shadow_stripe_customer_id: str | None = None,
     ) -> tuple[Customer, bool]:
         """Map a customer; the billing anchor is their Stripe subscription's unless given."""
+        fields.customer_ref(customer_ref)
         check_stripe_customer_id("stripeCustomerId", stripe_customer_id)
         if not self.gateway.customer_exists(stripe_customer_id):
             raise InvalidInputError(

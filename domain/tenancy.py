@@ -24,6 +24,10 @@ from domain.meters import Aggregation, MetricDefinition
 NAMESPACE = uuid5(NAMESPACE_URL, "https://stripemeter.dev/ids")
 TENANT_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 KEY_PREFIX = "smk_"
+# Stripe takes no meter event older than 35 days; neither do we, unless the
+# tenant raises its horizon (to import older history, say).
+DEFAULT_INGEST_HORIZON_DAYS = 35
+MAX_INGEST_HORIZON_DAYS = 36_600  # about a hundred years
 
 
 class Scope(StrEnum):
@@ -63,6 +67,9 @@ def new_key_secret() -> str:
 
 class Tenant(Aggregate):
     """A tenant and the metrics it has declared."""
+
+    # A class default, so that a tenant snapshotted before the setting existed has it.
+    ingest_horizon_days: int = DEFAULT_INGEST_HORIZON_DAYS
 
     class Registered(Aggregate.Created):
         slug: str
@@ -126,6 +133,14 @@ class Tenant(Aggregate):
 
         def apply(self, aggregate: Tenant) -> None:
             aggregate.late_policy = self.policy
+
+    class IngestHorizonSet(Aggregate.Event):
+        """How many days before now an event may be timestamped and still be taken (v1)."""
+
+        days: int
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.ingest_horizon_days = self.days
 
     class KeyIssued(Aggregate.Event):
         key_id: UUID
@@ -220,6 +235,14 @@ class Tenant(Aggregate):
         if policy == self.late_policy:
             return False
         self.trigger_event(self.LatePolicySet, policy=policy)
+        return True
+
+    def set_ingest_horizon(self, days: int) -> bool:
+        if not 1 <= days <= MAX_INGEST_HORIZON_DAYS:
+            raise InvalidInputError("days", f"must be between 1 and {MAX_INGEST_HORIZON_DAYS}")
+        if days == self.ingest_horizon_days:
+            return False
+        self.trigger_event(self.IngestHorizonSet, days=days)
         return True
 
     def record_key(self, key_id: UUID, display_prefix: str, scopes: frozenset[Scope]) -> None:

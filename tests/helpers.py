@@ -32,4 +32,5 @@ def submission(
         idempotency_key=key if key is not None else content_key(print_),
         fingerprint=print_,
         meta=meta_json,
+        derived_key=key is None,
     )

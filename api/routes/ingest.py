@@ -9,25 +9,19 @@ from litestar import Request, post
 
 from api.auth import authorize_async, services
 from api.schemas import (
-    MAX_META_BYTES,
+    MAX_BODY_DEPTH,
     EventIn,
     EventResult,
     FieldError,
     IngestRequest,
     IngestResponse,
-    check_quantity,
-    check_text,
-    parse_time,
+    quantity_of,
+    repeated_key,
     validation_field,
 )
-from domain.errors import ForbiddenError
-from domain.idempotency import (
-    MAX_KEY_LENGTH,
-    canonical_meta,
-    content_key,
-    fingerprint,
-    request_key,
-)
+from domain import fields, json_shape
+from domain.errors import ForbiddenError, InvalidInputError
+from domain.idempotency import canonical_meta, choose_key, fingerprint
 from domain.ingest import IngestResult, Outcome, UsageSubmission
 from domain.tenancy import Principal, Scope
 
@@ -37,35 +31,10 @@ async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
     """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""
     principal = await authorize_async(request, Scope.INGEST)
     svc = services(request)
-    body = msgspec.json.decode(await request.body(), type=IngestRequest)
-    if not body.events:
-        raise FieldError("events", "must hold at least one event")
-    if len(body.events) > svc.settings.max_batch_events:
-        raise FieldError("events", f"must hold at most {svc.settings.max_batch_events} events")
     header_key = request.headers.get("idempotency-key")
-    if header_key is not None:
-        check_text("Idempotency-Key", header_key, MAX_KEY_LENGTH - 8)
-
-    results: list[IngestResult | None] = []
-    submissions: list[UsageSubmission] = []
-    for index, raw in enumerate(body.events):
-        try:
-            event = msgspec.json.decode(raw, type=EventIn)
-        except msgspec.ValidationError as error:
-            bad = validation_field(error)
-            results.append(IngestResult.error("", bad.field, bad.reason))
-            continue
-        if event.tenant_id is not None and event.tenant_id not in (
-            str(principal.tenant_id),
-            principal.tenant_slug,
-        ):
-            raise ForbiddenError(f"events[{index}].tenantId does not match the API key's tenant")
-        try:
-            submissions.append(_submission(event, index, header_key, principal))
-            results.append(None)
-        except FieldError as bad:
-            results.append(IngestResult.error(event.idempotency_key or "", bad.field, bad.reason))
-
+    results, submissions = read_batch(
+        await request.body(), principal, header_key, svc.settings.max_batch_events
+    )
     refused = len(results) - len(submissions)
     if refused:
         svc.metrics.ingest_events.labels(Outcome.ERROR.value).inc(refused)
@@ -73,23 +42,130 @@ async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
     return _response([r if r is not None else next(written) for r in results])
 
 
+def read_batch(
+    data: bytes, principal: Principal, header_key: str | None, max_events: int
+) -> tuple[list[IngestResult | None], list[UsageSubmission]]:
+    """The body, checked: each event's error (None: to be written) and the events to write.
+
+    Raises (the whole request refused) for a body that is not a batch.
+    """
+    too_deep: dict[int, FieldError] = {}
+    if not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH:
+        data, too_deep = _without_deep_events(data)
+    body = msgspec.json.decode(data, type=IngestRequest)
+    _refuse_repeated_top_level_keys(data)
+    _check_tenant(body.tenant_id, "tenantId", principal)
+    if not body.events:
+        raise FieldError("events", "must hold at least one event")
+    if len(body.events) > max_events:
+        raise FieldError("events", f"must hold at most {max_events} events")
+    if header_key is not None:
+        fields.idempotency_header(header_key)
+
+    results: list[IngestResult | None] = []
+    submissions: list[UsageSubmission] = []
+    for index, raw in enumerate(body.events):
+        if index in too_deep:
+            bad = too_deep[index]
+            results.append(IngestResult.error("", bad.field, bad.reason))
+            continue
+        try:
+            event = msgspec.json.decode(raw, type=EventIn)
+        except msgspec.ValidationError as error:
+            bad = validation_field(error)
+            results.append(IngestResult.error("", bad.field, bad.reason))
+            continue
+        _check_tenant(event.tenant_id, f"events[{index}].tenantId", principal)
+        try:
+            submissions.append(_submission(raw, event, index, header_key, principal))
+            results.append(None)
+        except InvalidInputError as bad:
+            results.append(IngestResult.error(event.idempotency_key or "", bad.field, bad.reason))
+    return results, submissions
+
+
+def _check_tenant(tenant_id: str | None, where: str, principal: Principal) -> None:
+    """A ``tenantId`` in the body, at any level, must name the API key's own tenant."""
+    if tenant_id is not None and tenant_id not in (str(principal.tenant_id), principal.tenant_slug):
+        raise ForbiddenError(f"{where} does not match the API key's tenant")
+
+
+def _refuse_repeated_top_level_keys(data: bytes) -> None:
+    # Only a repeated "events" or "tenantId" could pass the decoder (any other
+    # key is refused as unknown); scan the body's members only when one might.
+    if b"\\" not in data and data.count(b'"events"') < 2 and data.count(b'"tenantId"') < 2:
+        return
+    seen: set[str | None] = set()
+    for member in json_shape.members(data):
+        if member.key in seen:
+            raise FieldError(str(member.key), "appears more than once in one object")
+        seen.add(member.key)
+
+
+def _without_deep_events(data: bytes) -> tuple[bytes, dict[int, FieldError]]:
+    """The body with each event nested too deeply to decode replaced by null, and its error.
+
+    Rare: only a body deeper than MAX_BODY_DEPTH comes here. The other events
+    of the batch are then decoded and recorded as usual.
+    """
+    errors: dict[int, FieldError] = {}
+    pieces: list[bytes] = []
+    done = 0
+    for member in json_shape.members(data):
+        if member.depth <= MAX_BODY_DEPTH - 1:
+            continue
+        if member.key != "events":
+            raise FieldError(
+                member.key or "body", f"must nest at most {MAX_BODY_DEPTH} levels deep"
+            )
+        events = data[member.start : member.end]
+        for index, element in enumerate(json_shape.members(events)):
+            if element.depth <= MAX_BODY_DEPTH - 2:
+                continue
+            errors[index] = _deep_event_error(events[element.start : element.end])
+            pieces += [data[done : member.start + element.start], b"null"]
+            done = member.start + element.end
+    pieces.append(data[done:])
+    return b"".join(pieces), errors
+
+
+def _deep_event_error(event: bytes) -> FieldError:
+    deepest = max(json_shape.members(event), key=lambda m: m.depth, default=None)
+    if deepest is None or deepest.key is None:
+        return FieldError("body", f"must nest at most {MAX_BODY_DEPTH} levels deep")
+    if deepest.key == "meta":
+        return FieldError("meta", f"must nest at most {fields.MAX_META_DEPTH} levels deep")
+    return FieldError(deepest.key, "is nested too deeply")
+
+
 def _submission(
-    event: EventIn, index: int, header_key: str | None, principal: Principal
+    raw: msgspec.Raw, event: EventIn, index: int, header_key: str | None, principal: Principal
 ) -> UsageSubmission:
-    metric = check_text("metric", event.metric, 64)
-    customer_ref = check_text("customerRef", event.customer_ref, 255)
-    quantity = check_quantity(event.quantity)
-    occurred_at = parse_time("ts", event.ts)
+    metric = fields.metric(event.metric)
+    customer_ref = fields.customer_ref(event.customer_ref)
+    quantity = quantity_of(event.quantity)
+    occurred_at = fields.timestamp("ts", event.ts)
+    meta_keys = fields.meta_keys(event.meta) if event.meta else 0
     meta = canonical_meta(event.meta)
-    if len(meta.encode()) > MAX_META_BYTES:
-        raise FieldError("meta", f"must encode to at most {MAX_META_BYTES} bytes of JSON")
-    event_fingerprint = fingerprint(metric, customer_ref, quantity, occurred_at, meta)
+    if len(meta.encode()) > fields.MAX_META_BYTES:
+        raise FieldError("meta", f"must encode to at most {fields.MAX_META_BYTES} bytes of JSON")
+    explicit = None
     if event.idempotency_key is not None:
-        key = check_text("idempotencyKey", event.idempotency_key, MAX_KEY_LENGTH)
-    elif header_key is not None:
-        key = request_key(header_key, index)
-    else:
-        key = content_key(event_fingerprint)
+        explicit = fields.idempotency_key(event.idempotency_key)
+    # Last: a repeated key whose last value breaks a rule is reported as that rule.
+    # The decoder kept one value per key: if as many keys were sent as it
+    # found, none was repeated (an explicit null for an optional field reads
+    # as absent and only sends us down the exact path).
+    data = bytes(raw)
+    found = (
+        4
+        + meta_keys
+        + sum(f is not None for f in (event.idempotency_key, event.meta, event.tenant_id))
+    )
+    if json_shape.keys_at_most(data) != found:
+        repeated_key(data, "meta")  # objects nest only in meta (other fields are scalars)
+    event_fingerprint = fingerprint(metric, customer_ref, quantity, occurred_at, meta)
+    key, derived = choose_key(explicit, header_key, index, event_fingerprint)
     return UsageSubmission(
         tenant_id=principal.tenant_id,
         metric=metric,
@@ -99,6 +175,7 @@ def _submission(
         idempotency_key=key,
         fingerprint=event_fingerprint,
         meta=meta,
+        derived_key=derived,
     )
 
 

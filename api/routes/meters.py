@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from api.auth import authorize, authorize_async, services
-from api.schemas import MeterIn, MeterOut
+from api.schemas import MeterIn, MeterOut, decode_json
 from domain.meters import MetricDefinition, parse_aggregation
 from domain.tenancy import Scope
 
@@ -41,7 +40,7 @@ def meter_definition(body: MeterIn) -> MetricDefinition:
 async def declare_meter(request: Request[Any, Any, Any]) -> Response[MeterOut]:
     """Declare a metric. 201 when new, 200 when identical to one declared, 409 when different."""
     principal = await authorize_async(request, Scope.ADMIN)
-    definition = meter_definition(msgspec.json.decode(await request.body(), type=MeterIn))
+    definition = meter_definition(decode_json(await request.body(), MeterIn))
     created = await anyio.to_thread.run_sync(
         services(request).stores.app.declare_metric, principal.tenant_id, definition
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from decimal import Decimal
 from typing import Annotated, Any, TextIO
 from uuid import UUID
 
@@ -27,10 +26,11 @@ from api.schemas import (
     ReconcileIn,
     ReconciliationLineOut,
     ReconciliationOut,
-    check_quantity,
-    check_text,
+    decode_json,
+    quantity_of,
     validation_field,
 )
+from domain import fields
 from domain.adjusting import AdjustmentService
 from domain.adjustments import Adjustment
 from domain.errors import NotFoundError
@@ -51,7 +51,7 @@ def actor_of(principal: Principal, named: str | None) -> str:
     key = f"api-key:{principal.key_id}"
     if named is None:
         return key
-    return f"{check_text('actor', named, 200)} ({key})"
+    return f"{fields.actor(named)} ({key})"
 
 
 def report_out(report: Report) -> ReconciliationOut:
@@ -112,7 +112,7 @@ async def run_reconciliation(request: Request[Any, Any, Any]) -> dict[str, list[
     """Reconcile this tenant's periods now (one month, or every recent one); repair on request."""
     principal = await authorize_async(request, KeyScope.ADMIN)
     raw = await request.body()
-    body = msgspec.json.decode(raw, type=ReconcileIn) if raw.strip() else ReconcileIn()
+    body = decode_json(raw, ReconcileIn) if raw.strip() else ReconcileIn()
     month = month_of("period", body.period) if body.period is not None else None
     actor = actor_of(principal, body.actor)
     reconciler = services(request).reconciliation().reconciler
@@ -194,13 +194,13 @@ def adjustment_out(a: Adjustment | AdjustmentRow) -> AdjustmentOut:
 async def propose_adjustment(request: Request[Any, Any, Any]) -> Response[AdjustmentOut]:
     """Propose an adjustment; it counts only once approved. ``Idempotency-Key`` proposes once."""
     principal = await authorize_async(request, KeyScope.ADMIN)
-    body = msgspec.json.decode(await request.body(), type=AdjustmentIn)
-    customer_ref = check_text("customerRef", body.customer_ref, 256)
-    metric = check_text("metric", body.metric, 100)
-    quantity = check_quantity(Decimal(body.quantity))
+    body = decode_json(await request.body(), AdjustmentIn)
+    customer_ref = fields.customer_ref(body.customer_ref)
+    metric = fields.metric(body.metric)
+    quantity = quantity_of(body.quantity)
     key = request.headers.get("idempotency-key")
     if key is not None:
-        key = check_text("Idempotency-Key", key, 200)
+        key = fields.idempotency_header(key)
     service = AdjustmentService(services(request).stores.app)
     adjustment, created = await anyio.to_thread.run_sync(
         lambda: service.propose(
@@ -244,7 +244,7 @@ async def decide_adjustment(
     ``revert``: undo an applied one (its opposite counts in the open period), or reject a
     pending one."""
     principal = await authorize_async(request, KeyScope.ADMIN)
-    body = msgspec.json.decode(await request.body(), type=DecisionIn)
+    body = decode_json(await request.body(), DecisionIn)
     try:
         target = UUID(adjustment_id)
     except ValueError:

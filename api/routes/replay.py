@@ -32,9 +32,10 @@ from api.schemas import (
     ReplayOut,
     ReplaySummaryOut,
     ReplayTallyOut,
-    check_text,
+    decode_json,
     parse_time,
 )
+from domain import fields
 from domain.errors import ForbiddenError
 from domain.pushing import Target
 from domain.tenancy import Principal, Scope, Tenant
@@ -80,7 +81,8 @@ def _names(field: str, values: list[str] | None) -> tuple[str, ...]:
         return ()
     if not 1 <= len(values) <= MAX_FILTER:
         raise FieldError(field, f"must list 1 to {MAX_FILTER} names (or be left out)")
-    return tuple(sorted({check_text(field, value, 256) for value in values}))
+    check = fields.metric if field == "metrics" else fields.customer_ref
+    return tuple(sorted({check(value, field) for value in values}))
 
 
 # -- the cursor: where the last page ended, bound to the range and filters ---------
@@ -200,7 +202,7 @@ async def replay(request: Request[Any, Any, Any]) -> ReplayOut:
     replaces the differing counters and asks for their push.
     """
     principal = await authorize_async(request, Scope.READ)
-    body = msgspec.json.decode(await request.body(), type=ReplayIn)
+    body = decode_json(await request.body(), ReplayIn)
     apply = mode_of(principal, body.mode)
     svc = services(request)
 

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import anyio.to_thread
-import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
@@ -23,9 +22,10 @@ from api.schemas import (
     MappingOut,
     PushOut,
     RepairOut,
-    check_text,
+    decode_json,
     parse_time,
 )
+from domain import fields
 from domain.customers import Customer
 from domain.errors import NotFoundError
 from domain.ledger import stripe_expected
@@ -54,7 +54,7 @@ def mapping_out(mapping: MeterMapping, push: str) -> MappingOut:
 async def map_meter(request: Request[Any, Any, Any]) -> Response[MappingOut]:
     """Map a metric to a Stripe meter, checked against Stripe (exists, active, formula fits)."""
     principal = await authorize_async(request, Scope.ADMIN)
-    body = msgspec.json.decode(await request.body(), type=MappingIn)
+    body = decode_json(await request.body(), MappingIn)
     svc = services(request)
     service = svc.stripe_mapping()
     mapping, changed = await anyio.to_thread.run_sync(
@@ -80,7 +80,7 @@ async def unmap_meter(request: Request[Any, Any, Any], metric: FromPath[str]) ->
     until the metric is mapped again (docs/tenancy.md).
     """
     principal = await authorize_async(request, Scope.ADMIN)
-    name = check_text("metric", metric, 100)
+    name = fields.metric(metric)
     svc = services(request)
     service = svc.stripe_mapping()
     definition = svc.stores.app.metric(principal.tenant_id, name)
@@ -115,8 +115,8 @@ def customer_out(customer: Customer | CustomerRow) -> CustomerOut:
 async def map_customer(request: Request[Any, Any, Any]) -> Response[CustomerOut]:
     """Map a customer to Stripe. Its billing periods then follow its subscription's anchor."""
     principal = await authorize_async(request, Scope.ADMIN)
-    body = msgspec.json.decode(await request.body(), type=CustomerIn)
-    check_text("customerRef", body.customer_ref, 255)
+    body = decode_json(await request.body(), CustomerIn)
+    fields.customer_ref(body.customer_ref)
     anchor = None
     if body.billing_cycle_anchor is not None:
         anchor = parse_time("billingCycleAnchor", body.billing_cycle_anchor)
@@ -143,7 +143,7 @@ async def unmap_customer(
     usage is still counted (docs/tenancy.md).
     """
     principal = await authorize_async(request, Scope.ADMIN)
-    ref = check_text("customerRef", customer_ref, 255)
+    ref = fields.customer_ref(customer_ref)
     service = services(request).stripe_mapping()
     customer = await anyio.to_thread.run_sync(
         lambda: service.unmap_customer(principal.tenant_id, ref)

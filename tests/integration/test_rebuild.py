@@ -60,6 +60,8 @@ def populate(stores: Stores, clock: FakeClock, events: int = 60, prefix: str = "
         app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
         app.declare_metric(tenant, MetricDefinition("storage_gb", Aggregation.MAX))
         app.map_customer(tenant, "cus_0", "cus_stripe_0", None)
+        # Late events below reach back to last month's first days: past 35 days.
+        app.set_ingest_horizon(tenant, 60)
     batch = [
         submission(
             tenant,

@@ -280,7 +280,7 @@ def test_unmap_path_parameters_are_checked(stripe_api: Api) -> None:
     control = api.call("DELETE", "/v1/customers/a%01b")
     assert control.status_code == 422
     assert control.json()["errors"] == [
-        {"field": "customerRef", "reason": "must not contain control characters"}
+        {"field": "customerRef", "reason": "must not contain control, separator or bidi characters"}
     ]
     long = api.call("DELETE", "/v1/customers/" + "x" * 256)
     assert long.json()["errors"] == [

@@ -144,6 +144,8 @@ def parse_time(field: str, value: str) -> datetime:
         return datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
         raise FieldError(field, "is not a real date and time") from None
+    except OverflowError:  # the offset moves it past year 1 or 9999 in UTC
+        raise FieldError(field, "is out of range") from None
 
 
 def check_quantity(value: Decimal) -> Decimal:

@@ -32,7 +32,7 @@ from api.schemas import (
 from domain.adjusting import AdjustmentService
 from domain.adjustments import Adjustment
 from domain.errors import NotFoundError
-from domain.periods import period_from_key
+from domain.periods import month_from_key
 from domain.tenancy import Principal
 from domain.tenancy import Scope as KeyScope
 from projections.adjustments import AdjustmentRow
@@ -96,13 +96,8 @@ def write_csv(reports: list[ReconciliationOut], out: TextIO) -> None:
 
 
 def month_of(field: str, value: str) -> str:
-    if len(value) != 7:
-        raise FieldError(field, "must be a month as YYYY-MM")
-    try:
-        period_from_key(value)
-    except Exception:
-        raise FieldError(field, "must be a month as YYYY-MM") from None
-    return value
+    """A month of period starts (``YYYY-MM``), as reconciliation reports are kept by."""
+    return month_from_key(value, field).key
 
 
 @post("/v1/reconciliation/run", status_code=200)

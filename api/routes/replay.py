@@ -105,7 +105,11 @@ def decode(cursor: str, query: ReplayQuery) -> Key:
         )
     except (ValueError, msgspec.DecodeError):
         raise FieldError("cursor", "is not a cursor this API returned") from None
-    if kind != "r1":
+    # The key is the last period of a page, as stored: never a NUL (PostgreSQL refuses
+    # one in a query) nor longer than a customerRef; the binding does not cover it.
+    if kind != "r1" or any(
+        len(part) > 255 or "\x00" in part for part in (customer, metric, period)
+    ):
         raise FieldError("cursor", "is not a cursor this API returned")
     if bound != _binding(query):
         raise FieldError("cursor", "belongs to a replay of another range, metrics or customers")

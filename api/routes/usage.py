@@ -11,6 +11,7 @@ from litestar import Request, get
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import authorize, services
+from api.query import before, whole_number
 from api.schemas import (
     BucketOut,
     CounterOut,
@@ -22,13 +23,15 @@ from api.schemas import (
     check_text,
     parse_time,
 )
-from domain.periods import period_from_key
+from domain.periods import named_period
 from domain.tenancy import Scope
 from projections.counters import Counter, Tally, roll_up_days
 from projections.usage_events import EventFilter, UsageEventRow
 
 MAX_PAGE = 1_000
+MAX_METRIC = 64  # as ingest reads a metric name
 MAX_HISTORY = timedelta(days=93)
+DEFAULT_HISTORY = timedelta(days=30)
 
 
 def number(value: Decimal | None) -> str | None:
@@ -47,14 +50,26 @@ def encode_cursor(position: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
+    """The position a cursor from ``encode_cursor`` holds; anything it cannot have made is a 422.
+
+    Only the exact text ``encode_cursor`` writes for a position 0..2^63-1 is
+    read: no padding, sign, spaces, other digits or a number past what the
+    database stores (a larger one failed inside SQLite with a 500).
+    """
+    refused = FieldError("cursor", "is not a cursor this API returned")
+    if len(cursor) > 40:  # "p:" and 19 digits encode to 28 characters
+        raise refused
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, position = text.partition(":")
-        if kind != "p":
-            raise ValueError(kind)
-        return int(position)
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except ValueError:
-        raise FieldError("cursor", "is not a cursor this API returned") from None
+        raise refused from None
+    kind, _, digits = text.partition(":")
+    if kind != "p":
+        raise refused
+    position = whole_number("cursor", digits, refused.reason)
+    if encode_cursor(position) != cursor:
+        raise refused
+    return position
 
 
 def optional_time(field: str, value: str | None) -> datetime | None:
@@ -80,8 +95,9 @@ def list_events(
     if not 1 <= limit <= MAX_PAGE:
         raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
     where = EventFilter(
-        metric=metric,
-        customer_ref=customer_ref,
+        # A value ingest refuses matches no event; PostgreSQL would fail on a NUL in it.
+        metric=None if metric is None else check_text("metric", metric, MAX_METRIC),
+        customer_ref=None if customer_ref is None else check_text("customerRef", customer_ref, 255),
         since=optional_time("since", since),
         until=optional_time("until", until),
     )
@@ -150,8 +166,8 @@ def current_usage(
     anchor = customer.billing_cycle_anchor if customer else None
     # The customer's own cycle once mapped to Stripe, as ingest counts it.
     billing_period = (
-        period_from_key(period, anchor)
-        if period
+        named_period(period, anchor, customer_ref)
+        if period is not None
         else app.period_for(principal.tenant_id, customer_ref, app.clock())
     )
     counters = svc.stores.views.counters.counters(
@@ -178,11 +194,12 @@ def usage_history(
     """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
     principal = authorize(request, Scope.READ)
     svc = services(request)
+    check_text("customerRef", customer_ref, 255)
     if granularity not in ("hour", "day"):
         raise FieldError("granularity", "must be 'hour' or 'day'")
     definition = svc.stores.app.metric(principal.tenant_id, metric)
     end = optional_time("until", until) or svc.stores.app.clock()
-    start = optional_time("since", since) or end - timedelta(days=30)
+    start = optional_time("since", since) or before("until", end, DEFAULT_HISTORY)
     if start >= end:
         raise FieldError("since", "must be before until")
     if end - start > MAX_HISTORY:

@@ -96,7 +96,7 @@ def named_period(key: str, anchor: datetime | None, customer: str) -> BillingPer
     periods look like, never answered with an empty period of another calendar.
     """
     if anchor is None:
-        if START_KEY.fullmatch(key):
+        if _start_of(key) is not None:
             raise InvalidInputError(
                 "period",
                 f"customer {customer} is billed in calendar months (UTC); name a period"
@@ -107,7 +107,7 @@ def named_period(key: str, anchor: datetime | None, customer: str) -> BillingPer
     if start is None:
         raise InvalidInputError(
             "period",
-            f"customer {customer} is billed from its Stripe anchor {_iso(anchor)}; name a"
+            f"customer {customer} is billed from its Stripe anchor {_at(anchor)}; name a"
             f" period by its start, e.g. {_starting_in(key, anchor).key}",
         )
     period = period_of(start, anchor)
@@ -115,7 +115,7 @@ def named_period(key: str, anchor: datetime | None, customer: str) -> BillingPer
         raise InvalidInputError(
             "period",
             f"is not the start of a billing period of customer {customer}: its periods start"
-            f" each month from its Stripe anchor {_iso(anchor)}; the one holding {key}"
+            f" each month from its Stripe anchor {_at(anchor)}; the one holding {key}"
             f" starts {period.key}",
         )
     return period
@@ -145,5 +145,6 @@ def _start_of(key: str) -> datetime | None:
         raise InvalidInputError("period", f"{key} is not a real date and time") from None
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _at(anchor: datetime) -> str:
+    """The anchor as a period key shows it: to the second, four-digit year, UTC."""
+    return period_of(anchor, anchor).key

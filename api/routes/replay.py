@@ -105,8 +105,8 @@ def decode(cursor: str, query: ReplayQuery) -> Key:
         )
     except (ValueError, msgspec.DecodeError):
         raise FieldError("cursor", "is not a cursor this API returned") from None
-    # The key is the last period of a page, as stored: never a NUL (PostgreSQL refuses
-    # one in a query) nor longer than a customerRef; the binding does not cover it.
+    # The key is the last period of a page as stored, which the binding does not cover:
+    # a key the API cannot have stored (a NUL, longer than a customerRef) is no cursor.
     if kind != "r1" or any(
         len(part) > 255 or "\x00" in part for part in (customer, metric, period)
     ):

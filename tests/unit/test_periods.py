@@ -73,8 +73,7 @@ def test_a_calendar_customer_names_a_period_by_its_month_only() -> None:
         named_period("2026-03-01T00:00:00Z", None, "cus_1")
     assert (refused.value.field, refused.value.reason) == (
         "period",
-        "customer cus_1 is billed in calendar months (UTC); name a period as YYYY-MM,"
-        " e.g. 2026-03",
+        "customer cus_1 is billed in calendar months (UTC); name a period as YYYY-MM, e.g. 2026-03",
     )
 
 

@@ -160,6 +160,8 @@ def current_usage(
     """The running counters of one customer in the current (or a named) billing period."""
     principal = authorize(request, Scope.READ)
     check_text("customerRef", customer_ref, 255)
+    if metric is not None:
+        check_text("metric", metric, MAX_METRIC)
     svc = services(request)
     app = svc.stores.app
     customer = app.cached_customer(principal.tenant_id, customer_ref)

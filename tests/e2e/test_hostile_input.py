@@ -95,6 +95,13 @@ GET_CASES: list[tuple[str, int, str | None, str | None]] = [
     # /v1/usage/current
     ("/v1/usage/current", 422, "customerRef", "is required"),
     ("/v1/usage/current?customerRef=%00", 422, "customerRef", CONTROL),
+    ("/v1/usage/current?customerRef=cus_1&metric=%00", 422, "metric", CONTROL),  # 500 on PG
+    (
+        "/v1/usage/current?customerRef=cus_1&metric=" + "m" * 65,
+        422,
+        "metric",
+        "must be at most 64 characters",
+    ),
     ("/v1/usage/current?customerRef=cus_1&period=0888-10", 422, "period", MONTHS),
     ("/v1/usage/current?customerRef=cus_1&period=9999-12", 422, "period", MONTHS),
     ("/v1/usage/current?customerRef=cus_1&period=2026-13", 422, "period", BAD_MONTH),
@@ -504,6 +511,23 @@ pushes = st.builds(
     st.sampled_from(["live", "shadow", "unpushed", ""]),
     st.one_of(numbers, st.text(max_size=5)),
 )
+# What the fuzzer should try often: characters and shapes that broke a route before.
+TRICKY = [
+    "\x00",
+    "\x00cus_1",
+    "\u00b2",  # SUPERSCRIPT TWO: isdigit() but not int()
+    "live:\u00b2",
+    "\u0663",
+    "\ud7ff\ufffd\U0010ffff",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59-23:59",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "0888-10",
+    "9999-12",
+    cursor_of(f"p:{2**63}"),
+    cursor_of("p:-1"),
+]
 # A value as it goes on the wire: quoted text, or raw bytes (invalid UTF-8 included).
 values = st.one_of(
     st.one_of(
@@ -515,13 +539,19 @@ values = st.one_of(
         cursors,
         pushes,
         st.sampled_from(["", "cus_1", "api_calls", "unpushed", "2026-03", "csv", "hour"]),
+        st.sampled_from(TRICKY),
     ).map(lambda text: quote(text, safe="")),
     st.binary(max_size=40).map(lambda raw: quote_from_bytes(raw, safe="")),
 )
 
 
 def query_strings(names: list[str]) -> st.SearchStrategy[str]:
-    keys = st.one_of(st.sampled_from(names or ["x"]), st.text(max_size=12))
+    # Mostly the names the route reads, sometimes anything.
+    keys = (
+        st.one_of(st.sampled_from(names or ["x"]), st.text(max_size=12))
+        if not names
+        else (st.one_of(st.sampled_from(names), st.sampled_from(names), st.text(max_size=12)))
+    )
     pair = st.tuples(keys.map(lambda k: quote(k, safe="")), values)
     return st.lists(pair, max_size=5).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))
 
@@ -546,7 +576,7 @@ def test_arbitrary_query_strings_never_reach_a_5xx(
     map_customers(api, emulator)  # an anchored customer, so both period rules are tried
     base, names = GET_ROUTES.get(route, ("", []))
 
-    @hypothesis_settings(max_examples=60, derandomize=True, deadline=None, database=None)
+    @hypothesis_settings(max_examples=100, derandomize=True, deadline=None, database=None)
     @given(
         fuzzed=query_strings(names),
         keep_base=st.booleans(),

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from typing import Any
+
+from litestar import Request
 
 from api.schemas import FieldError
 
@@ -32,3 +35,14 @@ def before(field: str, moment: datetime, span: timedelta) -> datetime:
         return moment - span
     except OverflowError:
         raise FieldError(field, "is too early: the range would start before year 1") from None
+
+
+def given_once(request: Request[Any, Any, Any]) -> None:
+    """Refuse a query parameter given twice (``limit=1&limit=1000``): which one counts
+    would be the framework's choice, not the client's. A ``before_request`` hook of
+    the routes that read query parameters."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise FieldError(name, "must be given once")
+        seen.add(name)

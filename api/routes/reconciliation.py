@@ -17,6 +17,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adapters.reconciler import Scope
 from api.auth import authorize, authorize_async, services
+from api.query import given_once
 from api.routes.usage import decode_cursor, encode_cursor, number, when
 from api.schemas import (
     AdjustmentIn,
@@ -117,7 +118,7 @@ async def run_reconciliation(request: Request[Any, Any, Any]) -> dict[str, list[
     return {"data": [report_out(r) for r in reports]}
 
 
-@get("/v1/reconciliation/{period:str}", sync_to_thread=True)
+@get("/v1/reconciliation/{period:str}", sync_to_thread=True, before_request=given_once)
 def get_reconciliation(
     request: Request[Any, Any, Any],
     period: FromPath[str],
@@ -209,7 +210,7 @@ async def propose_adjustment(request: Request[Any, Any, Any]) -> Response[Adjust
     return Response(adjustment_out(adjustment), status_code=201 if created else 200)
 
 
-@get("/v1/adjustments", sync_to_thread=True)
+@get("/v1/adjustments", sync_to_thread=True, before_request=given_once)
 def list_adjustments(
     request: Request[Any, Any, Any],
     status: FromQuery[str | None] = None,

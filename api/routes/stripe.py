@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adapters.persistence import Stores
 from api.auth import authorize, authorize_async, services
-from api.query import whole_number
+from api.query import given_once, whole_number
 from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
 from api.schemas import (
     ClosingOut,
@@ -118,7 +118,7 @@ async def map_customer(request: Request[Any, Any, Any]) -> Response[CustomerOut]
     return Response(customer_out(customer), status_code=201 if changed else 200)
 
 
-@get("/v1/customers", sync_to_thread=True)
+@get("/v1/customers", sync_to_thread=True, before_request=given_once)
 def list_customers(
     request: Request[Any, Any, Any],
     cursor: FromQuery[str | None] = None,
@@ -147,7 +147,7 @@ def get_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -
     return customer_out(customer)
 
 
-@get("/v1/audit/invoice", sync_to_thread=True)
+@get("/v1/audit/invoice", sync_to_thread=True, before_request=given_once)
 def invoice_audit(
     request: Request[Any, Any, Any],
     customer_ref: Annotated[str, QueryParameter(name="customerRef")],

@@ -11,7 +11,7 @@ from litestar import Request, get
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import authorize, services
-from api.query import before, whole_number
+from api.query import before, given_once, whole_number
 from api.schemas import (
     BucketOut,
     CounterOut,
@@ -76,7 +76,7 @@ def optional_time(field: str, value: str | None) -> datetime | None:
     return None if value is None else parse_time(field, value)
 
 
-@get("/v1/events", sync_to_thread=True)
+@get("/v1/events", sync_to_thread=True, before_request=given_once)
 def list_events(
     request: Request[Any, Any, Any],
     metric: FromQuery[str | None] = None,
@@ -150,7 +150,7 @@ def counter_out(counter: Counter) -> CounterOut:
     )
 
 
-@get("/v1/usage/current", sync_to_thread=True)
+@get("/v1/usage/current", sync_to_thread=True, before_request=given_once)
 def current_usage(
     request: Request[Any, Any, Any],
     customer_ref: Annotated[str, QueryParameter(name="customerRef")],
@@ -184,7 +184,7 @@ def current_usage(
     )
 
 
-@get("/v1/usage/history", sync_to_thread=True)
+@get("/v1/usage/history", sync_to_thread=True, before_request=given_once)
 def usage_history(
     request: Request[Any, Any, Any],
     customer_ref: Annotated[str, QueryParameter(name="customerRef")],

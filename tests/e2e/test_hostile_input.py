@@ -4,8 +4,11 @@ Each case is what a hostile or careless client sends and the exact answer:
 status, then ``errors: [{field, reason}]`` for a bad value (422) or the
 problem's status alone (404, 403). Every case runs on SQLite and PostgreSQL:
 several of them failed in one backend only (a cursor past 2^63 in SQLite, a
-NUL in PostgreSQL). A hypothesis run then sends arbitrary query strings to
-every GET route and asserts that none answers 5xx.
+NUL in PostgreSQL). Hypothesis runs then send arbitrary query strings to
+every GET route, and arbitrary bodies to replay, reconciliation runs and
+adjustment decisions, and assert that none answers 5xx and that a refused
+request writes nothing. Run against the code before issue 9, they find the
+500s of cursors, extreme offsets and NULs; the tables pin every one.
 """
 
 from __future__ import annotations
@@ -508,14 +511,22 @@ numbers = st.one_of(
     st.integers(min_value=2**62, max_value=2**200),
     st.integers(max_value=-(2**62)),
 ).map(str)
-offsets = st.sampled_from(["Z", "+23:59", "-23:59", "+00:00", "z", ""])
-times = st.builds(
-    lambda y, mo, d, h, off: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:00:00{off}",
-    st.integers(0, 10_000),
-    st.integers(0, 13),
-    st.integers(0, 32),
-    st.integers(0, 25),
-    offsets,
+offsets = st.sampled_from(["Z", "+23:59", "-23:59", "+00:00", "-00:00", "+24:00", "z", ""])
+times = st.one_of(
+    # The edges of datetime's range, where an offset moves a time out of it.
+    st.builds(
+        lambda moment, offset: moment + offset,
+        st.sampled_from(["0001-01-01T00:00:00", "9999-12-31T23:59:59", "2026-03-10T09:00:00"]),
+        offsets,
+    ),
+    st.builds(
+        lambda y, mo, d, h, off: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:00:00{off}",
+        st.integers(0, 10_000),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 25),
+        offsets,
+    ),
 )
 months = st.builds(lambda y, m: f"{y:04d}-{m:02d}", st.integers(0, 9999), st.integers(0, 99))
 cursors = st.one_of(
@@ -561,16 +572,32 @@ values = st.one_of(
 )
 
 
-def query_strings(names: list[str]) -> st.SearchStrategy[str]:
-    # Mostly the names the route reads, sometimes anything.
-    keys = (
-        st.one_of(st.sampled_from(names or ["x"]), st.text(max_size=12))
-        if not names
-        else (st.one_of(st.sampled_from(names), st.sampled_from(names), st.text(max_size=12)))
+QUERY_VALUES: dict[str, st.SearchStrategy[str]] = {
+    "since": times,
+    "until": times,
+    "period": st.one_of(months, times.map(lambda t: t[:19] + "Z")),
+    "cursor": cursors,
+    "push": pushes,
+    "limit": numbers,
+}
+
+
+def query_strings(names: list[str]) -> st.SearchStrategy[dict[str, str]]:
+    """Mostly the names the route reads, each with values of its own kind; sometimes anything."""
+
+    def value_for(name: str) -> st.SearchStrategy[str]:
+        own = QUERY_VALUES.get(name, st.text(max_size=40)).map(lambda v: quote(v, safe=""))
+        return st.one_of(own, own, st.sampled_from(TRICKY).map(lambda v: quote(v, safe="")), values)
+
+    named = (
+        st.sampled_from(names).flatmap(lambda n: st.tuples(st.just(n), value_for(n)))
+        if names
+        else st.nothing()
     )
-    pair = st.tuples(keys.map(lambda k: quote(k, safe="")), values)
+    anything = st.tuples(st.text(max_size=12).map(lambda k: quote(k, safe="")), values)
+    pair = st.one_of(named, named, named, anything)
     # Each name once: a name given twice is refused before anything else is read.
-    return st.lists(pair, max_size=5, unique_by=lambda p: p[0]).map(dict)
+    return st.lists(pair, max_size=4, unique_by=lambda p: p[0]).map(dict)
 
 
 def refuses_politely(response: Any) -> str | None:
@@ -593,7 +620,7 @@ def test_arbitrary_query_strings_never_reach_a_5xx(
     map_customers(api, emulator)  # an anchored customer, so both period rules are tried
     base, names = GET_ROUTES.get(route, ("", []))
 
-    @hypothesis_settings(max_examples=100, derandomize=True, deadline=None, database=None)
+    @hypothesis_settings(max_examples=150, derandomize=True, deadline=None, database=None)
     @given(
         fuzzed=query_strings(names),
         keep_base=st.booleans(),
@@ -608,5 +635,93 @@ def test_arbitrary_query_strings_never_reach_a_5xx(
         response = api.call("GET", f"{path}?{query}" if query else path)
         problem = refuses_politely(response)
         assert problem is None, f"GET {path}?{query}: {problem}"
+
+    check()
+
+
+# -- arbitrary bodies on the POST routes this file covers ---------------------------
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=2**63).map(lambda n: n**3),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=20),
+        st.sampled_from(TRICKY),
+        times,
+        months,
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Each route with a body it accepts, so that one or two fuzzed fields reach past the others.
+POST_FIELDS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "/v1/replay": (SPAN, ["since", "until", "mode", "metrics", "customers", "cursor", "limit"]),
+    "/v1/reconciliation/run": ({}, ["period", "repair", "actor"]),
+    "/v1/adjustments/{}/{}": ({"reason": "r"}, ["reason", "actor"]),
+}
+
+
+# What a field's value is drawn from, beside any JSON: its own kind of value at the edges.
+FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "since": times,
+    "until": times,
+    "period": st.one_of(months, times.map(lambda t: t[:19] + "Z")),
+    "cursor": cursors,
+    "limit": st.one_of(st.integers(), st.integers(min_value=2**63)),
+}
+
+
+def bodies(base: dict[str, Any], names: list[str]) -> st.SearchStrategy[bytes]:
+    """The route's good body with fields replaced by any values, any JSON, or any bytes."""
+
+    def value_for(name: str) -> st.SearchStrategy[Any]:
+        own = FIELD_VALUES.get(name, st.text(max_size=40))
+        return st.one_of(own, own, st.sampled_from(TRICKY), json_values)
+
+    named = st.sampled_from(names).flatmap(lambda n: st.tuples(st.just(n), value_for(n)))
+    anything = st.tuples(st.text(max_size=8), json_values)
+    changes = st.lists(st.one_of(named, named, named, anything), min_size=1, max_size=3)
+    objects = changes.map(lambda change: {**base, **dict(change)})
+    as_json = st.one_of(objects, objects, objects, json_values).map(
+        lambda v: json.dumps(v).encode()
+    )
+    return st.one_of(as_json, as_json, as_json, st.binary(max_size=200))
+
+
+@pytest.mark.parametrize("route", list(POST_FIELDS))
+def test_arbitrary_bodies_never_reach_a_5xx_and_a_refusal_writes_nothing(
+    stripe_api: Api, emulator: RunningEmulator, route: str
+) -> None:
+    api = stripe_api
+    map_customers(api, emulator)
+    proposed = api.call(
+        "POST",
+        "/v1/adjustments",
+        json={"customerRef": "cus_1", "metric": "api_calls", "quantity": 1, "reason": "test"},
+    )
+    assert proposed.status_code == 201, proposed.text
+    recorder = api.client.app.state.services.stores.app.recorder
+
+    @hypothesis_settings(max_examples=200, derandomize=True, deadline=None, database=None)
+    @given(
+        body=bodies(*POST_FIELDS[route]),
+        target=st.sampled_from([proposed.json()["id"], UUID0, "x", "%00"]),
+        decision=st.sampled_from(["approve", "reject", "revert", "bogus", "%F0%9F%92%A5"]),
+    )
+    def check(body: bytes, target: str, decision: str) -> None:
+        path = route.format(target, decision)
+        head = recorder.max_notification_id()
+        response = api.call(
+            "POST", path, content=body, headers={"content-type": "application/json"}
+        )
+        problem = refuses_politely(response)
+        assert problem is None, f"POST {path} {body[:200]!r}: {problem}"
+        if response.status_code >= 400:
+            assert recorder.max_notification_id() == head, f"a refused {path} wrote events"
 
     check()

@@ -45,6 +45,8 @@ MODES = ("dry-run", "apply")
 MAX_RANGE = timedelta(days=400)
 MAX_PAGE = 1_000
 MAX_FILTER = 100
+MAX_METRIC = 64  # as ingest reads a metric name
+MAX_CUSTOMER_REF = 255  # and a customerRef
 
 
 def replayer(stores: Stores) -> CounterReplayer:
@@ -62,11 +64,11 @@ def replay_query(tenant: Tenant, body: ReplayIn) -> ReplayQuery:
         raise FieldError("until", "the range must be at most 400 days")
     if not 1 <= body.limit <= MAX_PAGE:
         raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
-    metrics = _names("metrics", body.metrics)
+    metrics = _names("metrics", body.metrics, MAX_METRIC)
     for metric in metrics:
         if metric not in tenant.metrics:
             raise FieldError("metrics", f"{metric!r} is not a declared metric")
-    customers = _names("customers", body.customers)
+    customers = _names("customers", body.customers, MAX_CUSTOMER_REF)
     query = ReplayQuery(tenant.id, since, until, metrics, customers, limit=body.limit)
     if body.cursor is not None:
         query = ReplayQuery(
@@ -75,12 +77,13 @@ def replay_query(tenant: Tenant, body: ReplayIn) -> ReplayQuery:
     return query
 
 
-def _names(field: str, values: list[str] | None) -> tuple[str, ...]:
+def _names(field: str, values: list[str] | None, longest: int) -> tuple[str, ...]:
+    """Metric names or customerRefs, each by the rule ingest reads it with."""
     if values is None:
         return ()
     if not 1 <= len(values) <= MAX_FILTER:
         raise FieldError(field, f"must list 1 to {MAX_FILTER} names (or be left out)")
-    return tuple(sorted({check_text(field, value, 256) for value in values}))
+    return tuple(sorted({check_text(field, value, longest) for value in values}))
 
 
 # -- the cursor: where the last page ended, bound to the range and filters ---------

@@ -253,11 +253,19 @@ POST_CASES: list[tuple[str, Any, int, str | None, str | None]] = [
     ("/v1/replay", {**SPAN, "customers": ["\x00"]}, 422, "customers", CONTROL),
     (
         "/v1/replay",
-        {**SPAN, "customers": ["c" * 257]},
+        {**SPAN, "customers": ["c" * 256]},
         422,
         "customers",
-        "must be at most 256 characters",
+        "must be at most 255 characters",
     ),
+    (
+        "/v1/replay",
+        {**SPAN, "metrics": ["m" * 65]},
+        422,
+        "metrics",
+        "must be at most 64 characters",
+    ),
+    ("/v1/replay", {**SPAN, "metrics": ["\x1b[2J"]}, 422, "metrics", CONTROL),
     (
         "/v1/replay",
         {**SPAN, "customers": "cus_1"},

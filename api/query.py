@@ -16,6 +16,11 @@ from litestar import Request
 
 from api.schemas import FieldError
 
+# A metric name and a customerRef as ingest reads them (api/routes/ingest.py): a
+# filter or list naming one by another rule could name what no event has.
+MAX_METRIC = 64
+MAX_CUSTOMER_REF = 255
+
 # Positions, versions and numbers we hand out fit a signed 64-bit integer
 # (PostgreSQL bigint, SQLite INTEGER); nothing past it can be one of ours.
 MAX_INT64 = 2**63 - 1

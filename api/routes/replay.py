@@ -24,6 +24,7 @@ from adapters.event_log import RecorderEventLog
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker
 from api.auth import authorize_async, services
+from api.query import MAX_CUSTOMER_REF, MAX_METRIC
 from api.routes.usage import number, tally_fields, when
 from api.schemas import (
     FieldError,
@@ -45,8 +46,6 @@ MODES = ("dry-run", "apply")
 MAX_RANGE = timedelta(days=400)
 MAX_PAGE = 1_000
 MAX_FILTER = 100
-MAX_METRIC = 64  # as ingest reads a metric name
-MAX_CUSTOMER_REF = 255  # and a customerRef
 
 
 def replayer(stores: Stores) -> CounterReplayer:

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adapters.persistence import Stores
 from api.auth import authorize, authorize_async, services
-from api.query import given_once, whole_number
+from api.query import MAX_CUSTOMER_REF, given_once, whole_number
 from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
 from api.schemas import (
     ClosingOut,
@@ -178,7 +178,7 @@ def build_audit(
 ) -> InvoiceAudit:
     """The audit of one invoice line (shared by the API and the CLI)."""
     app, views = stores.app, stores.views
-    check_text("customerRef", customer_ref, 255)
+    check_text("customerRef", customer_ref, MAX_CUSTOMER_REF)
     app.metric(tenant_id, metric)
     customer = app.customer(tenant_id, customer_ref)
     anchor = customer.billing_cycle_anchor if customer else None

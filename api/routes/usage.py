@@ -11,7 +11,7 @@ from litestar import Request, get
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import authorize, services
-from api.query import before, given_once, whole_number
+from api.query import MAX_CUSTOMER_REF, MAX_METRIC, before, given_once, whole_number
 from api.schemas import (
     BucketOut,
     CounterOut,
@@ -29,7 +29,6 @@ from projections.counters import Counter, Tally, roll_up_days
 from projections.usage_events import EventFilter, UsageEventRow
 
 MAX_PAGE = 1_000
-MAX_METRIC = 64  # as ingest reads a metric name
 MAX_HISTORY = timedelta(days=93)
 DEFAULT_HISTORY = timedelta(days=30)
 
@@ -97,7 +96,9 @@ def list_events(
     where = EventFilter(
         # A value ingest refuses matches no event; PostgreSQL would fail on a NUL in it.
         metric=None if metric is None else check_text("metric", metric, MAX_METRIC),
-        customer_ref=None if customer_ref is None else check_text("customerRef", customer_ref, 255),
+        customer_ref=None
+        if customer_ref is None
+        else check_text("customerRef", customer_ref, MAX_CUSTOMER_REF),
         since=optional_time("since", since),
         until=optional_time("until", until),
     )
@@ -159,7 +160,7 @@ def current_usage(
 ) -> CurrentUsage:
     """The running counters of one customer in the current (or a named) billing period."""
     principal = authorize(request, Scope.READ)
-    check_text("customerRef", customer_ref, 255)
+    check_text("customerRef", customer_ref, MAX_CUSTOMER_REF)
     if metric is not None:
         check_text("metric", metric, MAX_METRIC)
     svc = services(request)
@@ -196,7 +197,7 @@ def usage_history(
     """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
     principal = authorize(request, Scope.READ)
     svc = services(request)
-    check_text("customerRef", customer_ref, 255)
+    check_text("customerRef", customer_ref, MAX_CUSTOMER_REF)
     if granularity not in ("hour", "day"):
         raise FieldError("granularity", "must be 'hour' or 'day'")
     definition = svc.stores.app.metric(principal.tenant_id, metric)

@@ -34,7 +34,7 @@ from adapters.persistence import Stores
 from adapters.settings import ReconcileSettings
 from domain.ledger import StripeLedger, ledger_id_for, stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping
-from domain.periods import period_from_key, period_of
+from domain.periods import month_from_key, period_of
 from domain.pushing import (
     DEDUP_WINDOW,
     STRIPE_MAX_AGE,
@@ -128,7 +128,7 @@ class Reconciler:
     def _lines(self, scope: Scope, now: datetime) -> list[_Line]:
         reports = self.stores.views.reports
         if scope.month is not None:
-            start = period_from_key(scope.month)
+            start = month_from_key(scope.month)
             standings = reports.standings(
                 scope.tenant_id, start_from=start.start, start_before=start.end
             )

@@ -352,7 +352,11 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--tenant", required=True, help="tenant slug")
     audit.add_argument("--customer-ref", required=True)
     audit.add_argument("--metric", required=True)
-    audit.add_argument("--period", help="YYYY-MM, or an anchored period's start; default: now")
+    audit.add_argument(
+        "--period",
+        help="the period as the API names it: YYYY-MM (calendar customer) or its start"
+        " YYYY-MM-DDTHH:MM:SSZ (anchored customer); default: now",
+    )
     audit.add_argument("--push", help="<target>:<number> or 'unpushed', to page its events")
     audit.add_argument("--cursor")
     audit.set_defaults(run=cmd_audit)

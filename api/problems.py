@@ -8,6 +8,7 @@ internals (they are logged with their traceback instead).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -95,9 +96,11 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     if isinstance(error, WriterStoppedError):
         return problem(503, "Shutting down", str(error))
     if isinstance(error, ValidationException):
+        # Litestar's own checks of query and path values (a missing parameter, a limit
+        # that is no number): a bad value like any other, so 422 naming it.
         errors = _litestar_fields(error)
         if errors:
-            return problem(400, "Invalid request", errors[0]["reason"], errors)
+            return problem(422, "Invalid request", _detail(errors), errors)
         return problem(400, "Invalid request", str(error.detail))
     if isinstance(error, HTTPException):
         return problem(error.status_code, error.detail or "Error", str(error.detail))
@@ -107,12 +110,23 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     )
 
 
+MISSING = re.compile(r"Missing required [\w ]*parameter '([^']*)'")
+REASONS = {"Expected `int`, got `str`": "must be a whole number"}
+
+
 def _litestar_fields(error: ValidationException) -> list[dict[str, str]]:
+    missing = MISSING.match(str(error.detail))
+    if missing:
+        return [{"field": missing.group(1), "reason": "is required"}]
     extra = error.extra if isinstance(error.extra, list) else []
     result = []
     for item in extra:
         if isinstance(item, dict):
-            result.append(
-                {"field": str(item.get("key", "")), "reason": str(item.get("message", ""))}
-            )
+            message = str(item.get("message", ""))
+            reason = REASONS.get(message, message[:1].lower() + message[1:])
+            result.append({"field": str(item.get("key", "")), "reason": reason})
     return result
+
+
+def _detail(errors: list[dict[str, str]]) -> str:
+    return "; ".join(f"{e['field']}: {e['reason']}" for e in errors)

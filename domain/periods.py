@@ -12,6 +12,7 @@ the same interval.
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,9 +29,12 @@ class BillingPeriod:
 
     @property
     def key(self) -> str:
+        # Formatted by hand: strftime writes year 888 as "888", not "0888".
+        s = self.start
+        month = f"{s.year:04d}-{s.month:02d}"
         if self.anchored:
-            return self.start.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return self.start.strftime("%Y-%m")
+            return f"{month}-{s.day:02d}T{s.hour:02d}:{s.minute:02d}:{s.second:02d}Z"
+        return month
 
 
 def add_months(anchor: datetime, months: int) -> datetime:
@@ -56,18 +60,91 @@ def period_of(moment: datetime, anchor: datetime | None = None) -> BillingPeriod
     return BillingPeriod(add_months(anchor, months), add_months(anchor, months + 1), anchored=True)
 
 
-def period_from_key(key: str, anchor: datetime | None = None) -> BillingPeriod:
-    """Parse a period key as returned by ``BillingPeriod.key``."""
-    try:
-        if "T" in key:
-            start = datetime.strptime(key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            period = period_of(start, anchor or start)
-        else:
-            period = period_of(datetime.strptime(key, "%Y-%m").replace(tzinfo=UTC))
-    except ValueError:
+# The months anyone can name: every period StripeMeter bills starts in them. Wide
+# enough for any real invoice (Stripe Billing began in the 2010s), narrow enough
+# that a period's end, a month's key and its arithmetic stay inside datetime's
+# years 1-9999 and print as four digits.
+FIRST_YEAR = 2000
+LAST_YEAR = 2100
+MONTHS = f"{FIRST_YEAR}-01 to {LAST_YEAR}-12"
+MONTH_KEY = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)
+START_KEY = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z", re.ASCII
+)
+
+
+def month_from_key(key: str, field: str = "period") -> BillingPeriod:
+    """The calendar month ``YYYY-MM`` (UTC) that ``key`` names, inside the billed years."""
+    match = MONTH_KEY.fullmatch(key)
+    if match is None:
+        raise InvalidInputError(field, "must be a month as YYYY-MM, e.g. 2026-03")
+    year, month = int(match.group(1)), int(match.group(2))
+    if not 1 <= month <= 12:
+        raise InvalidInputError(field, "must be a month as YYYY-MM: the month is 01 to 12")
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise InvalidInputError(field, f"must be a month from {MONTHS}")
+    return period_of(datetime(year, month, 1, tzinfo=UTC))
+
+
+def named_period(key: str, anchor: datetime | None, customer: str) -> BillingPeriod:
+    """The one period of ``customer`` that ``key`` names, by the key the API reports it with.
+
+    A customer billed in calendar months names a period ``YYYY-MM``; one billed
+    from a Stripe anchor names it by its start, ``YYYY-MM-DDTHH:MM:SSZ``. A key
+    for a period this customer cannot have (a calendar month of an anchored
+    customer, a moment that starts none of its periods) is refused with what its
+    periods look like, never answered with an empty period of another calendar.
+    """
+    if anchor is None:
+        if _start_of(key) is not None:
+            raise InvalidInputError(
+                "period",
+                f"customer {customer} is billed in calendar months (UTC); name a period"
+                f" as YYYY-MM, e.g. {key[:7]}",
+            )
+        return month_from_key(key)
+    start = _start_of(key)
+    if start is None:
         raise InvalidInputError(
-            "period", "must be a month as YYYY-MM or a period start as YYYY-MM-DDTHH:MM:SSZ"
-        ) from None
+            "period",
+            f"customer {customer} is billed from its Stripe anchor {_at(anchor)}; name a"
+            f" period by its start, e.g. {_starting_in(key, anchor).key}",
+        )
+    period = period_of(start, anchor)
     if period.key != key:
-        raise InvalidInputError("period", f"{key} is not the start of a billing period")
+        raise InvalidInputError(
+            "period",
+            f"is not the start of a billing period of customer {customer}: its periods start"
+            f" each month from its Stripe anchor {_at(anchor)}; the one holding {key}"
+            f" starts {period.key}",
+        )
     return period
+
+
+def _starting_in(key: str, anchor: datetime) -> BillingPeriod:
+    """The anchored period starting in the month ``key`` names (else the anchor's own)."""
+    try:
+        month = month_from_key(key)
+    except InvalidInputError:
+        return period_of(anchor, anchor)
+    period = period_of(month.start, anchor)
+    return period if period.start >= month.start else period_of(period.end, anchor)
+
+
+def _start_of(key: str) -> datetime | None:
+    """The moment a ``YYYY-MM-DDTHH:MM:SSZ`` key names, or None when it names none."""
+    match = START_KEY.fullmatch(key)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups())
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise InvalidInputError("period", f"must start in a month from {MONTHS}")
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        raise InvalidInputError("period", f"{key} is not a real date and time") from None
+
+
+def _at(anchor: datetime) -> str:
+    """The anchor as a period key shows it: to the second, four-digit year, UTC."""
+    return period_of(anchor, anchor).key

@@ -17,6 +17,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from adapters.closing import Invoice
 from adapters.reconciler import Scope
 from api.auth import authorize, authorize_async, services
+from api.query import given_once
 from api.routes.usage import decode_cursor, encode_cursor, number, when
 from api.schemas import (
     AdjustmentIn,
@@ -34,7 +35,7 @@ from domain import fields
 from domain.adjusting import AdjustmentService
 from domain.adjustments import Adjustment
 from domain.errors import NotFoundError
-from domain.periods import period_from_key
+from domain.periods import month_from_key
 from domain.tenancy import Principal
 from domain.tenancy import Scope as KeyScope
 from projections.adjustments import AdjustmentRow
@@ -98,13 +99,8 @@ def write_csv(reports: list[ReconciliationOut], out: TextIO) -> None:
 
 
 def month_of(field: str, value: str) -> str:
-    if len(value) != 7:
-        raise FieldError(field, "must be a month as YYYY-MM")
-    try:
-        period_from_key(value)
-    except Exception:
-        raise FieldError(field, "must be a month as YYYY-MM") from None
-    return value
+    """A month of period starts (``YYYY-MM``), as reconciliation reports are kept by."""
+    return month_from_key(value, field).key
 
 
 @post("/v1/reconciliation/run", status_code=200)
@@ -124,7 +120,7 @@ async def run_reconciliation(request: Request[Any, Any, Any]) -> dict[str, list[
     return {"data": [report_out(r) for r in reports]}
 
 
-@get("/v1/reconciliation/{period:str}", sync_to_thread=True)
+@get("/v1/reconciliation/{period:str}", sync_to_thread=True, before_request=given_once)
 def get_reconciliation(
     request: Request[Any, Any, Any],
     period: FromPath[str],
@@ -216,7 +212,7 @@ async def propose_adjustment(request: Request[Any, Any, Any]) -> Response[Adjust
     return Response(adjustment_out(adjustment), status_code=201 if created else 200)
 
 
-@get("/v1/adjustments", sync_to_thread=True)
+@get("/v1/adjustments", sync_to_thread=True, before_request=given_once)
 def list_adjustments(
     request: Request[Any, Any, Any],
     status: FromQuery[str | None] = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -63,11 +64,11 @@ def replay_query(tenant: Tenant, body: ReplayIn) -> ReplayQuery:
         raise FieldError("until", "the range must be at most 400 days")
     if not 1 <= body.limit <= MAX_PAGE:
         raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
-    metrics = _names("metrics", body.metrics)
+    metrics = _names("metrics", body.metrics, fields.metric)
     for metric in metrics:
         if metric not in tenant.metrics:
             raise FieldError("metrics", f"{metric!r} is not a declared metric")
-    customers = _names("customers", body.customers)
+    customers = _names("customers", body.customers, fields.customer_ref)
     query = ReplayQuery(tenant.id, since, until, metrics, customers, limit=body.limit)
     if body.cursor is not None:
         query = ReplayQuery(
@@ -76,12 +77,14 @@ def replay_query(tenant: Tenant, body: ReplayIn) -> ReplayQuery:
     return query
 
 
-def _names(field: str, values: list[str] | None) -> tuple[str, ...]:
+def _names(
+    field: str, values: list[str] | None, check: Callable[[str, str], str]
+) -> tuple[str, ...]:
+    """Metric names or customerRefs, each by the rule ingest reads it with."""
     if values is None:
         return ()
     if not 1 <= len(values) <= MAX_FILTER:
         raise FieldError(field, f"must list 1 to {MAX_FILTER} names (or be left out)")
-    check = fields.metric if field == "metrics" else fields.customer_ref
     return tuple(sorted({check(value, field) for value in values}))
 
 
@@ -107,7 +110,11 @@ def decode(cursor: str, query: ReplayQuery) -> Key:
         )
     except (ValueError, msgspec.DecodeError):
         raise FieldError("cursor", "is not a cursor this API returned") from None
-    if kind != "r1":
+    # The key is the last period of a page as stored, which the binding does not cover:
+    # a key the API cannot have stored (a NUL, longer than a customerRef) is no cursor.
+    if kind != "r1" or any(
+        len(part) > 255 or "\x00" in part for part in (customer, metric, period)
+    ):
         raise FieldError("cursor", "is not a cursor this API returned")
     if bound != _binding(query):
         raise FieldError("cursor", "belongs to a replay of another range, metrics or customers")

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adapters.persistence import Stores
 from api.auth import authorize, authorize_async, services
+from api.query import given_once, whole_number
 from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
 from api.schemas import (
     ClosingOut,
@@ -30,7 +31,7 @@ from domain.customers import Customer
 from domain.errors import NotFoundError
 from domain.ledger import stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping, PushMode
-from domain.periods import BillingPeriod, period_from_key
+from domain.periods import BillingPeriod, named_period
 from domain.tenancy import Scope
 from domain.usage import usage_period_id
 from projections.customers import CustomerRow
@@ -151,7 +152,7 @@ async def unmap_customer(
     return customer_out(customer)
 
 
-@get("/v1/customers", sync_to_thread=True)
+@get("/v1/customers", sync_to_thread=True, before_request=given_once)
 def list_customers(
     request: Request[Any, Any, Any],
     cursor: FromQuery[str | None] = None,
@@ -160,6 +161,9 @@ def list_customers(
     principal = authorize(request, Scope.READ)
     if not 1 <= limit <= 1000:
         raise FieldError("limit", "must be between 1 and 1000")
+    # The cursor is the last customerRef of a page: never empty, longer than 255 or with a NUL.
+    if cursor is not None and (not cursor or len(cursor) > 255 or "\x00" in cursor):
+        raise FieldError("cursor", "is not a cursor this API returned")
     rows = services(request).stores.views.customers.page(principal.tenant_id, cursor, limit + 1)
     page = rows[:limit]
     return {
@@ -177,7 +181,7 @@ def get_customer(request: Request[Any, Any, Any], customer_ref: FromPath[str]) -
     return customer_out(customer)
 
 
-@get("/v1/audit/invoice", sync_to_thread=True)
+@get("/v1/audit/invoice", sync_to_thread=True, before_request=given_once)
 def invoice_audit(
     request: Request[Any, Any, Any],
     customer_ref: Annotated[str, QueryParameter(name="customerRef")],
@@ -208,12 +212,13 @@ def build_audit(
 ) -> InvoiceAudit:
     """The audit of one invoice line (shared by the API and the CLI)."""
     app, views = stores.app, stores.views
+    fields.customer_ref(customer_ref)
     app.metric(tenant_id, metric)
     customer = app.customer(tenant_id, customer_ref)
     anchor = customer.billing_cycle_anchor if customer else None
     billing_period: BillingPeriod = (
-        period_from_key(period, anchor)
-        if period
+        named_period(period, anchor, customer_ref)
+        if period is not None
         else app.period_for(tenant_id, customer_ref, app.clock())
     )
     period_id = usage_period_id(tenant_id, customer_ref, metric, billing_period.key)
@@ -301,12 +306,14 @@ def _paging(push: str | None, cursor: str | None) -> tuple[tuple[str, int] | Non
         if cursor is not None:
             raise FieldError("push", "is required with cursor: name the push to page")
         return None, 0
+    after = decode_cursor(cursor) if cursor is not None else 0
+    if push == "unpushed":
+        return ("unpushed", 0), after
     target, _, number = push.partition(":")
-    if target == "unpushed" and not number:
-        return ("unpushed", 0), decode_cursor(cursor) if cursor else 0
-    if target not in ("live", "shadow") or not number.isdigit():
-        raise FieldError("push", "must be <target>:<number> (e.g. live:3) or 'unpushed'")
-    return (target, int(number)), decode_cursor(cursor) if cursor else 0
+    reason = "must be <target>:<number> (e.g. live:3) or 'unpushed'"
+    if target not in ("live", "shadow"):
+        raise FieldError("push", reason)
+    return (target, whole_number("push", number, reason)), after
 
 
 def _cursor(events: list[Any]) -> str | None:

@@ -11,6 +11,7 @@ from litestar import Request, get
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import authorize, services
+from api.query import before, given_once, whole_number
 from api.schemas import (
     BucketOut,
     CounterOut,
@@ -19,16 +20,17 @@ from api.schemas import (
     EventPage,
     FieldError,
     UsageHistory,
-    check_text,
     parse_time,
 )
-from domain.periods import period_from_key
+from domain import fields
+from domain.periods import named_period
 from domain.tenancy import Scope
 from projections.counters import Counter, Tally, roll_up_days
 from projections.usage_events import EventFilter, UsageEventRow
 
 MAX_PAGE = 1_000
 MAX_HISTORY = timedelta(days=93)
+DEFAULT_HISTORY = timedelta(days=30)
 
 
 def number(value: Decimal | None) -> str | None:
@@ -47,21 +49,33 @@ def encode_cursor(position: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
+    """The position a cursor from ``encode_cursor`` holds; anything it cannot have made is a 422.
+
+    Only the exact text ``encode_cursor`` writes for a position 0..2^63-1 is
+    read: no padding, sign, spaces, other digits or a number past what the
+    database stores (a larger one failed inside SQLite with a 500).
+    """
+    refused = FieldError("cursor", "is not a cursor this API returned")
+    if len(cursor) > 40:  # "p:" and 19 digits encode to 28 characters
+        raise refused
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, position = text.partition(":")
-        if kind != "p":
-            raise ValueError(kind)
-        return int(position)
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except ValueError:
-        raise FieldError("cursor", "is not a cursor this API returned") from None
+        raise refused from None
+    kind, _, digits = text.partition(":")
+    if kind != "p":
+        raise refused
+    position = whole_number("cursor", digits, refused.reason)
+    if encode_cursor(position) != cursor:
+        raise refused
+    return position
 
 
 def optional_time(field: str, value: str | None) -> datetime | None:
     return None if value is None else parse_time(field, value)
 
 
-@get("/v1/events", sync_to_thread=True)
+@get("/v1/events", sync_to_thread=True, before_request=given_once)
 def list_events(
     request: Request[Any, Any, Any],
     metric: FromQuery[str | None] = None,
@@ -80,8 +94,9 @@ def list_events(
     if not 1 <= limit <= MAX_PAGE:
         raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
     where = EventFilter(
-        metric=metric,
-        customer_ref=customer_ref,
+        # A value ingest refuses matches no event; PostgreSQL would fail on a NUL in it.
+        metric=None if metric is None else fields.metric(metric),
+        customer_ref=None if customer_ref is None else fields.customer_ref(customer_ref),
         since=optional_time("since", since),
         until=optional_time("until", until),
     )
@@ -134,7 +149,7 @@ def counter_out(counter: Counter) -> CounterOut:
     )
 
 
-@get("/v1/usage/current", sync_to_thread=True)
+@get("/v1/usage/current", sync_to_thread=True, before_request=given_once)
 def current_usage(
     request: Request[Any, Any, Any],
     customer_ref: Annotated[str, QueryParameter(name="customerRef")],
@@ -143,15 +158,17 @@ def current_usage(
 ) -> CurrentUsage:
     """The running counters of one customer in the current (or a named) billing period."""
     principal = authorize(request, Scope.READ)
-    check_text("customerRef", customer_ref, 255)
+    fields.customer_ref(customer_ref)
+    if metric is not None:
+        fields.metric(metric)
     svc = services(request)
     app = svc.stores.app
     customer = app.cached_customer(principal.tenant_id, customer_ref)
     anchor = customer.billing_cycle_anchor if customer else None
     # The customer's own cycle once mapped to Stripe, as ingest counts it.
     billing_period = (
-        period_from_key(period, anchor)
-        if period
+        named_period(period, anchor, customer_ref)
+        if period is not None
         else app.period_for(principal.tenant_id, customer_ref, app.clock())
     )
     counters = svc.stores.views.counters.counters(
@@ -166,7 +183,7 @@ def current_usage(
     )
 
 
-@get("/v1/usage/history", sync_to_thread=True)
+@get("/v1/usage/history", sync_to_thread=True, before_request=given_once)
 def usage_history(
     request: Request[Any, Any, Any],
     customer_ref: Annotated[str, QueryParameter(name="customerRef")],
@@ -178,11 +195,12 @@ def usage_history(
     """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
     principal = authorize(request, Scope.READ)
     svc = services(request)
+    fields.customer_ref(customer_ref)
     if granularity not in ("hour", "day"):
         raise FieldError("granularity", "must be 'hour' or 'day'")
     definition = svc.stores.app.metric(principal.tenant_id, metric)
     end = optional_time("until", until) or svc.stores.app.clock()
-    start = optional_time("since", since) or end - timedelta(days=30)
+    start = optional_time("since", since) or before("until", end, DEFAULT_HISTORY)
     if start >= end:
         raise FieldError("since", "must be before until")
     if end - start > MAX_HISTORY:

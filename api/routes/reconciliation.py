@@ -281,7 +281,7 @@ def read_webhook(payload: str) -> tuple[str, Invoice | None]:
     make Stripe send it again).
     """
     try:
-        event = msgspec.json.decode(payload, type=WebhookEvent)
+        event = decode_json(payload.encode(), WebhookEvent)
     except msgspec.ValidationError as error:
         raise validation_field(error) from None
     if not event.type.startswith("invoice."):

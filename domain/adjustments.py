@@ -44,6 +44,17 @@ def adjustment_id_for(tenant_id: UUID, key: str) -> UUID:
     return uuid5(NAMESPACE, f"adjustment:{tenant_id}:{key}")
 
 
+def late_adjustment_id(tenant_id: UUID, key: str, derived: bool) -> UUID:
+    """The adjustment that corrects one late usage event, named by the event's key.
+
+    Keys a client chose and keys derived from a request header or the content
+    are separate namespaces (``domain.idempotency``), so the same text in both
+    is two events with two adjustments. A derived key's adjustment is named
+    apart; a client key's keeps the name it always had.
+    """
+    return adjustment_id_for(tenant_id, ("late-derived:" if derived else "late:") + key)
+
+
 class Adjustment(Aggregate):
     class Proposed(Aggregate.Created):
         tenant_id: UUID

@@ -20,7 +20,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
-from domain.adjustments import Adjustment, LatePolicy, adjustment_id_for
+from domain.adjustments import Adjustment, LatePolicy, late_adjustment_id
 from domain.customers import Customer, customer_id_for
 from domain.errors import (
     ConflictError,
@@ -542,7 +542,7 @@ class MeteringApp(Application[UUID]):
             return Lateness.PAST_WINDOW
         policy = LatePolicy(self.cached_tenant(item.tenant_id).late_policy)
         adjustment = Adjustment.propose(
-            adjustment_id_for(item.tenant_id, "late:" + item.idempotency_key),
+            late_adjustment_id(item.tenant_id, item.idempotency_key, item.derived_key),
             item.tenant_id,
             item.customer_ref,
             item.metric,

@@ -95,6 +95,30 @@ def test_retries_of_events_acknowledged_before_the_upgrade_stay_duplicates(
         stores.close()
 
 
+def test_late_events_under_the_same_text_in_both_namespaces_are_two_corrections(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """An explicit ``r#0`` and the header-derived ``r#0`` are two events: both late, each
+    is carried by an adjustment of its own (one shared id would refuse the second)."""
+    stores = open_stores(settings, clock)
+    try:
+        app = stores.app
+        tenant = app.register_tenant("acme", "Acme").id
+        app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
+        past_window = clock.now.replace(month=2, day=20)  # February closed on March 3
+        explicit = submission(tenant, 2, past_window, key="r#0")
+        by_header = derived(submission(tenant, 5, past_window), request_key("r", 0))
+        results = app.record_usage([explicit, by_header])
+        assert outcomes(results) == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+        assert [r.late.value if r.late else None for r in results] == ["carried", "carried"]
+        march = app.usage_period(tenant, "cus_1", "api_calls", "2026-03")
+        assert (march.total, march.corrections) == (Decimal(7), 2)
+        retried = app.record_usage([explicit, by_header])
+        assert outcomes(retried) == [Outcome.DUPLICATE, Outcome.DUPLICATE]
+    finally:
+        stores.close()
+
+
 def test_the_migration_skips_aliases_already_written(settings: Settings, clock: FakeClock) -> None:
     old = MeteringApp(env=event_store_env(settings), clock=clock)
     tenant = old.register_tenant("acme", "Acme").id

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from domain.adjusting import AdjustmentService
-from domain.adjustments import AdjustmentStatus, adjustment_id_for
+from domain.adjustments import AdjustmentStatus, late_adjustment_id
 from domain.application import MeteringApp
 from domain.errors import ConflictError, MetricConflictError, NotFoundError, UnauthenticatedError
 from domain.ingest import Lateness, Outcome
@@ -136,7 +136,9 @@ def test_event_past_the_window_is_carried_into_the_open_period_by_default(
     # Counted once, as a correction, in April (the open period).
     april = app.usage_period(tenant, "cus_1", "api_calls", "2026-04")
     assert (april.total, april.event_count, april.corrections) == (Decimal(3), 1, 1)
-    adjustment = app.repository.get(adjustment_id_for(tenant, "late:" + result.idempotency_key))
+    adjustment = app.repository.get(
+        late_adjustment_id(tenant, result.idempotency_key, derived=True)
+    )
     assert (adjustment.status, adjustment.applied_to) == (AdjustmentStatus.APPLIED, "2026-04")
     # Its key is still claimed: sending it again is a duplicate, not a second correction.
     [again] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
@@ -152,7 +154,7 @@ def test_with_the_hold_policy_a_late_event_waits_for_approval(
     clock.now = clock.now.replace(month=4, day=5)
     [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
     assert result.late is Lateness.HELD
-    adjustment_id = adjustment_id_for(tenant, "late:" + result.idempotency_key)
+    adjustment_id = late_adjustment_id(tenant, result.idempotency_key, derived=True)
     assert app.repository.get(adjustment_id).status is AdjustmentStatus.PENDING
     with pytest.raises(NotFoundError):
         app.usage_period(tenant, "cus_1", "api_calls", "2026-04")  # nothing counted yet

@@ -234,3 +234,59 @@ def test_while_the_writer_is_down_nothing_is_acknowledged_and_a_retry_counts_onc
     assert [r["status"] for r in response.json()["results"]] == ["accepted"]
     again = httpx.post(f"{base}/v1/events/ingest", json=body, headers=headers)
     assert [r["status"] for r in again.json()["results"]] == ["duplicate"]
+
+
+def test_the_hostile_events_of_issue_9_through_the_writer_process(
+    server: tuple[str, dict[str, str]],
+) -> None:
+    """The production shape (API process + writer process): each bad event is its own
+    error with its field, the good events beside them are accepted, nothing is a 500."""
+    base, env = server
+    key = str(cli(env, "keys", "create", "--tenant", "acme", "--scopes", "ingest,read")["key"])
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def good(n: int) -> str:
+        return json.dumps(
+            {
+                "metric": "api_calls",
+                "customerRef": "cus_1",
+                "quantity": 1,
+                "ts": now,
+                "idempotencyKey": f"good-{n}",
+            }
+        )
+
+    def bad(field: str, value: str) -> str:
+        fields = {"metric": '"api_calls"', "customerRef": '"cus_1"', "quantity": "1"}
+        fields["ts"] = json.dumps(now)
+        fields[field] = value
+        return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+
+    hostile = [
+        (bad("quantity", '"1e999999999"'), "quantity"),
+        (bad("quantity", "1e999999999"), "quantity"),
+        (bad("quantity", '"1e-999999999"'), "quantity"),
+        (bad("quantity", '"5_000"'), "quantity"),
+        (bad("quantity", '" 5 "'), "quantity"),
+        (bad("quantity", json.dumps("١٢")), "quantity"),
+        (bad("ts", '"0001-01-01T00:00:00+23:59"'), "ts"),
+        (bad("ts", '"9999-12-31T23:59:59-23:59"'), "ts"),
+        (bad("ts", '"1970-01-01T00:00:00Z"'), "ts"),
+        (bad("meta", '{"a":' * 1000 + "1" + "}" * 1000), "meta"),
+        (bad("customerRef", json.dumps("cus\u0085x")), "customerRef"),
+        (bad("customerRef", json.dumps("cus\u202ex")), "customerRef"),
+        (bad("customerRef", '"cus_1","quantity":1000'), "quantity"),  # a repeated key
+    ]
+    items = [good(0)] + [text for text, _ in hostile] + [good(1)]
+    response = httpx.post(
+        f"{base}/v1/events/ingest",
+        content=('{"events":[' + ",".join(items) + "]}").encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results[0]["status"] == results[-1]["status"] == "accepted"
+    got = [(r["status"], r.get("field")) for r in results[1:-1]]
+    assert got == [("error", field) for _, field in hostile]
+    assert all(r["reason"] for r in results[1:-1])

@@ -18,7 +18,7 @@ from projections.counters import CountersProjection
 from projections.customers import CustomersProjection
 from projections.ledger import LedgerProjection
 from projections.reconciliation import ReconciliationReports
-from projections.runner import ProjectionRunner
+from projections.runner import BatchProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
 from projections.usage_events import UsageEventsProjection
 from projections.usage_periods import UsagePeriodDirectory
@@ -69,7 +69,7 @@ class Views:
     customers: CustomersProjection
     adjustments: AdjustmentsProjection
     reports: ReconciliationReports
-    runner: ProjectionRunner
+    runner: BatchProjectionRunner
 
     def close(self) -> None:
         self.store.close()
@@ -80,7 +80,7 @@ class Views:
 VIEWS_SCHEMA = 3
 
 
-def _replace_outdated_views(store: ViewStore, runner: ProjectionRunner) -> None:
+def _replace_outdated_views(store: ViewStore, runner: BatchProjectionRunner) -> None:
     existing = _has_table(store, "sm_tracking")
     with store.transaction() as tx:
         tx.execute("CREATE TABLE IF NOT EXISTS sm_views_schema (version BIGINT NOT NULL)")
@@ -118,7 +118,7 @@ def build_views(app: MeteringApp, store: ViewStore) -> Views:
     ledger = LedgerProjection(store)
     customers = CustomersProjection(store)
     adjustments = AdjustmentsProjection(store)
-    runner = ProjectionRunner(
+    runner = BatchProjectionRunner(
         app.recorder,
         app.mapper,
         store,

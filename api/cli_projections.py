@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from adapters.persistence import build_views, open_stores
 from adapters.settings import Settings
-from projections.base import Projection
+from projections.base import BatchProjection
 from projections.rebuild import (
     Progress,
     Rebuild,
@@ -79,7 +79,7 @@ def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int
     stores = open_stores(settings)
     bar = ProgressBar(sys.stderr)
 
-    def build(store: ViewStore) -> list[Projection]:
+    def build(store: ViewStore) -> list[BatchProjection]:
         return build_views(stores.app, store).runner.projections
 
     try:

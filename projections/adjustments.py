@@ -9,15 +9,11 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from domain.adjustments import Adjustment
-from projections.base import Positioned, Projection
-from projections.store import Tx
+from eventsourcing.dispatch import singledispatchmethod
 
-STATUS_OF = {
-    Adjustment.Approved: "applied",
-    Adjustment.Rejected: "rejected",
-    Adjustment.Reverted: "reverted",
-}
+from domain.adjustments import Adjustment
+from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
+from projections.store import Tx
 
 
 @dataclass(frozen=True)
@@ -48,15 +44,9 @@ COLUMNS = (
 )
 
 
-class AdjustmentsProjection(Projection):
+class AdjustmentsProjection(BatchProjection):
     name = "adjustments"
     tables = ("sm_adjustments",)
-    handles = (
-        Adjustment.Proposed,
-        Adjustment.Approved,
-        Adjustment.Rejected,
-        Adjustment.Reverted,
-    )
 
     def schema(self) -> list[str]:
         return [
@@ -72,44 +62,77 @@ class AdjustmentsProjection(Projection):
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
-        s = self.store
+        apply = self.apply  # bound once per batch: dispatching is then a dict lookup
         for position, event in events:
-            adjustment = str(event.originator_id)
-            if isinstance(event, Adjustment.Proposed):
-                tx.execute(
-                    "INSERT INTO sm_adjustments (tenant_id, " + COLUMNS + ") VALUES"
-                    " (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?,"
-                    " NULL, NULL, NULL, NULL, NULL, ?)",
-                    (
-                        str(event.tenant_id),
-                        adjustment,
-                        event.customer_ref,
-                        event.metric,
-                        s.encode_decimal(event.quantity),
-                        event.events,
-                        event.source_period,
-                        event.source_key,
-                        event.actor,
-                        event.reason,
-                        s.encode_time(event.proposed_at),
-                        position,
-                    ),
-                )
-                continue
-            tx.execute(
-                "UPDATE sm_adjustments SET status = ?, decided_by = ?, decision_reason = ?,"
-                " decided_at = ?, applied_to = COALESCE(?, applied_to), reverted_in = ?"
-                " WHERE adjustment_id = ?",
-                (
-                    STATUS_OF[type(event)],
-                    event.actor,
-                    event.reason,
-                    s.encode_time(event.timestamp),
-                    getattr(event, "applied_to", None),
-                    getattr(event, "reverted_in", None),
-                    adjustment,
-                ),
-            )
+            apply(event, tx, position)
+
+    @singledispatchmethod
+    def apply(self, event: object, tx: Tx, position: int) -> None:
+        raise UnhandledEventError(self.name, event)
+
+    @apply.register(Adjustment.Proposed)
+    def _proposed(self, event: Adjustment.Proposed, tx: Tx, position: int) -> None:
+        s = self.store
+        tx.execute(
+            "INSERT INTO sm_adjustments (tenant_id, " + COLUMNS + ") VALUES"
+            " (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?,"
+            " NULL, NULL, NULL, NULL, NULL, ?)",
+            (
+                str(event.tenant_id),
+                str(event.originator_id),
+                event.customer_ref,
+                event.metric,
+                s.encode_decimal(event.quantity),
+                event.events,
+                event.source_period,
+                event.source_key,
+                event.actor,
+                event.reason,
+                s.encode_time(event.proposed_at),
+                position,
+            ),
+        )
+
+    @apply.register(Adjustment.Approved)
+    def _approved(self, event: Adjustment.Approved, tx: Tx, position: int) -> None:
+        self._decided(tx, event, "applied", applied_to=event.applied_to)
+
+    @apply.register(Adjustment.Rejected)
+    def _rejected(self, event: Adjustment.Rejected, tx: Tx, position: int) -> None:
+        self._decided(tx, event, "rejected")
+
+    @apply.register(Adjustment.Reverted)
+    def _reverted(self, event: Adjustment.Reverted, tx: Tx, position: int) -> None:
+        self._decided(tx, event, "reverted", reverted_in=event.reverted_in)
+
+    handles = handled_by(apply)
+
+    def _decided(
+        self,
+        tx: Tx,
+        event: Adjustment.Approved | Adjustment.Rejected | Adjustment.Reverted,
+        status: str,
+        applied_to: str | None = None,
+        reverted_in: str | None = None,
+    ) -> None:
+        """The decision on a proposal (or its later revert), with who made it and why.
+
+        A revert keeps the period the adjustment was applied to: both are shown.
+        """
+        tx.execute(
+            "UPDATE sm_adjustments SET status = ?, decided_by = ?, decision_reason = ?,"
+            " decided_at = ?, applied_to = COALESCE(?, applied_to), reverted_in = ?"
+            " WHERE adjustment_id = ?",
+            (
+                status,
+                event.actor,
+                event.reason,
+                self.store.encode_time(event.timestamp),
+                applied_to,
+                reverted_in,
+                str(event.originator_id),
+            ),
+        )
 
     def pending_count(self) -> int:
         """Adjustments of every tenant waiting for a decision."""

@@ -1,4 +1,21 @@
-"""What every projection is: a named view, its tables, one handler per event type."""
+"""What every projection is: a named view, its tables, one handler per event type.
+
+Why these are not eventsourcing's own ``Projection`` and ``ProjectionRunner``
+(``eventsourcing.projection``): the library's projection takes one event at a
+time, each written with its own tracking record through a tracking recorder
+of its own. Ours take a *batch* of events in one transaction and write it
+set-wise (one ``executemany`` per table), and several views share one store,
+one transaction and one tracking table (projections/runner.py): that is what
+lets a rebuild pass tens of thousands of events per second where one
+transaction per event tops out near a thousand (docs/benchmarks.md). Hence
+the names ``BatchProjection`` and ``BatchProjectionRunner``.
+
+Handlers follow the library's idiom all the same: one method per event type,
+registered on a ``singledispatchmethod`` (a function for a pure fold), whose
+base case raises ``UnhandledEventError``; the event types a projection reads
+from the log (``handles``) are the ones it registered a handler for, so the
+two lists cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +29,29 @@ Positioned = tuple[int, Any]
 """A domain event with its position (notification id) in the event log."""
 
 
-class Projection(ABC):
+class UnhandledEventError(TypeError):
+    """A projection was given an event type it has no handler for.
+
+    Never guessed at: treating it as some other event would write a wrong
+    view without a trace. The batch's transaction rolls back, and the runner
+    retries it (and shows the error in /health/ready) until the code knows it.
+    """
+
+    def __init__(self, view: str, event: object) -> None:
+        super().__init__(f"the {view} view has no handler for {type(event).__qualname__}")
+
+
+def handled_by(handler: Any) -> tuple[type[Any], ...]:
+    """The event types ``handler`` (a singledispatch function or method) has a handler for."""
+    registry = getattr(handler, "dispatcher", handler).registry
+    return tuple(cls for cls in registry if cls is not object)
+
+
+class BatchProjection(ABC):
     name: str
     tables: tuple[str, ...]
     handles: tuple[type[Any], ...]
+    """The event types it reads (``handled_by`` its handlers): the runner reads only these."""
 
     def __init__(self, store: ViewStore) -> None:
         self.store = store

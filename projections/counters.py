@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from functools import singledispatch
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from domain.meters import Aggregation
 from domain.usage import EXACT, UsagePeriod, aggregate_value
-from projections.base import Positioned, Projection
+from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx, ViewStore
 from projections.usage_periods import PeriodInfo, UsagePeriodDirectory
 
@@ -103,34 +104,59 @@ def fold_counters(events: Sequence[Positioned]) -> Folded:
     """Tally events the counters projection handles, given with their log positions.
 
     Pure: the projection merges the result into its stored rows, a replay
-    (projections/replay.py) compares it with them. A usage event counts in the
-    hour it occurred; a correction in the hour it was applied (its timestamp).
+    (projections/replay.py) compares it with them.
     """
     folded = Folded()
     for position, event in events:
-        period_tally = folded.periods.setdefault(event.originator_id, Tally())
-        version = event.originator_version
-        if isinstance(event, UsagePeriod.UsageRecorded):
-            period_tally.add(event.quantity, event.occurred_at, position, version)
-            moment = event.occurred_at
-            change = Tally()
-            change.add(event.quantity, event.occurred_at, position, version)
-        elif isinstance(event, UsagePeriod.CorrectionApplied):
-            # Counted when it was applied: its hour is the one it landed in.
-            change = Tally(
-                event_count=event.events,
-                total=event.quantity,
-                last_position=position,
-                version=version,
-            )
-            period_tally.merge(change)
-            moment = event.timestamp
-        else:
-            late = int(isinstance(event, UsagePeriod.LateUsageRecorded))
-            period_tally.merge(Tally(late_events=late, last_position=position, version=version))
-            continue
-        folded.hours.setdefault((event.originator_id, hour_of(moment)), Tally()).merge(change)
+        tally, moment = contribution(event, position)
+        folded.periods.setdefault(event.originator_id, Tally()).merge(tally)
+        if moment is not None:
+            folded.hours.setdefault((event.originator_id, hour_of(moment)), Tally()).merge(tally)
     return folded
+
+
+class Contribution(NamedTuple):
+    tally: Tally  # what the event adds to its period's counter
+    counted_at: datetime | None  # the moment whose hour bucket it adds to; None: no bucket
+
+
+@singledispatch
+def contribution(event: object, position: int) -> Contribution:
+    """What one event (at ``position`` in the log) adds to the counters."""
+    raise UnhandledEventError("counters", event)
+
+
+@contribution.register(UsagePeriod.UsageRecorded)
+def _usage(event: UsagePeriod.UsageRecorded, position: int) -> Contribution:
+    tally = Tally()
+    tally.add(event.quantity, event.occurred_at, position, event.originator_version)
+    return Contribution(tally, event.occurred_at)  # counted in the hour it occurred
+
+
+@contribution.register(UsagePeriod.CorrectionApplied)
+def _correction(event: UsagePeriod.CorrectionApplied, position: int) -> Contribution:
+    tally = Tally(
+        event_count=event.events,
+        total=event.quantity,
+        last_position=position,
+        version=event.originator_version,
+    )
+    return Contribution(tally, event.timestamp)  # counted in the hour it was applied
+
+
+@contribution.register(UsagePeriod.LateUsageRecorded)
+def _late(event: UsagePeriod.LateUsageRecorded, position: int) -> Contribution:
+    # Kept, not counted: only the period's count of late events moves.
+    tally = Tally(late_events=1, last_position=position, version=event.originator_version)
+    return Contribution(tally, None)
+
+
+@contribution.register(UsagePeriod.ClosingScheduled)
+@contribution.register(UsagePeriod.PeriodClosed)
+@contribution.register(UsagePeriod.ParityRecorded)
+def _version_only(event: Any, position: int) -> Contribution:
+    # No usage, but they move the period's version, which pushes compare with.
+    return Contribution(Tally(last_position=position, version=event.originator_version), None)
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -158,18 +184,10 @@ HOUR_UPSERT = (
 )
 
 
-class CountersProjection(Projection):
+class CountersProjection(BatchProjection):
     name = "counters"
     tables = ("sm_counters", "sm_counter_hours")
-    handles = (
-        UsagePeriod.UsageRecorded,
-        UsagePeriod.LateUsageRecorded,
-        UsagePeriod.CorrectionApplied,
-        # No usage, but they move the period's version, which pushes compare with.
-        UsagePeriod.ClosingScheduled,
-        UsagePeriod.PeriodClosed,
-        UsagePeriod.ParityRecorded,
-    )
+    handles = handled_by(contribution)
 
     def __init__(self, store: ViewStore, directory: UsagePeriodDirectory) -> None:
         super().__init__(store)

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from eventsourcing.dispatch import singledispatchmethod
+
 from domain.customers import Customer
-from projections.base import Positioned, Projection
+from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx
 
 COLUMNS = (
@@ -25,12 +27,11 @@ class CustomerRow:
     shadow_stripe_customer_id: str | None
 
 
-class CustomersProjection(Projection):
+class CustomersProjection(BatchProjection):
     name = "customers"
     # Unmapped customers wait in a table of their own (same columns): the listed
     # table keeps its shape, so an existing deployment needs no view migration.
     tables = ("sm_customers", "sm_customers_unmapped")
-    handles = (Customer.Mapped, Customer.Remapped, Customer.Unmapped)
 
     def schema(self) -> list[str]:
         return [
@@ -47,48 +48,58 @@ class CustomersProjection(Projection):
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        apply = self.apply  # bound once per batch: dispatching is then a dict lookup
         for _, event in events:
-            if isinstance(event, Customer.Unmapped):
-                # An unmapped customer is not listed and not billed through Stripe: its
-                # row waits aside, so that a later Remapped brings it back with its anchor.
-                customer_id = str(event.originator_id)
-                tx.execute(
-                    f"INSERT INTO sm_customers_unmapped ({COLUMNS}) SELECT {COLUMNS}"
-                    " FROM sm_customers WHERE customer_id = ?",
-                    (customer_id,),
-                )
-                tx.execute("DELETE FROM sm_customers WHERE customer_id = ?", (customer_id,))
-            elif isinstance(event, Customer.Mapped):
-                tx.execute(
-                    "INSERT INTO sm_customers VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        str(event.originator_id),
-                        str(event.tenant_id),
-                        event.customer_ref,
-                        event.stripe_customer_id,
-                        self.store.encode_time(event.billing_cycle_anchor),
-                        event.shadow_stripe_customer_id,
-                    ),
-                )
-            elif isinstance(event, Customer.Remapped):
-                customer_id = str(event.originator_id)
-                ids = (event.stripe_customer_id, event.shadow_stripe_customer_id, customer_id)
-                tx.execute(
-                    "UPDATE sm_customers SET stripe_customer_id = ?, shadow_stripe_customer_id = ?"
-                    " WHERE customer_id = ?",
-                    ids,
-                )
-                tx.execute(
-                    f"INSERT INTO sm_customers ({COLUMNS}) SELECT customer_id, tenant_id,"
-                    " customer_ref, ?, billing_cycle_anchor, ? FROM sm_customers_unmapped"
-                    " WHERE customer_id = ?",
-                    ids,
-                )
-                tx.execute(
-                    "DELETE FROM sm_customers_unmapped WHERE customer_id = ?", (customer_id,)
-                )
-            else:
-                raise TypeError(f"the customers view has no handler for {type(event).__name__}")
+            apply(event, tx)
+
+    @singledispatchmethod
+    def apply(self, event: object, tx: Tx) -> None:
+        raise UnhandledEventError(self.name, event)
+
+    @apply.register(Customer.Mapped)
+    def _mapped(self, event: Customer.Mapped, tx: Tx) -> None:
+        tx.execute(
+            "INSERT INTO sm_customers VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                str(event.originator_id),
+                str(event.tenant_id),
+                event.customer_ref,
+                event.stripe_customer_id,
+                self.store.encode_time(event.billing_cycle_anchor),
+                event.shadow_stripe_customer_id,
+            ),
+        )
+
+    @apply.register(Customer.Remapped)
+    def _remapped(self, event: Customer.Remapped, tx: Tx) -> None:
+        customer_id = str(event.originator_id)
+        ids = (event.stripe_customer_id, event.shadow_stripe_customer_id, customer_id)
+        tx.execute(
+            "UPDATE sm_customers SET stripe_customer_id = ?, shadow_stripe_customer_id = ?"
+            " WHERE customer_id = ?",
+            ids,
+        )
+        tx.execute(
+            f"INSERT INTO sm_customers ({COLUMNS}) SELECT customer_id, tenant_id,"
+            " customer_ref, ?, billing_cycle_anchor, ? FROM sm_customers_unmapped"
+            " WHERE customer_id = ?",
+            ids,
+        )
+        tx.execute("DELETE FROM sm_customers_unmapped WHERE customer_id = ?", (customer_id,))
+
+    @apply.register(Customer.Unmapped)
+    def _unmapped(self, event: Customer.Unmapped, tx: Tx) -> None:
+        # An unmapped customer is not listed and not billed through Stripe: its
+        # row waits aside, so that a later Remapped brings it back with its anchor.
+        customer_id = str(event.originator_id)
+        tx.execute(
+            f"INSERT INTO sm_customers_unmapped ({COLUMNS}) SELECT {COLUMNS}"
+            " FROM sm_customers WHERE customer_id = ?",
+            (customer_id,),
+        )
+        tx.execute("DELETE FROM sm_customers WHERE customer_id = ?", (customer_id,))
+
+    handles = handled_by(apply)
 
     def page(self, tenant_id: UUID, after: str | None, limit: int) -> list[CustomerRow]:
         sql = (

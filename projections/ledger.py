@@ -14,12 +14,14 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.dispatch import singledispatchmethod
+
 from domain.ledger import StripeLedger, stripe_expected
 from domain.mappings import PUSH_MODE
 from domain.meters import Aggregation
 from domain.pushing import whole_units
 from domain.usage import aggregate_value
-from projections.base import Positioned, Projection
+from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx, ViewStore
 
 
@@ -125,16 +127,9 @@ LEDGER_COLUMNS = (
 )
 
 
-class LedgerProjection(Projection):
+class LedgerProjection(BatchProjection):
     name = "ledger"
     tables = ("sm_ledgers", "sm_pushes", "sm_ledger_repairs")
-    handles = (
-        StripeLedger.Opened,
-        StripeLedger.PushIntended,
-        StripeLedger.PushConfirmed,
-        StripeLedger.PushAbandoned,
-        StripeLedger.DriftRecorded,
-    )
 
     def schema(self) -> list[str]:
         return [
@@ -162,24 +157,30 @@ class LedgerProjection(Projection):
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
+        apply = self.apply  # bound once per batch: dispatching is then a dict lookup
         for _, event in events:
-            ledger = str(event.originator_id)
-            if isinstance(event, StripeLedger.Opened):
-                tx.execute(
-                    f"INSERT INTO sm_ledgers (tenant_id, {LEDGER_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, 0, NULL, 0, NULL, NULL, 0, 0)",
-                    (str(event.tenant_id), ledger, str(event.usage_period_id), event.target),
-                )
-            elif isinstance(event, StripeLedger.PushIntended):
-                self._intended(tx, ledger, event)
-            elif isinstance(event, StripeLedger.PushConfirmed):
-                self._confirmed(tx, ledger, event)
-            elif isinstance(event, StripeLedger.DriftRecorded):
-                self._drift(tx, ledger, event)
-            else:
-                self._abandoned(tx, ledger, event)
+            apply(event, tx)
 
-    def _intended(self, tx: Tx, ledger: str, event: Any) -> None:
+    @singledispatchmethod
+    def apply(self, event: object, tx: Tx) -> None:
+        raise UnhandledEventError(self.name, event)
+
+    @apply.register(StripeLedger.Opened)
+    def _opened(self, event: StripeLedger.Opened, tx: Tx) -> None:
+        tx.execute(
+            f"INSERT INTO sm_ledgers (tenant_id, {LEDGER_COLUMNS})"
+            " VALUES (?, ?, ?, ?, 0, NULL, 0, NULL, NULL, 0, 0)",
+            (
+                str(event.tenant_id),
+                str(event.originator_id),
+                str(event.usage_period_id),
+                event.target,
+            ),
+        )
+
+    @apply.register(StripeLedger.PushIntended)
+    def _intended(self, event: StripeLedger.PushIntended, tx: Tx) -> None:
+        ledger = str(event.originator_id)
         period, target = tx.execute(
             "SELECT usage_period_id, target FROM sm_ledgers WHERE ledger_id = ?", (ledger,)
         )[0]
@@ -206,7 +207,9 @@ class LedgerProjection(Projection):
             "UPDATE sm_ledgers SET pending_number = ? WHERE ledger_id = ?", (event.number, ledger)
         )
 
-    def _confirmed(self, tx: Tx, ledger: str, event: Any) -> None:
+    @apply.register(StripeLedger.PushConfirmed)
+    def _confirmed(self, event: StripeLedger.PushConfirmed, tx: Tx) -> None:
+        ledger = str(event.originator_id)
         value, mode, covers_to = tx.execute(
             "SELECT value, mode, covers_to FROM sm_pushes WHERE ledger_id = ? AND number = ?",
             (ledger, event.number),
@@ -228,7 +231,9 @@ class LedgerProjection(Projection):
             (value if mode == "delta" else 0, value, covers_to, ledger),
         )
 
-    def _drift(self, tx: Tx, ledger: str, event: Any) -> None:
+    @apply.register(StripeLedger.DriftRecorded)
+    def _drift(self, event: StripeLedger.DriftRecorded, tx: Tx) -> None:
+        ledger = str(event.originator_id)
         period, target = tx.execute(
             "SELECT usage_period_id, target FROM sm_ledgers WHERE ledger_id = ?", (ledger,)
         )[0]
@@ -258,7 +263,9 @@ class LedgerProjection(Projection):
             ),
         )
 
-    def _abandoned(self, tx: Tx, ledger: str, event: Any) -> None:
+    @apply.register(StripeLedger.PushAbandoned)
+    def _abandoned(self, event: StripeLedger.PushAbandoned, tx: Tx) -> None:
+        ledger = str(event.originator_id)
         (covers_to,) = tx.execute(
             "SELECT covers_to FROM sm_pushes WHERE ledger_id = ? AND number = ?",
             (ledger, event.number),
@@ -277,6 +284,8 @@ class LedgerProjection(Projection):
                 ledger,
             ),
         )
+
+    handles = handled_by(apply)
 
     # -- queries ----------------------------------------------------------
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
-from projections.base import Projection
-from projections.runner import ProjectionRunner, TrackingConflictError
+from projections.base import BatchProjection
+from projections.runner import BatchProjectionRunner, TrackingConflictError
 from projections.store import SHADOW, Tx, ViewStore
 
 # Columns that record when a row was written, not what the log says: two
@@ -98,7 +98,7 @@ class RebuildReport:
         return sum(t.differences for t in self.tables)
 
 
-def choose(projections: Sequence[Projection], names: Sequence[str]) -> list[Projection]:
+def choose(projections: Sequence[BatchProjection], names: Sequence[str]) -> list[BatchProjection]:
     """The projections named (all when none is), in the views' own order."""
     known = [p.name for p in projections]
     unknown = sorted(set(names) - set(known))
@@ -110,8 +110,8 @@ def choose(projections: Sequence[Projection], names: Sequence[str]) -> list[Proj
 
 
 def with_dependencies(
-    projections: Sequence[Projection], chosen: Sequence[Projection]
-) -> list[Projection]:
+    projections: Sequence[BatchProjection], chosen: Sequence[BatchProjection]
+) -> list[BatchProjection]:
     """``chosen`` plus every projection they read (held as attributes), in the views' order.
 
     The counters and the usage events look periods up in the directory inside
@@ -122,7 +122,7 @@ def with_dependencies(
     pending = list(chosen)
     while pending:
         for used in vars(pending.pop()).values():
-            if isinstance(used, Projection) and used.name not in wanted:
+            if isinstance(used, BatchProjection) and used.name not in wanted:
                 wanted.add(used.name)
                 pending.append(used)
     return [p for p in projections if p.name in wanted]
@@ -134,8 +134,8 @@ class Rebuild:
         recorder: ApplicationRecorder,
         mapper: Mapper,  # type: ignore[type-arg]
         live: ViewStore,
-        projections: Sequence[Projection],
-        build: Callable[[ViewStore], Sequence[Projection]],
+        projections: Sequence[BatchProjection],
+        build: Callable[[ViewStore], Sequence[BatchProjection]],
         names: Sequence[str] = (),
         batch_size: int = 50_000,
         progress: Callable[[Progress], None] | None = None,
@@ -177,7 +177,7 @@ class Rebuild:
         names = [p.name for p in self.chosen]
         built = {p.name: p for p in self.build(shadow)}
         needed = with_dependencies(list(built.values()), [built[name] for name in names])
-        runner = ProjectionRunner(
+        runner = BatchProjectionRunner(
             self.recorder, self.mapper, shadow, needed, batch_size=self.batch_size
         )
         start = runner.positions()
@@ -231,7 +231,10 @@ class Rebuild:
     # -- following the log into the shadow -------------------------------------
 
     def _follow(
-        self, runner: ProjectionRunner, until: Mapping[str, int], max_batches: int | None = None
+        self,
+        runner: BatchProjectionRunner,
+        until: Mapping[str, int],
+        max_batches: int | None = None,
     ) -> bool:
         """Run the shadow up to ``until``; False when ``max_batches`` stopped it first."""
         started = time.monotonic()
@@ -254,7 +257,7 @@ class Rebuild:
             return _tracking(tx, "sm_tracking", names)
 
     @staticmethod
-    def _bounds(needed: Sequence[Projection], chosen: Mapping[str, int]) -> dict[str, int]:
+    def _bounds(needed: Sequence[BatchProjection], chosen: Mapping[str, int]) -> dict[str, int]:
         """Each chosen projection's bound; the ones they read go as far as the furthest."""
         furthest = max(chosen.values(), default=0)
         return {p.name: chosen.get(p.name, furthest) for p in needed}
@@ -263,9 +266,9 @@ class Rebuild:
 
     def _compare(
         self,
-        runner: ProjectionRunner,
+        runner: BatchProjectionRunner,
         shadow: ViewStore,
-        needed: Sequence[Projection],
+        needed: Sequence[BatchProjection],
     ) -> tuple[dict[str, int], list[TableDiff]]:
         """Compare at one log position: the shadow follows the live views until they agree."""
         names = [p.name for p in self.chosen]
@@ -315,7 +318,7 @@ class Rebuild:
 
     def _catch_up_live(self, names: Sequence[str]) -> int:
         live = {p.name: p for p in self.projections}
-        runner = ProjectionRunner(
+        runner = BatchProjectionRunner(
             self.recorder,
             self.mapper,
             self.live,

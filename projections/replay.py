@@ -49,7 +49,13 @@ from uuid import UUID
 from domain.meters import Aggregation
 from domain.usage import UsagePeriod
 from projections.base import Positioned
-from projections.counters import CountersProjection, Tally, fold_counters, hour_of
+from projections.counters import (
+    CountersProjection,
+    Tally,
+    contribution,
+    fold_counters,
+    hour_of,
+)
 from projections.store import SqliteViewStore, Tx
 from projections.usage_periods import PeriodInfo
 
@@ -282,13 +288,13 @@ class CounterReplayer:
 
     @staticmethod
     def _event_hours(periods: Iterable[PeriodInfo], loaded: Loaded) -> set[datetime]:
+        """The hour buckets the periods' own events count in."""
         hours = set()
         for period in periods:
-            for _, event in loaded.reads[(period.aggregate_id, False)]:
-                if isinstance(event, UsagePeriod.UsageRecorded):
-                    hours.add(hour_of(event.occurred_at))
-                elif isinstance(event, UsagePeriod.CorrectionApplied):
-                    hours.add(hour_of(event.timestamp))
+            for position, event in loaded.reads[(period.aggregate_id, False)]:
+                moment = contribution(event, position).counted_at
+                if moment is not None:
+                    hours.add(hour_of(moment))
         return hours
 
     def _lock_position(self, tx: Tx, *, write: bool) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
-from projections.base import Projection
+from projections.base import BatchProjection
 from projections.store import Tx, ViewStore
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,16 @@ class Lag:
         return max((self.head - p for p in self.positions.values()), default=0)
 
 
-class ProjectionRunner:
+class BatchProjectionRunner:
+    """Keeps several batch projections over one store up to date (see projections/base.py
+    for why this is not eventsourcing's ``ProjectionRunner``)."""
+
     def __init__(
         self,
         recorder: ApplicationRecorder,
         mapper: Mapper,  # type: ignore[type-arg]
         store: ViewStore,
-        projections: Sequence[Projection],
+        projections: Sequence[BatchProjection],
         batch_size: int = 2_000,
         poll_interval: float = 0.05,
     ) -> None:

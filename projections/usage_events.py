@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
+from eventsourcing.dispatch import singledispatchmethod
+
 from domain.usage import UsagePeriod
-from projections.base import Positioned, Projection
+from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx, ViewStore
 from projections.usage_periods import UsagePeriodDirectory
 
@@ -40,6 +42,16 @@ class EventFilter:
     until: datetime | None = None
 
 
+class Listing(NamedTuple):
+    """How one event is listed: the columns that depend on its type."""
+
+    status: str
+    key: str
+    occurred_at: datetime
+    meta: str
+    note: str | None
+
+
 COLUMNS = (
     ("position", "int8"),
     ("tenant_id", "text"),
@@ -58,14 +70,9 @@ COLUMNS = (
 )
 
 
-class UsageEventsProjection(Projection):
+class UsageEventsProjection(BatchProjection):
     name = "usage_events"
     tables = ("sm_usage_events",)
-    handles = (
-        UsagePeriod.UsageRecorded,
-        UsagePeriod.LateUsageRecorded,
-        UsagePeriod.CorrectionApplied,
-    )
 
     def __init__(self, store: ViewStore, directory: UsagePeriodDirectory) -> None:
         super().__init__(store)
@@ -87,20 +94,11 @@ class UsageEventsProjection(Projection):
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
         s = self.store
+        listing = self.listing  # bound once per batch: dispatching is then a dict lookup
         rows = []
         for position, event in events:
+            listed = listing(event)
             info = self.directory.lookup(tx, event.originator_id)
-            if isinstance(event, UsagePeriod.CorrectionApplied):
-                status = "correction"
-                key = f"adjustment:{event.adjustment_id}"
-                occurred_at = event.timestamp
-                meta = json.dumps({"sourcePeriod": event.source_period, "events": event.events})
-            else:
-                late = isinstance(event, UsagePeriod.LateUsageRecorded)
-                status = "late" if late else "counted"
-                key = event.idempotency_key
-                occurred_at = event.occurred_at
-                meta = event.meta
             rows.append(
                 (
                     position,
@@ -111,15 +109,36 @@ class UsageEventsProjection(Projection):
                     info.metric,
                     info.period,
                     s.encode_decimal(event.quantity),
-                    s.encode_time(occurred_at),
+                    s.encode_time(listed.occurred_at),
                     s.encode_time(event.timestamp),
-                    key,
-                    meta,
-                    status,
-                    getattr(event, "reason", None),
+                    listed.key,
+                    listed.meta,
+                    listed.status,
+                    listed.note,
                 )
             )
         tx.insert_many("sm_usage_events", COLUMNS, rows)
+
+    @singledispatchmethod
+    def listing(self, event: object) -> Listing:
+        raise UnhandledEventError(self.name, event)
+
+    @listing.register(UsagePeriod.UsageRecorded)
+    def _recorded(self, event: UsagePeriod.UsageRecorded) -> Listing:
+        return Listing("counted", event.idempotency_key, event.occurred_at, event.meta, None)
+
+    @listing.register(UsagePeriod.LateUsageRecorded)
+    def _late(self, event: UsagePeriod.LateUsageRecorded) -> Listing:
+        return Listing("late", event.idempotency_key, event.occurred_at, event.meta, event.reason)
+
+    @listing.register(UsagePeriod.CorrectionApplied)
+    def _correction(self, event: UsagePeriod.CorrectionApplied) -> Listing:
+        # Listed when it was applied, under a key of its own that names the adjustment.
+        meta = json.dumps({"sourcePeriod": event.source_period, "events": event.events})
+        key = f"adjustment:{event.adjustment_id}"
+        return Listing("correction", key, event.timestamp, meta, event.reason)
+
+    handles = handled_by(listing)
 
     def covered(
         self, usage_period_id: UUID, first: int, last: int, after: int, limit: int

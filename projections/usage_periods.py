@@ -12,9 +12,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.dispatch import singledispatchmethod
+
 from domain.meters import Aggregation
 from domain.usage import UsagePeriod
-from projections.base import Positioned, Projection
+from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx, ViewStore
 
 
@@ -30,15 +32,9 @@ class PeriodInfo:
     aggregation: Aggregation
 
 
-class UsagePeriodDirectory(Projection):
+class UsagePeriodDirectory(BatchProjection):
     name = "usage_periods"
     tables = ("sm_usage_periods",)
-    handles = (
-        UsagePeriod.Opened,
-        UsagePeriod.ClosingScheduled,
-        UsagePeriod.PeriodClosed,
-        UsagePeriod.ParityRecorded,
-    )
 
     def __init__(self, store: ViewStore) -> None:
         super().__init__(store)
@@ -57,35 +53,85 @@ class UsagePeriodDirectory(Projection):
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
-        rows: list[tuple[Any, ...]] = []
+        """Insert the batch's new periods set-wise; an update first flushes the ones before it."""
+        opened: list[tuple[Any, ...]] = []
+        apply = self.apply  # bound once per batch: dispatching is then a dict lookup
         for _, event in events:
-            if not isinstance(event, UsagePeriod.Opened):
-                self._closing(tx, rows, event)
-                continue
-            info = PeriodInfo(
-                aggregate_id=event.originator_id,
-                tenant_id=event.tenant_id,
-                customer_ref=event.customer_ref,
-                metric=event.metric,
-                period=event.period,
-                period_start=event.period_start,
-                period_end=event.period_end,
-                aggregation=Aggregation(event.aggregation),
+            apply(event, tx, opened)
+        self._insert(tx, opened)
+
+    @singledispatchmethod
+    def apply(self, event: object, tx: Tx, opened: list[tuple[Any, ...]]) -> None:
+        raise UnhandledEventError(self.name, event)
+
+    @apply.register(UsagePeriod.Opened)
+    def _opened(self, event: UsagePeriod.Opened, tx: Tx, opened: list[tuple[Any, ...]]) -> None:
+        info = PeriodInfo(
+            aggregate_id=event.originator_id,
+            tenant_id=event.tenant_id,
+            customer_ref=event.customer_ref,
+            metric=event.metric,
+            period=event.period,
+            period_start=event.period_start,
+            period_end=event.period_end,
+            aggregation=Aggregation(event.aggregation),
+        )
+        self._cache[info.aggregate_id] = info
+        opened.append(
+            (
+                str(info.aggregate_id),
+                str(info.tenant_id),
+                info.customer_ref,
+                info.metric,
+                info.period,
+                self.store.encode_time(info.period_start),
+                self.store.encode_time(info.period_end),
+                info.aggregation.value,
             )
-            self._cache[info.aggregate_id] = info
-            rows.append(
-                (
-                    str(info.aggregate_id),
-                    str(info.tenant_id),
-                    info.customer_ref,
-                    info.metric,
-                    info.period,
-                    self.store.encode_time(info.period_start),
-                    self.store.encode_time(info.period_end),
-                    info.aggregation.value,
-                )
-            )
-        self._insert(tx, rows)
+        )
+
+    @apply.register(UsagePeriod.ClosingScheduled)
+    def _closing_scheduled(
+        self, event: UsagePeriod.ClosingScheduled, tx: Tx, opened: list[tuple[Any, ...]]
+    ) -> None:
+        self._insert(tx, opened)  # the period's row must exist before it is updated
+        tx.execute(
+            "UPDATE sm_usage_periods SET invoice_id = ?, finalizes_at = ? WHERE aggregate_id = ?",
+            (
+                event.invoice_id,
+                self.store.encode_time(event.finalizes_at),
+                str(event.originator_id),
+            ),
+        )
+
+    @apply.register(UsagePeriod.PeriodClosed)
+    def _closed(
+        self, event: UsagePeriod.PeriodClosed, tx: Tx, opened: list[tuple[Any, ...]]
+    ) -> None:
+        self._insert(tx, opened)
+        tx.execute(
+            "UPDATE sm_usage_periods SET closed_at = ? WHERE aggregate_id = ?",
+            (self.store.encode_time(event.timestamp), str(event.originator_id)),
+        )
+
+    @apply.register(UsagePeriod.ParityRecorded)
+    def _parity(
+        self, event: UsagePeriod.ParityRecorded, tx: Tx, opened: list[tuple[Any, ...]]
+    ) -> None:
+        self._insert(tx, opened)
+        tx.execute(
+            "UPDATE sm_usage_periods SET verdict = ?, final_local = ?, final_stripe = ?,"
+            " invoice_quantity = ? WHERE aggregate_id = ?",
+            (
+                event.verdict,
+                event.local_units,
+                event.stripe_total,
+                event.invoice_quantity,
+                str(event.originator_id),
+            ),
+        )
+
+    handles = handled_by(apply)
 
     def _insert(self, tx: Tx, rows: list[tuple[Any, ...]]) -> None:
         if rows:
@@ -96,34 +142,6 @@ class UsagePeriodDirectory(Projection):
                 rows,
             )
             rows.clear()
-
-    def _closing(self, tx: Tx, rows: list[tuple[Any, ...]], event: object) -> None:
-        self._insert(tx, rows)  # the period's row must exist before it is updated
-        s = self.store
-        period = str(event.originator_id)  # type: ignore[attr-defined]
-        if isinstance(event, UsagePeriod.ClosingScheduled):
-            tx.execute(
-                "UPDATE sm_usage_periods SET invoice_id = ?, finalizes_at = ?"
-                " WHERE aggregate_id = ?",
-                (event.invoice_id, s.encode_time(event.finalizes_at), period),
-            )
-        elif isinstance(event, UsagePeriod.PeriodClosed):
-            tx.execute(
-                "UPDATE sm_usage_periods SET closed_at = ? WHERE aggregate_id = ?",
-                (s.encode_time(event.timestamp), period),
-            )
-        elif isinstance(event, UsagePeriod.ParityRecorded):
-            tx.execute(
-                "UPDATE sm_usage_periods SET verdict = ?, final_local = ?, final_stripe = ?,"
-                " invoice_quantity = ? WHERE aggregate_id = ?",
-                (
-                    event.verdict,
-                    event.local_units,
-                    event.stripe_total,
-                    event.invoice_quantity,
-                    period,
-                ),
-            )
 
     def lookup(self, tx: Tx, aggregate_id: UUID) -> PeriodInfo:
         info = self._cache.get(aggregate_id)

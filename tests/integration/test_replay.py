@@ -25,7 +25,7 @@ from domain.meters import Aggregation, MetricDefinition
 from domain.usage import usage_period_id
 from projections.base import Positioned
 from projections.counters import TALLY_COLUMNS
-from projections.replay import CounterReplayer, ReplayPage, ReplayQuery
+from projections.replay import CounterReplayer, ReplayPage, ReplayQuery, topic_of
 from tests.conftest import FakeClock
 from tests.helpers import submission
 
@@ -307,7 +307,13 @@ class LaggingLog(RecorderEventLog):
 
     def events(self, aggregate_ids: Any, topics: Any = ()) -> list[Positioned]:
         if self.calls == 1:
-            return [p for p in self.stale if p[1].originator_id in set(aggregate_ids)]
+            # As the real log does: only these aggregates' events, only of ``topics``.
+            return [
+                p
+                for p in self.stale
+                if p[1].originator_id in set(aggregate_ids)
+                and (not topics or topic_of(type(p[1])) in topics)
+            ]
         return super().events(aggregate_ids, topics)
 
 

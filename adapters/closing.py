@@ -34,6 +34,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
+from adapters.reconciliation_reports import PeriodStanding
 from domain.adjusting import AdjustmentService
 from domain.application import PeriodLoader
 from domain.errors import InvalidInputError
@@ -48,7 +49,6 @@ from domain.pushing import (
 )
 from domain.stripe_port import StripeError, StripeGateway, StripeRejectedError
 from domain.usage import UsagePeriod, usage_period_id
-from projections.reconciliation import PeriodStanding
 
 log = logging.getLogger(__name__)
 

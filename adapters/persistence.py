@@ -10,6 +10,7 @@ from datetime import datetime
 
 import psycopg
 
+from adapters.reconciliation_reports import ReconciliationReports
 from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
 from domain.key_namespaces import split_key_namespaces
@@ -17,7 +18,6 @@ from projections.adjustments import AdjustmentsProjection
 from projections.counters import CountersProjection
 from projections.customers import CustomersProjection
 from projections.ledger import LedgerProjection
-from projections.reconciliation import ReconciliationReports
 from projections.runner import BatchProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
 from projections.usage_events import UsageEventsProjection

@@ -31,6 +31,7 @@ from eventsourcing.persistence import IntegrityError
 from adapters.closing import PeriodCloser
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
+from adapters.reconciliation_reports import PeriodStanding, Report, ReportLine
 from adapters.settings import ReconcileSettings
 from domain.ledger import StripeLedger, ledger_id_for, stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping
@@ -46,7 +47,6 @@ from domain.pushing import (
 from domain.reconciliation import Cause, Standing, Status, Tolerance, classify
 from domain.stripe_port import StripeError, StripeGateway
 from domain.usage import UsagePeriod
-from projections.reconciliation import PeriodStanding, Report, ReportLine
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adapters.closing import Invoice
 from adapters.reconciler import Scope
+from adapters.reconciliation_reports import Report
 from api.auth import authorize, authorize_async, services
 from api.query import given_once
 from api.routes.usage import decode_cursor, encode_cursor, number, when
@@ -39,7 +40,6 @@ from domain.periods import month_from_key
 from domain.tenancy import Principal
 from domain.tenancy import Scope as KeyScope
 from projections.adjustments import AdjustmentRow
-from projections.reconciliation import Report
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import pytest
 
 from adapters.metrics import Metrics
 from adapters.reconciler import Reconciler, Scope
+from adapters.reconciliation_reports import Report, ReportLine
 from domain.ledger import StripeLedger
 from domain.meters import Aggregation
 from domain.reconciliation import Tolerance
-from projections.reconciliation import Report, ReportLine
 from stripe_emulator.testing import RunningEmulator
 from tests.integration.world import Crash, CrashingGateway, World
 

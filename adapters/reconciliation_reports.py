@@ -1,9 +1,10 @@
-"""Reconciliation: the standing of each period (from the views) and the reports of runs.
+"""Reconciliation reports: the standing of each period (from the views) and the runs' reports.
 
 ``standings`` joins what a run needs per usage period: its counter, its live
 ledger, its pending push and its closing state. Reports are *observations*
-of Stripe, not facts derived from the event log, so they are stored here
-beside the views but are not a projection: a rebuild leaves them alone.
+of Stripe, not facts derived from the event log, so they are stored in the
+views' database but are not a projection (and live here, beside the
+reconciler that writes them, not in projections/): a rebuild leaves them alone.
 Each run writes one report per month (of period start) it covered, with one
 line per customer × metric × period; reading a month returns its latest run
 only — nothing is ever summed across runs. Older runs are pruned.

@@ -16,7 +16,8 @@ import shutil
 import subprocess
 import sys
 
-from benchmarks.harness import TOPOLOGIES, emit, log, machine, service
+from benchmarks.report import emit, log, machine
+from benchmarks.service import TOPOLOGIES, service
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,17 +18,10 @@ import argparse
 import sys
 from typing import Any
 
-from benchmarks.harness import (
-    TOPOLOGIES,
-    LagSampler,
-    commit_stats,
-    emit,
-    log,
-    machine,
-    outcomes,
-    run_wrk,
-    service,
-)
+from benchmarks.load import run_wrk
+from benchmarks.probes import LagSampler, commit_stats, outcomes
+from benchmarks.report import emit, log, machine
+from benchmarks.service import TOPOLOGIES, service
 
 MODES = {
     "single": {"connections": 100, "duration": 30, "batch": 1},

@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import METRIC, TOPOLOGIES, Service, emit, log, machine, service
+from benchmarks.report import emit, log, machine
+from benchmarks.service import METRIC, TOPOLOGIES, Service, service
 
 
 def previous_period(now: datetime) -> tuple[str, str]:

@@ -29,7 +29,9 @@ from decimal import Decimal
 
 import httpx
 
-from benchmarks.harness import BIN, ROOT, emit, free_port, fresh_database, log, machine
+from benchmarks.databases import fresh_database
+from benchmarks.processes import BIN, ROOT, free_port
+from benchmarks.report import emit, log, machine
 
 API_KEY = "sk_test_bench"
 

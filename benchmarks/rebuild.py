@@ -35,7 +35,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import BIN, ROOT, emit, fresh_database, log, machine
+from benchmarks.databases import fresh_database
+from benchmarks.processes import BIN, ROOT
+from benchmarks.report import emit, log, machine
 
 METRICS = [("api_calls", "sum"), ("storage_gb", "max"), ("requests", "count")]
 

@@ -54,16 +54,9 @@ from uuid import UUID
 import httpx
 
 from adapters.stripe_gateway import SdkStripeGateway
-from benchmarks.harness import (
-    BIN,
-    cpu_by_command,
-    cpu_seconds,
-    emit,
-    log,
-    machine,
-    process_cpu,
-)
+from benchmarks.processes import BIN, cpu_by_command, cpu_seconds, process_cpu
 from benchmarks.push import API_KEY, _emulator_counts, emulator_and_database
+from benchmarks.report import emit, log, machine
 from domain.stripe_port import MeterEventRequest
 
 METRIC = "api_calls"

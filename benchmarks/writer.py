@@ -20,7 +20,8 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from benchmarks.harness import emit, fresh_database, log, machine
+from benchmarks.databases import fresh_database
+from benchmarks.report import emit, log, machine
 
 
 def main(argv: list[str] | None = None) -> int:

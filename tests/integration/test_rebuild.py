@@ -29,13 +29,9 @@ from domain.meters import Aggregation, MetricDefinition
 from domain.pushing import PushService, Target
 from domain.tenancy import tenant_id_for
 from domain.usage import usage_period_id
-from projections.rebuild import (
-    WRITE_TIME_COLUMNS,
-    Rebuild,
-    RebuildError,
-    UnknownProjectionError,
-)
+from projections.rebuild import Rebuild, RebuildError, UnknownProjectionError
 from projections.runner import TrackingConflictError
+from projections.shadow_diff import WRITE_TIME_COLUMNS
 from projections.store import StoreBusyError, ViewStore
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
 from tests.conftest import FakeClock

@@ -22,18 +22,14 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 
-from benchmarks.databases import fresh_database
+from benchmarks.emulator import API_KEY, emulator_and_database, emulator_counts
 from benchmarks.processes import BIN, ROOT, free_port
 from benchmarks.report import emit, log, machine
-
-API_KEY = "sk_test_bench"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,44 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         result = _run(args, url)
     emit(result)
     return 0 if result["passed"] else 1
-
-
-@contextmanager
-def emulator_and_database(backend: str, *emulator_args: str) -> Iterator[tuple[str, int]]:
-    """An emulator in its own process and a fresh database for the product's settings.
-
-    Yields the emulator's URL and process id; both are gone afterwards.
-    """
-    port = free_port()
-    emulator = subprocess.Popen(
-        [
-            *(str(BIN / "python"), "-m", "stripe_emulator", "--port", str(port)),
-            *("--log-level", "warning", *emulator_args),
-        ],
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(url)
-        with fresh_database(backend) as db_env:
-            for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
-                del os.environ[name]
-            os.environ.update(db_env)
-            yield url, emulator.pid
-    finally:
-        emulator.terminate()
-        emulator.wait(timeout=30)
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/_emulator", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit("the emulator did not start")
 
 
 def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
@@ -122,7 +80,7 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
                 time.sleep(0.2)
             stripe_ids[f"c{n}"] = response.json()["id"]
             app.map_customer(tenant, f"c{n}", stripe_ids[f"c{n}"], None)
-    events_before, limited_before = _emulator_counts(url)
+    events_before, limited_before = emulator_counts(url)
 
     metrics_port = free_port()
     worker_env = {
@@ -189,7 +147,7 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
         for worker in workers:
             worker.wait(timeout=60)
 
-    events_after, limited_after = _emulator_counts(url)
+    events_after, limited_after = emulator_counts(url)
     calls = events_after - events_before
     confirmed = _gauge(scrape, "stripemeter_pushes_total", "confirmed")
     log("checking every customer's Stripe total against its counter")
@@ -231,12 +189,6 @@ def _gauge(scrape: str, name: str, outcome: str | None = None) -> float:
         if outcome is not None and line.startswith(name + "{") and f'outcome="{outcome}"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def _emulator_counts(url: str) -> tuple[int, int]:
-    """Meter events Stripe stored, and requests it refused with 429 (any endpoint)."""
-    state = httpx.get(f"{url}/_emulator", timeout=30).json()
-    return int(state["counts"]["meter_events"]), int(state["rate_limited"])
 
 
 def _total(gateway: object, meter_id: str, stripe_id: str, start: datetime, end: datetime) -> int:

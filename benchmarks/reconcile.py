@@ -54,8 +54,8 @@ from uuid import UUID
 import httpx
 
 from adapters.stripe_gateway import SdkStripeGateway
+from benchmarks.emulator import API_KEY, emulator_and_database, emulator_counts
 from benchmarks.processes import BIN, cpu_by_command, cpu_seconds, process_cpu
-from benchmarks.push import API_KEY, _emulator_counts, emulator_and_database
 from benchmarks.report import emit, log, machine
 from domain.stripe_port import MeterEventRequest
 
@@ -409,7 +409,7 @@ def _timed(
 
     log(f"run {name!r}: threads {threads}, repair {repair}")
     gateway.reset()
-    events_before, limited_before = _emulator_counts(url)
+    events_before, limited_before = emulator_counts(url)
     emulator_cpu = cpu_seconds(emulator_pid)
     procs_before = process_cpu()
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -419,7 +419,7 @@ def _timed(
     own_after = resource.getrusage(resource.RUSAGE_SELF)
     procs_after = process_cpu()
     emulator_cpu = cpu_seconds(emulator_pid) - emulator_cpu
-    events_after, limited_after = _emulator_counts(url)
+    events_after, limited_after = emulator_counts(url)
 
     lines = [line for report in reports for line in report.lines]
     calls = sorted(gateway.summaries)

@@ -1,0 +1,65 @@
+"""The Stripe emulator as a process of its own, beside a fresh database, for the Stripe benchmarks.
+
+``benchmarks.push`` and ``benchmarks.reconcile`` talk to it over HTTP as the
+service does to Stripe, at its rate limit; its ``/_emulator`` endpoint tells
+what it stored and what it refused.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from benchmarks.databases import fresh_database
+from benchmarks.processes import BIN, ROOT, free_port
+
+API_KEY = "sk_test_bench"
+
+
+@contextmanager
+def emulator_and_database(backend: str, *emulator_args: str) -> Iterator[tuple[str, int]]:
+    """An emulator in its own process and a fresh database for the product's settings.
+
+    Yields the emulator's URL and process id; both are gone afterwards.
+    """
+    port = free_port()
+    emulator = subprocess.Popen(
+        [
+            *(str(BIN / "python"), "-m", "stripe_emulator", "--port", str(port)),
+            *("--log-level", "warning", *emulator_args),
+        ],
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_started(url)
+        with fresh_database(backend) as db_env:
+            for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
+                del os.environ[name]
+            os.environ.update(db_env)
+            yield url, emulator.pid
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+
+
+def _wait_started(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/_emulator", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit("the emulator did not start")
+
+
+def emulator_counts(url: str) -> tuple[int, int]:
+    """Meter events Stripe stored, and requests it refused with 429 (any endpoint)."""
+    state = httpx.get(f"{url}/_emulator", timeout=30).json()
+    return int(state["counts"]["meter_events"]), int(state["rate_limited"])

@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.meters import Aggregation
-from domain.usage import aggregate_value
+from projections.counters import stored_value
 from projections.store import ViewStore
 
 RUNS_KEPT = 20
@@ -189,7 +189,6 @@ class ReconciliationReports:
         result = []
         for r in rows:
             aggregation = Aggregation(r[7])
-            total = s.decode_decimal(r[8])
             start, end = s.decode_time(r[5]), s.decode_time(r[6])
             assert start is not None and end is not None
             result.append(
@@ -202,13 +201,7 @@ class ReconciliationReports:
                     period_start=start,
                     period_end=end,
                     aggregation=aggregation,
-                    value=aggregate_value(
-                        aggregation,
-                        total if total is not None else Decimal(0),
-                        int(r[9]),
-                        s.decode_decimal(r[10]),
-                        s.decode_decimal(r[11]),
-                    ),
+                    value=stored_value(s, aggregation, r[8], r[9], r[10], r[11]),
                     stripe_customer_id=r[12],
                     confirmed_total=int(r[13] or 0),
                     confirmed_value=None if r[14] is None else int(r[14]),

@@ -1,7 +1,7 @@
 """Running counters per tenant × customer × metric × period, and per hour.
 
 A batch of events is folded in memory first (``fold_counters``, into
-``Tally``s), then merged into the stored rows, one read and one write per
+``Tally``s: projections/tally.py), then merged into the stored rows, one read and one write per
 touched row: the cost of a batch follows the number of counters it touches,
 not the number of events. A replay (projections/replay.py) folds a period's
 whole log with the same function and writes through the same row methods.
@@ -13,57 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import singledispatch
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 from domain.meters import Aggregation
-from domain.usage import EXACT, UsagePeriod, aggregate_value
-from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
+from domain.usage import aggregate_value
+from projections.base import BatchProjection, Positioned, handled_by
 from projections.store import Tx, ViewStore
+from projections.tally import Tally, contribution, fold_counters
 from projections.usage_periods import PeriodInfo, UsagePeriodDirectory
-
-
-@dataclass
-class Tally:
-    """Totals of some usage events of one counter; tallies merge in log order."""
-
-    event_count: int = 0
-    total: Decimal = Decimal(0)
-    maximum: Decimal | None = None
-    last_value: Decimal | None = None
-    last_at: datetime | None = None
-    watermark: datetime | None = None
-    late_events: int = 0
-    last_position: int = 0
-    version: int = 0  # the period's version after the last event folded in
-
-    def add(self, quantity: Decimal, occurred_at: datetime, position: int, version: int) -> None:
-        self.merge(
-            Tally(1, quantity, quantity, quantity, occurred_at, occurred_at, 0, position, version)
-        )
-
-    def merge(self, later: Tally) -> None:
-        """Fold in a tally of events that come after this one's in the log."""
-        self.event_count += later.event_count
-        self.total = EXACT.add(self.total, later.total)
-        if later.maximum is not None and (self.maximum is None or later.maximum > self.maximum):
-            self.maximum = later.maximum
-        if later.last_at is not None and (self.last_at is None or later.last_at >= self.last_at):
-            self.last_at = later.last_at
-            self.last_value = later.last_value
-        if later.watermark is not None and (
-            self.watermark is None or later.watermark > self.watermark
-        ):
-            self.watermark = later.watermark
-        self.late_events += later.late_events
-        self.last_position = max(self.last_position, later.last_position)
-        self.version = max(self.version, later.version)
-
-    def value(self, aggregation: Aggregation) -> Decimal:
-        return aggregate_value(
-            aggregation, self.total, self.event_count, self.maximum, self.last_value
-        )
 
 
 @dataclass(frozen=True)
@@ -90,77 +48,6 @@ TALLY_COLUMNS = (
     "event_count, total, maximum, last_value, last_at, watermark, late_events, last_position,"
     " version"
 )
-
-
-@dataclass
-class Folded:
-    """A run of events tallied per period and per (period, UTC hour), in log order."""
-
-    periods: dict[UUID, Tally] = field(default_factory=dict)
-    hours: dict[tuple[UUID, datetime], Tally] = field(default_factory=dict)
-
-
-def fold_counters(events: Sequence[Positioned]) -> Folded:
-    """Tally events the counters projection handles, given with their log positions.
-
-    Pure: the projection merges the result into its stored rows, a replay
-    (projections/replay.py) compares it with them.
-    """
-    folded = Folded()
-    for position, event in events:
-        tally, moment = contribution(event, position)
-        folded.periods.setdefault(event.originator_id, Tally()).merge(tally)
-        if moment is not None:
-            folded.hours.setdefault((event.originator_id, hour_of(moment)), Tally()).merge(tally)
-    return folded
-
-
-class Contribution(NamedTuple):
-    tally: Tally  # what the event adds to its period's counter
-    counted_at: datetime | None  # the moment whose hour bucket it adds to; None: no bucket
-
-
-@singledispatch
-def contribution(event: object, position: int) -> Contribution:
-    """What one event (at ``position`` in the log) adds to the counters."""
-    raise UnhandledEventError("counters", event)
-
-
-@contribution.register(UsagePeriod.UsageRecorded)
-def _usage(event: UsagePeriod.UsageRecorded, position: int) -> Contribution:
-    tally = Tally()
-    tally.add(event.quantity, event.occurred_at, position, event.originator_version)
-    return Contribution(tally, event.occurred_at)  # counted in the hour it occurred
-
-
-@contribution.register(UsagePeriod.CorrectionApplied)
-def _correction(event: UsagePeriod.CorrectionApplied, position: int) -> Contribution:
-    tally = Tally(
-        event_count=event.events,
-        total=event.quantity,
-        last_position=position,
-        version=event.originator_version,
-    )
-    return Contribution(tally, event.timestamp)  # counted in the hour it was applied
-
-
-@contribution.register(UsagePeriod.LateUsageRecorded)
-def _late(event: UsagePeriod.LateUsageRecorded, position: int) -> Contribution:
-    # Kept, not counted: only the period's count of late events moves.
-    tally = Tally(late_events=1, last_position=position, version=event.originator_version)
-    return Contribution(tally, None)
-
-
-@contribution.register(UsagePeriod.ClosingScheduled)
-@contribution.register(UsagePeriod.PeriodClosed)
-@contribution.register(UsagePeriod.ParityRecorded)
-def _version_only(event: Any, position: int) -> Contribution:
-    # No usage, but they move the period's version, which pushes compare with.
-    return Contribution(Tally(last_position=position, version=event.originator_version), None)
-
-
-def hour_of(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 _TALLY_UPDATE = (
@@ -404,6 +291,25 @@ class CountersProjection(BatchProjection):
             assert start is not None
             buckets.append(Bucket(start, self._decode(row[1:])))
         return buckets
+
+
+def stored_value(
+    store: ViewStore,
+    aggregation: Aggregation,
+    total: Any,
+    event_count: Any,
+    maximum: Any,
+    last_value: Any,
+) -> Decimal:
+    """A counter's value from its stored columns, as queries joining ``sm_counters`` read them."""
+    decoded = store.decode_decimal(total)
+    return aggregate_value(
+        aggregation,
+        decoded if decoded is not None else Decimal(0),
+        int(event_count),
+        store.decode_decimal(maximum),
+        store.decode_decimal(last_value),
+    )
 
 
 def roll_up_days(hours: Sequence[Bucket]) -> list[Bucket]:

@@ -20,9 +20,9 @@ from domain.ledger import StripeLedger, stripe_expected
 from domain.mappings import PUSH_MODE
 from domain.meters import Aggregation
 from domain.pushing import whole_units
-from domain.usage import aggregate_value
 from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
-from projections.store import Tx, ViewStore
+from projections.counters import stored_value
+from projections.store import Tx
 
 
 @dataclass(frozen=True)
@@ -72,23 +72,6 @@ class Candidate:
             mode, self.confirmed_total, self.external_total, self.confirmed_value
         )
         return whole_units(self.value) != expected
-
-
-def _value(
-    aggregation: str,
-    total: Decimal | None,
-    event_count: int,
-    store: ViewStore,
-    maximum: Any,
-    last_value: Any,
-) -> Decimal:
-    return aggregate_value(
-        Aggregation(aggregation),
-        total if total is not None else Decimal(0),
-        event_count,
-        store.decode_decimal(maximum),
-        store.decode_decimal(last_value),
-    )
 
 
 @dataclass(frozen=True)
@@ -314,7 +297,7 @@ class LedgerProjection(BatchProjection):
                     customer_ref=r[2],
                     metric=r[3],
                     aggregation=r[4],
-                    value=_value(r[4], s.decode_decimal(r[5]), int(r[6]), s, r[7], r[8]),
+                    value=stored_value(s, Aggregation(r[4]), r[5], r[6], r[7], r[8]),
                     version=int(r[9]),
                     confirmed_total=int(r[10] or 0),
                     confirmed_value=None if r[11] is None else int(r[11]),

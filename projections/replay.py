@@ -49,14 +49,9 @@ from uuid import UUID
 from domain.meters import Aggregation
 from domain.usage import UsagePeriod
 from projections.base import Positioned
-from projections.counters import (
-    CountersProjection,
-    Tally,
-    contribution,
-    fold_counters,
-    hour_of,
-)
+from projections.counters import CountersProjection
 from projections.store import SqliteViewStore, Tx
+from projections.tally import Tally, contribution, fold_counters, hour_of
 from projections.usage_periods import PeriodInfo
 
 ONE_HOUR = timedelta(hours=1)

@@ -40,8 +40,8 @@ from domain import fields
 from domain.errors import ForbiddenError
 from domain.pushing import Target
 from domain.tenancy import Principal, Scope, Tenant
-from projections.counters import Tally
 from projections.replay import CounterReplay, CounterReplayer, Key, ReplayPage, ReplayQuery
+from projections.tally import Tally
 
 MODES = ("dry-run", "apply")
 MAX_RANGE = timedelta(days=400)

@@ -25,7 +25,8 @@ from api.schemas import (
 from domain import fields
 from domain.periods import named_period
 from domain.tenancy import Scope
-from projections.counters import Counter, Tally, roll_up_days
+from projections.counters import Counter, roll_up_days
+from projections.tally import Tally
 from projections.usage_events import EventFilter, UsageEventRow
 
 MAX_PAGE = 1_000

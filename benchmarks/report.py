@@ -24,20 +24,8 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    status = subprocess.run(
-        ["git", "status", "--short", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.splitlines()
+    commit = _git("describe", "--always", "--dirty").strip()
+    status = _git("status", "--short", "--untracked-files=no").splitlines()
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -49,6 +37,11 @@ def machine() -> dict[str, Any]:
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "python": sys.version.split()[0],
     }
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -5,10 +5,11 @@ Why these are not eventsourcing's own ``Projection`` and ``ProjectionRunner``
 time, each written with its own tracking record through a tracking recorder
 of its own. Ours take a *batch* of events in one transaction and write it
 set-wise (one ``executemany`` per table), and several views share one store,
-one transaction and one tracking table (projections/runner.py): that is what
-lets a rebuild pass tens of thousands of events per second where one
-transaction per event tops out near a thousand (docs/benchmarks.md). Hence
-the names ``BatchProjection`` and ``BatchProjectionRunner``.
+one transaction and one tracking table (projections/runner.py): one
+transaction per event tops out near a thousand events per second, a batch
+per transaction is what lets a rebuild go an order of magnitude faster
+(docs/benchmarks.md, section 6). Hence the names ``BatchProjection`` and
+``BatchProjectionRunner``.
 
 Handlers follow the library's idiom all the same: one method per event type,
 registered on a ``singledispatchmethod`` (a function for a pure fold), whose

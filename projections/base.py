@@ -12,8 +12,9 @@ per transaction is what lets a rebuild go an order of magnitude faster
 ``BatchProjectionRunner``.
 
 Handlers follow the library's idiom all the same: one method per event type,
-registered on a ``singledispatchmethod`` (a function for a pure fold), whose
-base case raises ``UnhandledEventError``; the event types a projection reads
+registered on a ``singledispatchmethod`` (or, where a handler is pure and runs
+for every usage event, a ``functools.singledispatch`` function: a cheaper
+call), whose base case raises ``UnhandledEventError``; the event types a projection reads
 from the log (``handles``) are the ones it registered a handler for, so the
 two lists cannot drift apart.
 """

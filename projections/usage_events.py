@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import singledispatch
 from typing import Any, NamedTuple
 from uuid import UUID
-
-from eventsourcing.dispatch import singledispatchmethod
 
 from domain.usage import UsagePeriod
 from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
@@ -50,6 +49,30 @@ class Listing(NamedTuple):
     occurred_at: datetime
     meta: str
     note: str | None
+
+
+@singledispatch
+def listing(event: object) -> Listing:
+    """How ``event`` is listed in ``GET /v1/events``."""
+    raise UnhandledEventError("usage_events", event)
+
+
+@listing.register(UsagePeriod.UsageRecorded)
+def _recorded(event: UsagePeriod.UsageRecorded) -> Listing:
+    return Listing("counted", event.idempotency_key, event.occurred_at, event.meta, None)
+
+
+@listing.register(UsagePeriod.LateUsageRecorded)
+def _late(event: UsagePeriod.LateUsageRecorded) -> Listing:
+    return Listing("late", event.idempotency_key, event.occurred_at, event.meta, event.reason)
+
+
+@listing.register(UsagePeriod.CorrectionApplied)
+def _correction(event: UsagePeriod.CorrectionApplied) -> Listing:
+    # Listed when it was applied, under a key of its own that names the adjustment.
+    meta = json.dumps({"sourcePeriod": event.source_period, "events": event.events})
+    key = f"adjustment:{event.adjustment_id}"
+    return Listing("correction", key, event.timestamp, meta, event.reason)
 
 
 COLUMNS = (
@@ -94,7 +117,6 @@ class UsageEventsProjection(BatchProjection):
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
         s = self.store
-        listing = self.listing  # bound once per batch: dispatching is then a dict lookup
         rows = []
         for position, event in events:
             listed = listing(event)
@@ -118,25 +140,6 @@ class UsageEventsProjection(BatchProjection):
                 )
             )
         tx.insert_many("sm_usage_events", COLUMNS, rows)
-
-    @singledispatchmethod
-    def listing(self, event: object) -> Listing:
-        raise UnhandledEventError(self.name, event)
-
-    @listing.register(UsagePeriod.UsageRecorded)
-    def _recorded(self, event: UsagePeriod.UsageRecorded) -> Listing:
-        return Listing("counted", event.idempotency_key, event.occurred_at, event.meta, None)
-
-    @listing.register(UsagePeriod.LateUsageRecorded)
-    def _late(self, event: UsagePeriod.LateUsageRecorded) -> Listing:
-        return Listing("late", event.idempotency_key, event.occurred_at, event.meta, event.reason)
-
-    @listing.register(UsagePeriod.CorrectionApplied)
-    def _correction(self, event: UsagePeriod.CorrectionApplied) -> Listing:
-        # Listed when it was applied, under a key of its own that names the adjustment.
-        meta = json.dumps({"sourcePeriod": event.source_period, "events": event.events})
-        key = f"adjustment:{event.adjustment_id}"
-        return Listing("correction", key, event.timestamp, meta, event.reason)
 
     handles = handled_by(listing)
 

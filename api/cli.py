@@ -26,11 +26,12 @@ from api.cli_reconcile import add_parsers as add_reconcile_parsers
 from api.cli_reconcile import cli_gateways
 from api.cli_replay import add_parser as add_replay_parser
 from api.demo import add_demo_parser
-from api.routes.meters import meter_definition, meter_out
-from api.routes.stripe import build_audit
-from api.schemas import FieldError, MeterIn, parse_time
+from api.queries.audit import build_audit
+from api.queries.meters import declare_meter, list_meters
+from api.schemas import FieldError, parse_time
 from api.serving import cmd_serve, cmd_worker, cmd_writer
 from domain.errors import StripeMeterError
+from domain.meters import DEFAULT_LATENESS_SECONDS
 from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
 from domain.stripe_port import StripeError
@@ -120,18 +121,17 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_meters_create(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
-        definition = meter_definition(
-            MeterIn(
-                name=args.name,
-                aggregation=args.aggregation,
-                unit=args.unit,
-                lateness_window_seconds=args.lateness_window_seconds,
-                stripe_event_name=args.stripe_event_name,
-                allow_negative=args.allow_negative,
-            )
+        meter, created = declare_meter(
+            stores.app,
+            tenant_id_for(args.tenant),
+            name=args.name,
+            aggregation=args.aggregation,
+            unit=args.unit,
+            lateness_window_seconds=args.lateness_window_seconds,
+            stripe_event_name=args.stripe_event_name,
+            allow_negative=args.allow_negative,
         )
-        created = stores.app.declare_metric(tenant_id_for(args.tenant), definition)
-        _print({"name": definition.name, "created": created})
+        _print({"name": meter.name, "created": created})
     finally:
         stores.close()
     return 0
@@ -140,8 +140,7 @@ def cmd_meters_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_meters_list(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
-        metrics = stores.app.metrics(tenant_id_for(args.tenant))
-        _print_json([meter_out(m) for m in metrics])
+        _print_json(list_meters(stores.app, tenant_id_for(args.tenant)))
     finally:
         stores.close()
     return 0
@@ -309,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
     mcreate.add_argument("--name", required=True)
     mcreate.add_argument("--aggregation", required=True, help="sum, count, max or last")
     mcreate.add_argument("--unit", default="unit")
-    mcreate.add_argument("--lateness-window-seconds", type=int, default=48 * 3600)
+    mcreate.add_argument("--lateness-window-seconds", type=int, default=DEFAULT_LATENESS_SECONDS)
     mcreate.add_argument("--stripe-event-name")
     mcreate.add_argument("--allow-negative", action="store_true")
     mcreate.set_defaults(run=cmd_meters_create)

@@ -34,7 +34,7 @@ from domain.ledger import Intent
 from domain.pushing import STRIPE_MAX_AGE, PushOutcome, PushService, Target, route_for
 from domain.stripe_port import StripeGateway, StripeUnavailableError
 from projections.ledger import Candidate
-from stripe_emulator.testing import running_emulator
+from stripe_emulator import Emulator, serving_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,21 @@ def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target,
 
 
 def start_builtin_emulator(stack: ExitStack, port: int) -> str:
-    """No Stripe key: push to a local emulator in this process, and say so loudly."""
+    """No Stripe key: push to a local emulator in this process, and say so loudly.
+
+    On ``port`` when it is free (``stripemeter`` commands in other processes
+    find it there), else on any free port.
+    """
     try:
-        emulator = stack.enter_context(running_emulator(port=port))
+        url = stack.enter_context(serving_in_thread(Emulator(), port=port))
     except OSError:
-        emulator = stack.enter_context(running_emulator(port=0))
+        url = stack.enter_context(serving_in_thread(Emulator(), port=0))
     log.warning(
         "STRIPE_SECRET_KEY is not set: pushing to the built-in Stripe emulator at %s;"
         " nothing reaches Stripe",
-        emulator.url,
+        url,
     )
-    return emulator.url
+    return url
 
 
 class PushRetryError(Exception):

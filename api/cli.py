@@ -25,7 +25,6 @@ from api.cli_projections import add_parser as add_projections_parser
 from api.cli_reconcile import add_parsers as add_reconcile_parsers
 from api.cli_reconcile import cli_gateways
 from api.cli_replay import add_parser as add_replay_parser
-from api.demo import add_demo_parser
 from api.queries.audit import build_audit
 from api.queries.meters import declare_meter, list_meters
 from api.schemas import FieldError, parse_time
@@ -247,6 +246,35 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         stores.close()
     return 0
+
+
+def cmd_demo_parity(settings: Settings, args: argparse.Namespace) -> int:
+    """The demo is a tool beside the service (tools/demo): loaded only when it runs."""
+    from tools.demo.command import run_parity  # noqa: PLC0415 - the service never imports it
+
+    return run_parity(settings, drift=args.drift, keep=args.keep, as_json=args.json)
+
+
+def add_demo_parser(sub: Any) -> None:
+    demos = sub.add_parser("demo", help="runnable demonstrations").add_subparsers(
+        dest="demo", required=True
+    )
+    parity = demos.add_parser(
+        "parity",
+        help="one billing cycle against the Stripe emulator: local total vs Stripe's invoice",
+        description="One billing cycle on a test clock, end to end: usage over HTTP (a retried"
+        " duplicate, an operator credit, a late event, one after the close), Stripe's signed"
+        " invoice webhooks, and StripeMeter's recorded parity beside Stripe's finalised invoice."
+        " Exit 0 on parity, 1 on a mismatch, 2 when the demo cannot set up or finish.",
+    )
+    parity.add_argument(
+        "--drift",
+        action="store_true",
+        help="also send Stripe a meter event behind StripeMeter's back (a mismatch, exit 1)",
+    )
+    parity.add_argument("--keep", action="store_true", help="keep the data folder; print where")
+    parity.add_argument("--json", action="store_true", help="print the final block as JSON")
+    parity.set_defaults(run=cmd_demo_parity)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,38 +9,43 @@ from projections.adjustments import AdjustmentRow
 
 
 def adjustment_out(a: Adjustment | AdjustmentRow) -> AdjustmentOut:
-    """The aggregate (just changed) or its view row (listed): the row knows the decision too."""
+    """The aggregate (just changed) or its view row (listed): only the row tells the decision."""
     if isinstance(a, AdjustmentRow):
-        return AdjustmentOut(
-            id=str(a.adjustment_id),
-            customer_ref=a.customer_ref,
-            metric=a.metric,
-            quantity=number(a.quantity) or "0",
-            events=a.events,
-            status=a.status,
-            source_period=a.source_period,
-            source_key=a.source_key,
-            proposed_by=a.proposed_by,
-            reason=a.reason,
-            proposed_at=when(a.proposed_at) or "",
+        return _out(
+            a,
+            str(a.adjustment_id),
+            a.status,
             decided_by=a.decided_by,
             decision_reason=a.decision_reason,
             decided_at=when(a.decided_at),
-            applied_to=a.applied_to,
-            reverted_in=a.reverted_in,
         )
+    return _out(a, str(a.id), a.status.value)
+
+
+def _out(
+    a: Adjustment | AdjustmentRow,
+    adjustment_id: str,
+    status: str,
+    *,
+    decided_by: str | None = None,
+    decision_reason: str | None = None,
+    decided_at: str | None = None,
+) -> AdjustmentOut:
     return AdjustmentOut(
-        id=str(a.id),
+        id=adjustment_id,
         customer_ref=a.customer_ref,
         metric=a.metric,
         quantity=number(a.quantity) or "0",
         events=a.events,
-        status=a.status.value,
+        status=status,
         source_period=a.source_period,
         source_key=a.source_key,
         proposed_by=a.proposed_by,
         reason=a.reason,
         proposed_at=when(a.proposed_at) or "",
+        decided_by=decided_by,
+        decision_reason=decision_reason,
+        decided_at=decided_at,
         applied_to=a.applied_to,
         reverted_in=a.reverted_in,
     )

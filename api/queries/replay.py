@@ -51,7 +51,7 @@ def replay_page(
     stores: Stores,
     worker: PushWorker | None,
     tenant: Tenant,
-    principal: Principal | None,
+    principal: Principal,
     *,
     since: str,
     until: str,
@@ -62,12 +62,12 @@ def replay_page(
     limit: int = DEFAULT_PAGE,
 ) -> ReplayOut:
     """One page of a replay (the API): ``apply`` needs ``principal`` to hold ``admin``."""
-    apply = mode_of(principal, mode)
-    query = replay_query(tenant, since, until, metrics, customers, limit, cursor)
+    apply = _mode_of(principal, mode)
+    query = _replay_query(tenant, since, until, metrics, customers, limit, cursor)
     page = _replayer(stores).run(query, apply=apply)
-    pushes = queue_pushes(worker, page)
+    pushes = _queue_pushes(worker, page)
     after = page.next_after
-    return replay_out(mode, [page], pushes, encode(after, query) if after else None)
+    return _replay_out(mode, [page], pushes, _encode(after, query) if after else None)
 
 
 def replay_all(
@@ -84,7 +84,7 @@ def replay_all(
 ) -> ReplayOut:
     """Every page of a replay (the CLI), one transaction each; counters changed wait for
     the push worker's sweep (no queue here). ``on_page`` hears of each page as it ends."""
-    query = replay_query(tenant, since, until, metrics, customers, limit)
+    query = _replay_query(tenant, since, until, metrics, customers, limit)
     replayer = _replayer(stores)
     pages: list[ReplayPage] = []
     while True:
@@ -95,20 +95,20 @@ def replay_all(
             break
         query = dataclasses.replace(query, after=page.next_after)
     applied = any(page.applied for page in pages)
-    return replay_out("apply" if apply else "dry-run", pages, "sweep" if applied else None, None)
+    return _replay_out("apply" if apply else "dry-run", pages, "sweep" if applied else None, None)
 
 
-def mode_of(principal: Principal | None, mode: str) -> bool:
+def _mode_of(principal: Principal, mode: str) -> bool:
     """True for apply (the ``admin`` scope), False for a dry run."""
     if mode not in MODES:
         raise FieldError("mode", "must be dry-run or apply")
     apply = mode == "apply"
-    if apply and principal is not None and not principal.allows(Scope.ADMIN):
+    if apply and not principal.allows(Scope.ADMIN):
         raise ForbiddenError("mode apply needs an API key with the 'admin' scope")
     return apply
 
 
-def replay_query(
+def _replay_query(
     tenant: Tenant,
     since: str,
     until: str,
@@ -133,7 +133,7 @@ def replay_query(
     refs = _names("customers", customers, fields.customer_ref)
     query = ReplayQuery(tenant.id, start, end, names, refs, limit=limit)
     if cursor is not None:
-        query = dataclasses.replace(query, after=decode(cursor, query))
+        query = dataclasses.replace(query, after=_decode(cursor, query))
     return query
 
 
@@ -162,12 +162,12 @@ def _binding(query: ReplayQuery) -> str:
     return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
-def encode(after: Key, query: ReplayQuery) -> str:
+def _encode(after: Key, query: ReplayQuery) -> str:
     raw = msgspec.json.encode(["r1", *after, _binding(query)])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(cursor: str, query: ReplayQuery) -> Key:
+def _decode(cursor: str, query: ReplayQuery) -> Key:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         kind, customer, metric, period, bound = msgspec.json.decode(
@@ -189,7 +189,7 @@ def decode(cursor: str, query: ReplayQuery) -> Key:
 # -- pushes -------------------------------------------------------------------------
 
 
-def queue_pushes(worker: PushWorker | None, page: ReplayPage) -> str | None:
+def _queue_pushes(worker: PushWorker | None, page: ReplayPage) -> str | None:
     """Ask for a push of every counter ``apply`` changed; how it will happen."""
     if not page.applied:
         return None
@@ -205,7 +205,7 @@ def queue_pushes(worker: PushWorker | None, page: ReplayPage) -> str | None:
 # -- the answer ---------------------------------------------------------------------
 
 
-def tally_out(counter: CounterReplay, tally: Tally | None) -> ReplayTallyOut | None:
+def _tally_out(counter: CounterReplay, tally: Tally | None) -> ReplayTallyOut | None:
     if tally is None:
         return None
     return ReplayTallyOut(
@@ -215,7 +215,7 @@ def tally_out(counter: CounterReplay, tally: Tally | None) -> ReplayTallyOut | N
     )
 
 
-def counter_out(counter: CounterReplay) -> ReplayCounterOut:
+def _counter_out(counter: CounterReplay) -> ReplayCounterOut:
     info = counter.info
     return ReplayCounterOut(
         customer_ref=info.customer_ref,
@@ -224,8 +224,8 @@ def counter_out(counter: CounterReplay) -> ReplayCounterOut:
         period_start=when(info.period_start) or "",
         period_end=when(info.period_end) or "",
         aggregation=info.aggregation.value,
-        before=tally_out(counter, counter.before),
-        after=tally_out(counter, counter.after),
+        before=_tally_out(counter, counter.before),
+        after=_tally_out(counter, counter.after),
         difference=number(counter.difference) or "0",
         changed=counter.changed,
         hours_changed=len(counter.hours),
@@ -233,7 +233,7 @@ def counter_out(counter: CounterReplay) -> ReplayCounterOut:
     )
 
 
-def replay_out(
+def _replay_out(
     mode: str, pages: list[ReplayPage], pushes: str | None, next_cursor: str | None
 ) -> ReplayOut:
     """One page (the API) or every page of a replay (the CLI), as one response."""
@@ -249,7 +249,7 @@ def replay_out(
             applied=applied,
             pending_events=sum(c.pending_events for c in counters),
         ),
-        counters=[counter_out(c) for c in counters],
+        counters=[_counter_out(c) for c in counters],
         pushes=pushes,
         next_cursor=next_cursor,
     )

@@ -13,40 +13,6 @@ if TYPE_CHECKING:
     from tools.demo.parity import ParityDemo
 
 
-def _recorded(demo: ParityDemo) -> dict[str, Any]:
-    """StripeMeter's own record of the final parity, as the invoice audit shows it."""
-    closing = wait_for(
-        "the recorded parity in the invoice audit",
-        lambda: (
-            (c, "")
-            if (c := demo.audit(demo.period["key"])["closing"]) and c["verdict"]
-            else (None, "not recorded yet")
-        ),
-    )
-    return dict(closing)
-
-
-def _invoice(demo: ParityDemo) -> tuple[Any, int | None]:
-    invoices = demo.stripe.v1.invoices.list({"customer": demo.customer.id, "limit": 10})
-    start = int(datetime.fromisoformat(demo.period["start"]).timestamp())
-    cycle = [
-        i
-        for i in invoices.data
-        if i.billing_reason == "subscription_cycle" and i.period_start == start
-    ]
-    if len(cycle) != 1:
-        raise DemoError(f"Stripe has {len(cycle)} invoices for the period, not one")
-    invoice = cycle[0]
-    quantities = [
-        line.quantity
-        for line in invoice.lines.data
-        if line.pricing is not None
-        and demo.stripe.v1.prices.retrieve(line.pricing.price_details.price).recurring.meter
-        == demo.meter_id
-    ]
-    return invoice, (sum(quantities) if quantities else None)
-
-
 def verdict(
     demo: ParityDemo,
     credit: dict[str, Any],
@@ -85,6 +51,40 @@ def verdict(
         "verdict": "parity" if parity else "mismatch",
         "result": "PARITY" if parity else "MISMATCH",
     }
+
+
+def _recorded(demo: ParityDemo) -> dict[str, Any]:
+    """StripeMeter's own record of the final parity, as the invoice audit shows it."""
+    closing = wait_for(
+        "the recorded parity in the invoice audit",
+        lambda: (
+            (c, "")
+            if (c := demo.audit(demo.period["key"])["closing"]) and c["verdict"]
+            else (None, "not recorded yet")
+        ),
+    )
+    return dict(closing)
+
+
+def _invoice(demo: ParityDemo) -> tuple[Any, int | None]:
+    invoices = demo.stripe.v1.invoices.list({"customer": demo.customer.id, "limit": 10})
+    start = int(datetime.fromisoformat(demo.period["start"]).timestamp())
+    cycle = [
+        i
+        for i in invoices.data
+        if i.billing_reason == "subscription_cycle" and i.period_start == start
+    ]
+    if len(cycle) != 1:
+        raise DemoError(f"Stripe has {len(cycle)} invoices for the period, not one")
+    invoice = cycle[0]
+    quantities = [
+        line.quantity
+        for line in invoice.lines.data
+        if line.pricing is not None
+        and demo.stripe.v1.prices.retrieve(line.pricing.price_details.price).recurring.meter
+        == demo.meter_id
+    ]
+    return invoice, (sum(quantities) if quantities else None)
 
 
 def print_block(result: dict[str, Any], out: TextIO) -> None:

@@ -20,6 +20,8 @@ def verdict(
     drift: dict[str, Any] | None,
     line: dict[str, Any],
 ) -> dict[str, Any]:
+    """What the demo prints: parity only when Stripe's invoice, StripeMeter's recorded
+    verdict and the local counter all agree on the period's whole units."""
     invoice, quantity = _invoice(demo)
     recorded = _recorded(demo)
     counter = demo.audit(demo.period["key"])["counter"]

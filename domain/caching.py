@@ -89,12 +89,15 @@ class TtlCache(Generic[K, V]):
         found = self._fresh(key)
         if not isinstance(found, _Missing):
             return found
+        # Aged from before the load: what it read may change while it reads.
+        read_at = self._clock()
         value = load(key)
-        self.put(key, value)
+        self.put(key, value, read_at)
         return value
 
-    def put(self, key: K, value: V) -> None:
-        stored_at = self._clock()
+    def put(self, key: K, value: V, read_at: float | None = None) -> None:
+        """Store ``value``, read at ``read_at`` (by default now)."""
+        stored_at = self._clock() if read_at is None else read_at
         with self._lock:
             self._items[key] = (stored_at, value)
             self._items.move_to_end(key)

@@ -104,6 +104,10 @@ class TtlCache(Generic[K, V]):
             if len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
 
+    def pop(self, key: K) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
     def _fresh(self, key: K) -> V | _Missing:
         with self._lock:
             entry = self._items.get(key)

@@ -95,3 +95,11 @@ def test_ttl_is_safe_to_share_between_threads() -> None:
         thread.join()
     assert len(cache) == 1_000
     assert all(cache.get(key) is not None for key in range(1_000, 2_000))
+
+
+def test_ttl_pop_forgets_an_entry_before_it_expires() -> None:
+    cache: TtlCache[str, bool] = TtlCache(60.0, 10, clock=Ticks())
+    cache.put("period", True)
+    cache.pop("period")
+    cache.pop("never stored")
+    assert (cache.get("period"), len(cache)) == (None, 0)

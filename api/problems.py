@@ -14,10 +14,11 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from adapters.group_commit import WriterStoppedError
 from adapters.writer_client import WriterUnavailableError
-from api.schemas import FieldError, validation_field
+from api.schemas import FieldError, ProblemDetails, validation_field
 from domain.errors import (
     ConflictError,
     ForbiddenError,
@@ -31,6 +32,31 @@ from domain.stripe_port import StripeRejectedError, StripeUnavailableError
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+
+# What each error status means, as the OpenAPI document describes it.
+MEANINGS = {
+    400: "Malformed JSON, or a request refused as a whole (``errors`` names the field)",
+    401: "No API key, or one that does not authenticate",
+    403: "The API key lacks the scope, or names another tenant",
+    404: "Not found",
+    405: "Method not allowed (the ``Allow`` header lists the methods)",
+    409: "Conflicts with what is recorded",
+    422: "A value breaks a rule; ``errors`` names each field and reason",
+    503: "A dependency (Stripe, the writer) is unavailable; retrying is safe",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The problem+json answers a route can give, for its ``responses=`` in the document."""
+    return {
+        status: ResponseSpec(
+            ProblemDetails,
+            description=MEANINGS[status],
+            media_type=PROBLEM,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def problem(
@@ -98,18 +124,26 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     if isinstance(error, ValidationException):
         # Litestar's own checks of query and path values (a missing parameter, a limit
         # that is no number): a bad value like any other, so 422 naming it.
+        if _empty_body(error):
+            reason = f"is not valid JSON: {EMPTY_BODY}"
+            return problem(
+                400, "Malformed JSON", f"the request body {reason}", [_field("body", reason)]
+            )
         errors = _litestar_fields(error)
         if errors:
             return problem(422, "Invalid request", _detail(errors), errors)
         return problem(400, "Invalid request", str(error.detail))
     if isinstance(error, HTTPException):
-        return problem(error.status_code, error.detail or "Error", str(error.detail))
+        response = problem(error.status_code, error.detail or "Error", str(error.detail))
+        response.headers.update(error.headers or {})  # a 405's Allow
+        return response
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(
         500, "Internal error", "the server failed; nothing of this request was acknowledged"
     )
 
 
+EMPTY_BODY = "Input data was truncated"  # what msgspec says of an empty document
 MISSING = re.compile(r"Missing required [\w ]*parameter '([^']*)'")
 REASONS = {"Expected `int`, got `str`": "must be a whole number"}
 
@@ -126,6 +160,12 @@ def _litestar_fields(error: ValidationException) -> list[dict[str, str]]:
             reason = REASONS.get(message, message[:1].lower() + message[1:])
             result.append({"field": str(item.get("key", "")), "reason": reason})
     return result
+
+
+def _empty_body(error: ValidationException) -> bool:
+    """Litestar's answer to an empty body where a ``data`` Struct is required."""
+    extra = error.extra if isinstance(error.extra, list) else []
+    return any(isinstance(e, dict) and e.get("key") == "data" for e in extra)
 
 
 def _detail(errors: list[dict[str, str]]) -> str:

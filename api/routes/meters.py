@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio.to_thread
-from litestar import Request, Response, get, post
-from litestar.params import FromPath
+from litestar import Controller, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody
 
-from api.auth import authorize, authorize_async, services
-from api.schemas import MeterIn, MeterOut, decode_json
+from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
+from api.body import StrictBody
+from api.problems import error_responses
+from api.schemas import MeterIn, MeterOut, MeterPage
 from domain.meters import MetricDefinition, parse_aggregation
 from domain.tenancy import Scope
 
@@ -36,26 +37,42 @@ def meter_definition(body: MeterIn) -> MetricDefinition:
     )
 
 
-@post("/v1/meters")
-async def declare_meter(request: Request[Any, Any, Any]) -> Response[MeterOut]:
-    """Declare a metric. 201 when new, 200 when identical to one declared, 409 when different."""
-    principal = await authorize_async(request, Scope.ADMIN)
-    definition = meter_definition(decode_json(await request.body(), MeterIn))
-    created = await anyio.to_thread.run_sync(
-        services(request).stores.app.declare_metric, principal.tenant_id, definition
+class MetersController(Controller):
+    """Declaring needs the ``admin`` scope; reading, ``read``."""
+
+    path = "/v1/meters"
+    tags = ["meters"]
+    security = SECURITY
+    dto = StrictBody
+    return_dto = None
+
+    @post(
+        guards=[requires(Scope.ADMIN)],
+        responses={
+            200: ResponseSpec(MeterOut, description="Identical to the metric declared"),
+            **error_responses(400, 401, 403, 409, 422),
+        },
     )
-    return Response(meter_out(definition), status_code=201 if created else 200)
+    async def declare_meter(
+        self, svc: ServicesDep, principal: PrincipalDep, data: JSONBody[MeterIn]
+    ) -> Response[MeterOut]:
+        """Declare a metric. 201 when new, 200 when identical to one declared, 409 when
+        different."""
+        definition = meter_definition(data)
+        created = await anyio.to_thread.run_sync(
+            svc.stores.app.declare_metric, principal.tenant_id, definition
+        )
+        return Response(meter_out(definition), status_code=201 if created else 200)
 
+    @get(guards=[requires(Scope.READ)], sync_to_thread=True, responses=error_responses(401, 403))
+    def list_meters(self, svc: ServicesDep, principal: PrincipalDep) -> MeterPage:
+        return MeterPage([meter_out(m) for m in svc.stores.app.metrics(principal.tenant_id)])
 
-@get("/v1/meters", sync_to_thread=True)
-def list_meters(request: Request[Any, Any, Any]) -> dict[str, list[MeterOut]]:
-    principal = authorize(request, Scope.READ)
-    return {
-        "data": [meter_out(m) for m in services(request).stores.app.metrics(principal.tenant_id)]
-    }
-
-
-@get("/v1/meters/{name:str}", sync_to_thread=True)
-def get_meter(request: Request[Any, Any, Any], name: FromPath[str]) -> MeterOut:
-    principal = authorize(request, Scope.READ)
-    return meter_out(services(request).stores.app.metric(principal.tenant_id, name))
+    @get(
+        "/{name:str}",
+        guards=[requires(Scope.READ)],
+        sync_to_thread=True,
+        responses=error_responses(400, 401, 403, 404),
+    )
+    def get_meter(self, svc: ServicesDep, principal: PrincipalDep, name: FromPath[str]) -> MeterOut:
+        return meter_out(svc.stores.app.metric(principal.tenant_id, name))

@@ -15,16 +15,18 @@ import base64
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, post
+from litestar import Controller, post
+from litestar.params import JSONBody
 
 from adapters.event_log import RecorderEventLog
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker
-from api.auth import authorize_async, services
+from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
+from api.body import StrictBody
+from api.problems import error_responses
 from api.routes.usage import number, tally_fields, when
 from api.schemas import (
     FieldError,
@@ -33,7 +35,6 @@ from api.schemas import (
     ReplayOut,
     ReplaySummaryOut,
     ReplayTallyOut,
-    decode_json,
     parse_time,
 )
 from domain import fields
@@ -200,24 +201,31 @@ def mode_of(principal: Principal | None, mode: str) -> bool:
     return apply
 
 
-@post("/v1/replay", status_code=200)
-async def replay(request: Request[Any, Any, Any]) -> ReplayOut:
-    """Re-derive this tenant's counters over a time range; report, or fix (``apply``).
+class ReplayController(Controller):
+    path = "/v1/replay"
+    tags = ["replay"]
+    guards = [requires(Scope.READ)]
+    security = SECURITY
+    dto = StrictBody
+    return_dto = None
 
-    A page of at most ``limit`` counters per call; ``nextCursor`` continues.
-    A dry run (scope ``read``) writes nothing; ``apply`` (scope ``admin``)
-    replaces the differing counters and asks for their push.
-    """
-    principal = await authorize_async(request, Scope.READ)
-    body = decode_json(await request.body(), ReplayIn)
-    apply = mode_of(principal, body.mode)
-    svc = services(request)
+    @post(status_code=200, responses=error_responses(400, 401, 403, 404, 422))
+    async def replay(
+        self, svc: ServicesDep, principal: PrincipalDep, data: JSONBody[ReplayIn]
+    ) -> ReplayOut:
+        """Re-derive this tenant's counters over a time range; report, or fix (``apply``).
 
-    def run() -> ReplayOut:
-        query = replay_query(svc.tenant(principal.tenant_id), body)
-        page = replayer(svc.stores).run(query, apply=apply)
-        pushes = queue_pushes(svc.push_worker, page)
-        after = page.next_after
-        return replay_out(body.mode, [page], pushes, encode(after, query) if after else None)
+        A page of at most ``limit`` counters per call; ``nextCursor`` continues.
+        A dry run (scope ``read``) writes nothing; ``apply`` (scope ``admin``)
+        replaces the differing counters and asks for their push.
+        """
+        apply = mode_of(principal, data.mode)
 
-    return await anyio.to_thread.run_sync(run)
+        def run() -> ReplayOut:
+            query = replay_query(svc.tenant(principal.tenant_id), data)
+            page = replayer(svc.stores).run(query, apply=apply)
+            pushes = queue_pushes(svc.push_worker, page)
+            after = page.next_after
+            return replay_out(data.mode, [page], pushes, encode(after, query) if after else None)
+
+        return await anyio.to_thread.run_sync(run)

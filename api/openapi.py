@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
@@ -21,6 +22,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     Reference,
     RequestBody,
     Schema,
@@ -75,6 +77,16 @@ class IngestOperation(Operation):
     """The ingest operation, with the request body its handler reads by hand."""
 
     def __post_init__(self) -> None:
+        self.parameters = [
+            Parameter(
+                name="Idempotency-Key",
+                param_in=ParamType.HEADER,
+                required=False,
+                schema=Schema(type=OpenAPIType.STRING),
+                description="Names the request: an event without its own idempotencyKey gets"
+                " `<header>#<index>` (docs/api.md).",
+            )
+        ]
         self.request_body = RequestBody(
             required=True,
             description="At most the service's batch limit (1,000 by default) of usage events.",

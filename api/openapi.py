@@ -9,6 +9,7 @@ here from the Structs it is decoded with.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,9 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
 }
 
 
+CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
+
+
 def _spec(value: Any) -> Any:
     """A JSON Schema (msgspec's dict) as Litestar's spec objects, ``extra`` merged in."""
     if isinstance(value, list):
@@ -49,27 +53,43 @@ def _spec(value: Any) -> Any:
         return value
     value = {**value, **value.get("extra", {})}
     value.pop("extra", None)
-    names = {
-        "anyOf": "any_of",
-        "minItems": "min_items",
-        "additionalProperties": "additional_properties",
-    }
     fields: dict[str, Any] = {}
     for key, item in value.items():
         if key == "properties":
             fields[key] = {name: _spec(schema) for name, schema in item.items()}
-        else:
-            fields[names.get(key, key)] = _spec(item)
+        else:  # JSON Schema's keywords are Schema's fields in snake case: anyOf, any_of
+            fields[CAMEL_HUMP.sub("_", key).lower()] = _spec(item)
     return Schema(**fields)
 
 
-def ingest_body() -> Schema:
-    """The batch with its events, as ingest decodes them (api/schemas.py), in one schema."""
-    _, schemas = msgspec.json.schema_components([IngestRequest, EventIn])
-    batch = schemas["IngestRequest"]
-    batch["properties"]["events"]["items"] = schemas["EventIn"]
-    result: Schema = _spec(batch)
+def struct_schema(struct: type[msgspec.Struct]) -> Schema:
+    """A Struct's JSON Schema, with the Structs it nests written in place."""
+    (top,), defs = msgspec.json.schema_components([struct])
+
+    def inline(value: Any) -> Any:
+        if isinstance(value, list):
+            return [inline(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if "$ref" in value:
+            return inline(defs[value["$ref"].rsplit("/", 1)[1]])
+        return {key: inline(item) for key, item in value.items()}
+
+    result: Schema = _spec(inline(top))
     return result
+
+
+def body(struct: type[msgspec.Struct], description: str) -> RequestBody:
+    """The JSON body of a handler that reads its body by hand."""
+    content = {"application/json": OpenAPIMediaType(schema=struct_schema(struct))}
+    return RequestBody(required=True, description=description, content=content)
+
+
+def header(name: str, description: str, required: bool = False) -> Parameter:
+    schema = Schema(type=OpenAPIType.STRING)
+    return Parameter(
+        name, ParamType.HEADER, schema=schema, required=required, description=description
+    )
 
 
 @dataclass
@@ -78,20 +98,21 @@ class IngestOperation(Operation):
 
     def __post_init__(self) -> None:
         self.parameters = [
-            Parameter(
-                name="Idempotency-Key",
-                param_in=ParamType.HEADER,
-                required=False,
-                schema=Schema(type=OpenAPIType.STRING),
-                description="Names the request: an event without its own idempotencyKey gets"
+            header(
+                "Idempotency-Key",
+                "Names the request: an event without its own idempotencyKey gets"
                 " `<header>#<index>` (docs/api.md).",
             )
         ]
-        self.request_body = RequestBody(
-            required=True,
-            description="At most the service's batch limit (1,000 by default) of usage events.",
-            content={"application/json": OpenAPIMediaType(schema=ingest_body())},
+        self.request_body = body(
+            IngestRequest, "At most the service's batch limit (1,000 by default) of usage events."
         )
+        batch = self.request_body.content["application/json"].schema
+        if isinstance(batch, Schema) and batch.properties is not None:
+            # Kept undecoded (msgspec.Raw) until each is read alone, as an EventIn.
+            events = batch.properties["events"]
+            if isinstance(events, Schema):
+                events.items = struct_schema(EventIn)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import msgspec
 
 from domain import fields, json_shape
 from domain.errors import InvalidInputError
+from domain.meters import Aggregation
 
 T = TypeVar("T")
 # Deep enough for any body this API takes (an event's meta may nest 32 levels
@@ -71,11 +72,20 @@ class MeterIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     allow_negative: bool = False
 
 
-class MeterOut(msgspec.Struct, rename="camel"):
+class MeterOut(
+    msgspec.Struct,
+    rename={
+        "lateness_seconds": "latenessWindowSeconds",
+        "stripe_event_name": "stripeEventName",
+        "allow_negative": "allowNegative",
+    },
+):
+    """A ``MetricDefinition`` as answered: converted from its attributes (``meter_out``)."""
+
     name: str
-    aggregation: str
+    aggregation: Aggregation
     unit: str
-    lateness_window_seconds: int
+    lateness_seconds: int
     stripe_event_name: str | None
     allow_negative: bool
 

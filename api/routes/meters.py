@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio.to_thread
+import msgspec
 from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
@@ -16,14 +17,7 @@ from domain.tenancy import Scope
 
 
 def meter_out(definition: MetricDefinition) -> MeterOut:
-    return MeterOut(
-        name=definition.name,
-        aggregation=definition.aggregation.value,
-        unit=definition.unit,
-        lateness_window_seconds=definition.lateness_seconds,
-        stripe_event_name=definition.stripe_event_name,
-        allow_negative=definition.allow_negative,
-    )
+    return msgspec.convert(definition, MeterOut, from_attributes=True)
 
 
 def meter_definition(body: MeterIn) -> MetricDefinition:

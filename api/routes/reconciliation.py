@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any, TextIO
 from uuid import UUID
 
@@ -13,13 +14,14 @@ import msgspec
 import stripe
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from adapters.closing import Invoice
 from adapters.reconciler import Scope
 from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
 from api.body import StrictBody
-from api.openapi import AlsoCsv
+from api.openapi import AlsoCsv, body, header
 from api.problems import error_responses
 from api.query import given_once
 from api.routes.usage import decode_cursor, encode_cursor, number, when
@@ -329,6 +331,19 @@ class WebhookEvent(msgspec.Struct, frozen=True):
     data: WebhookData | None = None
 
 
+@dataclass
+class WebhookOperation(Operation):
+    """The webhook's body and signature header, though the handler reads them by hand."""
+
+    def __post_init__(self) -> None:
+        self.parameters = [
+            header("Stripe-Signature", "Stripe's signature of the body", required=True)
+        ]
+        self.request_body = body(
+            WebhookEvent, "A Stripe event; an invoice event carries its invoice in data.object."
+        )
+
+
 def read_webhook(payload: str) -> tuple[str, Invoice | None]:
     """The event's type and, for an invoice event, its invoice; a FieldError names what is wrong.
 
@@ -363,7 +378,11 @@ class WebhooksController(Controller):
     path = "/v1/stripe/webhooks"
     tags = ["reconciliation"]
 
-    @post(status_code=200, responses=error_responses(400, 422, 503))
+    @post(
+        status_code=200,
+        operation_class=WebhookOperation,
+        responses=error_responses(400, 422, 503),
+    )
     async def stripe_webhook(
         self, request: Request[Any, Any, Any], svc: ServicesDep
     ) -> WebhookReceipt:

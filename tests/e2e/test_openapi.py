@@ -97,6 +97,20 @@ def test_ingest_documents_the_batch_it_reads_by_hand(api: Api) -> None:
     assert ok == {"$ref": "#/components/schemas/IngestResponse"}
 
 
+def test_the_webhook_documents_its_signature_and_body(api: Api) -> None:
+    operation = document(api)["paths"]["/v1/stripe/webhooks"]["post"]
+    assert "security" not in operation  # Stripe signs it; no API key
+    (signature,) = operation["parameters"]
+    assert (signature["name"], signature["in"], signature["required"]) == (
+        "Stripe-Signature",
+        "header",
+        True,
+    )
+    event = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert event["required"] == ["type"]
+    assert event["properties"]["type"] == {"type": "string", "minLength": 1, "maxLength": 255}
+
+
 def test_a_wrong_method_is_405_with_allow(api: Api) -> None:
     response = api.call("PUT", "/v1/meters")
     assert response.status_code == 405

@@ -46,6 +46,11 @@ MEANINGS = {
 }
 
 
+def created_or_same(struct: type[Any], same: str, *errors: int) -> dict[int, ResponseSpec]:
+    """A create-or-confirm route's other answers: 200 (``same``: nothing changed) and errors."""
+    return {200: ResponseSpec(struct, description=same), **error_responses(*errors)}
+
+
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """The problem+json answers a route can give, for its ``responses=`` in the document."""
     return {

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, Response, get, post
-from litestar.openapi.datastructures import ResponseSpec
+from litestar import Response, get, post
 from litestar.params import FromPath, JSONBody
 
-from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
-from api.body import StrictBody
-from api.problems import error_responses
+from api.auth import PrincipalDep, ServicesDep, requires
+from api.controller import V1Controller
+from api.problems import created_or_same, error_responses
 from api.schemas import MeterIn, MeterOut, MeterPage
 from domain.meters import MetricDefinition, parse_aggregation
 from domain.tenancy import Scope
@@ -31,21 +30,17 @@ def meter_definition(body: MeterIn) -> MetricDefinition:
     )
 
 
-class MetersController(Controller):
+class MetersController(V1Controller):
     """Declaring needs the ``admin`` scope; reading, ``read``."""
 
     path = "/v1/meters"
     tags = ["meters"]
-    security = SECURITY
-    dto = StrictBody
-    return_dto = None
 
     @post(
         guards=[requires(Scope.ADMIN)],
-        responses={
-            200: ResponseSpec(MeterOut, description="Identical to the metric declared"),
-            **error_responses(400, 401, 403, 409, 422),
-        },
+        responses=created_or_same(
+            MeterOut, "Identical to the metric declared", 400, 401, 403, 409, 422
+        ),
     )
     async def declare_meter(
         self, svc: ServicesDep, principal: PrincipalDep, data: JSONBody[MeterIn]

@@ -13,16 +13,15 @@ import anyio.to_thread
 import msgspec
 import stripe
 from litestar import Controller, Request, Response, get, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from adapters.closing import Invoice
 from adapters.reconciler import Scope
-from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
-from api.body import StrictBody
+from api.auth import PrincipalDep, ServicesDep, requires
+from api.controller import V1Controller
 from api.openapi import AlsoCsv, body, header
-from api.problems import error_responses
+from api.problems import created_or_same, error_responses
 from api.query import given_once
 from api.routes.usage import decode_cursor, encode_cursor, number, when
 from api.schemas import (
@@ -112,12 +111,9 @@ def month_of(field: str, value: str) -> str:
     return month_from_key(value, field).key
 
 
-class ReconciliationController(Controller):
+class ReconciliationController(V1Controller):
     path = "/v1/reconciliation"
     tags = ["reconciliation"]
-    security = SECURITY
-    dto = StrictBody
-    return_dto = None
 
     @post(
         "/run",
@@ -216,21 +212,15 @@ def adjustment_out(a: Adjustment | AdjustmentRow) -> AdjustmentOut:
     )
 
 
-class AdjustmentsController(Controller):
+class AdjustmentsController(V1Controller):
     path = "/v1/adjustments"
     tags = ["reconciliation"]
-    security = SECURITY
-    dto = StrictBody
-    return_dto = None
 
     @post(
         guards=[requires(KeyScope.ADMIN)],
-        responses={
-            200: ResponseSpec(
-                AdjustmentOut, description="Proposed before with this Idempotency-Key"
-            ),
-            **error_responses(400, 401, 403, 404, 409, 422),
-        },
+        responses=created_or_same(
+            AdjustmentOut, "Proposed before with this Idempotency-Key", 400, 401, 403, 404, 409, 422
+        ),
     )
     async def propose_adjustment(
         self,

@@ -18,14 +18,14 @@ from datetime import timedelta
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, post
+from litestar import post
 from litestar.params import JSONBody
 
 from adapters.event_log import RecorderEventLog
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker
-from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
-from api.body import StrictBody
+from api.auth import PrincipalDep, ServicesDep, requires
+from api.controller import V1Controller
 from api.problems import error_responses
 from api.routes.usage import number, tally_fields, when
 from api.schemas import (
@@ -201,13 +201,10 @@ def mode_of(principal: Principal | None, mode: str) -> bool:
     return apply
 
 
-class ReplayController(Controller):
+class ReplayController(V1Controller):
     path = "/v1/replay"
     tags = ["replay"]
     guards = [requires(Scope.READ)]
-    security = SECURITY
-    dto = StrictBody
-    return_dto = None
 
     @post(status_code=200, responses=error_responses(400, 401, 403, 404, 422))
     async def replay(

@@ -6,14 +6,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import anyio.to_thread
-from litestar import Controller, Response, delete, get, post
-from litestar.openapi.datastructures import ResponseSpec
+from litestar import Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from adapters.persistence import Stores
-from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
-from api.body import StrictBody
-from api.problems import error_responses
+from api.auth import PrincipalDep, ServicesDep, requires
+from api.controller import V1Controller
+from api.problems import created_or_same, error_responses
 from api.query import given_once, whole_number
 from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
 from api.schemas import (
@@ -55,21 +54,17 @@ def mapping_out(mapping: MeterMapping, push: str) -> MappingOut:
     )
 
 
-class MappingsController(Controller):
+class MappingsController(V1Controller):
     """Which Stripe meter each metric is pushed to (``admin`` to change, ``read`` to list)."""
 
     path = "/v1/mappings"
     tags = ["stripe"]
-    security = SECURITY
-    dto = StrictBody
-    return_dto = None
 
     @post(
         guards=[requires(Scope.ADMIN)],
-        responses={
-            200: ResponseSpec(MappingOut, description="Already mapped so"),
-            **error_responses(400, 401, 403, 404, 409, 422, 503),
-        },
+        responses=created_or_same(
+            MappingOut, "Already mapped so", 400, 401, 403, 404, 409, 422, 503
+        ),
     )
     async def map_meter(
         self, svc: ServicesDep, principal: PrincipalDep, data: JSONBody[MappingIn]
@@ -135,21 +130,17 @@ def customer_out(customer: Customer | CustomerRow) -> CustomerOut:
     )
 
 
-class CustomersController(Controller):
+class CustomersController(V1Controller):
     """Which Stripe customer each customerRef bills to (``admin`` to change, ``read`` to list)."""
 
     path = "/v1/customers"
     tags = ["stripe"]
-    security = SECURITY
-    dto = StrictBody
-    return_dto = None
 
     @post(
         guards=[requires(Scope.ADMIN)],
-        responses={
-            200: ResponseSpec(CustomerOut, description="Already mapped so"),
-            **error_responses(400, 401, 403, 404, 409, 422, 503),
-        },
+        responses=created_or_same(
+            CustomerOut, "Already mapped so", 400, 401, 403, 404, 409, 422, 503
+        ),
     )
     async def map_customer(
         self, svc: ServicesDep, principal: PrincipalDep, data: JSONBody[CustomerIn]
@@ -234,11 +225,10 @@ class CustomersController(Controller):
         return customer_out(customer)
 
 
-class AuditController(Controller):
+class AuditController(V1Controller):
     path = "/v1/audit"
     tags = ["stripe"]
     guards = [requires(Scope.READ)]
-    security = SECURITY
 
     @get(
         "/invoice",

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from litestar import Controller, get
+from litestar import get
 from litestar.params import FromQuery, QueryParameter
 
-from api.auth import SECURITY, PrincipalDep, ServicesDep, requires
+from api.auth import PrincipalDep, ServicesDep, requires
+from api.controller import V1Controller
 from api.problems import error_responses
 from api.query import before, given_once, whole_number
 from api.schemas import (
@@ -117,13 +118,12 @@ def counter_out(counter: Counter) -> CounterOut:
     )
 
 
-class UsageController(Controller):
+class UsageController(V1Controller):
     """The tenant's usage events and running counters (scope ``read``)."""
 
     path = "/v1"
     tags = ["usage"]
     guards = [requires(Scope.READ)]
-    security = SECURITY
 
     @get(
         "/events",

@@ -18,7 +18,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from adapters.group_commit import WriterStoppedError
 from adapters.writer_client import WriterUnavailableError
-from api.schemas import FieldError, ProblemDetails, validation_field
+from api.schemas import FieldError, FieldReason, ProblemDetails, validation_field
 from domain.errors import (
     ConflictError,
     ForbiddenError,
@@ -65,25 +65,22 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
 
 
 def problem(
-    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
-) -> Response[Any]:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        body["errors"] = errors
+    status: int, title: str, detail: str, errors: list[FieldReason] | None = None
+) -> Response[ProblemDetails]:
+    body = ProblemDetails("about:blank", title, status, detail, errors or None)
     return Response(content=body, status_code=status, media_type=PROBLEM)
 
 
-def _field(field: str, reason: str) -> dict[str, str]:
-    return {"field": field, "reason": reason}
+def field_problem(field: str, reason: str, status: int = 422) -> Response[ProblemDetails]:
+    return problem(status, "Invalid request", f"{field}: {reason}", [FieldReason(field, reason)])
 
 
-def field_problem(field: str, reason: str, status: int = 422) -> Response[Any]:
-    return problem(status, "Invalid request", f"{field}: {reason}", [_field(field, reason)])
+def malformed(reason: str) -> Response[ProblemDetails]:
+    """A body that is not JSON: 400, naming ``body``."""
+    reason = f"is not valid JSON: {reason}"
+    return problem(
+        400, "Malformed JSON", f"the request body {reason}", [FieldReason("body", reason)]
+    )
 
 
 def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -95,10 +92,7 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         bad = validation_field(error)
         return field_problem(bad.field, bad.reason)
     if isinstance(error, msgspec.DecodeError):
-        reason = f"is not valid JSON: {error}"
-        return problem(
-            400, "Malformed JSON", f"the request body {reason}", [_field("body", reason)]
-        )
+        return malformed(str(error))
     if isinstance(error, UnauthenticatedError):
         response = problem(401, "Unauthenticated", str(error))
         response.headers["WWW-Authenticate"] = "Bearer"
@@ -130,10 +124,7 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         # Litestar's own checks of query and path values (a missing parameter, a limit
         # that is no number): a bad value like any other, so 422 naming it.
         if _empty_body(error):
-            reason = f"is not valid JSON: {EMPTY_BODY}"
-            return problem(
-                400, "Malformed JSON", f"the request body {reason}", [_field("body", reason)]
-            )
+            return malformed(EMPTY_BODY)
         errors = _litestar_fields(error)
         if errors:
             return problem(422, "Invalid request", _detail(errors), errors)
@@ -153,17 +144,17 @@ MISSING = re.compile(r"Missing required [\w ]*parameter '([^']*)'")
 REASONS = {"Expected `int`, got `str`": "must be a whole number"}
 
 
-def _litestar_fields(error: ValidationException) -> list[dict[str, str]]:
+def _litestar_fields(error: ValidationException) -> list[FieldReason]:
     missing = MISSING.match(str(error.detail))
     if missing:
-        return [{"field": missing.group(1), "reason": "is required"}]
+        return [FieldReason(missing.group(1), "is required")]
     extra = error.extra if isinstance(error.extra, list) else []
     result = []
     for item in extra:
         if isinstance(item, dict):
             message = str(item.get("message", ""))
             reason = REASONS.get(message, message[:1].lower() + message[1:])
-            result.append({"field": str(item.get("key", "")), "reason": reason})
+            result.append(FieldReason(str(item.get("key", "")), reason))
     return result
 
 
@@ -173,5 +164,5 @@ def _empty_body(error: ValidationException) -> bool:
     return any(isinstance(e, dict) and e.get("key") == "data" for e in extra)
 
 
-def _detail(errors: list[dict[str, str]]) -> str:
-    return "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+def _detail(errors: list[FieldReason]) -> str:
+    return "; ".join(f"{e.field}: {e.reason}" for e in errors)

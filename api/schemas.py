@@ -157,7 +157,7 @@ class FieldReason(msgspec.Struct):
     reason: str
 
 
-class ProblemDetails(msgspec.Struct):
+class ProblemDetails(msgspec.Struct, omit_defaults=True):
     """Every error answer (RFC 9457), built by api/problems.py."""
 
     type: str

@@ -7,6 +7,7 @@ COPY projections projections
 COPY adapters adapters
 COPY api api
 COPY stripe_emulator stripe_emulator
+COPY tools tools
 RUN pip install --no-cache-dir .
 ENV STRIPEMETER_HOST=0.0.0.0
 EXPOSE 3000

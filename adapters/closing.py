@@ -35,7 +35,6 @@ from eventsourcing.application import AggregateNotFoundError
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from domain.adjusting import AdjustmentService
-from domain.application import PeriodLoader
 from domain.errors import InvalidInputError
 from domain.ownership import StripeClaim, StripeObject, StripeObjectKind, claim_id_for
 from domain.pushing import (
@@ -46,6 +45,7 @@ from domain.pushing import (
     summary_window,
     whole_units,
 )
+from domain.recording import PeriodLoader
 from domain.stripe_port import StripeError, StripeGateway, StripeRejectedError
 from domain.usage import UsagePeriod, usage_period_id
 from projections.reconciliation import PeriodStanding
@@ -120,7 +120,7 @@ class PeriodCloser:
             period = load.get(period_id)
             return [period] if period.close(reason) else []
 
-        if self.stores.app.change_periods(change):
+        if self.stores.app.usage.change_periods(change):
             log.info("usage period %s closed: %s", period_id, reason)
         return self.pusher.push(period_id, Target.LIVE, reason="final push before the invoice")
 
@@ -148,7 +148,7 @@ class PeriodCloser:
             period.record_parity(stripe_total, invoice_quantity, whole_units(period.value))
             return [period]
 
-        saved = self.stores.app.change_periods(change)
+        saved = self.stores.app.usage.change_periods(change)
         if not saved:
             return None
         period: UsagePeriod = saved[0]
@@ -266,7 +266,7 @@ class PeriodCloser:
                 period = load.get(period_id)
                 return [period] if period.schedule_closing(invoice.id, finalizes_at) else []
 
-            noted += bool(self.stores.app.change_periods(change))
+            noted += bool(self.stores.app.usage.change_periods(change))
         log.info("invoice %s finalises at %s: %d periods noted", invoice.id, finalizes_at, noted)
         return noted
 

@@ -186,8 +186,17 @@ class Metrics:
         for status in ("ok", "pending", "drift", "repaired"):
             self.reconciliation_lines.labels(status)
 
+    def observe_commit(self, events: int, seconds: float) -> None:
+        """One group commit (thread or writer process): its size and how long it took."""
+        self.commit_batch_events.observe(events)
+        self.commit_duration.observe(seconds)
+
     def observe_ingest(self, results: Sequence[IngestResult]) -> None:
-        """Count written events by outcome, and the accepted late ones by kind."""
+        """Count a request's events by outcome, and the accepted late ones by kind.
+
+        Called once per ingest request with every event's result, refused or
+        written, so that each event is counted exactly once whichever writer ran.
+        """
         for result in results:
             self.ingest_events.labels(result.outcome.value).inc()
             if result.late is not None and result.outcome is Outcome.ACCEPTED:

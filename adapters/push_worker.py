@@ -30,11 +30,12 @@ from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from adapters.settings import Settings
 from adapters.stripe_gateway import SdkStripeGateway
+from domain.caching import TtlCache
 from domain.ledger import Intent
 from domain.pushing import STRIPE_MAX_AGE, PushOutcome, PushService, Target, route_for
 from domain.stripe_port import StripeGateway, StripeUnavailableError
 from projections.ledger import Candidate
-from stripe_emulator.testing import running_emulator
+from stripe_emulator import Emulator, serving_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,21 @@ def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target,
 
 
 def start_builtin_emulator(stack: ExitStack, port: int) -> str:
-    """No Stripe key: push to a local emulator in this process, and say so loudly."""
+    """No Stripe key: push to a local emulator in this process, and say so loudly.
+
+    On ``port`` when it is free (``stripemeter`` commands in other processes
+    find it there), else on any free port.
+    """
     try:
-        emulator = stack.enter_context(running_emulator(port=port))
+        url = stack.enter_context(serving_in_thread(Emulator(), port=port))
     except OSError:
-        emulator = stack.enter_context(running_emulator(port=0))
+        url = stack.enter_context(serving_in_thread(Emulator(), port=0))
     log.warning(
         "STRIPE_SECRET_KEY is not set: pushing to the built-in Stripe emulator at %s;"
         " nothing reaches Stripe",
-        emulator.url,
+        url,
     )
-    return emulator.url
+    return url
 
 
 class PushRetryError(Exception):
@@ -127,8 +132,10 @@ class PushWorker:
             min_backoff=500,
             max_backoff=300_000,
         )(self._push)
-        self._sent_at: dict[tuple[UUID, Target], float] = {}
-        self.resend_after = max(30.0, 4 * interval_seconds)
+        # Periods a push message was sent for, until its actor takes it (or the guard time).
+        self._sent: TtlCache[tuple[UUID, Target], bool] = TtlCache(
+            max(30.0, 4 * interval_seconds), 200_000
+        )
         self._worker: dramatiq.Worker | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,7 +145,7 @@ class PushWorker:
     def _push(self, usage_period_id: str, target: str) -> None:
         started = time.perf_counter()
         # Done with this message: the next sweep may send another for the period.
-        self._sent_at.pop((UUID(usage_period_id), Target(target)), None)
+        self._sent.pop((UUID(usage_period_id), Target(target)))
         outcome = self.pusher.push(UUID(usage_period_id), Target(target))
         self.metrics.push_duration.labels(target).observe(time.perf_counter() - started)
         if outcome is PushOutcome.RETRY:
@@ -160,7 +167,6 @@ class PushWorker:
         ledger = self.stores.views.ledger
         report = SweepReport(0, 0, 0)
         targets = [Target.LIVE, Target.SHADOW]
-        now_s = time.monotonic()
         for target in targets:
             behind: list[Candidate] = []
             sent = pending = unpushed = skipped = 0
@@ -174,7 +180,7 @@ class PushWorker:
                 unpushed += 1
                 pending += candidate.pending
                 behind.append(candidate)
-                if self._recently_sent(candidate.usage_period_id, target, now_s):
+                if self._recently_sent(candidate.usage_period_id, target):
                     continue
                 self.actor.send(str(candidate.usage_period_id), target.value)
                 sent += 1
@@ -191,19 +197,25 @@ class PushWorker:
         self.metrics.swept_at.set(time.time())
         return report
 
-    def _recently_sent(self, period_id: UUID, target: Target, now: float) -> bool:
+    def _recently_sent(self, period_id: UUID, target: Target) -> bool:
         """One message per period at a time: a queue of repeats would only re-read it.
 
         A message lost by the broker delays that period's push by the guard time.
         """
         key = (period_id, target)
-        last = self._sent_at.get(key)
-        if last is not None and now - last < self.resend_after:
+        if self._sent.get(key):
             return True
-        if len(self._sent_at) > 200_000:
-            self._sent_at.clear()
-        self._sent_at[key] = now
+        self._sent.put(key, True)
         return False
+
+    @property
+    def resend_after(self) -> float:
+        """The guard time: after it a period is sent again though its message was not taken."""
+        return self._sent.seconds
+
+    @resend_after.setter
+    def resend_after(self, seconds: float) -> None:
+        self._sent.seconds = seconds
 
     def _mapped(self, candidate: Candidate, target: Target) -> bool:
         app = self.stores.app

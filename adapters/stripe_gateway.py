@@ -5,10 +5,14 @@ with exponential backoff and jitter) are the SDK's own
 (``max_network_retries``); what is still failing after them comes back to
 the push service as ``StripeUnavailableError`` and is retried later, with
 the same identifier, by the next push of that period.
+
+The signature of Stripe's webhook deliveries is checked here too
+(``verify_webhook``): the service imports the SDK in this module only.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,6 +20,7 @@ from typing import Any
 
 import stripe
 
+from domain.errors import InvalidInputError
 from domain.stripe_port import (
     DuplicateMeterEventError,
     MeterEventRequest,
@@ -23,6 +28,8 @@ from domain.stripe_port import (
     StripeRejectedError,
     StripeUnavailableError,
 )
+
+log = logging.getLogger(__name__)
 
 DUPLICATE_CODES = {"resource_already_exists", "duplicate_meter_event"}
 
@@ -184,3 +191,20 @@ def _translated(*, duplicate_means_delivered: bool = False) -> Iterator[None]:
         ):
             raise DuplicateMeterEventError(message) from error
         raise StripeRejectedError(message, code) from error
+
+
+def verify_webhook(payload: str, signature: str, secret: str) -> None:
+    """Check a webhook delivery's ``Stripe-Signature`` header against the endpoint's secret.
+
+    The SDK's own check (HMAC of the timestamped payload, and the timestamp
+    within its default tolerance, which refuses a replayed old delivery). A
+    delivery that does not verify is invalid input naming the header, so that
+    the sender is told (422) and nothing is read from it.
+    """
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload, signature, secret, tolerance=stripe.Webhook.DEFAULT_TOLERANCE
+        )
+    except (stripe.SignatureVerificationError, ValueError) as error:
+        log.warning("refused a webhook delivery: %s", error)
+        raise InvalidInputError("Stripe-Signature", f"does not verify: {error}") from None

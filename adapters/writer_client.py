@@ -21,7 +21,10 @@ class WriterUnavailableError(RuntimeError):
 
 
 class ProcessWriterClient:
-    """One connection per API process, shared by all its requests; answers matched by id."""
+    """A ``UsageWriter`` that sends events to the writer process and awaits its answers.
+
+    One connection per API process, shared by all its requests; answers matched by id.
+    """
 
     def __init__(self, socket_path: Path, metrics: Metrics) -> None:
         self.socket_path = socket_path
@@ -50,11 +53,9 @@ class ProcessWriterClient:
         self._pending[request_id] = future
         try:
             writer.write(frame(WriteRequest(request_id, list(submissions))))
-            results = await future
+            return await future
         finally:
             self._pending.pop(request_id, None)
-        self.metrics.observe_ingest(results)
-        return results
 
     async def _connection(self) -> asyncio.StreamWriter:
         if self.connected:
@@ -77,8 +78,7 @@ class ProcessWriterClient:
             while True:
                 response = RESPONSES.decode(await read_frame(reader))
                 if response.batch_events:
-                    self.metrics.commit_batch_events.observe(response.batch_events)
-                    self.metrics.commit_duration.observe(response.commit_seconds)
+                    self.metrics.observe_commit(response.batch_events, response.commit_seconds)
                 future = self._pending.get(response.id)
                 if future is None or future.done():
                     continue

@@ -18,11 +18,11 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.batching import Commit, GroupCommitLoop
 from adapters.persistence import open_stores
 from adapters.settings import Settings
 from adapters.writer_wire import REQUESTS, WriteRequest, WriteResponse, frame, read_frame
@@ -37,22 +37,40 @@ class _Pending:
     request: WriteRequest
     writer: asyncio.StreamWriter
 
+    @property
+    def submissions(self) -> list[UsageSubmission]:
+        return self.request.submissions
+
 
 class WriterServer:
+    """Reads requests from every API process's connection; commits them in batches.
+
+    The batching loop (adapters/batching.py) runs on its own thread; answers
+    are encoded there and written to their connection on the event loop.
+    """
+
     def __init__(
         self, app: MeteringApp, max_events: int, on_commit: Callable[[], None] | None = None
     ) -> None:
-        self.app = app
-        self.max_events = max_events
         self.on_commit = on_commit
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.busy = False
+        self._commits: GroupCommitLoop[_Pending] = GroupCommitLoop(
+            app.usage.record_usage, max_events, self._committed, self._failed, "writer-process"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._commits.start()
+
+    def stop(self) -> None:
+        """Commit and answer what was already received (blocks: call off the event loop)."""
+        self._commits.stop()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 data = await read_frame(reader)
-                await self.queue.put(_Pending(REQUESTS.decode(data), writer))
+                self._commits.put(_Pending(REQUESTS.decode(data), writer))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the API process closed its end
         except asyncio.CancelledError:
@@ -60,46 +78,27 @@ class WriterServer:
         finally:
             writer.close()
 
-    async def commit_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            size = len(batch[0].request.submissions)
-            while size < self.max_events and not self.queue.empty():
-                item = self.queue.get_nowait()
-                batch.append(item)
-                size += len(item.request.submissions)
-            submissions: list[UsageSubmission] = [
-                s for item in batch for s in item.request.submissions
-            ]
-            started = time.perf_counter()
-            self.busy = True
-            try:
-                results = await loop.run_in_executor(None, self.app.record_usage, submissions)
-            except Exception as error:
-                self.busy = False
-                log.exception("group commit of %d events failed; nothing was written", size)
-                for item in batch:
-                    self._send(item, WriteResponse(item.request.id, None, type(error).__name__))
-                continue
-            self.busy = False
-            elapsed = time.perf_counter() - started
-            offset = 0
-            for position, item in enumerate(batch):
-                count = len(item.request.submissions)
-                mine = results[offset : offset + count]
-                offset += count
-                # The commit's size and time ride on one response only, so that the
-                # API's commit metrics count commits, not requests.
-                stats = (size, elapsed) if position == 0 else (0, 0.0)
-                self._send(item, WriteResponse(item.request.id, mine, None, *stats))
-            if self.on_commit is not None:
-                self.on_commit()
+    def _committed(self, commit: Commit[_Pending]) -> None:
+        for position, (item, results) in enumerate(zip(commit.jobs, commit.results, strict=True)):
+            # The commit's size and time ride on one response only, so that the
+            # API's commit metrics count commits, not requests.
+            stats = (commit.events, commit.seconds) if position == 0 else (0, 0.0)
+            self._send(item, WriteResponse(item.request.id, results, None, *stats))
+        if self.on_commit is not None:
+            self.on_commit()
 
-    @staticmethod
-    def _send(item: _Pending, response: WriteResponse) -> None:
-        if not item.writer.is_closing():
-            item.writer.write(frame(response))
+    def _failed(self, jobs: list[_Pending], error: Exception) -> None:
+        for item in jobs:
+            self._send(item, WriteResponse(item.request.id, None, type(error).__name__))
+
+    def _send(self, item: _Pending, response: WriteResponse) -> None:
+        assert self._loop is not None, "started before any request is read"
+        self._loop.call_soon_threadsafe(_write, item.writer, frame(response))
+
+
+def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if not writer.is_closing():
+        writer.write(data)
 
 
 async def _serve(settings: Settings, socket_path: Path) -> None:
@@ -110,22 +109,21 @@ async def _serve(settings: Settings, socket_path: Path) -> None:
         runner.start()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
+    server.start()
     unix = await asyncio.start_unix_server(server.handle, path=str(socket_path))
     os.chmod(socket_path, 0o600)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    committer = asyncio.create_task(server.commit_forever())
     log.info("writer process ready on %s (backend=%s)", socket_path, settings.backend)
     try:
         await stop.wait()
     finally:
         unix.close()
-        # Finish what was already received before going away.
-        while server.busy or not server.queue.empty():
-            await asyncio.sleep(0.01)
-        committer.cancel()
+        # Finish what was already received before going away; the answers,
+        # scheduled on this loop before the stop returns, are written first.
+        await asyncio.to_thread(server.stop)
         runner.stop()
         stores.close()
         with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,7 @@ from adapters.group_commit import GroupCommitWriter
 from adapters.metrics import Metrics
 from adapters.persistence import open_stores
 from adapters.settings import Settings
+from adapters.usage_writer import UsageWriter
 from adapters.writer_client import ProcessWriterClient
 from api import problems
 from api.auth import DEPENDENCIES
@@ -82,7 +83,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stores = open_stores(settings, clock)
         runner = stores.views.runner
-        writer: GroupCommitWriter | ProcessWriterClient
+        writer: UsageWriter
         # With a writer process, it commits and (embedded) runs the projections.
         runs_projections = settings.embedded_worker and settings.writer_socket is None
         if settings.writer_socket is not None:

@@ -25,12 +25,12 @@ from api.cli_projections import add_parser as add_projections_parser
 from api.cli_reconcile import add_parsers as add_reconcile_parsers
 from api.cli_reconcile import cli_gateways
 from api.cli_replay import add_parser as add_replay_parser
-from api.demo import add_demo_parser
-from api.routes.meters import meter_definition, meter_out
-from api.routes.stripe import build_audit
-from api.schemas import FieldError, MeterIn, parse_time
+from api.queries.audit import build_audit
+from api.queries.meters import declare_meter, list_meters
+from api.schemas import FieldError, parse_time
 from api.serving import cmd_serve, cmd_worker, cmd_writer
 from domain.errors import StripeMeterError
+from domain.meters import DEFAULT_LATENESS_SECONDS
 from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
 from domain.stripe_port import StripeError
@@ -120,18 +120,17 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_meters_create(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
-        definition = meter_definition(
-            MeterIn(
-                name=args.name,
-                aggregation=args.aggregation,
-                unit=args.unit,
-                lateness_window_seconds=args.lateness_window_seconds,
-                stripe_event_name=args.stripe_event_name,
-                allow_negative=args.allow_negative,
-            )
+        meter, created = declare_meter(
+            stores.app,
+            tenant_id_for(args.tenant),
+            name=args.name,
+            aggregation=args.aggregation,
+            unit=args.unit,
+            lateness_window_seconds=args.lateness_window_seconds,
+            stripe_event_name=args.stripe_event_name,
+            allow_negative=args.allow_negative,
         )
-        created = stores.app.declare_metric(tenant_id_for(args.tenant), definition)
-        _print({"name": definition.name, "created": created})
+        _print({"name": meter.name, "created": created})
     finally:
         stores.close()
     return 0
@@ -140,8 +139,7 @@ def cmd_meters_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_meters_list(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
-        metrics = stores.app.metrics(tenant_id_for(args.tenant))
-        _print_json([meter_out(m) for m in metrics])
+        _print_json(list_meters(stores.app, tenant_id_for(args.tenant)))
     finally:
         stores.close()
     return 0
@@ -250,6 +248,35 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_parity(settings: Settings, args: argparse.Namespace) -> int:
+    """The demo is a tool beside the service (tools/demo): loaded only when it runs."""
+    from tools.demo.command import run_parity  # noqa: PLC0415 - the service never imports it
+
+    return run_parity(settings, drift=args.drift, keep=args.keep, as_json=args.json)
+
+
+def add_demo_parser(sub: Any) -> None:
+    demos = sub.add_parser("demo", help="runnable demonstrations").add_subparsers(
+        dest="demo", required=True
+    )
+    parity = demos.add_parser(
+        "parity",
+        help="one billing cycle against the Stripe emulator: local total vs Stripe's invoice",
+        description="One billing cycle on a test clock, end to end: usage over HTTP (a retried"
+        " duplicate, an operator credit, a late event, one after the close), Stripe's signed"
+        " invoice webhooks, and StripeMeter's recorded parity beside Stripe's finalised invoice."
+        " Exit 0 on parity, 1 on a mismatch, 2 when the demo cannot set up or finish.",
+    )
+    parity.add_argument(
+        "--drift",
+        action="store_true",
+        help="also send Stripe a meter event behind StripeMeter's back (a mismatch, exit 1)",
+    )
+    parity.add_argument("--keep", action="store_true", help="keep the data folder; print where")
+    parity.add_argument("--json", action="store_true", help="print the final block as JSON")
+    parity.set_defaults(run=cmd_demo_parity)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="stripemeter", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -309,7 +336,7 @@ def parser() -> argparse.ArgumentParser:
     mcreate.add_argument("--name", required=True)
     mcreate.add_argument("--aggregation", required=True, help="sum, count, max or last")
     mcreate.add_argument("--unit", default="unit")
-    mcreate.add_argument("--lateness-window-seconds", type=int, default=48 * 3600)
+    mcreate.add_argument("--lateness-window-seconds", type=int, default=DEFAULT_LATENESS_SECONDS)
     mcreate.add_argument("--stripe-event-name")
     mcreate.add_argument("--allow-negative", action="store_true")
     mcreate.set_defaults(run=cmd_meters_create)

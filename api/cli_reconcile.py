@@ -21,7 +21,8 @@ from adapters.persistence import open_stores
 from adapters.push_worker import build_gateways
 from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
-from api.routes.reconciliation import adjustment_out, month_of, report_out, write_csv
+from api.queries.adjustments import adjustment_out
+from api.queries.reconciliation import month_of, report_out, write_csv
 from api.schemas import FieldError
 from domain import fields
 from domain.adjusting import AdjustmentService

@@ -10,7 +10,6 @@ changed are pushed by the push worker's sweep (this process has no queue).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from typing import Any
 
@@ -18,8 +17,7 @@ import msgspec
 
 from adapters.persistence import open_stores
 from adapters.settings import Settings
-from api.routes.replay import replay_out, replay_query, replayer
-from api.schemas import ReplayIn
+from api.queries.replay import DEFAULT_PAGE, replay_all
 from domain.tenancy import tenant_id_for
 from projections.replay import ReplayPage
 
@@ -42,40 +40,34 @@ def add_parser(sub: Any) -> None:
     )
     replay.add_argument("--apply", action="store_true", help="write the fixes (default: dry run)")
     replay.add_argument(
-        "--page-size", type=int, default=200, metavar="N", help="periods per transaction"
+        "--page-size", type=int, default=DEFAULT_PAGE, metavar="N", help="periods per transaction"
     )
     replay.set_defaults(run=cmd_replay)
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    body = ReplayIn(
-        since=args.since,
-        until=args.until,
-        mode="apply" if args.apply else "dry-run",
-        metrics=args.metric,
-        customers=args.customer,
-        limit=args.page_size,
-    )
+    def report(number: int, page: ReplayPage) -> None:
+        done = "applied" if page.applied else "written nothing"
+        print(
+            f"page {number}: {len(page.counters)} counters, {len(page.changed)} differ;"
+            f" {done} (view at log position {page.position:,})",
+            file=sys.stderr,
+        )
+
     stores = open_stores(settings)
     try:
-        query = replay_query(stores.app.tenant(tenant_id_for(args.tenant)), body)
-        replay = replayer(stores)
-        pages: list[ReplayPage] = []
-        while True:
-            page = replay.run(query, apply=args.apply)
-            pages.append(page)
-            done = "applied" if page.applied else "written nothing"
-            print(
-                f"page {len(pages)}: {len(page.counters)} counters, {len(page.changed)} differ;"
-                f" {done} (view at log position {page.position:,})",
-                file=sys.stderr,
-            )
-            if page.next_after is None:
-                break
-            query = dataclasses.replace(query, after=page.next_after)
+        out = replay_all(
+            stores,
+            stores.app.tenant(tenant_id_for(args.tenant)),
+            since=args.since,
+            until=args.until,
+            apply=args.apply,
+            metrics=args.metric,
+            customers=args.customer,
+            limit=args.page_size,
+            on_page=report,
+        )
     finally:
         stores.close()
-    applied = any(page.applied for page in pages)
-    out = replay_out(body.mode, pages, "sweep" if applied else None, None)
     print(msgspec.json.format(msgspec.json.encode(out)).decode())
     return 1 if out.summary.changed and not args.apply else 0

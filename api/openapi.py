@@ -79,7 +79,7 @@ def struct_schema(struct: type[msgspec.Struct]) -> Schema:
     return result
 
 
-def body(struct: type[msgspec.Struct], description: str) -> RequestBody:
+def read_by_hand(struct: type[msgspec.Struct], description: str) -> RequestBody:
     """The JSON body of a handler that reads its body by hand."""
     content = {"application/json": OpenAPIMediaType(schema=struct_schema(struct))}
     return RequestBody(required=True, description=description, content=content)
@@ -104,7 +104,7 @@ class IngestOperation(Operation):
                 " `<header>#<index>` (docs/api.md).",
             )
         ]
-        self.request_body = body(
+        self.request_body = read_by_hand(
             IngestRequest, "At most the service's batch limit (1,000 by default) of usage events."
         )
         batch = self.request_body.content["application/json"].schema

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.push --backend postgres [--customers 1000] [--events 1000000]
 
 The Stripe emulator runs as its own process at its default rate limit (100
-requests/s). Usage is written by this process with ``MeteringApp.record_usage`` in
+requests/s). Usage is written by this process with ``UsageRecorder.record_usage`` in
 5,000-event batches (this measures the push, not HTTP ingest) while a
 ``stripemeter worker --no-pushes`` projects and a ``stripemeter worker
 --no-projections`` pushes (Dramatiq on an in-process broker, sweep every 5 s),
@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
                     )
                 )  # fmt: skip
                 sent += 1
-            app.record_usage(batch)
+            app.usage.record_usage(batch)
             if sent % 100_000 == 0:
                 log(f"{sent} events written, {time.perf_counter() - started:.0f} s")
         ingest_s = time.perf_counter() - started

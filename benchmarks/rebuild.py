@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.rebuild --events 1000000 [--backend postgres|sqlite]
 
-On a fresh database, writes N usage events with ``MeteringApp.record_usage`` in
+On a fresh database, writes N usage events with ``UsageRecorder.record_usage`` in
 1,000-event batches, as ``benchmarks.writer`` does (``--customers`` ×
 ``--metrics``, customers at random, quantities 1–5, timestamps advancing over
 the last ``--hours`` (24) in log order, as a live log's are). Then, each in a process
@@ -134,7 +134,7 @@ def _write(args: argparse.Namespace) -> float:
                         fingerprint(metric, customer, quantity, at, "{}"), "{}",
                     )
                 )  # fmt: skip
-            stores.app.record_usage(batch)
+            stores.app.usage.record_usage(batch)
             if (first + 1_000) % 100_000 == 0:
                 log(f"{first + 1_000:,} events written, {time.perf_counter() - started:.0f} s")
         written = time.perf_counter() - started

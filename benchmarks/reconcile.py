@@ -315,7 +315,7 @@ def _record(
                     fingerprint(METRIC, customer, quantity, moment, "{}"), "{}",
                 )
             )  # fmt: skip
-        results = app.record_usage(batch)
+        results = app.usage.record_usage(batch)
         refused = [r for r in results if r.outcome.value != "accepted"]
         if refused:
             raise SystemExit(f"record_usage refused {len(refused)} events: {refused[0]}")

@@ -1,4 +1,4 @@
-"""The write path alone: ``MeteringApp.record_usage`` on 1,000-event batches, in this process.
+"""The write path alone: ``UsageRecorder.record_usage`` on 1,000-event batches, in this process.
 
     .venv/bin/python -m benchmarks.writer --backend postgres [--profile]
 
@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                 return out
 
             batches = [batch(n) for n in range(args.batches + 1)]
-            stores.app.record_usage(batches[0])  # warm-up: creates the periods
+            stores.app.usage.record_usage(batches[0])  # warm-up: creates the periods
             profiler = cProfile.Profile() if args.profile else None
             cpu0, wall0 = time.process_time(), time.perf_counter()
             if profiler:
                 profiler.enable()
             for submissions in batches[1:]:
-                stores.app.record_usage(submissions)
+                stores.app.usage.record_usage(submissions)
             if profiler:
                 profiler.disable()
             wall = time.perf_counter() - wall0

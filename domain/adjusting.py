@@ -18,9 +18,10 @@ from eventsourcing.persistence import IntegrityError
 
 from domain import fields
 from domain.adjustments import Adjustment, AdjustmentStatus, adjustment_id_for
-from domain.application import MeteringApp, PeriodLoader
+from domain.application import MeteringApp
 from domain.errors import ConflictError, InvalidInputError, NotFoundError
 from domain.meters import Aggregation
+from domain.recording import PeriodLoader
 
 MAX_REASON = 500
 
@@ -134,7 +135,7 @@ class AdjustmentService:
             )
             return [adjustment, target]
 
-        return self._adjustment(self.app.change_periods(change))
+        return self._adjustment(self.app.usage.change_periods(change))
 
     def reject(self, tenant_id: UUID, adjustment_id: UUID, actor: str, reason: str) -> Adjustment:
         reason = _check_text("reason", reason)
@@ -168,7 +169,7 @@ class AdjustmentService:
             )
             return [adjustment, target]
 
-        return self._adjustment(self.app.change_periods(change))
+        return self._adjustment(self.app.usage.change_periods(change))
 
     def _open_period(self, loader: PeriodLoader, adjustment: Adjustment) -> Any:
         target = loader.at(

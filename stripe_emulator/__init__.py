@@ -6,6 +6,7 @@ Public surface:
   the object doubles as the control/inspection handle.
 - :class:`EmulatorConfig` — start-up settings (all changeable at runtime).
 - :func:`serve` / :func:`main` — run it under uvicorn (``python -m stripe_emulator``).
+- :func:`serving_in_thread` — serve one beside other work (StripeMeter's embedded default).
 - :func:`stripe_emulator.testing.running_emulator` — a server on a free port for tests.
 
 It imports nothing from the rest of the project on purpose: it stands in for
@@ -14,6 +15,6 @@ Stripe, so it must not share code with the client it checks.
 
 from stripe_emulator.config import EmulatorConfig
 from stripe_emulator.emulator import Emulator
-from stripe_emulator.server import main, serve
+from stripe_emulator.server import main, serve, serving_in_thread
 
-__all__ = ["Emulator", "EmulatorConfig", "main", "serve"]
+__all__ = ["Emulator", "EmulatorConfig", "main", "serve", "serving_in_thread"]

@@ -1,20 +1,27 @@
 """Running the emulator as a real HTTP server (uvicorn), from code or the command line.
 
 ``serve(host, port, config)`` blocks; ``main(argv)`` parses CLI flags and calls
-it (``python -m stripe_emulator --port 12111``).
+it (``python -m stripe_emulator --port 12111``). ``serving_in_thread`` serves
+one beside the caller's own work: StripeMeter's embedded default (no Stripe
+key) and the tests (``stripe_emulator.testing``) start it so.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 
 from stripe_emulator.config import EmulatorConfig
 from stripe_emulator.emulator import Emulator
 from stripe_emulator.faults import FAULT_KINDS
+
+START_SECONDS = 10  # to start answering, and to stop
 
 
 def uvicorn_config(emulator: Emulator, *, log_level: str = "warning") -> uvicorn.Config:
@@ -46,6 +53,40 @@ def serve(
     try:
         server.run(sockets=[sock])
     finally:
+        emulator.close()
+        sock.close()
+
+
+@contextlib.contextmanager
+def serving_in_thread(
+    emulator: Emulator, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
+    """Serve ``emulator`` on ``host:port`` (0 = a free port) from a daemon thread.
+
+    Yields the server's base address once it answers; on exit stops the server
+    and closes the emulator. OSError when the port is taken (the emulator is
+    closed then too), so that a caller can try another.
+    """
+    try:
+        sock = socket.create_server((host, port))
+    except OSError:
+        emulator.close()
+        raise
+    server = uvicorn.Server(uvicorn_config(emulator))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="stripe-emulator", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the Stripe emulator did not start")
+            time.sleep(0.005)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=START_SECONDS)
         emulator.close()
         sock.close()
 

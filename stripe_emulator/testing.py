@@ -12,17 +12,12 @@ plus the server's ``url``.
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
-
 from stripe_emulator.config import EmulatorConfig
 from stripe_emulator.emulator import Emulator
-from stripe_emulator.server import uvicorn_config
+from stripe_emulator.server import serving_in_thread
 
 TEST_API_KEY = "sk_test_emulator"
 
@@ -51,22 +46,6 @@ def running_emulator(
 ) -> Iterator[RunningEmulator]:
     """Start an emulator on ``host:port`` (0 = a free port); stop it on exit."""
     emulator = RunningEmulator(config)
-    sock = socket.create_server((host, port))
-    emulator.url = f"http://{host}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn_config(emulator))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="stripe-emulator", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the Stripe emulator did not start")
-        time.sleep(0.005)
-    try:
+    with serving_in_thread(emulator, host=host, port=port) as url:
+        emulator.url = url
         yield emulator
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        emulator.close()
-        sock.close()

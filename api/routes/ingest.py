@@ -57,11 +57,10 @@ class IngestController(Controller):
             request.headers.get("idempotency-key"),
             svc.settings.max_batch_events,
         )
-        refused = len(results) - len(submissions)
-        if refused:
-            svc.metrics.ingest_events.labels(Outcome.ERROR.value).inc(refused)
         written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
-        return _response([r if r is not None else next(written) for r in results])
+        outcomes = [r if r is not None else next(written) for r in results]
+        svc.metrics.observe_ingest(outcomes)
+        return _response(outcomes)
 
 
 def read_batch(

@@ -10,24 +10,9 @@ from litestar.params import FromPath, JSONBody
 from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
 from api.problems import created_or_same, error_responses
+from api.queries import meters as queries
 from api.schemas import MeterIn, MeterOut, MeterPage
-from domain.meters import MetricDefinition, parse_aggregation
 from domain.tenancy import Scope
-
-
-def meter_out(definition: MetricDefinition) -> MeterOut:
-    return msgspec.convert(definition, MeterOut, from_attributes=True)
-
-
-def meter_definition(body: MeterIn) -> MetricDefinition:
-    return MetricDefinition(
-        name=body.name,
-        aggregation=parse_aggregation(body.aggregation),
-        unit=body.unit,
-        lateness_seconds=body.lateness_window_seconds,
-        stripe_event_name=body.stripe_event_name,
-        allow_negative=body.allow_negative,
-    )
 
 
 class MetersController(V1Controller):
@@ -47,15 +32,15 @@ class MetersController(V1Controller):
     ) -> Response[MeterOut]:
         """Declare a metric. 201 when new, 200 when identical to one declared, 409 when
         different."""
-        definition = meter_definition(data)
-        created = await anyio.to_thread.run_sync(
-            svc.stores.app.declare_metric, principal.tenant_id, definition
+        app = svc.stores.app
+        out, created = await anyio.to_thread.run_sync(
+            lambda: queries.declare_meter(app, principal.tenant_id, **msgspec.structs.asdict(data))
         )
-        return Response(meter_out(definition), status_code=201 if created else 200)
+        return Response(out, status_code=201 if created else 200)
 
     @get(guards=[requires(Scope.READ)], sync_to_thread=True, responses=error_responses(401, 403))
     def list_meters(self, svc: ServicesDep, principal: PrincipalDep) -> MeterPage:
-        return MeterPage([meter_out(m) for m in svc.stores.app.metrics(principal.tenant_id)])
+        return MeterPage(queries.list_meters(svc.stores.app, principal.tenant_id))
 
     @get(
         "/{name:str}",
@@ -64,4 +49,4 @@ class MetersController(V1Controller):
         responses=error_responses(400, 401, 403, 404),
     )
     def get_meter(self, svc: ServicesDep, principal: PrincipalDep, name: FromPath[str]) -> MeterOut:
-        return meter_out(svc.stores.app.metric(principal.tenant_id, name))
+        return queries.meter_out(svc.stores.app.metric(principal.tenant_id, name))

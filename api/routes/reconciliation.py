@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import csv
 import io
-import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any
 from uuid import UUID
 
 import anyio.to_thread
 import msgspec
-import stripe
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.spec import Operation
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from adapters.closing import Invoice
 from adapters.reconciler import Scope
+from adapters.stripe_gateway import verify_webhook
 from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
-from api.openapi import AlsoCsv, body, header
+from api.openapi import AlsoCsv, header, read_by_hand
 from api.problems import created_or_same, error_responses
+from api.queries.adjustments import adjustment_out
+from api.queries.cursors import decode_cursor, encode_cursor
+from api.queries.reconciliation import month_of, report_out, write_csv
 from api.query import given_once
-from api.routes.usage import decode_cursor, encode_cursor, number, when
 from api.schemas import (
     AdjustmentIn,
     AdjustmentOut,
@@ -31,7 +31,6 @@ from api.schemas import (
     DecisionIn,
     FieldError,
     ReconcileIn,
-    ReconciliationLineOut,
     ReconciliationOut,
     ReconciliationRuns,
     WebhookReceipt,
@@ -41,18 +40,9 @@ from api.schemas import (
 )
 from domain import fields
 from domain.adjusting import AdjustmentService
-from domain.adjustments import Adjustment
 from domain.errors import NotFoundError
-from domain.periods import month_from_key
 from domain.tenancy import Principal
 from domain.tenancy import Scope as KeyScope
-from projections.adjustments import AdjustmentRow
-from projections.reconciliation import Report
-
-log = logging.getLogger(__name__)
-
-CSV_COLUMNS = list(ReconciliationLineOut.__struct_fields__)
-CSV_HEADER = ["runId", *ReconciliationLineOut.__struct_encode_fields__]  # as in the JSON
 
 
 def actor_of(principal: Principal, named: str | None) -> str:
@@ -61,54 +51,6 @@ def actor_of(principal: Principal, named: str | None) -> str:
     if named is None:
         return key
     return f"{fields.actor(named)} ({key})"
-
-
-def report_out(report: Report) -> ReconciliationOut:
-    return ReconciliationOut(
-        run_id=report.run_id,
-        month=report.month,
-        started_at=when(report.started_at) or "",
-        finished_at=when(report.finished_at) or "",
-        trigger=report.trigger,
-        actor=report.actor,
-        repair=report.repair,
-        stripe_calls=report.stripe_calls,
-        counts={s: report.count(s) for s in ("ok", "pending", "drift", "repaired")},
-        lines=[
-            ReconciliationLineOut(
-                customer_ref=line.customer_ref,
-                metric=line.metric,
-                period=line.period,
-                period_start=when(line.period_start) or "",
-                period_end=when(line.period_end) or "",
-                stripe_customer_id=line.stripe_customer_id,
-                meter_id=line.meter_id,
-                local=line.local,
-                stripe=line.stripe,
-                expected=line.expected,
-                difference=line.difference,
-                status=line.status,
-                cause=line.cause,
-                closed=line.closed,
-                verdict=line.verdict,
-            )
-            for line in report.lines
-        ],
-    )
-
-
-def write_csv(reports: list[ReconciliationOut], out: TextIO) -> None:
-    """Report lines as CSV, with the JSON's column names and the run id first."""
-    writer = csv.writer(out)
-    writer.writerow(CSV_HEADER)
-    for report in reports:
-        for line in report.lines:
-            writer.writerow([report.run_id, *(getattr(line, f) for f in CSV_COLUMNS)])
-
-
-def month_of(field: str, value: str) -> str:
-    """A month of period starts (``YYYY-MM``), as reconciliation reports are kept by."""
-    return month_from_key(value, field).key
 
 
 class ReconciliationController(V1Controller):
@@ -173,43 +115,6 @@ class ReconciliationController(V1Controller):
 
 
 # -- adjustments ----------------------------------------------------------------------
-
-
-def adjustment_out(a: Adjustment | AdjustmentRow) -> AdjustmentOut:
-    if isinstance(a, AdjustmentRow):
-        return AdjustmentOut(
-            id=str(a.adjustment_id),
-            customer_ref=a.customer_ref,
-            metric=a.metric,
-            quantity=number(a.quantity) or "0",
-            events=a.events,
-            status=a.status,
-            source_period=a.source_period,
-            source_key=a.source_key,
-            proposed_by=a.proposed_by,
-            reason=a.reason,
-            proposed_at=when(a.proposed_at) or "",
-            decided_by=a.decided_by,
-            decision_reason=a.decision_reason,
-            decided_at=when(a.decided_at),
-            applied_to=a.applied_to,
-            reverted_in=a.reverted_in,
-        )
-    return AdjustmentOut(
-        id=str(a.id),
-        customer_ref=a.customer_ref,
-        metric=a.metric,
-        quantity=number(a.quantity) or "0",
-        events=a.events,
-        status=a.status.value,
-        source_period=a.source_period,
-        source_key=a.source_key,
-        proposed_by=a.proposed_by,
-        reason=a.reason,
-        proposed_at=when(a.proposed_at) or "",
-        applied_to=a.applied_to,
-        reverted_in=a.reverted_in,
-    )
 
 
 class AdjustmentsController(V1Controller):
@@ -329,7 +234,7 @@ class WebhookOperation(Operation):
         self.parameters = [
             header("Stripe-Signature", "Stripe's signature of the body", required=True)
         ]
-        self.request_body = body(
+        self.request_body = read_by_hand(
             WebhookEvent, "A Stripe event; an invoice event carries its invoice in data.object."
         )
 
@@ -392,16 +297,7 @@ class WebhooksController(Controller):
             payload = (await request.body()).decode()
         except UnicodeDecodeError:
             raise FieldError("body", "must be JSON in UTF-8") from None
-        try:
-            stripe.WebhookSignature.verify_header(
-                payload,
-                request.headers.get("stripe-signature", ""),
-                secret,
-                tolerance=stripe.Webhook.DEFAULT_TOLERANCE,
-            )
-        except (stripe.SignatureVerificationError, ValueError) as error:
-            log.warning("refused a webhook delivery: %s", error)
-            raise FieldError("Stripe-Signature", f"does not verify: {error}") from None
+        verify_webhook(payload, request.headers.get("stripe-signature", ""), secret)
         kind, invoice = read_webhook(payload)
         closer = svc.reconciliation().closer
         handlers = {

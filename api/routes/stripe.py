@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-from uuid import UUID
+from typing import Annotated
 
 import anyio.to_thread
 from litestar import Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from adapters.persistence import Stores
 from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
 from api.problems import created_or_same, error_responses
-from api.query import given_once, whole_number
-from api.routes.usage import counter_out, decode_cursor, encode_cursor, event_out, when
+from api.queries.audit import build_audit
+from api.queries.usage import when
+from api.query import given_once
 from api.schemas import (
-    ClosingOut,
     CustomerIn,
     CustomerOut,
     CustomerPage,
@@ -25,21 +23,14 @@ from api.schemas import (
     MappingIn,
     MappingOut,
     MappingPage,
-    PushOut,
-    RepairOut,
     parse_time,
 )
 from domain import fields
 from domain.customers import Customer
 from domain.errors import NotFoundError
-from domain.ledger import stripe_expected
-from domain.mappings import PUSH_MODE, MeterMapping, PushMode
-from domain.periods import BillingPeriod, named_period
+from domain.mappings import PUSH_MODE, MeterMapping
 from domain.tenancy import Scope
-from domain.usage import usage_period_id
 from projections.customers import CustomerRow
-
-AUDIT_EVENTS = 100
 
 
 def mapping_out(mapping: MeterMapping, push: str) -> MappingOut:
@@ -255,122 +246,3 @@ class AuditController(V1Controller):
         return build_audit(
             svc.stores, principal.tenant_id, customer_ref, metric, period, push, cursor
         )
-
-
-def build_audit(
-    stores: Stores,
-    tenant_id: UUID,
-    customer_ref: str,
-    metric: str,
-    period: str | None = None,
-    push: str | None = None,
-    cursor: str | None = None,
-) -> InvoiceAudit:
-    """The audit of one invoice line (shared by the API and the CLI)."""
-    app, views = stores.app, stores.views
-    fields.customer_ref(customer_ref)
-    app.metric(tenant_id, metric)
-    customer = app.customer(tenant_id, customer_ref)
-    anchor = customer.billing_cycle_anchor if customer else None
-    billing_period: BillingPeriod = (
-        named_period(period, anchor, customer_ref)
-        if period is not None
-        else app.period_for(tenant_id, customer_ref, app.clock())
-    )
-    period_id = usage_period_id(tenant_id, customer_ref, metric, billing_period.key)
-    wanted, after = _paging(push, cursor)
-    counters = views.counters.counters(
-        tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
-    )
-    pushes = []
-    covered = 0
-    for row in views.ledger.pushes(period_id):
-        paged = wanted == (row.target, row.number)
-        events = views.events.covered(
-            period_id, row.covers_from, row.covers_to, after if paged else 0, AUDIT_EVENTS + 1
-        )
-        if row.status == "confirmed" and row.target == "live":
-            covered = max(covered, row.covers_to)
-        pushes.append(
-            PushOut(
-                target=row.target,
-                number=row.number,
-                identifier=row.identifier,
-                value=row.value,
-                mode=row.mode,
-                status=row.status,
-                settled_by=row.how,
-                reason=row.reason,
-                stripe_timestamp=when(row.stripe_timestamp) or "",
-                requested_at=when(row.intended_at) or "",
-                settled_at=when(row.settled_at),
-                covers_versions=[row.covers_from, row.covers_to],
-                events=[event_out(e) for e in events[:AUDIT_EVENTS]],
-                events_next_cursor=_cursor(events),
-                purpose=row.purpose,
-            )
-        )
-    unpushed = views.events.covered(
-        period_id, covered + 1, 2**62, after if wanted == ("unpushed", 0) else 0, AUDIT_EVENTS + 1
-    )
-    mode = PUSH_MODE[counters[0].aggregation].value if counters else PushMode.VALUE.value
-    confirmed = {
-        ledger.target: stripe_expected(
-            mode, ledger.confirmed_total, ledger.external_total, ledger.confirmed_value
-        )
-        for ledger in views.ledger.ledgers([period_id])
-    }
-    closing = views.reports.closing(period_id)
-    return InvoiceAudit(
-        closing=None
-        if closing is None
-        else ClosingOut(
-            invoice_id=closing.invoice_id,
-            finalizes_at=when(closing.finalizes_at),
-            closed_at=when(closing.closed_at),
-            verdict=closing.verdict,
-            local=closing.local,
-            stripe=closing.stripe,
-            invoice_quantity=closing.invoice_quantity,
-        ),
-        customer_ref=customer_ref,
-        metric=metric,
-        period=billing_period.key,
-        period_start=when(billing_period.start) or "",
-        period_end=when(billing_period.end) or "",
-        counter=counter_out(counters[0]) if counters else None,
-        stripe_units_confirmed=confirmed,
-        pushes=pushes,
-        unpushed_events=[event_out(e) for e in unpushed[:AUDIT_EVENTS]],
-        unpushed_next_cursor=_cursor(unpushed),
-        repairs=[
-            RepairOut(
-                target=r.target,
-                recorded_at=when(r.recorded_at) or "",
-                stripe_total=r.stripe_total,
-                expected_total=r.expected_total,
-                actor=r.actor,
-                reason=r.reason,
-            )
-            for r in views.ledger.repairs(period_id)
-        ],
-    )
-
-
-def _paging(push: str | None, cursor: str | None) -> tuple[tuple[str, int] | None, int]:
-    if push is None:
-        if cursor is not None:
-            raise FieldError("push", "is required with cursor: name the push to page")
-        return None, 0
-    after = decode_cursor(cursor) if cursor is not None else 0
-    if push == "unpushed":
-        return ("unpushed", 0), after
-    target, _, number = push.partition(":")
-    reason = "must be <target>:<number> (e.g. live:3) or 'unpushed'"
-    if target not in ("live", "shadow"):
-        raise FieldError("push", reason)
-    return (target, whole_number("push", number, reason)), after
-
-
-def _cursor(events: list[Any]) -> str | None:
-    return encode_cursor(events[AUDIT_EVENTS - 1].version) if len(events) > AUDIT_EVENTS else None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated
 
 from litestar import get
 from litestar.params import FromQuery, QueryParameter
@@ -13,12 +11,12 @@ from litestar.params import FromQuery, QueryParameter
 from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
 from api.problems import error_responses
-from api.query import before, given_once, whole_number
+from api.queries.cursors import decode_cursor, encode_cursor
+from api.queries.usage import counter_out, event_out, number, when
+from api.query import before, given_once
 from api.schemas import (
     BucketOut,
-    CounterOut,
     CurrentUsage,
-    EventOut,
     EventPage,
     FieldError,
     UsageHistory,
@@ -28,94 +26,16 @@ from domain import fields
 from domain.meters import Aggregation
 from domain.periods import named_period
 from domain.tenancy import Scope
-from projections.counters import Counter, Tally, roll_up_days
-from projections.usage_events import EventFilter, UsageEventRow
+from projections.counters import Tally, roll_up_days
+from projections.usage_events import EventFilter
 
 MAX_PAGE = 1_000
 MAX_HISTORY = timedelta(days=93)
 DEFAULT_HISTORY = timedelta(days=30)
 
 
-def number(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "0") else text
-
-
-def when(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"p:{position}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The position a cursor from ``encode_cursor`` holds; anything it cannot have made is a 422.
-
-    Only the exact text ``encode_cursor`` writes for a position 0..2^63-1 is
-    read: no padding, sign, spaces, other digits or a number past what the
-    database stores (a larger one failed inside SQLite with a 500).
-    """
-    refused = FieldError("cursor", "is not a cursor this API returned")
-    if len(cursor) > 40:  # "p:" and 19 digits encode to 28 characters
-        raise refused
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except ValueError:
-        raise refused from None
-    kind, _, digits = text.partition(":")
-    if kind != "p":
-        raise refused
-    position = whole_number("cursor", digits, refused.reason)
-    if encode_cursor(position) != cursor:
-        raise refused
-    return position
-
-
 def optional_time(field: str, value: str | None) -> datetime | None:
     return None if value is None else parse_time(field, value)
-
-
-def event_out(row: UsageEventRow) -> EventOut:
-    return EventOut(
-        id=str(row.position),
-        metric=row.metric,
-        customer_ref=row.customer_ref,
-        period=row.period,
-        quantity=number(row.quantity) or "0",
-        ts=when(row.occurred_at) or "",
-        recorded_at=when(row.recorded_at) or "",
-        idempotency_key=row.idempotency_key,
-        meta=row.meta,
-        status=row.status,
-        note=row.note,
-    )
-
-
-def tally_fields(tally: Tally, value: Decimal) -> dict[str, Any]:
-    """The fields every answer about a counter shares (current usage, replay)."""
-    return {
-        "value": number(value) or "0",
-        "sum": number(tally.total) or "0",
-        "count": tally.event_count,
-        "max": number(tally.maximum),
-        "last": number(tally.last_value),
-        "last_at": when(tally.last_at),
-        "watermark": when(tally.watermark),
-        "late_events": tally.late_events,
-    }
-
-
-def counter_out(counter: Counter) -> CounterOut:
-    return CounterOut(
-        metric=counter.metric,
-        customer_ref=counter.customer_ref,
-        period=counter.period,
-        aggregation=counter.aggregation.value,
-        **tally_fields(counter.tally, counter.value),
-    )
 
 
 class UsageController(V1Controller):

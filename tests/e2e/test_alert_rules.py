@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapters.alert_rules import (
+from tests.e2e.conftest import Api, event
+from tools.alert_rules import (
     DEFAULT_RULES,
     check,
     load_rules,
@@ -25,7 +26,6 @@ from adapters.alert_rules import (
     parse_exposition,
     referenced_metrics,
 )
-from tests.e2e.conftest import Api, event
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS_DOC = ROOT / "docs" / "ALERTS.md"

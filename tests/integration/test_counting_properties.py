@@ -63,7 +63,7 @@ def test_counters_equal_the_sum_over_unique_events(
         pending: list[UsageSubmission] = []
         for item in steps:
             if item == "restart":
-                stores.app.record_usage(pending)
+                stores.app.usage.record_usage(pending)
                 pending = []
                 stores.views.runner.run_once()
                 stores.close()
@@ -83,9 +83,9 @@ def test_counters_equal_the_sum_over_unique_events(
                 else:  # carried into the open period as a correction (default policy)
                     expected[(customer, period_of(NOW).key)] += quantity
             if len(pending) >= batch:
-                stores.app.record_usage(pending)
+                stores.app.usage.record_usage(pending)
                 pending = []
-        stores.app.record_usage(pending)
+        stores.app.usage.record_usage(pending)
         stores.views.runner.catch_up()
         counted = {
             (c.customer_ref, c.period): c.value

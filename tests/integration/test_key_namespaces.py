@@ -59,7 +59,9 @@ def test_retries_of_events_acknowledged_before_the_upgrade_stay_duplicates(
     by_content = submission(tenant, 1, at)  # no key: content-derived
     by_header = derived(submission(tenant, 2, at), request_key("req", 0))
     explicit = submission(tenant, 3, at, key="order-1")
-    results = old.record_usage([as_before_the_split(s) for s in (by_content, by_header, explicit)])
+    results = old.usage.record_usage(
+        [as_before_the_split(s) for s in (by_content, by_header, explicit)]
+    )
     assert outcomes(results) == [Outcome.ACCEPTED] * 3
     assert old.repository.get(idempotency_key_id(tenant, by_content.idempotency_key))
     old.close()
@@ -68,7 +70,7 @@ def test_retries_of_events_acknowledged_before_the_upgrade_stay_duplicates(
     try:
         app = stores.app
         assert app.repository.get(MIGRATION_ID).aliases == 2  # the two derived-shape keys
-        retries = app.record_usage([by_content, by_header, explicit])
+        retries = app.usage.record_usage([by_content, by_header, explicit])
         assert outcomes(retries) == [Outcome.DUPLICATE] * 3
         # The explicit key kept its id; the derived ones answer under the new ids too.
         assert claim_id(tenant, "order-1", False) == idempotency_key_id(tenant, "order-1")
@@ -76,14 +78,14 @@ def test_retries_of_events_acknowledged_before_the_upgrade_stay_duplicates(
         assert alias.fingerprint == by_content.fingerprint
         # Changed content under an old derived key is still a conflict, not a second count.
         changed = derived(submission(tenant, 9, at), request_key("req", 0))
-        assert outcomes(app.record_usage([changed])) == [Outcome.CONFLICT]
+        assert outcomes(app.usage.record_usage([changed])) == [Outcome.CONFLICT]
         # A new header key and an explicit key of the same text are two events now.
         fresh_header = derived(submission(tenant, 4, at), request_key("req2", 0))
         fresh_explicit = submission(tenant, 5, at, key="req2#0")
         content = submission(tenant, 6, at)
         chosen = submission(tenant, 7, at, key=content.idempotency_key)
         assert (
-            outcomes(app.record_usage([fresh_header, fresh_explicit, content, chosen]))
+            outcomes(app.usage.record_usage([fresh_header, fresh_explicit, content, chosen]))
             == [Outcome.ACCEPTED] * 4
         )
         key = app.period_for(tenant, "cus_1", at).key
@@ -108,12 +110,12 @@ def test_late_events_under_the_same_text_in_both_namespaces_are_two_corrections(
         past_window = clock.now.replace(month=2, day=20)  # February closed on March 3
         explicit = submission(tenant, 2, past_window, key="r#0")
         by_header = derived(submission(tenant, 5, past_window), request_key("r", 0))
-        results = app.record_usage([explicit, by_header])
+        results = app.usage.record_usage([explicit, by_header])
         assert outcomes(results) == [Outcome.ACCEPTED, Outcome.ACCEPTED]
         assert [r.late.value if r.late else None for r in results] == ["carried", "carried"]
         march = app.usage_period(tenant, "cus_1", "api_calls", "2026-03")
         assert (march.total, march.corrections) == (Decimal(7), 2)
-        retried = app.record_usage([explicit, by_header])
+        retried = app.usage.record_usage([explicit, by_header])
         assert outcomes(retried) == [Outcome.DUPLICATE, Outcome.DUPLICATE]
     finally:
         stores.close()
@@ -124,7 +126,7 @@ def test_the_migration_skips_aliases_already_written(settings: Settings, clock: 
     tenant = old.register_tenant("acme", "Acme").id
     old.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
     items = [submission(tenant, n, clock.now - timedelta(hours=1)) for n in range(1, 4)]
-    old.record_usage([as_before_the_split(s) for s in items])
+    old.usage.record_usage([as_before_the_split(s) for s in items])
     # A run cut short wrote one alias and no record of itself.
     first = old.repository.get(idempotency_key_id(tenant, items[0].idempotency_key))
     old.save(
@@ -139,7 +141,7 @@ def test_the_migration_skips_aliases_already_written(settings: Settings, clock: 
     )
     assert split_key_namespaces(old) == 2
     assert split_key_namespaces(old) is None
-    assert outcomes(old.record_usage(items)) == [Outcome.DUPLICATE] * 3
+    assert outcomes(old.usage.record_usage(items)) == [Outcome.DUPLICATE] * 3
     old.close()
 
 

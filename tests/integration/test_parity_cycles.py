@@ -186,7 +186,7 @@ def test_every_invoice_equals_the_local_total_over_three_cycles(
             batch.append(submission(tenant, Decimal(quantity), occurs, key=key, customer=who))
             index += 1
         if batch:
-            for result in service.stores.app.record_usage(batch):
+            for result in service.stores.app.usage.record_usage(batch):
                 label = result.late.value if result.late else result.outcome.value
                 outcomes[label] = outcomes.get(label, 0) + 1
         service.work()

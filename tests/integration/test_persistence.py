@@ -29,14 +29,14 @@ def test_keys_stay_claimed_across_a_restart(settings: Settings, clock: FakeClock
     first = open_stores(settings, clock)
     tenant = setup_tenant(first)
     event = submission(tenant, 4, clock.now, key="evt-1")  # type: ignore[arg-type]
-    assert first.app.record_usage([event])[0].outcome is Outcome.ACCEPTED
+    assert first.app.usage.record_usage([event])[0].outcome is Outcome.ACCEPTED
     first.close()
 
     second = open_stores(settings, clock)  # a new process: empty caches
     try:
-        assert second.app.record_usage([event])[0].outcome is Outcome.DUPLICATE
+        assert second.app.usage.record_usage([event])[0].outcome is Outcome.DUPLICATE
         changed = submission(tenant, 5, clock.now, key="evt-1")  # type: ignore[arg-type]
-        assert second.app.record_usage([changed])[0].outcome is Outcome.CONFLICT
+        assert second.app.usage.record_usage([changed])[0].outcome is Outcome.CONFLICT
         assert second.app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == 4  # type: ignore[arg-type]
     finally:
         second.close()
@@ -56,7 +56,7 @@ def test_counters_follow_the_log_and_a_rebuild_gives_the_same_views(
         )  # type: ignore[arg-type]
         for h in range(30)
     ]
-    stores.app.record_usage(batch)
+    stores.app.usage.record_usage(batch)
     stores.views.runner.catch_up()
     counters = stores.views.counters.counters(tenant)  # type: ignore[arg-type]
     assert {c.customer_ref: c.value for c in counters} == {
@@ -86,9 +86,9 @@ def test_the_projection_resumes_after_a_restart_without_counting_twice(
 ) -> None:
     first = open_stores(settings, clock)
     tenant = setup_tenant(first)
-    first.app.record_usage([submission(tenant, 1, clock.now, key=f"a{i}") for i in range(10)])  # type: ignore[arg-type]
+    first.app.usage.record_usage([submission(tenant, 1, clock.now, key=f"a{i}") for i in range(10)])  # type: ignore[arg-type]
     first.views.runner.catch_up()
-    first.app.record_usage([submission(tenant, 1, clock.now, key=f"b{i}") for i in range(5)])  # type: ignore[arg-type]
+    first.app.usage.record_usage([submission(tenant, 1, clock.now, key=f"b{i}") for i in range(5)])  # type: ignore[arg-type]
     first.close()  # stopped before projecting the second batch
 
     second = open_stores(settings, clock)
@@ -106,8 +106,10 @@ def test_the_projection_resumes_after_a_restart_without_counting_twice(
 def test_late_events_are_listed_and_counted_apart(stores: Stores, clock: FakeClock) -> None:
     tenant = setup_tenant(stores)
     clock.now = clock.now.replace(month=4, day=10)
-    stores.app.record_usage([submission(tenant, 9, clock.now.replace(month=3, day=20), key="old")])  # type: ignore[arg-type]
-    stores.app.record_usage([submission(tenant, 2, clock.now, key="new")])  # type: ignore[arg-type]
+    stores.app.usage.record_usage(
+        [submission(tenant, 9, clock.now.replace(month=3, day=20), key="old")]
+    )  # type: ignore[arg-type]
+    stores.app.usage.record_usage([submission(tenant, 2, clock.now, key="new")])  # type: ignore[arg-type]
     stores.views.runner.catch_up()
     march = stores.views.counters.counters(tenant, period="2026-03")  # type: ignore[arg-type]
     assert [(c.value, c.tally.late_events) for c in march] == [(Decimal(0), 1)]
@@ -141,7 +143,7 @@ def test_racing_writers_on_overlapping_keys_count_each_key_once(
             # key is sent four times, by four writers, mostly at the same moment.
             keys = [(offset * 7 + i) % 30 for i in range(30)]
             batch = [submission(tenant, k + 1, clock.now, key=f"r{round_}-k{k}") for k in keys]  # type: ignore[arg-type]
-            results = stores.app.record_usage(batch)
+            results = stores.app.usage.record_usage(batch)
             with lock:
                 outcomes.extend(r.outcome for r in results)
 
@@ -197,7 +199,7 @@ def test_snapshots_taken_before_closing_existed_still_load(
     """A period and a ledger snapshotted by the previous release (fewer attributes) upcast."""
     tenant = setup_tenant(stores)
     app = stores.app
-    app.record_usage([submission(tenant, 1, clock.now, key="k0")])  # type: ignore[arg-type]
+    app.usage.record_usage([submission(tenant, 1, clock.now, key="k0")])  # type: ignore[arg-type]
     period_id = usage_period_id(tenant, "cus_1", "api_calls", "2026-03")  # type: ignore[arg-type]
     period = app.repository.get(period_id)
     ledger = StripeLedger.open(tenant, period_id, "live")  # type: ignore[arg-type]
@@ -217,7 +219,7 @@ def test_snapshots_taken_before_closing_existed_still_load(
     app.snapshots.put(old)
     restarted = open_stores(settings, clock)
     try:
-        [result] = restarted.app.record_usage([submission(tenant, 2, clock.now, key="k1")])  # type: ignore[arg-type]
+        [result] = restarted.app.usage.record_usage([submission(tenant, 2, clock.now, key="k1")])  # type: ignore[arg-type]
         assert result.outcome.value == "accepted"
         loaded = restarted.app.repository.get(period_id)
         assert (loaded.total, loaded.closed, loaded.verdict) == (Decimal(3), False, None)

@@ -64,7 +64,7 @@ def test_workers_on_redis_bring_stripe_to_the_counter(
     background.start()
     try:
         for n in range(60):
-            stores.app.record_usage(
+            stores.app.usage.record_usage(
                 [
                     submission(
                         tenant, Decimal(n % 7), clock.now, key=f"k{n}", customer=f"cus_{n % 3}"

@@ -109,7 +109,7 @@ def test_a_faulty_world_converges_to_parity(
                     tenant, quantity, clock.now, key=f"k{key}", customer=customer, metric=metric
                 )
             )
-        stores.app.record_usage(batch)
+        stores.app.usage.record_usage(batch)
         stores.views.runner.catch_up()
         worker.sweep()
         drain(broker, worker, rng)

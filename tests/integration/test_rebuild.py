@@ -74,10 +74,10 @@ def populate(stores: Stores, clock: FakeClock, events: int = 60, prefix: str = "
         for n in range(events)
     ]
     for start in range(0, len(batch), 25):
-        app.record_usage(batch[start : start + 25])
+        app.usage.record_usage(batch[start : start + 25])
     # After last month's lateness window: recorded and listed, not counted.
     late = clock.now.replace(month=clock.now.month - 1, day=1)
-    app.record_usage([submission(tenant, 5, late, key=f"{prefix}-late", customer="cus_0")])
+    app.usage.record_usage([submission(tenant, 5, late, key=f"{prefix}-late", customer="cus_0")])
     return tenant
 
 
@@ -165,7 +165,7 @@ def test_every_kind_of_event_rebuilds_to_the_same_views(stores: Stores, clock: F
     app = stores.app
     app.set_late_policy(tenant, "hold")
     held = clock.now.replace(month=clock.now.month - 1, day=2)
-    app.record_usage([submission(tenant, 4, held, key="held", customer="cus_1")])
+    app.usage.record_usage([submission(tenant, 4, held, key="held", customer="cus_1")])
     service = AdjustmentService(app)
     credit, _ = service.propose(tenant, "cus_2", "api_calls", Decimal(-2), actor="ops", reason="x")
     service.approve(tenant, credit.id, "ops", "ok")
@@ -185,7 +185,7 @@ def test_every_kind_of_event_rebuilds_to_the_same_views(stores: Stores, clock: F
         period.record_parity(0, 0, 0)
         return [period]
 
-    app.change_periods(close)
+    app.usage.change_periods(close)
     # Customers unmapped (waiting aside), and unmapped then mapped again (listed).
     for ref in ("cus_7", "cus_8"):
         customer, _ = app.map_customer(tenant, ref, f"cus_stripe_{ref}", None)
@@ -382,7 +382,7 @@ def test_a_rebuild_while_a_worker_runs_and_usage_arrives(stores: Stores, clock: 
         n = 0
         while not stop.is_set() and n < 400:
             batch = [submission(tenant, 1, clock.now, key=f"live{n + i}") for i in range(5)]
-            stores.app.record_usage(batch)
+            stores.app.usage.record_usage(batch)
             stores.views.runner.wake()
             n += 5
 
@@ -461,7 +461,7 @@ def test_the_ledger_rebuilds_too(
     app.map_meter(tenant, MeterMapping("api_calls", meter.id, meter.event_name, meter.formula))
     customer = emulator.client().v1.customers.create({"name": "cus_pushed"})
     app.map_customer(tenant, "cus_pushed", customer.id, None)
-    app.record_usage([submission(tenant, 3, clock.now, key="pushed", customer="cus_pushed")])
+    app.usage.record_usage([submission(tenant, 3, clock.now, key="pushed", customer="cus_pushed")])
     period = app.period_for(tenant, "cus_pushed", clock.now)
     PushService(app, {Target.LIVE: gateway}, clock).push(
         usage_period_id(tenant, "cus_pushed", "api_calls", period.key)

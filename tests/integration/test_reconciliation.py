@@ -145,7 +145,7 @@ def test_tolerance_and_closed_periods(world: World) -> None:
     # Open: unpushed usage is pending whatever the tolerance.
     assert only(reconcile(world, tolerance=loose))[0] == "pending"
     # Closed: nothing is in flight any more; the same difference is drift unless tolerated.
-    world.stores.app.change_periods(
+    world.stores.app.usage.change_periods(
         lambda load: [p] if (p := load.get(world.period_id())).close("test") else []
     )
     assert only(reconcile(world)) == ("drift", "events after the last push", 101, 100)

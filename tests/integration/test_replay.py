@@ -60,7 +60,7 @@ def ingest(stores: Stores, tenant: UUID, clock: FakeClock, prefix: str = "k") ->
     for customer in CUSTOMERS[:2]:
         at = datetime(2026, 2, 20, 9, 30, tzinfo=UTC)
         batch.append(submission(tenant, 7, at, f"{prefix}feb-{customer}", customer=customer))
-    stores.app.record_usage(batch)
+    stores.app.usage.record_usage(batch)
     stores.views.runner.catch_up()
 
 
@@ -272,7 +272,7 @@ def test_a_view_behind_the_log_is_not_a_difference(stores: Stores, clock: FakeCl
     tenant = setup_tenant(stores)
     ingest(stores, tenant, clock)
     later = [submission(tenant, 2, clock.now, f"late{i}", customer="cus_1") for i in range(3)]
-    stores.app.record_usage(later)  # the runner has not seen these yet
+    stores.app.usage.record_usage(later)  # the runner has not seen these yet
     behind = replayer(stores).run(march(tenant, customers=("cus_1",)), apply=False)
     assert behind.changed == []
     calls = by_key(behind)[("cus_1", "api_calls", "2026-03")]
@@ -320,7 +320,7 @@ def test_events_the_runner_counted_after_they_were_read_are_read_again(
     log = RecorderEventLog(stores.app.recorder, stores.app.mapper)
     stale_head = log.head()
     stale = log.events([period])
-    stores.app.record_usage([submission(tenant, 5, clock.now, "new", customer="cus_1")])
+    stores.app.usage.record_usage([submission(tenant, 5, clock.now, "new", customer="cus_1")])
     stores.views.runner.catch_up()
     lagging = LaggingLog(stores, stale, stale_head)
 
@@ -382,7 +382,7 @@ def test_replays_beside_a_running_projection_leave_the_views_as_a_rebuild_would(
             while not stop.is_set():
                 n += 1
                 customer = CUSTOMERS[n % len(CUSTOMERS)]
-                stores.app.record_usage(
+                stores.app.usage.record_usage(
                     [submission(tenant, 1, clock.now, f"w{n}", customer=customer)]
                 )
                 runner.wake()

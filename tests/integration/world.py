@@ -68,7 +68,7 @@ class World:
     def ingest(
         self, quantity: Any, key: str, customer: str = "cus_a", metric: str = "api_calls"
     ) -> None:
-        [result] = self.stores.app.record_usage(
+        [result] = self.stores.app.usage.record_usage(
             [
                 submission(
                     self.tenant,

@@ -34,8 +34,8 @@ def test_same_key_same_content_is_a_duplicate_and_counts_once(
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
     event = submission(tenant, 5, clock.now, key="evt-1")
-    first = app.record_usage([event])
-    again = app.record_usage([event, event])
+    first = app.usage.record_usage([event])
+    again = app.usage.record_usage([event, event])
     assert [r.outcome for r in first] == [Outcome.ACCEPTED]
     assert [r.outcome for r in again] == [Outcome.DUPLICATE, Outcome.DUPLICATE]
     assert app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == Decimal(5)
@@ -45,8 +45,8 @@ def test_same_key_other_content_is_a_conflict_not_a_duplicate(
     app: MeteringApp, clock: FakeClock
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
-    app.record_usage([submission(tenant, 5, clock.now, key="evt-1")])
-    [result] = app.record_usage([submission(tenant, 6, clock.now, key="evt-1")])
+    app.usage.record_usage([submission(tenant, 5, clock.now, key="evt-1")])
+    [result] = app.usage.record_usage([submission(tenant, 6, clock.now, key="evt-1")])
     assert result.outcome is Outcome.CONFLICT
     assert result.field == "idempotencyKey"
     assert app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == Decimal(5)
@@ -54,7 +54,7 @@ def test_same_key_other_content_is_a_conflict_not_a_duplicate(
 
 def test_a_conflict_inside_one_batch_is_caught_too(app: MeteringApp, clock: FakeClock) -> None:
     tenant = app.tenant_by_slug("acme").id
-    results = app.record_usage(
+    results = app.usage.record_usage(
         [submission(tenant, 1, clock.now, key="k"), submission(tenant, 2, clock.now, key="k")]
     )
     assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.CONFLICT]
@@ -64,16 +64,16 @@ def test_keys_are_scoped_per_tenant(app: MeteringApp, clock: FakeClock) -> None:
     other = app.register_tenant("globex", "Globex")
     app.declare_metric(other.id, MetricDefinition("api_calls", Aggregation.SUM))
     acme = app.tenant_by_slug("acme").id
-    [a] = app.record_usage([submission(acme, 1, clock.now, key="evt-1")])
-    [b] = app.record_usage([submission(other.id, 2, clock.now, key="evt-1")])
+    [a] = app.usage.record_usage([submission(acme, 1, clock.now, key="evt-1")])
+    [b] = app.usage.record_usage([submission(other.id, 2, clock.now, key="evt-1")])
     assert (a.outcome, b.outcome) == (Outcome.ACCEPTED, Outcome.ACCEPTED)
     assert app.usage_period(other.id, "cus_1", "api_calls", "2026-03").total == Decimal(2)
 
 
 def test_1_and_1_point_0_are_the_same_content(app: MeteringApp, clock: FakeClock) -> None:
     tenant = app.tenant_by_slug("acme").id
-    app.record_usage([submission(tenant, "1", clock.now, key="k")])
-    [again] = app.record_usage([submission(tenant, "1.000", clock.now, key="k")])
+    app.usage.record_usage([submission(tenant, "1", clock.now, key="k")])
+    [again] = app.usage.record_usage([submission(tenant, "1.000", clock.now, key="k")])
     assert again.outcome is Outcome.DUPLICATE
 
 
@@ -81,7 +81,7 @@ def test_undeclared_metric_negative_quantity_and_future_time_are_errors_per_even
     app: MeteringApp, clock: FakeClock
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
-    results = app.record_usage(
+    results = app.usage.record_usage(
         [
             submission(tenant, 1, clock.now, metric="nope"),
             submission(tenant, -1, clock.now),
@@ -102,8 +102,8 @@ def test_negative_quantities_are_taken_when_the_metric_allows_corrections(
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
     app.declare_metric(tenant, MetricDefinition("credits", Aggregation.SUM, allow_negative=True))
-    app.record_usage([submission(tenant, 10, clock.now, metric="credits")])
-    app.record_usage([submission(tenant, "-2.5", clock.now, metric="credits")])
+    app.usage.record_usage([submission(tenant, 10, clock.now, metric="credits")])
+    app.usage.record_usage([submission(tenant, "-2.5", clock.now, metric="credits")])
     assert app.usage_period(tenant, "cus_1", "credits", "2026-03").total == Decimal("7.5")
 
 
@@ -112,7 +112,7 @@ def test_late_event_inside_the_window_lands_in_its_own_period(
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
     clock.now = clock.now.replace(month=4, day=1, hour=10)  # 10 h after March closed; window 48 h
-    [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
+    [result] = app.usage.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
     assert result.outcome is Outcome.ACCEPTED
     assert result.late is Lateness.IN_WINDOW
     march = app.usage_period(tenant, "cus_1", "api_calls", "2026-03")
@@ -124,7 +124,7 @@ def test_event_past_the_window_is_carried_into_the_open_period_by_default(
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
     clock.now = clock.now.replace(month=4, day=5)
-    [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
+    [result] = app.usage.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
     assert result.outcome is Outcome.ACCEPTED
     assert result.late is Lateness.CARRIED
     # Kept visibly in March, not counted there: March's invoice is final.
@@ -141,7 +141,7 @@ def test_event_past_the_window_is_carried_into_the_open_period_by_default(
     )
     assert (adjustment.status, adjustment.applied_to) == (AdjustmentStatus.APPLIED, "2026-04")
     # Its key is still claimed: sending it again is a duplicate, not a second correction.
-    [again] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
+    [again] = app.usage.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
     assert again.outcome is Outcome.DUPLICATE
     assert app.usage_period(tenant, "cus_1", "api_calls", "2026-04").total == Decimal(3)
 
@@ -152,7 +152,7 @@ def test_with_the_hold_policy_a_late_event_waits_for_approval(
     tenant = app.tenant_by_slug("acme").id
     app.set_late_policy(tenant, "hold")
     clock.now = clock.now.replace(month=4, day=5)
-    [result] = app.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
+    [result] = app.usage.record_usage([submission(tenant, 3, clock.now.replace(month=3, day=31))])
     assert result.late is Lateness.HELD
     adjustment_id = late_adjustment_id(tenant, result.idempotency_key, derived=True)
     assert app.repository.get(adjustment_id).status is AdjustmentStatus.PENDING
@@ -173,7 +173,7 @@ def test_a_late_event_of_a_max_metric_is_kept_but_not_carried(
     app.declare_metric(tenant, MetricDefinition("seats", Aggregation.MAX))
     clock.now = clock.now.replace(month=4, day=5)
     late = submission(tenant, 9, clock.now.replace(month=3, day=31), metric="seats")
-    [result] = app.record_usage([late])
+    [result] = app.usage.record_usage([late])
     assert result.late is Lateness.PAST_WINDOW
     march = app.usage_period(tenant, "cus_1", "seats", "2026-03")
     assert (march.value, march.late_events) == (Decimal(0), 1)
@@ -184,11 +184,11 @@ def test_a_closed_period_counts_nothing_more_even_inside_the_lateness_window(
 ) -> None:
     tenant = app.tenant_by_slug("acme").id
     clock.now = clock.now.replace(month=4, day=1, hour=1)  # inside the 48 h window
-    [counted] = app.record_usage([submission(tenant, 5, clock.now.replace(month=3, day=31))])
+    [counted] = app.usage.record_usage([submission(tenant, 5, clock.now.replace(month=3, day=31))])
     assert counted.late is Lateness.IN_WINDOW
     period_id = app.usage_period(tenant, "cus_1", "api_calls", "2026-03").id
-    app.change_periods(lambda load: [p] if (p := load.get(period_id)).close("test") else [])
-    [result] = app.record_usage([submission(tenant, 2, clock.now.replace(month=3, day=30))])
+    app.usage.change_periods(lambda load: [p] if (p := load.get(period_id)).close("test") else [])
+    [result] = app.usage.record_usage([submission(tenant, 2, clock.now.replace(month=3, day=30))])
     assert result.late is Lateness.CARRIED
     assert app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == Decimal(5)
     assert app.usage_period(tenant, "cus_1", "api_calls", "2026-04").total == Decimal(2)
@@ -209,7 +209,7 @@ def test_each_aggregation(
     tenant = app.tenant_by_slug("acme").id
     app.declare_metric(tenant, MetricDefinition("m", aggregation))
     # Arrival order differs from event time: "last" follows event time.
-    app.record_usage(
+    app.usage.record_usage(
         [
             submission(tenant, 3, clock.now - timedelta(hours=1), metric="m"),
             submission(tenant, 2, clock.now, metric="m"),
@@ -251,7 +251,7 @@ def test_usage_period_snapshots_round_trip(clock: FakeClock) -> None:
     tenant = application.register_tenant("acme", "Acme").id
     application.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.MAX))
     for start in range(0, 1200, 100):
-        application.record_usage(
+        application.usage.record_usage(
             [submission(tenant, i % 97, clock.now, key=f"k{i}") for i in range(start, start + 100)]
         )
     period_id = application.usage_period(tenant, "cus_1", "api_calls", "2026-03").id
@@ -266,9 +266,9 @@ def test_with_no_open_period_to_carry_into_a_late_event_waits_for_approval(
 ) -> None:
     """A period closed early by hand leaves nowhere to carry to: held, never an error."""
     tenant = app.tenant_by_slug("acme").id
-    app.record_usage([submission(tenant, 5, clock.now)])
+    app.usage.record_usage([submission(tenant, 5, clock.now)])
     period_id = app.usage_period(tenant, "cus_1", "api_calls", "2026-03").id
-    app.change_periods(lambda load: [p] if (p := load.get(period_id)).close("test") else [])
-    [result] = app.record_usage([submission(tenant, 2, clock.now)])
+    app.usage.change_periods(lambda load: [p] if (p := load.get(period_id)).close("test") else [])
+    [result] = app.usage.record_usage([submission(tenant, 2, clock.now)])
     assert (result.outcome, result.late) == (Outcome.ACCEPTED, Lateness.HELD)
     assert app.usage_period(tenant, "cus_1", "api_calls", "2026-03").total == Decimal(5)

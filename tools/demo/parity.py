@@ -1,194 +1,45 @@
-"""``stripemeter demo parity``: one billing cycle, end to end, against the Stripe emulator.
-
-Nothing is simulated. The Stripe emulator (a real HTTP server, driven by the
-official SDK) runs in this process with a test clock; the StripeMeter API
-runs beside it under uvicorn on a free port, with SQLite in a temporary
-folder and the embedded worker on (projections, pushes, period closing and
-parity, as ``stripemeter serve`` runs them). StripeMeter lives in the test
-clock's time. Usage goes in over HTTP with an API key, Stripe's invoice
-webhooks come back signed to ``POST /v1/stripe/webhooks``, and the verdict
-is the one StripeMeter recorded (``ParityRecorded``) set beside the quantity
-on Stripe's finalised invoice.
-
-The cycle, on the clock: usage mid-period (one event retried: a duplicate)
-and an operator credit; the period ends and Stripe drafts the invoice; a late
-event stamped before the end is still counted; StripeMeter closes the period
-shortly before the invoice finalises; an event arriving after that is carried
-into the next period; the invoice finalises. ``--drift`` also sends a meter
-event to Stripe behind StripeMeter's back, to show a mismatch and its cause.
-
-Exit 0 on parity, 1 on a mismatch, 2 when the demo cannot set up or finish.
-"""
+"""The parity demo's cycle: Stripe and StripeMeter set up, then usage through the period."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
-import shutil
 import socket
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any
 from uuid import UUID
 
 import httpx
 import stripe
-import uvicorn
-from litestar import Litestar
 
 from adapters.persistence import open_stores
 from adapters.settings import ReconcileSettings, Settings, StripeSettings
 from api.app import create_app
-from domain.pushing import whole_units
 from domain.tenancy import Scope
 from stripe_emulator import EmulatorConfig
 from stripe_emulator.testing import running_emulator
-
-T = TypeVar("T")
-
-START = datetime(2026, 1, 1, tzinfo=UTC)  # the test clock's first moment, and the anchor
-METRIC = "api_calls"
-CUSTOMER = "acme-corp"
-WAIT_SECONDS = 30.0
-OUTSIDE_IDENTIFIER = "sent-outside-stripemeter-1"
-
-
-class DemoError(Exception):
-    """The demo could not set up or finish (exit 2); the message says why."""
-
-
-def add_demo_parser(sub: Any) -> None:
-    """Add ``demo parity`` to the ``stripemeter`` command's subcommands."""
-    demos = sub.add_parser("demo", help="runnable demonstrations").add_subparsers(
-        dest="demo", required=True
-    )
-    parity = demos.add_parser(
-        "parity",
-        help="one billing cycle against the Stripe emulator: local total vs Stripe's invoice",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    parity.add_argument(
-        "--drift",
-        action="store_true",
-        help="also send Stripe a meter event behind StripeMeter's back (a mismatch, exit 1)",
-    )
-    parity.add_argument("--keep", action="store_true", help="keep the data folder; print where")
-    parity.add_argument("--json", action="store_true", help="print the final block as JSON")
-    parity.set_defaults(run=cmd_demo_parity)
-
-
-def cmd_demo_parity(settings: Settings, args: argparse.Namespace) -> int:
-    out = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON only
-    data_dir = Path(tempfile.mkdtemp(prefix="stripemeter-demo-"))
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))  # the narration says what happens; alarms stay
-    try:
-        result = ParityDemo(settings, data_dir, Narrator(out), drift=args.drift).run()
-    except DemoError as error:
-        print(f"stripemeter demo parity: {error}", file=sys.stderr)
-        return 2
-    finally:
-        root.setLevel(level)
-        if args.keep:
-            print(
-                f"\ndata kept in {data_dir}; e.g. STRIPEMETER_DATA_DIR={data_dir} stripemeter audit"
-                f" --tenant demo --customer-ref {CUSTOMER} --metric {METRIC} --period"
-                f" {START:%Y-%m-%dT%H:%M:%SZ}",
-                file=out,
-            )
-        else:
-            shutil.rmtree(data_dir, ignore_errors=True)
-    if args.keep:
-        result["dataDir"] = str(data_dir)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_block(result, out)
-    return 0 if result["result"] == "PARITY" else 1
-
-
-class Narrator:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def step(self, moment: datetime, text: str) -> None:
-        print(f"\n[{moment:%Y-%m-%d %H:%M} on the test clock] {text}", file=self.out, flush=True)
-
-    def say(self, text: str) -> None:
-        print(f"  {text}", file=self.out, flush=True)
-
-
-class Http:
-    """StripeMeter's HTTP API, with one API key; a refusal ends the demo with its detail."""
-
-    def __init__(self, base_url: str, key: str) -> None:
-        self.client = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
-
-    def __enter__(self) -> Http:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
-
-    def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        response = self.client.request(method, path, json=body, **kwargs)
-        if response.status_code >= 400:
-            raise DemoError(f"{method} {path} answered {response.status_code}: {response.text}")
-        return response.json()
-
-
-@contextmanager
-def serving(app: Litestar, sock: socket.socket) -> Iterator[None]:
-    """Serve the API on ``sock`` in a thread, with its lifespan (writer, worker) on."""
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="stripemeter-demo-api", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            thread.join(timeout=10)
-            raise DemoError("the StripeMeter API did not start (see the log above)")
-        time.sleep(0.01)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-
-
-def wait_for(what: str, probe: Callable[[], tuple[T | None, str]]) -> T:
-    """Poll ``probe`` (its value, and what it saw) until it has a value, or give up clearly."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        value, seen = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoError(f"gave up after {WAIT_SECONDS:.0f} s waiting for {what}; {seen}")
-        time.sleep(0.1)
-
-
-def stamp(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+from tools.demo.harness import (
+    CUSTOMER,
+    METRIC,
+    OUTSIDE_IDENTIFIER,
+    START,
+    DemoError,
+    Http,
+    Narrator,
+    serving,
+    stamp,
+    wait_for,
+)
+from tools.demo.verdict import verdict
 
 
 class ParityDemo:
+    """The emulator, the API beside it, and the cycle's steps on the test clock."""
+
     def __init__(self, base: Settings, data_dir: Path, narrator: Narrator, *, drift: bool) -> None:
         self.reconcile = ReconcileSettings()  # the default closing rules the steps are timed on
         self.base, self.data_dir, self.n, self.drift = base, data_dir, narrator, drift
@@ -321,7 +172,7 @@ class ParityDemo:
             + (f", {line['cause']}" if line["cause"] else "")
             + f" (local {line['local']}, Stripe {line['stripe']})"
         )
-        return self._result(credit, carried, drift, line)
+        return verdict(self, credit, carried, drift, line)
 
     def _setup_billing(self) -> None:
         s = self.stripe
@@ -448,7 +299,8 @@ class ParityDemo:
         return {"id": approved["id"], "quantity": approved["quantity"],
                 "status": approved["status"], "appliedTo": approved["appliedTo"]}  # fmt: skip
 
-    def _audit(self, period_key: str) -> Any:
+    def audit(self, period_key: str) -> Any:
+        """The invoice audit of one of the customer's periods, as the API answers it."""
         return self.http.call(
             "GET",
             "/v1/audit/invoice",
@@ -457,7 +309,7 @@ class ParityDemo:
 
     def _wait_pushed(self, period_key: str, total: int) -> Any:
         def pushed() -> tuple[Any, str]:
-            audit = self._audit(period_key)
+            audit = self.audit(period_key)
             counter = audit["counter"]["value"] if audit["counter"] else None
             live = audit["stripeUnitsConfirmed"].get("live")
             done = counter is not None and Decimal(counter) == total and live == total
@@ -490,10 +342,10 @@ class ParityDemo:
 
     def _carried(self, end: datetime) -> dict[str, Any]:
         """The event that missed the close counts in the next period, and reaches Stripe."""
-        following = self._audit(stamp(end))
+        following = self.audit(stamp(end))
         key = following["period"]
         audit = self._wait_pushed(key, 12)
-        old = self._audit(self.period["key"])
+        old = self.audit(self.period["key"])
         self.n.say(
             f"req-4 counts in the next period, {key};"
             f" {self.period['key']} stays at {old['counter']['value']}"
@@ -516,104 +368,3 @@ class ParityDemo:
             " behind StripeMeter's back"
         )
         return {"identifier": OUTSIDE_IDENTIFIER, "value": 7, "ts": stamp(moment)}
-
-    # -- the verdict ------------------------------------------------------------------
-
-    def _recorded(self) -> dict[str, Any]:
-        """StripeMeter's own record of the final parity, as the invoice audit shows it."""
-        closing = wait_for(
-            "the recorded parity in the invoice audit",
-            lambda: (
-                (c, "")
-                if (c := self._audit(self.period["key"])["closing"]) and c["verdict"]
-                else (None, "not recorded yet")
-            ),
-        )
-        return dict(closing)
-
-    def _invoice(self) -> tuple[Any, int | None]:
-        invoices = self.stripe.v1.invoices.list({"customer": self.customer.id, "limit": 10})
-        start = int(datetime.fromisoformat(self.period["start"]).timestamp())
-        cycle = [
-            i
-            for i in invoices.data
-            if i.billing_reason == "subscription_cycle" and i.period_start == start
-        ]
-        if len(cycle) != 1:
-            raise DemoError(f"Stripe has {len(cycle)} invoices for the period, not one")
-        invoice = cycle[0]
-        quantities = [
-            line.quantity
-            for line in invoice.lines.data
-            if line.pricing is not None
-            and self.stripe.v1.prices.retrieve(line.pricing.price_details.price).recurring.meter
-            == self.meter_id
-        ]
-        return invoice, (sum(quantities) if quantities else None)
-
-    def _result(
-        self,
-        credit: dict[str, Any],
-        carried: dict[str, Any],
-        drift: dict[str, Any] | None,
-        line: dict[str, Any],
-    ) -> dict[str, Any]:
-        invoice, quantity = self._invoice()
-        recorded = self._recorded()
-        counter = self._audit(self.period["key"])["counter"]
-        local = whole_units(Decimal(counter["value"]))
-        parity = (
-            quantity == local and recorded["verdict"] == "parity" and recorded["local"] == local
-        )
-        return {
-            "customer": {"customerRef": CUSTOMER, "stripeCustomerId": self.customer.id},
-            "period": self.period,
-            "localTotal": local,
-            "invoice": {
-                "id": invoice.id,
-                "status": invoice.status,
-                "quantity": quantity,
-                "total": invoice.total,
-                "currency": invoice.currency,
-            },
-            "recorded": {
-                "verdict": recorded["verdict"],
-                "localUnits": recorded["local"],
-                "stripeTotal": recorded["stripe"],
-                "invoiceId": recorded["invoiceId"],
-                "invoiceQuantity": recorded["invoiceQuantity"],
-            },
-            "reconciliation": {k: line[k] for k in ("status", "cause", "local", "stripe")},
-            "events": self.outcomes,
-            "correction": credit,
-            "carried": carried,
-            "drift": drift,
-            "verdict": "parity" if parity else "mismatch",
-            "result": "PARITY" if parity else "MISMATCH",
-        }
-
-
-def print_block(result: dict[str, Any], out: TextIO) -> None:
-    customer, period, invoice = result["customer"], result["period"], result["invoice"]
-    recorded, recon, carried = result["recorded"], result["reconciliation"], result["carried"]
-    rows = [
-        ("customer", f"{customer['customerRef']} ({customer['stripeCustomerId']})"),
-        ("period", f"{period['start']} -> {period['end']}"),
-        ("local total", str(result["localTotal"])),
-        (
-            "Stripe invoice",
-            f"{invoice['id']} ({invoice['status']}): quantity {invoice['quantity']},"
-            f" total {invoice['total'] / 100:.2f} {invoice['currency'].upper()}",
-        ),
-        (
-            "recorded",
-            f"{recorded['verdict']} (local {recorded['localUnits']}, Stripe"
-            f" {recorded['stripeTotal']}, invoice {recorded['invoiceQuantity']})",
-        ),
-        ("reconciliation", recon["status"] + (f": {recon['cause']}" if recon["cause"] else "")),
-        ("carried", f"{carried['quantity']} into period {carried['period']}"),
-    ]
-    print("", file=out)
-    for label, value in rows:
-        print(f"{label:<16}{value}", file=out)
-    print(f"{'verdict':<16}{result['result']}", file=out)

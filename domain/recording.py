@@ -1,0 +1,333 @@
+"""UsageRecorder: exactly-once usage ingest, written for group commit.
+
+One call takes the events of many concurrent requests and writes them in one
+transaction, so the event store's per-transaction cost is paid once per
+batch, not per event.
+
+How it shares its ``MeteringApp``: the app is the one event store and the
+tenant/customer service; the recorder reads tenants, metrics and billing
+periods through the app's short-lived caches (``cached_tenant``,
+``period_for``) and writes to the app's event store directly. Each app owns
+exactly one recorder (``MeteringApp.usage_recorder``), because the recorder keeps
+the only in-process copies of the usage periods it writes: its caches are
+correct only while every write to a usage period in this process goes
+through it, under its ingest lock — ingest (``record_usage``) and every other
+change (``change_periods``) alike.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import IntegrityError
+
+from domain.adjustments import LatePolicy
+from domain.caching import LruCache
+from domain.errors import ConflictError, InvalidInputError
+from domain.idempotency import IdempotencyKey, claim_id
+from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
+from domain.late_usage import correct_late, takes_corrections, why_late
+from domain.meters import MetricDefinition
+from domain.usage import UsagePeriod, usage_period_id
+
+if TYPE_CHECKING:
+    from domain.application import MeteringApp
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+# A batch or a change that keeps colliding with another process is refused after this many tries.
+WRITE_ATTEMPTS = 5
+SNAPSHOT_EVERY = 100
+
+
+class IngestContentionError(ConflictError):
+    """A batch kept colliding with concurrent writers; nothing of it was written."""
+
+
+class Write(NamedTuple):
+    """A checked submission to write: its place in the batch, its metric and its key's claim."""
+
+    position: int
+    metric: MetricDefinition
+    claim_id: UUID
+
+
+class Accepted(NamedTuple):
+    """A written submission: its place in the batch and how late it was (None: on time)."""
+
+    position: int
+    late: Lateness | None
+
+
+class UsageRecorder:
+    """Records usage batches exactly once per tenant and key; changes usage periods safely."""
+
+    def __init__(self, app: MeteringApp, period_cache_size: int, known_key_cache_size: int) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self._periods: LruCache[UUID, UsagePeriod] = LruCache(period_cache_size)
+        self._known_keys: LruCache[UUID, str] = LruCache(known_key_cache_size)
+        # uuid5 costs microseconds; the writer asks for the same few ids all the time.
+        self._period_ids: LruCache[tuple[UUID, str, str, str], UUID] = LruCache(period_cache_size)
+
+    def record_usage(self, submissions: Sequence[UsageSubmission]) -> list[IngestResult]:
+        """Record a batch of usage events in one transaction; one result per submission.
+
+        Each event counts at most once per tenant and key, forever. A key seen
+        before with the same content is a ``duplicate``; with other content a
+        ``conflict``. Nothing is reported ``accepted`` unless it is committed.
+        """
+        with self._lock:
+            return self._record_usage(submissions)
+
+    def _record_usage(self, submissions: Sequence[UsageSubmission]) -> list[IngestResult]:
+        results: list[IngestResult | None] = [None] * len(submissions)
+        now = self.app.clock()
+        checked: list[Write] = []
+        for index, item in enumerate(submissions):
+            try:
+                metric = self._check(item, now)
+            except InvalidInputError as error:
+                results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
+                continue
+            key = claim_id(item.tenant_id, item.idempotency_key, item.derived_key)
+            checked.append(Write(index, metric, key))
+
+        for _ in range(WRITE_ATTEMPTS):
+            claims: dict[UUID, int] = {}
+            writes: list[Write] = []
+            for write in checked:
+                seen: str | None
+                if write.claim_id in claims:
+                    seen = submissions[claims[write.claim_id]].fingerprint
+                elif (seen := self._known_keys.get(write.claim_id)) is None:
+                    claims[write.claim_id] = write.position
+                    writes.append(write)
+                    continue
+                results[write.position] = _repeat(submissions[write.position], seen)
+            if not writes:
+                break
+            try:
+                accepted = self._write(submissions, writes, now)
+            except IntegrityError:
+                # Another writer got there first: a key was claimed or a period
+                # moved on. Learn which keys exist, then decide the batch again.
+                self._learn_keys(writes)
+                continue
+            for index, late in accepted:
+                item = submissions[index]
+                results[index] = IngestResult(Outcome.ACCEPTED, item.idempotency_key, late=late)
+            break
+        else:
+            raise IngestContentionError(
+                "the batch collided with concurrent writers too often; nothing was written"
+            )
+        return [r for r in results if r is not None]
+
+    def _check(self, item: UsageSubmission, now: datetime) -> MetricDefinition:
+        tenant = self.app.cached_tenant(item.tenant_id)
+        definition = tenant.metrics.get(item.metric)
+        if definition is None:
+            # Declared a moment ago by another process? Look once more, uncached.
+            definition = self.app.tenant(item.tenant_id).metrics.get(item.metric)
+        if definition is None:
+            raise InvalidInputError("metric", f"metric {item.metric!r} is not declared")
+        if item.quantity < 0 and not definition.allow_negative:
+            raise InvalidInputError(
+                "quantity", f"must not be negative: metric {item.metric!r} takes no corrections"
+            )
+        if item.occurred_at > now + FUTURE_TOLERANCE:
+            raise InvalidInputError("ts", "is more than 5 minutes in the future")
+        horizon = tenant.ingest_horizon_days
+        if item.occurred_at < now - timedelta(days=horizon):
+            raise InvalidInputError(
+                "ts",
+                f"is older than the ingest horizon of {horizon} days before now"
+                " (the tenant's setting: stripemeter tenants horizon)",
+            )
+        return definition
+
+    def _write(
+        self, submissions: Sequence[UsageSubmission], writes: list[Write], now: datetime
+    ) -> list[Accepted]:
+        touched: dict[UUID, UsagePeriod] = {}
+        # Events in request order: each usage event, then the claim on its key.
+        events: list[Any] = []
+        claims: list[IdempotencyKey.Claimed] = []
+        accepted: list[Accepted] = []
+        try:
+            for index, metric, key_id in writes:
+                item = submissions[index]
+                period = self._period_at(item, metric, item.occurred_at, touched)
+                late, written = self._count(item, metric, period, now, touched)
+                events.extend(written)
+                claim = IdempotencyKey.claimed(
+                    key_id,
+                    item.tenant_id,
+                    item.idempotency_key,
+                    item.fingerprint,
+                    period.id,
+                    period.version,
+                )
+                events.extend(period.collect_events())
+                events.append(claim)
+                claims.append(claim)
+                accepted.append(Accepted(index, late))
+            # The event store directly, not Application.save: the events are
+            # already in order and of known types, and save's generic path
+            # (runtime protocol checks, snapshots re-read from the database)
+            # costs more than the write itself at this volume.
+            self.app.events.put(events)
+        except BaseException:
+            # The cached periods now hold events that were never stored.
+            for period_id in touched:
+                self._periods.pop(period_id)
+            raise
+        for claim in claims:
+            self._known_keys.put(claim.originator_id, claim.fingerprint)
+        self._snapshot(touched.values(), events)
+        return accepted
+
+    def _count(
+        self,
+        item: UsageSubmission,
+        metric: MetricDefinition,
+        period: UsagePeriod,
+        now: datetime,
+        touched: dict[UUID, UsagePeriod],
+    ) -> tuple[Lateness | None, Sequence[Any]]:
+        """Count ``item`` in ``period``, or correct it when late; the other aggregates' events."""
+        why = why_late(period, metric, now)
+        if why is None:
+            late = Lateness.IN_WINDOW if now >= period.period_end else None
+            period.record_usage(
+                item.idempotency_key,
+                item.quantity,
+                item.occurred_at,
+                item.meta,
+                late=late is not None,
+            )
+            return late, ()
+        policy = LatePolicy(self.app.cached_tenant(item.tenant_id).late_policy)
+        open_period = None
+        if policy is LatePolicy.CARRY_FORWARD and takes_corrections(metric):
+            open_period = self._period_at(item, metric, now, touched)
+        correction = correct_late(item, metric, period, why, policy, open_period, now)
+        return correction.lateness, correction.events
+
+    def _snapshot(self, periods: Iterable[UsagePeriod], events: list[Any]) -> None:
+        """Snapshot busy periods from memory, so that re-reading one stays short."""
+        if self.app.snapshots is None:
+            return
+        crossed = {e.originator_id for e in events if e.originator_version % SNAPSHOT_EVERY == 0}
+        snapshots = [Snapshot.take(p) for p in periods if p.id in crossed]
+        if snapshots:
+            self.app.snapshots.put(snapshots)
+
+    def _period_at(
+        self,
+        item: UsageSubmission,
+        metric: MetricDefinition,
+        moment: datetime,
+        touched: dict[UUID, UsagePeriod],
+    ) -> UsagePeriod:
+        """The item's customer's period of its metric containing ``moment``, opened when new."""
+        billing_period = self.app.period_for(item.tenant_id, item.customer_ref, moment)
+        natural_key = (item.tenant_id, item.customer_ref, item.metric, billing_period.key)
+        period_id = self._period_ids.get(natural_key)
+        if period_id is None:
+            period_id = usage_period_id(*natural_key)
+            self._period_ids.put(natural_key, period_id)
+        period: UsagePeriod | None = touched.get(period_id) or self._periods.get(period_id)
+        if period is None:
+            try:
+                period = self.app.repository.get(period_id)
+            except AggregateNotFoundError:
+                period = UsagePeriod.open(
+                    item.tenant_id,
+                    item.customer_ref,
+                    item.metric,
+                    metric.aggregation,
+                    billing_period,
+                )
+            self._periods.put(period_id, period)
+        touched[period_id] = period
+        return period
+
+    def _learn_keys(self, writes: Iterable[Write]) -> None:
+        for write in writes:
+            try:
+                claim: IdempotencyKey = self.app.repository.get(write.claim_id)
+            except AggregateNotFoundError:
+                continue
+            self._known_keys.put(write.claim_id, claim.fingerprint)
+
+    # -- changes beside ingest: corrections, closing ----------------------------
+
+    def change_periods(self, change: Callable[[PeriodLoader], Sequence[Any]]) -> Sequence[Any]:
+        """Apply ``change`` to fresh copies of usage periods and save what it returns, atomically.
+
+        ``change`` loads the periods it needs through the loader it is given
+        and returns every aggregate to save. A concurrent write (the writer
+        counting usage in the same period) makes the save fail; the change is
+        then decided again on fresh copies. The recorder's cached copies of
+        the periods are dropped, so that ingest reads what was saved.
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            with self._lock:
+                loader = PeriodLoader(self.app)
+                aggregates = change(loader)
+                try:
+                    if aggregates:
+                        self.app.save(*aggregates)
+                except IntegrityError:
+                    continue
+                finally:
+                    for period_id in loader.loaded:
+                        self._periods.pop(period_id)
+                return aggregates
+        raise ConflictError("those usage periods are being written concurrently; try again")
+
+
+def _repeat(item: UsageSubmission, seen_fingerprint: str) -> IngestResult:
+    """A key already claimed: the same content is a duplicate, other content a conflict."""
+    if seen_fingerprint == item.fingerprint:
+        return IngestResult(Outcome.DUPLICATE, item.idempotency_key)
+    return IngestResult(
+        Outcome.CONFLICT,
+        item.idempotency_key,
+        field="idempotencyKey",
+        reason="this key was already used for an event with different content",
+    )
+
+
+class PeriodLoader:
+    """Fresh usage periods for ``UsageRecorder.change_periods`` (never the recorder's cache)."""
+
+    def __init__(self, app: MeteringApp) -> None:
+        self.app = app
+        self.loaded: list[UUID] = []
+
+    def get(self, period_id: UUID) -> UsagePeriod:
+        period: UsagePeriod = self.app.repository.get(period_id)
+        self.loaded.append(period_id)
+        return period
+
+    def at(self, tenant_id: UUID, customer_ref: str, metric: str, moment: datetime) -> UsagePeriod:
+        """The customer's period of ``metric`` containing ``moment``, opened when new."""
+        definition = self.app.cached_tenant(tenant_id).metric(metric)
+        billing_period = self.app.period_for(tenant_id, customer_ref, moment)
+        period_id = usage_period_id(tenant_id, customer_ref, metric, billing_period.key)
+        self.loaded.append(period_id)
+        try:
+            period: UsagePeriod = self.app.repository.get(period_id)
+        except AggregateNotFoundError:
+            period = UsagePeriod.open(
+                tenant_id, customer_ref, metric, definition.aggregation, billing_period
+            )
+        return period

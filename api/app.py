@@ -21,8 +21,19 @@ from adapters.settings import Settings
 from adapters.usage_writer import UsageWriter
 from adapters.writer_client import ProcessWriterClient
 from api import problems
-from api.routes import health, ingest, meters, reconciliation, replay, usage
-from api.routes import stripe as stripe_routes
+from api.auth import DEPENDENCIES
+from api.openapi import openapi_config
+from api.routes.health import HealthController
+from api.routes.ingest import IngestController
+from api.routes.meters import MetersController
+from api.routes.reconciliation import (
+    AdjustmentsController,
+    ReconciliationController,
+    WebhooksController,
+)
+from api.routes.replay import ReplayController
+from api.routes.stripe import AuditController, CustomersController, MappingsController
+from api.routes.usage import UsageController
 from api.services import Services
 from domain.application import utc_now
 
@@ -50,8 +61,8 @@ def timing_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
             try:
                 await app(scope, receive, send_wrapper)
             finally:
-                handler = scope.get("route_handler")
-                route = min(handler.paths) if handler is not None else "unmatched"
+                # The route's full template (a controller's path and the handler's).
+                route = scope.get("path_template") or "unmatched"
                 metrics.http_duration.labels(method, route, str(status)).observe(
                     time.perf_counter() - started
                 )
@@ -121,37 +132,23 @@ def create_app(
 
     return Litestar(
         route_handlers=[
-            ingest.ingest,
-            usage.list_events,
-            usage.current_usage,
-            usage.usage_history,
-            meters.declare_meter,
-            meters.list_meters,
-            meters.get_meter,
-            stripe_routes.map_meter,
-            stripe_routes.unmap_meter,
-            stripe_routes.list_mappings,
-            stripe_routes.map_customer,
-            stripe_routes.unmap_customer,
-            stripe_routes.list_customers,
-            stripe_routes.get_customer,
-            stripe_routes.invoice_audit,
-            reconciliation.run_reconciliation,
-            reconciliation.get_reconciliation,
-            reconciliation.propose_adjustment,
-            reconciliation.list_adjustments,
-            reconciliation.decide_adjustment,
-            reconciliation.stripe_webhook,
-            replay.replay,
-            health.live,
-            health.ready,
-            health.health,
-            health.metrics,
+            IngestController,
+            UsageController,
+            MetersController,
+            MappingsController,
+            CustomersController,
+            AuditController,
+            ReconciliationController,
+            AdjustmentsController,
+            WebhooksController,
+            ReplayController,
+            HealthController,
         ],
+        dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         exception_handlers={Exception: problems.handle},
         middleware=[timing_middleware(metrics)],
-        openapi_config=None,
+        openapi_config=openapi_config(),
         debug=False,
     )
 

@@ -14,10 +14,11 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from adapters.group_commit import WriterStoppedError
 from adapters.writer_client import WriterUnavailableError
-from api.schemas import FieldError, validation_field
+from api.schemas import FieldError, FieldReason, ProblemDetails, validation_field
 from domain.errors import (
     ConflictError,
     ForbiddenError,
@@ -32,27 +33,54 @@ log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 
+# What each error status means, as the OpenAPI document describes it.
+MEANINGS = {
+    400: "Malformed JSON, or a request refused as a whole (``errors`` names the field)",
+    401: "No API key, or one that does not authenticate",
+    403: "The API key lacks the scope, or names another tenant",
+    404: "Not found",
+    405: "Method not allowed (the ``Allow`` header lists the methods)",
+    409: "Conflicts with what is recorded",
+    422: "A value breaks a rule; ``errors`` names each field and reason",
+    503: "A dependency (Stripe, the writer) is unavailable; retrying is safe",
+}
+
+
+def created_or_same(struct: type[Any], same: str, *errors: int) -> dict[int, ResponseSpec]:
+    """A create-or-confirm route's other answers: 200 (``same``: nothing changed) and errors."""
+    return {200: ResponseSpec(struct, description=same), **error_responses(*errors)}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The problem+json answers a route can give, for its ``responses=`` in the document."""
+    return {
+        status: ResponseSpec(
+            ProblemDetails,
+            description=MEANINGS[status],
+            media_type=PROBLEM,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
 
 def problem(
-    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
-) -> Response[Any]:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        body["errors"] = errors
+    status: int, title: str, detail: str, errors: list[FieldReason] | None = None
+) -> Response[ProblemDetails]:
+    body = ProblemDetails("about:blank", title, status, detail, errors or None)
     return Response(content=body, status_code=status, media_type=PROBLEM)
 
 
-def _field(field: str, reason: str) -> dict[str, str]:
-    return {"field": field, "reason": reason}
+def field_problem(field: str, reason: str, status: int = 422) -> Response[ProblemDetails]:
+    return problem(status, "Invalid request", f"{field}: {reason}", [FieldReason(field, reason)])
 
 
-def field_problem(field: str, reason: str, status: int = 422) -> Response[Any]:
-    return problem(status, "Invalid request", f"{field}: {reason}", [_field(field, reason)])
+def malformed(reason: str) -> Response[ProblemDetails]:
+    """A body that is not JSON: 400, naming ``body``."""
+    reason = f"is not valid JSON: {reason}"
+    return problem(
+        400, "Malformed JSON", f"the request body {reason}", [FieldReason("body", reason)]
+    )
 
 
 def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -64,10 +92,7 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         bad = validation_field(error)
         return field_problem(bad.field, bad.reason)
     if isinstance(error, msgspec.DecodeError):
-        reason = f"is not valid JSON: {error}"
-        return problem(
-            400, "Malformed JSON", f"the request body {reason}", [_field("body", reason)]
-        )
+        return malformed(str(error))
     if isinstance(error, UnauthenticatedError):
         response = problem(401, "Unauthenticated", str(error))
         response.headers["WWW-Authenticate"] = "Bearer"
@@ -98,35 +123,46 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     if isinstance(error, ValidationException):
         # Litestar's own checks of query and path values (a missing parameter, a limit
         # that is no number): a bad value like any other, so 422 naming it.
+        if _empty_body(error):
+            return malformed(EMPTY_BODY)
         errors = _litestar_fields(error)
         if errors:
             return problem(422, "Invalid request", _detail(errors), errors)
         return problem(400, "Invalid request", str(error.detail))
     if isinstance(error, HTTPException):
-        return problem(error.status_code, error.detail or "Error", str(error.detail))
+        response = problem(error.status_code, error.detail or "Error", str(error.detail))
+        response.headers.update(error.headers or {})  # a 405's Allow
+        return response
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(
         500, "Internal error", "the server failed; nothing of this request was acknowledged"
     )
 
 
+EMPTY_BODY = "Input data was truncated"  # what msgspec says of an empty document
 MISSING = re.compile(r"Missing required [\w ]*parameter '([^']*)'")
 REASONS = {"Expected `int`, got `str`": "must be a whole number"}
 
 
-def _litestar_fields(error: ValidationException) -> list[dict[str, str]]:
+def _litestar_fields(error: ValidationException) -> list[FieldReason]:
     missing = MISSING.match(str(error.detail))
     if missing:
-        return [{"field": missing.group(1), "reason": "is required"}]
+        return [FieldReason(missing.group(1), "is required")]
     extra = error.extra if isinstance(error.extra, list) else []
     result = []
     for item in extra:
         if isinstance(item, dict):
             message = str(item.get("message", ""))
             reason = REASONS.get(message, message[:1].lower() + message[1:])
-            result.append({"field": str(item.get("key", "")), "reason": reason})
+            result.append(FieldReason(str(item.get("key", "")), reason))
     return result
 
 
-def _detail(errors: list[dict[str, str]]) -> str:
-    return "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+def _empty_body(error: ValidationException) -> bool:
+    """Litestar's answer to an empty body where a ``data`` Struct is required."""
+    extra = error.extra if isinstance(error.extra, list) else []
+    return any(isinstance(e, dict) and e.get("key") == "data" for e in extra)
+
+
+def _detail(errors: list[FieldReason]) -> str:
+    return "; ".join(f"{e.field}: {e.reason}" for e in errors)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from domain import fields, json_shape
 from domain.errors import InvalidInputError
+from domain.meters import Aggregation
 
 T = TypeVar("T")
 # Deep enough for any body this API takes (an event's meta may nest 32 levels
@@ -18,10 +19,21 @@ T = TypeVar("T")
 MAX_BODY_DEPTH = 64
 
 
+# How the OpenAPI document shows the values read later by hand (msgspec.Raw);
+# "extra" is where Litestar reads schema keywords from (api/openapi.py too).
+# msgspec ignores this metadata when decoding.
+QUANTITY = msgspec.Meta(
+    extra_json_schema={
+        "description": "a decimal, as a JSON number or a string holding one",
+        "extra": {"anyOf": [{"type": "number"}, {"type": "string"}]},
+    }
+)
+
+
 class EventIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     metric: str
     customer_ref: str
-    quantity: msgspec.Raw  # a JSON number or string, judged by domain.fields.quantity
+    quantity: Annotated[msgspec.Raw, QUANTITY]  # judged by domain.fields.quantity
     ts: str
     idempotency_key: str | None = None
     meta: dict[str, Any] | None = None
@@ -29,6 +41,7 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 class IngestRequest(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    # Each event is decoded alone, so that one bad event refuses only itself.
     events: list[msgspec.Raw]
     tenant_id: str | None = None
 
@@ -59,13 +72,26 @@ class MeterIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     allow_negative: bool = False
 
 
-class MeterOut(msgspec.Struct, rename="camel"):
+class MeterOut(
+    msgspec.Struct,
+    rename={
+        "lateness_seconds": "latenessWindowSeconds",
+        "stripe_event_name": "stripeEventName",
+        "allow_negative": "allowNegative",
+    },
+):
+    """A ``MetricDefinition`` as answered: converted from its attributes (``meter_out``)."""
+
     name: str
-    aggregation: str
+    aggregation: Aggregation
     unit: str
-    lateness_window_seconds: int
+    lateness_seconds: int
     stripe_event_name: str | None
     allow_negative: bool
+
+
+class MeterPage(msgspec.Struct):
+    data: list[MeterOut]
 
 
 class EventOut(msgspec.Struct, rename="camel"):
@@ -124,6 +150,21 @@ class UsageHistory(msgspec.Struct, rename="camel"):
     metric: str
     granularity: str
     buckets: list[BucketOut]
+
+
+class FieldReason(msgspec.Struct):
+    field: str  # as the client sent it: a body field, a query parameter, a header
+    reason: str
+
+
+class ProblemDetails(msgspec.Struct, omit_defaults=True):
+    """Every error answer (RFC 9457), built by api/problems.py."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldReason] | None = None  # each refused field; present on most 400/422
 
 
 class FieldError(InvalidInputError, ValueError):
@@ -217,6 +258,15 @@ class CustomerOut(msgspec.Struct, rename="camel"):
     billing_cycle: str  # "calendar-month" or "anchored"
     billing_cycle_anchor: str | None
     shadow_stripe_customer_id: str | None
+
+
+class MappingPage(msgspec.Struct):
+    data: list[MappingOut]
+
+
+class CustomerPage(msgspec.Struct, rename="camel"):
+    data: list[CustomerOut]
+    next_cursor: str | None  # the last customerRef of this page; null: the last page
 
 
 class PushOut(msgspec.Struct, rename="camel"):
@@ -313,10 +363,14 @@ class ReconciliationOut(msgspec.Struct, rename="camel"):
     lines: list[ReconciliationLineOut]
 
 
+class ReconciliationRuns(msgspec.Struct):
+    data: list[ReconciliationOut]
+
+
 class AdjustmentIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     customer_ref: str
     metric: str
-    quantity: msgspec.Raw  # a JSON number or string, judged by domain.fields.quantity
+    quantity: Annotated[msgspec.Raw, QUANTITY]  # judged by domain.fields.quantity
     reason: str
     actor: str | None = None
 
@@ -343,6 +397,16 @@ class AdjustmentOut(msgspec.Struct, rename="camel"):
     decided_at: str | None = None
     applied_to: str | None = None
     reverted_in: str | None = None
+
+
+class AdjustmentPage(msgspec.Struct, rename="camel"):
+    data: list[AdjustmentOut]
+    next_cursor: str | None
+
+
+class WebhookReceipt(msgspec.Struct):
+    received: str  # the event's type
+    periods: int  # billing periods it changed
 
 
 # -- replay -----------------------------------------------------------------------------
@@ -400,3 +464,8 @@ class ReplayOut(msgspec.Struct, rename="camel"):
     counters: list[ReplayCounterOut]
     pushes: str | None  # "queued" (at once) or "sweep" (by the push worker's sweep); null: none
     next_cursor: str | None
+
+
+class Readiness(msgspec.Struct):
+    status: str  # ready/unready (/health/ready), healthy/degraded (/health)
+    checks: dict[str, Any]  # per dependency: its status and details

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import msgspec
+
 from api.schemas import MeterOut
 from domain.application import MeteringApp
 from domain.meters import DEFAULT_LATENESS_SECONDS, MetricDefinition, parse_aggregation
 
 
 def meter_out(definition: MetricDefinition) -> MeterOut:
-    return MeterOut(
-        name=definition.name,
-        aggregation=definition.aggregation.value,
-        unit=definition.unit,
-        lateness_window_seconds=definition.lateness_seconds,
-        stripe_event_name=definition.stripe_event_name,
-        allow_negative=definition.allow_negative,
-    )
+    return msgspec.convert(definition, MeterOut, from_attributes=True)
 
 
 def declare_meter(

@@ -6,20 +6,16 @@ import contextlib
 import socket
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Controller, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.auth import services
+from api.auth import ServicesDep
+from api.schemas import Readiness
+from api.services import Services
 
 
-@get("/health/live", sync_to_thread=False)
-def live() -> dict[str, str]:
-    """The process answers; says nothing about its dependencies."""
-    return {"status": "ok"}
-
-
-def readiness(request: Request[Any, Any, Any]) -> tuple[bool, dict[str, Any]]:
-    svc = services(request)
+def readiness(svc: Services) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
     ready = True
     try:
@@ -57,24 +53,39 @@ def readiness(request: Request[Any, Any, Any]) -> tuple[bool, dict[str, Any]]:
     return ready, checks
 
 
-@get("/health/ready", sync_to_thread=True)
-def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    """200 when the event store answers and every projection is within the lag limit."""
-    ok, checks = readiness(request)
-    body = {"status": "ready" if ok else "unready", "checks": checks}
-    return Response(body, status_code=200 if ok else 503)
+class HealthController(Controller):
+    """For probes and scrapers: no API key."""
 
+    path = "/"
+    tags = ["health"]
 
-@get("/health", sync_to_thread=True)
-def health(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    ok, checks = readiness(request)
-    return Response({"status": "healthy" if ok else "degraded", "checks": checks}, status_code=200)
+    @get("/health/live", sync_to_thread=False)
+    def live(self) -> dict[str, str]:
+        """The process answers; says nothing about its dependencies."""
+        return {"status": "ok"}
 
+    @get(
+        "/health/ready",
+        sync_to_thread=True,
+        responses={503: ResponseSpec(Readiness, description="Not ready: see checks")},
+    )
+    def ready(self, svc: ServicesDep) -> Response[Readiness]:
+        """200 when the event store answers and every projection is within the lag limit."""
+        ok, checks = readiness(svc)
+        return Response(
+            Readiness("ready" if ok else "unready", checks), status_code=200 if ok else 503
+        )
 
-@get("/metrics", sync_to_thread=True)
-def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    svc = services(request)
-    # Refreshes the projection lag gauges; a scrape must not fail because a check did.
-    with contextlib.suppress(Exception):
-        readiness(request)
-    return Response(generate_latest(svc.metrics.exposed), media_type=CONTENT_TYPE_LATEST)
+    @get("/health", sync_to_thread=True)
+    def health(self, svc: ServicesDep) -> Readiness:
+        """Always 200: ``healthy``, or ``degraded`` with the failing checks."""
+        ok, checks = readiness(svc)
+        return Readiness("healthy" if ok else "degraded", checks)
+
+    @get("/metrics", sync_to_thread=True, media_type=CONTENT_TYPE_LATEST)
+    def metrics(self, svc: ServicesDep) -> bytes:
+        """Prometheus metrics (text exposition format)."""
+        # Refreshes the projection lag gauges; a scrape must not fail because a check did.
+        with contextlib.suppress(Exception):
+            readiness(svc)
+        return generate_latest(svc.metrics.exposed)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, post
+from litestar import Controller, Request, post
 
-from api.auth import authorize_async, services
+from api.auth import SECURITY, authenticated, services_of
+from api.openapi import IngestOperation
+from api.problems import error_responses
 from api.schemas import (
     MAX_BODY_DEPTH,
     EventIn,
@@ -26,19 +28,39 @@ from domain.ingest import IngestResult, Outcome, UsageSubmission
 from domain.tenancy import Principal, Scope
 
 
-@post("/v1/events/ingest", status_code=200)
-async def ingest(request: Request[Any, Any, Any]) -> IngestResponse:
-    """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""
-    principal = await authorize_async(request, Scope.INGEST)
-    svc = services(request)
-    header_key = request.headers.get("idempotency-key")
-    results, submissions = read_batch(
-        await request.body(), principal, header_key, svc.settings.max_batch_events
+class IngestController(Controller):
+    """The hot path, kept as cheap as a handler can be.
+
+    Like its body (read by hand, event by event), its key is checked by the
+    handler itself rather than by a guard and injected dependencies: that
+    machinery cost more per request than the rest of a one-event ingest
+    (measured in-process: about 40 µs against 90). The check is the guard's own
+    (``authenticated``), and the document says the same as for other routes.
+    """
+
+    path = "/v1/events/ingest"
+    tags = ["events"]
+    security = SECURITY
+
+    @post(
+        status_code=200,
+        operation_class=IngestOperation,
+        responses=error_responses(400, 401, 403, 422, 503),
     )
-    written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
-    outcomes = [r if r is not None else next(written) for r in results]
-    svc.metrics.observe_ingest(outcomes)
-    return _response(outcomes)
+    async def ingest(self, request: Request[Any, Any, Any]) -> IngestResponse:
+        """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""
+        principal = await authenticated(request, Scope.INGEST)
+        svc = services_of(request.app.state)
+        results, submissions = read_batch(
+            await request.body(),
+            principal,
+            request.headers.get("idempotency-key"),
+            svc.settings.max_batch_events,
+        )
+        written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
+        outcomes = [r if r is not None else next(written) for r in results]
+        svc.metrics.observe_ingest(outcomes)
+        return _response(outcomes)
 
 
 def read_batch(

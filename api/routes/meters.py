@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, get, post
-from litestar.params import FromPath
+from litestar import Response, get, post
+from litestar.params import FromPath, JSONBody
 
-from api.auth import authorize, authorize_async, services
+from api.auth import PrincipalDep, ServicesDep, requires
+from api.controller import V1Controller
+from api.problems import created_or_same, error_responses
 from api.queries import meters as queries
-from api.schemas import MeterIn, MeterOut, decode_json
+from api.schemas import MeterIn, MeterOut, MeterPage
 from domain.tenancy import Scope
 
 
-@post("/v1/meters")
-async def declare_meter(request: Request[Any, Any, Any]) -> Response[MeterOut]:
-    """Declare a metric. 201 when new, 200 when identical to one declared, 409 when different."""
-    principal = await authorize_async(request, Scope.ADMIN)
-    body = decode_json(await request.body(), MeterIn)
-    app = services(request).stores.app
-    out, created = await anyio.to_thread.run_sync(
-        lambda: queries.declare_meter(app, principal.tenant_id, **msgspec.structs.asdict(body))
+class MetersController(V1Controller):
+    """Declaring needs the ``admin`` scope; reading, ``read``."""
+
+    path = "/v1/meters"
+    tags = ["meters"]
+
+    @post(
+        guards=[requires(Scope.ADMIN)],
+        responses=created_or_same(
+            MeterOut, "Identical to the metric declared", 400, 401, 403, 409, 422
+        ),
     )
-    return Response(out, status_code=201 if created else 200)
+    async def declare_meter(
+        self, svc: ServicesDep, principal: PrincipalDep, data: JSONBody[MeterIn]
+    ) -> Response[MeterOut]:
+        """Declare a metric. 201 when new, 200 when identical to one declared, 409 when
+        different."""
+        app = svc.stores.app
+        out, created = await anyio.to_thread.run_sync(
+            lambda: queries.declare_meter(app, principal.tenant_id, **msgspec.structs.asdict(data))
+        )
+        return Response(out, status_code=201 if created else 200)
 
+    @get(guards=[requires(Scope.READ)], sync_to_thread=True, responses=error_responses(401, 403))
+    def list_meters(self, svc: ServicesDep, principal: PrincipalDep) -> MeterPage:
+        return MeterPage(queries.list_meters(svc.stores.app, principal.tenant_id))
 
-@get("/v1/meters", sync_to_thread=True)
-def list_meters(request: Request[Any, Any, Any]) -> dict[str, list[MeterOut]]:
-    principal = authorize(request, Scope.READ)
-    return {"data": queries.list_meters(services(request).stores.app, principal.tenant_id)}
-
-
-@get("/v1/meters/{name:str}", sync_to_thread=True)
-def get_meter(request: Request[Any, Any, Any], name: FromPath[str]) -> MeterOut:
-    principal = authorize(request, Scope.READ)
-    return queries.meter_out(services(request).stores.app.metric(principal.tenant_id, name))
+    @get(
+        "/{name:str}",
+        guards=[requires(Scope.READ)],
+        sync_to_thread=True,
+        responses=error_responses(400, 401, 403, 404),
+    )
+    def get_meter(self, svc: ServicesDep, principal: PrincipalDep, name: FromPath[str]) -> MeterOut:
+        return queries.meter_out(svc.stores.app.metric(principal.tenant_id, name))

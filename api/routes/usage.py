@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Request, get
+from litestar import get
 from litestar.params import FromQuery, QueryParameter
 
-from api.auth import authorize, services
+from api.auth import PrincipalDep, ServicesDep, requires
+from api.controller import V1Controller
+from api.problems import error_responses
 from api.queries.cursors import decode_cursor, encode_cursor
 from api.queries.usage import counter_out, event_out, number, when
 from api.query import before, given_once
@@ -21,6 +23,7 @@ from api.schemas import (
     parse_time,
 )
 from domain import fields
+from domain.meters import Aggregation
 from domain.periods import named_period
 from domain.tenancy import Scope
 from projections.counters import roll_up_days
@@ -36,115 +39,137 @@ def optional_time(field: str, value: str | None) -> datetime | None:
     return None if value is None else parse_time(field, value)
 
 
-@get("/v1/events", sync_to_thread=True, before_request=given_once)
-def list_events(
-    request: Request[Any, Any, Any],
-    metric: FromQuery[str | None] = None,
-    customer_ref: Annotated[str | None, QueryParameter(name="customerRef")] = None,
-    since: FromQuery[str | None] = None,
-    until: FromQuery[str | None] = None,
-    cursor: FromQuery[str | None] = None,
-    limit: FromQuery[int] = 100,
-) -> EventPage:
-    """The tenant's usage events in event-log order, filtered, a page at a time.
+class UsageController(V1Controller):
+    """The tenant's usage events and running counters (scope ``read``)."""
 
-    Requests appear in the order they were committed; inside one group commit
-    the events of one customer and metric stand together.
-    """
-    principal = authorize(request, Scope.READ)
-    if not 1 <= limit <= MAX_PAGE:
-        raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
-    where = EventFilter(
-        # A value ingest refuses matches no event; PostgreSQL would fail on a NUL in it.
-        metric=None if metric is None else fields.metric(metric),
-        customer_ref=None if customer_ref is None else fields.customer_ref(customer_ref),
-        since=optional_time("since", since),
-        until=optional_time("until", until),
-    )
-    after = decode_cursor(cursor) if cursor is not None else None
-    rows = services(request).stores.views.events.page(principal.tenant_id, where, after, limit + 1)
-    page = rows[:limit]
-    return EventPage(
-        data=[event_out(row) for row in page],
-        next_cursor=encode_cursor(page[-1].position) if len(rows) > limit else None,
-    )
+    path = "/v1"
+    tags = ["usage"]
+    guards = [requires(Scope.READ)]
 
-
-@get("/v1/usage/current", sync_to_thread=True, before_request=given_once)
-def current_usage(
-    request: Request[Any, Any, Any],
-    customer_ref: Annotated[str, QueryParameter(name="customerRef")],
-    metric: FromQuery[str | None] = None,
-    period: FromQuery[str | None] = None,
-) -> CurrentUsage:
-    """The running counters of one customer in the current (or a named) billing period."""
-    principal = authorize(request, Scope.READ)
-    fields.customer_ref(customer_ref)
-    if metric is not None:
-        fields.metric(metric)
-    svc = services(request)
-    app = svc.stores.app
-    customer = app.cached_customer(principal.tenant_id, customer_ref)
-    anchor = customer.billing_cycle_anchor if customer else None
-    # The customer's own cycle once mapped to Stripe, as ingest counts it.
-    billing_period = (
-        named_period(period, anchor, customer_ref)
-        if period is not None
-        else app.period_for(principal.tenant_id, customer_ref, app.clock())
+    @get(
+        "/events",
+        before_request=given_once,
+        sync_to_thread=True,
+        responses=error_responses(400, 401, 403, 422),
     )
-    counters = svc.stores.views.counters.counters(
-        principal.tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
-    )
-    return CurrentUsage(
-        customer_ref=customer_ref,
-        period=billing_period.key,
-        period_start=when(billing_period.start) or "",
-        period_end=when(billing_period.end) or "",
-        counters=[counter_out(c) for c in counters],
-    )
+    def list_events(
+        self,
+        svc: ServicesDep,
+        principal: PrincipalDep,
+        metric: FromQuery[str | None] = None,
+        customer_ref: Annotated[str | None, QueryParameter(name="customerRef")] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+    ) -> EventPage:
+        """The tenant's usage events in event-log order, filtered, a page at a time.
 
-
-@get("/v1/usage/history", sync_to_thread=True, before_request=given_once)
-def usage_history(
-    request: Request[Any, Any, Any],
-    customer_ref: Annotated[str, QueryParameter(name="customerRef")],
-    metric: FromQuery[str],
-    granularity: FromQuery[str] = "day",
-    since: FromQuery[str | None] = None,
-    until: FromQuery[str | None] = None,
-) -> UsageHistory:
-    """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
-    principal = authorize(request, Scope.READ)
-    svc = services(request)
-    fields.customer_ref(customer_ref)
-    if granularity not in ("hour", "day"):
-        raise FieldError("granularity", "must be 'hour' or 'day'")
-    definition = svc.stores.app.metric(principal.tenant_id, metric)
-    end = optional_time("until", until) or svc.stores.app.clock()
-    start = optional_time("since", since) or before("until", end, DEFAULT_HISTORY)
-    if start >= end:
-        raise FieldError("since", "must be before until")
-    if end - start > MAX_HISTORY:
-        raise FieldError("since", "the range must be at most 93 days")
-    first_hour = start.replace(minute=0, second=0, microsecond=0)
-    hours = svc.stores.views.counters.hours(
-        principal.tenant_id, customer_ref, metric, first_hour, end
-    )
-    buckets = roll_up_days(hours) if granularity == "day" else hours
-
-    def out(start_at: datetime, tally: Tally) -> BucketOut:
-        return BucketOut(
-            start=when(start_at) or "",
-            value=number(tally.value(definition.aggregation)) or "0",
-            sum=number(tally.total) or "0",
-            count=tally.event_count,
-            max=number(tally.maximum),
-            last=number(tally.last_value),
+        Requests appear in the order they were committed; inside one group commit
+        the events of one customer and metric stand together.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise FieldError("limit", f"must be between 1 and {MAX_PAGE}")
+        where = EventFilter(
+            # A value ingest refuses matches no event; PostgreSQL would fail on a NUL in it.
+            metric=None if metric is None else fields.metric(metric),
+            customer_ref=None if customer_ref is None else fields.customer_ref(customer_ref),
+            since=optional_time("since", since),
+            until=optional_time("until", until),
+        )
+        after = decode_cursor(cursor) if cursor is not None else None
+        rows = svc.stores.views.events.page(principal.tenant_id, where, after, limit + 1)
+        page = rows[:limit]
+        return EventPage(
+            data=[event_out(row) for row in page],
+            next_cursor=encode_cursor(page[-1].position) if len(rows) > limit else None,
         )
 
-    return UsageHistory(
-        customer_ref=customer_ref,
-        metric=metric,
-        granularity=granularity,
-        buckets=[out(b.start, b.tally) for b in buckets],
+    @get(
+        "/usage/current",
+        before_request=given_once,
+        sync_to_thread=True,
+        responses=error_responses(400, 401, 403, 422),
+    )
+    def current_usage(
+        self,
+        svc: ServicesDep,
+        principal: PrincipalDep,
+        customer_ref: Annotated[str, QueryParameter(name="customerRef")],
+        metric: FromQuery[str | None] = None,
+        period: FromQuery[str | None] = None,
+    ) -> CurrentUsage:
+        """The running counters of one customer in the current (or a named) billing period."""
+        fields.customer_ref(customer_ref)
+        if metric is not None:
+            fields.metric(metric)
+        app = svc.stores.app
+        customer = app.cached_customer(principal.tenant_id, customer_ref)
+        anchor = customer.billing_cycle_anchor if customer else None
+        # The customer's own cycle once mapped to Stripe, as ingest counts it.
+        billing_period = (
+            named_period(period, anchor, customer_ref)
+            if period is not None
+            else app.period_for(principal.tenant_id, customer_ref, app.clock())
+        )
+        counters = svc.stores.views.counters.counters(
+            principal.tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
+        )
+        return CurrentUsage(
+            customer_ref=customer_ref,
+            period=billing_period.key,
+            period_start=when(billing_period.start) or "",
+            period_end=when(billing_period.end) or "",
+            counters=[counter_out(c) for c in counters],
+        )
+
+    @get(
+        "/usage/history",
+        before_request=given_once,
+        sync_to_thread=True,
+        responses=error_responses(400, 401, 403, 404, 422),
+    )
+    def usage_history(
+        self,
+        svc: ServicesDep,
+        principal: PrincipalDep,
+        customer_ref: Annotated[str, QueryParameter(name="customerRef")],
+        metric: FromQuery[str],
+        granularity: FromQuery[str] = "day",
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
+    ) -> UsageHistory:
+        """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
+        fields.customer_ref(customer_ref)
+        if granularity not in ("hour", "day"):
+            raise FieldError("granularity", "must be 'hour' or 'day'")
+        definition = svc.stores.app.metric(principal.tenant_id, metric)
+        end = optional_time("until", until) or svc.stores.app.clock()
+        start = optional_time("since", since) or before("until", end, DEFAULT_HISTORY)
+        if start >= end:
+            raise FieldError("since", "must be before until")
+        if end - start > MAX_HISTORY:
+            raise FieldError("since", "the range must be at most 93 days")
+        first_hour = start.replace(minute=0, second=0, microsecond=0)
+        hours = svc.stores.views.counters.hours(
+            principal.tenant_id, customer_ref, metric, first_hour, end
+        )
+        buckets = roll_up_days(hours) if granularity == "day" else hours
+        aggregation = definition.aggregation
+        return UsageHistory(
+            customer_ref=customer_ref,
+            metric=metric,
+            granularity=granularity,
+            buckets=[bucket_out(b.start, b.tally, aggregation) for b in buckets],
+        )
+
+
+def bucket_out(start: datetime, tally: Tally, aggregation: Aggregation) -> BucketOut:
+    return BucketOut(
+        start=when(start) or "",
+        value=number(tally.value(aggregation)) or "0",
+        sum=number(tally.total) or "0",
+        count=tally.event_count,
+        max=number(tally.maximum),
+        last=number(tally.last_value),
     )

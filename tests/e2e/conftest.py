@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +71,31 @@ def stripe_api(settings: Settings, clock: FakeClock, emulator: RunningEmulator) 
         test_api_base=emulator.url,
         max_network_retries=0,
         timeout_seconds=5,
+    )
+    yield from _api(dataclasses.replace(settings, stripe=stripe), clock)
+
+
+WEBHOOK_SECRET = "whsec_test_reconciliation"
+
+
+def stripe_signature(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
+    """The ``Stripe-Signature`` header Stripe would send with ``body``."""
+    stamp = int(time.time())
+    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
+    return f"t={stamp},v1={mac.hexdigest()}"
+
+
+@pytest.fixture
+def webhook_api(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[Api]:
+    """The API with live Stripe on the emulator and signed webhooks configured."""
+    clock.now = clock.now.replace(day=10)
+    emulator.set_now(int(clock.now.timestamp()), frozen=True)
+    stripe = StripeSettings(
+        secret_key=TEST_API_KEY,
+        api_base=emulator.url,
+        max_network_retries=0,
+        timeout_seconds=5,
+        webhook_secret=WEBHOOK_SECRET,
     )
     yield from _api(dataclasses.replace(settings, stripe=stripe), clock)
 

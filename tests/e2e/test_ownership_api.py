@@ -8,20 +8,16 @@ and A's reconciliation reported drift (local 5, Stripe 1,005).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from adapters.settings import Settings, StripeSettings
 from domain.mappings import MeterMapping
 from domain.pushing import PushOutcome, PushService, Target
 from domain.usage import usage_period_id
-from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
-from tests.conftest import FakeClock
-from tests.e2e.conftest import Api, _api, event
-from tests.e2e.test_reconciliation_api import WEBHOOK_SECRET, webhook
+from stripe_emulator.testing import RunningEmulator
+from tests.e2e.conftest import Api, event
+from tests.e2e.test_reconciliation_api import webhook
 from tests.e2e.test_stripe_api import services, setup_stripe
 
 OWNED = "belongs to another tenant"
@@ -289,21 +285,6 @@ def test_unmap_path_parameters_are_checked(stripe_api: Api) -> None:
     unknown = api.call("DELETE", "/v1/mappings/nope")
     assert unknown.status_code == 404
     assert unknown.json()["detail"] == "metric 'nope' is not declared"
-
-
-@pytest.fixture
-def webhook_api(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[Api]:
-    """The API with live Stripe on the emulator and signed webhooks."""
-    clock.now = clock.now.replace(day=10)
-    emulator.set_now(int(clock.now.timestamp()), frozen=True)
-    stripe = StripeSettings(
-        secret_key=TEST_API_KEY,
-        api_base=emulator.url,
-        max_network_retries=0,
-        timeout_seconds=5,
-        webhook_secret=WEBHOOK_SECRET,
-    )
-    yield from _api(dataclasses.replace(settings, stripe=stripe), clock)
 
 
 def test_a_legacy_mapping_of_another_tenant_does_not_route_webhooks_to_it(

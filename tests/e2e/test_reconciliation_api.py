@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from adapters.settings import Settings, StripeSettings
 from domain.usage import usage_period_id
-from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
-from tests.conftest import FakeClock
-from tests.e2e.conftest import Api, _api, event
+from stripe_emulator.testing import RunningEmulator
+from tests.e2e.conftest import WEBHOOK_SECRET, Api, event, stripe_signature
 from tests.e2e.test_stripe_api import push_all, services, setup_stripe
-
-WEBHOOK_SECRET = "whsec_test_reconciliation"
-
-
-@pytest.fixture
-def parity_api(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[Api]:
-    clock.now = clock.now.replace(day=10)
-    emulator.set_now(int(clock.now.timestamp()), frozen=True)
-    stripe = StripeSettings(
-        secret_key=TEST_API_KEY,
-        api_base=emulator.url,
-        max_network_retries=0,
-        timeout_seconds=5,
-        webhook_secret=WEBHOOK_SECRET,
-    )
-    yield from _api(dataclasses.replace(settings, stripe=stripe), clock)
 
 
 def signed(payload: Any, secret: str = WEBHOOK_SECRET) -> tuple[bytes, str]:
     body = json.dumps(payload).encode()
-    stamp = int(time.time())
-    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
-    return body, f"t={stamp},v1={signature.hexdigest()}"
+    return body, stripe_signature(body, secret)
 
 
 def webhook(api: Api, payload: Any, secret: str = WEBHOOK_SECRET) -> Any:
@@ -53,9 +31,9 @@ def webhook(api: Api, payload: Any, secret: str = WEBHOOK_SECRET) -> Any:
 
 
 def test_run_then_read_the_report_as_json_and_csv(
-    parity_api: Api, emulator: RunningEmulator
+    webhook_api: Api, emulator: RunningEmulator
 ) -> None:
-    api = parity_api
+    api = webhook_api
     setup_stripe(api, emulator)
     api.ingest(event(quantity=4, ts="2026-03-10T09:00:00Z"))
     api.settle()
@@ -93,8 +71,8 @@ def test_run_then_read_the_report_as_json_and_csv(
     assert len(rows) == 2 and ",ok," in rows[1]
 
 
-def test_reconciliation_input_and_scopes(parity_api: Api) -> None:
-    api = parity_api
+def test_reconciliation_input_and_scopes(webhook_api: Api) -> None:
+    api = webhook_api
     bad = api.call("POST", "/v1/reconciliation/run", json={"period": "March"})
     assert (bad.status_code, bad.json()["errors"][0]["field"]) == (422, "period")
     unknown_field = api.call("POST", "/v1/reconciliation/run", json={"perod": "2026-03"})
@@ -106,9 +84,9 @@ def test_reconciliation_input_and_scopes(parity_api: Api) -> None:
 
 
 def test_adjustments_propose_approve_revert_with_actor_and_reason(
-    parity_api: Api,
+    webhook_api: Api,
 ) -> None:
-    api = parity_api
+    api = webhook_api
     api.ingest(event(quantity=10, ts="2026-03-10T09:00:00Z"))
     proposed = api.call(
         "POST",
@@ -158,8 +136,8 @@ def test_adjustments_propose_approve_revert_with_actor_and_reason(
     assert 'stripemeter_corrections_total{outcome="reverted"} 1.0' in metrics
 
 
-def test_adjustment_input_errors(parity_api: Api) -> None:
-    api = parity_api
+def test_adjustment_input_errors(webhook_api: Api) -> None:
+    api = webhook_api
     base = {"customerRef": "cus_1", "metric": "api_calls", "quantity": "1", "reason": "x"}
     for change, field in (
         ({"metric": "nope"}, None),
@@ -178,8 +156,8 @@ def test_adjustment_input_errors(parity_api: Api) -> None:
     )
 
 
-def test_an_unknown_decision_is_404_and_changes_nothing(parity_api: Api) -> None:
-    api = parity_api
+def test_an_unknown_decision_is_404_and_changes_nothing(webhook_api: Api) -> None:
+    api = webhook_api
     proposed = api.call(
         "POST",
         "/v1/adjustments",
@@ -193,25 +171,25 @@ def test_an_unknown_decision_is_404_and_changes_nothing(parity_api: Api) -> None
     assert listed["status"] == "pending"
 
 
-def test_webhooks_must_be_signed(parity_api: Api) -> None:
-    unsigned = parity_api.client.post("/v1/stripe/webhooks", content=b"{}")
+def test_webhooks_must_be_signed(webhook_api: Api) -> None:
+    unsigned = webhook_api.client.post("/v1/stripe/webhooks", content=b"{}")
     assert unsigned.status_code == 422
     assert unsigned.json()["errors"][0]["field"] == "Stripe-Signature"
-    forged = webhook(parity_api, {"id": "evt_1", "type": "invoice.created"}, secret="whsec_x")
+    forged = webhook(webhook_api, {"id": "evt_1", "type": "invoice.created"}, secret="whsec_x")
     assert forged.status_code == 422
     # Signed, but not an invoice anyone can read: a 4xx naming it, never a 500 Stripe retries.
     broken = {"id": "in_x", "billing_reason": "subscription_cycle", "period_start": "soon"}
     unreadable = webhook(
-        parity_api, {"id": "evt_2", "type": "invoice.created", "data": {"object": broken}}
+        webhook_api, {"id": "evt_2", "type": "invoice.created", "data": {"object": broken}}
     )
     assert unreadable.status_code == 422
     assert unreadable.json()["errors"][0]["field"] == "data.object.period_start"
 
 
 def test_invoice_webhooks_close_the_period_and_record_parity(
-    parity_api: Api, emulator: RunningEmulator
+    webhook_api: Api, emulator: RunningEmulator
 ) -> None:
-    api = parity_api
+    api = webhook_api
     live = setup_stripe(api, emulator)
     api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
     api.settle()
@@ -253,7 +231,7 @@ def test_invoice_webhooks_close_the_period_and_record_parity(
 
 
 def test_an_invoice_other_than_a_cycle_leaves_the_open_period_open(
-    parity_api: Api, emulator: RunningEmulator
+    webhook_api: Api, emulator: RunningEmulator
 ) -> None:
     """A proration (or a subscription's first invoice) is dated inside the open period.
 
@@ -261,7 +239,7 @@ def test_an_invoice_other_than_a_cycle_leaves_the_open_period_open(
     later event of it then failed with a 500 (its correction had nowhere open
     to go).
     """
-    api = parity_api
+    api = webhook_api
     live = setup_stripe(api, emulator)
     api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
     api.settle()
@@ -290,9 +268,9 @@ def test_an_invoice_other_than_a_cycle_leaves_the_open_period_open(
 
 
 def test_current_usage_follows_the_customers_billing_anchor(
-    parity_api: Api, emulator: RunningEmulator
+    webhook_api: Api, emulator: RunningEmulator
 ) -> None:
-    api = parity_api
+    api = webhook_api
     live = emulator.client().v1.customers.create({"name": "anchored"}).id
     mapping = api.call("POST", "/v1/mappings", json={"metric": "api_calls", "createMeter": True})
     assert mapping.status_code == 201, mapping.text
@@ -317,10 +295,10 @@ def test_current_usage_follows_the_customers_billing_anchor(
 
 
 def test_an_invoice_for_another_cycle_than_ours_closes_nothing(
-    parity_api: Api, emulator: RunningEmulator
+    webhook_api: Api, emulator: RunningEmulator
 ) -> None:
     """A customer whose billing anchor here is not Stripe's: refuse to guess which period."""
-    api = parity_api
+    api = webhook_api
     live = setup_stripe(api, emulator)  # calendar months here
     api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
     api.settle()
@@ -385,9 +363,9 @@ MALFORMED_INVOICES: list[tuple[str, Any, str, str]] = [
 
 @pytest.mark.parametrize(("name", "value", "field", "reason"), MALFORMED_INVOICES)
 def test_a_signed_invoice_with_a_malformed_field_is_422_naming_it_and_changes_nothing(
-    parity_api: Api, emulator: RunningEmulator, name: str, value: Any, field: str, reason: str
+    webhook_api: Api, emulator: RunningEmulator, name: str, value: Any, field: str, reason: str
 ) -> None:
-    api = parity_api
+    api = webhook_api
     live = setup_stripe(api, emulator)
     api.ingest(event(quantity=6, ts="2026-03-10T09:00:00Z"))
     api.settle()
@@ -451,18 +429,18 @@ MALFORMED_EVENTS: list[tuple[str, Any, str, str]] = [
 
 @pytest.mark.parametrize(("shape", "payload", "field", "reason"), MALFORMED_EVENTS)
 def test_a_signed_malformed_event_is_422_naming_the_field(
-    parity_api: Api, shape: str, payload: Any, field: str, reason: str
+    webhook_api: Api, shape: str, payload: Any, field: str, reason: str
 ) -> None:
-    answer = webhook(parity_api, payload)
+    answer = webhook(webhook_api, payload)
     assert answer.status_code == 422, (shape, answer.text)
     assert answer.json()["errors"] == [{"field": field, "reason": reason}]
 
 
-def test_a_signed_body_that_is_not_utf8_is_422(parity_api: Api) -> None:
+def test_a_signed_body_that_is_not_utf8_is_422(webhook_api: Api) -> None:
     body = b'{"type": "invoice.created", "x": "\xff"}'
     stamp = int(time.time())
     signature = hmac.new(WEBHOOK_SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
-    answer = parity_api.client.post(
+    answer = webhook_api.client.post(
         "/v1/stripe/webhooks",
         content=body,
         headers={"Stripe-Signature": f"t={stamp},v1={signature.hexdigest()}"},
@@ -471,9 +449,9 @@ def test_a_signed_body_that_is_not_utf8_is_422(parity_api: Api) -> None:
     assert answer.json()["errors"] == [{"field": "body", "reason": "must be JSON in UTF-8"}]
 
 
-def test_an_event_of_another_kind_is_received_and_ignored(parity_api: Api) -> None:
+def test_an_event_of_another_kind_is_received_and_ignored(webhook_api: Api) -> None:
     answer = webhook(
-        parity_api, {"id": "evt_1", "type": "customer.created", "data": {"object": {}}}
+        webhook_api, {"id": "evt_1", "type": "customer.created", "data": {"object": {}}}
     )
     assert answer.status_code == 200
     assert answer.json() == {"received": "customer.created", "periods": 0}

@@ -79,26 +79,32 @@ class WriterServer:
             writer.close()
 
     def _committed(self, commit: Commit[_Pending]) -> None:
+        answers = []
         for position, (item, results) in enumerate(zip(commit.jobs, commit.results, strict=True)):
             # The commit's size and time ride on one response only, so that the
             # API's commit metrics count commits, not requests.
             stats = (commit.events, commit.seconds) if position == 0 else (0, 0.0)
-            self._send(item, WriteResponse(item.request.id, results, None, *stats))
+            answers.append((item, WriteResponse(item.request.id, results, None, *stats)))
+        self._send(answers)
         if self.on_commit is not None:
             self.on_commit()
 
     def _failed(self, jobs: list[_Pending], error: Exception) -> None:
-        for item in jobs:
-            self._send(item, WriteResponse(item.request.id, None, type(error).__name__))
+        failure = type(error).__name__
+        self._send([(item, WriteResponse(item.request.id, None, failure)) for item in jobs])
 
-    def _send(self, item: _Pending, response: WriteResponse) -> None:
+    def _send(self, answers: list[tuple[_Pending, WriteResponse]]) -> None:
+        """Hand a whole commit's answers to the event loop at once: one wake-up per
+        commit, not one per request (each wake-up is a write to the loop's pipe)."""
         assert self._loop is not None, "started before any request is read"
-        self._loop.call_soon_threadsafe(_write, item.writer, frame(response))
+        frames = [(item.writer, frame(response)) for item, response in answers]
+        self._loop.call_soon_threadsafe(_write_all, frames)
 
 
-def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
-    if not writer.is_closing():
-        writer.write(data)
+def _write_all(frames: list[tuple[asyncio.StreamWriter, bytes]]) -> None:
+    for writer, data in frames:
+        if not writer.is_closing():
+            writer.write(data)
 
 
 async def _serve(settings: Settings, socket_path: Path) -> None:

@@ -7,7 +7,6 @@ docs/configuration.md) and prints JSON, so that scripts can use the output.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -26,6 +25,7 @@ from api.cli_reconcile import add_parsers as add_reconcile_parsers
 from api.cli_reconcile import cli_gateways
 from api.cli_replay import add_parser as add_replay_parser
 from api.queries.audit import build_audit
+from api.queries.mappings import customer_out, mapping_out
 from api.queries.meters import declare_meter, list_meters
 from api.schemas import FieldError, parse_time
 from api.serving import cmd_serve, cmd_worker, cmd_writer
@@ -42,6 +42,11 @@ log = logging.getLogger("stripemeter")
 def _print_json(data: Any) -> None:
     """API shapes (msgspec Structs), printed as the API would send them."""
     print(msgspec.json.format(msgspec.json.encode(data)).decode())
+
+
+def _print_with(shape: Any, **extra: Any) -> None:
+    """An API shape (a msgspec Struct) with what the command adds, e.g. ``changed``."""
+    _print_json({**msgspec.to_builtins(shape), **extra})
 
 
 def _print(data: Any) -> None:
@@ -161,7 +166,8 @@ def cmd_mappings_create(settings: Settings, args: argparse.Namespace) -> int:
             create_meter=args.create_meter,
             shadow_event_name=args.shadow_event_name,
         )
-        _print({**dataclasses.asdict(mapping), "changed": changed})
+        metric = stores.app.metric(tenant_id_for(args.tenant), args.metric)
+        _print_with(mapping_out(mapping, metric), changed=changed)
     finally:
         stores.close()
     return 0
@@ -171,7 +177,9 @@ def cmd_mappings_list(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
     try:
         tenant = stores.app.tenant_by_slug(args.tenant)
-        _print([dataclasses.asdict(m) for _, m in sorted(tenant.mappings.items())])
+        _print_json(
+            [mapping_out(m, tenant.metrics[m.metric]) for _, m in sorted(tenant.mappings.items())]
+        )
     finally:
         stores.close()
     return 0
@@ -182,7 +190,7 @@ def cmd_mappings_delete(settings: Settings, args: argparse.Namespace) -> int:
     try:
         tenant_id = tenant_id_for(args.tenant)
         mapping = _mapping_service(settings, stores).unmap_meter(tenant_id, args.metric)
-        _print({**dataclasses.asdict(mapping), "unmapped": True})
+        _print_with(mapping_out(mapping, stores.app.metric(tenant_id, args.metric)), unmapped=True)
     finally:
         stores.close()
     return 0
@@ -194,13 +202,7 @@ def cmd_customers_unmap(settings: Settings, args: argparse.Namespace) -> int:
         customer = _mapping_service(settings, stores).unmap_customer(
             tenant_id_for(args.tenant), args.customer_ref
         )
-        _print(
-            {
-                "customerRef": customer.customer_ref,
-                "stripeCustomerId": customer.stripe_customer_id,
-                "unmapped": True,
-            }
-        )
+        _print_with(customer_out(customer), unmapped=True)
     finally:
         stores.close()
     return 0
@@ -217,14 +219,7 @@ def cmd_customers_map(settings: Settings, args: argparse.Namespace) -> int:
             anchor,
             args.shadow_stripe_customer_id,
         )
-        _print(
-            {
-                "customerRef": customer.customer_ref,
-                "stripeCustomerId": customer.stripe_customer_id,
-                "billingCycleAnchor": customer.billing_cycle_anchor,
-                "changed": changed,
-            }
-        )
+        _print_with(customer_out(customer), changed=changed)
     finally:
         stores.close()
     return 0

@@ -12,7 +12,7 @@ from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
 from api.problems import created_or_same, error_responses
 from api.queries.audit import build_audit
-from api.queries.usage import when
+from api.queries.mappings import customer_out, mapping_out
 from api.query import given_once
 from api.schemas import (
     CustomerIn,
@@ -26,23 +26,8 @@ from api.schemas import (
     parse_time,
 )
 from domain import fields
-from domain.customers import Customer
 from domain.errors import NotFoundError
-from domain.mappings import PUSH_MODE, MeterMapping
 from domain.tenancy import Scope
-from projections.customers import CustomerRow
-
-
-def mapping_out(mapping: MeterMapping, push: str) -> MappingOut:
-    return MappingOut(
-        metric=mapping.metric,
-        stripe_meter_id=mapping.stripe_meter_id,
-        stripe_event_name=mapping.stripe_event_name,
-        stripe_formula=mapping.stripe_formula,
-        push=push,
-        shadow_meter_id=mapping.shadow_meter_id,
-        shadow_event_name=mapping.shadow_event_name,
-    )
 
 
 class MappingsController(V1Controller):
@@ -74,7 +59,7 @@ class MappingsController(V1Controller):
             )
         )
         definition = svc.stores.app.metric(principal.tenant_id, data.metric)
-        out = mapping_out(mapping, PUSH_MODE[definition.aggregation].value)
+        out = mapping_out(mapping, definition)
         return Response(out, status_code=201 if changed else 200)
 
     @delete(
@@ -97,28 +82,14 @@ class MappingsController(V1Controller):
         mapping = await anyio.to_thread.run_sync(
             lambda: service.unmap_meter(principal.tenant_id, name)
         )
-        return mapping_out(mapping, PUSH_MODE[definition.aggregation].value)
+        return mapping_out(mapping, definition)
 
     @get(guards=[requires(Scope.READ)], sync_to_thread=True, responses=error_responses(401, 403))
     def list_mappings(self, svc: ServicesDep, principal: PrincipalDep) -> MappingPage:
         tenant = svc.tenant(principal.tenant_id)
         return MappingPage(
-            [
-                mapping_out(m, PUSH_MODE[tenant.metrics[m.metric].aggregation].value)
-                for _, m in sorted(tenant.mappings.items())
-            ]
+            [mapping_out(m, tenant.metrics[m.metric]) for _, m in sorted(tenant.mappings.items())]
         )
-
-
-def customer_out(customer: Customer | CustomerRow) -> CustomerOut:
-    anchor = customer.billing_cycle_anchor
-    return CustomerOut(
-        customer_ref=customer.customer_ref,
-        stripe_customer_id=customer.stripe_customer_id,
-        billing_cycle="anchored" if anchor else "calendar-month",
-        billing_cycle_anchor=when(anchor),
-        shadow_stripe_customer_id=customer.shadow_stripe_customer_id,
-    )
 
 
 class CustomersController(V1Controller):

@@ -150,7 +150,7 @@ def test_the_readme_push_path_reaches_the_builtin_emulator(
     mapping = cli(
         env, "mappings", "create", "--tenant", "acme", "--metric", "api_calls", "--create-meter"
     )
-    assert mapping["stripe_formula"] == "sum"
+    assert mapping["stripeFormula"] == "sum"
     stripe_customer = httpx.post(
         f"{emulator}/v1/customers", data={"name": "demo"}, auth=("sk_test_x", "")
     ).json()["id"]

@@ -234,7 +234,7 @@ def test_the_unmap_commands_release_the_claims(
 
     assert main(["mappings", "delete", "--tenant", "acme", "--metric", "api_calls"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["stripe_event_name"], out["unmapped"]) == ("acme_calls", True)
+    assert (out["stripeEventName"], out["unmapped"]) == ("acme_calls", True)
     assert main(["customers", "unmap", "--tenant", "acme", "--customer-ref", "a1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["customerRef"], out["stripeCustomerId"], out["unmapped"]) == ("a1", live, True)

@@ -8,8 +8,9 @@ its ledger (both views) and sends one message per period that Stripe is
 behind on — about one Stripe call per customer × meter per interval,
 however many events arrived.
 
-Brokers: Redis or RabbitMQ (``STRIPEMETER_BROKER_URL``) in production; an
-in-process broker in the embedded default.
+Brokers: Redis or RabbitMQ (``STRIPEMETER_BROKER_URL``) in production, both
+run by the same tests; an in-process broker in the embedded default. The
+queue is ``STRIPEMETER_BROKER_QUEUE`` so that deployments can share a broker.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from stripe_emulator import Emulator, serving_in_thread
 
 log = logging.getLogger(__name__)
 
-QUEUE = "stripemeter_push"
+QUEUE = Settings.broker_queue
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -52,7 +53,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         return RedisBroker(url=url)  # type: ignore[no-untyped-call]
     from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: PLC0415 - optional backend
 
-    return RabbitmqBroker(url=url)
+    # Publisher confirms: a message the sweep sent is on the broker, not in a socket buffer.
+    return RabbitmqBroker(url=url, confirm_delivery=True)
 
 
 def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target, StripeGateway]:
@@ -115,6 +117,7 @@ class PushWorker:
         interval_seconds: float = 5.0,
         threads: int = 4,
         clock: Callable[[], datetime] | None = None,
+        queue_name: str = QUEUE,
     ) -> None:
         self.stores = stores
         self.metrics = metrics
@@ -127,7 +130,7 @@ class PushWorker:
         self.actor = dramatiq.actor(
             broker=broker,
             actor_name="stripemeter_push_usage_period",
-            queue_name=QUEUE,
+            queue_name=queue_name,
             max_retries=25,
             min_backoff=500,
             max_backoff=300_000,
@@ -240,6 +243,8 @@ class PushWorker:
         if self._worker is not None:
             self._worker.stop(timeout=10_000)
             self._worker = None
+        # The sweep thread's publishing connection (RabbitMQ: one per thread) goes too.
+        self.broker.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_seconds):

@@ -57,6 +57,39 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return RabbitmqBroker(url=url, confirm_delivery=True)
 
 
+def broker_status(url: str | None, timeout_seconds: float = 2.0) -> dict[str, str]:
+    """Whether the broker answers, for readiness: a fresh connection and one round trip.
+
+    Never the broker's own pooled connections: a probe must not hang on one, nor
+    share one with the threads that publish and consume.
+    """
+    if url is None:
+        return {"status": "ok", "broker": "in-process"}
+    kind = "redis" if url.startswith(("redis://", "rediss://")) else "rabbitmq"
+    try:
+        if kind == "redis":
+            import redis  # noqa: PLC0415 - optional backend
+
+            client = redis.Redis.from_url(
+                url, socket_connect_timeout=timeout_seconds, socket_timeout=timeout_seconds
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+        else:
+            import pika  # type: ignore[import-untyped]  # noqa: PLC0415 - optional backend
+
+            parameters = pika.URLParameters(url)
+            parameters.connection_attempts = 1
+            parameters.socket_timeout = timeout_seconds
+            parameters.blocked_connection_timeout = timeout_seconds
+            pika.BlockingConnection(parameters).close()
+    except Exception as error:  # any failure to answer is "down", named by its type
+        return {"status": "down", "broker": kind, "error": type(error).__name__}
+    return {"status": "ok", "broker": kind}
+
+
 def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target, StripeGateway]:
     """Live pushes go to Stripe (or the built-in emulator); shadow ones to the test key if set."""
     stripe = settings.stripe

@@ -7,18 +7,21 @@ that is deleted afterwards.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
+from litestar.testing import TestClient
 
 from adapters.background import Background
 from adapters.metrics import Metrics
 from adapters.persistence import Stores, open_stores
-from adapters.push_worker import PushWorker
+from adapters.push_worker import PushWorker, broker_status
 from adapters.settings import Settings, StripeSettings
+from api.app import create_app
 from domain.mappings import MeterMapping
 from domain.meters import Aggregation, MetricDefinition
 from domain.pushing import Target
@@ -134,3 +137,43 @@ def test_a_push_stripe_refuses_is_retried_by_the_broker_after_a_delay(
         "stripemeter_pushes_total", {"target": "live", "outcome": "retry"}
     )
     assert retries == 2
+
+
+def test_readiness_says_the_broker_answers(
+    settings: Settings, clock: FakeClock, emulator: RunningEmulator, broker: BrokerUnderTest
+) -> None:
+    settings = dataclasses.replace(
+        settings,
+        broker_url=broker.url,
+        broker_queue=broker.queue,
+        writer_mode="thread",
+        stripe=StripeSettings(TEST_API_KEY, emulator.url, max_network_retries=0, timeout_seconds=5),
+    )
+    with TestClient(app=create_app(settings, clock)) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["broker"] == {"status": "ok", "broker": broker.kind}
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("scheme", "kind", "error"),
+    [
+        ("redis://127.0.0.1:{port}/0", "redis", "ConnectionError"),
+        ("amqp://guest:guest@127.0.0.1:{port}/%2F", "rabbitmq", "AMQPConnectionError"),
+    ],
+)
+def test_a_broker_that_does_not_answer_is_down(scheme: str, kind: str, error: str) -> None:
+    started = time.monotonic()
+    status = broker_status(scheme.format(port=closed_port()), timeout_seconds=1)
+    assert status == {"status": "down", "broker": kind, "error": error}
+    assert time.monotonic() - started < 5
+
+
+def test_the_in_process_broker_is_always_up() -> None:
+    assert broker_status(None) == {"status": "ok", "broker": "in-process"}

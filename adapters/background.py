@@ -54,6 +54,7 @@ class Background:
                 settings.push_interval_seconds,
                 settings.push_threads,
                 clock,
+                settings.broker_queue,
             )
         if run_pushes and Target.SHADOW not in self.gateways:
             log.info("STRIPE_TEST_SECRET_KEY is not set: shadow pushes are skipped")

@@ -8,8 +8,9 @@ its ledger (both views) and sends one message per period that Stripe is
 behind on — about one Stripe call per customer × meter per interval,
 however many events arrived.
 
-Brokers: Redis or RabbitMQ (``STRIPEMETER_BROKER_URL``) in production; an
-in-process broker in the embedded default.
+Brokers: Redis or RabbitMQ (``STRIPEMETER_BROKER_URL``) in production, both
+run by the same tests; an in-process broker in the embedded default. The
+queue is ``STRIPEMETER_BROKER_QUEUE`` so that deployments can share a broker.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from stripe_emulator import Emulator, serving_in_thread
 
 log = logging.getLogger(__name__)
 
-QUEUE = "stripemeter_push"
+QUEUE = Settings.broker_queue
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -52,7 +53,41 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         return RedisBroker(url=url)  # type: ignore[no-untyped-call]
     from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: PLC0415 - optional backend
 
-    return RabbitmqBroker(url=url)
+    # Publisher confirms: a message the sweep sent is on the broker, not in a socket buffer.
+    return RabbitmqBroker(url=url, confirm_delivery=True)
+
+
+def broker_status(url: str | None, timeout_seconds: float = 2.0) -> dict[str, str]:
+    """Whether the broker answers, for readiness: a fresh connection and one round trip.
+
+    Never the broker's own pooled connections: a probe must not hang on one, nor
+    share one with the threads that publish and consume.
+    """
+    if url is None:
+        return {"status": "ok", "broker": "in-process"}
+    kind = "redis" if url.startswith(("redis://", "rediss://")) else "rabbitmq"
+    try:
+        if kind == "redis":
+            import redis  # noqa: PLC0415 - optional backend
+
+            client = redis.Redis.from_url(
+                url, socket_connect_timeout=timeout_seconds, socket_timeout=timeout_seconds
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+        else:
+            import pika  # type: ignore[import-untyped]  # noqa: PLC0415 - optional backend
+
+            parameters = pika.URLParameters(url)
+            parameters.connection_attempts = 1
+            parameters.socket_timeout = timeout_seconds
+            parameters.blocked_connection_timeout = timeout_seconds
+            pika.BlockingConnection(parameters).close()
+    except Exception as error:  # any failure to answer is "down", named by its type
+        return {"status": "down", "broker": kind, "error": type(error).__name__}
+    return {"status": "ok", "broker": kind}
 
 
 def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target, StripeGateway]:
@@ -115,6 +150,7 @@ class PushWorker:
         interval_seconds: float = 5.0,
         threads: int = 4,
         clock: Callable[[], datetime] | None = None,
+        queue_name: str = QUEUE,
     ) -> None:
         self.stores = stores
         self.metrics = metrics
@@ -127,7 +163,7 @@ class PushWorker:
         self.actor = dramatiq.actor(
             broker=broker,
             actor_name="stripemeter_push_usage_period",
-            queue_name=QUEUE,
+            queue_name=queue_name,
             max_retries=25,
             min_backoff=500,
             max_backoff=300_000,
@@ -240,6 +276,8 @@ class PushWorker:
         if self._worker is not None:
             self._worker.stop(timeout=10_000)
             self._worker = None
+        # The sweep thread's publishing connection (RabbitMQ: one per thread) goes too.
+        self.broker.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_seconds):

@@ -7,6 +7,7 @@ code reads the environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -113,6 +114,8 @@ class Settings:
     log_level: str = "INFO"
     stripe: StripeSettings = StripeSettings()
     broker_url: str | None = None
+    # Several deployments (or test runs) can share one Redis or RabbitMQ under distinct names.
+    broker_queue: str = "stripemeter_push"
     push_interval_seconds: float = 5.0
     push_threads: int = 4
     emulator_port: int = 12111
@@ -154,6 +157,7 @@ class Settings:
                 webhook_secret=_optional(env, "STRIPE_WEBHOOK_SECRET"),
             ),
             broker_url=_broker_url(env),
+            broker_queue=_broker_queue(env),
             push_interval_seconds=float(
                 _int(env, "STRIPEMETER_PUSH_INTERVAL_SECONDS", 5, 1, 86_400)
             ),
@@ -216,6 +220,17 @@ def _broker_url(env: Mapping[str, str]) -> str | None:
             "STRIPEMETER_BROKER_URL must be redis://… or amqp://… (or unset: in-process broker)"
         )
     return url
+
+
+def _broker_queue(env: Mapping[str, str]) -> str:
+    name = _optional(env, "STRIPEMETER_BROKER_QUEUE") or "stripemeter_push"
+    # Dramatiq's own rule for queue names (it refuses others when the actor is declared).
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9._-]*", name) or len(name) > 200:
+        raise SettingsError(
+            "STRIPEMETER_BROKER_QUEUE must start with a letter or _ and hold only letters,"
+            " digits, '.', '_' and '-' (at most 200 characters)"
+        )
+    return name
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -4,7 +4,8 @@ Persistence and API tests take the ``settings`` fixture, which is
 parametrized over SQLite and PostgreSQL, so each is written once and runs on
 both. PostgreSQL comes from STRIPEMETER_TEST_DATABASE_URL (default: the local
 server); when it is unreachable the PostgreSQL runs are skipped, except under
-CI, where that is a failure.
+CI, where that is a failure. Broker tests take ``broker``, parametrized the
+same way over Redis and RabbitMQ.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pika
 import psycopg
 import pytest
+import redis
 
 from adapters.persistence import Stores, open_stores
 from adapters.settings import PostgresSettings, Settings
@@ -25,6 +29,10 @@ from stripe_emulator.testing import RunningEmulator, running_emulator
 
 SERVER_URL = os.environ.get(
     "STRIPEMETER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("STRIPEMETER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+RABBITMQ_URL = os.environ.get(
+    "STRIPEMETER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"
 )
 
 
@@ -112,3 +120,66 @@ def emulator(emulator_server: RunningEmulator, clock: FakeClock) -> RunningEmula
     emulator_server.configure(**EMULATOR_TEST_CONFIG)
     emulator_server.set_now(int(clock.now.timestamp()), frozen=True)
     return emulator_server
+
+
+# -- the Dramatiq brokers ------------------------------------------------------
+
+
+def _unreachable(service: str, error: Exception) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{service} is required under CI and is unreachable: {error}")
+    pytest.skip(f"{service} unreachable: {error}")
+
+
+def _redis_cleanup(queue: str) -> None:
+    """Every key Dramatiq made for this queue: the queue, its delay and dead-letter queues, acks."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"*{queue}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _rabbitmq_cleanup(queue: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(name)
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class BrokerUnderTest:
+    kind: str  # "redis" or "rabbitmq"
+    url: str
+    queue: str
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
+    """A reachable Redis or RabbitMQ and a queue no other run shares, deleted afterwards."""
+    queue = f"stripemeter_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    if request.param == "redis":
+        url, cleanup = REDIS_URL, _redis_cleanup
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=2)
+            client.ping()
+            client.close()
+        except redis.ConnectionError as error:
+            _unreachable("Redis", error)
+    else:
+        url, cleanup = RABBITMQ_URL, _rabbitmq_cleanup
+        parameters = pika.URLParameters(url)
+        parameters.socket_timeout = parameters.blocked_connection_timeout = 2
+        try:
+            pika.BlockingConnection(parameters).close()
+        except pika.exceptions.AMQPError as error:
+            _unreachable("RabbitMQ", error)
+    try:
+        yield BrokerUnderTest(request.param, url, queue)
+    finally:
+        cleanup(queue)

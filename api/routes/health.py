@@ -10,6 +10,7 @@ from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.push_worker import broker_status
 from api.auth import ServicesDep
 from api.schemas import Readiness
 from api.services import Services
@@ -34,6 +35,9 @@ def readiness(svc: Services) -> tuple[bool, dict[str, Any]]:
         except OSError as error:
             checks["writer"] = {"status": "down", "mode": "process", "error": str(error)}
             ready = False
+    if svc.push_worker is not None:  # only a process that pushes uses the broker
+        checks["broker"] = broker_status(svc.settings.broker_url)
+        ready = ready and checks["broker"]["status"] == "ok"
     try:
         positions = svc.stores.views.runner.positions()
     except Exception as error:
@@ -70,7 +74,8 @@ class HealthController(Controller):
         responses={503: ResponseSpec(Readiness, description="Not ready: see checks")},
     )
     def ready(self, svc: ServicesDep) -> Response[Readiness]:
-        """200 when the event store answers and every projection is within the lag limit."""
+        """200 when the event store (and, where pushes run, the broker) answers and every
+        projection is within the lag limit."""
         ok, checks = readiness(svc)
         return Response(
             Readiness("ready" if ok else "unready", checks), status_code=200 if ok else 503

@@ -1,57 +1,83 @@
-"""The push loop for real: Dramatiq workers on Redis, a timed sweep, the emulator over HTTP."""
+"""The push loop for real: Dramatiq workers on Redis and on RabbitMQ, the emulator over HTTP.
+
+Each test runs on both brokers (the ``broker`` fixture), on a queue of its own
+that is deleted afterwards.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import socket
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-import redis
+from litestar.testing import TestClient
 
 from adapters.background import Background
 from adapters.metrics import Metrics
-from adapters.persistence import open_stores
+from adapters.persistence import Stores, open_stores
+from adapters.push_worker import PushWorker, broker_status
 from adapters.settings import Settings, StripeSettings
+from api.app import create_app
 from domain.mappings import MeterMapping
 from domain.meters import Aggregation, MetricDefinition
 from domain.pushing import Target
+from domain.stripe_port import StripeGateway
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
-from tests.conftest import FakeClock
+from tests.conftest import BrokerUnderTest, FakeClock
 from tests.helpers import submission
 
-REDIS_URL = os.environ.get("STRIPEMETER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BROKER_CLASSES = {"redis": "RedisBroker", "rabbitmq": "RabbitmqBroker"}
+
+
+@dataclass
+class Deployment:
+    stores: Stores
+    background: Background
+    metrics: Metrics
+    gateway: StripeGateway
+    meter_id: str
+    customers: dict[str, str]  # our reference -> Stripe customer id
+
+    @property
+    def worker(self) -> PushWorker:
+        assert self.background.push_worker is not None
+        return self.background.push_worker
+
+    def stripe_totals(self, clock: FakeClock) -> dict[str, int]:
+        tenant = self.stores.app.tenant_by_slug("acme").id
+        period = self.stores.app.period_for(tenant, "cus_0", clock.now)
+        return {
+            ref: self.gateway.meter_total(self.meter_id, stripe_id, period.start, period.end)
+            for ref, stripe_id in self.customers.items()
+        }
 
 
 @pytest.fixture
-def redis_url() -> str:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        client.flushdb()
-        client.close()
-    except redis.ConnectionError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is required under CI and is unreachable: {error}")
-        pytest.skip(f"Redis unreachable: {error}")
-    return REDIS_URL
-
-
-def test_workers_on_redis_bring_stripe_to_the_counter(
-    settings: Settings, clock: FakeClock, emulator: RunningEmulator, redis_url: str
-) -> None:
+def deployment(
+    settings: Settings,
+    clock: FakeClock,
+    emulator: RunningEmulator,
+    broker: BrokerUnderTest,
+    request: pytest.FixtureRequest,
+) -> Iterator[Deployment]:
+    """Stores, projections and a push worker on the broker under test, three mapped customers."""
     clock.now = clock.now.replace(day=10)
     emulator.set_now(int(clock.now.timestamp()), frozen=True)
+    interval = getattr(request, "param", 0.2)
     settings = dataclasses.replace(
         settings,
-        broker_url=redis_url,
-        push_interval_seconds=0.2,
+        broker_url=broker.url,
+        broker_queue=broker.queue,
+        push_interval_seconds=interval,
         stripe=StripeSettings(TEST_API_KEY, emulator.url, max_network_retries=0, timeout_seconds=5),
     )
     stores = open_stores(settings, clock)
-    background = Background(
-        stores, settings, Metrics(), clock, run_projections=True, run_pushes=True
-    )
+    metrics = Metrics()
+    background = Background(stores, settings, metrics, clock, run_projections=True, run_pushes=True)
     gateway = background.gateways[Target.LIVE]
     tenant = stores.app.register_tenant("acme", "Acme").id
     stores.app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
@@ -61,28 +87,93 @@ def test_workers_on_redis_bring_stripe_to_the_counter(
     for n in range(3):
         customers[f"cus_{n}"] = emulator.client().v1.customers.create({}).id
         stores.app.map_customer(tenant, f"cus_{n}", customers[f"cus_{n}"], None)
+    deployed = Deployment(stores, background, metrics, gateway, meter.id, customers)
+    # The worker really is on the broker under test, on this test's queue.
+    assert type(deployed.worker.broker).__name__ == BROKER_CLASSES[broker.kind]
+    assert deployed.worker.actor.queue_name == broker.queue
     background.start()
     try:
-        for n in range(60):
-            stores.app.usage.record_usage(
-                [
-                    submission(
-                        tenant, Decimal(n % 7), clock.now, key=f"k{n}", customer=f"cus_{n % 3}"
-                    )
-                ]
-            )
-        expected = {c: sum(n % 7 for n in range(60) if n % 3 == i) for i, c in enumerate(customers)}
-        period = stores.app.period_for(tenant, "cus_0", clock.now)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            seen = {
-                ref: gateway.meter_total(meter.id, stripe_id, period.start, period.end)
-                for ref, stripe_id in customers.items()
-            }
-            if seen == expected:
-                break
-            time.sleep(0.2)
-        assert seen == expected
+        yield deployed
     finally:
         background.stop()
         stores.close()
+
+
+def test_workers_on_the_broker_bring_stripe_to_the_counter(
+    deployment: Deployment, clock: FakeClock
+) -> None:
+    tenant = deployment.stores.app.tenant_by_slug("acme").id
+    for n in range(60):
+        deployment.stores.app.usage.record_usage(
+            [submission(tenant, Decimal(n % 7), clock.now, key=f"k{n}", customer=f"cus_{n % 3}")]
+        )
+    expected = {f"cus_{i}": sum(n % 7 for n in range(60) if n % 3 == i) for i in range(3)}
+    deadline = time.monotonic() + 30
+    while (seen := deployment.stripe_totals(clock)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert seen == expected
+
+
+@pytest.mark.parametrize("deployment", [3600.0], indirect=True)  # no timed sweep: one message
+def test_a_push_stripe_refuses_is_retried_by_the_broker_after_a_delay(
+    deployment: Deployment, clock: FakeClock, emulator: RunningEmulator
+) -> None:
+    """Only Dramatiq's delayed retry (RabbitMQ: its delay queue) can deliver the push here."""
+    tenant = deployment.stores.app.tenant_by_slug("acme").id
+    deployment.stores.app.usage.record_usage(
+        [submission(tenant, 5, clock.now, key="k1", customer="cus_1")]
+    )
+    emulator.fail_next("503", path="/v1/billing/meter_events", count=2)
+    deadline = time.monotonic() + 10
+    while deployment.worker.sweep().sent == 0:  # once the views show the usage
+        assert time.monotonic() < deadline, "the sweep never saw the usage"
+        time.sleep(0.05)
+    expected = {"cus_0": 0, "cus_1": 5, "cus_2": 0}
+    deadline = time.monotonic() + 20
+    while (seen := deployment.stripe_totals(clock)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert seen == expected
+    retries = deployment.metrics.registry.get_sample_value(
+        "stripemeter_pushes_total", {"target": "live", "outcome": "retry"}
+    )
+    assert retries == 2
+
+
+def test_readiness_says_the_broker_answers(
+    settings: Settings, clock: FakeClock, emulator: RunningEmulator, broker: BrokerUnderTest
+) -> None:
+    settings = dataclasses.replace(
+        settings,
+        broker_url=broker.url,
+        broker_queue=broker.queue,
+        writer_mode="thread",
+        stripe=StripeSettings(TEST_API_KEY, emulator.url, max_network_retries=0, timeout_seconds=5),
+    )
+    with TestClient(app=create_app(settings, clock)) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["broker"] == {"status": "ok", "broker": broker.kind}
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("scheme", "kind", "error"),
+    [
+        ("redis://127.0.0.1:{port}/0", "redis", "ConnectionError"),
+        ("amqp://guest:guest@127.0.0.1:{port}/%2F", "rabbitmq", "AMQPConnectionError"),
+    ],
+)
+def test_a_broker_that_does_not_answer_is_down(scheme: str, kind: str, error: str) -> None:
+    started = time.monotonic()
+    status = broker_status(scheme.format(port=closed_port()), timeout_seconds=1)
+    assert status == {"status": "down", "broker": kind, "error": error}
+    assert time.monotonic() - started < 5
+
+
+def test_the_in_process_broker_is_always_up() -> None:
+    assert broker_status(None) == {"status": "ok", "broker": "in-process"}

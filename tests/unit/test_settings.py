@@ -31,8 +31,27 @@ def test_an_empty_password_does_not_swallow_the_database_name() -> None:
         ({"STRIPEMETER_PORT": "seventy"}, "STRIPEMETER_PORT must be a whole number"),
         ({"STRIPEMETER_PORT": "70000"}, "between 1 and 65535"),
         ({"STRIPEMETER_EMBEDDED_WORKER": "maybe"}, "true or false"),
+        ({"STRIPEMETER_BROKER_URL": "kafka://x"}, "must be redis://… or amqp://…"),
+        ({"STRIPEMETER_BROKER_QUEUE": "push queue"}, "STRIPEMETER_BROKER_QUEUE must start"),
+        ({"STRIPEMETER_BROKER_QUEUE": "1push"}, "STRIPEMETER_BROKER_QUEUE must start"),
+        ({"STRIPEMETER_BROKER_QUEUE": "q" * 201}, "at most 200 characters"),
     ],
 )
 def test_bad_settings_say_which_variable_and_why(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_the_broker_and_its_queue() -> None:
+    assert (Settings.from_env({}).broker_url, Settings.from_env({}).broker_queue) == (
+        None,
+        "stripemeter_push",
+    )
+    settings = Settings.from_env(
+        {
+            "STRIPEMETER_BROKER_URL": "amqp://guest:guest@rabbit:5672/%2F",
+            "STRIPEMETER_BROKER_QUEUE": "billing-eu.push_1",
+        }
+    )
+    assert settings.broker_url == "amqp://guest:guest@rabbit:5672/%2F"
+    assert settings.broker_queue == "billing-eu.push_1"

@@ -3,9 +3,10 @@
 A run reads each period's standing from the views, asks Stripe for its meter
 event summary over exactly the period's minutes (a few calls at a time, paced
 by one token bucket below the account's read limit, so that a run makes no
-429s and the SDK never sleeps on one), and classifies the difference (``domain/reconciliation.py``). A line that is not
-``ok`` is checked again from the event log itself before it is reported,
-so a view that lags the log never raises a false alarm.
+429s and the SDK never sleeps on one), and classifies the difference
+(``domain/reconciliation.py``). A line that is not ``ok`` is checked again
+from the event log itself before it is reported, so a view that lags the log
+never raises a false alarm.
 
 A repair never takes Stripe's number as the truth: it pushes the local
 counter through the normal intent → push → confirm path. Where Stripe holds

@@ -78,7 +78,15 @@ def test_threads_share_one_bucket_each_waiting_for_its_own_token() -> None:
     assert sorted(waits) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-5, 1), (10, 0)])
-def test_a_bucket_that_could_never_pace_is_refused(rate: float, burst: int) -> None:
-    with pytest.raises(ValueError, match="rate must be positive|burst must be at least 1"):
+@pytest.mark.parametrize(
+    ("rate", "burst", "message"),
+    [
+        (0, 1, "rate must be positive, got 0"),
+        (-5, 1, "rate must be positive, got -5"),
+        (10, 0, "burst must be at least 1, got 0"),
+    ],
+)
+def test_a_bucket_that_could_never_pace_is_refused(rate: float, burst: int, message: str) -> None:
+    with pytest.raises(ValueError) as refused:
         TokenBucket(rate, burst)
+    assert str(refused.value) == message

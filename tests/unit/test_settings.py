@@ -38,18 +38,15 @@ def test_bad_settings_say_which_variable_and_why(env: dict[str, str], message: s
         Settings.from_env(env)
 
 
-def test_reconciliation_reads_below_stripes_limit_for_the_keys_mode() -> None:
-    live = Settings.from_env({"STRIPE_SECRET_KEY": "sk_live_x"}).reconcile
-    sandbox = Settings.from_env({"STRIPE_SECRET_KEY": "sk_test_x"}).reconcile
-    restricted = Settings.from_env({"STRIPE_SECRET_KEY": "rk_test_x"}).reconcile
-    assert (live.reads_per_second, sandbox.reads_per_second) == (80, 20)  # of 100 and 25
-    assert restricted.reads_per_second == 20
-    chosen = Settings.from_env(
-        {"STRIPE_SECRET_KEY": "sk_test_x", "STRIPEMETER_RECONCILE_READS_PER_SECOND": "95"}
-    ).reconcile
+def test_reconciliation_reads_below_stripes_per_endpoint_limit_unless_told() -> None:
+    # 25 requests/s per endpoint (and per sandbox account): 20 by default, in either mode.
+    assert Settings.from_env({}).reconcile.reads_per_second == 20
+    chosen = Settings.from_env({"STRIPEMETER_RECONCILE_READS_PER_SECOND": "95"}).reconcile
     assert chosen.reads_per_second == 95
     pace = chosen.read_pace()
     assert pace is not None and (pace.rate, pace.burst) == (95, 4)
+    default_pace = Settings.from_env({}).reconcile.read_pace()
+    assert default_pace is not None and (default_pace.rate, default_pace.burst) == (20, 1)
     off = Settings.from_env({"STRIPEMETER_RECONCILE_READS_PER_SECOND": "0"}).reconcile
     assert off.read_pace() is None
     with pytest.raises(SettingsError, match="STRIPEMETER_RECONCILE_READS_PER_SECOND"):

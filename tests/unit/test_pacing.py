@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -57,22 +58,14 @@ def test_in_any_second_at_most_burst_plus_rate_calls_start() -> None:
 def test_threads_share_one_bucket_each_waiting_for_its_own_token() -> None:
     t = FakeTime()  # stands still: every wait is what the reservation made it
     bucket = TokenBucket(50, burst=5, clock=t.clock, sleep=t.sleep)
-    waits: list[float] = []
-    lock = threading.Lock()
     go = threading.Barrier(8)
 
-    def take() -> None:
-        go.wait()
-        for _ in range(25):
-            wait = bucket.reserve()
-            with lock:
-                waits.append(wait)
+    def take(_: int) -> list[float]:
+        go.wait()  # all eight ask at once
+        return [bucket.reserve() for _ in range(25)]
 
-    threads = [threading.Thread(target=take) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        waits = [wait for taken in pool.map(take, range(8)) for wait in taken]
     # 200 tokens across 8 threads: 5 at once, then one every 20 ms, none given twice.
     expected = [max(0, (i + 1 - 5) / 50) for i in range(200)]
     assert sorted(waits) == pytest.approx(expected)

@@ -1,10 +1,12 @@
 """Reconciliation runs: compare every period's counter with Stripe, report, and repair on request.
 
 A run reads each period's standing from the views, asks Stripe for its meter
-event summary over exactly the period's minutes (a few calls at a time), and
-classifies the difference (``domain/reconciliation.py``). A line that is not
-``ok`` is checked again from the event log itself before it is reported,
-so a view that lags the log never raises a false alarm.
+event summary over exactly the period's minutes (a few calls at a time, paced
+by one token bucket below the account's read limit, so that a run makes no
+429s and the SDK never sleeps on one), and classifies the difference
+(``domain/reconciliation.py``). A line that is not ``ok`` is checked again
+from the event log itself before it is reported, so a view that lags the log
+never raises a false alarm.
 
 A repair never takes Stripe's number as the truth: it pushes the local
 counter through the normal intent → push → confirm path. Where Stripe holds
@@ -35,6 +37,7 @@ from adapters.reconciliation_reports import PeriodStanding, Report, ReportLine
 from adapters.settings import ReconcileSettings
 from domain.ledger import StripeLedger, ledger_id_for, stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping
+from domain.pacing import TokenBucket
 from domain.periods import month_from_key, period_of
 from domain.pushing import (
     DEDUP_WINDOW,
@@ -78,6 +81,7 @@ class Reconciler:
         tolerance: Tolerance,
         clock: Callable[[], datetime],
         threads: int = 4,
+        pace: TokenBucket | None = None,
     ) -> None:
         self.stores = stores
         self.gateway = gateway
@@ -86,6 +90,9 @@ class Reconciler:
         self.tolerance = tolerance
         self.clock = clock
         self.threads = threads
+        # One bucket for every thread and every run of this reconciler: Stripe counts
+        # the account's requests, not a thread's. None: unpaced (429s are retried).
+        self.pace = pace
 
     def run(self, scope: Scope, *, repair: bool = False, actor: str, trigger: str) -> list[Report]:
         """Reconcile the periods in scope; one report per tenant and month, saved and returned."""
@@ -159,6 +166,8 @@ class Reconciler:
     def _summary(self, line: _Line) -> int:
         """Stripe's total for the line's customer and meter over the period's whole minutes."""
         s = line.standing
+        if self.pace is not None:
+            self.pace.acquire()
         self.metrics.stripe_calls.inc()
         total: int = self.gateway.meter_total(
             line.mapping.stripe_meter_id,
@@ -364,7 +373,16 @@ class Reconciliation:
     ) -> Reconciliation:
         tolerance = settings.tolerance()
         return cls(
-            Reconciler(stores, gateway, pusher, metrics, tolerance, clock, settings.threads),
+            Reconciler(
+                stores,
+                gateway,
+                pusher,
+                metrics,
+                tolerance,
+                clock,
+                settings.threads,
+                settings.read_pace(),
+            ),
             PeriodCloser(
                 stores,
                 gateway,

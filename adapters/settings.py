@@ -17,7 +17,13 @@ from urllib.parse import unquote, urlsplit
 
 from psycopg.conninfo import make_conninfo
 
+from domain.pacing import TokenBucket
 from domain.reconciliation import Tolerance
+
+# Stripe allows an account 100 requests/s in live mode and 25 in a sandbox, and any
+# one endpoint 25/s unless its page says otherwise (https://docs.stripe.com/rate-limits):
+# meter event summaries are one endpoint, so 20/s stays below both in either mode.
+READS_PER_SECOND = 20
 
 
 class SettingsError(ValueError):
@@ -94,6 +100,18 @@ class ReconcileSettings:
     invoice_grace_seconds: int = 3600
     close_margin_seconds: int = 600
     threads: int = 4
+    # Summary reads per second, shared by the threads; 0: unpaced (429s retried).
+    reads_per_second: int = READS_PER_SECOND
+
+    def read_pace(self) -> TokenBucket | None:
+        """The bucket the reconciler's summary reads share, or None when unpaced.
+
+        Its burst is a twentieth of a second's reads (at least one), so no
+        wall-clock second sees more than ``reads_per_second × 1.05`` reads.
+        """
+        if self.reads_per_second == 0:
+            return None
+        return TokenBucket(self.reads_per_second, max(1, self.reads_per_second // 20))
 
     def tolerance(self) -> Tolerance:
         return Tolerance(
@@ -184,6 +202,13 @@ class Settings:
                 ),
                 close_margin_seconds=_int(env, "STRIPEMETER_CLOSE_MARGIN_SECONDS", 600, 0, 86_400),
                 threads=_int(env, "STRIPEMETER_RECONCILE_THREADS", 4, 1, 32),
+                reads_per_second=_int(
+                    env,
+                    "STRIPEMETER_RECONCILE_READS_PER_SECOND",
+                    READS_PER_SECOND,
+                    0,
+                    10_000,
+                ),
             ),
         )
 

@@ -55,3 +55,18 @@ def test_the_broker_and_its_queue() -> None:
     )
     assert settings.broker_url == "amqp://guest:guest@rabbit:5672/%2F"
     assert settings.broker_queue == "billing-eu.push_1"
+
+
+def test_reconciliation_reads_below_stripes_per_endpoint_limit_unless_told() -> None:
+    # 25 requests/s per endpoint (and per sandbox account): 20 by default, in either mode.
+    assert Settings.from_env({}).reconcile.reads_per_second == 20
+    chosen = Settings.from_env({"STRIPEMETER_RECONCILE_READS_PER_SECOND": "95"}).reconcile
+    assert chosen.reads_per_second == 95
+    pace = chosen.read_pace()
+    assert pace is not None and (pace.rate, pace.burst) == (95, 4)
+    default_pace = Settings.from_env({}).reconcile.read_pace()
+    assert default_pace is not None and (default_pace.rate, default_pace.burst) == (20, 1)
+    off = Settings.from_env({"STRIPEMETER_RECONCILE_READS_PER_SECOND": "0"}).reconcile
+    assert off.read_pace() is None
+    with pytest.raises(SettingsError, match="STRIPEMETER_RECONCILE_READS_PER_SECOND"):
+        Settings.from_env({"STRIPEMETER_RECONCILE_READS_PER_SECOND": "-1"})

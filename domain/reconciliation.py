@@ -87,7 +87,9 @@ def classify(standing: Standing, tolerance: Tolerance, now: datetime) -> tuple[S
     difference = s.local - s.stripe
     if difference == 0:
         return Status.OK, Cause.NONE
-    if s.remapped and not tolerance.allows(s.local, difference):
+    if s.remapped:  # no wait settles it, whatever else is in flight
+        if tolerance.allows(s.local, difference):
+            return Status.OK, Cause.WITHIN_TOLERANCE
         return Status.DRIFT, Cause.REMAPPED
     in_flight = _in_flight(s, tolerance, now)
     if in_flight is not None and not s.closed:

@@ -18,6 +18,12 @@ Stripe:
 When the invoice finalises is learned from the ``invoice.created`` webhook
 (``automatically_finalizes_at``); without webhooks it is assumed to be the
 period end plus ``STRIPEMETER_INVOICE_GRACE_SECONDS``.
+
+The webhooks find what they close in the event log alone, never in a view
+(views lag the log, and are empty while rebuilt): the tenant and customer ref
+from the ownership claim on the invoice's Stripe customer, the customer's
+billing cycle from its aggregate, the metrics from the tenant's mappings, and
+each period by its deterministic id (``usage_period_id``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from adapters.reconciliation_reports import PeriodStanding
 from domain.adjusting import AdjustmentService
 from domain.errors import InvalidInputError
 from domain.ownership import StripeClaim, StripeObject, StripeObjectKind, claim_id_for
+from domain.periods import period_of
 from domain.pushing import (
     STRIPE_MAX_AGE,
     PushOutcome,
@@ -111,7 +118,8 @@ class PeriodCloser:
             if not s.closed and now >= max(s.period_end, finalizes_at - self.margin):
                 self.close(s.usage_period_id, f"its invoice finalises at {finalizes_at:%F %T} UTC")
             if now >= finalizes_at + self.summary_lag:
-                self.record_parity(s, invoice_id=s.invoice_id)
+                period: UsagePeriod = self.stores.app.repository.get(s.usage_period_id)
+                self.record_parity(period, s.stripe_customer_id, invoice_id=s.invoice_id)
 
     def close(self, period_id: UUID, reason: str) -> PushOutcome:
         """Close a period and push its final total (a no-op push when Stripe has it)."""
@@ -124,24 +132,26 @@ class PeriodCloser:
             log.info("usage period %s closed: %s", period_id, reason)
         return self.pusher.push(period_id, Target.LIVE, reason="final push before the invoice")
 
-    def record_parity(self, s: PeriodStanding, invoice_id: str | None) -> str | None:
+    def record_parity(
+        self, s: UsagePeriod, stripe_customer_id: str | None, invoice_id: str | None
+    ) -> str | None:
         """Compare Stripe's final number with ours and record it on the (closed) period."""
         mapping = self.stores.app.cached_tenant(s.tenant_id).mappings.get(s.metric)
-        if mapping is None or s.stripe_customer_id is None:
+        if mapping is None or stripe_customer_id is None:
             return None
         try:
             stripe_total = self.gateway.meter_total(
                 mapping.stripe_meter_id,
-                s.stripe_customer_id,
+                stripe_customer_id,
                 *summary_window(s.period_start, s.period_end),
             )
             invoice_quantity = self._invoice_quantity(invoice_id, mapping.stripe_meter_id)
         except StripeError as error:
-            log.warning("parity of period %s not recorded yet: %s", s.usage_period_id, error)
+            log.warning("parity of period %s not recorded yet: %s", s.id, error)
             return None
 
         def change(load: PeriodLoader) -> Sequence[Any]:
-            period = load.get(s.usage_period_id)
+            period = load.get(s.id)
             if period.verdict is not None:
                 return []
             period.close("its invoice is final")
@@ -171,7 +181,7 @@ class PeriodCloser:
         return verdict
 
     def _propose_correction(
-        self, s: PeriodStanding, local: int, billed: int, invoice_id: str | None
+        self, s: UsagePeriod, local: int, billed: int, invoice_id: str | None
     ) -> None:
         """A final invoice billed another number than ours: the difference waits for approval.
 
@@ -187,10 +197,10 @@ class PeriodCloser:
                 actor=PARITY_ACTOR,
                 reason=f"final parity mismatch for period {s.period}: local {local},"
                 f" billed {billed} (invoice {invoice_id or 'unknown'})",
-                key=f"parity:{s.usage_period_id}",
+                key=f"parity:{s.id}",
             )
         except InvalidInputError as refused:  # a max or last metric cannot be added to
-            log.error("no correction proposed for period %s: %s", s.usage_period_id, refused)
+            log.error("no correction proposed for period %s: %s", s.id, refused)
             return
         log.error(
             "adjustment %s (%+d) proposed for %s/%s: approve it to bill the difference",
@@ -273,11 +283,11 @@ class PeriodCloser:
     def invoice_finalized(self, invoice: Invoice) -> int:
         """The invoice is final: close its periods (if not yet) and record their parity."""
         recorded = 0
-        wanted = self._periods_of(invoice)
-        if not wanted:
-            return 0
-        for s in self.stores.views.reports.standings(None, period_ids=wanted, unsettled=True):
-            recorded += self.record_parity(s, invoice_id=invoice.id) is not None
+        for period_id in self._periods_of(invoice):
+            period: UsagePeriod = self.stores.app.repository.get(period_id)
+            if period.verdict is not None:
+                continue  # settled already (a webhook delivered twice)
+            recorded += self.record_parity(period, invoice.customer, invoice.id) is not None
         return recorded
 
     def _periods_of(self, invoice: Invoice) -> list[UUID]:
@@ -294,7 +304,8 @@ class PeriodCloser:
         app = self.stores.app
         found = []
         for tenant_id, customer_ref in self._owners(invoice.customer):
-            period = app.period_for(tenant_id, customer_ref, start)
+            customer = app.fresh_customer(tenant_id, customer_ref)  # its cycle as of now
+            period = customer.period_of(start) if customer else period_of(start)
             # The invoice and our period must end together (a first, short period
             # starts at the subscription, not at the anchor); otherwise the customer's
             # cycle here is not Stripe's, and closing by this invoice would be wrong.
@@ -310,7 +321,7 @@ class PeriodCloser:
                     period.end,
                 )
                 continue
-            for metric in app.cached_tenant(tenant_id).mappings:
+            for metric in app.fresh_tenant(tenant_id).mappings:
                 period_id = usage_period_id(tenant_id, customer_ref, metric, period.key)
                 if list(app.repository.event_store.get(period_id, lte=1)):
                     found.append(period_id)

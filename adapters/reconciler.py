@@ -47,7 +47,14 @@ from domain.pushing import (
     summary_window,
     whole_units,
 )
-from domain.reconciliation import Cause, Standing, Status, Tolerance, classify
+from domain.reconciliation import (
+    Cause,
+    Standing,
+    Status,
+    Tolerance,
+    classify,
+    pushed_elsewhere,
+)
 from domain.stripe_port import StripeError, StripeGateway
 from domain.usage import UsagePeriod
 
@@ -69,6 +76,7 @@ class _Line:
     stripe_customer_id: str
     stripe: int | None = None
     error: str | None = None
+    remapped: bool = False  # read with the ledger's events (see _fresh)
 
 
 class Reconciler:
@@ -208,6 +216,7 @@ class Reconciler:
             pending_value=s.pending_value,
             last_confirmed_at=s.last_confirmed_at,
             closed=s.closed,
+            remapped=line.remapped,
         )
         status, cause = classify(standing, self.tolerance, self.clock())
         if status is not Status.OK and not fresh:
@@ -227,6 +236,7 @@ class Reconciler:
             return None
         ledger = self._ledger(s.usage_period_id)
         pending = ledger.pending if ledger is not None else None
+        remapped = self._remapped(ledger, line.mapping)
         standing = replace(
             s,
             value=period.value,
@@ -238,7 +248,14 @@ class Reconciler:
             closed=period.closed,
             verdict=period.verdict,
         )
-        return replace(line, standing=standing)
+        return replace(line, standing=standing, remapped=remapped)
+
+    def _remapped(self, ledger: StripeLedger | None, mapping: MeterMapping) -> bool:
+        """Whether the ledger confirmed pushes to another meter than the mapped one."""
+        if ledger is None or ledger.version == 0:
+            return False
+        events = self.stores.app.repository.event_store.get(ledger.id)
+        return pushed_elsewhere(events, mapping.stripe_event_name)
 
     def _ledger(self, usage_period_id: UUID) -> StripeLedger | None:
         try:
@@ -286,13 +303,18 @@ class Reconciler:
         if stripe_now is None:
             return replace(out, cause=f"{out.cause}; repair deferred: Stripe could not be read")
         expected = ledger.stripe_expected(mode)
+        # Pushes confirmed to another meter are no lag of this one: Stripe never gets them.
+        remapped = self._remapped(ledger, line.mapping)
         lagging = (
-            stripe_now < expected
+            not remapped
+            and stripe_now < expected
             and ledger.last_confirmed_at is not None
             and self.clock() - ledger.last_confirmed_at < self.tolerance.summary_lag
         )
         if stripe_now != expected and not lagging:
             cause = Cause.OUTSIDE if stripe_now > expected else Cause.MISSING
+            if remapped:
+                cause = Cause.REMAPPED
             ledger.record_drift(stripe_now, expected, mode, actor, cause.value)
             try:
                 self.stores.app.save(ledger)

@@ -152,7 +152,12 @@ def cmd_meters_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def _mapping_service(settings: Settings, stores: Stores) -> StripeMappingService:
     gateways = cli_gateways(settings)
-    return StripeMappingService(stores.app, gateways[Target.LIVE], gateways.get(Target.SHADOW))
+    return StripeMappingService(
+        stores.app,
+        gateways[Target.LIVE],
+        gateways.get(Target.SHADOW),
+        pushed_open=stores.views.ledger.pushed_open_periods,
+    )
 
 
 def cmd_mappings_create(settings: Settings, args: argparse.Namespace) -> int:

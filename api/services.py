@@ -76,5 +76,8 @@ class Services:
 
     def stripe_mapping(self) -> StripeMappingService:
         return StripeMappingService(
-            self.stores.app, self._live_gateway(), self.gateways.get(Target.SHADOW)
+            self.stores.app,
+            self._live_gateway(),
+            self.gateways.get(Target.SHADOW),
+            pushed_open=self.stores.views.ledger.pushed_open_periods,
         )

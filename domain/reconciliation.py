@@ -15,16 +15,22 @@ For one customer × meter × billing period, three numbers decide it:
               Stripe's summary still catching up.
     drift     they differ and nothing in flight explains it (Stripe holds
               usage StripeMeter never sent, or lacks a confirmed push), or the
-              period is closed, where no difference is allowed.
+              period is closed, where no difference is allowed; or the
+              period's confirmed pushes went to another meter than the one
+              the metric is mapped to now (``meter remapped mid-period``):
+              the current meter lacks them, and no wait settles that.
     repaired  a repair pushed the correcting difference in this run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+
+from domain.ledger import StripeLedger
 
 
 class Status(StrEnum):
@@ -42,6 +48,7 @@ class Cause(StrEnum):
     SUMMARY_LAG = "Stripe summary lag"
     OUTSIDE = "events sent to Stripe outside StripeMeter"
     MISSING = "Stripe lacks confirmed pushes (lost, or cancelled in Stripe)"
+    REMAPPED = "meter remapped mid-period"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class Standing:
     pending_value: int | None  # the unconfirmed push, if one is recorded
     last_confirmed_at: datetime | None
     closed: bool
+    # Some confirmed push of the period went to another meter than the mapped one.
+    remapped: bool = False
 
 
 def classify(standing: Standing, tolerance: Tolerance, now: datetime) -> tuple[Status, Cause]:
@@ -78,6 +87,10 @@ def classify(standing: Standing, tolerance: Tolerance, now: datetime) -> tuple[S
     difference = s.local - s.stripe
     if difference == 0:
         return Status.OK, Cause.NONE
+    if s.remapped:  # no wait settles it, whatever else is in flight
+        if tolerance.allows(s.local, difference):
+            return Status.OK, Cause.WITHIN_TOLERANCE
+        return Status.DRIFT, Cause.REMAPPED
     in_flight = _in_flight(s, tolerance, now)
     if in_flight is not None and not s.closed:
         return Status.PENDING, in_flight
@@ -100,3 +113,22 @@ def _in_flight(s: Standing, tolerance: Tolerance, now: datetime) -> Cause | None
     if recent and s.stripe < s.expected:
         return Cause.SUMMARY_LAG
     return None
+
+
+def pushed_elsewhere(ledger_events: Iterable[object], event_name: str) -> bool:
+    """Whether a ledger's confirmed pushes went to a meter other than ``event_name``'s.
+
+    Each intent records the event name it is sent under (the meter, since
+    Stripe routes a meter event by its name); a confirmation settles the
+    intent of its number.
+    """
+    sent_to: dict[int, str] = {}
+    for event in ledger_events:
+        if isinstance(event, StripeLedger.PushIntended):
+            sent_to[event.number] = event.event_name
+        elif (
+            isinstance(event, StripeLedger.PushConfirmed)
+            and sent_to.get(event.number, event_name) != event_name
+        ):
+            return True
+    return False

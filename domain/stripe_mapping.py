@@ -5,6 +5,10 @@ in the same transaction as the mapping itself: the live meter's event name
 and customer id under the live account, the shadow ones under the shadow
 (test) account. Remapping gives up the old objects and claims the new ones
 in that one save; unmapping gives them up.
+
+A metric is not moved to another meter while an open period has pushed
+usage to the one it has: the new meter would hold only what is pushed after
+the move (see ``_check_remap``).
 """
 
 from __future__ import annotations
@@ -30,19 +34,29 @@ from domain.ownership import (
     claim_id_for,
 )
 from domain.stripe_port import StripeGateway, StripeMeter, StripeRejectedError
+from domain.tenancy import Tenant
 
 T = TypeVar("T")
 CUSTOMER = StripeObjectKind.CUSTOMER
 METER = StripeObjectKind.METER
 
+# (tenant, metric, target) -> the open periods of the metric, any customer, whose
+# pushes to that target Stripe holds or may hold (confirmed or pending).
+PushedOpenPeriods = Callable[[UUID, str, str], list[str]]
+
 
 class StripeMappingService:
     def __init__(
-        self, app: MeteringApp, gateway: StripeGateway, shadow: StripeGateway | None = None
+        self,
+        app: MeteringApp,
+        gateway: StripeGateway,
+        shadow: StripeGateway | None = None,
+        pushed_open: PushedOpenPeriods | None = None,
     ) -> None:
         self.app = app
         self.gateway = gateway
         self.shadow = shadow
+        self.pushed_open = pushed_open
 
     def map_meter(
         self,
@@ -63,6 +77,10 @@ class StripeMappingService:
             fields.stripe_event_name(shadow_event_name, "shadowEventName")
         definition = self.app.metric(tenant_id, metric)
         event_name = stripe_event_name or definition.stripe_event_name or definition.name
+        # Refused before Stripe is asked (or a meter created) when the move shows by
+        # name already; the save checks again with the meter found.
+        current = self.app.fresh_tenant(tenant_id).mappings.get(metric)
+        self._check_remap(tenant_id, metric, current, (None, event_name), shadow_event_name)
         meter = self._meter(self.gateway, "stripeMeterId", stripe_meter_id, event_name)
         if meter is None:
             if not create_meter:
@@ -104,6 +122,8 @@ class StripeMappingService:
             tenant = self.app.fresh_tenant(tenant_id)
             claims = self._claims(tenant_id, mapping.metric)
             old = tenant.mappings.get(mapping.metric)
+            live = (mapping.stripe_meter_id, mapping.stripe_event_name)
+            self._check_remap(tenant_id, mapping.metric, old, live, mapping.shadow_event_name)
             claims.move(self.meter_objects(old), self.meter_objects(mapping), "remapped")
             changed = tenant.map_meter(mapping)
             return [tenant, *claims.aggregates], changed
@@ -111,6 +131,72 @@ class StripeMappingService:
         changed = self._save(change)
         self.app.tenant(tenant_id)
         return changed
+
+    def _check_remap(
+        self,
+        tenant_id: UUID,
+        metric: str,
+        old: MeterMapping | None,
+        live: tuple[str | None, str],
+        shadow_event_name: str | None,
+    ) -> None:
+        """Refuse to move a metric to another meter while an open period has pushed to its own.
+
+        ``live`` is the new live meter (its id, None while not looked up yet,
+        and its event name); ``shadow_event_name`` the new shadow one, if any.
+        Stripe sums each meter on its own: the new meter would get only what
+        is pushed after the move, and the period's invoice would bill that
+        part. The pushes are read from the ledger view, which may lag the log
+        by a moment: a push recorded between that read and this save is not
+        seen, and the remap goes through (the save is race-checked only on
+        the tenant and the claims). Reconciliation then names the cause
+        (``meter remapped mid-period``) instead of calling it lag.
+
+        An unmapped metric is checked against the meter it had last, so that
+        unmapping and mapping again is no way around this.
+        """
+        if self.pushed_open is None:
+            return
+        if old is None:
+            old = self._last_mapping(tenant_id, metric)
+            if old is None:
+                return
+        meter_id, event_name = live
+        moves = []
+        if event_name != old.stripe_event_name or meter_id not in (None, old.stripe_meter_id):
+            moves.append(("live", old.stripe_event_name))
+        if shadow_event_name not in (None, old.shadow_event_name) and old.shadow_event_name:
+            moves.append(("shadow", old.shadow_event_name))
+        for target, old_name in moves:
+            periods = self.pushed_open(tenant_id, metric, target)
+            if periods:
+                raise ConflictError(
+                    f"metric {metric!r} has usage pushed to the {target} meter"
+                    f" {old_name!r} in open periods ({', '.join(periods)}): a new meter"
+                    " would hold only what is pushed after the change, and those invoices"
+                    " would bill that part. Remap once those periods are closed (or unmap"
+                    " now and map again after they close); moving the pushed total to"
+                    " another meter is not offered yet"
+                )
+
+    def _last_mapping(self, tenant_id: UUID, metric: str) -> MeterMapping | None:
+        """The meter a metric was mapped to last, from the tenant's events (a rare read)."""
+        last = None
+        for event in self.app.repository.event_store.get(tenant_id):
+            if isinstance(event, Tenant.MeterMapped) and event.metric == metric:
+                last = event
+        if last is None:
+            return None
+        return MeterMapping(
+            metric=metric,
+            stripe_meter_id=last.stripe_meter_id,
+            stripe_event_name=last.stripe_event_name,
+            stripe_formula=last.stripe_formula,
+            customer_key=last.customer_key,
+            value_key=last.value_key,
+            shadow_meter_id=last.shadow_meter_id,
+            shadow_event_name=last.shadow_event_name,
+        )
 
     def unmap_meter(self, tenant_id: UUID, metric: str) -> MeterMapping:
         """Stop pushing a metric to Stripe and give up its meters; the mapping it had.

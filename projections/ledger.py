@@ -355,6 +355,24 @@ class LedgerProjection(BatchProjection):
             for r in rows
         ]
 
+    def pushed_open_periods(self, tenant_id: UUID, metric: str, target: str) -> list[str]:
+        """The open periods (keys) of a metric, any customer, with pushes Stripe holds or may hold.
+
+        A push counts while confirmed or still pending (its call may have
+        reached Stripe); an abandoned one never did. A period is open until it
+        is closed (``closed_at``) or settled (``verdict``).
+        """
+        with self.store.transaction() as tx:
+            rows = tx.execute(
+                "SELECT DISTINCT p.period FROM sm_usage_periods p"
+                " JOIN sm_pushes s ON s.usage_period_id = p.aggregate_id"
+                " WHERE p.tenant_id = ? AND p.metric = ? AND s.target = ?"
+                " AND s.status IN ('confirmed', 'pending')"
+                " AND p.closed_at IS NULL AND p.verdict IS NULL ORDER BY p.period",
+                (str(tenant_id), metric, target),
+            )
+        return [r[0] for r in rows]
+
     def pushes(self, usage_period_id: UUID) -> list[PushRow]:
         with self.store.transaction() as tx:
             rows = tx.execute(

@@ -107,11 +107,7 @@ def text(field: str, value: str, longest: int) -> str:
     """An identifier-like text (metric, customerRef, keys, actor): exact, visible, bounded."""
     if not value or value.isspace():
         raise InvalidInputError(field, "must not be empty")
-    if len(value) > longest:
-        raise InvalidInputError(field, f"must be at most {longest} characters")
-    if FORBIDDEN.search(value):
-        raise InvalidInputError(field, "must not contain control, separator or bidi characters")
-    return value
+    return _bounded_and_visible(field, value, longest)
 
 
 def free_text(field: str, value: str, longest: int = REASON_LENGTH) -> str:
@@ -119,6 +115,11 @@ def free_text(field: str, value: str, longest: int = REASON_LENGTH) -> str:
     value = value.strip()
     if not value:
         raise InvalidInputError(field, "is required")
+    return _bounded_and_visible(field, value, longest)
+
+
+def _bounded_and_visible(field: str, value: str, longest: int) -> str:
+    """The length and character rules that identifiers and free text share."""
     if len(value) > longest:
         raise InvalidInputError(field, f"must be at most {longest} characters")
     if FORBIDDEN.search(value):

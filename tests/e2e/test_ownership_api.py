@@ -23,6 +23,15 @@ from tests.e2e.test_stripe_api import services, setup_stripe
 OWNED = "belongs to another tenant"
 
 
+def mapped_and_pushed(api: Api, emulator: RunningEmulator) -> str:
+    """acme mapped to a Stripe customer and meter, with 5 units pushed and confirmed."""
+    live = setup_stripe(api, emulator)
+    api.ingest(event(quantity=5, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    assert push(api, "acme")[0] is PushOutcome.CONFIRMED
+    return live
+
+
 def push(api: Api, slug: str, customer: str = "cus_1") -> list[PushOutcome]:
     """What the push worker does for one tenant's period, for every target."""
     svc = services(api)
@@ -52,10 +61,7 @@ def test_another_tenants_meter_and_customer_are_409_and_its_reconciliation_stays
     stripe_api: Api, emulator: RunningEmulator
 ) -> None:
     api = stripe_api
-    live = setup_stripe(api, emulator)
-    api.ingest(event(quantity=5, ts="2026-03-10T09:00:00Z"))
-    api.settle()
-    assert push(api, "acme")[0] is PushOutcome.CONFIRMED
+    live = mapped_and_pushed(api, emulator)
 
     # B maps its metric onto A's meter, by event name and by meter id: refused.
     meter = services(api).stores.app.tenant_by_slug("acme").mappings["api_calls"]
@@ -204,10 +210,7 @@ def test_unmapping_stops_pushes_releases_the_claim_and_is_404_twice(
     stripe_api: Api, emulator: RunningEmulator
 ) -> None:
     api = stripe_api
-    live = setup_stripe(api, emulator)
-    api.ingest(event(quantity=5, ts="2026-03-10T09:00:00Z"))
-    api.settle()
-    assert push(api, "acme")[0] is PushOutcome.CONFIRMED
+    live = mapped_and_pushed(api, emulator)
 
     for key in ("acme-read", "acme-ingest"):
         assert api.call("DELETE", "/v1/customers/cus_1", key=key).status_code == 403

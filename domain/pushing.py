@@ -11,7 +11,6 @@ reading Stripe's summary, never by a blind resend.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from domain.customers import Customer
 from domain.ledger import Intent, StripeLedger, ledger_id_for
 from domain.mappings import PUSH_MODE, MeterMapping, PushMode
 from domain.meters import Aggregation
+from domain.push_locks import ProcessPushLocks, PushLockKey, PushLocks
 from domain.stripe_port import (
     DuplicateMeterEventError,
     MeterEventRequest,
@@ -119,13 +119,13 @@ class PushService:
         gateways: dict[Target, StripeGateway],
         clock: Callable[[], datetime] | None = None,
         on_outcome: Callable[[Target, PushOutcome, Intent | None], None] = lambda *_: None,
+        locks: PushLocks | None = None,
     ) -> None:
         self.app = app
         self.gateways = gateways
         self.clock = clock or app.clock
         self.on_outcome = on_outcome
-        self._locks: dict[tuple[UUID, str, str, Target], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self.locks = locks or ProcessPushLocks()
 
     def push(
         self, usage_period_id: UUID, target: Target = Target.LIVE, reason: str = "usage"
@@ -151,8 +151,12 @@ class PushService:
             return PushOutcome.UNMAPPED
         event_name, stripe_customer_id = route
         assert mapping is not None
-        # One call at a time per customer and meter (Stripe's limit), in this process.
-        with self._lock(period.tenant_id, period.customer_ref, period.metric, target):
+        # One call at a time per customer and meter (Stripe's limit), in every process
+        # that shares these locks; another push holding it is already on this period.
+        key = PushLockKey(period.tenant_id, period.customer_ref, period.metric, target.value)
+        with self.locks.hold([key]) as held:
+            if key not in held:
+                return self._report(target, PushOutcome.BUSY, None)
             ledger = self._ledger(period, target)
             outcome = PushOutcome.UP_TO_DATE
             if ledger.pending is not None and not self._still_routed(ledger, ledger.pending, route):
@@ -315,13 +319,6 @@ class PushService:
         except AggregateNotFoundError:
             ledger = StripeLedger.open(period.tenant_id, period.id, target.value)
         return ledger
-
-    def _lock(
-        self, tenant_id: UUID, customer_ref: str, metric: str, target: Target
-    ) -> threading.Lock:
-        key = (tenant_id, customer_ref, metric, target)
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
 
 
 def route_for(

@@ -223,8 +223,12 @@ class PeriodCloser:
             return None
 
     def _billed(self, s: PeriodStanding) -> bool:
-        tenant = self.stores.app.cached_tenant(s.tenant_id)
-        return s.stripe_customer_id is not None and s.metric in tenant.mappings
+        app = self.stores.app
+        return (
+            s.stripe_customer_id is not None
+            and s.metric in app.cached_tenant(s.tenant_id).mappings
+            and app.bills(s.tenant_id, s.customer_ref, s.period, s.period_start, s.period_end)
+        )
 
     # -- what Stripe's webhooks tell ------------------------------------------------
 

@@ -257,7 +257,11 @@ class PushWorker:
         app = self.stores.app
         mapping = app.cached_tenant(candidate.tenant_id).mappings.get(candidate.metric)
         customer = app.cached_customer(candidate.tenant_id, candidate.customer_ref)
-        return route_for(mapping, customer, target) is not None
+        if route_for(mapping, customer, target) is None:
+            return False
+        assert customer is not None
+        start, end = candidate.period_start, candidate.period_end
+        return start is None or end is None or customer.bills(candidate.period, start, end)
 
     # -- running --------------------------------------------------------------
 

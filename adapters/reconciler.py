@@ -162,6 +162,14 @@ class Reconciler:
             )
             if mapping is None or standing.stripe_customer_id is None:
                 continue  # not billed through Stripe: nothing to compare
+            if not self.stores.app.bills(
+                standing.tenant_id,
+                standing.customer_ref,
+                standing.period,
+                standing.period_start,
+                standing.period_end,
+            ):
+                continue  # before the subscription started, or moved: no invoice to match
             lines.append(_Line(standing, mapping, standing.stripe_customer_id))
         return lines
 

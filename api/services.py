@@ -79,5 +79,5 @@ class Services:
             self.stores.app,
             self._live_gateway(),
             self.gateways.get(Target.SHADOW),
-            pushed_open=self.stores.views.ledger.pushed_open_periods,
+            pushed_open=self.stores.views.ledger,
         )

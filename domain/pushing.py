@@ -58,6 +58,7 @@ class PushOutcome(StrEnum):
     BUSY = "busy"  # another worker is pushing this period right now
     DRIFT = "drift"  # an old intent's outcome cannot be told from Stripe's summary
     FINAL = "final"  # the period's invoice is final: pushing more would not reach it
+    NOT_BILLED = "not_billed"  # no invoice covers the period (before the subscription, moved)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,9 @@ class PushService:
         if gateway is None or route is None:
             return PushOutcome.UNMAPPED
         event_name, stripe_customer_id = route
-        assert mapping is not None
+        assert mapping is not None and customer is not None
+        if not customer.bills(period.period, period.period_start, period.period_end):
+            return PushOutcome.NOT_BILLED
         # One call at a time per customer and meter (Stripe's limit), in every process
         # that shares these locks; another push holding it is already on this period.
         key = PushLockKey(period.tenant_id, period.customer_ref, period.metric, target.value)

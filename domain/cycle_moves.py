@@ -1,0 +1,172 @@
+"""Moving recorded usage when a customer's billing cycle changes.
+
+A customer's periods follow their cycles (domain/customers.py). When those
+change — the customer is mapped to a Stripe subscription after usage was
+already counted in calendar months, or the subscription's anchor moves — a
+period counted under the old rule may now be shorter, or no period of the
+customer at all. Nothing recorded is rewritten: in one transaction,
+
+- each open period that shrinks records ``UsageMovedOut``: its new end, how
+  many events left and where to, and its counter after the move;
+- each usage event after that end is recorded again, with its key and its
+  source, as ``UsageMovedIn`` in the period of the new rule holding it.
+
+Which events leave follows from the period's extent alone: a period only
+ever shrinks, so the events still in it are the counted ones inside its
+extent, and the ones leaving are those between its new end and its old end.
+Closed periods keep their usage (their invoice is final), as do periods
+that stay whole; usage before the Stripe subscription started stays in its
+calendar period, which no invoice covers (``Customer.bills``).
+
+Running the move again finds nothing left to move: it is safe to repeat,
+and every mapping call runs it, so that a straggler written under an old
+copy of the customer is moved by the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from domain.customers import Customer
+from domain.errors import ConflictError
+from domain.meters import MetricDefinition
+from domain.periods import BillingPeriod, period_of
+from domain.recording import PeriodLoader
+from domain.usage import UsagePeriod, usage_period_id
+
+Rule = Callable[[datetime], BillingPeriod]
+COUNTED = (UsagePeriod.UsageRecorded, UsagePeriod.UsageMovedIn)
+CORRECTIONS = (UsagePeriod.CorrectionApplied, UsagePeriod.CorrectionMovedIn)
+# How far back open periods are looked for, beyond the tenant's ingest horizon.
+LOOKBACK_MARGIN = timedelta(days=62)
+
+
+def move_usage(
+    loader: PeriodLoader,
+    customer: Customer,
+    before: Customer | None,
+    now: datetime,
+    reason: str,
+) -> list[UsagePeriod]:
+    """Move the customer's recorded usage into the periods of its cycles; the periods to save.
+
+    ``customer`` carries the new cycles (saved or not); ``before`` is the
+    customer as it was (None: never mapped, calendar months).
+    """
+    app = loader.app
+    tenant = app.fresh_tenant(customer.tenant_id)
+    since = now - timedelta(days=tenant.ingest_horizon_days) - LOOKBACK_MARGIN
+    changed: dict[UUID, UsagePeriod] = {}
+    for metric in tenant.metrics.values():
+        for billing_period in _candidates(customer, before, since, now):
+            period_id = usage_period_id(
+                customer.tenant_id, customer.customer_ref, metric.name, billing_period.key
+            )
+            try:
+                period: UsagePeriod = changed.get(period_id) or loader.get(period_id)
+            except AggregateNotFoundError:
+                continue
+            if period.closed:
+                continue
+            new_end = _new_end(period, customer)
+            if new_end >= period.period_end:
+                continue
+            moved: list[tuple[Decimal, str]] = []
+            kept: UsagePeriod | None = None
+            for event in app.repository.event_store.get(period_id):
+                if isinstance(event, UsagePeriod.Opened):
+                    opened = event.mutate(None)  # the period as opened: counters at zero
+                    assert isinstance(opened, UsagePeriod)
+                    kept = opened
+                elif kept is None:
+                    raise AssertionError(f"usage period {period_id} does not start with Opened")
+                elif isinstance(event, COUNTED):
+                    if event.occurred_at >= period.period_end:
+                        continue  # moved out by an earlier change
+                    if event.occurred_at < new_end:
+                        event.apply(kept)
+                        continue
+                    target = _target(loader, changed, customer, metric, event.occurred_at)
+                    target.move_in(
+                        event.idempotency_key,
+                        event.quantity,
+                        event.occurred_at,
+                        event.meta,
+                        late=event.late,
+                        moved_from=period.period,
+                    )
+                    moved.append((event.quantity, target.period))
+                elif isinstance(event, CORRECTIONS):
+                    if new_end > period.period_start:
+                        event.apply(kept)  # the period stays: so do its corrections
+                        continue
+                    # No part of the period remains: its corrections go where
+                    # corrections go, the period open now.
+                    target = _target(loader, changed, customer, metric, now)
+                    target.move_correction_in(event, period.period)
+                    moved.append((event.quantity, target.period))
+            assert kept is not None
+            period.move_out(new_end, reason, moved, kept)
+            changed[period_id] = period
+    return list(changed.values())
+
+
+def _new_end(period: UsagePeriod, customer: Customer) -> datetime:
+    """Where the period ends under the customer's cycles: its start when it is none of theirs."""
+    now_named = customer.period_of(period.period_start)
+    if now_named.key != period.period or now_named.start != period.period_start:
+        return period.period_start
+    return now_named.end
+
+
+def _target(
+    loader: PeriodLoader,
+    changed: dict[UUID, UsagePeriod],
+    customer: Customer,
+    metric: MetricDefinition,
+    moment: datetime,
+) -> UsagePeriod:
+    billing_period = customer.period_of(moment)
+    period_id = usage_period_id(
+        customer.tenant_id, customer.customer_ref, metric.name, billing_period.key
+    )
+    target = changed.get(period_id)
+    if target is None:
+        target = loader.period(customer.tenant_id, customer.customer_ref, metric, billing_period)
+        changed[period_id] = target
+    if target.closed:
+        raise ConflictError(
+            f"usage of customer {customer.customer_ref!r} at {moment:%Y-%m-%dT%H:%M:%SZ} belongs"
+            f" to period {target.period}, which is already closed; its billing cycle cannot"
+            " change that far back"
+        )
+    return target
+
+
+def _counted_from(anchor: datetime) -> Rule:
+    return lambda moment: period_of(moment, anchor)
+
+
+def _candidates(
+    customer: Customer, before: Customer | None, since: datetime, now: datetime
+) -> Iterator[BillingPeriod]:
+    """Every period any of the customer's rules, old or new, has from ``since`` to now."""
+    rules: list[Rule] = [period_of, customer.period_of]
+    if before is not None:
+        rules.append(before.period_of)
+    rules += [_counted_from(cycle.anchor) for cycle in customer.cycles if cycle.anchor]
+    seen: set[str] = set()
+    until = now + timedelta(minutes=5)
+    for rule in rules:
+        moment = since
+        while moment <= until:
+            period = rule(moment)
+            if period.key not in seen:
+                seen.add(period.key)
+                yield period
+            moment = period.end

@@ -268,8 +268,8 @@ class MeteringApp(Application[UUID]):
 
         Unsaved; True when the mapping is new or changed. A new mapping bills
         from ``billed_from`` (when the Stripe subscription started, if known)
-        in the subscription's cycle; a changed anchor starts a new cycle (at
-        the new anchor when that has passed, else now). No anchor at all (no
+        in the subscription's cycle; a changed anchor starts a new cycle now.
+        No anchor at all (no
         active subscription) keeps the cycle the customer has. Usage already
         counted under the old cycle moves to the new periods, by recorded
         events (domain/cycle_moves.py).
@@ -291,12 +291,11 @@ class MeteringApp(Application[UUID]):
             changed = customer.remap(stripe_customer_id, shadow_stripe_customer_id)
             anchor = billing_cycle_anchor
             if anchor is not None and anchor != customer.billing_cycle_anchor:
-                last = customer.cycles[-1].starts_at
-                passed = anchor <= now and (last is None or anchor > last)
+                # From now, never from an anchor already past: the customer's pushes so
+                # far are stamped before now, inside the periods they were made for, and
+                # a cycle reaching back would move usage Stripe already holds elsewhere.
                 customer.change_cycle(
-                    anchor,
-                    anchor if passed else now,
-                    f"the billing cycle anchor changed to {anchor:%Y-%m-%dT%H:%M:%SZ}",
+                    anchor, now, f"the billing cycle anchor changed to {anchor:%Y-%m-%dT%H:%M:%SZ}"
                 )
                 changed = True
         periods = move_usage(loader, customer, before, now, _move_reason(customer))

@@ -357,3 +357,24 @@ def test_a_closed_period_keeps_its_usage_and_corrections_follow_the_open_period(
         "2026-03": 0,
         "2026-02-15T00:00:00Z": 9,
     }
+
+
+def test_a_new_anchor_already_past_starts_its_cycle_at_the_mapping_call(
+    service: Service, clock: FakeClock, emulator: RunningEmulator
+) -> None:
+    """Pushes so far are stamped before now: a cycle reaching back would move usage that
+    Stripe holds in another window, so the new cycle starts when it is recorded."""
+    s = stripe_setup(service, emulator)
+    app = service.stores.app
+    clock.now = at(2)
+    app.map_customer(s.tenant, "cus_1", "cus_stripe_1", MAR_1)
+    clock.now = at(20)
+    app.usage.record_usage([submission(s.tenant, 6, at(12), key="pushed-window")])
+    app.map_customer(s.tenant, "cus_1", "cus_stripe_1", at(10))  # reset ten days ago
+
+    customer = app.customer(s.tenant, "cus_1")
+    assert customer is not None
+    assert customer.cycles[-1] == (at(20), at(10))
+    assert app.period_for(s.tenant, "cus_1", at(12)).key == "2026-03-01T00:00:00Z"
+    assert app.period_for(s.tenant, "cus_1", at(21)).key == "2026-03-20T12:00:00Z"
+    assert period(service, s.tenant, "cus_1", "2026-03-01T00:00:00Z").value == 6

@@ -159,7 +159,9 @@ class PushWorker:
         self.threads = threads
         self.clock = clock or stores.app.clock
         self.shadow_enabled = Target.SHADOW in gateways
-        self.pusher = PushService(stores.app, gateways, self.clock, on_outcome=self._observe)
+        self.pusher = PushService(
+            stores.app, gateways, self.clock, on_outcome=self._observe, locks=stores.push_locks
+        )
         self.actor = dramatiq.actor(
             broker=broker,
             actor_name="stripemeter_push_usage_period",

@@ -61,7 +61,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             stores,
             settings.reconcile,
             live,
-            PushService(stores.app, {Target.LIVE: live}),
+            PushService(stores.app, {Target.LIVE: live}, locks=stores.push_locks),
             Metrics(),
             utc_now,
         )

@@ -60,7 +60,9 @@ class Services:
         with self._lock:
             if self._reconciliation is None:
                 live = self._live_gateway()
-                pusher = PushService(self.stores.app, {Target.LIVE: live})
+                pusher = PushService(
+                    self.stores.app, {Target.LIVE: live}, locks=self.stores.push_locks
+                )
                 self._reconciliation = Reconciliation.build(
                     self.stores, self.settings.reconcile, live, pusher, self.metrics, self.clock
                 )

@@ -30,6 +30,7 @@ from stripe_emulator.config import EmulatorConfig
 from stripe_emulator.delivery import WebhookDispatcher
 from stripe_emulator.faults import Faults, RateLimiter
 from stripe_emulator.idempotency import IdempotencyStore
+from stripe_emulator.overlap import InFlightCalls
 from stripe_emulator.routing import ApiRequest, ApiResponse, Router
 from stripe_emulator.state import Obj, State
 
@@ -54,6 +55,7 @@ class Emulator:
         self.faults = Faults(self.config.fault_seed)
         self.rate_limiter = RateLimiter(self.config.rate_limit)
         self.idempotency = IdempotencyStore()
+        self.in_flight = InFlightCalls()
         self.webhooks = WebhookDispatcher(self.state, self.config)
         self.state.listeners.append(self.webhooks.on_event)
         self.app = EmulatorApp(self)
@@ -162,6 +164,10 @@ class Emulator:
         with self.state.lock:
             return list(self.state.error_reports)
 
+    def meter_event_overlaps(self) -> dict[str, Any]:
+        """Meter-event calls in flight at once per customer × event name (see overlap.py)."""
+        return self.in_flight.describe()
+
     def webhook_attempts(self) -> list[Obj]:
         return list(self.webhooks.attempts)
 
@@ -170,6 +176,7 @@ class Emulator:
         with self.state.lock:
             self.state.reset()
         self.idempotency.clear()
+        self.in_flight.reset()
         self.faults.clear()
         self.webhooks.clear()
 
@@ -188,6 +195,7 @@ class Emulator:
             "counts": counts,
             "faults": self.faults.describe(),
             "rate_limited": self.rate_limiter.rejected,
+            "meter_event_calls_in_flight": self.in_flight.summary(),
             "webhooks_pending": self.webhooks.pending(),
         }
 

@@ -33,6 +33,8 @@ from adapters.settings import Settings
 from adapters.stripe_gateway import SdkStripeGateway
 from domain.caching import TtlCache
 from domain.ledger import Intent
+from domain.mappings import PUSH_MODE, PushMode
+from domain.meters import Aggregation
 from domain.pushing import STRIPE_MAX_AGE, PushOutcome, PushService, Target, route_for
 from domain.stripe_port import StripeGateway, StripeUnavailableError
 from projections.ledger import Candidate
@@ -263,7 +265,11 @@ class PushWorker:
             return False
         assert customer is not None
         start, end = candidate.period_start, candidate.period_end
-        return start is None or end is None or customer.bills(candidate.period, start, end)
+        if start is None or end is None or customer.bills(candidate.period, start, end):
+            return True
+        # No invoice covers it: only pushed to take back units it sent (PushService.push).
+        delta = PUSH_MODE[Aggregation(candidate.aggregation)] is PushMode.DELTA
+        return delta and (candidate.pending or candidate.confirmed_total != 0)
 
     # -- running --------------------------------------------------------------
 

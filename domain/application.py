@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -58,6 +58,12 @@ def _move_reason(customer: Customer) -> str:
         f"customer billed by Stripe customer {customer.stripe_customer_id} from its anchor"
         f" {customer.billing_cycle_anchor:%Y-%m-%dT%H:%M:%SZ}"
     )
+
+
+def next_minute(moment: datetime) -> datetime:
+    """The first whole minute at or after ``moment``."""
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(minutes=1)
 
 
 def utc_now() -> datetime:
@@ -294,8 +300,13 @@ class MeteringApp(Application[UUID]):
                 # From now, never from an anchor already past: the customer's pushes so
                 # far are stamped before now, inside the periods they were made for, and
                 # a cycle reaching back would move usage Stripe already holds elsewhere.
+                # On the next whole minute: summaries read whole minutes, so every push
+                # made before the change stays inside the cut period's window, and no
+                # new period can share a key (to the second) with the one it cuts.
                 customer.change_cycle(
-                    anchor, now, f"the billing cycle anchor changed to {anchor:%Y-%m-%dT%H:%M:%SZ}"
+                    anchor,
+                    next_minute(now),
+                    f"the billing cycle anchor changed to {anchor:%Y-%m-%dT%H:%M:%SZ}",
                 )
                 changed = True
         periods = move_usage(loader, customer, before, now, _move_reason(customer))

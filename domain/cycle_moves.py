@@ -34,6 +34,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from domain.customers import Customer
 from domain.errors import ConflictError
+from domain.late_usage import takes_corrections, why_late
 from domain.meters import MetricDefinition
 from domain.periods import BillingPeriod, period_of
 from domain.recording import PeriodLoader
@@ -131,14 +132,12 @@ def _target(
     metric: MetricDefinition,
     moment: datetime,
 ) -> UsagePeriod:
-    billing_period = customer.period_of(moment)
-    period_id = usage_period_id(
-        customer.tenant_id, customer.customer_ref, metric.name, billing_period.key
-    )
-    target = changed.get(period_id)
-    if target is None:
-        target = loader.period(customer.tenant_id, customer.customer_ref, metric, billing_period)
-        changed[period_id] = target
+    target = _load(loader, changed, customer, metric, customer.period_of(moment))
+    if why_late(target, metric, loader.app.clock()) is not None and takes_corrections(metric):
+        # Its invoice is (or may be) final: as for late usage at ingest, it counts in the
+        # period open now instead, never in one whose invoice can no longer change.
+        target = _load(loader, changed, customer, metric, customer.period_of(loader.app.clock()))
+    changed[target.id] = target  # saved with the move (a new one is opened by it)
     if target.closed:
         raise ConflictError(
             f"usage of customer {customer.customer_ref!r} at {moment:%Y-%m-%dT%H:%M:%SZ} belongs"
@@ -146,6 +145,22 @@ def _target(
             " change that far back"
         )
     return target
+
+
+def _load(
+    loader: PeriodLoader,
+    changed: dict[UUID, UsagePeriod],
+    customer: Customer,
+    metric: MetricDefinition,
+    billing_period: BillingPeriod,
+) -> UsagePeriod:
+    period_id = usage_period_id(
+        customer.tenant_id, customer.customer_ref, metric.name, billing_period.key
+    )
+    found = changed.get(period_id)
+    if found is None:
+        found = loader.period(customer.tenant_id, customer.customer_ref, metric, billing_period)
+    return found
 
 
 def _counted_from(anchor: datetime) -> Rule:

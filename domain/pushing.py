@@ -103,6 +103,21 @@ def plan_push(period: UsagePeriod, ledger: StripeLedger, now: datetime) -> Plan 
     return Plan(value, mode, period.version, max(min(moment, now, end - ONE_SECOND), start))
 
 
+def withdraws(period: UsagePeriod, ledger: StripeLedger) -> bool:
+    """Whether a period no invoice covers still owes Stripe a push: taking back its units.
+
+    Usage pushed for a period that later stops being a billing period of its
+    customer (its usage moved when the cycle changed, domain/cycle_moves.py)
+    is in Stripe under timestamps the new periods' windows hold. Its delta
+    pushes are taken back by pushing the difference, stamped inside the
+    period's own minutes (its start, when none are left); a ``last`` value
+    needs no taking back, since the new period's later value replaces it.
+    """
+    if PUSH_MODE[Aggregation(period.aggregation_name)] is not PushMode.DELTA:
+        return False
+    return ledger.pending is not None or ledger.stripe_expected(PushMode.DELTA.value) != 0
+
+
 def summary_window(period_start: datetime, period_end: datetime) -> tuple[datetime, datetime]:
     """The whole minutes inside a period: summaries take minute boundaries, end exclusive.
 
@@ -152,8 +167,7 @@ class PushService:
             return PushOutcome.UNMAPPED
         event_name, stripe_customer_id = route
         assert mapping is not None and customer is not None
-        if not customer.bills(period.period, period.period_start, period.period_end):
-            return PushOutcome.NOT_BILLED
+        billed = customer.bills(period.period, period.period_start, period.period_end)
         # One call at a time per customer and meter (Stripe's limit), in every process
         # that shares these locks; another push holding it is already on this period.
         key = PushLockKey(period.tenant_id, period.customer_ref, period.metric, target.value)
@@ -161,6 +175,8 @@ class PushService:
             if key not in held:
                 return self._report(target, PushOutcome.BUSY, None)
             ledger = self._ledger(period, target)
+            if not billed and not withdraws(period, ledger):
+                return PushOutcome.NOT_BILLED
             outcome = PushOutcome.UP_TO_DATE
             if ledger.pending is not None and not self._still_routed(ledger, ledger.pending, route):
                 ledger = self._ledger(period, target)

@@ -264,6 +264,11 @@ class UsageRecorder:
             try:
                 period = self.app.repository.get(period_id)
             except AggregateNotFoundError:
+                fresh = self.app.customer(item.tenant_id, item.customer_ref)
+                if fresh is not None and fresh.period_of(moment).key != billing_period.key:
+                    # A new period is rare: before opening one, check the customer's cycle
+                    # as stored (a mapping may have changed it since this copy was read).
+                    return self._period_for(item, metric, moment, touched)
                 period = UsagePeriod.open(
                     item.tenant_id,
                     item.customer_ref,

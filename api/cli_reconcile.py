@@ -56,12 +56,13 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     month = month_of("--period", args.period) if args.period else None
     stores = open_stores(settings)
     try:
-        live = cli_gateways(settings)[Target.LIVE]
+        gateways = cli_gateways(settings)
         reconciliation = Reconciliation.build(
             stores,
             settings.reconcile,
-            live,
-            PushService(stores.app, {Target.LIVE: live}),
+            gateways[Target.LIVE],
+            # The shadow gateway too, if configured: shadow lines are read and repaired there.
+            PushService(stores.app, gateways),
             Metrics(),
             utc_now,
         )

@@ -60,7 +60,8 @@ class Services:
         with self._lock:
             if self._reconciliation is None:
                 live = self._live_gateway()
-                pusher = PushService(self.stores.app, {Target.LIVE: live})
+                # With the shadow gateway, if any: shadow lines are read and repaired there.
+                pusher = PushService(self.stores.app, {**self.gateways, Target.LIVE: live})
                 self._reconciliation = Reconciliation.build(
                     self.stores, self.settings.reconcile, live, pusher, self.metrics, self.clock
                 )

@@ -29,7 +29,7 @@ def report_out(report: Report) -> ReconciliationOut:
         actor=report.actor,
         repair=report.repair,
         stripe_calls=report.stripe_calls,
-        counts={s: report.count(s) for s in ("ok", "pending", "drift", "repaired")},
+        counts={s: report.count(s) for s in ("ok", "pending", "drift", "repaired", "skipped")},
         lines=[_line_out(line) for line in report.lines],
     )
 
@@ -51,6 +51,7 @@ def _line_out(line: ReportLine) -> ReconciliationLineOut:
         cause=line.cause,
         closed=line.closed,
         verdict=line.verdict,
+        target="shadow" if line.target == "shadow" else "live",
     )
 
 

@@ -10,6 +10,7 @@ that a repair touches the target it repairs and nothing else.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from adapters.metrics import Metrics
 from adapters.reconciler import Reconciler, Scope
 from adapters.reconciliation_reports import ReportLine
 from adapters.stripe_gateway import SdkStripeGateway
+from api import cli
 from domain.ledger import StripeLedger, ledger_id_for
 from domain.mappings import MeterMapping
 from domain.pacing import TokenBucket
@@ -318,3 +320,44 @@ def test_each_account_is_read_through_its_own_pace(world: World, shadow: Shadow)
         ("shadow", "ok"),
     ]
     assert (len(waits["live"]), len(waits["shadow"])) == (2, 2)  # 3 reads each
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_the_command_reports_shadow_lines_and_fails_on_their_drift(
+    world: World,
+    shadow: Shadow,
+    emulator: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    world.ingest(5, "a")
+    push_both(world)
+    shadow.send_outside("1")
+    world.stores.views.runner.catch_up()
+    for name, value in (
+        ("STRIPE_SECRET_KEY", "sk_test_emulator"),
+        ("STRIPE_API_BASE", emulator.url),
+        ("STRIPE_TEST_SECRET_KEY", SHADOW_KEY),
+        ("STRIPE_TEST_API_BASE", shadow.emulator.url),
+    ):
+        monkeypatch.setenv(name, value)
+    month = world.clock.now.strftime("%Y-%m")
+    code = cli.main(["reconcile", "--tenant", "acme", "--period", month])
+    out, err = capsys.readouterr()
+    lines = {line["target"]: line for line in json.loads(out)["data"][0]["lines"]}
+    assert (lines["live"]["status"], lines["shadow"]["status"]) == ("ok", "drift")
+    assert (code, err) == (
+        1,
+        "stripemeter: 1 line(s) in drift (1 on the shadow test account);"
+        " see docs/RECONCILIATION.md\n",
+    )
+    # Without the test key: skipped, said on stderr, and no drift left to fail on.
+    monkeypatch.delenv("STRIPE_TEST_SECRET_KEY")
+    code = cli.main(["reconcile", "--tenant", "acme", "--period", month])
+    out, err = capsys.readouterr()
+    [live, skipped] = json.loads(out)["data"][0]["lines"]
+    assert (live["status"], skipped["target"], skipped["status"]) == ("ok", "shadow", "skipped")
+    assert (code, err) == (
+        0,
+        "stripemeter: 1 shadow line(s) skipped: STRIPE_TEST_SECRET_KEY is not set\n",
+    )

@@ -33,7 +33,7 @@ def test_shadow_lines_beside_live_ones_drift_repair_and_read_back(
     push_all(api)
 
     report = run(api)
-    assert report["counts"] == {"ok": 2, "pending": 0, "drift": 0, "repaired": 0, "skipped": 0}
+    assert report["counts"] == {"ok": 2, "pending": 0, "drift": 0, "repaired": 0}
     lines = by_target(report)
     assert set(lines) == {"live", "shadow"}
     # Both lines keep every field the live line always had; only the target tells them apart.

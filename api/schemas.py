@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -368,6 +368,13 @@ class ReconciliationLineOut(msgspec.Struct, rename="camel"):
     cause: str
     closed: bool
     verdict: str | None
+    target: Annotated[
+        Literal["live", "shadow"],
+        msgspec.Meta(
+            description="Which Stripe account and ledger the line compares: live, or shadow"
+            " mode's test account (a line of its own, beside the live line of the period)."
+        ),
+    ] = "live"
 
 
 class ReconciliationOut(msgspec.Struct, rename="camel"):

@@ -60,8 +60,11 @@ class Services:
         with self._lock:
             if self._reconciliation is None:
                 live = self._live_gateway()
+                # With the shadow gateway, if any: shadow lines are read and repaired there.
                 pusher = PushService(
-                    self.stores.app, {Target.LIVE: live}, locks=self.stores.push_locks
+                    self.stores.app,
+                    {**self.gateways, Target.LIVE: live},
+                    locks=self.stores.push_locks,
                 )
                 self._reconciliation = Reconciliation.build(
                     self.stores, self.settings.reconcile, live, pusher, self.metrics, self.clock

@@ -169,7 +169,7 @@ def _anchor_update(params: Params) -> bool:
     if "billing_cycle_anchor" not in params:
         return False
     anchor = opt_dict(params, "billing_cycle_anchor")
-    kind = anchor.get("type")
+    kind: object = anchor.get("type")
     if kind not in ("now", "unchanged"):
         raise invalid_request(
             "Invalid billing_cycle_anchor[type]: must be one of now, unchanged",

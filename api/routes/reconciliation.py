@@ -268,7 +268,9 @@ def read_webhook(payload: str) -> tuple[str, str | None, Invoice | Subscription 
     if kind is None:
         return event.type, event.id, None
     if event.data is None:
-        raise FieldError("data.object", f"is required: {event.type} carries the {kind.__name__}")
+        noun = kind.__name__.lower()
+        article = "an" if noun[0] in "aeiou" else "a"
+        raise FieldError("data.object", f"is required: {article} {noun} event carries the {noun}")
     try:
         found = msgspec.convert(event.data.object, type=kind)
     except msgspec.ValidationError as error:

@@ -97,19 +97,26 @@ class CycleFollower:
             billed = subscription.meters()
             mappings = self.app.fresh_tenant(tenant_id).mappings.values()
             if billed is not None and not billed & {m.stripe_meter_id for m in mappings}:
-                continue  # another product's subscription: its cycle is not this usage's
+                log.info(
+                    "subscription %s of %s bills none of %s's mapped meters: its cycle is"
+                    " not this usage's, nothing to change",
+                    subscription.id,
+                    subscription.customer,
+                    customer_ref,
+                )
+                continue
             customer = self.app.follow_billing_anchor(tenant_id, customer_ref, anchor, source)
             if customer is None:
-                now = self.app.fresh_customer(tenant_id, customer_ref)
+                current = self.app.fresh_customer(tenant_id, customer_ref)
                 log.info(
-                    "subscription %s of %s: anchor %s, %s's is %s: nothing to change",
+                    "subscription %s of %s: anchor %s; %s counts from %s (mapped: %s):"
+                    " nothing to change (a delivery seen before, or an older one)",
                     subscription.id,
                     subscription.customer,
                     f"{anchor:%F %T}",
                     customer_ref,
-                    f"{now.billing_cycle_anchor:%F %T}"
-                    if now and now.billing_cycle_anchor
-                    else None,
+                    current and current.billing_cycle_anchor,
+                    current is not None and current.mapped,
                 )
                 continue
             starts_at = customer.cycles[-1].starts_at

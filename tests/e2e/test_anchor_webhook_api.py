@@ -11,6 +11,7 @@ cycle's bill exactly our totals for the two periods.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -178,6 +179,36 @@ def test_both_invoices_of_a_reset_cycle_bill_our_totals(
         billed[invoice.billing_reason] = line.quantity
     assert billed == {"subscription_update": 14, "subscription_cycle": 8}
     assert emulator.client().v1.subscriptions.retrieve(sub).customer == customer
+
+
+def test_usage_pushed_after_the_anchor_keeps_its_window_and_the_operator_is_told(
+    webhook_api: Api, emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker pushed usage stamped after the anchor before the webhook came: Stripe
+    holds it in its new period already, so the cycle starts when the webhook is processed
+    (never moving what Stripe holds), and a warning says what to check."""
+    api = webhook_api
+    _, sub = subscribed(api, emulator)
+    move_to(api, emulator, RESET)
+    emulator.client().v1.subscriptions.update(sub, {"billing_cycle_anchor": {"type": "now"}})
+    move_to(api, emulator, RESET + timedelta(minutes=20))
+    api.ingest(event(quantity=2, ts=iso(RESET + timedelta(minutes=10)), idempotencyKey="x"))
+    work(api)  # pushed, stamped ten minutes after the anchor
+    processed = RESET + timedelta(minutes=30)
+    move_to(api, emulator, processed)
+    [updated] = stripe_events(emulator, "customer.subscription.updated")
+    with caplog.at_level(logging.INFO, logger="adapters.cycle_changes"):
+        assert deliver(api, updated) == 1
+
+    app = services(api).stores.app
+    customer = app.customer(app.tenant_by_slug("acme").id, "cus_1")
+    assert customer is not None and customer.cycles[-1] == (processed, RESET)
+    assert period(api, iso(MAPPED)).period_end == processed
+    assert period(api, iso(MAPPED)).value == 2
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    message = warning.getMessage()
+    assert "not from its anchor 2026-03-20 12:00:00" in message
+    assert "GET /v1/audit/invoice" in message
 
 
 def test_the_same_delivery_twice_changes_nothing_the_second_time(

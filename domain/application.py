@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from domain.caching import TtlCache
 from domain.customers import Customer, customer_id_for
-from domain.cycle_moves import move_usage
+from domain.cycle_moves import cycle_start, move_usage
 from domain.errors import ConflictError, NotFoundError, UnauthenticatedError
 from domain.ledger import IntentAsDict, StripeLedger
 from domain.mappings import MeterMapping
@@ -58,12 +58,6 @@ def _move_reason(customer: Customer) -> str:
         f"customer billed by Stripe customer {customer.stripe_customer_id} from its anchor"
         f" {customer.billing_cycle_anchor:%Y-%m-%dT%H:%M:%SZ}"
     )
-
-
-def next_minute(moment: datetime) -> datetime:
-    """The first whole minute at or after ``moment``."""
-    floor = moment.replace(second=0, microsecond=0)
-    return floor if floor == moment else floor + timedelta(minutes=1)
 
 
 def utc_now() -> datetime:
@@ -274,7 +268,8 @@ class MeteringApp(Application[UUID]):
 
         Unsaved; True when the mapping is new or changed. A new mapping bills
         from ``billed_from`` (when the Stripe subscription started, if known)
-        in the subscription's cycle; a changed anchor starts a new cycle now.
+        in the subscription's cycle; a changed anchor starts a new cycle (at the
+        anchor when that moves nothing Stripe holds, otherwise now: ``cycle_start``).
         No anchor at all (no
         active subscription) keeps the cycle the customer has. Usage already
         counted under the old cycle moves to the new periods, by recorded
@@ -295,22 +290,68 @@ class MeteringApp(Application[UUID]):
             changed = True
         else:
             changed = customer.remap(stripe_customer_id, shadow_stripe_customer_id)
-            anchor = billing_cycle_anchor
-            if anchor is not None and anchor != customer.billing_cycle_anchor:
-                # From now, never from an anchor already past: the customer's pushes so
-                # far are stamped before now, inside the periods they were made for, and
-                # a cycle reaching back would move usage Stripe already holds elsewhere.
-                # On the next whole minute: summaries read whole minutes, so every push
-                # made before the change stays inside the cut period's window, and no
-                # new period can share a key (to the second) with the one it cuts.
-                customer.change_cycle(
-                    anchor,
-                    next_minute(now),
-                    f"the billing cycle anchor changed to {anchor:%Y-%m-%dT%H:%M:%SZ}",
-                )
-                changed = True
+            changed = self._restart_cycle(loader, customer, billing_cycle_anchor, now) or changed
         periods = move_usage(loader, customer, before, now, _move_reason(customer))
         return customer, changed, periods
+
+    def follow_billing_anchor(
+        self, tenant_id: UUID, customer_ref: str, anchor: datetime, source: str
+    ) -> Customer | None:
+        """The customer's Stripe subscription counts its cycle from ``anchor`` now: follow it.
+
+        The same change as a mapping call with a new anchor (one transaction:
+        the new cycle, and the usage it moves), without remapping anything.
+        The customer with its new cycle; None when nothing changed: not mapped,
+        already counting from ``anchor`` (a delivery seen before), or counting
+        from a later anchor (an older delivery arriving late: Stripe only ever
+        resets an anchor to now, so a later one is the newer). ``source`` says
+        where the anchor comes from, in the recorded reason.
+        """
+        result: list[Customer] = []
+
+        def change(loader: PeriodLoader) -> Sequence[Any]:
+            result.clear()
+            now = self.clock()
+            before = self.fresh_customer(tenant_id, customer_ref)
+            customer = self.fresh_customer(tenant_id, customer_ref)
+            if before is None or customer is None or not customer.mapped:
+                return []
+            current = customer.billing_cycle_anchor
+            if current is not None and anchor < current:
+                return []
+            if not self._restart_cycle(loader, customer, anchor, now, source):
+                return []
+            periods = move_usage(loader, customer, before, now, _move_reason(customer))
+            result.append(customer)
+            return [customer, *periods]
+
+        self.usage.change_periods(change)
+        self.customer(tenant_id, customer_ref)
+        return result[0] if result else None
+
+    @staticmethod
+    def _restart_cycle(
+        loader: PeriodLoader,
+        customer: Customer,
+        anchor: datetime | None,
+        now: datetime,
+        source: str = "a mapping call",
+    ) -> bool:
+        """Start a cycle from ``anchor`` when it is the customer's new one; True when started.
+
+        At the anchor when no usage Stripe holds would change window, otherwise
+        now (``cycle_start``): never a cycle that moves what Stripe has billed.
+        """
+        if anchor is None or anchor == customer.billing_cycle_anchor:
+            return False
+        starts_at = cycle_start(loader, customer, anchor, now)
+        customer.change_cycle(
+            anchor,
+            starts_at,
+            f"the billing cycle anchor changed to {anchor:%Y-%m-%dT%H:%M:%SZ} ({source});"
+            f" the new cycle starts {starts_at:%Y-%m-%dT%H:%M:%SZ}",
+        )
+        return True
 
     def metrics(self, tenant_id: UUID) -> list[MetricDefinition]:
         return sorted(self.tenant(tenant_id).metrics.values(), key=lambda m: m.name)

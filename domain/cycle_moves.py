@@ -35,8 +35,9 @@ from eventsourcing.application import AggregateNotFoundError
 from domain.customers import Customer
 from domain.errors import ConflictError
 from domain.late_usage import takes_corrections, why_late
+from domain.ledger import StripeLedger, ledger_id_for
 from domain.meters import MetricDefinition
-from domain.periods import BillingPeriod, period_of
+from domain.periods import BillingPeriod, minute_floor, next_minute, period_of
 from domain.recording import PeriodLoader
 from domain.usage import UsagePeriod, usage_period_id
 
@@ -45,6 +46,67 @@ COUNTED = (UsagePeriod.UsageRecorded, UsagePeriod.UsageMovedIn)
 CORRECTIONS = (UsagePeriod.CorrectionApplied, UsagePeriod.CorrectionMovedIn)
 # How far back open periods are looked for, beyond the tenant's ingest horizon.
 LOOKBACK_MARGIN = timedelta(days=62)
+PUSH_TARGETS = ("live", "shadow")
+
+
+def cycle_start(
+    loader: PeriodLoader, customer: Customer, anchor: datetime, now: datetime
+) -> datetime:
+    """When the customer's new cycle from ``anchor`` starts: at the anchor when safe, else now.
+
+    Stripe ends the running period at the new anchor (``billing_cycle_anchor=now``)
+    and we learn of it later: from its webhook, or a mapping call. Starting
+    there keeps our periods Stripe's, and usage stamped between the anchor and
+    now moves to the new period, where Stripe bills it. That is safe only when
+    nothing Stripe already holds changes window:
+
+    - no push of the customer (any metric, live or shadow, confirmed or not) is
+      stamped at or after the anchor. A delta is stamped at its period's latest
+      event (domain/pushing.py), so then every event Stripe holds lies before
+      the anchor and stays in the cut period;
+    - the anchor lies in the period running now: a cycle never reaches back
+      into a period that may be closed;
+    - it is after the start of the customer's last cycle.
+
+    Otherwise the cycle starts on the next whole minute from now, which is
+    always safe: every push so far is stamped before now (Stripe then bills
+    usage between the anchor and now in its next period and we in the cut one;
+    final parity shows the difference).
+
+    Whole minutes matter because summaries read whole minutes: a push is
+    "after the anchor" here from the anchor's minute on, since the cut
+    period's summary window ends there; and a cycle starting in a period's
+    first second would name its first period like the one it cuts.
+    """
+    later = next_minute(now)
+    anchor = anchor.replace(microsecond=0)
+    last = customer.cycles[-1].starts_at
+    if anchor > now or anchor <= customer.period_of(now).start:
+        return later
+    if last is not None and anchor <= last:
+        return later
+    return later if _pushed_since(loader, customer, minute_floor(anchor), now) else anchor
+
+
+def _pushed_since(loader: PeriodLoader, customer: Customer, since: datetime, now: datetime) -> bool:
+    """Whether a push of the customer's periods from ``since`` to now is stamped after it."""
+    app = loader.app
+    metrics = app.fresh_tenant(customer.tenant_id).metrics
+    billing_period = customer.period_of(since)
+    while billing_period.start <= now:
+        for metric in metrics:
+            period_id = usage_period_id(
+                customer.tenant_id, customer.customer_ref, metric, billing_period.key
+            )
+            for target in PUSH_TARGETS:
+                for event in app.repository.event_store.get(ledger_id_for(period_id, target)):
+                    if (
+                        isinstance(event, StripeLedger.PushIntended)
+                        and event.stripe_timestamp >= since
+                    ):
+                        return True
+        billing_period = customer.period_of(billing_period.end)
+    return False
 
 
 def move_usage(

@@ -15,7 +15,7 @@ import calendar
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from domain.errors import InvalidInputError
 
@@ -59,6 +59,16 @@ def period_of(moment: datetime, anchor: datetime | None = None) -> BillingPeriod
     while add_months(anchor, months + 1) <= utc:
         months += 1
     return BillingPeriod(add_months(anchor, months), add_months(anchor, months + 1), anchored=True)
+
+
+def next_minute(moment: datetime) -> datetime:
+    """The first whole minute at or after ``moment``."""
+    floor = minute_floor(moment)
+    return floor if floor == moment else floor + timedelta(minutes=1)
+
+
+def minute_floor(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
 
 
 def period_within(

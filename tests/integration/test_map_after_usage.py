@@ -362,15 +362,18 @@ def test_a_closed_period_keeps_its_usage_and_corrections_follow_the_open_period(
 def test_a_new_anchor_already_past_starts_its_cycle_at_the_mapping_call(
     service: Service, clock: FakeClock, emulator: RunningEmulator
 ) -> None:
-    """Pushes so far are stamped before now: a cycle reaching back would move usage that
+    """A push stamped after the anchor: a cycle reaching back would move usage that
     Stripe holds in another window, so the new cycle starts when it is recorded."""
     s = stripe_setup(service, emulator)
     app = service.stores.app
+    stripe_customer = emulator.client().v1.customers.create({"name": "reset"}).id
     clock.now = at(2)
-    app.map_customer(s.tenant, "cus_1", "cus_stripe_1", MAR_1)
+    app.map_customer(s.tenant, "cus_1", stripe_customer, MAR_1)
     clock.now = at(20)
+    emulator.set_now(ts(clock.now), frozen=True)
     app.usage.record_usage([submission(s.tenant, 6, at(12), key="pushed-window")])
-    app.map_customer(s.tenant, "cus_1", "cus_stripe_1", at(10))  # reset ten days ago
+    service.work()  # pushed, stamped at the 12th: after the anchor below
+    app.map_customer(s.tenant, "cus_1", stripe_customer, at(10))  # reset ten days ago
 
     customer = app.customer(s.tenant, "cus_1")
     assert customer is not None
@@ -378,3 +381,29 @@ def test_a_new_anchor_already_past_starts_its_cycle_at_the_mapping_call(
     assert app.period_for(s.tenant, "cus_1", at(12)).key == "2026-03-01T00:00:00Z"
     assert app.period_for(s.tenant, "cus_1", at(21)).key == "2026-03-20T12:00:00Z"
     assert period(service, s.tenant, "cus_1", "2026-03-01T00:00:00Z").value == 6
+
+
+def test_a_new_anchor_with_nothing_pushed_after_it_starts_its_cycle_at_the_anchor(
+    service: Service, clock: FakeClock, emulator: RunningEmulator
+) -> None:
+    """Stripe's period ended at the anchor; as long as no push is stamped after it, ours
+    does too, and the usage after the anchor moves where Stripe will bill it."""
+    s = stripe_setup(service, emulator)
+    app = service.stores.app
+    stripe_customer = emulator.client().v1.customers.create({"name": "reset"}).id
+    clock.now = at(2)
+    app.map_customer(s.tenant, "cus_1", stripe_customer, MAR_1)
+    clock.now = at(20)
+    emulator.set_now(ts(clock.now), frozen=True)
+    app.usage.record_usage([submission(s.tenant, 4, at(8), key="before-anchor")])
+    service.work()  # pushed, stamped the 8th: before the anchor
+    app.usage.record_usage([submission(s.tenant, 6, at(12), key="after-anchor")])
+    app.map_customer(s.tenant, "cus_1", stripe_customer, at(10))  # reset ten days ago
+
+    customer = app.customer(s.tenant, "cus_1")
+    assert customer is not None
+    assert customer.cycles[-1] == (at(10), at(10))
+    cut = period(service, s.tenant, "cus_1", "2026-03-01T00:00:00Z")
+    assert (cut.period_end, cut.value) == (at(10), 4)
+    following = period(service, s.tenant, "cus_1", "2026-03-10T12:00:00Z")
+    assert (following.period_start, following.value) == (at(10), 6)

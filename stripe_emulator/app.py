@@ -74,6 +74,12 @@ class EmulatorApp:
             if fault == "reset":
                 _abort(send)
                 return
+            if fault == "partial_then_500":
+                if path == STREAM_PATH:
+                    # A failed request saves no idempotent result: the retry runs again.
+                    unkeyed = {k: v for k, v in headers.items() if k != "idempotency-key"}
+                    self._execute(method, path, unkeyed, (query, _first_half(body)), api_key)
+                raise server_error(500)
             answer = self._execute(method, path, headers, (query, body), api_key)
         except StripeAPIError as error:
             answer = _Answer(error.status, _json(error.body(request_id)), error.headers)
@@ -138,6 +144,18 @@ def _decode(method: str, path: str, headers: dict[str, str], query: str, body: b
             raise invalid_request("The request body must be a JSON object.")
         return decoded
     return decode_form(text)
+
+
+def _first_half(body: bytes) -> bytes:
+    """A stream call's body cut to the first half of its events (rounded up)."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return body  # an invalid body fails as such when executed
+    events = decoded.get("events") if isinstance(decoded, dict) else None
+    if isinstance(events, list):
+        decoded["events"] = events[: (len(events) + 1) // 2]
+    return json.dumps(decoded).encode()
 
 
 def _api_key(headers: dict[str, str]) -> str:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
+# The bin directory of the interpreter running the benchmark (``.venv/bin/python -m …``):
+# the same venv, also from a git worktree that has none of its own.
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:

@@ -35,6 +35,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 STREAM_PATH = "/v2/billing/meter_event_stream"
+METER_EVENT_PATHS = ("/v1/billing/meter_events", "/v2/billing/meter_event_session", STREAM_PATH)
 
 
 class _Answer:
@@ -61,6 +62,8 @@ class EmulatorApp:
             status, payload = control.handle(self.emulator, method, path, query, body)
             await _send(send, _Answer(status, _json(payload), {}), request_id)
             return
+        if path in METER_EVENT_PATHS:
+            self.emulator.meter_event_calls[path] += 1
         fault: str | None = None
         try:
             api_key = _api_key(headers)

@@ -8,6 +8,7 @@ handle tests use to steer faults, clocks and lag and to inspect raw state. The
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -54,6 +55,9 @@ class Emulator:
         self.faults = Faults(self.config.fault_seed)
         self.rate_limiter = RateLimiter(self.config.rate_limit)
         self.idempotency = IdempotencyStore()
+        # Requests received by the meter-event endpoints (v1 calls, v2 sessions and stream
+        # calls), whatever their answer: what a push costs in Stripe calls.
+        self.meter_event_calls: collections.Counter[str] = collections.Counter()
         self.webhooks = WebhookDispatcher(self.state, self.config)
         self.state.listeners.append(self.webhooks.on_event)
         self.app = EmulatorApp(self)
@@ -170,6 +174,7 @@ class Emulator:
         with self.state.lock:
             self.state.reset()
         self.idempotency.clear()
+        self.meter_event_calls.clear()
         self.faults.clear()
         self.webhooks.clear()
 
@@ -188,6 +193,7 @@ class Emulator:
             "counts": counts,
             "faults": self.faults.describe(),
             "rate_limited": self.rate_limiter.rejected,
+            "meter_event_calls": dict(self.meter_event_calls),
             "webhooks_pending": self.webhooks.pending(),
         }
 

@@ -181,3 +181,28 @@ def test_a_period_whose_lock_is_held_elsewhere_is_busy_and_the_rest_are_pushed(
     assert outcomes[world.period_id("cus_a")] is PushOutcome.CONFIRMED
     assert set(batch(world, refs).values()) == {PushOutcome.UP_TO_DATE, PushOutcome.CONFIRMED}
     assert_parity(world, refs)
+
+
+def test_a_ledger_another_worker_settles_during_the_call_is_left_to_it_and_the_rest_confirmed(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The confirmations' one transaction conflicts: each ledger is read again and redone."""
+    refs = customers(world, 4)
+    meddled = world.period_id("cus_2")
+
+    class MeddledWith(SdkStripeGateway):
+        def send_meter_events(self, requests: list[MeterEventRequest]) -> None:  # type: ignore[override]
+            assert other.push(meddled) is PushOutcome.CONFIRMED  # resends our intent by v1
+            super().send_meter_events(requests)
+
+    world.restart(MeddledWith(TEST_API_KEY, world.emulator.url, max_network_retries=0))
+    # Another worker that does not share this process's locks (a misconfigured
+    # deployment, or a lock lost with its connection) pushes cus_2 meanwhile.
+    other = PushService(world.stores.app, {Target.LIVE: world.gateway}, world.clock)
+    with caplog.at_level("INFO", logger="domain.pushing"):
+        outcomes = batch(world, refs)
+    assert "written concurrently" in caplog.text and "settled concurrently" in caplog.text
+    assert set(outcomes.values()) == {PushOutcome.CONFIRMED}
+    assert world.ledger("cus_2").pushes == 1  # its confirmation is the other worker's
+    assert calls(world.emulator)[V1] == 1 and calls(world.emulator)[STREAM] == 1
+    assert_parity(world, refs)

@@ -8,6 +8,7 @@ resent with the same identifiers — which the stream drops when it holds them.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from uuid import UUID
 
@@ -141,6 +142,21 @@ def test_an_expired_session_is_renewed_mid_run(world: World) -> None:
         world.ingest(1, f"{ref}-third", customer=ref)
     assert set(batch(world, refs).values()) == {PushOutcome.CONFIRMED}
     assert calls(world.emulator) == {SESSION: 2, STREAM: 4}  # refused, renewed, resent
+    assert_parity(world, refs)
+
+
+def test_the_session_is_renewed_before_it_runs_out(world: World) -> None:
+    refs = customers(world, 2)
+    world.emulator.configure(session_ttl_seconds=2)  # renewed 0.5 s before its end
+    try:
+        batch(world, refs)
+        time.sleep(1.6)
+        for ref in refs:
+            world.ingest(1, f"{ref}-second", customer=ref)
+        assert set(batch(world, refs).values()) == {PushOutcome.CONFIRMED}
+    finally:
+        world.emulator.configure(session_ttl_seconds=900)
+    assert calls(world.emulator) == {SESSION: 2, STREAM: 2}  # a new session, no 401
     assert_parity(world, refs)
 
 

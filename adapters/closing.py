@@ -223,17 +223,21 @@ class PeriodCloser:
             return None
 
     def _billed(self, s: PeriodStanding) -> bool:
-        tenant = self.stores.app.cached_tenant(s.tenant_id)
-        return s.stripe_customer_id is not None and s.metric in tenant.mappings
+        app = self.stores.app
+        return (
+            s.stripe_customer_id is not None
+            and s.metric in app.cached_tenant(s.tenant_id).mappings
+            and app.bills(s.tenant_id, s.customer_ref, s.period, s.period_start, s.period_end)
+        )
 
     # -- what Stripe's webhooks tell ------------------------------------------------
 
-    def _owners(self, stripe_customer_id: str) -> list[tuple[UUID, str]]:
+    def owners(self, stripe_customer_id: str) -> list[tuple[UUID, str]]:
         """The one (tenant, customer ref) that owns this live Stripe customer, or none.
 
         Read from the ownership claim in the event log (never a view that may
-        lag), so an invoice for one tenant's Stripe customer touches no other
-        tenant, whatever legacy mapping it has. A customer mapped before
+        lag), so a webhook (an invoice, a subscription) for one tenant's Stripe
+        customer touches no other tenant, whatever legacy mapping it has. A customer mapped before
         claims existed is found through the customers view only while exactly
         one customer maps it; a conflict closes nothing and says so.
         """
@@ -250,8 +254,8 @@ class PeriodCloser:
         legacy = self.stores.views.customers.by_stripe_id(stripe_customer_id)
         if len(legacy) > 1:
             log.error(
-                "invoice for Stripe customer %s matches %d unclaimed mappings: closing none of"
-                " them; run `stripemeter stripe ownership` to resolve the conflict",
+                "webhook for Stripe customer %s matches %d unclaimed mappings: changing none"
+                " of them; run `stripemeter stripe ownership` to resolve the conflict",
                 stripe_customer_id,
                 len(legacy),
             )
@@ -293,23 +297,30 @@ class PeriodCloser:
     def _periods_of(self, invoice: Invoice) -> list[UUID]:
         """The existing usage periods (every mapped metric) an invoice bills.
 
-        Only a cycle's invoice bills a usage period. Any other (the first
-        invoice of a subscription, a proration, a manual one) is dated inside
-        the customer's *open* period and must not close it.
+        Only a cycle's invoice bills a usage period, and the one Stripe cuts when
+        a subscription's anchor is reset (``subscription_update``, over the
+        period that ended at the new anchor: adapters/cycle_changes.py). Any
+        other (the first invoice of a subscription, a proration, a manual one)
+        is dated inside the customer's *open* period and must not close it.
         """
-        if invoice.billing_reason != "subscription_cycle":
+        if invoice.billing_reason not in ("subscription_cycle", "subscription_update"):
             return []
+        cut = invoice.billing_reason == "subscription_update"
         start = datetime.fromtimestamp(invoice.period_start, UTC)
         end = datetime.fromtimestamp(invoice.period_end, UTC)
         app = self.stores.app
         found = []
-        for tenant_id, customer_ref in self._owners(invoice.customer):
+        for tenant_id, customer_ref in self.owners(invoice.customer):
             customer = app.fresh_customer(tenant_id, customer_ref)  # its cycle as of now
             period = customer.period_of(start) if customer else period_of(start)
+            if cut and not (_near(period.start, start) and _near(period.end, end)):
+                # An update's invoice that bills no period of ours whole: prorations, or
+                # the cut arriving before the anchor change (closed by the schedule then).
+                continue
             # The invoice and our period must end together (a first, short period
             # starts at the subscription, not at the anchor); otherwise the customer's
             # cycle here is not Stripe's, and closing by this invoice would be wrong.
-            if abs((period.end - end).total_seconds()) > 60:
+            if not _near(period.end, end):
                 log.error(
                     "invoice %s bills %s..%s but %s's period here is %s..%s: not closed by it;"
                     " check the customer's billing anchor",
@@ -326,3 +337,8 @@ class PeriodCloser:
                 if list(app.repository.event_store.get(period_id, lte=1)):
                     found.append(period_id)
         return found
+
+
+def _near(ours: datetime, stripes: datetime) -> bool:
+    """The same boundary, give or take Stripe's rounding to the minute."""
+    return abs((ours - stripes).total_seconds()) <= 60

@@ -141,20 +141,25 @@ class Metrics:
 
         self.reconciliation_lines = Gauge(
             "stripemeter_reconciliation_lines",
-            "Lines of the last reconciliation run by status (ok, pending, drift, repaired).",
-            ["status"],
+            "Lines of the last reconciliation run by target (live, shadow) and status (ok,"
+            " pending, drift, repaired, skipped).",
+            ["target", "status"],
             registry=self.registry,
             multiprocess_mode="livemax",
         )
         self.drift_units = Gauge(
             "stripemeter_reconciliation_max_drift_units",
-            "Largest |local - Stripe| in whole units over the drift lines of the last run.",
+            "Largest |local - Stripe| in whole units over the drift lines of the last run,"
+            " by target (live, shadow).",
+            ["target"],
             registry=self.registry,
             multiprocess_mode="livemax",
         )
         self.drift_ratio = Gauge(
             "stripemeter_reconciliation_max_drift_ratio",
-            "Largest |local - Stripe| / max(|local|, 1) over the drift lines of the last run.",
+            "Largest |local - Stripe| / max(|local|, 1) over the drift lines of the last run,"
+            " by target (live, shadow).",
+            ["target"],
             registry=self.registry,
             multiprocess_mode="livemax",
         )
@@ -196,8 +201,11 @@ class Metrics:
             self.corrections.labels(outcome)
         for verdict in ("parity", "mismatch"):
             self.periods_closed.labels(verdict)
-        for status in ("ok", "pending", "drift", "repaired"):
-            self.reconciliation_lines.labels(status)
+        for target in ("live", "shadow"):
+            self.drift_units.labels(target)
+            self.drift_ratio.labels(target)
+            for status in ("ok", "pending", "drift", "repaired", "skipped"):
+                self.reconciliation_lines.labels(target, status)
 
     def observe_commit(self, events: int, seconds: float) -> None:
         """One group commit (thread or writer process): its size and how long it took."""

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
 
+from adapters.push_locks import AdvisoryPushLocks
 from adapters.reconciliation_reports import ReconciliationReports
 from adapters.settings import Settings
 from domain.application import MeteringApp, utc_now
 from domain.key_namespaces import split_key_namespaces
+from domain.push_locks import ProcessPushLocks, PushLocks
 from projections.adjustments import AdjustmentsProjection
 from projections.counters import CountersProjection
 from projections.customers import CustomersProjection
@@ -137,10 +139,24 @@ def build_views(app: MeteringApp, store: ViewStore) -> Views:
 class Stores:
     app: MeteringApp
     views: Views
+    # One Stripe call at a time per customer × meter, among every process on these stores.
+    push_locks: PushLocks = field(default_factory=ProcessPushLocks)
 
     def close(self) -> None:
+        if isinstance(self.push_locks, AdvisoryPushLocks):
+            self.push_locks.close()
         self.views.close()
         self.app.close()
+
+
+def push_locks_for(settings: Settings) -> PushLocks:
+    """PostgreSQL: advisory locks every worker process sees. SQLite: one process, its own."""
+    if settings.postgres is None:
+        return ProcessPushLocks()
+    # Each push holds a connection for its call: the push threads, the reconciler's
+    # repair threads and an API request's repair may all push at once.
+    threads = settings.push_threads + settings.reconcile.threads + 2
+    return AdvisoryPushLocks(settings.postgres.conninfo, max_connections=threads)
 
 
 def open_stores(settings: Settings, clock: Callable[[], datetime] = utc_now) -> Stores:
@@ -148,7 +164,7 @@ def open_stores(settings: Settings, clock: Callable[[], datetime] = utc_now) -> 
     with schema_lock(settings):
         app = MeteringApp(env=event_store_env(settings), clock=clock)
         split_key_namespaces(app)
-        return Stores(app, build_views(app, view_store(settings)))
+        return Stores(app, build_views(app, view_store(settings)), push_locks_for(settings))
 
 
 SCHEMA_LOCK_KEY = 0x5354524950454D  # any constant; "STRIPEM"

@@ -38,6 +38,8 @@ from adapters.settings import Settings
 from adapters.stripe_gateway import SdkStripeGateway
 from domain.caching import TtlCache
 from domain.ledger import Intent
+from domain.mappings import PUSH_MODE, PushMode
+from domain.meters import Aggregation
 from domain.pushing import STRIPE_MAX_AGE, PushOutcome, PushService, Target, route_for
 from domain.stripe_port import MAX_STREAM_EVENTS, StripeGateway, StripeUnavailableError
 from projections.ledger import Candidate
@@ -171,6 +173,7 @@ class PushWorker:
             gateways,
             self.clock,
             on_outcome=self._observe,
+            locks=stores.push_locks,
             on_stream_call=self._observe_stream_call,
         )
         retries: dict[str, Any] = {"max_retries": 25, "min_backoff": 500, "max_backoff": 300_000}
@@ -300,7 +303,15 @@ class PushWorker:
         app = self.stores.app
         mapping = app.cached_tenant(candidate.tenant_id).mappings.get(candidate.metric)
         customer = app.cached_customer(candidate.tenant_id, candidate.customer_ref)
-        return route_for(mapping, customer, target) is not None
+        if route_for(mapping, customer, target) is None:
+            return False
+        assert customer is not None
+        start, end = candidate.period_start, candidate.period_end
+        if start is None or end is None or customer.bills(candidate.period, start, end):
+            return True
+        # No invoice covers it: only pushed to take back units it sent (PushService.push).
+        delta = PUSH_MODE[Aggregation(candidate.aggregation)] is PushMode.DELTA
+        return delta and (candidate.pending or candidate.confirmed_total != 0)
 
     # -- running --------------------------------------------------------------
 

@@ -14,6 +14,15 @@ something else than the ledger's confirmed pushes, the repair first records
 that drift on the ledger (``DriftRecorded``, with actor and reason) so the
 push carries exactly the difference. Accepting Stripe's number instead is an
 adjustment an operator proposes and approves (docs/RECONCILIATION.md).
+
+Shadow mode (a metric and a customer mapped to a Stripe *test* account too)
+is reconciled the same way, as lines of its own (``target`` ``shadow``): the
+shadow meter's summary for the shadow customer against the same counter,
+judged with the shadow ledger by the same ``classify``. The test account is
+another account with its own rate limit, so its reads take tokens from a
+bucket of their own. A repair of a shadow line pushes to the shadow target
+only; the live ledger and meter are never touched by it. Without
+``STRIPE_TEST_SECRET_KEY`` a shadow line is reported ``skipped``, with why.
 """
 
 from __future__ import annotations
@@ -71,12 +80,28 @@ class Scope:
 
 @dataclass
 class _Line:
-    standing: PeriodStanding
+    standing: PeriodStanding  # with the ledger of ``target`` (and its Stripe customer)
     mapping: MeterMapping
     stripe_customer_id: str
+    target: Target = Target.LIVE
     stripe: int | None = None
     error: str | None = None
     remapped: bool = False  # read with the ledger's events (see _fresh)
+    skipped: Cause | None = None  # not compared, and why
+
+    @property
+    def meter_id(self) -> str:
+        if self.target is Target.SHADOW:
+            assert self.mapping.shadow_meter_id is not None
+            return self.mapping.shadow_meter_id
+        return self.mapping.stripe_meter_id
+
+    @property
+    def event_name(self) -> str:
+        if self.target is Target.SHADOW:
+            assert self.mapping.shadow_event_name is not None
+            return self.mapping.shadow_event_name
+        return self.mapping.stripe_event_name
 
 
 class Reconciler:
@@ -90,9 +115,14 @@ class Reconciler:
         clock: Callable[[], datetime],
         threads: int = 4,
         pace: TokenBucket | None = None,
+        *,
+        shadow_gateway: StripeGateway | None = None,
+        shadow_pace: TokenBucket | None = None,
     ) -> None:
         self.stores = stores
         self.gateway = gateway
+        # The Stripe test account of shadow mode, if configured (STRIPE_TEST_SECRET_KEY).
+        self.shadow_gateway = shadow_gateway
         self.pusher = pusher
         self.metrics = metrics
         self.tolerance = tolerance
@@ -100,18 +130,21 @@ class Reconciler:
         self.threads = threads
         # One bucket for every thread and every run of this reconciler: Stripe counts
         # the account's requests, not a thread's. None: unpaced (429s are retried).
+        # The test account is another account, counted apart: a bucket of its own.
         self.pace = pace
+        self.shadow_pace = shadow_pace
 
     def run(self, scope: Scope, *, repair: bool = False, actor: str, trigger: str) -> list[Report]:
         """Reconcile the periods in scope; one report per tenant and month, saved and returned."""
         started = self.clock()
         lines = self._lines(scope, started)
+        read = [line for line in lines if line.skipped is None]
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            list(pool.map(self._read_stripe, lines))
+            list(pool.map(self._read_stripe, read))
         reports: dict[tuple[UUID, str], list[ReportLine]] = defaultdict(list)
         for line in lines:
             out = self._classify(line)
-            if repair and out.status not in (Status.OK, Status.REPAIRED) and out.verdict is None:
+            if repair and out.status in (Status.PENDING, Status.DRIFT) and out.verdict is None:
                 out = self._repair(line, out, actor)
             reports[(line.standing.tenant_id, _month(line.standing))].append(out)
         finished = self.clock()
@@ -127,7 +160,7 @@ class Reconciler:
                 trigger,
                 actor,
                 repair,
-                len(report_lines),
+                sum(1 for line in report_lines if line.status != Status.SKIPPED),
                 report_lines,
             )
             self.stores.views.reports.save(report)
@@ -144,17 +177,25 @@ class Reconciler:
         reports = self.stores.views.reports
         if scope.month is not None:
             start = month_from_key(scope.month)
-            standings = reports.standings(
-                scope.tenant_id, start_from=start.start, start_before=start.end
-            )
+            start_from, start_before = start.start, start.end
         else:
             recent = reports.standings(scope.tenant_id, ending_after=now - STRIPE_MAX_AGE)
             # Reports are per month and a month reads as its latest run: take whole
             # months, so that no line of a month drops out of its report.
             first = min((s.period_start for s in recent), default=now)
-            standings = reports.standings(
-                scope.tenant_id, start_from=period_of(first).start, start_before=now
+            start_from, start_before = period_of(first).start, now
+        standings = reports.standings(
+            scope.tenant_id, start_from=start_from, start_before=start_before
+        )
+        shadows = {
+            s.usage_period_id: s
+            for s in reports.standings(
+                scope.tenant_id,
+                start_from=start_from,
+                start_before=start_before,
+                target=Target.SHADOW.value,
             )
+        }
         lines = []
         for standing in standings:
             mapping = self.stores.app.cached_tenant(standing.tenant_id).mappings.get(
@@ -162,7 +203,31 @@ class Reconciler:
             )
             if mapping is None or standing.stripe_customer_id is None:
                 continue  # not billed through Stripe: nothing to compare
+            if not self.stores.app.bills(
+                standing.tenant_id,
+                standing.customer_ref,
+                standing.period,
+                standing.period_start,
+                standing.period_end,
+            ):
+                continue  # before the subscription started, or moved: no invoice to match
             lines.append(_Line(standing, mapping, standing.stripe_customer_id))
+            # Each shadow line right after its live one: the pool then reads both
+            # accounts at once, each at its own pace.
+            shadow = shadows.get(standing.usage_period_id)
+            if mapping.shadow_event_name is None or shadow is None:
+                continue
+            if shadow.stripe_customer_id is None:
+                continue  # the customer is not mapped in shadow mode
+            lines.append(
+                _Line(
+                    shadow,
+                    mapping,
+                    shadow.stripe_customer_id,
+                    Target.SHADOW,
+                    skipped=None if self.shadow_gateway else Cause.NO_TEST_ACCOUNT,
+                )
+            )
         return lines
 
     def _read_stripe(self, line: _Line) -> None:
@@ -174,11 +239,15 @@ class Reconciler:
     def _summary(self, line: _Line) -> int:
         """Stripe's total for the line's customer and meter over the period's whole minutes."""
         s = line.standing
-        if self.pace is not None:
-            self.pace.acquire()
+        gateway, pace = self.gateway, self.pace
+        if line.target is Target.SHADOW:
+            assert self.shadow_gateway is not None  # lines without it are skipped
+            gateway, pace = self.shadow_gateway, self.shadow_pace
+        if pace is not None:
+            pace.acquire()
         self.metrics.stripe_calls.inc()
-        total: int = self.gateway.meter_total(
-            line.mapping.stripe_meter_id,
+        total: int = gateway.meter_total(
+            line.meter_id,
             line.stripe_customer_id,
             *summary_window(s.period_start, s.period_end),
         )
@@ -196,7 +265,7 @@ class Reconciler:
             period_start=s.period_start,
             period_end=s.period_end,
             stripe_customer_id=line.stripe_customer_id,
-            meter_id=line.mapping.stripe_meter_id,
+            meter_id=line.meter_id,
             local=local,
             stripe=line.stripe,
             expected=expected,
@@ -205,7 +274,10 @@ class Reconciler:
             cause="",
             closed=s.closed,
             verdict=s.verdict,
+            target=line.target.value,
         )
+        if line.skipped is not None:
+            return replace(out, status=Status.SKIPPED.value, cause=line.skipped.value)
         if line.stripe is None:
             return replace(out, cause=f"Stripe could not be read: {line.error}")
         standing = Standing(
@@ -234,9 +306,9 @@ class Reconciler:
             period: UsagePeriod = app.repository.get(s.usage_period_id)
         except AggregateNotFoundError:
             return None
-        ledger = self._ledger(s.usage_period_id)
+        ledger = self._ledger(s.usage_period_id, line.target)
         pending = ledger.pending if ledger is not None else None
-        remapped = self._remapped(ledger, line.mapping)
+        remapped = self._remapped(ledger, line.event_name)
         standing = replace(
             s,
             value=period.value,
@@ -250,17 +322,17 @@ class Reconciler:
         )
         return replace(line, standing=standing, remapped=remapped)
 
-    def _remapped(self, ledger: StripeLedger | None, mapping: MeterMapping) -> bool:
+    def _remapped(self, ledger: StripeLedger | None, event_name: str) -> bool:
         """Whether the ledger confirmed pushes to another meter than the mapped one."""
         if ledger is None or ledger.version == 0:
             return False
         events = self.stores.app.repository.event_store.get(ledger.id)
-        return pushed_elsewhere(events, mapping.stripe_event_name)
+        return pushed_elsewhere(events, event_name)
 
-    def _ledger(self, usage_period_id: UUID) -> StripeLedger | None:
+    def _ledger(self, usage_period_id: UUID, target: Target) -> StripeLedger | None:
         try:
             ledger: StripeLedger = self.stores.app.repository.get(
-                ledger_id_for(usage_period_id, Target.LIVE.value)
+                ledger_id_for(usage_period_id, target.value)
             )
         except AggregateNotFoundError:
             return None
@@ -275,17 +347,26 @@ class Reconciler:
         only make the ledger's save fail (the repair is then deferred), never
         make the difference look smaller than it is. A lower Stripe total
         within the summary lag of the last confirmation is lag, not drift.
+
+        A shadow line is repaired on the shadow target alone: its ledger, its
+        meter on the test account. Nothing there reaches an invoice, and the
+        live side is never read or written by it.
         """
         if out.stripe is None:
             return out
+        target = line.target
+        if target not in self.pusher.gateways:
+            # Drift would be recorded on a ledger that this process could not push.
+            missing = f"not repaired: this process has no {target} gateway"
+            return replace(out, cause=f"{out.cause}; {missing}")
         s = line.standing
         period_id = s.usage_period_id
         mode = PUSH_MODE[s.aggregation].value
         reason = f"repair by {actor}: {out.cause or 'difference'}"
-        ledger = self._ledger(period_id)
+        ledger = self._ledger(period_id, target)
         if ledger is not None and ledger.pending is not None:
-            self.pusher.push(period_id, Target.LIVE, reason=reason)
-            ledger = self._ledger(period_id)
+            self.pusher.push(period_id, target, reason=reason)
+            ledger = self._ledger(period_id, target)
             pending = ledger.pending if ledger is not None else None
             if ledger is not None and pending is not None:
                 if self.clock() - pending.recorded_at < DEDUP_WINDOW:
@@ -298,13 +379,13 @@ class Reconciler:
                     f"outcome unknowable from Stripe's summary; settled by a repair by {actor}",
                     permanent=False,
                 )
-        ledger = ledger or StripeLedger.open(s.tenant_id, period_id, Target.LIVE.value)
+        ledger = ledger or StripeLedger.open(s.tenant_id, period_id, target.value)
         stripe_now = self._stripe_total(line)
         if stripe_now is None:
             return replace(out, cause=f"{out.cause}; repair deferred: Stripe could not be read")
         expected = ledger.stripe_expected(mode)
         # Pushes confirmed to another meter are no lag of this one: Stripe never gets them.
-        remapped = self._remapped(ledger, line.mapping)
+        remapped = self._remapped(ledger, line.event_name)
         lagging = (
             not remapped
             and stripe_now < expected
@@ -320,14 +401,15 @@ class Reconciler:
                 self.stores.app.save(ledger)
             except IntegrityError:
                 return replace(out, cause=f"{out.cause}; repair deferred: the ledger moved")
-        outcome = self.pusher.push(period_id, Target.LIVE, reason=reason)
+        outcome = self.pusher.push(period_id, target, reason=reason)
         after = self._stripe_total(line)
         log.warning(
-            "reconciliation repair of %s/%s/%s by %s: %s (local %s, Stripe %s) -> push %s,"
+            "reconciliation repair of %s/%s/%s (%s) by %s: %s (local %s, Stripe %s) -> push %s,"
             " Stripe now %s",
             s.customer_ref,
             s.metric,
             s.period,
+            target.value,
             actor,
             out.cause,
             out.local,
@@ -349,21 +431,30 @@ class Reconciler:
 
     def _observe(self, reports: list[Report], finished: datetime) -> None:
         lines = [line for report in reports for line in report.lines]
-        for status in Status:
-            self.metrics.reconciliation_lines.labels(status.value).set(
-                sum(1 for line in lines if line.status == status.value)
+        # Per target: a shadow (test account) drift is worth a look, but it bills
+        # nobody, so the alerts on live drift select target="live" alone.
+        for target in Target:
+            mine = [line for line in lines if line.target == target.value]
+            for status in Status:
+                self.metrics.reconciliation_lines.labels(target.value, status.value).set(
+                    sum(1 for line in mine if line.status == status.value)
+                )
+            # A final invoice's mismatch is counted once, by periods_closed{verdict}, and
+            # waits as an adjustment: it must not hold the drift alerts up for 35 days.
+            drift = [
+                line
+                for line in mine
+                if line.status == Status.DRIFT.value and line.difference and line.verdict is None
+            ]
+            self.metrics.drift_units.labels(target.value).set(
+                max((abs(line.difference or 0) for line in drift), default=0)
             )
-        # A final invoice's mismatch is counted once, by periods_closed{verdict}, and
-        # waits as an adjustment: it must not hold the drift alerts up for 35 days.
-        drift = [
-            line
-            for line in lines
-            if line.status == Status.DRIFT.value and line.difference and line.verdict is None
-        ]
-        self.metrics.drift_units.set(max((abs(line.difference or 0) for line in drift), default=0))
-        self.metrics.drift_ratio.set(
-            max((abs(line.difference or 0) / max(abs(line.local), 1) for line in drift), default=0)
-        )
+            self.metrics.drift_ratio.labels(target.value).set(
+                max(
+                    (abs(line.difference or 0) / max(abs(line.local), 1) for line in drift),
+                    default=0,
+                )
+            )
         self.metrics.reconciled_at.set(finished.timestamp())
         self.metrics.adjustments_pending.set(self.stores.views.adjustments.pending_count())
         counts = {s.value: sum(1 for line in lines if line.status == s.value) for s in Status}
@@ -393,6 +484,8 @@ class Reconciliation:
         metrics: Metrics,
         clock: Callable[[], datetime],
     ) -> Reconciliation:
+        """Shadow lines are read through the pusher's shadow gateway, the one their
+        repairs push through (absent: STRIPE_TEST_SECRET_KEY is not set)."""
         tolerance = settings.tolerance()
         return cls(
             Reconciler(
@@ -404,6 +497,8 @@ class Reconciliation:
                 clock,
                 settings.threads,
                 settings.read_pace(),
+                shadow_gateway=pusher.gateways.get(Target.SHADOW),
+                shadow_pace=settings.shadow_read_pace(),
             ),
             PeriodCloser(
                 stores,

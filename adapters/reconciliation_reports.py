@@ -6,8 +6,13 @@ of Stripe, not facts derived from the event log, so they are stored in the
 views' database but are not a projection (and live here, beside the
 reconciler that writes them, not in projections/): a rebuild leaves them alone.
 Each run writes one report per month (of period start) it covered, with one
-line per customer × metric × period; reading a month returns its latest run
-only — nothing is ever summed across runs. Older runs are pruned.
+line per customer × metric × period and target (``live``; ``shadow`` too when
+the metric and customer are mapped in shadow mode); reading a month returns
+its latest run only — nothing is ever summed across runs. Older runs are pruned.
+
+Shadow lines are kept in a table of their own with the same columns, so the
+live lines' table keeps its shape and primary key: an existing deployment
+needs no migration, and its stored reports read as before.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from projections.counters import stored_value
 from projections.store import ViewStore
 
 RUNS_KEPT = 20
+# Where each target's lines are stored (see the module docstring).
+LINE_TABLES = {"live": "sm_reconciliation_lines", "shadow": "sm_reconciliation_shadow_lines"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class ReportLine:
     cause: str
     closed: bool
     verdict: str | None
+    target: str = "live"  # which Stripe account and ledger: "live", or "shadow"
 
 
 @dataclass(frozen=True)
@@ -115,15 +123,18 @@ class ReconciliationReports:
                 " trigger TEXT NOT NULL, actor TEXT NOT NULL, repair {bigint} NOT NULL,"
                 " stripe_calls {bigint} NOT NULL, seq {bigint} NOT NULL,"
                 " PRIMARY KEY (tenant_id, month, run_id))",
-                "CREATE TABLE IF NOT EXISTS sm_reconciliation_lines ("
-                " run_id TEXT NOT NULL, tenant_id TEXT NOT NULL, month TEXT NOT NULL,"
-                " customer_ref TEXT NOT NULL, metric TEXT NOT NULL, period TEXT NOT NULL,"
-                " period_start {timestamp} NOT NULL, period_end {timestamp} NOT NULL,"
-                " stripe_customer_id TEXT NOT NULL, meter_id TEXT NOT NULL,"
-                " local_units {bigint} NOT NULL, stripe_units {bigint},"
-                " expected_units {bigint} NOT NULL, difference {bigint}, status TEXT NOT NULL,"
-                " cause TEXT NOT NULL, closed {bigint} NOT NULL, verdict TEXT,"
-                " PRIMARY KEY (run_id, customer_ref, metric, period))",
+                *(
+                    f"CREATE TABLE IF NOT EXISTS {table} ("
+                    " run_id TEXT NOT NULL, tenant_id TEXT NOT NULL, month TEXT NOT NULL,"
+                    " customer_ref TEXT NOT NULL, metric TEXT NOT NULL, period TEXT NOT NULL,"
+                    " period_start {timestamp} NOT NULL, period_end {timestamp} NOT NULL,"
+                    " stripe_customer_id TEXT NOT NULL, meter_id TEXT NOT NULL,"
+                    " local_units {bigint} NOT NULL, stripe_units {bigint},"
+                    " expected_units {bigint} NOT NULL, difference {bigint},"
+                    " status TEXT NOT NULL, cause TEXT NOT NULL, closed {bigint} NOT NULL,"
+                    " verdict TEXT, PRIMARY KEY (run_id, customer_ref, metric, period))"
+                    for table in LINE_TABLES.values()
+                ),
             ):
                 tx.execute(self.store.ddl(statement))
 
@@ -139,14 +150,20 @@ class ReconciliationReports:
         ended_by: datetime | None = None,
         unsettled: bool = False,
         period_ids: list[UUID] | None = None,
+        target: str = "live",
     ) -> list[PeriodStanding]:
-        """Periods with a counter and their live ledger, filtered by start, end or id.
+        """Periods with a counter and their ledger for ``target``, filtered by start, end or id.
 
         ``unsettled``: only periods whose final parity is not recorded yet.
+        ``target="shadow"``: the shadow ledger, and the customer's shadow Stripe
+        customer as ``stripe_customer_id`` (None where the customer has none).
         """
         s = self.store
+        customer_column = {"live": "stripe_customer_id", "shadow": "shadow_stripe_customer_id"}[
+            target
+        ]
         where = ["1 = 1"]
-        params: list[Any] = []
+        params: list[Any] = [target]
         for clause, value in (
             ("p.tenant_id = ?", None if tenant_id is None else str(tenant_id)),
             ("p.period_start >= ?", s.encode_time(start_from) if start_from else None),
@@ -168,7 +185,7 @@ class ReconciliationReports:
             rows = tx.execute(
                 "SELECT p.aggregate_id, p.tenant_id, p.customer_ref, p.metric, p.period,"
                 " p.period_start, p.period_end, p.aggregation, c.total, c.event_count,"
-                " c.maximum, c.last_value, cu.stripe_customer_id, l.confirmed_total,"
+                f" c.maximum, c.last_value, cu.{customer_column}, l.confirmed_total,"
                 " l.confirmed_value, l.external_total, pp.value,"
                 " (SELECT MAX(settled_at) FROM sm_pushes q WHERE q.ledger_id = l.ledger_id"
                 "  AND q.status = 'confirmed'),"
@@ -179,7 +196,7 @@ class ReconciliationReports:
                 " LEFT JOIN sm_customers cu ON cu.tenant_id = p.tenant_id"
                 " AND cu.customer_ref = p.customer_ref"
                 " LEFT JOIN sm_ledgers l ON l.usage_period_id = p.aggregate_id"
-                " AND l.target = 'live'"
+                " AND l.target = ?"
                 " LEFT JOIN sm_pushes pp ON pp.ledger_id = l.ledger_id"
                 " AND pp.number = l.pending_number"
                 f" WHERE {' AND '.join(where)}"
@@ -264,40 +281,21 @@ class ReconciliationReports:
                     int(last) + 1,
                 ),
             )
-            tx.executemany(
-                f"INSERT INTO sm_reconciliation_lines (run_id, tenant_id, month, {LINE_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        report.run_id,
-                        str(report.tenant_id),
-                        report.month,
-                        line.customer_ref,
-                        line.metric,
-                        line.period,
-                        s.encode_time(line.period_start),
-                        s.encode_time(line.period_end),
-                        line.stripe_customer_id,
-                        line.meter_id,
-                        line.local,
-                        line.stripe,
-                        line.expected,
-                        line.difference,
-                        line.status,
-                        line.cause,
-                        int(line.closed),
-                        line.verdict,
+            for target, table in LINE_TABLES.items():
+                lines = [line for line in report.lines if line.target == target]
+                if lines:
+                    tx.executemany(
+                        f"INSERT INTO {table} (run_id, tenant_id, month, {LINE_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [self._row(report, line) for line in lines],
                     )
-                    for line in report.lines
-                ],
-            )
             old = tx.execute(
                 "SELECT run_id FROM sm_reconciliation_runs WHERE tenant_id = ? AND month = ?"
                 " ORDER BY seq DESC",
                 (str(report.tenant_id), report.month),
             )[RUNS_KEPT:]
             for (run_id,) in old:
-                for table in ("sm_reconciliation_lines", "sm_reconciliation_runs"):
+                for table in (*LINE_TABLES.values(), "sm_reconciliation_runs"):
                     tx.execute(
                         f"DELETE FROM {table} WHERE run_id = ? AND tenant_id = ? AND month = ?",
                         (run_id, str(report.tenant_id), report.month),
@@ -316,11 +314,15 @@ class ReconciliationReports:
             if not runs:
                 return None
             run = runs[0]
+            # Each live line, then its shadow line ('live' < 'shadow').
             rows = tx.execute(
-                f"SELECT {LINE_COLUMNS} FROM sm_reconciliation_lines"
-                " WHERE run_id = ? AND tenant_id = ? AND month = ?"
-                " ORDER BY customer_ref, metric, period_start",
-                (run[0], str(tenant_id), month),
+                " UNION ALL ".join(
+                    f"SELECT {LINE_COLUMNS}, '{target}' AS target FROM {table}"
+                    " WHERE run_id = ? AND tenant_id = ? AND month = ?"
+                    for target, table in LINE_TABLES.items()
+                )
+                + " ORDER BY customer_ref, metric, period_start, target",
+                (run[0], str(tenant_id), month) * len(LINE_TABLES),
             )
         started, finished = s.decode_time(run[1]), s.decode_time(run[2])
         assert started is not None and finished is not None
@@ -357,4 +359,28 @@ class ReconciliationReports:
             cause=r[12],
             closed=bool(r[13]),
             verdict=r[14],
+            target=r[15],
+        )
+
+    def _row(self, report: Report, line: ReportLine) -> tuple[Any, ...]:
+        s = self.store
+        return (
+            report.run_id,
+            str(report.tenant_id),
+            report.month,
+            line.customer_ref,
+            line.metric,
+            line.period,
+            s.encode_time(line.period_start),
+            s.encode_time(line.period_end),
+            line.stripe_customer_id,
+            line.meter_id,
+            line.local,
+            line.stripe,
+            line.expected,
+            line.difference,
+            line.status,
+            line.cause,
+            int(line.closed),
+            line.verdict,
         )

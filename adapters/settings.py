@@ -102,6 +102,9 @@ class ReconcileSettings:
     threads: int = 4
     # Summary reads per second, shared by the threads; 0: unpaced (429s retried).
     reads_per_second: int = READS_PER_SECOND
+    # The same for shadow mode's Stripe test account: another account, with a limit
+    # of its own (a sandbox's: 25/s), so it is paced apart from the live one.
+    shadow_reads_per_second: int = READS_PER_SECOND
 
     def read_pace(self) -> TokenBucket | None:
         """The bucket the reconciler's summary reads share, or None when unpaced.
@@ -109,14 +112,22 @@ class ReconcileSettings:
         Its burst is a twentieth of a second's reads (at least one), so no
         wall-clock second sees more than ``reads_per_second × 1.05`` reads.
         """
-        if self.reads_per_second == 0:
-            return None
-        return TokenBucket(self.reads_per_second, max(1, self.reads_per_second // 20))
+        return _bucket(self.reads_per_second)
+
+    def shadow_read_pace(self) -> TokenBucket | None:
+        """The bucket of the shadow (test account) reads, built like ``read_pace``."""
+        return _bucket(self.shadow_reads_per_second)
 
     def tolerance(self) -> Tolerance:
         return Tolerance(
             self.drift_absolute, self.drift_relative, timedelta(seconds=self.summary_lag_seconds)
         )
+
+
+def _bucket(reads_per_second: int) -> TokenBucket | None:
+    if reads_per_second == 0:
+        return None
+    return TokenBucket(reads_per_second, max(1, reads_per_second // 20))
 
 
 @dataclass(frozen=True)
@@ -209,6 +220,13 @@ class Settings:
                 reads_per_second=_int(
                     env,
                     "STRIPEMETER_RECONCILE_READS_PER_SECOND",
+                    READS_PER_SECOND,
+                    0,
+                    10_000,
+                ),
+                shadow_reads_per_second=_int(
+                    env,
+                    "STRIPEMETER_RECONCILE_SHADOW_READS_PER_SECOND",
                     READS_PER_SECOND,
                     0,
                     10_000,

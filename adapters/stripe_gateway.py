@@ -38,6 +38,7 @@ from domain.stripe_port import (
     StripeMeter,
     StripeRejectedError,
     StripeUnavailableError,
+    SubscriptionCycle,
 )
 
 log = logging.getLogger(__name__)
@@ -202,13 +203,16 @@ class SdkStripeGateway:
             raise
         return not getattr(customer, "deleted", False)
 
-    def billing_cycle_anchor(self, stripe_customer_id: str) -> datetime | None:
+    def subscription_cycle(self, stripe_customer_id: str) -> SubscriptionCycle | None:
         with _translated():
             subscriptions = self.client.v1.subscriptions.list(
                 {"customer": stripe_customer_id, "status": "active", "limit": 1}
             )
         for subscription in subscriptions.data:
-            return datetime.fromtimestamp(subscription.billing_cycle_anchor, UTC)
+            return SubscriptionCycle(
+                anchor=datetime.fromtimestamp(subscription.billing_cycle_anchor, UTC),
+                started_at=datetime.fromtimestamp(subscription.start_date, UTC),
+            )
         return None
 
 

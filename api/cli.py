@@ -156,7 +156,7 @@ def _mapping_service(settings: Settings, stores: Stores) -> StripeMappingService
         stores.app,
         gateways[Target.LIVE],
         gateways.get(Target.SHADOW),
-        pushed_open=stores.views.ledger.pushed_open_periods,
+        pushed_open=stores.views.ledger,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -104,8 +104,10 @@ class EventOut(msgspec.Struct, rename="camel"):
     recorded_at: str
     idempotency_key: str
     meta: dict[str, Any]
-    status: str  # counted, late (its period was closed: not counted there) or correction
-    note: str | None = None  # why it is late, or why the correction was made
+    # counted, late (its period was closed: not counted there), correction, or moved
+    # (counted in another period now, when the customer's billing cycle changed)
+    status: str
+    note: str | None = None  # why it is late, why the correction was made, where it moved
 
 
 class EventPage(msgspec.Struct, rename="camel"):
@@ -128,12 +130,26 @@ class CounterOut(msgspec.Struct, rename="camel"):
     late_events: int
 
 
+class NotBilledOut(msgspec.Struct, rename="camel"):
+    """Usage of a Stripe-mapped customer that no invoice covers, and why."""
+
+    metric: str
+    period: str
+    period_start: str
+    period_end: str
+    value: str
+    reason: str
+
+
 class CurrentUsage(msgspec.Struct, rename="camel"):
     customer_ref: str
     period: str
     period_start: str
     period_end: str
     counters: list[CounterOut]
+    # Usage counted in periods no Stripe invoice covers (before the subscription
+    # started, or counted under an earlier billing cycle): never pushed, never hidden.
+    not_billed: list[NotBilledOut] = []
 
 
 class BucketOut(msgspec.Struct, rename="camel"):
@@ -321,6 +337,10 @@ class InvoiceAudit(msgspec.Struct, rename="camel"):
     unpushed_next_cursor: str | None
     repairs: list[RepairOut] = []
     closing: ClosingOut | None = None
+    # Why no Stripe invoice covers this period (None: one does, or the customer is
+    # not mapped), and where its usage went when the customer's billing cycle changed.
+    not_billed_reason: str | None = None
+    moved_to: list[str] = []
 
 
 # -- reconciliation and adjustments -------------------------------------------------
@@ -348,6 +368,13 @@ class ReconciliationLineOut(msgspec.Struct, rename="camel"):
     cause: str
     closed: bool
     verdict: str | None
+    target: Annotated[
+        Literal["live", "shadow"],
+        msgspec.Meta(
+            description="Which Stripe account and ledger the line compares: live, or shadow"
+            " mode's test account (a line of its own, beside the live line of the period)."
+        ),
+    ] = "live"
 
 
 class ReconciliationOut(msgspec.Struct, rename="camel"):

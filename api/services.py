@@ -60,7 +60,12 @@ class Services:
         with self._lock:
             if self._reconciliation is None:
                 live = self._live_gateway()
-                pusher = PushService(self.stores.app, {Target.LIVE: live})
+                # With the shadow gateway, if any: shadow lines are read and repaired there.
+                pusher = PushService(
+                    self.stores.app,
+                    {**self.gateways, Target.LIVE: live},
+                    locks=self.stores.push_locks,
+                )
                 self._reconciliation = Reconciliation.build(
                     self.stores, self.settings.reconcile, live, pusher, self.metrics, self.clock
                 )
@@ -79,5 +84,5 @@ class Services:
             self.stores.app,
             self._live_gateway(),
             self.gateways.get(Target.SHADOW),
-            pushed_open=self.stores.views.ledger.pushed_open_periods,
+            pushed_open=self.stores.views.ledger,
         )

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The bin directory of the interpreter running the benchmark (``.venv/bin/python -m …``):
-# the same venv, also from a git worktree that has none of its own.
-BIN = Path(sys.executable).parent
+# A git worktree has no venv of its own: it runs with the interpreter that runs the benchmark.
+BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv").exists() else Path(sys.executable).parent
 
 
 def free_port() -> int:

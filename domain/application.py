@@ -8,9 +8,10 @@ metrics and billing periods through this app's short-lived caches below.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -18,12 +19,13 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from domain.caching import TtlCache
 from domain.customers import Customer, customer_id_for
+from domain.cycle_moves import cycle_start, move_usage
 from domain.errors import ConflictError, NotFoundError, UnauthenticatedError
 from domain.ledger import IntentAsDict, StripeLedger
 from domain.mappings import MeterMapping
 from domain.meters import MetricDefinition
-from domain.periods import BillingPeriod, period_of
-from domain.recording import UsageRecorder
+from domain.periods import BillingPeriod, named_period, period_of
+from domain.recording import PeriodLoader, UsageRecorder
 from domain.tenancy import (
     ApiKey,
     Principal,
@@ -47,6 +49,15 @@ class IssuedKey:
     secret: str
     display_prefix: str
     scopes: frozenset[Scope]
+
+
+def _move_reason(customer: Customer) -> str:
+    if customer.billing_cycle_anchor is None:
+        return f"customer mapped to Stripe customer {customer.stripe_customer_id}"
+    return (
+        f"customer billed by Stripe customer {customer.stripe_customer_id} from its anchor"
+        f" {customer.billing_cycle_anchor:%Y-%m-%dT%H:%M:%SZ}"
+    )
 
 
 def utc_now() -> datetime:
@@ -172,6 +183,36 @@ class MeteringApp(Application[UUID]):
     def _load_customer(self, key: tuple[UUID, str]) -> Customer | None:
         return self.fresh_customer(*key)
 
+    def bills(
+        self, tenant_id: UUID, customer_ref: str, period: str, start: datetime, end: datetime
+    ) -> bool:
+        """Whether a Stripe invoice covers this period of a customer (see ``Customer.bills``)."""
+        customer = self.cached_customer(tenant_id, customer_ref)
+        return customer is not None and customer.mapped and customer.bills(period, start, end)
+
+    def named_period(
+        self, tenant_id: UUID, customer_ref: str, key: str, metric: str | None = None
+    ) -> BillingPeriod:
+        """The customer's period that ``key`` names (of ``metric``, or of any metric).
+
+        One of the customer's periods by its billing cycles, or a period that
+        holds usage although it is no longer one of them (counted under an
+        earlier cycle): what was recorded can always be looked at.
+        """
+        metrics = [metric] if metric is not None else sorted(self.cached_tenant(tenant_id).metrics)
+        for name in metrics:
+            try:
+                recorded: UsagePeriod = self.repository.get(
+                    usage_period_id(tenant_id, customer_ref, name, key)
+                )
+            except AggregateNotFoundError:
+                continue
+            return BillingPeriod(recorded.period_start, recorded.period_end, anchored=len(key) > 7)
+        customer = self.cached_customer(tenant_id, customer_ref)
+        if customer is None:
+            return named_period(key, None, customer_ref)
+        return named_period(key, customer.billing_cycle_anchor, customer_ref, customer.period_of)
+
     def period_for(self, tenant_id: UUID, customer_ref: str, moment: datetime) -> BillingPeriod:
         """The customer's billing period containing ``moment`` (their Stripe cycle once mapped)."""
         customer = self.cached_customer(tenant_id, customer_ref)
@@ -184,79 +225,133 @@ class MeteringApp(Application[UUID]):
         stripe_customer_id: str,
         billing_cycle_anchor: datetime | None,
         shadow_stripe_customer_id: str | None = None,
+        billed_from: datetime | None = None,
     ) -> tuple[Customer, bool]:
         """Map a customer to Stripe, claiming nothing; True when new or changed.
 
         ``StripeMappingService`` is the way in for callers: it checks the ids
         against Stripe and claims them (domain/ownership.py). This is the bare
-        mapping, as it was recorded before claims existed.
+        mapping, as it was recorded before claims existed; usage already
+        counted moves to the customer's periods as there (domain/cycle_moves.py).
         """
-        customer, changed = self.prepare_customer_mapping(
-            tenant_id,
-            customer_ref,
-            stripe_customer_id,
-            billing_cycle_anchor,
-            shadow_stripe_customer_id,
-        )
-        if changed:
-            try:
-                self.save(customer)
-            except IntegrityError:
-                raise ConflictError(f"customer {customer_ref!r} was mapped concurrently") from None
+        result: list[tuple[Customer, bool]] = []
+
+        def change(loader: PeriodLoader) -> Sequence[Any]:
+            result.clear()
+            customer, changed, periods = self.prepare_customer_mapping(
+                loader,
+                tenant_id,
+                customer_ref,
+                stripe_customer_id,
+                billing_cycle_anchor,
+                shadow_stripe_customer_id,
+                billed_from,
+            )
+            result.append((customer, changed))
+            return [customer, *periods]
+
+        self.usage.change_periods(change)
         self.customer(tenant_id, customer_ref)
-        return customer, changed
+        return result[0]
 
     def prepare_customer_mapping(
         self,
+        loader: PeriodLoader,
         tenant_id: UUID,
         customer_ref: str,
         stripe_customer_id: str,
         billing_cycle_anchor: datetime | None,
         shadow_stripe_customer_id: str | None = None,
-    ) -> tuple[Customer, bool]:
-        """A fresh customer with the mapping applied, unsaved; True when new or changed.
+        billed_from: datetime | None = None,
+    ) -> tuple[Customer, bool, list[UsagePeriod]]:
+        """A fresh customer with the mapping applied, and the periods whose usage it moves.
 
-        The billing cycle is fixed at the first mapping and only allowed while
-        the customer has no usage in a period that is still open: moving usage
-        between periods after the fact would make the count and the invoice
-        cover different intervals.
+        Unsaved; True when the mapping is new or changed. A new mapping bills
+        from ``billed_from`` (when the Stripe subscription started, if known)
+        in the subscription's cycle; a changed anchor starts a new cycle (at the
+        anchor when that moves nothing Stripe holds, otherwise now: ``cycle_start``).
+        No anchor at all (no
+        active subscription) keeps the cycle the customer has. Usage already
+        counted under the old cycle moves to the new periods, by recorded
+        events (domain/cycle_moves.py).
         """
-        existing = self.fresh_customer(tenant_id, customer_ref)
-        if existing is not None:
-            if existing.billing_cycle_anchor != billing_cycle_anchor:
-                raise ConflictError(
-                    f"customer {customer_ref!r} is already mapped with another billing cycle anchor"
-                )
-            return existing, existing.remap(stripe_customer_id, shadow_stripe_customer_id)
-        self._refuse_if_usage_is_open(tenant_id, customer_ref)
-        customer = Customer.map(
-            tenant_id,
-            customer_ref,
-            stripe_customer_id,
-            billing_cycle_anchor,
-            shadow_stripe_customer_id,
-        )
-        return customer, True
-
-    def _refuse_if_usage_is_open(self, tenant_id: UUID, customer_ref: str) -> None:
         now = self.clock()
-        for definition in self.tenant(tenant_id).metrics.values():
-            oldest_open = now - timedelta(seconds=definition.lateness_seconds)
-            for moment in {
-                period_of(now).key: now,
-                period_of(oldest_open).key: oldest_open,
-            }.values():
-                period_id = usage_period_id(
-                    tenant_id, customer_ref, definition.name, period_of(moment).key
-                )
-                try:
-                    self.repository.get(period_id)
-                except AggregateNotFoundError:
-                    continue
-                raise ConflictError(
-                    f"customer {customer_ref!r} already has {definition.name!r} usage in the open"
-                    f" period {period_of(moment).key}; map customers before sending their usage"
-                )
+        before = self.fresh_customer(tenant_id, customer_ref)
+        customer = self.fresh_customer(tenant_id, customer_ref)
+        if customer is None:
+            customer = Customer.map(
+                tenant_id,
+                customer_ref,
+                stripe_customer_id,
+                billing_cycle_anchor,
+                shadow_stripe_customer_id,
+                billed_from,
+            )
+            changed = True
+        else:
+            changed = customer.remap(stripe_customer_id, shadow_stripe_customer_id)
+            changed = self._restart_cycle(loader, customer, billing_cycle_anchor, now) or changed
+        periods = move_usage(loader, customer, before, now, _move_reason(customer))
+        return customer, changed, periods
+
+    def follow_billing_anchor(
+        self, tenant_id: UUID, customer_ref: str, anchor: datetime, source: str
+    ) -> Customer | None:
+        """The customer's Stripe subscription counts its cycle from ``anchor`` now: follow it.
+
+        The same change as a mapping call with a new anchor (one transaction:
+        the new cycle, and the usage it moves), without remapping anything.
+        The customer with its new cycle; None when nothing changed: not mapped,
+        already counting from ``anchor`` (a delivery seen before), or counting
+        from a later anchor (an older delivery arriving late: Stripe only ever
+        resets an anchor to now, so a later one is the newer). ``source`` says
+        where the anchor comes from, in the recorded reason.
+        """
+        result: list[Customer] = []
+
+        def change(loader: PeriodLoader) -> Sequence[Any]:
+            result.clear()
+            now = self.clock()
+            before = self.fresh_customer(tenant_id, customer_ref)
+            customer = self.fresh_customer(tenant_id, customer_ref)
+            if before is None or customer is None or not customer.mapped:
+                return []
+            current = customer.billing_cycle_anchor
+            if current is not None and anchor < current:
+                return []
+            if not self._restart_cycle(loader, customer, anchor, now, source):
+                return []
+            periods = move_usage(loader, customer, before, now, _move_reason(customer))
+            result.append(customer)
+            return [customer, *periods]
+
+        self.usage.change_periods(change)
+        self.customer(tenant_id, customer_ref)
+        return result[0] if result else None
+
+    @staticmethod
+    def _restart_cycle(
+        loader: PeriodLoader,
+        customer: Customer,
+        anchor: datetime | None,
+        now: datetime,
+        source: str = "a mapping call",
+    ) -> bool:
+        """Start a cycle from ``anchor`` when it is the customer's new one; True when started.
+
+        At the anchor when no usage Stripe holds would change window, otherwise
+        now (``cycle_start``): never a cycle that moves what Stripe has billed.
+        """
+        if anchor is None or anchor == customer.billing_cycle_anchor:
+            return False
+        starts_at = cycle_start(loader, customer, anchor, now)
+        customer.change_cycle(
+            anchor,
+            starts_at,
+            f"the billing cycle anchor changed to {anchor:%Y-%m-%dT%H:%M:%SZ} ({source});"
+            f" the new cycle starts {starts_at:%Y-%m-%dT%H:%M:%SZ}",
+        )
+        return True
 
     def metrics(self, tenant_id: UUID) -> list[MetricDefinition]:
         return sorted(self.tenant(tenant_id).metrics.values(), key=lambda m: m.name)
@@ -300,6 +395,14 @@ class MeteringApp(Application[UUID]):
         return Principal(
             tenant_id=key.tenant_id, tenant_slug=key.tenant_slug, key_id=key.id, scopes=key.scopes
         )
+
+    def recorded_period(self, period_id: UUID) -> UsagePeriod | None:
+        """The usage period with this id, when any usage was ever recorded in it."""
+        try:
+            period: UsagePeriod = self.repository.get(period_id)
+        except AggregateNotFoundError:
+            return None
+        return period
 
     def usage_period(
         self, tenant_id: UUID, customer_ref: str, metric: str, period_key: str

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from domain.errors import InvalidInputError
 
@@ -60,6 +61,36 @@ def period_of(moment: datetime, anchor: datetime | None = None) -> BillingPeriod
     return BillingPeriod(add_months(anchor, months), add_months(anchor, months + 1), anchored=True)
 
 
+def next_minute(moment: datetime) -> datetime:
+    """The first whole minute at or after ``moment``."""
+    floor = minute_floor(moment)
+    return floor if floor == moment else floor + timedelta(minutes=1)
+
+
+def minute_floor(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def period_within(
+    period: BillingPeriod, starts_at: datetime | None, ends_at: datetime | None
+) -> BillingPeriod:
+    """``period`` cut to a billing cycle running from ``starts_at`` until ``ends_at``.
+
+    The first period of a cycle starts with it (its key is that moment, to the
+    second); the last one ends where the next cycle starts.
+    """
+    start, end = period.start, period.end
+    if starts_at is not None and starts_at > start:
+        start = starts_at
+    if ends_at is not None and ends_at < end:
+        end = ends_at
+    if (start, end) == (period.start, period.end):
+        return period
+    # A calendar month keeps its key when only its end moves; any other start names itself.
+    anchored = period.anchored or start != period.start
+    return BillingPeriod(start, end, anchored=anchored)
+
+
 # The months anyone can name: every period StripeMeter bills starts in them. Wide
 # enough for any real invoice (Stripe Billing began in the 2010s), narrow enough
 # that a period's end, a month's key and its arithmetic stay inside datetime's
@@ -86,39 +117,61 @@ def month_from_key(key: str, field: str = "period") -> BillingPeriod:
     return period_of(datetime(year, month, 1, tzinfo=UTC))
 
 
-def named_period(key: str, anchor: datetime | None, customer: str) -> BillingPeriod:
+def named_period(
+    key: str,
+    anchor: datetime | None,
+    customer: str,
+    period_at: Callable[[datetime], BillingPeriod] | None = None,
+) -> BillingPeriod:
     """The one period of ``customer`` that ``key`` names, by the key the API reports it with.
 
-    A customer billed in calendar months names a period ``YYYY-MM``; one billed
-    from a Stripe anchor names it by its start, ``YYYY-MM-DDTHH:MM:SSZ``. A key
-    for a period this customer cannot have (a calendar month of an anchored
+    A period of calendar months is named ``YYYY-MM``; one counted from a Stripe
+    anchor (or starting a new cycle) by its start, ``YYYY-MM-DDTHH:MM:SSZ``.
+    ``period_at`` is the customer's own rule (their cycles, see
+    domain/customers.py); without it, periods count from ``anchor`` alone. A
+    key for a period this customer cannot have (a calendar month of an anchored
     customer, a moment that starts none of its periods) is refused with what its
     periods look like, never answered with an empty period of another calendar.
     """
-    if anchor is None:
-        if _start_of(key) is not None:
-            raise InvalidInputError(
-                "period",
-                f"customer {customer} is billed in calendar months (UTC); name a period"
-                f" as YYYY-MM, e.g. {key[:7]}",
-            )
-        return month_from_key(key)
+    rule = period_at or (lambda moment: period_of(moment, anchor))
     start = _start_of(key)
     if start is None:
+        month = None
+        try:
+            month = month_from_key(key)
+        except InvalidInputError:
+            if anchor is None:
+                raise
+        if month is not None:
+            if rule(month.start).key == key:
+                return rule(month.start)
+            if anchor is None:
+                return month
+        assert anchor is not None
         raise InvalidInputError(
             "period",
             f"customer {customer} is billed from its Stripe anchor {_at(anchor)}; name a"
             f" period by its start, e.g. {_starting_in(key, anchor).key}",
         )
-    period = period_of(start, anchor)
-    if period.key != key:
+    period = rule(start)
+    if period.key == key:
+        return period
+    if anchor is None and not period.anchored:
         raise InvalidInputError(
             "period",
-            f"is not the start of a billing period of customer {customer}: its periods start"
-            f" each month from its Stripe anchor {_at(anchor)}; the one holding {key}"
-            f" starts {period.key}",
+            f"customer {customer} is billed in calendar months (UTC); name a period"
+            f" as YYYY-MM, e.g. {key[:7]}",
         )
-    return period
+    raise InvalidInputError(
+        "period",
+        f"is not the start of a billing period of customer {customer}: its periods start"
+        f" each month from its Stripe anchor{_anchor_text(anchor)}; the one holding {key}"
+        f" starts {period.key}",
+    )
+
+
+def _anchor_text(anchor: datetime | None) -> str:
+    return f" {_at(anchor)}" if anchor is not None else ""
 
 
 def _starting_in(key: str, anchor: datetime) -> BillingPeriod:

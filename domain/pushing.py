@@ -61,6 +61,7 @@ class PushOutcome(StrEnum):
     BUSY = "busy"  # another worker is pushing this period right now
     DRIFT = "drift"  # an old intent's outcome cannot be told from Stripe's summary
     FINAL = "final"  # the period's invoice is final: pushing more would not reach it
+    NOT_BILLED = "not_billed"  # no invoice covers the period (before the subscription, moved)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,21 @@ def plan_push(period: UsagePeriod, ledger: StripeLedger, now: datetime) -> Plan 
     return Plan(value, mode, period.version, max(min(moment, now, end - ONE_SECOND), start))
 
 
+def withdraws(period: UsagePeriod, ledger: StripeLedger) -> bool:
+    """Whether a period no invoice covers still owes Stripe a push: taking back its units.
+
+    Usage pushed for a period that later stops being a billing period of its
+    customer (its usage moved when the cycle changed, domain/cycle_moves.py)
+    is in Stripe under timestamps the new periods' windows hold. Its delta
+    pushes are taken back by pushing the difference, stamped inside the
+    period's own minutes (its start, when none are left); a ``last`` value
+    needs no taking back, since the new period's later value replaces it.
+    """
+    if PUSH_MODE[Aggregation(period.aggregation_name)] is not PushMode.DELTA:
+        return False
+    return ledger.pending is not None or ledger.stripe_expected(PushMode.DELTA.value) != 0
+
+
 def summary_window(period_start: datetime, period_end: datetime) -> tuple[datetime, datetime]:
     """The whole minutes inside a period: summaries take minute boundaries, end exclusive.
 
@@ -123,6 +139,7 @@ class _Item:
     mapping: MeterMapping
     route: tuple[str, str]
     key: PushLockKey
+    billed: bool  # an invoice covers the period (else it only takes back what it sent)
     ledger: StripeLedger | None = None
     outcome: PushOutcome = PushOutcome.UP_TO_DATE
     done: bool = False
@@ -205,6 +222,9 @@ class PushService:
                     item.finish(self._report(target, PushOutcome.BUSY, None))
             for item in active:
                 item.ledger = self._ledger(item.period, target)
+                if not item.billed and not withdraws(item.period, item.book):
+                    item.finish(PushOutcome.NOT_BILLED)
+                    continue
                 self._take_up_pending(item, gateway, target)
             self._deliver([i for i in active if i.intent is not None], gateway, target, stream)
             planned = self._record(
@@ -228,10 +248,11 @@ class PushService:
         mapping = self.app.cached_tenant(period.tenant_id).mappings.get(period.metric)
         customer = self.app.cached_customer(period.tenant_id, period.customer_ref)
         route = route_for(mapping, customer, target)
-        if target not in self.gateways or route is None or mapping is None:
+        if target not in self.gateways or route is None or mapping is None or customer is None:
             return PushOutcome.UNMAPPED
+        billed = customer.bills(period.period, period.period_start, period.period_end)
         key = PushLockKey(period.tenant_id, period.customer_ref, period.metric, target.value)
-        return _Item(period, mapping, route, key)
+        return _Item(period, mapping, route, key, billed)
 
     def _take_up_pending(self, item: _Item, gateway: StripeGateway, target: Target) -> None:
         """A pending intent goes first: resent while Stripe dedups it, else settled."""

@@ -20,6 +20,12 @@ For one customer × meter × billing period, three numbers decide it:
               the metric is mapped to now (``meter remapped mid-period``):
               the current meter lacks them, and no wait settles that.
     repaired  a repair pushed the correcting difference in this run.
+    skipped   not compared: a shadow line whose Stripe test account is not
+              configured here (its cause says so); ``classify`` never returns it.
+
+The same rules judge the live meter against the live ledger and the shadow
+meter (a Stripe test account) against the shadow ledger: each target has its
+own pushes, so each is its own standing.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class Status(StrEnum):
     PENDING = "pending"
     DRIFT = "drift"
     REPAIRED = "repaired"
+    SKIPPED = "skipped"
 
 
 class Cause(StrEnum):
@@ -49,6 +56,10 @@ class Cause(StrEnum):
     OUTSIDE = "events sent to Stripe outside StripeMeter"
     MISSING = "Stripe lacks confirmed pushes (lost, or cancelled in Stripe)"
     REMAPPED = "meter remapped mid-period"
+    NO_TEST_ACCOUNT = (
+        "shadow mode is mapped, but STRIPE_TEST_SECRET_KEY is not set here:"
+        " the shadow meter was not read"
+    )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from domain.idempotency import IdempotencyKey, claim_id
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.late_usage import correct_late, takes_corrections, why_late
 from domain.meters import MetricDefinition
+from domain.periods import BillingPeriod
 from domain.usage import UsagePeriod, usage_period_id
 
 if TYPE_CHECKING:
@@ -237,6 +238,21 @@ class UsageRecorder:
         touched: dict[UUID, UsagePeriod],
     ) -> UsagePeriod:
         """The item's customer's period of its metric containing ``moment``, opened when new."""
+        period = self._period_for(item, metric, moment, touched)
+        if not period.holds(moment):
+            # The customer's billing cycle changed (domain/cycle_moves.py) after this
+            # process cached the customer: read it again, and the period with it.
+            self.app.customer(item.tenant_id, item.customer_ref)
+            period = self._period_for(item, metric, moment, touched)
+        return period
+
+    def _period_for(
+        self,
+        item: UsageSubmission,
+        metric: MetricDefinition,
+        moment: datetime,
+        touched: dict[UUID, UsagePeriod],
+    ) -> UsagePeriod:
         billing_period = self.app.period_for(item.tenant_id, item.customer_ref, moment)
         natural_key = (item.tenant_id, item.customer_ref, item.metric, billing_period.key)
         period_id = self._period_ids.get(natural_key)
@@ -248,6 +264,11 @@ class UsageRecorder:
             try:
                 period = self.app.repository.get(period_id)
             except AggregateNotFoundError:
+                fresh = self.app.customer(item.tenant_id, item.customer_ref)
+                if fresh is not None and fresh.period_of(moment).key != billing_period.key:
+                    # A new period is rare: before opening one, check the customer's cycle
+                    # as stored (a mapping may have changed it since this copy was read).
+                    return self._period_for(item, metric, moment, touched)
                 period = UsagePeriod.open(
                     item.tenant_id,
                     item.customer_ref,
@@ -322,12 +343,28 @@ class PeriodLoader:
         """The customer's period of ``metric`` containing ``moment``, opened when new."""
         definition = self.app.cached_tenant(tenant_id).metric(metric)
         billing_period = self.app.period_for(tenant_id, customer_ref, moment)
-        period_id = usage_period_id(tenant_id, customer_ref, metric, billing_period.key)
+        period = self.period(tenant_id, customer_ref, definition, billing_period)
+        if not period.holds(moment):
+            # The customer's cycle changed a moment ago (this process's copy is older).
+            self.app.customer(tenant_id, customer_ref)
+            billing_period = self.app.period_for(tenant_id, customer_ref, moment)
+            period = self.period(tenant_id, customer_ref, definition, billing_period)
+        return period
+
+    def period(
+        self,
+        tenant_id: UUID,
+        customer_ref: str,
+        metric: MetricDefinition,
+        billing_period: BillingPeriod,
+    ) -> UsagePeriod:
+        """The customer's usage period of ``metric`` for ``billing_period``, opened when new."""
+        period_id = usage_period_id(tenant_id, customer_ref, metric.name, billing_period.key)
         self.loaded.append(period_id)
         try:
             period: UsagePeriod = self.app.repository.get(period_id)
         except AggregateNotFoundError:
             period = UsagePeriod.open(
-                tenant_id, customer_ref, metric, definition.aggregation, billing_period
+                tenant_id, customer_ref, metric.name, metric.aggregation, billing_period
             )
         return period

@@ -13,9 +13,9 @@ the move (see ``_check_remap``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -33,6 +33,7 @@ from domain.ownership import (
     StripeObjectKind,
     claim_id_for,
 )
+from domain.recording import PeriodLoader
 from domain.stripe_port import StripeGateway, StripeMeter, StripeRejectedError
 from domain.tenancy import Tenant
 
@@ -40,9 +41,17 @@ T = TypeVar("T")
 CUSTOMER = StripeObjectKind.CUSTOMER
 METER = StripeObjectKind.METER
 
-# (tenant, metric, target) -> the open periods of the metric, any customer, whose
-# pushes to that target Stripe holds or may hold (confirmed or pending).
-PushedOpenPeriods = Callable[[UUID, str, str], list[str]]
+
+class PushedOpenPeriods(Protocol):
+    """The open periods whose pushes to a target Stripe holds or may hold (confirmed or pending)."""
+
+    def pushed_open_periods(self, tenant_id: UUID, metric: str, target: str) -> list[str]:
+        """Of one metric, any customer: their keys."""
+
+    def customer_pushed_open_periods(
+        self, tenant_id: UUID, customer_ref: str, target: str
+    ) -> list[str]:
+        """Of one customer, any metric: ``metric period`` for each."""
 
 
 class StripeMappingService:
@@ -168,7 +177,7 @@ class StripeMappingService:
         if shadow_event_name not in (None, old.shadow_event_name) and old.shadow_event_name:
             moves.append(("shadow", old.shadow_event_name))
         for target, old_name in moves:
-            periods = self.pushed_open(tenant_id, metric, target)
+            periods = self.pushed_open.pushed_open_periods(tenant_id, metric, target)
             if periods:
                 raise ConflictError(
                     f"metric {metric!r} has usage pushed to the {target} meter"
@@ -331,17 +340,58 @@ class StripeMappingService:
                     "shadowStripeCustomerId",
                     f"the Stripe test account has no customer {shadow_stripe_customer_id}",
                 )
-        anchor = billing_cycle_anchor or self.gateway.billing_cycle_anchor(stripe_customer_id)
+        anchor, billed_from = billing_cycle_anchor, None
+        if anchor is None:
+            cycle = self.gateway.subscription_cycle(stripe_customer_id)
+            if cycle is not None:
+                anchor, billed_from = cycle.anchor, cycle.started_at
+        result: list[tuple[Customer, bool]] = []
 
-        def change() -> tuple[list[Any], tuple[Customer, bool]]:
-            old = self.customer_objects(self.app.fresh_customer(tenant_id, customer_ref))
-            customer, changed = self.app.prepare_customer_mapping(
-                tenant_id, customer_ref, stripe_customer_id, anchor, shadow_stripe_customer_id
+        def change(loader: PeriodLoader) -> Sequence[Any]:
+            result.clear()
+            old = self.app.fresh_customer(tenant_id, customer_ref)
+            customer, changed, periods = self.app.prepare_customer_mapping(
+                loader,
+                tenant_id,
+                customer_ref,
+                stripe_customer_id,
+                anchor,
+                shadow_stripe_customer_id,
+                billed_from,
             )
+            self._check_customer_remap(old, customer)
             claims = self._claims(tenant_id, customer_ref)
-            claims.move(old, self.customer_objects(customer), "remapped")
-            return [customer, *claims.aggregates], (customer, changed)
+            claims.move(self.customer_objects(old), self.customer_objects(customer), "remapped")
+            result.append((customer, changed))
+            return [customer, *claims.aggregates, *periods]
 
-        result = self._save(change)
+        self.app.usage.change_periods(change)
         self.app.customer(tenant_id, customer_ref)
-        return result
+        return result[0]
+
+    def _check_customer_remap(self, old: Customer | None, new: Customer) -> None:
+        """Refuse to move a customer to another Stripe customer while open periods have pushes.
+
+        As for meters (``_check_remap``): Stripe sums each customer on its own,
+        so the new Stripe customer's invoice would bill only what is pushed
+        after the move. An unmapped customer keeps its last Stripe ids, so
+        unmapping and mapping again is no way around this.
+        """
+        if self.pushed_open is None or old is None:
+            return
+        moves = []
+        if new.stripe_customer_id != old.stripe_customer_id:
+            moves.append(("live", old.stripe_customer_id))
+        if old.shadow_stripe_customer_id not in (None, new.shadow_stripe_customer_id):
+            moves.append(("shadow", old.shadow_stripe_customer_id))
+        for target, old_id in moves:
+            periods = self.pushed_open.customer_pushed_open_periods(
+                new.tenant_id, new.customer_ref, target
+            )
+            if periods:
+                raise ConflictError(
+                    f"customer {new.customer_ref!r} has usage pushed to the {target} Stripe"
+                    f" customer {old_id} in open periods ({', '.join(periods)}): another Stripe"
+                    " customer would hold only what is pushed after the change, and its"
+                    " invoices would bill that part. Remap once those periods are closed"
+                )

@@ -59,6 +59,14 @@ class MeterEventRequest:
     value_key: str = "value"
 
 
+@dataclass(frozen=True)
+class SubscriptionCycle:
+    """When a Stripe subscription started, and the anchor its periods count from."""
+
+    anchor: datetime
+    started_at: datetime
+
+
 class StripeGateway(Protocol):
     def account_id(self) -> str:
         """The Stripe account this gateway's key belongs to (``acct_…``)."""
@@ -99,5 +107,5 @@ class StripeGateway(Protocol):
 
     def customer_exists(self, stripe_customer_id: str) -> bool: ...
 
-    def billing_cycle_anchor(self, stripe_customer_id: str) -> datetime | None:
-        """The anchor of the customer's active subscription, when it has one."""
+    def subscription_cycle(self, stripe_customer_id: str) -> SubscriptionCycle | None:
+        """The billing cycle of the customer's active subscription, when it has one."""

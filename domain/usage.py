@@ -16,6 +16,7 @@ there), per the tenant's late-event policy. Once Stripe's side is read back,
 from __future__ import annotations
 
 import decimal
+import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -40,8 +41,8 @@ def usage_period_id(tenant_id: UUID, customer_ref: str, metric: str, period_key:
 class UsagePeriod(Aggregate):
     """Running totals of one tenant × customer × metric × billing period."""
 
-    # v2 added corrections and the closing state (for snapshots taken by v1).
-    class_version = 2
+    # v2 added corrections and the closing state, v3 moves (for older snapshots).
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -53,6 +54,11 @@ class UsagePeriod(Aggregate):
             ("verdict", None),
         ):
             state.setdefault(name, value)
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state.setdefault("moved_to", [])
+        state.setdefault("moved_reason", None)
 
     class Opened(Aggregate.Created):
         tenant_id: UUID
@@ -112,6 +118,78 @@ class UsagePeriod(Aggregate):
             aggregate.event_count += self.events
             aggregate.total = EXACT.add(aggregate.total, self.quantity)
             aggregate.corrections += 1
+
+    class UsageMovedIn(Aggregate.Event):
+        """A usage event counted here, moved from another period of its customer (v1).
+
+        The customer's billing cycle changed (mapped to a Stripe subscription,
+        or its anchor moved): the event belongs to this period now. The
+        source period recorded ``UsageMovedOut`` in the same transaction.
+        """
+
+        idempotency_key: str
+        quantity: Decimal
+        occurred_at: datetime
+        meta: str
+        late: bool
+        moved_from: str
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.count_usage(self.quantity, self.occurred_at)
+
+    class CorrectionMovedIn(Aggregate.Event):
+        """A correction counted here, moved from a period that is no longer the customer's (v1).
+
+        As ``UsageMovedIn``, for an approved adjustment: its period was left
+        with no part in the customer's new cycles, so it counts in the period
+        open at the move, where corrections go.
+        """
+
+        adjustment_id: UUID
+        quantity: Decimal
+        events: int
+        reason: str
+        moved_from: str
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.event_count += self.events
+            aggregate.total = EXACT.add(aggregate.total, self.quantity)
+            aggregate.corrections += 1
+
+    class UsageMovedOut(Aggregate.Event):
+        """The customer's billing cycle changed: this period now ends at ``period_end`` (v1).
+
+        The counted usage events after it moved to the periods named in
+        ``moved_to`` (each recorded there as ``UsageMovedIn``, with its key).
+        The fields after ``moved_quantity`` are this period's counter after
+        the move, computed from its own log when the move was decided, so
+        that a replay needs nothing but this event. A ``period_end`` at or
+        before the start means no part of the period remains a billing
+        period of the customer.
+        """
+
+        period_end: datetime
+        reason: str
+        moved_events: int
+        moved_quantity: Decimal
+        moved_to: list[str]
+        event_count: int
+        total: Decimal
+        maximum: Decimal | None
+        last_value: Decimal | None
+        last_at: datetime | None
+        watermark: datetime | None
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.period_end = self.period_end
+            aggregate.moved_to = sorted({*aggregate.moved_to, *self.moved_to})
+            aggregate.moved_reason = self.reason
+            aggregate.event_count = self.event_count
+            aggregate.total = self.total
+            aggregate.maximum = self.maximum
+            aggregate.last_value = self.last_value
+            aggregate.last_at = self.last_at
+            aggregate.watermark = self.watermark
 
     class ClosingScheduled(Aggregate.Event):
         """Stripe created the invoice for this period; it finalises at ``finalizes_at`` (v1)."""
@@ -177,6 +255,8 @@ class UsagePeriod(Aggregate):
         self.finalizes_at: datetime | None = None
         self.closed = False
         self.verdict: str | None = None
+        self.moved_to: list[str] = []  # periods its usage moved to when the cycle changed
+        self.moved_reason: str | None = None
 
     @classmethod
     def open(
@@ -251,6 +331,73 @@ class UsagePeriod(Aggregate):
             reason=reason,
             source_period=source_period,
         )
+
+    def move_in(
+        self,
+        idempotency_key: str,
+        quantity: Decimal,
+        occurred_at: datetime,
+        meta: str,
+        *,
+        late: bool,
+        moved_from: str,
+    ) -> None:
+        assert not self.closed, "usage moves into an open period only"
+        self.trigger_event(
+            self.UsageMovedIn,
+            idempotency_key=idempotency_key,
+            quantity=quantity,
+            occurred_at=occurred_at,
+            meta=meta,
+            late=late,
+            moved_from=moved_from,
+        )
+
+    def move_correction_in(
+        self,
+        correction: UsagePeriod.CorrectionApplied | UsagePeriod.CorrectionMovedIn,
+        moved_from: str,
+    ) -> None:
+        assert not self.closed, "corrections move into an open period only"
+        self.trigger_event(
+            self.CorrectionMovedIn,
+            adjustment_id=correction.adjustment_id,
+            quantity=correction.quantity,
+            events=correction.events,
+            reason=correction.reason,
+            moved_from=moved_from,
+        )
+
+    def move_out(
+        self,
+        period_end: datetime,
+        reason: str,
+        moved: list[tuple[Decimal, str]],
+        kept: UsagePeriod,
+    ) -> None:
+        """End the period at ``period_end``; ``moved`` is (quantity, target key) per event.
+
+        ``kept`` is a scratch copy holding what stays (see domain/cycle_moves.py).
+        """
+        assert not self.closed, "a closed period keeps its usage"
+        self.trigger_event(
+            self.UsageMovedOut,
+            period_end=period_end,
+            reason=reason,
+            moved_events=len(moved),
+            moved_quantity=functools.reduce(EXACT.add, (q for q, _ in moved), Decimal(0)),
+            moved_to=sorted({key for _, key in moved}),
+            event_count=kept.event_count,
+            total=kept.total,
+            maximum=kept.maximum,
+            last_value=kept.last_value,
+            last_at=kept.last_at,
+            watermark=kept.watermark,
+        )
+
+    def holds(self, moment: datetime) -> bool:
+        """Whether ``moment`` lies inside the period (as it is now: a move may have cut it)."""
+        return self.period_start <= moment < self.period_end
 
     def schedule_closing(self, invoice_id: str, finalizes_at: datetime) -> bool:
         """Note when the invoice finalises; False when it is already known (or closed)."""

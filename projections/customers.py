@@ -87,6 +87,12 @@ class CustomersProjection(BatchProjection):
         )
         tx.execute("DELETE FROM sm_customers_unmapped WHERE customer_id = ?", (customer_id,))
 
+    @apply.register(Customer.CycleChanged)
+    def _cycle_changed(self, event: Customer.CycleChanged, tx: Tx) -> None:
+        anchor = (self.store.encode_time(event.anchor), str(event.originator_id))
+        for table in ("sm_customers", "sm_customers_unmapped"):
+            tx.execute(f"UPDATE {table} SET billing_cycle_anchor = ? WHERE customer_id = ?", anchor)
+
     @apply.register(Customer.Unmapped)
     def _unmapped(self, event: Customer.Unmapped, tx: Tx) -> None:
         # An unmapped customer is not listed and not billed through Stripe: its

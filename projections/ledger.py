@@ -60,6 +60,9 @@ class Candidate:
     blocked_at_version: int
     covered_version: int
     external_total: int = 0
+    period: str = ""
+    period_start: datetime | None = None
+    period_end: datetime | None = None
 
     def needs_push(self) -> bool:
         """True when Stripe is (or may be) behind this counter in whole units."""
@@ -280,7 +283,7 @@ class LedgerProjection(BatchProjection):
                 "SELECT p.aggregate_id, p.tenant_id, p.customer_ref, p.metric, c.aggregation,"
                 " c.total, c.event_count, c.maximum, c.last_value, c.version,"
                 " l.confirmed_total, l.confirmed_value, l.pending_number, l.blocked_at_version,"
-                " l.covered_version, l.external_total"
+                " l.covered_version, l.external_total, p.period, p.period_start, p.period_end"
                 " FROM sm_usage_periods p"
                 " JOIN sm_counters c ON c.tenant_id = p.tenant_id AND c.customer_ref ="
                 " p.customer_ref AND c.metric = p.metric AND c.period = p.period"
@@ -305,6 +308,9 @@ class LedgerProjection(BatchProjection):
                     blocked_at_version=int(r[13] or 0),
                     covered_version=int(r[14] or 0),
                     external_total=int(r[15] or 0),
+                    period=r[16],
+                    period_start=s.decode_time(r[17]),
+                    period_end=s.decode_time(r[18]),
                 )
             )
         return result
@@ -372,6 +378,22 @@ class LedgerProjection(BatchProjection):
                 (str(tenant_id), metric, target),
             )
         return [r[0] for r in rows]
+
+    def customer_pushed_open_periods(
+        self, tenant_id: UUID, customer_ref: str, target: str
+    ) -> list[str]:
+        """The open periods (``metric period``) of a customer, any metric, with pushes
+        Stripe holds or may hold, as ``pushed_open_periods`` counts them."""
+        with self.store.transaction() as tx:
+            rows = tx.execute(
+                "SELECT DISTINCT p.metric, p.period FROM sm_usage_periods p"
+                " JOIN sm_pushes s ON s.usage_period_id = p.aggregate_id"
+                " WHERE p.tenant_id = ? AND p.customer_ref = ? AND s.target = ?"
+                " AND s.status IN ('confirmed', 'pending')"
+                " AND p.closed_at IS NULL AND p.verdict IS NULL ORDER BY p.metric, p.period",
+                (str(tenant_id), customer_ref, target),
+            )
+        return [f"{r[0]} {r[1]}" for r in rows]
 
     def pushes(self, usage_period_id: UUID) -> list[PushRow]:
         with self.store.transaction() as tx:

@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from domain.meters import Aggregation
-from domain.usage import UsagePeriod
+from domain.usage import UsagePeriod, usage_period_id
 from projections.base import Positioned
 from projections.counters import CountersProjection
 from projections.store import SqliteViewStore, Tx
@@ -265,6 +265,9 @@ class CounterReplayer:
                 elif sibling.closed_at is None or sibling.closed_at + ONE_HOUR >= earliest:
                     # Corrections land in open periods only: closed before these hours, none.
                     corrections.append(info.aggregate_id)
+            # Usage moved in counts in the hour its first record counted it, in the period
+            # it came from (which its cut or emptied extent no longer shows): read those too.
+            full += moved_sources(periods, loaded)
         self._read(loaded, full, COUNTED_TOPICS, corrections_only=False)
         self._read(loaded, corrections, CORRECTION_TOPICS, corrections_only=True)
 
@@ -385,6 +388,20 @@ def streams_of(page: Sequence[PeriodInfo]) -> dict[tuple[str, str], list[PeriodI
     for info in page:
         streams.setdefault((info.customer_ref, info.metric), []).append(info)
     return streams
+
+
+def moved_sources(periods: Iterable[PeriodInfo], loaded: Loaded) -> list[UUID]:
+    """The periods that usage moved into ``periods`` came from (domain/cycle_moves.py)."""
+    sources = []
+    for info in periods:
+        for _, event in loaded.reads[(info.aggregate_id, False)]:
+            if isinstance(event, UsagePeriod.UsageMovedIn):
+                sources.append(
+                    usage_period_id(
+                        info.tenant_id, info.customer_ref, info.metric, event.moved_from
+                    )
+                )
+    return sources
 
 
 def overlaps(info: PeriodInfo, start: datetime, end: datetime) -> bool:

@@ -34,6 +34,8 @@ class Tally:
     late_events: int = 0
     last_position: int = 0
     version: int = 0  # the period's version after the last event folded in
+    # The counter was set, not added to (usage moved out): what came before is replaced.
+    resets: bool = field(default=False, compare=False)
 
     def add(self, quantity: Decimal, occurred_at: datetime, position: int, version: int) -> None:
         self.merge(
@@ -42,6 +44,15 @@ class Tally:
 
     def merge(self, later: Tally) -> None:
         """Fold in a tally of events that come after this one's in the log."""
+        if later.resets:
+            self.event_count, self.total = later.event_count, later.total
+            self.maximum, self.last_value = later.maximum, later.last_value
+            self.last_at, self.watermark = later.last_at, later.watermark
+            self.late_events += later.late_events
+            self.last_position = max(self.last_position, later.last_position)
+            self.version = max(self.version, later.version)
+            self.resets = True
+            return
         self.event_count += later.event_count
         self.total = EXACT.add(self.total, later.total)
         if later.maximum is not None and (self.maximum is None or later.maximum > self.maximum):
@@ -102,6 +113,41 @@ def _usage(event: UsagePeriod.UsageRecorded, position: int) -> Contribution:
     tally = Tally()
     tally.add(event.quantity, event.occurred_at, position, event.originator_version)
     return Contribution(tally, event.occurred_at)  # counted in the hour it occurred
+
+
+@contribution.register(UsagePeriod.UsageMovedIn)
+def _moved_in(event: UsagePeriod.UsageMovedIn, position: int) -> Contribution:
+    tally = Tally()
+    tally.add(event.quantity, event.occurred_at, position, event.originator_version)
+    # Its hour is counted already: hours are per customer and metric, and it stays in both.
+    return Contribution(tally, None)
+
+
+@contribution.register(UsagePeriod.CorrectionMovedIn)
+def _correction_moved_in(event: UsagePeriod.CorrectionMovedIn, position: int) -> Contribution:
+    tally = Tally(
+        event_count=event.events,
+        total=event.quantity,
+        last_position=position,
+        version=event.originator_version,
+    )
+    return Contribution(tally, None)  # its hour counted it when it was first applied
+
+
+@contribution.register(UsagePeriod.UsageMovedOut)
+def _moved_out(event: UsagePeriod.UsageMovedOut, position: int) -> Contribution:
+    tally = Tally(
+        event_count=event.event_count,
+        total=event.total,
+        maximum=event.maximum,
+        last_value=event.last_value,
+        last_at=event.last_at,
+        watermark=event.watermark,
+        last_position=position,
+        version=event.originator_version,
+        resets=True,
+    )
+    return Contribution(tally, None)
 
 
 @contribution.register(UsagePeriod.CorrectionApplied)

@@ -11,10 +11,10 @@ from functools import singledispatch
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from domain.usage import UsagePeriod
+from domain.usage import UsagePeriod, usage_period_id
 from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx, ViewStore
-from projections.usage_periods import UsagePeriodDirectory
+from projections.usage_periods import PeriodInfo, UsagePeriodDirectory
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class UsageEventRow:
     recorded_at: datetime
     idempotency_key: str
     meta: dict[str, Any]
-    status: str  # "counted", "late" (its period closed: not counted there) or "correction"
+    # "counted", "late" (its period closed: not counted there), "correction", or "moved"
+    # (counted in another period of its customer now: a row there says where from)
+    status: str
     version: int  # the event's version in its usage period
     note: str | None = None  # why a late event was not counted, or why a correction was made
 
@@ -65,6 +67,21 @@ def _recorded(event: UsagePeriod.UsageRecorded) -> Listing:
 @listing.register(UsagePeriod.LateUsageRecorded)
 def _late(event: UsagePeriod.LateUsageRecorded) -> Listing:
     return Listing("late", event.idempotency_key, event.occurred_at, event.meta, event.reason)
+
+
+@listing.register(UsagePeriod.UsageMovedIn)
+def _moved_in(event: UsagePeriod.UsageMovedIn) -> Listing:
+    # Listed again in its new period; its first row says where it went.
+    note = f"moved from period {event.moved_from}"
+    return Listing("counted", event.idempotency_key, event.occurred_at, event.meta, note)
+
+
+@listing.register(UsagePeriod.CorrectionMovedIn)
+def _correction_moved_in(event: UsagePeriod.CorrectionMovedIn) -> Listing:
+    meta = json.dumps({"movedFrom": event.moved_from, "events": event.events})
+    key = f"adjustment:{event.adjustment_id}"
+    note = f"moved from period {event.moved_from}: {event.reason}"
+    return Listing("correction", key, event.timestamp, meta, note)
 
 
 @listing.register(UsagePeriod.CorrectionApplied)
@@ -113,6 +130,8 @@ class UsageEventsProjection(BatchProjection):
             " ON sm_usage_events (tenant_id, position)",
             "CREATE INDEX IF NOT EXISTS sm_usage_events_aggregate"
             " ON sm_usage_events (aggregate_id, version)",
+            "CREATE INDEX IF NOT EXISTS sm_usage_events_key"
+            " ON sm_usage_events (aggregate_id, idempotency_key)",
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
@@ -139,7 +158,26 @@ class UsageEventsProjection(BatchProjection):
                     listed.note,
                 )
             )
+            if isinstance(event, (UsagePeriod.UsageMovedIn, UsagePeriod.CorrectionMovedIn)):
+                tx.insert_many("sm_usage_events", COLUMNS, rows)  # its first row may be in them
+                rows.clear()
+                self._moved(tx, info, event)
         tx.insert_many("sm_usage_events", COLUMNS, rows)
+
+    def _moved(
+        self,
+        tx: Tx,
+        info: PeriodInfo,
+        event: UsagePeriod.UsageMovedIn | UsagePeriod.CorrectionMovedIn,
+    ) -> None:
+        """Mark the event's row in the period it left: it is counted in ``info`` now."""
+        source = usage_period_id(info.tenant_id, info.customer_ref, info.metric, event.moved_from)
+        tx.execute(
+            "UPDATE sm_usage_events SET status = 'moved', note = ?"
+            " WHERE aggregate_id = ? AND idempotency_key = ?"
+            " AND status IN ('counted', 'correction')",
+            (f"moved to period {info.period}", str(source), listing(event).key),
+        )
 
     handles = handled_by(listing)
 

@@ -104,6 +104,17 @@ class UsagePeriodDirectory(BatchProjection):
             ),
         )
 
+    @apply.register(UsagePeriod.UsageMovedOut)
+    def _moved_out(
+        self, event: UsagePeriod.UsageMovedOut, tx: Tx, opened: list[tuple[Any, ...]]
+    ) -> None:
+        self._insert(tx, opened)
+        tx.execute(
+            "UPDATE sm_usage_periods SET period_end = ? WHERE aggregate_id = ?",
+            (self.store.encode_time(event.period_end), str(event.originator_id)),
+        )
+        self._cache.pop(event.originator_id, None)
+
     @apply.register(UsagePeriod.PeriodClosed)
     def _closed(
         self, event: UsagePeriod.PeriodClosed, tx: Tx, opened: list[tuple[Any, ...]]
@@ -170,6 +181,27 @@ class UsagePeriodDirectory(BatchProjection):
         )
         self._cache[aggregate_id] = info
         return info
+
+    def extents(
+        self, tenant_id: UUID, customer_ref: str, metric: str | None = None
+    ) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+        """(metric, period) -> the period's start and end, for every period of a customer."""
+        sql = (
+            "SELECT metric, period, period_start, period_end FROM sm_usage_periods"
+            " WHERE tenant_id = ? AND customer_ref = ?"
+        )
+        params: list[Any] = [str(tenant_id), customer_ref]
+        if metric is not None:
+            sql += " AND metric = ?"
+            params.append(metric)
+        with self.store.transaction() as tx:
+            rows = tx.execute(sql, params)
+        found = {}
+        for metric_name, period, start, end in rows:
+            start_at, end_at = self.store.decode_time(start), self.store.decode_time(end)
+            assert start_at is not None and end_at is not None
+            found[(metric_name, period)] = (start_at, end_at)
+        return found
 
     def clear(self, tx: Tx) -> None:
         super().clear(tx)

@@ -23,6 +23,7 @@ from stripe_emulator.errors import StripeAPIError, invalid_request, rate_limited
 from stripe_emulator.forms import decode_form
 from stripe_emulator.idempotency import SavedResult
 from stripe_emulator.ids import new_id
+from stripe_emulator.overlap import METER_EVENT_PATHS, call_keys
 from stripe_emulator.routing import ApiRequest, ApiResponse
 from stripe_emulator.state import API_VERSION
 
@@ -35,7 +36,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 STREAM_PATH = "/v2/billing/meter_event_stream"
-METER_EVENT_PATHS = ("/v1/billing/meter_events", "/v2/billing/meter_event_session", STREAM_PATH)
+# Counted per path in ``meter_event_calls``: what a push costs in Stripe calls.
+COUNTED_PATHS = ("/v1/billing/meter_events", "/v2/billing/meter_event_session", STREAM_PATH)
 
 
 class _Answer:
@@ -62,8 +64,39 @@ class EmulatorApp:
             status, payload = control.handle(self.emulator, method, path, query, body)
             await _send(send, _Answer(status, _json(payload), {}), request_id)
             return
-        if path in METER_EVENT_PATHS:
+        if path in COUNTED_PATHS:
             self.emulator.meter_event_calls[path] += 1
+        keys = self._meter_event_keys(method, path, headers, query, body)
+        if keys is None:
+            await self._serve_api(send, (method, path, headers, query, body), request_id)
+            return
+        calls = self.emulator.in_flight
+        calls.enter(keys)
+        try:
+            # A slow Stripe: calls that a client does not keep apart overlap here.
+            latency = self.emulator.config.meter_event_latency_seconds
+            if latency > 0:
+                await asyncio.sleep(latency)
+            await self._serve_api(send, (method, path, headers, query, body), request_id)
+        finally:
+            calls.leave(keys)
+
+    def _meter_event_keys(
+        self, method: str, path: str, headers: dict[str, str], query: str, body: bytes
+    ) -> set[tuple[str, str]] | None:
+        """None for any request but a meter-event call; else the customer × meter keys it names."""
+        if method != "POST" or path not in METER_EVENT_PATHS:
+            return None
+        try:
+            params = _decode(method, path, headers, query, body)
+        except StripeAPIError:
+            return set()  # refused when served; it names no key
+        return call_keys(self.emulator.state, path, params)
+
+    async def _serve_api(
+        self, send: Send, request: tuple[str, str, dict[str, str], str, bytes], request_id: str
+    ) -> None:
+        method, path, headers, query, body = request
         fault: str | None = None
         try:
             api_key = _api_key(headers)

@@ -58,6 +58,23 @@ def start_subscription(state: State, sub: Obj) -> None:
     finalize(state, invoice)
 
 
+def reset_anchor(state: State, sub: Obj) -> None:
+    """``billing_cycle_anchor[type]=now``: the running period ends now and is invoiced.
+
+    As Stripe does: the subscription's anchor becomes now, its next period
+    starts now, and the cut period gets its invoice at once (billing reason
+    ``subscription_update``) with usage over [period start, now), finalised
+    after the grace like a cycle's invoice. Prorations of licensed items are
+    not emulated: they are billed in advance for the new period, as at a cycle.
+    """
+    now = state.now_on(sub["test_clock"])
+    start, _ = current_period(sub)
+    sub["billing_cycle_anchor"] = now
+    following = next_period(sub, now)
+    _open_invoice(state, sub, (start, now), following, "subscription_update", draft_at=now)
+    set_period(sub, following)
+
+
 def end_subscription(state: State, sub: Obj, *, invoice_now: bool) -> None:
     now = state.now_on(sub["test_clock"])
     start, _ = current_period(sub)

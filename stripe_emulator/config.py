@@ -21,6 +21,9 @@ class EmulatorConfig:
     """First retry delay of a failed webhook delivery; doubles on each attempt."""
     webhook_max_attempts: int = 5
     webhook_timeout_seconds: float = 5.0
+    meter_event_latency_seconds: float = 0.0
+    """Wall seconds every meter-event call (v1, v2, stream) waits before it is served, so
+    that calls a client does not keep apart overlap (counted by ``/_emulator/in_flight``)."""
     session_ttl_seconds: int = 900
     """Lifetime of a v2 meter event session token (Stripe: 15 minutes)."""
     api_keys: tuple[str, ...] | None = None

@@ -36,6 +36,8 @@ def _route(e: Emulator, method: str, path: str, data: Any, args: dict[str, str])
         return {"data": e.meter_events(customer=args.get("customer"), meter=args.get("meter"))}
     if route == ("GET", "/totals"):
         return {"data": e.totals()}
+    if route == ("GET", "/in_flight"):
+        return e.meter_event_overlaps()
     if route == ("GET", "/error_reports"):
         return {"data": e.error_reports()}
     if route == ("GET", "/webhook_attempts"):

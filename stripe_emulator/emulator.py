@@ -31,6 +31,7 @@ from stripe_emulator.config import EmulatorConfig
 from stripe_emulator.delivery import WebhookDispatcher
 from stripe_emulator.faults import Faults, RateLimiter
 from stripe_emulator.idempotency import IdempotencyStore
+from stripe_emulator.overlap import InFlightCalls
 from stripe_emulator.routing import ApiRequest, ApiResponse, Router
 from stripe_emulator.state import Obj, State
 
@@ -58,6 +59,7 @@ class Emulator:
         # Requests received by the meter-event endpoints (v1 calls, v2 sessions and stream
         # calls), whatever their answer: what a push costs in Stripe calls.
         self.meter_event_calls: collections.Counter[str] = collections.Counter()
+        self.in_flight = InFlightCalls()
         self.webhooks = WebhookDispatcher(self.state, self.config)
         self.state.listeners.append(self.webhooks.on_event)
         self.app = EmulatorApp(self)
@@ -166,6 +168,10 @@ class Emulator:
         with self.state.lock:
             return list(self.state.error_reports)
 
+    def meter_event_overlaps(self) -> dict[str, Any]:
+        """Meter-event calls in flight at once per customer × event name (see overlap.py)."""
+        return self.in_flight.describe()
+
     def webhook_attempts(self) -> list[Obj]:
         return list(self.webhooks.attempts)
 
@@ -175,6 +181,7 @@ class Emulator:
             self.state.reset()
         self.idempotency.clear()
         self.meter_event_calls.clear()
+        self.in_flight.reset()
         self.faults.clear()
         self.webhooks.clear()
 
@@ -194,6 +201,7 @@ class Emulator:
             "faults": self.faults.describe(),
             "rate_limited": self.rate_limiter.rejected,
             "meter_event_calls": dict(self.meter_event_calls),
+            "meter_event_calls_in_flight": self.in_flight.summary(),
             "webhooks_pending": self.webhooks.pending(),
         }
 

@@ -116,6 +116,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-retry-base", type=float, default=1.0)
     p.add_argument("--webhook-max-attempts", type=int, default=5)
     p.add_argument("--session-ttl", type=int, default=900)
+    p.add_argument(
+        "--meter-event-latency",
+        type=float,
+        default=0.0,
+        help="seconds each meter-event call takes (lets unguarded calls overlap)",
+    )
     p.add_argument("--api-key", action="append", default=None, help="accept only these keys")
     p.add_argument("--log-level", default="info")
     return p
@@ -139,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         webhook_retry_base_seconds=args.webhook_retry_base,
         webhook_max_attempts=args.webhook_max_attempts,
         session_ttl_seconds=args.session_ttl,
+        meter_event_latency_seconds=args.meter_event_latency,
         api_keys=tuple(args.api_key) if args.api_key else None,
     )
     serve(args.host, args.port, config, fault_rates=rates, log_level=args.log_level)

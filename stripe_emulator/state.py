@@ -97,14 +97,27 @@ class State:
         customer = self.customers.get(customer_id or "")
         return self.now_on(customer.get("test_clock") if customer else None)
 
-    def emit(self, event_type: str, obj: Obj, *, test_clock: str | None = None) -> Obj:
-        """Record a Stripe ``Event`` and hand it to listeners (webhook delivery)."""
+    def emit(
+        self,
+        event_type: str,
+        obj: Obj,
+        *,
+        test_clock: str | None = None,
+        previous_attributes: Obj | None = None,
+    ) -> Obj:
+        """Record a Stripe ``Event`` and hand it to listeners (webhook delivery).
+
+        ``previous_attributes``: for an ``*.updated`` event, the changed fields' old values.
+        """
+        data: Obj = {"object": obj}
+        if previous_attributes is not None:
+            data["previous_attributes"] = previous_attributes
         event: Obj = {
             "id": new_id("evt"),
             "object": "event",
             "api_version": API_VERSION,
             "created": self.now_on(test_clock),
-            "data": {"object": obj},
+            "data": data,
             "livemode": False,
             "pending_webhooks": 0,
             "request": {"id": None, "idempotency_key": None},

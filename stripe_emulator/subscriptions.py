@@ -6,14 +6,26 @@ on each subscription item. Every item of one subscription shares one period.
 
 from __future__ import annotations
 
-from stripe_emulator.billing_cycle import end_subscription, start_subscription
+import copy
+
+from stripe_emulator.billing_cycle import end_subscription, reset_anchor, start_subscription
 from stripe_emulator.catalog import get_price
 from stripe_emulator.customers import get_customer
 from stripe_emulator.cycles import current_period, next_period, set_period
 from stripe_emulator.errors import invalid_request, missing_param, not_found
 from stripe_emulator.ids import new_id
 from stripe_emulator.listing import newest_first, page
-from stripe_emulator.params import metadata, one_of, opt_bool, opt_int, opt_list, opt_str, req_str
+from stripe_emulator.params import (
+    Params,
+    metadata,
+    one_of,
+    opt_bool,
+    opt_dict,
+    opt_int,
+    opt_list,
+    opt_str,
+    req_str,
+)
 from stripe_emulator.periods import boundary
 from stripe_emulator.routing import ApiRequest, Router
 from stripe_emulator.state import Obj, State
@@ -117,14 +129,53 @@ def retrieve(state: State, req: ApiRequest) -> Obj:
     return get_subscription(state, req.args["id"])
 
 
+# The fields an update may change, reported in ``previous_attributes`` when they do.
+UPDATABLE = ("metadata", "cancel_at_period_end", "cancel_at", "billing_cycle_anchor")
+
+
 def update(state: State, req: ApiRequest) -> Obj:
     sub = get_subscription(state, req.args["id"])
+    reset = _anchor_update(req.params)
+    if reset and sub["status"] != "active":
+        raise invalid_request(
+            f"A {sub['status']} subscription's billing cycle anchor cannot be reset.",
+            param="billing_cycle_anchor",
+        )
+    before = copy.deepcopy({name: sub[name] for name in (*UPDATABLE, "latest_invoice")})
     if "metadata" in req.params:
         sub["metadata"] = {**sub["metadata"], **metadata(req.params)}
     if (at_end := opt_bool(req.params, "cancel_at_period_end")) is not None:
         sub["cancel_at_period_end"] = at_end
         sub["cancel_at"] = current_period(sub)[1] if at_end else None
+    if reset:
+        reset_anchor(state, sub)
+    changed = {name: old for name, old in before.items() if sub[name] != old}
+    if changed:
+        state.emit(
+            "customer.subscription.updated",
+            copy.deepcopy(sub),  # as it is now, not as a later change leaves it
+            test_clock=sub["test_clock"],
+            previous_attributes=changed,
+        )
     return sub
+
+
+def _anchor_update(params: Params) -> bool:
+    """Whether the update resets the anchor to now (the only change besides ``unchanged``).
+
+    Since API version 2026-09-30.endive the parameter is an object,
+    ``billing_cycle_anchor[type]=now``, not the string ``now``.
+    """
+    if "billing_cycle_anchor" not in params:
+        return False
+    anchor = opt_dict(params, "billing_cycle_anchor")
+    kind: object = anchor.get("type")
+    if kind not in ("now", "unchanged"):
+        raise invalid_request(
+            "Invalid billing_cycle_anchor[type]: must be one of now, unchanged",
+            param="billing_cycle_anchor[type]",
+        )
+    return kind == "now"
 
 
 def cancel(state: State, req: ApiRequest) -> Obj:

@@ -104,6 +104,7 @@ EMULATOR_TEST_CONFIG = {
     "hang_seconds": 0.6,
     "webhook_retry_base_seconds": 0.05,
     "webhook_max_attempts": 3,
+    "meter_event_latency_seconds": 0.0,
 }
 
 

@@ -19,7 +19,7 @@ from api.schemas import ClosingOut, FieldError, InvoiceAudit, PushOut, RepairOut
 from domain import fields
 from domain.ledger import stripe_expected
 from domain.mappings import PUSH_MODE, PushMode
-from domain.periods import BillingPeriod, named_period
+from domain.periods import BillingPeriod
 from domain.usage import usage_period_id
 from projections.ledger import PushRow, RepairRow
 from projections.usage_events import UsageEventRow
@@ -41,7 +41,7 @@ def build_audit(
     app, views = stores.app, stores.views
     fields.customer_ref(customer_ref)
     app.metric(tenant_id, metric)
-    billing_period = _period(stores, tenant_id, customer_ref, period)
+    billing_period = _period(stores, tenant_id, customer_ref, metric, period)
     period_id = usage_period_id(tenant_id, customer_ref, metric, billing_period.key)
     wanted, after = _paging(push, cursor)
     counters = views.counters.counters(
@@ -67,7 +67,15 @@ def build_audit(
         for ledger in views.ledger.ledgers([period_id])
     }
     closing = views.reports.closing(period_id)
+    customer = app.cached_customer(tenant_id, customer_ref)
+    recorded = app.recorded_period(period_id)
     return InvoiceAudit(
+        not_billed_reason=(
+            customer.why_not_billed(billing_period.key, billing_period.start, billing_period.end)
+            if customer is not None and customer.mapped
+            else None
+        ),
+        moved_to=recorded.moved_to if recorded is not None else [],
         closing=None if closing is None else _closing_out(closing),
         customer_ref=customer_ref,
         metric=metric,
@@ -84,15 +92,14 @@ def build_audit(
 
 
 def _period(
-    stores: Stores, tenant_id: UUID, customer_ref: str, period: str | None
+    stores: Stores, tenant_id: UUID, customer_ref: str, metric: str, period: str | None
 ) -> BillingPeriod:
     """The period named (in the customer's own cycle), or the one open now."""
     app = stores.app
     if period is None:
         return app.period_for(tenant_id, customer_ref, app.clock())
-    customer = app.customer(tenant_id, customer_ref)
-    anchor = customer.billing_cycle_anchor if customer else None
-    return named_period(period, anchor, customer_ref)
+    app.customer(tenant_id, customer_ref)  # named by the customer as it is now
+    return app.named_period(tenant_id, customer_ref, period, metric)
 
 
 def _paging(push: str | None, cursor: str | None) -> tuple[tuple[str, int] | None, int]:

@@ -29,9 +29,18 @@ def report_out(report: Report) -> ReconciliationOut:
         actor=report.actor,
         repair=report.repair,
         stripe_calls=report.stripe_calls,
-        counts={s: report.count(s) for s in ("ok", "pending", "drift", "repaired")},
+        counts=_counts(report),
         lines=[_line_out(line) for line in report.lines],
     )
+
+
+def _counts(report: Report) -> dict[str, int]:
+    """Lines by status; ``skipped`` only when some shadow line was, so that a report
+    without one keeps exactly the keys it always had."""
+    counts = {s: report.count(s) for s in ("ok", "pending", "drift", "repaired")}
+    if skipped := report.count("skipped"):
+        counts["skipped"] = skipped
+    return counts
 
 
 def _line_out(line: ReportLine) -> ReconciliationLineOut:
@@ -51,6 +60,7 @@ def _line_out(line: ReportLine) -> ReconciliationLineOut:
         cause=line.cause,
         closed=line.closed,
         verdict=line.verdict,
+        target="shadow" if line.target == "shadow" else "live",
     )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
-from api.schemas import CounterOut, EventOut
+from adapters.persistence import Stores
+from api.schemas import CounterOut, EventOut, NotBilledOut
 from projections.counters import Counter
 from projections.tally import Tally
 from projections.usage_events import UsageEventRow
@@ -65,3 +67,32 @@ def counter_out(counter: Counter) -> CounterOut:
         aggregation=counter.aggregation.value,
         **tally_fields(counter.tally, counter.value),
     )
+
+
+def not_billed(
+    stores: Stores, tenant_id: UUID, customer_ref: str, metric: str | None = None
+) -> list[NotBilledOut]:
+    """A mapped customer's usage that no Stripe invoice covers, period by period, and why."""
+    customer = stores.app.cached_customer(tenant_id, customer_ref)
+    if customer is None or not customer.mapped:
+        return []  # nothing of an unmapped customer is billed through Stripe
+    views = stores.views
+    extents = views.directory.extents(tenant_id, customer_ref, metric)
+    found = []
+    for counter in views.counters.counters(tenant_id, customer_ref=customer_ref, metric=metric):
+        extent = extents.get((counter.metric, counter.period))
+        if extent is None or counter.value == 0:
+            continue
+        reason = customer.why_not_billed(counter.period, *extent)
+        if reason is not None:
+            found.append(
+                NotBilledOut(
+                    metric=counter.metric,
+                    period=counter.period,
+                    period_start=when(extent[0]) or "",
+                    period_end=when(extent[1]) or "",
+                    value=number(counter.value) or "0",
+                    reason=reason,
+                )
+            )
+    return found

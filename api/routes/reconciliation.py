@@ -14,6 +14,7 @@ from litestar.openapi.spec import Operation
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from adapters.closing import Invoice
+from adapters.cycle_changes import CycleFollower, Subscription
 from adapters.reconciler import Scope
 from adapters.stripe_gateway import verify_webhook
 from api.auth import PrincipalDep, ServicesDep, requires
@@ -211,7 +212,19 @@ class AdjustmentsController(V1Controller):
 # -- Stripe's webhooks ------------------------------------------------------------------
 
 
-INVOICE_TIMESTAMPS = ("created", "period_start", "period_end", "automatically_finalizes_at")
+TIMESTAMP_FIELDS = (
+    "created",
+    "period_start",
+    "period_end",
+    "automatically_finalizes_at",
+    "billing_cycle_anchor",
+)
+# The object an event carries in data.object, checked even where nothing is done with
+# it (every invoice.* event): a malformed one is a sign of a wrong endpoint or secret.
+WEBHOOK_OBJECTS: dict[str, type[Invoice] | type[Subscription]] = {
+    "invoice.": Invoice,
+    "customer.subscription.updated": Subscription,
+}
 
 
 class WebhookData(msgspec.Struct, frozen=True):
@@ -239,32 +252,36 @@ class WebhookOperation(Operation):
         )
 
 
-def read_webhook(payload: str) -> tuple[str, Invoice | None]:
-    """The event's type and, for an invoice event, its invoice; a FieldError names what is wrong.
+def read_webhook(payload: str) -> tuple[str, str | None, Invoice | Subscription | None]:
+    """The event's type, id and, for an event read here, its object (an invoice, a subscription).
 
     The fields are checked here, at the boundary, so that a signed but
-    malformed delivery changes nothing and is answered 422 (a 500 would only
-    make Stripe send it again).
+    malformed delivery changes nothing and is answered 422 naming the field (a
+    500 would only make Stripe send it again). Other events are acknowledged
+    unread.
     """
     try:
         event = decode_json(payload.encode(), WebhookEvent)
     except msgspec.ValidationError as error:
         raise validation_field(error) from None
-    if not event.type.startswith("invoice."):
-        return event.type, None
+    kind = next((k for prefix, k in WEBHOOK_OBJECTS.items() if event.type.startswith(prefix)), None)
+    if kind is None:
+        return event.type, event.id, None
     if event.data is None:
-        raise FieldError("data.object", "is required: an invoice event carries the invoice")
+        noun = kind.__name__.lower()
+        article = "an" if noun[0] in "aeiou" else "a"
+        raise FieldError("data.object", f"is required: {article} {noun} event carries the {noun}")
     try:
-        invoice = msgspec.convert(event.data.object, type=Invoice)
+        found = msgspec.convert(event.data.object, type=kind)
     except msgspec.ValidationError as error:
         bad = validation_field(error)
         if bad.field == "body":
             raise FieldError("data.object", bad.reason) from None
         reason = bad.reason
-        if bad.field in INVOICE_TIMESTAMPS and reason != "is required":
+        if bad.field in TIMESTAMP_FIELDS and reason != "is required":
             reason = f"must be a Unix timestamp in whole seconds, 1970 to 2099 ({reason})"
         raise FieldError(f"data.object.{bad.field}", reason) from None
-    return event.type, invoice
+    return event.type, event.id, found
 
 
 class WebhooksController(Controller):
@@ -282,7 +299,8 @@ class WebhooksController(Controller):
         self, request: Request[Any, Any, Any], svc: ServicesDep
     ) -> WebhookReceipt:
         """``invoice.created`` tells when a period's invoice finalises; ``invoice.finalized``
-        ends it.
+        ends it; ``customer.subscription.updated`` moves a customer's billing cycle with
+        its Stripe subscription's anchor.
 
         Only signed deliveries are read (``STRIPE_WEBHOOK_SECRET``); others are 422,
         and so is a signed one whose fields are not what Stripe sends. The body is
@@ -298,13 +316,17 @@ class WebhooksController(Controller):
         except UnicodeDecodeError:
             raise FieldError("body", "must be JSON in UTF-8") from None
         verify_webhook(payload, request.headers.get("stripe-signature", ""), secret)
-        kind, invoice = read_webhook(payload)
+        kind, event_id, found = read_webhook(payload)
         closer = svc.reconciliation().closer
-        handlers = {
-            "invoice.created": closer.invoice_created,
-            "invoice.finalized": closer.invoice_finalized,
-        }
         handled = 0
-        if kind in handlers and invoice is not None:
-            handled = await anyio.to_thread.run_sync(handlers[kind], invoice)
+        if isinstance(found, Subscription):
+            follower = CycleFollower(svc.stores.app, closer.owners)
+            handled = await anyio.to_thread.run_sync(follower.subscription_updated, found, event_id)
+        elif isinstance(found, Invoice):
+            handlers = {
+                "invoice.created": closer.invoice_created,
+                "invoice.finalized": closer.invoice_finalized,
+            }
+            if kind in handlers:
+                handled = await anyio.to_thread.run_sync(handlers[kind], found)
         return WebhookReceipt(kind, handled)

@@ -12,7 +12,7 @@ from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
 from api.problems import error_responses
 from api.queries.cursors import decode_cursor, encode_cursor
-from api.queries.usage import counter_out, event_out, number, when
+from api.queries.usage import counter_out, event_out, not_billed, number, when
 from api.query import before, given_once
 from api.schemas import (
     BucketOut,
@@ -24,7 +24,6 @@ from api.schemas import (
 )
 from domain import fields
 from domain.meters import Aggregation
-from domain.periods import named_period
 from domain.tenancy import Scope
 from projections.counters import roll_up_days
 from projections.tally import Tally
@@ -104,11 +103,9 @@ class UsageController(V1Controller):
         if metric is not None:
             fields.metric(metric)
         app = svc.stores.app
-        customer = app.cached_customer(principal.tenant_id, customer_ref)
-        anchor = customer.billing_cycle_anchor if customer else None
         # The customer's own cycle once mapped to Stripe, as ingest counts it.
         billing_period = (
-            named_period(period, anchor, customer_ref)
+            app.named_period(principal.tenant_id, customer_ref, period, metric)
             if period is not None
             else app.period_for(principal.tenant_id, customer_ref, app.clock())
         )
@@ -121,6 +118,7 @@ class UsageController(V1Controller):
             period_start=when(billing_period.start) or "",
             period_end=when(billing_period.end) or "",
             counters=[counter_out(c) for c in counters],
+            not_billed=not_billed(svc.stores, principal.tenant_id, customer_ref, metric),
         )
 
     @get(

@@ -22,6 +22,7 @@ TEST_CONFIG = dict(
     webhook_max_attempts=4,
     webhook_timeout_seconds=2.0,
     session_ttl_seconds=900,
+    meter_event_latency_seconds=0.0,
 )
 
 

@@ -255,14 +255,16 @@ def test_unmapping_stops_pushes_releases_the_claim_and_is_404_twice(
         api.call("POST", "/v1/customers", json={"customerRef": "cus_1", "stripeCustomerId": live})
     )
 
-    # Mapped again (to a Stripe customer of its own), acme's usage is pushed again.
+    # Mapped again to a Stripe customer of its own: refused while March, with 5 units at
+    # the old Stripe customer, is open (the new one would bill only what follows).
     own = new_customer(emulator, "acme's new")
     back = api.call("POST", "/v1/customers", json={"customerRef": "cus_1", "stripeCustomerId": own})
-    assert back.status_code == 201, back.text
-    api.settle()
-    [listed] = api.call("GET", "/v1/customers", key="acme-read").json()["data"]
-    assert listed["stripeCustomerId"] == own
-    assert push(api, "acme")[0] is PushOutcome.CONFIRMED
+    assert back.status_code == 409, back.text
+    assert (
+        f"pushed to the live Stripe customer {live} in open periods (api_calls 2026-03)"
+        in (back.json()["detail"])
+    )
+    assert api.call("GET", "/v1/customers/cus_1", key="acme-read").status_code == 404
 
     # Unmapping the metric releases its meter the same way.
     meter = api.call("DELETE", "/v1/mappings/api_calls")

@@ -44,6 +44,7 @@ def test_run_then_read_the_report_as_json_and_csv(
     [line] = report["lines"]
     assert (line["local"], line["stripe"], line["cause"]) == (4, 0, "events after the last push")
     assert line["stripe"] == 0 and line["status"] == "pending"
+    assert line["target"] == "live"  # no shadow mode here: the line is the live meter's
 
     repaired = api.call(
         "POST", "/v1/reconciliation/run", json={"repair": True, "actor": "ops@acme"}

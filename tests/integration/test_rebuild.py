@@ -188,13 +188,29 @@ def test_every_kind_of_event_rebuilds_to_the_same_views(stores: Stores, clock: F
         customer.unmap("test")
         app.save(customer)
     customer, _ = app.map_customer(tenant, "cus_8", "cus_stripe_again", None)
+    # Usage counted in calendar months, then a Stripe anchor mid-month, then another:
+    # the usage moves by recorded events (domain/cycle_moves.py).
+    app.usage.record_usage(
+        [
+            submission(tenant, 2, clock.now - timedelta(days=3), key="mv1", customer="cus_mv"),
+            submission(tenant, 3, clock.now, key="mv2", customer="cus_mv"),
+        ]
+    )
+    app.map_customer(tenant, "cus_mv", "cus_stripe_mv", clock.now - timedelta(days=1))
+    app.usage.record_usage(
+        [submission(tenant, 4, clock.now + timedelta(minutes=2), key="mv3", customer="cus_mv")]
+    )
+    app.map_customer(tenant, "cus_mv", "cus_stripe_mv", clock.now)
     stores.views.runner.catch_up()
     before = tables(stores)
+    moved = [r for r in before["sm_usage_events"] if "moved" in repr(r)]
+    assert len(moved) >= 4, moved  # each moved event: its row marked, and a row where it went
     assert before["sm_adjustments"] and before["sm_ledger_repairs"]
     assert [r[2] for r in before["sm_customers_unmapped"]] == ["cus_7"]
     assert sorted((r[2], r[3]) for r in before["sm_customers"]) == [
         ("cus_0", "cus_stripe_0"),
         ("cus_8", "cus_stripe_again"),
+        ("cus_mv", "cus_stripe_mv"),
     ]
     assert any(row[-1] is not None for row in before["sm_usage_periods"])  # a verdict
     with stores.views.store.transaction() as tx:

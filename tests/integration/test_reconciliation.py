@@ -287,12 +287,15 @@ def test_only_a_full_run_sets_the_drift_gauges(world: World, emulator: RunningEm
     metrics = Metrics()
     reconciler = Reconciler(world.stores, world.gateway, world.pusher, metrics, NO_LAG, world.clock)
 
-    def gauge(name: str, labels: dict[str, str] | None = None) -> float | None:
-        return metrics.registry.get_sample_value(name, labels or {})
+    def gauge(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"target": "live", **labels})
 
     reconciler.run(Scope(world.tenant), actor="ops", trigger="cli")
     assert gauge("stripemeter_reconciliation_max_drift_units") == 0  # untouched by a scoped run
     reconciler.run(Scope(), actor="system:schedule", trigger="schedule")
     assert gauge("stripemeter_reconciliation_max_drift_units") == 4
-    assert gauge("stripemeter_reconciliation_lines", {"status": "drift"}) == 1
+    assert gauge("stripemeter_reconciliation_lines", status="drift") == 1
     assert gauge("stripemeter_reconciliation_max_drift_ratio") == 0.4
+    # Shadow mode is not mapped here: its series stay at 0, apart from the live ones.
+    assert gauge("stripemeter_reconciliation_max_drift_units", target="shadow") == 0
+    assert gauge("stripemeter_reconciliation_lines", target="shadow", status="drift") == 0

@@ -70,3 +70,17 @@ def test_reconciliation_reads_below_stripes_per_endpoint_limit_unless_told() -> 
     assert off.read_pace() is None
     with pytest.raises(SettingsError, match="STRIPEMETER_RECONCILE_READS_PER_SECOND"):
         Settings.from_env({"STRIPEMETER_RECONCILE_READS_PER_SECOND": "-1"})
+
+
+def test_the_shadow_test_account_is_paced_apart_from_the_live_one() -> None:
+    # Another account (a sandbox: 25/s of its own): its own bucket, its own setting.
+    default = Settings.from_env({}).reconcile
+    live, shadow = default.read_pace(), default.shadow_read_pace()
+    assert live is not None and shadow is not None and live is not shadow
+    assert (shadow.rate, shadow.burst) == (20, 1)
+    chosen = Settings.from_env({"STRIPEMETER_RECONCILE_SHADOW_READS_PER_SECOND": "5"}).reconcile
+    assert (chosen.reads_per_second, chosen.shadow_reads_per_second) == (20, 5)
+    off = Settings.from_env({"STRIPEMETER_RECONCILE_SHADOW_READS_PER_SECOND": "0"}).reconcile
+    assert off.shadow_read_pace() is None and off.read_pace() is not None
+    with pytest.raises(SettingsError, match="STRIPEMETER_RECONCILE_SHADOW_READS_PER_SECOND"):
+        Settings.from_env({"STRIPEMETER_RECONCILE_SHADOW_READS_PER_SECOND": "x"})

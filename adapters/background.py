@@ -55,6 +55,7 @@ class Background:
                 settings.push_threads,
                 clock,
                 settings.broker_queue,
+                settings.stream_min_batch,
             )
         if run_pushes and Target.SHADOW not in self.gateways:
             log.info("STRIPE_TEST_SECRET_KEY is not set: shadow pushes are skipped")

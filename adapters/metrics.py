@@ -68,6 +68,19 @@ class Metrics:
             ["target", "outcome"],
             registry=self.registry,
         )
+        self.stream_calls = Counter(
+            "stripemeter_stream_calls_total",
+            "Calls to Stripe's v2 meter event stream, by target (each carries up to 100 events).",
+            ["target"],
+            registry=self.registry,
+        )
+        self.stream_call_events = Histogram(
+            "stripemeter_stream_call_events",
+            "Meter events per v2 stream call, by target.",
+            ["target"],
+            buckets=(1, 5, 10, 25, 50, 75, 100),
+            registry=self.registry,
+        )
         self.push_duration = Histogram(
             "stripemeter_push_seconds",
             "Time to push one usage period (read, plan, record, Stripe call, confirm).",

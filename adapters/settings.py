@@ -147,6 +147,9 @@ class Settings:
     broker_queue: str = "stripemeter_push"
     push_interval_seconds: float = 5.0
     push_threads: int = 4
+    # A sweep that finds at least this many periods behind (per target) pushes them in
+    # batches of up to 100 over the v2 meter event stream; fewer go one v1 call each.
+    stream_min_batch: int = 10
     emulator_port: int = 12111
     writer_mode: str = "process"  # "process": a writer process beside the API; "thread": in it
     writer_socket: Path | None = None  # set by `stripemeter serve` once its writer runs
@@ -191,6 +194,7 @@ class Settings:
                 _int(env, "STRIPEMETER_PUSH_INTERVAL_SECONDS", 5, 1, 86_400)
             ),
             push_threads=_int(env, "STRIPEMETER_PUSH_THREADS", 4, 1, 64),
+            stream_min_batch=_int(env, "STRIPEMETER_STREAM_MIN_BATCH", 10, 1, 10**9),
             emulator_port=_int(env, "STRIPEMETER_EMULATOR_PORT", 12111, 0, 65535),
             writer_mode=_choice(env, "STRIPEMETER_WRITER", ("process", "thread"), "process"),
             writer_socket=Path(sock)

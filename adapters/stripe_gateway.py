@@ -6,6 +6,14 @@ with exponential backoff and jitter) are the SDK's own
 the push service as ``StripeUnavailableError`` and is retried later, with
 the same identifier, by the next push of that period.
 
+Many pushes at once go over the v2 meter event stream (``send_meter_events``):
+one call of up to 100 events, authenticated by a meter event session whose
+token lasts 15 minutes. The session is kept and renewed a minute before it
+runs out (timed on this process's monotonic clock from the lifetime Stripe
+states, so a skewed wall clock cannot keep a dead token), and renewed at once
+when Stripe answers 401 (``billing_meter_event_session_expired``, or a token
+it no longer knows).
+
 The signature of Stripe's webhook deliveries is checked here too
 (``verify_webhook``): the service imports the SDK in this module only.
 """
@@ -13,7 +21,9 @@ The signature of Stripe's webhook deliveries is checked here too
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +32,7 @@ import stripe
 
 from domain.errors import InvalidInputError
 from domain.stripe_port import (
+    MAX_STREAM_EVENTS,
     DuplicateMeterEventError,
     MeterEventRequest,
     StripeMeter,
@@ -33,6 +44,7 @@ from domain.stripe_port import (
 log = logging.getLogger(__name__)
 
 DUPLICATE_CODES = {"resource_already_exists", "duplicate_meter_event"}
+SESSION_RENEW_MARGIN_SECONDS = 60.0
 
 
 class SdkStripeGateway:
@@ -53,6 +65,9 @@ class SdkStripeGateway:
         self.client = stripe.StripeClient(api_key, **options)
         self._price_meters: dict[str, str | None] = {}
         self._account_id: str | None = None
+        # The meter event session: its token, and the monotonic time to renew it by.
+        self._session: tuple[str, float] | None = None
+        self._session_lock = threading.Lock()
 
     def account_id(self) -> str:
         """The key's account, asked once (a key never changes account)."""
@@ -74,6 +89,49 @@ class SdkStripeGateway:
         }
         with _translated(duplicate_means_delivered=True):
             self.client.v1.billing.meter_events.create(params)  # type: ignore[arg-type]
+
+    def send_meter_events(self, requests: Sequence[MeterEventRequest]) -> None:
+        """Up to 100 meter events in one v2 stream call (see the port for what a return means).
+
+        A 202 confirms the call, not each event: Stripe validates them later and
+        names refused ones in a ``billing.meter.error_report_triggered`` event;
+        reconciliation reports the shortfall such an event leaves.
+        """
+        if not requests:
+            return
+        if len(requests) > MAX_STREAM_EVENTS:
+            raise ValueError(f"at most {MAX_STREAM_EVENTS} events per stream call")
+        params: dict[str, Any] = {"events": [_stream_event(r) for r in requests]}
+        stream = self.client.v2.billing.meter_event_stream
+        with _translated():
+            token = self._session_token()
+            try:
+                stream.create(params, {"api_key": token})  # type: ignore[arg-type]
+            except stripe.AuthenticationError as error:
+                # Expired sooner than our clock says, or a token Stripe no longer knows
+                # (it restarted): one new session, one more try, then it is an error.
+                log.info("meter event session refused (%s): renewing it", error.code)
+                token = self._session_token(refused=token)
+                stream.create(params, {"api_key": token})  # type: ignore[arg-type]
+
+    def _session_token(self, refused: str | None = None) -> str:
+        """The cached session's token, or a new session's when it is due (or was refused).
+
+        Threads share one session; a thread whose token was refused after
+        another already renewed it takes the new one instead of renewing again.
+        """
+        with self._session_lock:
+            session = self._session
+            if session is not None and time.monotonic() < session[1] and session[0] != refused:
+                return session[0]
+            created = self.client.v2.billing.meter_event_session.create()
+            lifetime = (
+                datetime.fromisoformat(created.expires_at) - datetime.fromisoformat(created.created)
+            ).total_seconds()
+            margin = min(SESSION_RENEW_MARGIN_SECONDS, lifetime / 4)
+            token = str(created.authentication_token)
+            self._session = (token, time.monotonic() + lifetime - margin)
+            return token
 
     def meter_total(
         self, meter_id: str, stripe_customer_id: str, start: datetime, end: datetime
@@ -156,6 +214,19 @@ class SdkStripeGateway:
                 started_at=datetime.fromtimestamp(subscription.start_date, UTC),
             )
         return None
+
+
+def _stream_event(request: MeterEventRequest) -> dict[str, Any]:
+    """A v2 stream event: like v1's, but JSON with an RFC 3339 timestamp."""
+    return {
+        "event_name": request.event_name,
+        "identifier": request.identifier,
+        "timestamp": request.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "payload": {
+            request.customer_key: request.stripe_customer_id,
+            request.value_key: str(request.value),
+        },
+    }
 
 
 def _meter(meter: Any) -> StripeMeter:

@@ -59,6 +59,12 @@ def _wait_started(url: str) -> None:
     raise SystemExit("the emulator did not start")
 
 
+def meter_event_calls(url: str) -> dict[str, int]:
+    """Requests the meter-event endpoints received, by path (v1 calls, v2 sessions, stream)."""
+    state = httpx.get(f"{url}/_emulator", timeout=30).json()
+    return {path: int(n) for path, n in state.get("meter_event_calls", {}).items()}
+
+
 def emulator_counts(url: str) -> tuple[int, int]:
     """Meter events Stripe stored, and requests it refused with 429 (any endpoint)."""
     state = httpx.get(f"{url}/_emulator", timeout=30).json()

@@ -1,6 +1,7 @@
 """Pushing to Stripe at volume: N customers, M usage events, against the emulator's rate limit.
 
     .venv/bin/python -m benchmarks.push --backend postgres [--customers 1000] [--events 1000000]
+        [--stream-min-batch 10]   # 1000000000: every push on v1, as before the stream
 
 The Stripe emulator runs as its own process at its default rate limit (100
 requests/s). Usage is written by this process with ``UsageRecorder.record_usage`` in
@@ -8,9 +9,9 @@ requests/s). Usage is written by this process with ``UsageRecorder.record_usage`
 ``stripemeter worker --no-pushes`` projects and a ``stripemeter worker
 --no-projections`` pushes (Dramatiq on an in-process broker, sweep every 5 s),
 as a busy production deployment would run them. Reported:
-Stripe meter-event calls (against one per customer × meter × sweep, and
-against one per event), 429s met, and the time from the last ingest until
-Stripe holds every counter. A run whose Stripe totals differ from
+Stripe calls by endpoint (v1 ``meter_events``, v2 sessions and stream calls,
+as the emulator counted them), meter events stored, 429s met, and the time
+from the last ingest until Stripe holds every counter. A run whose Stripe totals differ from
 the counters for any customer fails.
 """
 
@@ -27,7 +28,7 @@ from decimal import Decimal
 
 import httpx
 
-from benchmarks.emulator import API_KEY, emulator_and_database, emulator_counts
+from benchmarks.emulator import API_KEY, emulator_and_database, emulator_counts, meter_event_calls
 from benchmarks.processes import BIN, ROOT, free_port
 from benchmarks.report import emit, log, machine
 
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--interval", type=float, default=5.0, help="push sweep interval (s)")
+    parser.add_argument(
+        "--stream-min-batch",
+        type=int,
+        default=10,
+        help="STRIPEMETER_STREAM_MIN_BATCH of the pushing worker (1000000000: v1 only)",
+    )
     args = parser.parse_args(argv)
 
     with emulator_and_database(args.backend) as (url, _):
@@ -81,6 +88,7 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
             stripe_ids[f"c{n}"] = response.json()["id"]
             app.map_customer(tenant, f"c{n}", stripe_ids[f"c{n}"], None)
     events_before, limited_before = emulator_counts(url)
+    calls_before = meter_event_calls(url)
 
     metrics_port = free_port()
     worker_env = {
@@ -89,6 +97,7 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
         "STRIPE_API_BASE": url,
         "STRIPE_MAX_NETWORK_RETRIES": "5",
         "STRIPEMETER_PUSH_INTERVAL_SECONDS": str(int(args.interval)),
+        "STRIPEMETER_STREAM_MIN_BATCH": str(args.stream_min_batch),
         "STRIPEMETER_WORKER_METRICS_PORT": str(metrics_port),
         "STRIPEMETER_LOG_LEVEL": "WARNING",
     }
@@ -148,7 +157,13 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
             worker.wait(timeout=60)
 
     events_after, limited_after = emulator_counts(url)
-    calls = events_after - events_before
+    stored = events_after - events_before
+    after = meter_event_calls(url)
+    by_path = {path: n - calls_before.get(path, 0) for path, n in after.items()}
+    v1_calls = by_path.get("/v1/billing/meter_events", 0)
+    stream_calls = by_path.get("/v2/billing/meter_event_stream", 0)
+    sessions = by_path.get("/v2/billing/meter_event_session", 0)
+    calls = v1_calls + stream_calls + sessions
     confirmed = _gauge(scrape, "stripemeter_pushes_total", "confirmed")
     log("checking every customer's Stripe total against its counter")
     period = app.period_for(tenant, "c0", now)
@@ -167,7 +182,16 @@ def _run(args: argparse.Namespace, url: str) -> dict[str, object]:
         "sweep_interval_s": args.interval,
         "ingest_s": round(ingest_s, 1),
         "ingest_events_per_s": round(sent / ingest_s, 1),
-        "stripe_meter_events_stored": calls,
+        "stream_min_batch": args.stream_min_batch,
+        "stripe_meter_events_stored": stored,
+        "stripe_calls_v1_meter_events": v1_calls,
+        "stripe_calls_v2_stream": stream_calls,
+        "stripe_calls_v2_sessions": sessions,
+        "stripe_calls_total": calls,
+        "stripe_calls_per_million_events": round(calls * 1_000_000 / max(sent, 1)),
+        "meter_events_per_stream_call": round(
+            (stored - v1_calls) / stream_calls if stream_calls else 0.0, 1
+        ),
         "stripe_429s": limited_after - limited_before,
         "pushes_confirmed": int(confirmed),
         "pushes_per_customer": round(confirmed / max(args.customers, 1), 2),

@@ -1,6 +1,9 @@
 """Pushing a usage period to Stripe: plan the missing part, record, send, settle.
 
-``PushService.push`` is safe to call any number of times, from any number of
+``PushService.push`` sends one period's events with v1 calls;
+``PushService.push_batch`` takes up to 100 periods through the same steps and
+sends their events in one v2 stream call per step (the sweep uses it when
+many periods are behind). Both are safe to call any number of times, from any number of
 workers, for the same period: a pending intent is always resent (same
 identifier, same value) before anything new is planned; two workers that
 plan at once collide on the ledger's next version and one of them backs
@@ -11,7 +14,7 @@ reading Stripe's summary, never by a blind resend.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -26,12 +29,12 @@ from domain.customers import Customer
 from domain.ledger import Intent, StripeLedger, ledger_id_for
 from domain.mappings import PUSH_MODE, MeterMapping, PushMode
 from domain.meters import Aggregation
+from domain.push_delivery import Verdict, deliver_each, deliver_stream
 from domain.push_locks import ProcessPushLocks, PushLockKey, PushLocks
 from domain.stripe_port import (
-    DuplicateMeterEventError,
+    MAX_STREAM_EVENTS,
     MeterEventRequest,
     StripeGateway,
-    StripeRejectedError,
     StripeUnavailableError,
 )
 from domain.usage import UsagePeriod
@@ -128,6 +131,30 @@ def summary_window(period_start: datetime, period_end: datetime) -> tuple[dateti
     return _minute_ceil(period_start), _minute_floor(period_end)
 
 
+@dataclass
+class _Item:
+    """One period inside a push call, as the call goes on."""
+
+    period: UsagePeriod
+    mapping: MeterMapping
+    route: tuple[str, str]
+    key: PushLockKey
+    billed: bool  # an invoice covers the period (else it only takes back what it sent)
+    ledger: StripeLedger | None = None
+    outcome: PushOutcome = PushOutcome.UP_TO_DATE
+    done: bool = False
+    intent: Intent | None = None  # on its way to Stripe in this step
+    verdict: Verdict | None = None
+
+    @property
+    def book(self) -> StripeLedger:
+        assert self.ledger is not None
+        return self.ledger
+
+    def finish(self, outcome: PushOutcome) -> None:
+        self.outcome, self.done, self.intent = outcome, True, None
+
+
 class PushService:
     def __init__(
         self,
@@ -136,11 +163,13 @@ class PushService:
         clock: Callable[[], datetime] | None = None,
         on_outcome: Callable[[Target, PushOutcome, Intent | None], None] = lambda *_: None,
         locks: PushLocks | None = None,
+        on_stream_call: Callable[[Target, int], None] = lambda *_: None,
     ) -> None:
         self.app = app
         self.gateways = gateways
         self.clock = clock or app.clock
         self.on_outcome = on_outcome
+        self.on_stream_call = on_stream_call
         self.locks = locks or ProcessPushLocks()
 
     def push(
@@ -148,10 +177,67 @@ class PushService:
     ) -> PushOutcome:
         """Bring Stripe up to date for one period: settle a pending intent, then push the rest.
 
-        ``reason`` is recorded on a new intent ("usage" for the push loop; a
-        repair names who asked and why).
+        One v1 call per Stripe event. ``reason`` is recorded on a new intent
+        ("usage" for the push loop; a repair names who asked and why).
         """
-        period: UsagePeriod = self.app.repository.get(usage_period_id)
+        return self._push([usage_period_id], target, reason, stream=False)[usage_period_id]
+
+    def push_batch(
+        self, usage_period_ids: Sequence[UUID], target: Target = Target.LIVE, reason: str = "usage"
+    ) -> dict[UUID, PushOutcome]:
+        """``push`` for up to ``MAX_STREAM_EVENTS`` periods, over the v2 meter event stream.
+
+        Each period's ledger takes exactly the steps of ``push`` — its pending
+        intent resent unchanged before anything new is planned, an intent older
+        than the dedup window settled from Stripe's summary, every new intent
+        recorded before the call — but the events of a step share one stream
+        call: the resends, then the new deltas (at most two calls). A call that
+        fails, even after Stripe applied part of it, leaves every intent in it
+        pending; the next push resends the same identifiers and the stream drops
+        those it holds. A period whose lock another push holds is ``busy``.
+        """
+        assert len(usage_period_ids) <= MAX_STREAM_EVENTS
+        return self._push(usage_period_ids, target, reason, stream=True)
+
+    def _push(
+        self, period_ids: Sequence[UUID], target: Target, reason: str, *, stream: bool
+    ) -> dict[UUID, PushOutcome]:
+        outcomes: dict[UUID, PushOutcome] = {}
+        items: list[_Item] = []
+        for period_id in dict.fromkeys(period_ids):
+            found = self._item(period_id, target)
+            if isinstance(found, PushOutcome):
+                outcomes[period_id] = found
+            else:
+                items.append(found)
+        if not items:
+            return outcomes
+        gateway = self.gateways[target]
+        # One call at a time per customer and meter (Stripe's limit), in every process
+        # that shares these locks; another push holding one is already on that period.
+        with self.locks.hold(list(dict.fromkeys(item.key for item in items))) as held:
+            active = [item for item in items if item.key in held]
+            for item in items:
+                if item.key not in held:
+                    item.finish(self._report(target, PushOutcome.BUSY, None))
+            for item in active:
+                item.ledger = self._ledger(item.period, target)
+                if not item.billed and not withdraws(item.period, item.book):
+                    item.finish(PushOutcome.NOT_BILLED)
+                    continue
+                self._take_up_pending(item, gateway, target)
+            self._deliver([i for i in active if i.intent is not None], gateway, target, stream)
+            planned = self._record(
+                [item for item in active if not item.done],
+                target,
+                lambda item: self._intend(item, reason),
+            )
+            self._deliver(planned, gateway, target, stream)
+        outcomes.update((item.period.id, item.outcome) for item in items)
+        return outcomes
+
+    def _item(self, period_id: UUID, target: Target) -> _Item | PushOutcome:
+        period: UsagePeriod = self.app.repository.get(period_id)
         if period.verdict is not None or (
             period.finalizes_at is not None and self.clock() >= period.finalizes_at
         ):
@@ -159,54 +245,150 @@ class PushService:
             # never on its invoice; a shortfall there becomes a held adjustment for the
             # open period when the final parity is recorded (adapters/closing.py).
             return PushOutcome.FINAL
-        gateway = self.gateways.get(target)
         mapping = self.app.cached_tenant(period.tenant_id).mappings.get(period.metric)
         customer = self.app.cached_customer(period.tenant_id, period.customer_ref)
         route = route_for(mapping, customer, target)
-        if gateway is None or route is None:
+        if target not in self.gateways or route is None or mapping is None or customer is None:
             return PushOutcome.UNMAPPED
-        event_name, stripe_customer_id = route
-        assert mapping is not None and customer is not None
         billed = customer.bills(period.period, period.period_start, period.period_end)
-        # One call at a time per customer and meter (Stripe's limit), in every process
-        # that shares these locks; another push holding it is already on this period.
         key = PushLockKey(period.tenant_id, period.customer_ref, period.metric, target.value)
-        with self.locks.hold([key]) as held:
-            if key not in held:
-                return self._report(target, PushOutcome.BUSY, None)
-            ledger = self._ledger(period, target)
-            if not billed and not withdraws(period, ledger):
-                return PushOutcome.NOT_BILLED
-            outcome = PushOutcome.UP_TO_DATE
-            if ledger.pending is not None and not self._still_routed(ledger, ledger.pending, route):
-                ledger = self._ledger(period, target)
-                if ledger.pending is not None:
-                    return PushOutcome.BUSY
-            if ledger.pending is not None:
-                outcome = self._settle(ledger, ledger.pending, gateway, mapping, target, period)
-                if outcome not in (PushOutcome.CONFIRMED, PushOutcome.SETTLED):
-                    return outcome
-                if outcome is PushOutcome.SETTLED:
-                    ledger = self._ledger(period, target)
-            now = self.clock()
-            plan = plan_push(period, ledger, now)
-            if plan is None:
-                return outcome
-            intent = ledger.intend(
-                plan.value,
-                plan.mode.value,
-                plan.covers_to,
-                plan.stripe_timestamp,
-                event_name,
-                stripe_customer_id,
-                reason=reason,
-                now=now,
-            )
+        return _Item(period, mapping, route, key, billed)
+
+    def _take_up_pending(self, item: _Item, gateway: StripeGateway, target: Target) -> None:
+        """A pending intent goes first: resent while Stripe dedups it, else settled."""
+        pending = item.book.pending
+        if pending is None:
+            return
+        if not self._still_routed(item.book, pending, item.route):
+            item.ledger = self._ledger(item.period, target)
+            if item.book.pending is not None:
+                item.finish(PushOutcome.BUSY)
+            return
+        if self.clock() - pending.recorded_at < DEDUP_WINDOW:
+            item.intent = pending
+            return
+        outcome = self._settle(item.book, pending, gateway, item.mapping, target, item.period)
+        if outcome is PushOutcome.SETTLED:
+            item.outcome = outcome
+            item.ledger = self._ledger(item.period, target)
+        else:
+            item.finish(outcome)
+
+    def _intend(self, item: _Item, reason: str) -> bool:
+        """Record on the item's ledger what it still owes Stripe; False when nothing."""
+        if item.book.pending is not None:
+            # Read again after a conflict: another worker recorded an intent first.
+            item.finish(PushOutcome.BUSY)
+            return False
+        now = self.clock()
+        plan = plan_push(item.period, item.book, now)
+        if plan is None:
+            item.done = True
+            return False
+        event_name, stripe_customer_id = item.route
+        item.intent = item.book.intend(
+            plan.value,
+            plan.mode.value,
+            plan.covers_to,
+            plan.stripe_timestamp,
+            event_name,
+            stripe_customer_id,
+            reason=reason,
+            now=now,
+        )
+        return True
+
+    def _deliver(
+        self, items: list[_Item], gateway: StripeGateway, target: Target, stream: bool
+    ) -> None:
+        """Send the items' intents, then record what Stripe said about each one."""
+        if not items:
+            return
+        requests = [_request(item) for item in items]
+        verdicts = (
+            deliver_stream(gateway, requests, lambda n: self.on_stream_call(target, n))
+            if stream
+            else deliver_each(gateway, requests)
+        )
+        answered: list[_Item] = []
+        for item, verdict in zip(items, verdicts, strict=True):
+            intent = item.intent
+            assert intent is not None
+            if verdict.unavailable is not None:
+                log.warning(
+                    "push %s for ledger %s will be retried: %s",
+                    intent.identifier,
+                    item.book.id,
+                    verdict.unavailable,
+                )
+                item.finish(self._report(target, PushOutcome.RETRY, intent))
+                continue
+            if verdict.refused is not None:
+                log.error(
+                    "Stripe refused push %s for ledger %s: %s",
+                    intent.identifier,
+                    item.book.id,
+                    verdict.refused,
+                )
+            item.verdict = verdict
+            answered.append(item)
+        self._record(answered, target, self._settle_verdict)
+        for item in answered:
+            intent, refused = item.intent, item.verdict is not None and item.verdict.refused
+            outcome = PushOutcome.ABANDONED if refused else PushOutcome.CONFIRMED
+            if refused:
+                item.finish(outcome)
+            else:
+                item.outcome, item.intent = outcome, None
+            self._report(target, outcome, intent)
+
+    def _settle_verdict(self, item: _Item) -> bool:
+        """Confirm or abandon the item's intent on its ledger; False when already settled."""
+        intent, verdict, ledger = item.intent, item.verdict, item.book
+        assert intent is not None and verdict is not None
+        if ledger.pending is None or ledger.pending.number != intent.number:
+            # Read again after a conflict: another worker settled it (the same
+            # way, identifiers make the outcome the same); its record stands.
+            log.info("ledger %s was settled concurrently", ledger.id)
+            item.done = True
+            return False
+        if verdict.held is not None:
+            ledger.confirm(intent.number, verdict.held, self.clock())
+        else:
+            ledger.abandon(intent.number, f"Stripe refused it: {verdict.refused}", permanent=True)
+        return True
+
+    def _record(
+        self, items: list[_Item], target: Target, change: Callable[[_Item], bool]
+    ) -> list[_Item]:
+        """Apply ``change`` to each item's ledger and save them all in one transaction.
+
+        ``change`` says False when it has nothing to record for a ledger. On a
+        conflict (another worker wrote one of these ledgers) nothing was saved
+        and the in-memory ledgers are ahead of the store, so each is read again,
+        changed again and saved alone; one that conflicts again is left to the
+        other worker (``busy``). Returns the items whose change is saved.
+        """
+        changed = [item for item in items if change(item)]
+        if not changed:
+            return []
+        try:
+            self.app.save(*(item.book for item in changed))
+            return changed
+        except IntegrityError:
+            log.info("a ledger of this push call was written concurrently: one at a time")
+        saved: list[_Item] = []
+        for item in changed:
+            item.ledger = self._ledger(item.period, target)
+            if not change(item):
+                continue
             try:
-                self.app.save(ledger)
+                self.app.save(item.book)
+                saved.append(item)
             except IntegrityError:
-                return PushOutcome.BUSY  # another worker recorded an intent first
-            return self._send(ledger, intent, gateway, mapping, target)
+                item.ledger = None
+                item.finish(PushOutcome.BUSY)
+        return saved
 
     def _still_routed(self, ledger: StripeLedger, intent: Intent, route: tuple[str, str]) -> bool:
         """Whether a pending intent still names this mapping's Stripe objects; if not, drop it.
@@ -246,8 +428,7 @@ class PushService:
         target: Target,
         period: UsagePeriod,
     ) -> PushOutcome:
-        if self.clock() - intent.recorded_at < DEDUP_WINDOW:
-            return self._send(ledger, intent, gateway, mapping, target)
+        """An intent older than Stripe's identifier window: what does its summary hold?"""
         meter_id = mapping.shadow_meter_id if target is Target.SHADOW else mapping.stripe_meter_id
         assert meter_id is not None
         try:
@@ -283,43 +464,6 @@ class PushService:
         self._save_quietly(ledger)
         return self._report(target, outcome, intent)
 
-    def _send(
-        self,
-        ledger: StripeLedger,
-        intent: Intent,
-        gateway: StripeGateway,
-        mapping: MeterMapping,
-        target: Target,
-    ) -> PushOutcome:
-        request = MeterEventRequest(
-            identifier=intent.identifier,
-            event_name=intent.event_name,
-            stripe_customer_id=intent.stripe_customer_id,
-            value=intent.value,
-            timestamp=intent.stripe_timestamp,
-            customer_key=mapping.customer_key,
-            value_key=mapping.value_key,
-        )
-        try:
-            gateway.send_meter_event(request)
-            ledger.confirm(intent.number, "response", self.clock())
-        except DuplicateMeterEventError:
-            ledger.confirm(intent.number, "duplicate", self.clock())
-        except StripeUnavailableError as error:
-            log.warning(
-                "push %s for ledger %s will be retried: %s", intent.identifier, ledger.id, error
-            )
-            return self._report(target, PushOutcome.RETRY, intent)
-        except StripeRejectedError as error:
-            log.error(
-                "Stripe refused push %s for ledger %s: %s", intent.identifier, ledger.id, error
-            )
-            ledger.abandon(intent.number, f"Stripe refused it: {error}", permanent=True)
-            self._save_quietly(ledger)
-            return self._report(target, PushOutcome.ABANDONED, intent)
-        self._save_quietly(ledger)
-        return self._report(target, PushOutcome.CONFIRMED, intent)
-
     def _save_quietly(self, ledger: StripeLedger) -> None:
         try:
             self.app.save(ledger)
@@ -338,6 +482,20 @@ class PushService:
         except AggregateNotFoundError:
             ledger = StripeLedger.open(period.tenant_id, period.id, target.value)
         return ledger
+
+
+def _request(item: _Item) -> MeterEventRequest:
+    intent = item.intent
+    assert intent is not None
+    return MeterEventRequest(
+        identifier=intent.identifier,
+        event_name=intent.event_name,
+        stripe_customer_id=intent.stripe_customer_id,
+        value=intent.value,
+        timestamp=intent.stripe_timestamp,
+        customer_key=item.mapping.customer_key,
+        value_key=item.mapping.value_key,
+    )
 
 
 def route_for(

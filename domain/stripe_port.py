@@ -12,9 +12,12 @@ told apart by what the caller must do next:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+MAX_STREAM_EVENTS = 100  # Stripe's cap on meter events in one v2 stream call
 
 
 class StripeError(Exception):
@@ -69,7 +72,21 @@ class StripeGateway(Protocol):
         """The Stripe account this gateway's key belongs to (``acct_…``)."""
 
     def send_meter_event(self, request: MeterEventRequest) -> None:
-        """Record one meter event; raises one of the errors above."""
+        """Record one meter event (v1); raises one of the errors above."""
+
+    def send_meter_events(self, requests: Sequence[MeterEventRequest]) -> None:
+        """Record up to ``MAX_STREAM_EVENTS`` meter events in one call (the v2 event stream).
+
+        Returning means Stripe *took the call*, not that it holds every event:
+        the stream drops an identifier it already holds without a word (so
+        resending a batch is safe: that is its dedup) and validates events
+        asynchronously, reporting a refused one later as a
+        ``billing.meter.error_report_triggered`` event. Such an event is caught
+        by reconciliation, which compares Stripe's summary with the ledger and
+        reports the difference. ``StripeUnavailableError``: nothing, part or all
+        of the call may have been applied — resend the same identifiers.
+        ``StripeRejectedError``: the call as a whole was refused (its shape).
+        """
 
     def meter_total(
         self, meter_id: str, stripe_customer_id: str, start: datetime, end: datetime

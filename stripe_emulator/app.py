@@ -36,6 +36,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 STREAM_PATH = "/v2/billing/meter_event_stream"
+# Counted per path in ``meter_event_calls``: what a push costs in Stripe calls.
+COUNTED_PATHS = ("/v1/billing/meter_events", "/v2/billing/meter_event_session", STREAM_PATH)
 
 
 class _Answer:
@@ -62,6 +64,8 @@ class EmulatorApp:
             status, payload = control.handle(self.emulator, method, path, query, body)
             await _send(send, _Answer(status, _json(payload), {}), request_id)
             return
+        if path in COUNTED_PATHS:
+            self.emulator.meter_event_calls[path] += 1
         keys = self._meter_event_keys(method, path, headers, query, body)
         if keys is None:
             await self._serve_api(send, (method, path, headers, query, body), request_id)
@@ -106,6 +110,12 @@ class EmulatorApp:
             if fault == "reset":
                 _abort(send)
                 return
+            if fault == "partial_then_500":
+                if path == STREAM_PATH:
+                    # A failed request saves no idempotent result: the retry runs again.
+                    unkeyed = {k: v for k, v in headers.items() if k != "idempotency-key"}
+                    self._execute(method, path, unkeyed, (query, _first_half(body)), api_key)
+                raise server_error(500)
             answer = self._execute(method, path, headers, (query, body), api_key)
         except StripeAPIError as error:
             answer = _Answer(error.status, _json(error.body(request_id)), error.headers)
@@ -170,6 +180,18 @@ def _decode(method: str, path: str, headers: dict[str, str], query: str, body: b
             raise invalid_request("The request body must be a JSON object.")
         return decoded
     return decode_form(text)
+
+
+def _first_half(body: bytes) -> bytes:
+    """A stream call's body cut to the first half of its events (rounded up)."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return body  # an invalid body fails as such when executed
+    events = decoded.get("events") if isinstance(decoded, dict) else None
+    if isinstance(events, list):
+        decoded["events"] = events[: (len(events) + 1) // 2]
+    return json.dumps(decoded).encode()
 
 
 def _api_key(headers: dict[str, str]) -> str:

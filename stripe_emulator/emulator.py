@@ -8,6 +8,7 @@ handle tests use to steer faults, clocks and lag and to inspect raw state. The
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -55,6 +56,9 @@ class Emulator:
         self.faults = Faults(self.config.fault_seed)
         self.rate_limiter = RateLimiter(self.config.rate_limit)
         self.idempotency = IdempotencyStore()
+        # Requests received by the meter-event endpoints (v1 calls, v2 sessions and stream
+        # calls), whatever their answer: what a push costs in Stripe calls.
+        self.meter_event_calls: collections.Counter[str] = collections.Counter()
         self.in_flight = InFlightCalls()
         self.webhooks = WebhookDispatcher(self.state, self.config)
         self.state.listeners.append(self.webhooks.on_event)
@@ -176,6 +180,7 @@ class Emulator:
         with self.state.lock:
             self.state.reset()
         self.idempotency.clear()
+        self.meter_event_calls.clear()
         self.in_flight.reset()
         self.faults.clear()
         self.webhooks.clear()
@@ -195,6 +200,7 @@ class Emulator:
             "counts": counts,
             "faults": self.faults.describe(),
             "rate_limited": self.rate_limiter.rejected,
+            "meter_event_calls": dict(self.meter_event_calls),
             "meter_event_calls_in_flight": self.in_flight.summary(),
             "webhooks_pending": self.webhooks.pending(),
         }

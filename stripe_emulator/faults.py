@@ -11,6 +11,10 @@ Fault kinds:
 - ``timeout_after_write``: the request *is* applied (and its idempotent result
   saved), then the connection hangs past the client's timeout and is dropped —
   the case that makes a naive client count twice.
+- ``partial_then_500``: a v2 stream call applies the first half of its events
+  (rounded up), then answers 500 with ``Stripe-Should-Retry: true`` — a call
+  that failed halfway, so that a client cannot tell which of its events count.
+  Any other request has nothing to split: it answers 500 and is not applied.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-FAULT_KINDS = ("500", "503", "reset", "timeout_after_write")
+FAULT_KINDS = ("500", "503", "reset", "timeout_after_write", "partial_then_500")
 
 
 @dataclass

@@ -93,3 +93,32 @@ def test_invalid_events_are_accepted_then_reported(
     assert codes == {"meter_event_invalid_value", "meter_event_customer_not_found"}
     kinds = [e.type for e in client.v1.events.list().data]
     assert "billing.meter.error_report_triggered" in kinds
+
+
+def test_a_call_that_fails_halfway_applies_the_first_half_then_answers_500(
+    client: Any, emu: RunningEmulator, customer: str
+) -> None:
+    token = client.v2.billing.meter_event_session.create().authentication_token
+    emu.fail_next("partial_then_500", path="/v2/billing/meter_event_stream")
+    with pytest.raises(stripe.APIError) as raised:
+        stream_client(emu, token).v2.billing.meter_event_stream.create(
+            {"events": events(customer, 5)}
+        )
+    assert raised.value.http_status == 500
+    assert [e["identifier"] for e in emu.meter_events()] == ["s-0", "s-1", "s-2"]
+    # Resending the whole call is the cure: the stream drops what it already holds.
+    stream_client(emu, token).v2.billing.meter_event_stream.create({"events": events(customer, 5)})
+    assert emu.totals()[0]["value"] == 5
+
+
+def test_the_sdk_retry_of_a_call_that_failed_halfway_counts_each_event_once(
+    emu: RunningEmulator, customer: str
+) -> None:
+    retrying = emu.client(max_network_retries=2)
+    token = retrying.v2.billing.meter_event_session.create().authentication_token
+    emu.fail_next("partial_then_500", path="/v2/billing/meter_event_stream")
+    stripe.StripeClient(
+        token, base_addresses=emu.base_addresses, max_network_retries=2
+    ).v2.billing.meter_event_stream.create({"events": events(customer, 4)})
+    assert len(emu.meter_events()) == 4
+    assert emu.totals()[0]["value"] == 4

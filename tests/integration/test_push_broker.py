@@ -67,12 +67,12 @@ def deployment(
     """Stores, projections and a push worker on the broker under test, three mapped customers."""
     clock.now = clock.now.replace(day=10)
     emulator.set_now(int(clock.now.timestamp()), frozen=True)
-    interval = getattr(request, "param", 0.2)
+    overrides = {"push_interval_seconds": 0.2, **getattr(request, "param", {})}
     settings = dataclasses.replace(
         settings,
+        **overrides,
         broker_url=broker.url,
         broker_queue=broker.queue,
-        push_interval_seconds=interval,
         stripe=StripeSettings(TEST_API_KEY, emulator.url, max_network_retries=0, timeout_seconds=5),
     )
     stores = open_stores(settings, clock)
@@ -114,7 +114,8 @@ def test_workers_on_the_broker_bring_stripe_to_the_counter(
     assert seen == expected
 
 
-@pytest.mark.parametrize("deployment", [3600.0], indirect=True)  # no timed sweep: one message
+# No timed sweep: one message.
+@pytest.mark.parametrize("deployment", [{"push_interval_seconds": 3600.0}], indirect=True)
 def test_a_push_stripe_refuses_is_retried_by_the_broker_after_a_delay(
     deployment: Deployment, clock: FakeClock, emulator: RunningEmulator
 ) -> None:
@@ -137,6 +138,34 @@ def test_a_push_stripe_refuses_is_retried_by_the_broker_after_a_delay(
         "stripemeter_pushes_total", {"target": "live", "outcome": "retry"}
     )
     assert retries == 2
+
+
+@pytest.mark.parametrize(
+    "deployment", [{"push_interval_seconds": 3600.0, "stream_min_batch": 2}], indirect=True
+)
+def test_many_periods_behind_go_as_one_stream_message_that_the_broker_retries(
+    deployment: Deployment, clock: FakeClock, emulator: RunningEmulator
+) -> None:
+    tenant = deployment.stores.app.tenant_by_slug("acme").id
+    deployment.stores.app.usage.record_usage(
+        [submission(tenant, n + 1, clock.now, key=f"k{n}", customer=f"cus_{n}") for n in range(3)]
+    )
+    emulator.fail_next("503", path="/v2/billing/meter_event_stream")
+    deadline = time.monotonic() + 10
+    while deployment.worker.sweep().sent == 0:  # once the views show the usage
+        assert time.monotonic() < deadline, "the sweep never saw the usage"
+        time.sleep(0.05)
+    expected = {"cus_0": 1, "cus_1": 2, "cus_2": 3}
+    deadline = time.monotonic() + 20
+    while (seen := deployment.stripe_totals(clock)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert seen == expected
+    # One message for the three periods: its stream call failed, Dramatiq retried it.
+    sample = deployment.metrics.registry.get_sample_value
+    assert sample("stripemeter_pushes_total", {"target": "live", "outcome": "retry"}) == 3
+    assert sample("stripemeter_stream_calls_total", {"target": "live"}) == 2
+    assert emulator.meter_event_calls["/v2/billing/meter_event_stream"] == 2
+    assert "/v1/billing/meter_events" not in emulator.meter_event_calls
 
 
 def test_readiness_says_the_broker_answers(

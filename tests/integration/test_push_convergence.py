@@ -4,7 +4,9 @@ A randomized workload over several customers and metrics is pushed through
 the real sweep and actor (the broker's queue drained by hand, so that the
 test decides which messages are lost and which arrive twice), while the
 emulator fails 30% of meter event calls. It must converge: Stripe's total
-equals the counter for every customer × meter × period.
+equals the counter for every customer × meter × period — with one v1 call per
+push, and with the sweep's batches over the v2 stream (whose faults include
+calls that time out after Stripe applied them).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ CUSTOMERS = [f"cus_{n}" for n in range(6)]
 METRICS = {"api_calls": (Aggregation.SUM, "sum"), "seats": (Aggregation.MAX, "last")}
 
 
-@pytest.fixture
+@pytest.fixture(params=["v1", "stream"])
 def setup(
-    settings: Settings, clock: FakeClock, emulator: RunningEmulator
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    clock: FakeClock,
+    emulator: RunningEmulator,
 ) -> Iterator[tuple[Stores, PushWorker, StubBroker, dict[tuple[str, str], tuple[str, str]]]]:
     clock.now = clock.now.replace(day=10)
     emulator.set_now(int(clock.now.timestamp()), frozen=True)
@@ -59,7 +64,11 @@ def setup(
         for metric in METRICS:
             meters[(customer, metric)] = (meters[(customer, metric)][0], stripe_id)
     broker = StubBroker()
-    worker = PushWorker(stores, {Target.LIVE: gateway}, Metrics(), broker, clock=clock)
+    # 12 periods: the stream variant batches any sweep that finds 2 or more behind.
+    min_batch = 10**9 if request.param == "v1" else 2
+    worker = PushWorker(
+        stores, {Target.LIVE: gateway}, Metrics(), broker, clock=clock, stream_min_batch=min_batch
+    )
     # Lost messages are re-sent once the guard time passes; here it passes at once.
     worker.resend_after = 0
     yield stores, worker, broker, meters
@@ -80,7 +89,7 @@ def drain(broker: StubBroker, worker: PushWorker, rng: random.Random) -> None:
         for _ in range(2 if roll > 0.8 else 1):
             # On a retry error Dramatiq would retry; the next sweep finds it anyway.
             with contextlib.suppress(PushRetryError):
-                worker.actor.fn(*message.args)
+                broker.get_actor(message.actor_name).fn(*message.args)
 
 
 def test_a_faulty_world_converges_to_parity(
@@ -89,7 +98,14 @@ def test_a_faulty_world_converges_to_parity(
     stores, worker, broker, meters = setup
     rng = random.Random(20261125)
     emulator.set_fault_rates(
-        {"500": 0.08, "503": 0.07, "timeout_after_write": 0.1, "reset": 0.05}, seed=7
+        {
+            "500": 0.06,
+            "503": 0.06,
+            "timeout_after_write": 0.08,
+            "reset": 0.05,
+            "partial_then_500": 0.05,
+        },
+        seed=7,
     )
     tenant = stores.app.tenant_by_slug("acme").id
     key = 0
@@ -120,6 +136,15 @@ def test_a_faulty_world_converges_to_parity(
         "stripemeter_pushes_total", {"target": "live", "outcome": "retry"}
     )
     assert retried and retried > 3  # the faults really hit the pushes
+    stream_calls = worker.metrics.registry.get_sample_value(
+        "stripemeter_stream_calls_total", {"target": "live"}
+    )
+    if worker.stream_min_batch > len(meters):
+        assert stream_calls is None
+    else:
+        assert stream_calls and stream_calls > 3
+        faulted = {f["path"] for f in emulator.faults.describe()["injected"]}  # type: ignore[union-attr]
+        assert "/v2/billing/meter_event_stream" in faulted
 
     emulator.clear_faults()
     for _ in range(10):  # faults over: the sweep must finish the job by itself

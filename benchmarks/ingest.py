@@ -15,9 +15,12 @@ event of a 2xx response: otherwise the run is reported as FAILED (exit 1).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from benchmarks import profile_top
 from benchmarks.load import run_wrk
 from benchmarks.probes import LagSampler, commit_stats, outcomes
 from benchmarks.report import emit, log, machine
@@ -40,6 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=10, help="distinct customerRefs")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load first")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile serve's processes over the measured load into this directory"
+        " (rank it with benchmarks.profile_top; slower than an unprofiled run)",
+    )
+    parser.add_argument(
+        "--profile-clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cProfile's clock: wall (default) or each thread's CPU time",
+    )
     args = parser.parse_args(argv)
     preset = MODES[args.mode]
     connections = args.connections or preset["connections"]
@@ -51,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         "BENCH_PARSE": "1" if batch > 1 else "0",
     }
 
-    with service(args.backend, topology=args.topology) as svc:
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ["BENCH_CPROFILE_CLOCK"] = args.profile_clock  # service() passes it on
+    profile_dir = str(args.profile.resolve()) if args.profile else None
+    with service(args.backend, topology=args.topology, profile_dir=profile_dir) as svc:
         warmup_ok_events = 0
         if args.warmup:
             warm = run_wrk(
@@ -66,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics_before = svc.quiesce()
         transactions_before = svc.event_store_transactions()
 
+        profiled = {p: r for p, r in svc.roles().items() if r in ("api", "writer")}
+        if args.profile:
+            profile_top.begin(list(profiled))
         with LagSampler(svc, interval=0.1) as sampler:
             result = run_wrk(
                 svc,
@@ -75,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads,
                 extra_env=wrk_env,
             )
+        if args.profile:
+            profile_top.end(list(profiled), profiled, args.profile)
         catch_up_s = svc.wait_caught_up()
         metrics_after = svc.quiesce()
         transactions_after = svc.event_store_transactions()

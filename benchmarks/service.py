@@ -203,9 +203,13 @@ def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 @contextmanager
 def service(
-    backend: str, lateness_seconds: int = 35 * 86400, topology: str = "embedded"
+    backend: str,
+    lateness_seconds: int = 35 * 86400,
+    topology: str = "embedded",
+    profile_dir: str | None = None,
 ) -> Iterator[Service]:
-    """A fresh database, a fresh tenant/metric/key, and the service on it in ``topology``."""
+    """A fresh database, a fresh tenant/metric/key, and the service on it in ``topology``;
+    with ``profile_dir``, ``serve``'s processes run under benchmarks/profiling/."""
     if topology not in TOPOLOGIES:
         raise SystemExit(f"unknown topology {topology!r} ({' or '.join(TOPOLOGIES)})")
     with fresh_database(backend) as db_env:
@@ -241,6 +245,10 @@ def service(
             metrics_port = free_port()
             serve_env.update(STRIPEMETER_API_PROCESSES="2", STRIPEMETER_EMBEDDED_WORKER="false")
             worker_env.update(STRIPEMETER_WORKER_METRICS_PORT=str(metrics_port))
+        if profile_dir:
+            hook = str(Path(__file__).resolve().parent / "profiling")
+            path = os.pathsep.join(p for p in (hook, env.get("PYTHONPATH", "")) if p)
+            serve_env.update(PYTHONPATH=path, BENCH_CPROFILE_DIR=profile_dir)
         svc = Service(backend, serve_env, port, key["key"], tenant, topology)
         svc.worker_metrics_port = metrics_port
         try:

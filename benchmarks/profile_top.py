@@ -53,6 +53,12 @@ def end(pids: list[int], roles: dict[int, str], directory: Path) -> None:
     (directory / "roles.json").write_text(json.dumps({str(p): r for p, r in roles.items()}))
 
 
+def _import(name: str) -> bool:
+    """Import-time frames: a window can hold a process's start-up imports (seen in the
+    writer's); they are not the steady state being ranked."""
+    return "(<module>)" in name or "<frozen importlib" in name
+
+
 def _short(name: str) -> str:
     for marker in ("site-packages/", "/wt-profile/", "/main/", "/lib/python3.11/"):
         if marker in name:
@@ -84,7 +90,8 @@ def load(directory: Path) -> dict[str, dict[str, Any]]:
 
 
 def table(role: str, data: dict[str, Any], top: int, requests: int | None) -> str:
-    functions = data["functions"]
+    imports = {k for k in data["functions"] if _import(k)}
+    functions = {k: v for k, v in data["functions"].items() if k not in imports}
     waits = sum(functions.get(w, [0, 0, 0])[1] for w in WAITS)
     busy = sum(row[1] for row in functions.values()) - waits
     per = f" per request (of {requests:,})" if requests else ""
@@ -94,6 +101,8 @@ def table(role: str, data: dict[str, Any], top: int, requests: int | None) -> st
         f" process CPU {data['cpu_s']:.2f} s (profiled),"
         f" self time {busy:.2f} s outside waits ({waits:.2f} s in waits)",
     ]
+    if imports:
+        lines.append(f"   ({len(imports)} import-time frames left out)")
     for key, label in ((1, "self"), (2, "inclusive")):
         lines.append(f"-- top {top} by {label} time; share = of {busy:.2f} s non-wait self time")
         head = f"{'ms':>9} {'share':>6} {'µs/req' if requests else '':>7} {'calls':>10}  function"

@@ -10,7 +10,6 @@ where it is, counted and reported, never pushed.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,56 +22,21 @@ from adapters.settings import Settings
 from adapters.stripe_gateway import SdkStripeGateway
 from domain.errors import ConflictError
 from domain.ingest import Outcome
-from domain.mappings import MeterMapping
-from domain.meters import Aggregation, MetricDefinition
 from domain.pushing import PushOutcome, PushService, Target, summary_window, whole_units
 from domain.stripe_mapping import StripeMappingService
 from domain.usage import UsagePeriod, usage_period_id
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
 from tests.conftest import FakeClock
 from tests.helpers import submission
-from tests.integration.test_parity_cycles import Service, ts
+from tests.integration.test_parity_cycles import Service, stripe_setup, ts
 
 FEB_20 = datetime(2026, 2, 20, tzinfo=UTC)
 MAR_1 = datetime(2026, 3, 1, tzinfo=UTC)
 MAR_15 = datetime(2026, 3, 15, tzinfo=UTC)
 
 
-@dataclass
-class Stripe:
-    meter_id: str
-    price_id: str
-    tenant: UUID
-
-
 def at(day: int, month: int = 3, hour: int = 12) -> datetime:
     return datetime(2026, month, day, hour, tzinfo=UTC)
-
-
-def stripe_setup(service: Service, emulator: RunningEmulator) -> Stripe:
-    stripe = emulator.client()
-    meter = stripe.v1.billing.meters.create(
-        {
-            "display_name": "API calls",
-            "event_name": "sm_api_calls",
-            "default_aggregation": {"formula": "sum"},
-            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
-            "value_settings": {"event_payload_key": "value"},
-        }
-    )
-    price = stripe.v1.prices.create(
-        {
-            "currency": "usd",
-            "unit_amount_decimal": "1",
-            "product_data": {"name": "API calls"},
-            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-        }
-    )
-    app = service.stores.app
-    tenant = app.register_tenant("acme", "Acme").id
-    app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
-    app.map_meter(tenant, MeterMapping("api_calls", meter.id, "sm_api_calls", "sum"))
-    return Stripe(meter.id, price.id, tenant)
 
 
 def mapper(service: Service, emulator: RunningEmulator) -> StripeMappingService:

@@ -30,9 +30,8 @@ from tests.integration.test_map_after_usage import (
     at,
     mapper,
     period,
-    stripe_setup,
 )
-from tests.integration.test_parity_cycles import Service, ts
+from tests.integration.test_parity_cycles import Service, stripe_setup, ts
 from tests.integration.test_replay import dump
 
 

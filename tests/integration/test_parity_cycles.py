@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -86,6 +88,44 @@ class Service:
         views.runner.catch_up()
 
 
+@dataclass
+class Catalog:
+    """What a parity test bills with: a sum meter, its metered price, the tenant mapping it."""
+
+    meter_id: str
+    price_id: str
+    tenant: UUID
+
+
+def stripe_setup(
+    service: Service, emulator: RunningEmulator, unit_amount_decimal: str = "1"
+) -> Catalog:
+    """A meter and a monthly metered price in Stripe, and tenant acme with api_calls on it."""
+    stripe = emulator.client()
+    meter = stripe.v1.billing.meters.create(
+        {
+            "display_name": "API calls",
+            "event_name": "sm_api_calls",
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
+            "value_settings": {"event_payload_key": "value"},
+        }
+    )
+    price = stripe.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount_decimal": unit_amount_decimal,
+            "product_data": {"name": "API calls"},
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
+    app = service.stores.app
+    tenant = app.register_tenant("acme", "Acme").id
+    app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
+    app.map_meter(tenant, MeterMapping("api_calls", meter.id, "sm_api_calls", "sum"))
+    return Catalog(meter.id, price.id, tenant)
+
+
 @pytest.fixture
 def service(settings: Settings, clock: FakeClock, emulator: RunningEmulator) -> Iterator[Service]:
     clock.now = START
@@ -104,34 +144,15 @@ def test_every_invoice_equals_the_local_total_over_three_cycles(
 ) -> None:
     rng = random.Random(7)
     stripe = emulator.client()
-    meter = stripe.v1.billing.meters.create(
-        {
-            "display_name": "API calls",
-            "event_name": "sm_api_calls",
-            "default_aggregation": {"formula": "sum"},
-            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
-            "value_settings": {"event_payload_key": "value"},
-        }
-    )
-    price = stripe.v1.prices.create(
-        {
-            "currency": "usd",
-            "unit_amount_decimal": "0.1",
-            "product_data": {"name": "API calls"},
-            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-        }
-    )
-    app = service.stores.app
-    tenant = app.register_tenant("acme", "Acme").id
-    app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
-    app.map_meter(tenant, MeterMapping("api_calls", meter.id, "sm_api_calls", "sum"))
+    catalog = stripe_setup(service, emulator, unit_amount_decimal="0.1")
+    app, tenant = service.stores.app, catalog.tenant
     subscriptions: dict[str, Any] = {}
     for name, anchor in ANCHORS.items():
         customer = stripe.v1.customers.create({"name": name})
         subscriptions[name] = stripe.v1.subscriptions.create(
             {
                 "customer": customer.id,
-                "items": [{"price": price.id}],
+                "items": [{"price": catalog.price_id}],
                 "billing_cycle_anchor": ts(anchor),
             }
         )

@@ -109,7 +109,9 @@ def contribution(event: object, position: int) -> Contribution:
 
 
 @contribution.register(UsagePeriod.UsageRecorded)
-def _usage(event: UsagePeriod.UsageRecorded, position: int) -> Contribution:
+def _usage(
+    event: UsagePeriod.UsageRecorded | UsagePeriod.UsageMovedIn, position: int
+) -> Contribution:
     tally = Tally()
     tally.add(event.quantity, event.occurred_at, position, event.originator_version)
     return Contribution(tally, event.occurred_at)  # counted in the hour it occurred
@@ -117,21 +119,14 @@ def _usage(event: UsagePeriod.UsageRecorded, position: int) -> Contribution:
 
 @contribution.register(UsagePeriod.UsageMovedIn)
 def _moved_in(event: UsagePeriod.UsageMovedIn, position: int) -> Contribution:
-    tally = Tally()
-    tally.add(event.quantity, event.occurred_at, position, event.originator_version)
     # Its hour is counted already: hours are per customer and metric, and it stays in both.
-    return Contribution(tally, None)
+    return Contribution(_usage(event, position).tally, None)
 
 
 @contribution.register(UsagePeriod.CorrectionMovedIn)
 def _correction_moved_in(event: UsagePeriod.CorrectionMovedIn, position: int) -> Contribution:
-    tally = Tally(
-        event_count=event.events,
-        total=event.quantity,
-        last_position=position,
-        version=event.originator_version,
-    )
-    return Contribution(tally, None)  # its hour counted it when it was first applied
+    # Its hour counted it when it was first applied.
+    return Contribution(_correction(event, position).tally, None)
 
 
 @contribution.register(UsagePeriod.UsageMovedOut)
@@ -151,7 +146,9 @@ def _moved_out(event: UsagePeriod.UsageMovedOut, position: int) -> Contribution:
 
 
 @contribution.register(UsagePeriod.CorrectionApplied)
-def _correction(event: UsagePeriod.CorrectionApplied, position: int) -> Contribution:
+def _correction(
+    event: UsagePeriod.CorrectionApplied | UsagePeriod.CorrectionMovedIn, position: int
+) -> Contribution:
     tally = Tally(
         event_count=event.events,
         total=event.quantity,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -199,6 +200,9 @@ class Metrics:
         # first event instead of a series appearing at 1.
         for outcome in ("carried", "held", "kept", "approved", "reverted", "rejected"):
             self.corrections.labels(outcome)
+        # Bound once: ``labels()`` on every request was a measurable part of an ingest.
+        self._by_outcome = {o: self.ingest_events.labels(o.value) for o in Outcome}
+        self._http: dict[tuple[str, str, int], Histogram] = {}
         for verdict in ("parity", "mismatch"):
             self.periods_closed.labels(verdict)
         for target in ("live", "shadow"):
@@ -212,14 +216,27 @@ class Metrics:
         self.commit_batch_events.observe(events)
         self.commit_duration.observe(seconds)
 
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request's latency, by method, route template and status."""
+        child = self._http.get((method, route, status))
+        if child is None:
+            child = self._http[method, route, status] = self.http_duration.labels(
+                method, route, str(status)
+            )
+        child.observe(seconds)
+
     def observe_ingest(self, results: Sequence[IngestResult]) -> None:
         """Count a request's events by outcome, and the accepted late ones by kind.
 
         Called once per ingest request with every event's result, refused or
         written, so that each event is counted exactly once whichever writer ran.
         """
+        if len(results) == 1:
+            self._by_outcome[results[0].outcome].inc()
+        else:
+            for outcome, count in collections.Counter(r.outcome for r in results).items():
+                self._by_outcome[outcome].inc(count)
         for result in results:
-            self.ingest_events.labels(result.outcome.value).inc()
             if result.late is not None and result.outcome is Outcome.ACCEPTED:
                 self.late_events.labels(result.late.value).inc()
                 if result.late is not Lateness.IN_WINDOW:

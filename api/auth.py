@@ -60,10 +60,16 @@ DEPENDENCIES = {
 
 
 def presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    header = connection.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    key = connection.headers.get("x-api-key", "").strip()
+    return key_in(
+        connection.headers.get("authorization", ""), connection.headers.get("x-api-key", "")
+    )
+
+
+def key_in(authorization: str, x_api_key: str) -> str:
+    """The API key of a request with these two headers ("" when absent)."""
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    key = x_api_key.strip()
     if key:
         return key
     raise UnauthenticatedError("send an API key as 'Authorization: Bearer <key>'")

@@ -60,7 +60,7 @@ class IngestController(Controller):
         written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
         outcomes = [r if r is not None else next(written) for r in results]
         svc.metrics.observe_ingest(outcomes)
-        return _response(outcomes)
+        return respond(outcomes)
 
 
 def read_batch(
@@ -200,7 +200,8 @@ def _submission(
     )
 
 
-def _response(results: list[IngestResult]) -> IngestResponse:
+def respond(results: list[IngestResult]) -> IngestResponse:
+    """The answer to an ingest: counts by outcome and each event's result, in order."""
     counts = dict.fromkeys(Outcome, 0)
     out = []
     for index, result in enumerate(results):

@@ -1,0 +1,164 @@
+"""``POST /v1/events/ingest`` answered below the framework, for the requests it can answer whole.
+
+A one-event ingest is the service's hottest request, and Litestar's
+per-request machinery around it (routing, the exception layers, the handler
+call, turning a struct into a response) cost more CPU than the route's own
+work (docs/benchmarks.md, "where a single-event request spends its CPU").
+This path runs the same route code (``read_batch``, the writer, the same
+metrics, the same response struct) without that machinery, for a request:
+
+- whose API key is cached as allowing ``ingest`` (authenticated by an
+  earlier request in the last few seconds), and
+- whose body ``read_batch`` accepts as a batch (events refused one by one
+  are results, as on the route), and
+- that sends each of the headers it reads at most once, and a body within
+  the app's size limit.
+
+Anything else goes to the Litestar route with the body already read, so
+every refusal is decided and worded in one place (``api/problems.py``) as
+before, and the OpenAPI document still describes this route from the
+Litestar handler. An error from the writer, after the events were
+submitted, is answered here through the same ``problems.handle``: the
+events are never submitted twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import Request
+from litestar.enums import ScopeType
+
+from api import problems
+from api.auth import key_in, services_of
+from api.routes.ingest import read_batch, respond
+from domain.errors import UnauthenticatedError
+from domain.tenancy import Scope
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+    from litestar.types import Receive, ReceiveMessage, Send
+    from litestar.types import Scope as AsgiScope
+
+PATH = "/v1/events/ingest"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_READ = {b"authorization": "authorization", b"x-api-key": "x-api-key"}
+_IDEMPOTENCY = b"idempotency-key"
+
+Fallback = Callable[["AsgiScope", "Receive", "Send"], Awaitable[None]]
+
+
+def handles(scope: AsgiScope) -> bool:
+    """Whether a request is an ingest this path tries first."""
+    return scope["type"] == ScopeType.HTTP and scope["path"] == PATH and scope["method"] == "POST"
+
+
+async def ingest(
+    app: Litestar, scope: AsgiScope, receive: Receive, send: Send, fallback: Fallback
+) -> None:
+    """Answer an ingest request, or hand it to ``fallback`` (Litestar) with its body."""
+    started = time.perf_counter()
+    limit = app.request_max_body_size
+    messages, body = await _read_body(receive, limit if isinstance(limit, int) else None)
+    if body is None:
+        await fallback(scope, _replay(messages, receive), send)
+        return
+    svc = services_of(app.state)
+    headers = _headers(scope)
+    principal = None
+    if headers is not None:
+        try:
+            secret = key_in(headers.get("authorization", ""), headers.get("x-api-key", ""))
+        except UnauthenticatedError:
+            secret = None
+        principal = svc.cached_principal(secret) if secret is not None else None
+    if headers is None or principal is None or not principal.allows(Scope.INGEST):
+        await fallback(scope, _replay(messages, receive), send)
+        return
+    try:
+        results, submissions = read_batch(
+            body, principal, headers.get("idempotency-key"), svc.settings.max_batch_events
+        )
+    except Exception:  # refused as a whole: the route refuses it again, in its words
+        await fallback(scope, _replay(messages, receive), send)
+        return
+    try:
+        written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
+    except Exception as error:  # the writer's answer: never resubmitted
+        status = await _send_problem(app, scope, receive, send, error)
+    else:
+        outcomes = [r if r is not None else next(written) for r in results]
+        svc.metrics.observe_ingest(outcomes)
+        await _send_json(send, msgspec.json.encode(respond(outcomes)))
+        status = 200
+    svc.metrics.observe_http("POST", PATH, status, time.perf_counter() - started)
+
+
+async def _read_body(
+    receive: Receive, limit: int | None
+) -> tuple[list[ReceiveMessage], bytes | None]:
+    """The messages received and the whole body; None when Litestar should take it over."""
+    messages: list[ReceiveMessage] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: ReceiveMessage = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, None
+        chunks.append(message["body"])
+        size += len(message["body"])
+        if limit is not None and size > limit:
+            return messages, None
+        if not message["more_body"]:
+            return messages, chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(messages: list[ReceiveMessage], receive: Receive) -> Receive:
+    """A ``receive`` that gives back what was already read, then the rest."""
+    pending = list(messages)
+
+    async def replayed() -> ReceiveMessage:
+        if pending:
+            return pending.pop(0)
+        message: ReceiveMessage = await receive()
+        return message
+
+    return replayed
+
+
+def _headers(scope: AsgiScope) -> dict[str, str] | None:
+    """The headers this path reads, or None if one is sent twice (Litestar decides then)."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = _READ.get(name) or ("idempotency-key" if name == _IDEMPOTENCY else None)
+        if key is None:
+            continue
+        if key in found:
+            return None
+        found[key] = value.decode("latin-1")
+    return found
+
+
+async def _send_json(send: Send, body: bytes, status: int = 200) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_problem(
+    app: Litestar, scope: AsgiScope, receive: Receive, send: Send, error: Exception
+) -> int:
+    scope["app"] = scope["litestar_app"] = app
+    request: Request[Any, Any, Any] = Request(scope, receive)
+    response = problems.handle(request, error)
+    await response.to_asgi_response(None, request)(scope, receive, send)
+    return response.status_code or 500

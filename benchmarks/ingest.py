@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "wrk_s": round(result.wrk_cpu_s, 1),
             "machine_busy_pct": round(result.machine_busy * 100, 1),
+            "peak_rss_mb_by_role": result.peak_rss_mb_by_role,
             "by_command_s": result.cpu_by_command,
         },
         "checks": checks,
@@ -191,6 +192,7 @@ def print_report(r: dict[str, Any]) -> None:
         f"cpu: server {cpu['server_cores']} cores {cpu['server_cores_by_role']},"
         f" wrk {cpu['wrk_s']} s,"
         f" machine {cpu['machine_busy_pct']} % busy; CPU s by process {cpu['by_command_s']}",
+        f"peak RSS (MiB, largest process of each role): {cpu['peak_rss_mb_by_role']}",
         f"measured run: server outcomes {r['server_outcomes']}. Whole run incl. warm-up:"
         f" counters {r['counter_total']}, server accepted {r['server_accepted_total']},"
         f" events in 2xx responses {r['ok_events_total']}",

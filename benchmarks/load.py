@@ -7,6 +7,7 @@ around it, so that a result says where the two cores went.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.processes import cpu_by_command, process_cpu, system_cpu
+from benchmarks.processes import cpu_by_command, peak_rss_mb, process_cpu, system_cpu
 from benchmarks.report import log
 from benchmarks.service import METRIC, Service
 
@@ -36,6 +37,7 @@ class WrkResult:
     server_cpu_s: float  # every process of the service (see Service.roles)
     server_cpu_by_role: dict[str, float]
     machine_busy: float  # fraction of both cores busy during the run
+    peak_rss_mb_by_role: dict[str, float]  # the largest process of each role, at the end
     cpu_by_command: dict[str, float]  # CPU seconds per process name (wrk's own not included)
     raw: str
 
@@ -96,6 +98,10 @@ def run_wrk(
             previous = procs_before.get(pid)
             used = procs_after[pid].cpu_s - (previous.cpu_s if previous else 0.0)
             by_role[role] = by_role.get(role, 0.0) + used
+    peak_rss: dict[str, float] = {}
+    for pid, role in roles.items():
+        with contextlib.suppress(OSError):  # ended during the run
+            peak_rss[role] = max(peak_rss.get(role, 0.0), round(peak_rss_mb(pid), 1))
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {done.stderr}")
     match = re.search(r"^WRKJSON (.*)$", done.stdout, re.MULTILINE)
@@ -115,6 +121,7 @@ def run_wrk(
         server_cpu_s=sum(by_role.values()),
         server_cpu_by_role={role: round(seconds, 1) for role, seconds in sorted(by_role.items())},
         machine_busy=(busy_after - busy_before) / max(total_after - total_before, 1),
+        peak_rss_mb_by_role=dict(sorted(peak_rss.items())),
         cpu_by_command=cpu_by_command(procs_before, procs_after, roles),
         raw=done.stdout,
     )

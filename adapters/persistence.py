@@ -28,12 +28,17 @@ from projections.usage_periods import UsagePeriodDirectory
 log = logging.getLogger(__name__)
 
 
+# The library's JSON bytes, written by msgspec (adapters/transcoder.py).
+TRANSCODER_TOPIC = "adapters.transcoder:MsgspecTranscoder"
+
+
 def event_store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing library's settings for our backend."""
     if settings.postgres is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
             "SQLITE_DBNAME": str(settings.data_dir / "events.sqlite3"),
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "y",
@@ -41,6 +46,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     pg = settings.postgres
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
         "APPLICATION_RECORDER_TOPIC": "adapters.pg_recorder:BinaryArrayApplicationRecorder",
         "POSTGRES_DBNAME": pg.dbname,
         "POSTGRES_HOST": pg.host,

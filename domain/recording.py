@@ -157,6 +157,9 @@ class UsageRecorder:
         self, submissions: Sequence[UsageSubmission], writes: list[Write], now: datetime
     ) -> list[Accepted]:
         touched: dict[UUID, UsagePeriod] = {}
+        # Per customer and metric, the period the batch last wrote: the next event of the
+        # batch for them almost always falls in it too (see ``_period_at``).
+        recent: dict[tuple[UUID, str, str], UsagePeriod] = {}
         # Events in request order: each usage event, then the claim on its key.
         events: list[Any] = []
         claims: list[IdempotencyKey.Claimed] = []
@@ -164,8 +167,8 @@ class UsageRecorder:
         try:
             for index, metric, key_id in writes:
                 item = submissions[index]
-                period = self._period_at(item, metric, item.occurred_at, touched)
-                late, written = self._count(item, metric, period, now, touched)
+                period = self._period_at(item, metric, item.occurred_at, touched, recent)
+                late, written = self._count(item, metric, period, now, touched, recent)
                 events.extend(written)
                 claim = IdempotencyKey.claimed(
                     key_id,
@@ -179,11 +182,15 @@ class UsageRecorder:
                 events.append(claim)
                 claims.append(claim)
                 accepted.append(Accepted(index, late))
-            # The event store directly, not Application.save: the events are
-            # already in order and of known types, and save's generic path
-            # (runtime protocol checks, snapshots re-read from the database)
-            # costs more than the write itself at this volume.
-            self.app.events.put(events)
+            # The recorder directly, not Application.save nor even the event store's
+            # put: the events are already in order and of known types, and neither
+            # save's generic path (runtime protocol checks, snapshots re-read from the
+            # database) nor put's notification objects for each event, which nothing
+            # here reads, are worth their cost at this volume.
+            events_store = self.app.events
+            events_store.recorder.insert_events(
+                list(map(events_store.mapper.to_stored_event, events))
+            )
         except BaseException:
             # The cached periods now hold events that were never stored.
             for period_id in touched:
@@ -201,6 +208,7 @@ class UsageRecorder:
         period: UsagePeriod,
         now: datetime,
         touched: dict[UUID, UsagePeriod],
+        recent: dict[tuple[UUID, str, str], UsagePeriod],
     ) -> tuple[Lateness | None, Sequence[Any]]:
         """Count ``item`` in ``period``, or correct it when late; the other aggregates' events."""
         why = why_late(period, metric, now)
@@ -217,7 +225,7 @@ class UsageRecorder:
         policy = LatePolicy(self.app.cached_tenant(item.tenant_id).late_policy)
         open_period = None
         if policy is LatePolicy.CARRY_FORWARD and takes_corrections(metric):
-            open_period = self._period_at(item, metric, now, touched)
+            open_period = self._period_at(item, metric, now, touched, recent)
         correction = correct_late(item, metric, period, why, policy, open_period, now)
         return correction.lateness, correction.events
 
@@ -236,14 +244,29 @@ class UsageRecorder:
         metric: MetricDefinition,
         moment: datetime,
         touched: dict[UUID, UsagePeriod],
+        recent: dict[tuple[UUID, str, str], UsagePeriod],
     ) -> UsagePeriod:
-        """The item's customer's period of its metric containing ``moment``, opened when new."""
+        """The item's customer's period of its metric containing ``moment``, opened when new.
+
+        Within one batch, a period the batch already holds for this customer and
+        metric is taken when it holds ``moment``, without asking the customer's
+        cycle again: the batch then reads the customer's cycle once, as of its
+        first event for that customer (the copy it reads is up to
+        ``TENANT_CACHE_SECONDS`` old anyway), and skips the cycle arithmetic and
+        id lookups per event. Nothing else can change a period mid-batch: every
+        change in this process takes the recorder's lock.
+        """
+        key = (item.tenant_id, item.customer_ref, item.metric)
+        period = recent.get(key)
+        if period is not None and period.holds(moment):
+            return period
         period = self._period_for(item, metric, moment, touched)
         if not period.holds(moment):
             # The customer's billing cycle changed (domain/cycle_moves.py) after this
             # process cached the customer: read it again, and the period with it.
             self.app.customer(item.tenant_id, item.customer_ref)
             period = self._period_for(item, metric, moment, touched)
+        recent[key] = period
         return period
 
     def _period_for(

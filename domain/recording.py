@@ -35,6 +35,7 @@ from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.late_usage import correct_late, takes_corrections, why_late
 from domain.meters import MetricDefinition
 from domain.periods import BillingPeriod
+from domain.tenancy import Tenant
 from domain.usage import UsagePeriod, usage_period_id
 
 if TYPE_CHECKING:
@@ -90,9 +91,11 @@ class UsageRecorder:
         results: list[IngestResult | None] = [None] * len(submissions)
         now = self.app.clock()
         checked: list[Write] = []
+        # Each tenant read once per batch (the cached copy is seconds old anyway).
+        tenants: dict[UUID, Tenant] = {}
         for index, item in enumerate(submissions):
             try:
-                metric = self._check(item, now)
+                metric = self._check(item, now, tenants)
             except InvalidInputError as error:
                 results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
                 continue
@@ -130,12 +133,17 @@ class UsageRecorder:
             )
         return [r for r in results if r is not None]
 
-    def _check(self, item: UsageSubmission, now: datetime) -> MetricDefinition:
-        tenant = self.app.cached_tenant(item.tenant_id)
+    def _check(
+        self, item: UsageSubmission, now: datetime, tenants: dict[UUID, Tenant]
+    ) -> MetricDefinition:
+        tenant = tenants.get(item.tenant_id)
+        if tenant is None:
+            tenant = tenants[item.tenant_id] = self.app.cached_tenant(item.tenant_id)
         definition = tenant.metrics.get(item.metric)
         if definition is None:
             # Declared a moment ago by another process? Look once more, uncached.
-            definition = self.app.tenant(item.tenant_id).metrics.get(item.metric)
+            tenant = tenants[item.tenant_id] = self.app.tenant(item.tenant_id)
+            definition = tenant.metrics.get(item.metric)
         if definition is None:
             raise InvalidInputError("metric", f"metric {item.metric!r} is not declared")
         if item.quantity < 0 and not definition.allow_negative:

@@ -28,8 +28,9 @@ from projections.usage_periods import UsagePeriodDirectory
 log = logging.getLogger(__name__)
 
 
-# The library's JSON bytes, written by msgspec (adapters/transcoder.py).
+# The library's JSON bytes and stored events, written sooner (adapters/transcoder.py).
 TRANSCODER_TOPIC = "adapters.transcoder:MsgspecTranscoder"
+MAPPER_TOPIC = "adapters.transcoder:FastMapper"
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
@@ -39,6 +40,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
+            "MAPPER_TOPIC": MAPPER_TOPIC,
             "SQLITE_DBNAME": str(settings.data_dir / "events.sqlite3"),
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "y",
@@ -47,6 +49,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
+        "MAPPER_TOPIC": MAPPER_TOPIC,
         "APPLICATION_RECORDER_TOPIC": "adapters.pg_recorder:BinaryArrayApplicationRecorder",
         "POSTGRES_DBNAME": pg.dbname,
         "POSTGRES_HOST": pg.host,

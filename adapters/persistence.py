@@ -41,6 +41,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
             "MAPPER_TOPIC": MAPPER_TOPIC,
+            "APPLICATION_RECORDER_TOPIC": "adapters.sqlite_recorder:ExecutemanyApplicationRecorder",
             "SQLITE_DBNAME": str(settings.data_dir / "events.sqlite3"),
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "y",

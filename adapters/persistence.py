@@ -28,12 +28,20 @@ from projections.usage_periods import UsagePeriodDirectory
 log = logging.getLogger(__name__)
 
 
+# The library's JSON bytes and stored events, written sooner (adapters/transcoder.py).
+TRANSCODER_TOPIC = "adapters.transcoder:MsgspecTranscoder"
+MAPPER_TOPIC = "adapters.transcoder:FastMapper"
+
+
 def event_store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing library's settings for our backend."""
     if settings.postgres is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
+            "MAPPER_TOPIC": MAPPER_TOPIC,
+            "APPLICATION_RECORDER_TOPIC": "adapters.sqlite_recorder:ExecutemanyApplicationRecorder",
             "SQLITE_DBNAME": str(settings.data_dir / "events.sqlite3"),
             "SQLITE_LOCK_TIMEOUT": "30",
             "CREATE_TABLE": "y",
@@ -41,6 +49,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     pg = settings.postgres
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
+        "MAPPER_TOPIC": MAPPER_TOPIC,
         "APPLICATION_RECORDER_TOPIC": "adapters.pg_recorder:BinaryArrayApplicationRecorder",
         "POSTGRES_DBNAME": pg.dbname,
         "POSTGRES_HOST": pg.host,

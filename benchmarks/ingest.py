@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import profile_top
+from benchmarks.copy_floor import copy_floor
 from benchmarks.load import run_wrk
 from benchmarks.probes import LagSampler, commit_stats, outcomes
 from benchmarks.report import emit, log, machine
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_after = svc.quiesce()
         transactions_after = svc.event_store_transactions()
         counted, _ = svc.counted(args.customers)
+        # Batches: the same rows written again by the database alone, for the ratio.
+        floor = copy_floor(svc.env, result.ok * batch, batch) if batch > 1 and result.ok else None
 
     # Whole-run accounting (warm-up included): wrk abandons the requests still
     # in flight when its time is up, so the server may have accepted up to
@@ -138,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         "requests": result.requests,
         "requests_per_s": round(result.rps, 1),
         "events_per_s": round(result.ok * batch / result.duration_s, 1),
+        "floor": floor,
+        "ratio_to_floor": (
+            round(result.ok * batch / result.duration_s / floor["events_per_s"], 3)
+            if floor
+            else None
+        ),
         "non_2xx": result.non_2xx,
         "socket_errors": result.socket_errors,
         "latency_ms": {k: round(v, 2) for k, v in result.latency_ms.items()},
@@ -181,6 +190,14 @@ def print_report(r: dict[str, Any]) -> None:
         f"requests/s {r['requests_per_s']}   events/s {r['events_per_s']}"
         f"   requests {r['requests']}   non-2xx {r['non_2xx']}"
         f"   socket errors {r['socket_errors']}",
+        *(
+            [
+                f"floor ({r['floor']['how']} of the same rows, same batches):"
+                f" {r['floor']['events_per_s']} events/s; ratio {r['ratio_to_floor']}"
+            ]
+            if r["floor"]
+            else []
+        ),
         f"latency ms: p50 {lat['p50']}  p90 {lat['p90']}  p95 {lat['p95']}  p99 {lat['p99']}"
         f"  max {lat['max']}",
         f"group commit: {gc['commits']} commits, {gc['mean_events_per_commit']} events/commit"

@@ -5,6 +5,9 @@
 No HTTP, no projection thread, no other thread competing for the GIL: the
 ceiling of the group-commit writer (a single thread) on this machine. With
 ``--profile``, cProfile's top functions by cumulative time are printed too.
+Afterwards the same rows are written again by the database alone
+(benchmarks/copy_floor.py: COPY on PostgreSQL, executemany on SQLite), in
+batches of the same size, and the writer's rate is reported as a ratio to it.
 Runs on a fresh database (dropped afterwards).
 """
 
@@ -20,6 +23,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from benchmarks.copy_floor import copy_floor
 from benchmarks.databases import fresh_database
 from benchmarks.report import emit, log, machine
 
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             projection_s = time.perf_counter() - caught_started
         finally:
             stores.close()
+        floor = copy_floor(db_env, events, args.batch)
 
     report = {
         "benchmark": "writer",
@@ -107,13 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "events_per_s": round(events / wall, 1),
         "writer_cpu_fraction": round(cpu / wall, 2),
+        "writer_cpu_us_per_event": round(cpu / events * 1e6, 1),
+        "floor": floor,
+        "ratio_to_floor": round(events / wall / floor["events_per_s"], 3),
         "ms_per_event": round(wall / events * 1000, 3),
         "projection_catch_up_events_per_s": round((events + args.batch) / projection_s, 1),
         "profiled": args.profile,
     }
     log(
         f"writer alone on {args.backend}: {report['events_per_s']} events/s"
-        f" ({report['ms_per_event']} ms/event, CPU {report['writer_cpu_fraction']} of wall);"
+        f" ({report['ms_per_event']} ms/event, CPU {report['writer_cpu_fraction']} of wall,"
+        f" {report['writer_cpu_us_per_event']} µs CPU/event);"
+        f" floor ({floor['how']}, same rows) {floor['events_per_s']} events/s,"
+        f" ratio {report['ratio_to_floor']};"
         f" projection catch-up alone {report['projection_catch_up_events_per_s']} events/s"
         + (" (under cProfile: slower than real)" if args.profile else "")
     )

@@ -35,6 +35,7 @@ from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.late_usage import correct_late, takes_corrections, why_late
 from domain.meters import MetricDefinition
 from domain.periods import BillingPeriod
+from domain.tenancy import Tenant
 from domain.usage import UsagePeriod, usage_period_id
 
 if TYPE_CHECKING:
@@ -90,9 +91,11 @@ class UsageRecorder:
         results: list[IngestResult | None] = [None] * len(submissions)
         now = self.app.clock()
         checked: list[Write] = []
+        # Each tenant read once per batch (the cached copy is seconds old anyway).
+        tenants: dict[UUID, Tenant] = {}
         for index, item in enumerate(submissions):
             try:
-                metric = self._check(item, now)
+                metric = self._check(item, now, tenants)
             except InvalidInputError as error:
                 results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
                 continue
@@ -130,12 +133,17 @@ class UsageRecorder:
             )
         return [r for r in results if r is not None]
 
-    def _check(self, item: UsageSubmission, now: datetime) -> MetricDefinition:
-        tenant = self.app.cached_tenant(item.tenant_id)
+    def _check(
+        self, item: UsageSubmission, now: datetime, tenants: dict[UUID, Tenant]
+    ) -> MetricDefinition:
+        tenant = tenants.get(item.tenant_id)
+        if tenant is None:
+            tenant = tenants[item.tenant_id] = self.app.cached_tenant(item.tenant_id)
         definition = tenant.metrics.get(item.metric)
         if definition is None:
             # Declared a moment ago by another process? Look once more, uncached.
-            definition = self.app.tenant(item.tenant_id).metrics.get(item.metric)
+            tenant = tenants[item.tenant_id] = self.app.tenant(item.tenant_id)
+            definition = tenant.metrics.get(item.metric)
         if definition is None:
             raise InvalidInputError("metric", f"metric {item.metric!r} is not declared")
         if item.quantity < 0 and not definition.allow_negative:
@@ -157,6 +165,9 @@ class UsageRecorder:
         self, submissions: Sequence[UsageSubmission], writes: list[Write], now: datetime
     ) -> list[Accepted]:
         touched: dict[UUID, UsagePeriod] = {}
+        # Per customer and metric, the period the batch last wrote: the next event of the
+        # batch for them almost always falls in it too (see ``_period_at``).
+        recent: dict[tuple[UUID, str, str], UsagePeriod] = {}
         # Events in request order: each usage event, then the claim on its key.
         events: list[Any] = []
         claims: list[IdempotencyKey.Claimed] = []
@@ -164,8 +175,8 @@ class UsageRecorder:
         try:
             for index, metric, key_id in writes:
                 item = submissions[index]
-                period = self._period_at(item, metric, item.occurred_at, touched)
-                late, written = self._count(item, metric, period, now, touched)
+                period = self._period_at(item, metric, item.occurred_at, touched, recent)
+                late, written = self._count(item, metric, period, now, touched, recent)
                 events.extend(written)
                 claim = IdempotencyKey.claimed(
                     key_id,
@@ -179,11 +190,15 @@ class UsageRecorder:
                 events.append(claim)
                 claims.append(claim)
                 accepted.append(Accepted(index, late))
-            # The event store directly, not Application.save: the events are
-            # already in order and of known types, and save's generic path
-            # (runtime protocol checks, snapshots re-read from the database)
-            # costs more than the write itself at this volume.
-            self.app.events.put(events)
+            # The recorder directly, not Application.save nor even the event store's
+            # put: the events are already in order and of known types, and neither
+            # save's generic path (runtime protocol checks, snapshots re-read from the
+            # database) nor put's notification objects for each event, which nothing
+            # here reads, are worth their cost at this volume.
+            events_store = self.app.events
+            events_store.recorder.insert_events(
+                list(map(events_store.mapper.to_stored_event, events))
+            )
         except BaseException:
             # The cached periods now hold events that were never stored.
             for period_id in touched:
@@ -201,6 +216,7 @@ class UsageRecorder:
         period: UsagePeriod,
         now: datetime,
         touched: dict[UUID, UsagePeriod],
+        recent: dict[tuple[UUID, str, str], UsagePeriod],
     ) -> tuple[Lateness | None, Sequence[Any]]:
         """Count ``item`` in ``period``, or correct it when late; the other aggregates' events."""
         why = why_late(period, metric, now)
@@ -217,7 +233,7 @@ class UsageRecorder:
         policy = LatePolicy(self.app.cached_tenant(item.tenant_id).late_policy)
         open_period = None
         if policy is LatePolicy.CARRY_FORWARD and takes_corrections(metric):
-            open_period = self._period_at(item, metric, now, touched)
+            open_period = self._period_at(item, metric, now, touched, recent)
         correction = correct_late(item, metric, period, why, policy, open_period, now)
         return correction.lateness, correction.events
 
@@ -236,14 +252,29 @@ class UsageRecorder:
         metric: MetricDefinition,
         moment: datetime,
         touched: dict[UUID, UsagePeriod],
+        recent: dict[tuple[UUID, str, str], UsagePeriod],
     ) -> UsagePeriod:
-        """The item's customer's period of its metric containing ``moment``, opened when new."""
+        """The item's customer's period of its metric containing ``moment``, opened when new.
+
+        Within one batch, a period the batch already holds for this customer and
+        metric is taken when it holds ``moment``, without asking the customer's
+        cycle again: the batch then reads the customer's cycle once, as of its
+        first event for that customer (the copy it reads is up to
+        ``TENANT_CACHE_SECONDS`` old anyway), and skips the cycle arithmetic and
+        id lookups per event. Nothing else can change a period mid-batch: every
+        change in this process takes the recorder's lock.
+        """
+        key = (item.tenant_id, item.customer_ref, item.metric)
+        period = recent.get(key)
+        if period is not None and period.holds(moment):
+            return period
         period = self._period_for(item, metric, moment, touched)
         if not period.holds(moment):
             # The customer's billing cycle changed (domain/cycle_moves.py) after this
             # process cached the customer: read it again, and the period with it.
             self.app.customer(item.tenant_id, item.customer_ref)
             period = self._period_for(item, metric, moment, touched)
+        recent[key] = period
         return period
 
     def _period_for(

@@ -159,11 +159,11 @@ class Settings:
     metrics_multiprocess_dir: Path | None = None
     # How often the projections look at the log when nothing wakes them (a runner
     # in another process than the writer, on SQLite), and while PostgreSQL's
-    # LISTEN wakes them (only for a missed notification); at most one batch per
-    # ``projection_batch_interval`` after a wake, so that busy commits share batches.
+    # LISTEN wakes them (only for a missed notification); after a batch, a wake waits
+    # until ``projection_batch_interval`` has passed, so that busy commits share batches.
     projection_poll_seconds: float = 0.05
     projection_safety_poll_seconds: float = 1.0
-    projection_batch_interval_seconds: float = 0.02
+    projection_batch_interval_seconds: float = 0.05
     reconcile: ReconcileSettings = ReconcileSettings()
 
     @property
@@ -219,7 +219,7 @@ class Settings:
             )
             / 1000,
             projection_batch_interval_seconds=_int(
-                env, "STRIPEMETER_PROJECTION_BATCH_INTERVAL_MS", 20, 0, 10_000
+                env, "STRIPEMETER_PROJECTION_BATCH_INTERVAL_MS", 50, 0, 10_000
             )
             / 1000,
             reconcile=ReconcileSettings(

@@ -223,8 +223,8 @@ def test_while_the_listen_connection_is_down_the_runner_polls_at_its_normal_pace
 def test_wakes_in_quick_succession_share_batches(
     writer: Stores, settings: Settings, clock: FakeClock
 ) -> None:
-    """A busy writer wakes the runner after every commit: it starts a batch at most once
-    per ``min_batch_interval``, and every event is still counted."""
+    """A busy writer wakes the runner after every commit: a batch starts no sooner than
+    ``min_batch_interval`` after the previous one ended, and every event is still counted."""
     tenant = setup_tenant(writer)
     worker = open_stores(slow_polls(settings), clock)
     runner = worker.views.runner

@@ -92,7 +92,7 @@ def test_the_projection_polls_are_given_in_milliseconds() -> None:
         default.projection_poll_seconds,
         default.projection_safety_poll_seconds,
         default.projection_batch_interval_seconds,
-    ) == (0.05, 1.0, 0.02)
+    ) == (0.05, 1.0, 0.05)
     settings = Settings.from_env(
         {
             "STRIPEMETER_PROJECTION_POLL_MS": "200",

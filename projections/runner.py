@@ -14,7 +14,7 @@ How the runner learns that the log grew:
   ``safety_interval``: it is only there for a notification that was missed.
 
 Wakes are coalesced: a woken runner starts its next batch no sooner than
-``min_batch_interval`` after the end of the previous one. With the default
+``min_batch_interval`` after the end of the previous one that found anything. With the default
 (the poll interval) a busy log costs exactly what polling cost (a batch,
 then a pause), however many commits wake it; a commit after a quiet spell
 starts a batch at once.
@@ -248,6 +248,7 @@ class BatchProjectionRunner:
         )
 
     def _loop(self) -> None:
+        worked = 0.0  # when the last batch that moved ended (an empty poll does not count)
         while not self._stop.is_set():
             try:
                 moved = self.run_once()
@@ -262,11 +263,12 @@ class BatchProjectionRunner:
                 log.exception("projection batch failed; retrying from the stored position")
                 self._stop.wait(1.0)
                 continue
-            ended = time.monotonic()
+            if moved:
+                worked = time.monotonic()
             if moved < self.batch_size and self._wakeup.wait(self.idle_wait()):
                 # Woken: let the commits that follow this one join the same batch. Under
                 # load this is polling's pace (a batch, then a pause), so it costs no more.
-                rest = ended + self.min_batch_interval - time.monotonic()
+                rest = worked + self.min_batch_interval - time.monotonic()
                 if rest > 0:
                     self._stop.wait(rest)
             # Cleared before the batch: a commit after this point wakes the next one.

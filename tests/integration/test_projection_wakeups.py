@@ -255,6 +255,27 @@ def test_wakes_in_quick_succession_share_batches(
         worker.close()
 
 
+def test_a_wake_after_a_quiet_spell_starts_a_batch_at_once(
+    writer: Stores, settings: Settings, clock: FakeClock
+) -> None:
+    """Coalescing delays a batch only right after one that found work: polls that found
+    nothing (every 50 ms here) do not push a woken batch back."""
+    tenant = setup_tenant(writer)
+    worker = open_stores(slow_polls(settings, poll=0.05), clock)
+    runner = worker.views.runner
+    runner.wake_source = None
+    runner.min_batch_interval = 2.0
+    started_runner(worker)
+    try:
+        time.sleep(2.5)  # its last batch with work is 2.5 s old; empty polls since
+        writer.app.usage.record_usage([submission(tenant, 5, clock.now, key="quiet")])
+        runner.wake()
+        assert wait_for(lambda: counted(worker, tenant) == 5) < 1.0
+    finally:
+        runner.stop()
+        worker.close()
+
+
 def test_stopping_the_runner_stops_its_listener(
     postgres_only: None, settings: Settings, clock: FakeClock
 ) -> None:

@@ -14,10 +14,10 @@ How the runner learns that the log grew:
   ``safety_interval``: it is only there for a notification that was missed.
 
 Wakes are coalesced: a woken runner starts its next batch no sooner than
-``min_batch_interval`` after the end of the previous one that found anything. With the default
-(the poll interval) a busy log costs exactly what polling cost (a batch,
-then a pause), however many commits wake it; a commit after a quiet spell
-starts a batch at once.
+``min_batch_interval`` after the end of the last batch that found anything.
+With the default (the poll interval) a busy log costs what polling cost (a
+batch, then a pause), however many commits wake it; a commit after a quiet
+spell starts a batch at once.
 """
 
 from __future__ import annotations

@@ -130,9 +130,14 @@ def test_a_commit_in_another_process_wakes_the_runner_through_listen(
     worker = open_stores(slow_polls(settings), clock)  # as `stripemeter worker` opens them
     try:
         started_runner(worker)
-        for round_ in range(3):
-            writer.app.usage.record_usage([submission(tenant, 2, clock.now, key=f"r{round_}")])
-            wait_for(lambda n=round_: counted(worker, tenant) == 2 * (n + 1))
+        total = 0
+        # One event, then a group commit's size: the writer may insert them differently
+        # (a large batch by COPY), and each way must NOTIFY.
+        for round_, size in enumerate((1, 200, 1)):
+            batch = [submission(tenant, 2, clock.now, key=f"r{round_}-{n}") for n in range(size)]
+            writer.app.usage.record_usage(batch)
+            total += 2 * size
+            wait_for(lambda expected=total: counted(worker, tenant) == expected)
     finally:
         worker.views.runner.stop()
         worker.close()

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from eventsourcing.postgres import PostgresApplicationRecorder
 
+from adapters.log_listener import PostgresLogListener
 from adapters.push_locks import AdvisoryPushLocks
 from adapters.reconciliation_reports import ReconciliationReports
 from adapters.settings import Settings
@@ -123,7 +125,9 @@ def _has_table(store: ViewStore, name: str) -> bool:
     return True
 
 
-def build_views(app: MeteringApp, store: ViewStore) -> Views:
+def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = None) -> Views:
+    """The views over ``app``'s log; with ``settings``, their runner follows the log as
+    configured (on PostgreSQL: woken by LISTEN/NOTIFY)."""
     directory = UsagePeriodDirectory(store)
     counters = CountersProjection(store, directory)
     events = UsageEventsProjection(store, directory)
@@ -136,12 +140,29 @@ def build_views(app: MeteringApp, store: ViewStore) -> Views:
         store,
         [directory, counters, events, ledger, customers, adjustments],
     )
+    if settings is not None:
+        runner.poll_interval = settings.projection_poll_seconds
+        runner.safety_interval = settings.projection_safety_poll_seconds
+        runner.min_batch_interval = settings.projection_batch_interval_seconds
+        runner.wake_source = log_listener(app, settings)
     _replace_outdated_views(store, runner)
     runner.create_tables()
     reports = ReconciliationReports(store)
     reports.create_tables()
     return Views(
         store, directory, counters, events, ledger, customers, adjustments, reports, runner
+    )
+
+
+def log_listener(app: MeteringApp, settings: Settings) -> PostgresLogListener | None:
+    """PostgreSQL: a listener on the channel the event store NOTIFYs on; SQLite: none (its
+    recorder has no notifications: the runner polls)."""
+    recorder = app.recorder
+    if settings.postgres is None or not isinstance(recorder, PostgresApplicationRecorder):
+        return None
+    pg = settings.postgres
+    return PostgresLogListener(
+        pg.conninfo, recorder.channel_name, f"{pg.host}:{pg.port}/{pg.dbname}"
     )
 
 
@@ -174,7 +195,8 @@ def open_stores(settings: Settings, clock: Callable[[], datetime] = utc_now) -> 
     with schema_lock(settings):
         app = MeteringApp(env=event_store_env(settings), clock=clock)
         split_key_namespaces(app)
-        return Stores(app, build_views(app, view_store(settings)), push_locks_for(settings))
+        views = build_views(app, view_store(settings), settings)
+        return Stores(app, views, push_locks_for(settings))
 
 
 SCHEMA_LOCK_KEY = 0x5354524950454D  # any constant; "STRIPEM"

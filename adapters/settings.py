@@ -157,6 +157,13 @@ class Settings:
     worker_metrics_port: int = 9464
     # Set by `serve` for several API processes: prometheus_client's shared-files mode.
     metrics_multiprocess_dir: Path | None = None
+    # How often the projections look at the log when nothing wakes them (a runner
+    # in another process than the writer, on SQLite), and while PostgreSQL's
+    # LISTEN wakes them (only for a missed notification); after a batch, a wake waits
+    # until ``projection_batch_interval`` has passed, so that busy commits share batches.
+    projection_poll_seconds: float = 0.05
+    projection_safety_poll_seconds: float = 1.0
+    projection_batch_interval_seconds: float = 0.05
     reconcile: ReconcileSettings = ReconcileSettings()
 
     @property
@@ -205,6 +212,16 @@ class Settings:
             metrics_multiprocess_dir=(
                 Path(d) if (d := _optional(env, "PROMETHEUS_MULTIPROC_DIR")) else None
             ),
+            projection_poll_seconds=_int(env, "STRIPEMETER_PROJECTION_POLL_MS", 50, 1, 60_000)
+            / 1000,
+            projection_safety_poll_seconds=_int(
+                env, "STRIPEMETER_PROJECTION_SAFETY_POLL_MS", 1_000, 1, 600_000
+            )
+            / 1000,
+            projection_batch_interval_seconds=_int(
+                env, "STRIPEMETER_PROJECTION_BATCH_INTERVAL_MS", 50, 0, 10_000
+            )
+            / 1000,
             reconcile=ReconcileSettings(
                 interval_seconds=_int(
                     env, "STRIPEMETER_RECONCILE_INTERVAL_SECONDS", 300, 0, 86_400

@@ -25,7 +25,7 @@ from benchmarks.copy_floor import copy_floor
 from benchmarks.load import run_wrk
 from benchmarks.probes import LagSampler, commit_stats, outcomes
 from benchmarks.report import emit, log, machine
-from benchmarks.service import TOPOLOGIES, service
+from benchmarks.service import TOPOLOGIES, service, service_settings
 
 MODES = {
     "single": {"connections": 100, "duration": 30, "batch": 1},
@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         default="wall",
         help="cProfile's clock: wall (default) or each thread's CPU time",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a STRIPEMETER_* setting for the service's processes (repeatable)",
+    )
     args = parser.parse_args(argv)
     preset = MODES[args.mode]
     connections = args.connections or preset["connections"]
@@ -71,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
         os.environ["BENCH_CPROFILE_CLOCK"] = args.profile_clock  # service() passes it on
     profile_dir = str(args.profile.resolve()) if args.profile else None
-    with service(args.backend, topology=args.topology, profile_dir=profile_dir) as svc:
+    with service(
+        args.backend,
+        topology=args.topology,
+        profile_dir=profile_dir,
+        settings=service_settings(args.set),
+    ) as svc:
         warmup_ok_events = 0
         if args.warmup:
             warm = run_wrk(

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,15 +201,28 @@ def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
     return out
 
 
+def service_settings(pairs: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs (a benchmark's ``--set``) as settings for the service."""
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("STRIPEMETER_"):
+            raise SystemExit(f"--set takes STRIPEMETER_NAME=VALUE, got {pair!r}")
+        settings[name] = value
+    return settings
+
+
 @contextmanager
 def service(
     backend: str,
     lateness_seconds: int = 35 * 86400,
     topology: str = "embedded",
     profile_dir: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Service]:
     """A fresh database, a fresh tenant/metric/key, and the service on it in ``topology``;
-    with ``profile_dir``, ``serve``'s processes run under benchmarks/profiling/."""
+    with ``profile_dir``, ``serve``'s processes run under benchmarks/profiling/;
+    ``settings`` (``STRIPEMETER_*`` variables) go to every process of the service."""
     if topology not in TOPOLOGIES:
         raise SystemExit(f"unknown topology {topology!r} ({' or '.join(TOPOLOGIES)})")
     with fresh_database(backend) as db_env:
@@ -221,6 +234,7 @@ def service(
             STRIPEMETER_WRITER="process",
             STRIPEMETER_EMULATOR_PORT="0",  # the built-in Stripe emulator on a free port
         )
+        env.update(settings or {})
         tenant = f"bench-{uuid.uuid4().hex[:6]}"
         _cli(env, "tenants", "create", tenant)
         _cli(

@@ -3,17 +3,31 @@
 Each batch is one transaction: every projection's rows and its tracking
 position are written together, so a crash at any point either keeps the
 whole batch or none of it, and a restart resumes from the stored position
-without counting anything twice. The log is polled (SQLite's recorder has no
-subscription); an in-process writer can ``wake()`` the runner after a commit
-so that the lag stays at one batch.
+without counting anything twice.
+
+How the runner learns that the log grew:
+- an in-process writer calls ``wake()`` after each commit;
+- a ``WakeSource`` (PostgreSQL's LISTEN, adapters/log_listener.py) calls it
+  after each commit of any process;
+- otherwise it polls every ``poll_interval`` (SQLite's recorder has no
+  subscription). While a wake source is connected the poll slows to
+  ``safety_interval``: it is only there for a notification that was missed.
+
+Wakes are coalesced: a woken runner starts its next batch no sooner than
+``min_batch_interval`` after the end of the last batch that found anything.
+With the default (the poll interval) a busy log costs what polling cost (a
+batch, then a pause), however many commits wake it; a commit after a quiet
+spell starts a batch at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
@@ -25,6 +39,18 @@ log = logging.getLogger(__name__)
 
 class TrackingConflictError(RuntimeError):
     """Another runner moved a projection's position while this one was working."""
+
+
+class WakeSource(Protocol):
+    """Something that calls ``wake`` whenever another process commits to the log."""
+
+    @property
+    def connected(self) -> bool:
+        """True while every commit is expected to wake the runner (the poll can be slow)."""
+
+    def start(self, wake: Callable[[], None]) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,10 @@ class BatchProjectionRunner:
         projections: Sequence[BatchProjection],
         batch_size: int = 2_000,
         poll_interval: float = 0.05,
+        *,
+        safety_interval: float = 1.0,
+        min_batch_interval: float = 0.05,
+        wake_source: WakeSource | None = None,
     ) -> None:
         self.recorder = recorder
         self.mapper = mapper
@@ -60,6 +90,9 @@ class BatchProjectionRunner:
         }
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.safety_interval = safety_interval
+        self.min_batch_interval = min_batch_interval
+        self.wake_source = wake_source
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,6 +226,8 @@ class BatchProjectionRunner:
 
     def start(self) -> None:
         self._stop.clear()
+        if self.wake_source is not None:
+            self.wake_source.start(self.wake)
         self._thread = threading.Thread(target=self._loop, name="projection-runner", daemon=True)
         self._thread.start()
 
@@ -202,8 +237,18 @@ class BatchProjectionRunner:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.wake_source is not None:
+            self.wake_source.stop()
+
+    def idle_wait(self) -> float:
+        """How long to wait for a wake when caught up, before looking at the log anyway."""
+        source = self.wake_source
+        return (
+            self.safety_interval if source is not None and source.connected else self.poll_interval
+        )
 
     def _loop(self) -> None:
+        worked = 0.0  # when the last batch that moved ended (an empty poll does not count)
         while not self._stop.is_set():
             try:
                 moved = self.run_once()
@@ -218,6 +263,13 @@ class BatchProjectionRunner:
                 log.exception("projection batch failed; retrying from the stored position")
                 self._stop.wait(1.0)
                 continue
-            if moved < self.batch_size:
-                self._wakeup.wait(self.poll_interval)
-                self._wakeup.clear()
+            if moved:
+                worked = time.monotonic()
+            if moved < self.batch_size and self._wakeup.wait(self.idle_wait()):
+                # Woken: let the commits that follow this one join the same batch. Under
+                # load this is polling's pace (a batch, then a pause), so it costs no more.
+                rest = worked + self.min_batch_interval - time.monotonic()
+                if rest > 0:
+                    self._stop.wait(rest)
+            # Cleared before the batch: a commit after this point wakes the next one.
+            self._wakeup.clear()

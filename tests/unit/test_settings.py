@@ -84,3 +84,26 @@ def test_the_shadow_test_account_is_paced_apart_from_the_live_one() -> None:
     assert off.shadow_read_pace() is None and off.read_pace() is not None
     with pytest.raises(SettingsError, match="STRIPEMETER_RECONCILE_SHADOW_READS_PER_SECOND"):
         Settings.from_env({"STRIPEMETER_RECONCILE_SHADOW_READS_PER_SECOND": "x"})
+
+
+def test_the_projection_polls_are_given_in_milliseconds() -> None:
+    default = Settings.from_env({})
+    assert (
+        default.projection_poll_seconds,
+        default.projection_safety_poll_seconds,
+        default.projection_batch_interval_seconds,
+    ) == (0.05, 1.0, 0.05)
+    settings = Settings.from_env(
+        {
+            "STRIPEMETER_PROJECTION_POLL_MS": "200",
+            "STRIPEMETER_PROJECTION_SAFETY_POLL_MS": "5000",
+            "STRIPEMETER_PROJECTION_BATCH_INTERVAL_MS": "0",
+        }
+    )
+    assert (
+        settings.projection_poll_seconds,
+        settings.projection_safety_poll_seconds,
+        settings.projection_batch_interval_seconds,
+    ) == (0.2, 5.0, 0.0)
+    with pytest.raises(SettingsError, match="STRIPEMETER_PROJECTION_POLL_MS must be between 1"):
+        Settings.from_env({"STRIPEMETER_PROJECTION_POLL_MS": "0"})

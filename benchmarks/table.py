@@ -1,0 +1,218 @@
+"""The throughput table of docs/benchmarks.md: each figure beside its floor, in one pass.
+
+    .venv/bin/python -m benchmarks.table [--rounds 2] [--rebuild-events 1000000] [--only NAME]
+
+Each row runs its benchmark and the floor it is compared with one after the
+other (floor, figure, floor, figure ... for ``--rounds``), each on a fresh
+database, so that a ratio is never taken between runs of different moments.
+It prints the markdown table with the command of every row, and exits 1 if
+any benchmark failed its own checks (an event lost or counted twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import log, machine
+
+PY = [sys.executable, "-m"]
+SINGLE = ["--mode", "single", "--connections", "100", "--duration", "15", "--warmup", "5"]
+BATCH = ["--mode", "batch", "--duration", "20", "--warmup", "3"]
+
+
+@dataclass
+class Row:
+    """One line of the table: a figure, the floor it is measured against, and how to read both."""
+
+    name: str
+    figure: list[str]
+    floor: list[str] | None
+    read: Callable[[dict[str, Any]], float]  # the figure's number from its RESULT
+    read_floor: Callable[[dict[str, Any]], float] | None
+    unit: str
+    goal: str
+    detail: Callable[[dict[str, Any]], str] = lambda _r: ""
+    figures: list[dict[str, Any]] = field(default_factory=list)
+    floors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rows(rebuild_events: int) -> list[Row]:
+    def ingest_rps(r: dict[str, Any]) -> float:
+        return float(r["requests_per_s"])
+
+    def single_detail(r: dict[str, Any]) -> str:
+        rss = r["cpu"].get("peak_rss_mb_by_role", {})
+        api = f", API RSS {rss['api']:.0f} MiB" if "api" in rss else ""
+        return f"p95 {r['latency_ms']['p95']} ms, {r['non_2xx']} non-2xx{api}"
+
+    def floor_rps(r: dict[str, Any]) -> float:
+        return float(r["requests_per_s"])
+
+    def batch_events(r: dict[str, Any]) -> float:
+        return float(r["events_per_s"])
+
+    def late_s(r: dict[str, Any]) -> float:
+        return float(r["catch_up_after_ack_s"]["median"])
+
+    def rebuild_rate(r: dict[str, Any]) -> float:
+        return float(r["rebuild"]["usage_events_per_s"])
+
+    def rebuild_detail(r: dict[str, Any]) -> str:
+        return f"peak RSS {r['rebuild']['peak_rss_mib']} MiB"
+
+    def copy_floor(r: dict[str, Any]) -> float:
+        return float(r["floor"]["events_per_s"])
+
+    def read_floor(r: dict[str, Any]) -> float:
+        return float(r["floor"]["usage_events_per_s"])
+
+    ingest = [*PY, "benchmarks.ingest"]
+    where = {"postgres": "production", "sqlite": "embedded"}
+
+    def single(backend: str, label: str) -> Row:
+        at = ["--backend", backend, "--topology", where[backend]]
+        return Row(
+            f"single events, 100 conns, {label}",
+            [*ingest, *at, *SINGLE],
+            [*PY, "benchmarks.http_floor", "--duration", "15", *at],
+            ingest_rps,
+            floor_rps,
+            "req/s",
+            ">= 50 % of the floor, p95 <= 25 ms",
+            single_detail,
+        )
+
+    def batches(backend: str, label: str, goal: int) -> Row:
+        return Row(
+            f"1,000-event batches, {label}",
+            [*ingest, "--backend", backend, "--topology", where[backend], *BATCH],
+            None,  # the run writes its own rows again as its floor (benchmarks/copy_floor.py)
+            batch_events,
+            copy_floor,
+            "events/s",
+            f">= {goal:,} events/s",
+        )
+
+    def late(backend: str, label: str) -> Row:
+        command = [*PY, "benchmarks.late", "--backend", backend, "--topology", where[backend]]
+        return Row(
+            f"10,000 late events until counted, {label}",
+            command,
+            None,
+            late_s,
+            None,
+            "s (median)",
+            "<= 0.2 s",
+        )
+
+    result = [
+        single("postgres", "production (PostgreSQL)"),
+        single("sqlite", "embedded default (SQLite)"),
+        batches("postgres", "PostgreSQL", 25_000),
+        batches("sqlite", "SQLite", 10_000),
+        late("postgres", "PostgreSQL"),
+        late("sqlite", "SQLite"),
+    ]
+    for backend in ("postgres", "sqlite"):
+        rebuild = [*PY, "benchmarks.rebuild", "--backend", backend, "--no-dry-run"]
+        result.append(
+            Row(
+                f"rebuild, {rebuild_events:,} usage events, {backend}",
+                [*rebuild, "--events", str(rebuild_events)],
+                None,
+                rebuild_rate,
+                read_floor,
+                "usage events/s",
+                ">= 50,000 usage events/s, flat memory",
+                rebuild_detail,
+            )
+        )
+    return result
+
+
+def run(command: list[str]) -> dict[str, Any]:
+    """Run one benchmark; its RESULT line, with ``passed`` false if it failed."""
+    load = Path("/proc/loadavg").read_text().split()[0]
+    log(f"load {load}: {' '.join(command[1:])}")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            result.setdefault("passed", done.returncode == 0)
+            if done.returncode != 0:
+                result["passed"] = False
+            return result
+    log(done.stderr[-2000:])
+    raise RuntimeError(f"{' '.join(command)} printed no RESULT (exit {done.returncode})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rebuild-events", type=int, default=1_000_000)
+    parser.add_argument("--only", action="append", help="rows whose name contains this")
+    args = parser.parse_args(argv)
+    chosen = [
+        row
+        for row in rows(args.rebuild_events)
+        if not args.only or any(word in row.name for word in args.only)
+    ]
+    passed = True
+    for row in chosen:
+        # A rebuild is long: one round. Rows without a floor command carry theirs in the RESULT.
+        rounds = 1 if "rebuild" in row.name else args.rounds
+        for _ in range(rounds):
+            if row.floor is not None:
+                row.floors.append(run(row.floor))
+            row.figures.append(run(row.figure))
+            passed = passed and all(r.get("passed", True) for r in row.figures + row.floors)
+    print(markdown(chosen, machine()))
+    return 0 if passed else 1
+
+
+def markdown(chosen: list[Row], where: dict[str, Any]) -> str:
+    lines = [
+        f"Machine: {where['nproc']} cores ({where['cpu']}), {where['mem_gib']} GiB,"
+        f" Python {where['python']}; commit `{where['commit']}`; finished {where['date']}.",
+        "",
+        "| figure | measured | floor, same run | ratio | goal | also |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for row in chosen:
+        values = [row.read(r) for r in row.figures]
+        floors = [row.read_floor(r) for r in (row.floors or row.figures)] if row.read_floor else []
+        ratios = [v / f for v, f in zip(values, floors, strict=False) if f]
+        lines.append(
+            f"| {row.name} | {_span(values)} {row.unit} | {_span(floors) if floors else '—'} |"
+            f" {_span([100 * r for r in ratios], '%') if ratios else '—'} | {row.goal} |"
+            f" {'; '.join(filter(None, (row.detail(r) for r in row.figures)))}"
+            f"{'' if all(r.get('passed', True) for r in row.figures) else ' **FAILED**'} |"
+        )
+    lines += ["", "Commands, in the order they ran:", "", "```bash"]
+    for row in chosen:
+        for command in filter(None, (row.floor, row.figure)):
+            lines.append(" ".join(["python", *command[1:]]))
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def _span(values: list[float], unit: str = "") -> str:
+    if not values:
+        return "—"
+    low, high = min(values), max(values)
+    digits = 0 if high >= 100 else 2
+    if len(values) == 1 or round(low, digits) == round(high, digits):
+        return f"{statistics.mean(values):,.{digits}f}{unit}"
+    return f"{low:,.{digits}f}–{high:,.{digits}f}{unit}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,7 +74,7 @@ class _SqliteLog:
                 " ORDER BY rowid LIMIT ?",
                 (after, stop, *topics, limit),
             )
-            return [tuple(row) for row in cur.fetchall()]  # type: ignore[misc]
+            return [tuple(row) for row in cur.fetchall()]
 
 
 def log_reader(recorder: ApplicationRecorder) -> LogReader | None:

@@ -29,10 +29,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import msgspec
@@ -136,9 +136,10 @@ class EventDecoder:
                     for name, wrapped in plan.fields
                     for value in (getattr(decoded, name),)
                 }
-                values["originator_id"] = find_id_convertor(plan.cls, type(originator_id))(
-                    originator_id
+                convert = find_id_convertor(
+                    cast(Hashable, plan.cls), cast(Hashable, type(originator_id))
                 )
+                values["originator_id"] = convert(originator_id)
                 values["originator_version"] = version
                 event = object.__new__(plan.cls)
                 object.__setattr__(event, "__dict__", values)

@@ -137,9 +137,6 @@ class ViewStore(ABC):
         return statement.format(**self.types)
 
 
-_SQLITE_KEYS = 500  # keys per statement: well inside SQLite's bound on parameters
-
-
 class _SqliteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -168,16 +165,15 @@ class _SqliteTx:
         columns: str,
         keys: Sequence[Sequence[Any]],
     ) -> list[Row]:
+        # In process, a statement per key through the primary key's index costs
+        # microseconds; ``(a, b) IN (VALUES ...)`` was slower here.
         names = ", ".join(name for name, _ in key)
-        row = f"({', '.join('?' * len(key))})"
+        where = " AND ".join(f"{name} = ?" for name, _ in key)
+        cur = self.conn.cursor()
+        sql = f"SELECT {names}, {columns} FROM {table} WHERE {where}"
         found: list[Row] = []
-        for start in range(0, len(keys), _SQLITE_KEYS):
-            chunk = keys[start : start + _SQLITE_KEYS]
-            found += self.conn.execute(
-                f"SELECT {names}, {columns} FROM {table}"
-                f" WHERE ({names}) IN (VALUES {', '.join([row] * len(chunk))})",
-                [value for k in chunk for value in k],
-            ).fetchall()
+        for k in keys:
+            found += cur.execute(sql, tuple(k)).fetchall()
         return found
 
 

@@ -296,12 +296,19 @@ _NO_ROWS = re.compile(r"\s*(INSERT|UPDATE|DELETE)\b(?!.*\bRETURNING\b)", re.IGNO
 
 class _PostgresTx:
     def __init__(
-        self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None
+        self,
+        conn: psycopg.Connection[Any],
+        pipeline: psycopg.Pipeline | None = None,
+        unlogged: bool = False,
     ) -> None:
         self.conn = conn
         self.pipeline = pipeline
+        self.unlogged = unlogged
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        if self.unlogged and sql.startswith("CREATE TABLE"):
+            # Every table of a scratch store, the runner's tracking table included.
+            sql = sql.replace("CREATE TABLE", "CREATE UNLOGGED TABLE", 1)
         cur = self.conn.execute(sql.replace("?", "%s"), tuple(params))
         if self.pipeline is not None:
             if _NO_ROWS.match(sql):
@@ -412,20 +419,14 @@ class PostgresViewStore(ViewStore):
         with self.pool.connection() as conn:
             if not self.pipelined:
                 with conn.transaction():
-                    yield _PostgresTx(conn)
+                    yield _PostgresTx(conn, unlogged=self.scratch)
                 return
             with conn.pipeline() as pipeline, conn.transaction():
-                yield _PostgresTx(conn, pipeline)
+                yield _PostgresTx(conn, pipeline, unlogged=self.scratch)
 
     def shadow(self) -> ViewStore:
         with self.transaction() as tx:
             tx.execute(f"CREATE SCHEMA IF NOT EXISTS {SHADOW}")
-            # Before the runner creates it (IF NOT EXISTS): unlogged like the views
-            # it tracks, so that a crash that empties them empties it too.
-            tx.execute(
-                f"CREATE UNLOGGED TABLE IF NOT EXISTS {SHADOW}.sm_tracking"
-                " (projection TEXT PRIMARY KEY, position BIGINT NOT NULL)"
-            )
         return PostgresViewStore(self.conninfo, max_size=2, schema=SHADOW, scratch=True)
 
     def drop_shadow(self) -> None:
@@ -438,12 +439,6 @@ class PostgresViewStore(ViewStore):
             if not write:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield _PostgresTx(conn)
-
-    def ddl(self, statement: str) -> str:
-        statement = super().ddl(statement)
-        if self.scratch:
-            statement = statement.replace("CREATE TABLE", "CREATE UNLOGGED TABLE", 1)
-        return statement
 
     def shadow_columns(self, tx: Tx, table: str) -> list[Column]:
         rows = tx.execute(

@@ -654,3 +654,27 @@ def test_the_shadow_lives_apart_from_the_live_views(settings: Settings, stores: 
         shadow.close()
         stores.views.store.drop_shadow()
     assert not shadow_exists(stores, settings)
+
+
+def test_every_shadow_table_is_unlogged_and_the_live_ones_are_not(
+    settings: Settings, stores: Stores, clock: FakeClock
+) -> None:
+    """PostgreSQL: the shadow writes no WAL, and a database crash (which empties unlogged
+    tables) must empty its tracking positions with its rows, or a resumed rebuild would
+    start past rows it no longer has. The live views stay crash-safe."""
+    if settings.postgres is None:
+        pytest.skip("SQLite has no unlogged tables: its shadow is a file of its own")
+    populate(stores, clock)
+    rebuild_of(stores, batch_size=10).run(max_batches=1)  # the shadow is kept, part-built
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        found = conn.execute(
+            "SELECT n.nspname, c.relname, c.relpersistence FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname IN ('public', 'sm_rebuild') AND c.relkind = 'r'"
+            " AND c.relname LIKE 'sm\\_%'"
+        ).fetchall()
+    shadow = {name: kind for schema, name, kind in found if schema == "sm_rebuild"}
+    live = {name: kind for schema, name, kind in found if schema == "public"}
+    assert {"sm_tracking", "sm_counters", "sm_usage_events"} <= set(shadow)
+    assert set(shadow.values()) == {"u"}, shadow
+    assert set(live.values()) == {"p"}, live

@@ -9,18 +9,14 @@ the summary to stdout as JSON, like every other command.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import multiprocessing
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from adapters.persistence import build_views, open_stores
 from adapters.settings import Settings
 from projections.base import BatchProjection
-from projections.bulk import BulkProjectionRunner
 from projections.rebuild import (
     Progress,
     Rebuild,
@@ -65,14 +61,6 @@ def add_parser(sub: Any) -> None:
         " the round trips per event shrink",
     )
     rebuild.add_argument(
-        "--workers",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="follow the log in N processes, the projections split between them"
-        " (default 1: in this one)",
-    )
-    rebuild.add_argument(
         "--restart",
         action="store_true",
         help="discard what an interrupted rebuild left instead of resuming it",
@@ -105,8 +93,6 @@ def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int
             batch_size=args.batch_size,
             progress=bar.update,
             notice=bar.notice,
-            workers=args.workers,
-            follow_apart=functools.partial(_follow_apart, settings, args.batch_size),
         )
         report = rebuild.run(dry_run=args.dry_run, restart=args.restart)
     except UnknownProjectionError as error:
@@ -130,50 +116,6 @@ def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int
     _explain(report, sys.stderr)
     print(json.dumps(summary(report), indent=2, default=str))
     return 1 if report.dry_run and report.differences else 0
-
-
-class _Process:
-    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
-        self.process = process
-
-    def join(self) -> int:
-        self.process.join()
-        return self.process.exitcode if self.process.exitcode is not None else 1
-
-
-def _follow_apart(
-    settings: Settings, batch_size: int, names: Sequence[str], until: Mapping[str, int]
-) -> _Process:
-    # Spawned, not forked: the parent's connection pools must not be shared.
-    process = multiprocessing.get_context("spawn").Process(
-        target=_follow_here,
-        args=(settings, batch_size, list(names), dict(until)),
-        name=f"rebuild {','.join(names)}",
-    )
-    process.start()
-    return _Process(process)
-
-
-def _follow_here(
-    settings: Settings, batch_size: int, names: list[str], until: dict[str, int]
-) -> None:
-    """In a rebuild's child process: follow the shadow's ``names`` up to ``until``."""
-    stores = open_stores(settings)
-    shadow = stores.views.store.shadow()
-    try:
-        built = build_views(stores.app, shadow).runner.projections
-        runner = BulkProjectionRunner(
-            stores.app.recorder,
-            stores.app.mapper,
-            shadow,
-            [p for p in built if p.name in names],
-            batch_size=batch_size,
-        )
-        while runner.run_until(until):
-            pass
-    finally:
-        shadow.close()
-        stores.close()
 
 
 def summary(report: RebuildReport) -> dict[str, Any]:

@@ -22,11 +22,9 @@ Once the shadow has caught up:
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
@@ -37,19 +35,6 @@ from projections.shadow_diff import TableDiff, diff_table
 from projections.store import SHADOW, Tx, ViewStore
 
 COMPARE_ATTEMPTS = 20
-POLL_SECONDS = 0.5
-
-
-class Apart(Protocol):
-    """A follow of some projections into the shadow, run in another process."""
-
-    def join(self) -> int:
-        """Wait for it to end; its exit code (0: the projections reached their bounds)."""
-
-
-FollowApart = Callable[[Sequence[str], Mapping[str, int]], Apart]
-"""Start following the shadow's projections ``names`` up to their bounds in a process of
-its own (the caller knows how to open the stores there: the CLI does)."""
 
 
 class RebuildError(RuntimeError):
@@ -136,14 +121,8 @@ class Rebuild:
         batch_size: int = 50_000,
         progress: Callable[[Progress], None] | None = None,
         notice: Callable[[str], None] | None = None,
-        workers: int = 1,
-        follow_apart: FollowApart | None = None,
     ) -> None:
-        """``projections`` are the live views; ``build`` makes the same ones over another store.
-
-        With ``workers`` > 1 and ``follow_apart``, the bulk of the log is followed by
-        that many processes, each with some of the projections (their tracking
-        positions are independent), after the ones they read (the directory)."""
+        """``projections`` are the live views; ``build`` makes the same ones over another store."""
         self.recorder = recorder
         self.mapper = mapper
         self.live = live
@@ -153,8 +132,6 @@ class Rebuild:
         self.batch_size = batch_size
         self.progress = progress or (lambda _: None)
         self.notice = notice or (lambda _: None)
-        self.workers = workers if follow_apart is not None else 1
-        self.follow_apart = follow_apart
 
     def run(
         self, *, dry_run: bool = False, restart: bool = False, max_batches: int | None = None
@@ -213,8 +190,6 @@ class Rebuild:
             )
         started = time.monotonic()
         report = RebuildReport(names, dry_run, False, first if resumed else None, {}, 0, 0.0)
-        if self.workers > 1 and max_batches is None:
-            self._follow_in_parallel(shadow, needed, target)
         report.complete = self._follow(runner, target, max_batches)
         if report.complete and dry_run:
             report.positions, report.tables = self._compare(runner, shadow, needed)
@@ -257,55 +232,6 @@ class Rebuild:
                 positions = runner.positions()
                 return all(positions[name] >= bound for name, bound in until.items())
         return True
-
-    def _follow_in_parallel(
-        self, shadow: ViewStore, needed: Sequence[BatchProjection], until: Mapping[str, int]
-    ) -> None:
-        """The projections others read first, here; then the rest split over processes.
-
-        The others look periods up in the shadow's directory, which is then
-        complete up to their bounds (what they read from it, who a period
-        is, never changes after it opened). Each process moves its own
-        projections' tracking rows only, a batch per transaction, so that an
-        interruption resumes as a sequential rebuild would.
-        """
-        assert self.follow_apart is not None
-        read = {
-            used.name
-            for p in needed
-            for used in vars(p).values()
-            if isinstance(used, BatchProjection)
-        }
-        first = [p for p in needed if p.name in read]
-        rest = [p.name for p in needed if p.name not in read]
-        if first:
-            self._follow(
-                BulkProjectionRunner(
-                    self.recorder, self.mapper, shadow, first, batch_size=self.batch_size
-                ),
-                {p.name: until[p.name] for p in first},
-            )
-        groups = [rest[n :: self.workers] for n in range(min(self.workers, len(rest)))]
-        watch = BatchProjectionRunner(self.recorder, self.mapper, shadow, needed)
-        start = watch.positions()
-        lowest, last = min(start.values()), max(until.values())
-        started = time.monotonic()
-        running = [self.follow_apart(group, {n: until[n] for n in group}) for group in groups]
-        self.notice(f"following the log in {len(running)} processes: {groups}")
-        failed = False
-        # Progress from the shadow's tracking rows while the processes work.
-        waiter = _Waiter(running)
-        while not waiter.done.wait(POLL_SECONDS):
-            reached = min(watch.positions().values())
-            self.progress(
-                Progress(min(reached, last) - lowest, last - lowest, time.monotonic() - started)
-            )
-        failed = any(code != 0 for code in waiter.codes)
-        if failed:
-            raise RebuildError(
-                f"a rebuild process failed (exit codes {waiter.codes}); the batches done are"
-                " kept: run the same command again to resume"
-            )
 
     def _live_positions(self, names: Sequence[str]) -> dict[str, int]:
         with self.live.transaction() as tx:
@@ -387,21 +313,6 @@ class Rebuild:
         except TrackingConflictError:
             self.notice("another runner (a worker) is catching the live views up")
             return 0
-
-
-class _Waiter:
-    """Joins the processes on a thread of its own, so that the caller can show progress."""
-
-    def __init__(self, running: Sequence[Apart]) -> None:
-        self.codes: list[int] = []
-        self.done = threading.Event()
-        threading.Thread(target=self._join, args=(running,), daemon=True).start()
-
-    def _join(self, running: Sequence[Apart]) -> None:
-        try:
-            self.codes = [process.join() for process in running]
-        finally:
-            self.done.set()
 
 
 def _tracking(tx: Tx, table: str, names: Sequence[str]) -> dict[str, int]:

@@ -678,23 +678,3 @@ def test_every_shadow_table_is_unlogged_and_the_live_ones_are_not(
     assert {"sm_tracking", "sm_counters", "sm_usage_events"} <= set(shadow)
     assert set(shadow.values()) == {"u"}, shadow
     assert set(live.values()) == {"p"}, live
-
-
-@pytest.mark.usefixtures("cli_env")
-def test_a_rebuild_in_two_processes_gives_the_same_views(
-    stores: Stores, clock: FakeClock, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The directory first, then the other projections split over two processes, each
-    moving its own tracking rows: the same views as the live runner built."""
-    populate(stores, clock, events=200)
-    stores.views.runner.catch_up()
-    before = tables(stores)
-
-    code, out, err = run_cli(capsys, "--workers", "2", "--batch-size", "50")
-
-    assert code == 0, err
-    assert "following the log in 2 processes" in err
-    assert out["swapped"] and out["positions"] == dict.fromkeys(out["projections"], head(stores))
-    assert tables(stores) == before
-    code, out, err = run_cli(capsys, "--dry-run", "--workers", "2")
-    assert (code, out["differences"]) == (0, 0), err

@@ -1,9 +1,11 @@
 """Running counters per tenant × customer × metric × period, and per hour.
 
 A batch of events is folded in memory first (``fold_counters``, into
-``Tally``s: projections/tally.py), then merged into the stored rows, one read and one write per
-touched row: the cost of a batch follows the number of counters it touches,
-not the number of events. A replay (projections/replay.py) folds a period's
+``Tally``s: projections/tally.py), then merged into the stored rows: one
+read and one write per table for all the rows the batch touches (a join on
+arrays of keys, an upsert from arrays on PostgreSQL), so the cost of a batch
+follows the number of counters it touches, not the number of events, in
+two round trips per table. A replay (projections/replay.py) folds a period's
 whole log with the same function and writes through the same row methods.
 """
 
@@ -138,7 +140,7 @@ class CountersProjection(BatchProjection):
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
         """Merge a batch into the stored rows: one read per table for every counter and
-        hour the batch touches, then every write in one ``executemany`` per table."""
+        hour the batch touches, then every write in one statement per table."""
         folded = fold_counters(events)
         now = datetime.now(UTC)
         lookup = self.directory.lookup

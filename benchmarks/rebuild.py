@@ -18,6 +18,17 @@ mark (VmHWM) at the end; the report shows it at 10 %, 50 % and 100 % of the
 log. Events per second are log entries per second (the unit of the progress
 bar: a usage event is two entries, its ``UsageRecorded`` and its key's
 ``Claimed``, which no projection reads) and usage events per second.
+
+The floor, measured in the same run before each rebuild: a process of its own
+reads the whole event log (every entry, every column) with psycopg or sqlite3
+alone, a page of ``--batch-size`` rows at a time, and does nothing with it.
+The report gives the rebuild's time as a multiple of the floor's.
+
+Before and after in one pass: ``--before DIR`` names a checkout of the code to
+compare with (``git worktree add /tmp/before main``); each of ``--rounds``
+rounds runs the floor, then this code's rebuild, then the one in DIR, on the
+same log. The last swap is then DIR's, and the dry run (this code's) compares
+its own rebuild with those views.
 """
 
 from __future__ import annotations
@@ -51,19 +62,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=24.0, help="the span of the timestamps")
     parser.add_argument("--batch-size", type=int, default=None, help="the rebuild's (default: its)")
     parser.add_argument("--no-dry-run", action="store_true", help="skip step 2")
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--rounds", type=int, default=1, help="floor, after, before: N times")
+    parser.add_argument("--floor", help=argparse.SUPPRESS)  # the child: read the log, report
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child: rebuild, report
     args = parser.parse_args(argv)
     if args.measure:
         return _measure(json.loads(args.measure))
+    if args.floor:
+        return _read_log(json.loads(args.floor))
 
     with fresh_database(args.backend) as db_env:
         for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
             del os.environ[name]
         os.environ.update(db_env)
-        written_s = _write(args)
+        written_s, table = _write(args)
         extra = [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
-        rebuild = _child(extra)
-        dry = None if args.no_dry_run else _child(["--dry-run", *extra])
+        runs: list[dict[str, Any]] = []
+        for n in range(args.rounds):
+            floor = _floor(args, table)
+            runs.append({"round": n, "code": "floor", "load": _load()} | floor)
+            for code, checkout in [("after", ROOT), ("before", args.before)]:
+                if checkout is None:
+                    continue
+                load = _load()
+                found = _child(extra, checkout.resolve())
+                runs.append(
+                    {"round": n, "code": code, "load": load}
+                    | _summarize(found, args.events)
+                    | {"floor_s": floor["seconds"]}
+                )
+        dry = None if args.no_dry_run else _child(["--dry-run", *extra], ROOT)
 
     report: dict[str, Any] = {
         "benchmark": "rebuild",
@@ -73,18 +102,33 @@ def main(argv: list[str] | None = None) -> int:
         "customers": args.customers,
         "metrics": args.metrics,
         "write_events_per_s": round(args.events / written_s, 1),
-        "rebuild": _summarize(rebuild, args.events),
+        "rebuild": _last(runs, "after"),
         "dry_run": None if dry is None else _summarize(dry, args.events),
+        "runs": runs,
     }
-    passed = rebuild["code"] == 0 and (dry is None or dry["code"] == 0)
+    passed = all(r.get("exit", 0) == 0 for r in runs) and (dry is None or dry["code"] == 0)
     report["passed"] = passed
-    r = report["rebuild"]
+    r = report["rebuild"]  # this code's last
     log(
         f"rebuild on {args.backend}: {r['log_entries']:,} log entries ({args.events:,} usage"
         f" events) in {r['seconds']} s: {r['log_entries_per_s']:,} entries/s,"
         f" {r['usage_events_per_s']:,} usage events/s; RSS {r['rss_mib_at']} MiB at 10/50/100 %,"
         f" peak {r['peak_rss_mib']} MiB"
     )
+    for run in runs:
+        if run["code"] == "floor":
+            log(
+                f"round {run['round']} floor: {run['rows']:,} log entries read in"
+                f" {run['seconds']} s ({run['rows_per_s']:,}/s), peak {run['peak_rss_mib']} MiB,"
+                f" load {run['load']}"
+            )
+        else:
+            log(
+                f"round {run['round']} {run['code']}: {run['seconds']} s,"
+                f" {run['usage_events_per_s']:,} usage events/s,"
+                f" {run['seconds'] / run['floor_s']:.1f}x the floor,"
+                f" peak {run['peak_rss_mib']} MiB, cpu {run['cpu_s']} s, load {run['load']}"
+            )
     if dry is not None:
         d = report["dry_run"]
         log(
@@ -95,7 +139,76 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if passed else 1
 
 
-def _write(args: argparse.Namespace) -> float:
+def _last(runs: list[dict[str, Any]], code: str) -> dict[str, Any]:
+    return [r for r in runs if r["code"] == code][-1]
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _floor(args: argparse.Namespace, table: str) -> dict[str, Any]:
+    """Read the whole log with the database driver alone, in a process of its own."""
+    out = Path(f"/tmp/smbench_floor_{os.getpid()}_{uuid.uuid4().hex[:6]}.json")
+    spec = {"table": table, "out": str(out), "page": args.batch_size or 50_000}
+    log("+ floor: the whole log read with the driver alone")
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.rebuild", "--floor", json.dumps(spec)],
+        cwd=ROOT,
+        env=os.environ,
+        check=True,
+    )
+    try:
+        found: dict[str, Any] = json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+    return found
+
+
+def _read_log(spec: dict[str, Any]) -> int:
+    """In the child: every entry, every column, a page at a time, nothing done with it."""
+    columns = "originator_id, originator_version, topic, state"
+    rows = size = 0
+    t0 = time.monotonic()
+    cpu0 = time.process_time()
+    if url := os.environ.get("STRIPEMETER_DATABASE_URL"):
+        import psycopg
+
+        with psycopg.connect(url) as conn, conn.cursor("floor", binary=True) as cur:
+            cur.itersize = spec["page"]
+            cur.execute(
+                f"SELECT notification_id, {columns} FROM {spec['table']} ORDER BY notification_id"
+            )
+            while page := cur.fetchmany(spec["page"]):
+                rows += len(page)
+                size += sum(len(r[4]) for r in page)
+    else:
+        import sqlite3
+
+        path = Path(os.environ["STRIPEMETER_DATA_DIR"]) / "events.sqlite3"
+        with sqlite3.connect(path) as conn:
+            cur = conn.execute(f"SELECT rowid, {columns} FROM {spec['table']} ORDER BY rowid")
+            while page := cur.fetchmany(spec["page"]):
+                rows += len(page)
+                size += sum(len(r[4]) for r in page)
+        conn.close()
+    seconds = time.monotonic() - t0
+    Path(spec["out"]).write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "state_mib": round(size / 2**20, 1),
+                "seconds": round(seconds, 2),
+                "cpu_s": round(time.process_time() - cpu0, 2),
+                "rows_per_s": round(rows / seconds),
+                "peak_rss_mib": round(_status("VmHWM") / 1024, 1),
+            }
+        )
+    )
+    return 0
+
+
+def _write(args: argparse.Namespace) -> tuple[float, str]:
     from adapters.persistence import open_stores
     from adapters.settings import Settings
     from domain.idempotency import fingerprint
@@ -141,20 +254,20 @@ def _write(args: argparse.Namespace) -> float:
                 log(f"{first + 1_000:,} events written, {time.perf_counter() - started:.0f} s")
         written = time.perf_counter() - started
         log(f"wrote {args.events:,} usage events in {written:.1f} s")
-        return written
+        return written, stores.app.recorder.events_table_name  # type: ignore[attr-defined]
     finally:
         stores.close()
 
 
-def _child(extra: list[str]) -> dict[str, Any]:
-    """Run the measured rebuild in a process of its own; what it reported."""
+def _child(extra: list[str], checkout: Path) -> dict[str, Any]:
+    """Run the measured rebuild of ``checkout``'s code in a process of its own."""
     out = Path(f"/tmp/smbench_rebuild_{os.getpid()}_{uuid.uuid4().hex[:6]}.json")
     spec = json.dumps({"args": ["projections", "rebuild", *extra], "out": str(out)})
-    log(f"+ stripemeter projections rebuild {' '.join(extra)}")
+    log(f"+ stripemeter projections rebuild {' '.join(extra)} (code of {checkout})")
     code = subprocess.run(
         [str(BIN / "python"), "-m", "benchmarks.rebuild", "--measure", spec],
-        cwd=ROOT,
-        env=os.environ,
+        cwd=checkout,
+        env=os.environ | {"PYTHONPATH": str(checkout)},
         check=False,
     ).returncode
     try:

@@ -1,9 +1,11 @@
 """Running counters per tenant × customer × metric × period, and per hour.
 
 A batch of events is folded in memory first (``fold_counters``, into
-``Tally``s: projections/tally.py), then merged into the stored rows, one read and one write per
-touched row: the cost of a batch follows the number of counters it touches,
-not the number of events. A replay (projections/replay.py) folds a period's
+``Tally``s: projections/tally.py), then merged into the stored rows: one
+read and one write per table for all the rows the batch touches (a join on
+arrays of keys, an upsert from arrays on PostgreSQL), so the cost of a batch
+follows the number of counters it touches, not the number of events, in
+two round trips per table. A replay (projections/replay.py) folds a period's
 whole log with the same function and writes through the same row methods.
 """
 
@@ -50,6 +52,19 @@ TALLY_COLUMNS = (
 )
 
 
+COUNTER_KEY = (
+    ("tenant_id", "text"),
+    ("customer_ref", "text"),
+    ("metric", "text"),
+    ("period", "text"),
+)
+HOUR_KEY = (
+    ("tenant_id", "text"),
+    ("customer_ref", "text"),
+    ("metric", "text"),
+    ("hour", "timestamptz"),
+)
+
 _TALLY_UPDATE = (
     " event_count = excluded.event_count, total = excluded.total,"
     " maximum = excluded.maximum, last_value = excluded.last_value,"
@@ -57,6 +72,30 @@ _TALLY_UPDATE = (
     " late_events = excluded.late_events, last_position = excluded.last_position,"
     " version = excluded.version"
 )
+_TALLY_TYPES = (
+    ("event_count", "int8"),
+    ("total", "numeric"),
+    ("maximum", "numeric"),
+    ("last_value", "numeric"),
+    ("last_at", "timestamptz"),
+    ("watermark", "timestamptz"),
+    ("late_events", "int8"),
+    ("last_position", "int8"),
+    ("version", "int8"),
+)
+COUNTER_COLUMNS = (
+    *COUNTER_KEY,
+    ("aggregation", "text"),
+    *_TALLY_TYPES,
+    ("updated_at", "timestamptz"),
+)
+HOUR_COLUMNS = (*HOUR_KEY, *_TALLY_TYPES)
+COUNTER_CONFLICT = (
+    "ON CONFLICT (tenant_id, customer_ref, metric, period) DO UPDATE SET"
+    + _TALLY_UPDATE
+    + ", updated_at = excluded.updated_at"
+)
+HOUR_CONFLICT = "ON CONFLICT (tenant_id, customer_ref, metric, hour) DO UPDATE SET" + _TALLY_UPDATE
 COUNTER_UPSERT = (
     "INSERT INTO sm_counters (tenant_id, customer_ref, metric, period, aggregation,"
     f" {TALLY_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -100,37 +139,67 @@ class CountersProjection(BatchProjection):
         ]
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
-        """Merge a batch into the stored rows: a read per counter and per counter's hours,
-        then every write of the batch in one ``executemany`` per table."""
+        """Merge a batch into the stored rows: one read per table for every counter and
+        hour the batch touches, then every write in one statement per table."""
         folded = fold_counters(events)
         now = datetime.now(UTC)
+        lookup = self.directory.lookup
+        periods = [
+            (lookup(tx, aggregate_id), tally) for aggregate_id, tally in folded.periods.items()
+        ]
+        stored = self._stored(
+            tx, "sm_counters", COUNTER_KEY, [self._counter_key(info) for info, _ in periods]
+        )
         counter_rows = []
-        for aggregate_id, tally in folded.periods.items():
-            info = self.directory.lookup(tx, aggregate_id)
-            merged = self.stored_counter(tx, info) or Tally()
+        for info, tally in periods:
+            merged = stored.get(self._counter_key(info)) or Tally()
             merged.merge(tally)
             counter_rows.append(self._counter_row(info, merged, now))
         # An hour row belongs to a customer and metric, and two periods (an anchor
         # inside the hour, a correction) may share one: merge per row, in batch order.
-        by_row: dict[tuple[UUID, str, str], tuple[PeriodInfo, dict[datetime, Tally]]] = {}
+        by_row: dict[tuple[str, str, str, datetime], tuple[PeriodInfo, datetime, Tally]] = {}
         for (aggregate_id, hour), tally in folded.hours.items():
-            info = self.directory.lookup(tx, aggregate_id)
-            _, hours = by_row.setdefault(
-                (info.tenant_id, info.customer_ref, info.metric), (info, {})
-            )
-            hours.setdefault(hour, Tally()).merge(tally)
+            info = lookup(tx, aggregate_id)
+            key = (str(info.tenant_id), info.customer_ref, info.metric, hour)
+            found = by_row.get(key)
+            if found is None:
+                by_row[key] = (info, hour, tally)
+            else:
+                found[2].merge(tally)
+        stored_hours = self._stored(
+            tx,
+            "sm_counter_hours",
+            HOUR_KEY,
+            [(*key[:3], self.store.encode_time(key[3])) for key in by_row],
+            time_key=True,
+        )
         hour_rows = []
-        for info, hours in by_row.values():
-            wanted = list(hours)
-            stored: dict[datetime, Tally] = {}
-            for start in range(0, len(wanted), 500):
-                stored.update(self.stored_hours(tx, info, wanted[start : start + 500]))
-            for hour, tally in hours.items():
-                merged = stored.get(hour) or Tally()
-                merged.merge(tally)
-                hour_rows.append(self._hour_row(info, hour, merged))
-        tx.executemany(COUNTER_UPSERT, counter_rows)
-        tx.executemany(HOUR_UPSERT, hour_rows)
+        for key, (info, hour, tally) in by_row.items():
+            merged = stored_hours.get(key) or Tally()
+            merged.merge(tally)
+            hour_rows.append(self._hour_row(info, hour, merged))
+        tx.insert_many("sm_counters", COUNTER_COLUMNS, counter_rows, COUNTER_CONFLICT)
+        tx.insert_many("sm_counter_hours", HOUR_COLUMNS, hour_rows, HOUR_CONFLICT)
+
+    @staticmethod
+    def _counter_key(info: PeriodInfo) -> tuple[str, str, str, str]:
+        return (str(info.tenant_id), info.customer_ref, info.metric, info.period)
+
+    def _stored(
+        self,
+        tx: Tx,
+        table: str,
+        key: Sequence[tuple[str, str]],
+        keys: Sequence[Sequence[Any]],
+        time_key: bool = False,
+    ) -> dict[tuple[Any, ...], Tally]:
+        """The stored tallies of ``keys`` (the last key column decoded as a time if asked)."""
+        found: dict[tuple[Any, ...], Tally] = {}
+        width = len(key)
+        for row in tx.select_keys(table, key, TALLY_COLUMNS, keys):
+            last = self.store.decode_time(row[width - 1]) if time_key else row[width - 1]
+            found[(*row[: width - 1], last)] = self._decode(row[width:])
+        return found
 
     # -- rows, for the projection and for replays (projections/replay.py) ---
 

@@ -49,9 +49,24 @@ class Tx(Protocol):
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
     def insert_many(
-        self, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        rows: Sequence[Sequence[Any]],
+        on_conflict: str = "",
     ) -> None:
-        """Insert rows; ``columns`` are (name, PostgreSQL array element type) pairs."""
+        """Insert rows; ``columns`` are (name, PostgreSQL type) pairs; ``on_conflict`` is
+        an ``ON CONFLICT ...`` clause (at most one row per conflict key in ``rows``)."""
+
+    def select_keys(
+        self,
+        table: str,
+        key: Sequence[tuple[str, str]],
+        columns: str,
+        keys: Sequence[Sequence[Any]],
+    ) -> list[Row]:
+        """The rows whose ``key`` columns equal one of ``keys``: key values first, then
+        ``columns``; ``key`` is (name, PostgreSQL array element type) pairs."""
 
 
 class ViewStore(ABC):
@@ -133,11 +148,33 @@ class _SqliteTx:
         self.conn.executemany(sql, [tuple(r) for r in rows])
 
     def insert_many(
-        self, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        rows: Sequence[Sequence[Any]],
+        on_conflict: str = "",
     ) -> None:
         names = ", ".join(name for name, _ in columns)
         marks = ", ".join("?" * len(columns))
-        self.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        self.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {on_conflict}", rows)
+
+    def select_keys(
+        self,
+        table: str,
+        key: Sequence[tuple[str, str]],
+        columns: str,
+        keys: Sequence[Sequence[Any]],
+    ) -> list[Row]:
+        # In process, a statement per key through the primary key's index costs
+        # microseconds; ``(a, b) IN (VALUES ...)`` was slower here.
+        names = ", ".join(name for name, _ in key)
+        where = " AND ".join(f"{name} = ?" for name, _ in key)
+        cur = self.conn.cursor()
+        sql = f"SELECT {names}, {columns} FROM {table} WHERE {where}"
+        found: list[Row] = []
+        for k in keys:
+            found += cur.execute(sql, tuple(k)).fetchall()
+        return found
 
 
 class SqliteViewStore(ViewStore):
@@ -259,12 +296,19 @@ _NO_ROWS = re.compile(r"\s*(INSERT|UPDATE|DELETE)\b(?!.*\bRETURNING\b)", re.IGNO
 
 class _PostgresTx:
     def __init__(
-        self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None
+        self,
+        conn: psycopg.Connection[Any],
+        pipeline: psycopg.Pipeline | None = None,
+        unlogged: bool = False,
     ) -> None:
         self.conn = conn
         self.pipeline = pipeline
+        self.unlogged = unlogged
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        if self.unlogged and sql.startswith("CREATE TABLE"):
+            # Every table of a scratch store, the runner's tracking table included.
+            sql = sql.replace("CREATE TABLE", "CREATE UNLOGGED TABLE", 1)
         cur = self.conn.execute(sql.replace("?", "%s"), tuple(params))
         if self.pipeline is not None:
             if _NO_ROWS.match(sql):
@@ -281,18 +325,54 @@ class _PostgresTx:
                 cur.executemany(sql.replace("?", "%s"), [tuple(r) for r in rows])
 
     def insert_many(
-        self, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        rows: Sequence[Sequence[Any]],
+        on_conflict: str = "",
     ) -> None:
-        # One statement with one array per column, sent in binary: a batch of
-        # thousands of rows costs one round trip instead of one per row.
         if not rows:
             return
         names = ", ".join(name for name, _ in columns)
+        if not on_conflict and self.pipeline is None:
+            # COPY in binary: psycopg's C code writes the rows, no array to build.
+            with (
+                self.conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types([kind for _, kind in columns])
+                for row in rows:
+                    copy.write_row(row)
+            return
+        # One statement with one array per column, sent in binary: a batch of
+        # thousands of rows costs one round trip instead of one per row.
         arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
         self.conn.execute(
-            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {on_conflict}",
             [list(column) for column in zip(*rows, strict=True)],
         )
+
+    def select_keys(
+        self,
+        table: str,
+        key: Sequence[tuple[str, str]],
+        columns: str,
+        keys: Sequence[Sequence[Any]],
+    ) -> list[Row]:
+        # One statement for a whole batch's keys: one array per key column, joined.
+        if not keys:
+            return []
+        names = [name for name, _ in key]
+        arrays = ", ".join(f"%b::{kind}[]" for _, kind in key)
+        on = " AND ".join(f"t.{name} = k.{name}" for name in names)
+        cur = self.conn.execute(
+            f"SELECT {', '.join(f't.{n}' for n in names)}, {columns} FROM {table} t"
+            f" JOIN unnest({arrays}) AS k({', '.join(names)}) ON {on}",
+            [list(column) for column in zip(*keys, strict=True)],
+        )
+        if self.pipeline is not None:
+            self.pipeline.sync()
+        return cur.fetchall()
 
 
 class PostgresViewStore(ViewStore):
@@ -305,6 +385,7 @@ class PostgresViewStore(ViewStore):
         max_size: int = 5,
         schema: str | None = None,
         pipeline: bool = False,
+        scratch: bool = False,
     ) -> None:
         """Views in ``schema`` when given (its connections search only it), else the default.
 
@@ -313,12 +394,22 @@ class PostgresViewStore(ViewStore):
         its answer, so a projection's read-then-upsert per row costs one round
         trip instead of two. Its error, if any, surfaces at a later statement
         or at commit, and still rolls the whole transaction back.
+
+        A ``scratch`` store (a rebuild's shadow) creates its tables UNLOGGED and
+        commits without waiting for the WAL flush: PostgreSQL writes no WAL for
+        their rows. A database crash empties every one of them (tracking
+        included) and an OS crash may lose the last commits, rows and tracking
+        together: either way the rebuild resumes from a consistent position.
         """
         self.conninfo = conninfo
         self.pipelined = pipeline
+        self.scratch = scratch
         kwargs: dict[str, Any] = {"autocommit": False}
-        if schema is not None:
-            kwargs["options"] = f"-c search_path={schema}"
+        options = [] if schema is None else [f"-c search_path={schema}"]
+        if scratch:
+            options.append("-c synchronous_commit=off")
+        if options:
+            kwargs["options"] = " ".join(options)
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo, min_size=1, max_size=max_size, open=True, kwargs=kwargs
         )
@@ -328,16 +419,15 @@ class PostgresViewStore(ViewStore):
         with self.pool.connection() as conn:
             if not self.pipelined:
                 with conn.transaction():
-                    yield _PostgresTx(conn)
+                    yield _PostgresTx(conn, unlogged=self.scratch)
                 return
             with conn.pipeline() as pipeline, conn.transaction():
-                yield _PostgresTx(conn, pipeline)
+                yield _PostgresTx(conn, pipeline, unlogged=self.scratch)
 
     def shadow(self) -> ViewStore:
         with self.transaction() as tx:
             tx.execute(f"CREATE SCHEMA IF NOT EXISTS {SHADOW}")
-        # Pipelined: a rebuild writes far more than it reads back.
-        return PostgresViewStore(self.conninfo, max_size=2, schema=SHADOW, pipeline=True)
+        return PostgresViewStore(self.conninfo, max_size=2, schema=SHADOW, scratch=True)
 
     def drop_shadow(self) -> None:
         with self.transaction() as tx:

@@ -38,9 +38,19 @@ class Tally:
     resets: bool = field(default=False, compare=False)
 
     def add(self, quantity: Decimal, occurred_at: datetime, position: int, version: int) -> None:
-        self.merge(
-            Tally(1, quantity, quantity, quantity, occurred_at, occurred_at, 0, position, version)
-        )
+        """Fold in one usage event: ``merge`` of a tally of that event alone, inlined
+        (it runs for every usage event a rebuild reads, twice)."""
+        self.event_count += 1
+        self.total = EXACT.add(self.total, quantity)
+        if self.maximum is None or quantity > self.maximum:
+            self.maximum = quantity
+        if self.last_at is None or occurred_at >= self.last_at:
+            self.last_at = occurred_at
+            self.last_value = quantity
+        if self.watermark is None or occurred_at > self.watermark:
+            self.watermark = occurred_at
+        self.last_position = max(self.last_position, position)
+        self.version = max(self.version, version)
 
     def merge(self, later: Tally) -> None:
         """Fold in a tally of events that come after this one's in the log."""
@@ -89,7 +99,21 @@ def fold_counters(events: Sequence[Positioned]) -> Folded:
     (projections/replay.py) compares it with them.
     """
     folded = Folded()
+    periods, hours = folded.periods, folded.hours
     for position, event in events:
+        if type(event) is UsagePeriod.UsageRecorded:
+            # The bulk of any log: added in place, as ``_usage`` then ``merge`` would.
+            aggregate_id, at = event.originator_id, event.occurred_at
+            period = periods.get(aggregate_id)
+            if period is None:
+                period = periods[aggregate_id] = Tally()
+            period.add(event.quantity, at, position, event.originator_version)
+            hour_key = (aggregate_id, hour_of(at))
+            hour = hours.get(hour_key)
+            if hour is None:
+                hour = hours[hour_key] = Tally()
+            hour.add(event.quantity, at, position, event.originator_version)
+            continue
         tally, moment = contribution(event, position)
         folded.periods.setdefault(event.originator_id, Tally()).merge(tally)
         if moment is not None:

@@ -136,22 +136,33 @@ class UsageEventsProjection(BatchProjection):
 
     def process(self, tx: Tx, events: Sequence[Positioned]) -> None:
         s = self.store
+        encode_time, encode_decimal = s.encode_time, s.encode_decimal
         rows = []
+        # Per period of the batch: its directory entry and the id columns as text.
+        periods: dict[UUID, tuple[PeriodInfo, str, str]] = {}
         for position, event in events:
             listed = listing(event)
-            info = self.directory.lookup(tx, event.originator_id)
+            found = periods.get(event.originator_id)
+            if found is None:
+                info = self.directory.lookup(tx, event.originator_id)
+                found = periods[event.originator_id] = (
+                    info,
+                    str(info.tenant_id),
+                    str(event.originator_id),
+                )
+            info, tenant_id, aggregate_id = found
             rows.append(
                 (
                     position,
-                    str(info.tenant_id),
-                    str(event.originator_id),
+                    tenant_id,
+                    aggregate_id,
                     event.originator_version,
                     info.customer_ref,
                     info.metric,
                     info.period,
-                    s.encode_decimal(event.quantity),
-                    s.encode_time(listed.occurred_at),
-                    s.encode_time(event.timestamp),
+                    encode_decimal(event.quantity),
+                    encode_time(listed.occurred_at),
+                    encode_time(event.timestamp),
                     listed.key,
                     listed.meta,
                     listed.status,

@@ -23,7 +23,6 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from projections.base import BatchProjection
-from projections.decoding import EventDecoder
 from projections.runner import BatchProjectionRunner
 from projections.store import ViewStore
 
@@ -99,7 +98,6 @@ class BulkProjectionRunner(BatchProjectionRunner):
     ) -> None:
         super().__init__(recorder, mapper, store, projections, batch_size=batch_size)
         self.reader = log_reader(recorder)
-        self.decoder = EventDecoder(mapper, {c for p in self.projections for c in p.handles})
 
     def run_until(self, until: Mapping[str, int]) -> int:
         if self.reader is None:

@@ -32,6 +32,7 @@ from typing import Protocol
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 
 from projections.base import BatchProjection
+from projections.decoding import EventDecoder
 from projections.store import Tx, ViewStore
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class BatchProjectionRunner:
             p.name: frozenset(f"{cls.__module__}:{cls.__qualname__}" for cls in p.handles)
             for p in self.projections
         }
+        # The mapper's events, decoded with msgspec where it can (projections/decoding.py).
+        self.decoder = EventDecoder(mapper, {c for p in self.projections for c in p.handles})
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.safety_interval = safety_interval
@@ -167,13 +170,16 @@ class BatchProjectionRunner:
         """Hand each projection its events in (its position, its end]; move it to its end."""
         ends = {name: head if until is None else min(head, until[name]) for name in self._topics}
         per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in self._topics}
-        decoded: dict[int, object] = {}
+        decode = self.decoder.decode
         for note in notifications:
+            event = None
             for name, projection_topics in self._topics.items():
                 if positions[name] < note.id <= ends[name] and note.topic in projection_topics:
-                    if note.id not in decoded:
-                        decoded[note.id] = self.mapper.to_domain_event(note)
-                    per_projection[name].append((note.id, decoded[note.id]))
+                    if event is None:
+                        event = decode(
+                            note.topic, note.originator_id, note.originator_version, note.state
+                        )
+                    per_projection[name].append((note.id, event))
         with self.store.transaction() as tx:
             for projection in self.projections:
                 name = projection.name
@@ -206,9 +212,20 @@ class BatchProjectionRunner:
     def catch_up(self) -> int:
         """Process batches until the log has nothing new; the number of entries passed."""
         total = 0
-        while moved := self.run_once():
+        conflicts = 0
+        while True:
+            try:
+                moved = self.run_once()
+            except TrackingConflictError:
+                # Another runner or a rebuild's swap moved a position after this runner
+                # last read it: run_once forgot the positions, so the retry reads them.
+                conflicts += 1
+                if conflicts > 3:
+                    raise
+                continue
+            if not moved:
+                return total
             total += moved
-        return total
 
     def rebuild(self) -> int:
         """Drop every row of these projections and derive them again from the whole log."""

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from projections.base import BatchProjection
-from projections.bulk import BulkProjectionRunner
 from projections.runner import BatchProjectionRunner, TrackingConflictError
 from projections.shadow_diff import TableDiff, diff_table
 from projections.store import SHADOW, Tx, ViewStore
@@ -158,7 +157,7 @@ class Rebuild:
         names = [p.name for p in self.chosen]
         built = {p.name: p for p in self.build(shadow)}
         needed = with_dependencies(list(built.values()), [built[name] for name in names])
-        runner = BulkProjectionRunner(
+        runner = BatchProjectionRunner(
             self.recorder, self.mapper, shadow, needed, batch_size=self.batch_size
         )
         start = runner.positions()

@@ -29,10 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from projections.base import BatchProjection
 from projections.decoding import EventDecoder
+from projections.log_rows import LogRow, log_reader
 from projections.store import Tx, ViewStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class BatchProjectionRunner:
         }
         # The mapper's events, decoded with msgspec where it can (projections/decoding.py).
         self.decoder = EventDecoder(mapper, {c for p in self.projections for c in p.handles})
+        self.reader = log_reader(recorder)
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.safety_interval = safety_interval
@@ -124,21 +126,23 @@ class BatchProjectionRunner:
     def run_once(self) -> int:
         """Process one batch; the number of log entries it moved past (0 when caught up)."""
         positions = self._positions if self._positions is not None else self.positions()
-        self._positions = None
         start = min(positions.values())
-        notifications = self.recorder.select_notifications(start=start + 1, limit=self.batch_size)
-        if not notifications:
-            self._positions = positions
+        # Every entry up to the head read here is committed (the recorders number
+        # them in commit order), so the entries no projection reads are passed too.
+        head = self.recorder.max_notification_id() or 0
+        self._positions = positions
+        if head <= start:
             return 0
-        self._apply(positions, notifications, notifications[-1].id, None)
-        return len(notifications)
+        reached = self.run_until(dict.fromkeys(positions, head))
+        return reached - start if reached else 0
 
     def run_until(self, until: Mapping[str, int]) -> int:
         """Process one batch, no projection past its bound; the position reached (0: all there).
 
-        For rebuilds: only the topics these projections handle are read, so
-        the entries none of them reads cost nothing here, and a projection
-        whose bound is reached stops there (each one's bound may differ).
+        Only the topics these projections handle are read, so the entries
+        none of them reads (a key's claim, half the log) cost nothing here,
+        and a projection whose bound is reached stops there (a rebuild's
+        bounds may differ).
         """
         positions = self._positions if self._positions is not None else self.positions()
         self._positions = None
@@ -148,38 +152,44 @@ class BatchProjectionRunner:
             return 0
         stop = max(until[name] for name in behind)
         topics = sorted(set().union(*(self._topics[name] for name in behind)))
-        notifications = self.recorder.select_notifications(
-            start=min(positions[name] for name in behind) + 1,
-            limit=self.batch_size,
-            stop=stop,
-            topics=topics,
-        )
-        # A short batch read every entry up to ``stop`` that these projections
+        rows = self._page(min(positions[name] for name in behind), stop, topics)
+        # A short page read every entry up to ``stop`` that these projections
         # handle: they are all done up to there, not just to the last one read.
-        head = notifications[-1].id if len(notifications) == self.batch_size else stop
-        self._apply(positions, notifications, head, until)
+        head = rows[-1][0] if len(rows) == self.batch_size else stop
+        self._apply(positions, rows, head, until)
         return head
+
+    def _page(self, after: int, stop: int, topics: Sequence[str]) -> Sequence[LogRow]:
+        if self.reader is not None:
+            return self.reader.page(after, stop, topics, self.batch_size)
+        notes = self.recorder.select_notifications(
+            start=after + 1, limit=self.batch_size, stop=stop, topics=topics
+        )
+        return [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in notes]
 
     def _apply(
         self,
         positions: dict[str, int],
-        notifications: Sequence[Notification],
+        rows: Sequence[LogRow],
         head: int,
-        until: Mapping[str, int] | None,
+        until: Mapping[str, int],
     ) -> None:
         """Hand each projection its events in (its position, its end]; move it to its end."""
-        ends = {name: head if until is None else min(head, until[name]) for name in self._topics}
-        per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in self._topics}
+        ends = {name: min(head, until[name]) for name in self._topics}
         decode = self.decoder.decode
-        for note in notifications:
+        per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in self._topics}
+        wanted = [
+            (topics, positions[name], ends[name], per_projection[name])
+            for name, topics in self._topics.items()
+            if positions[name] < ends[name]
+        ]
+        for position, originator_id, version, topic, state in rows:
             event = None
-            for name, projection_topics in self._topics.items():
-                if positions[name] < note.id <= ends[name] and note.topic in projection_topics:
+            for topics, after, end, events in wanted:
+                if after < position <= end and topic in topics:
                     if event is None:
-                        event = decode(
-                            note.topic, note.originator_id, note.originator_version, note.state
-                        )
-                    per_projection[name].append((note.id, event))
+                        event = decode(topic, originator_id, version, state)
+                    events.append((position, event))
         with self.store.transaction() as tx:
             for projection in self.projections:
                 name = projection.name

@@ -30,8 +30,8 @@ from domain.meters import Aggregation, MetricDefinition
 from domain.pushing import PushService, Target
 from domain.tenancy import tenant_id_for
 from domain.usage import usage_period_id
-from projections.bulk import log_reader
 from projections.decoding import EventDecoder
+from projections.log_rows import log_reader
 from projections.rebuild import Rebuild, RebuildError, UnknownProjectionError
 from projections.runner import TrackingConflictError
 from projections.shadow_diff import WRITE_TIME_COLUMNS

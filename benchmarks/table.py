@@ -16,12 +16,13 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import log, machine
+from benchmarks.report import log
 
 PY = [sys.executable, "-m"]
 SINGLE = ["--mode", "single", "--connections", "100", "--duration", "15", "--warmup", "5"]
@@ -72,7 +73,8 @@ def rows(rebuild_events: int) -> list[Row]:
         return float(r["floor"]["events_per_s"])
 
     def read_floor(r: dict[str, Any]) -> float:
-        return float(r["floor"]["usage_events_per_s"])
+        # The whole log read by the driver alone, before the rebuild, in the same run.
+        return float(r["usage_events"]) / float(r["rebuild"]["floor_s"])
 
     ingest = [*PY, "benchmarks.ingest"]
     where = {"postgres": "production", "sqlite": "embedded"}
@@ -159,29 +161,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rebuild-events", type=int, default=1_000_000)
     parser.add_argument("--only", action="append", help="rows whose name contains this")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path(f"/tmp/stripemeter-table-{int(time.time())}.jsonl"),
+        help="every RESULT, as it comes (the table can be printed again from it)",
+    )
+    parser.add_argument(
+        "--from", dest="source", type=Path, help="print the table of a results file"
+    )
     args = parser.parse_args(argv)
     chosen = [
         row
         for row in rows(args.rebuild_events)
         if not args.only or any(word in row.name for word in args.only)
     ]
-    passed = True
-    for row in chosen:
-        # A rebuild is long: one round. Rows without a floor command carry theirs in the RESULT.
-        rounds = 1 if "rebuild" in row.name else args.rounds
-        for _ in range(rounds):
-            if row.floor is not None:
-                row.floors.append(run(row.floor))
-            row.figures.append(run(row.figure))
-            passed = passed and all(r.get("passed", True) for r in row.figures + row.floors)
-    print(markdown(chosen, machine()))
-    return 0 if passed else 1
+    if args.source is not None:
+        for line in args.source.read_text().splitlines():
+            entry = json.loads(line)
+            row = next(r for r in chosen if r.name == entry["row"])
+            (row.floors if entry["floor"] else row.figures).append(entry["result"])
+    else:
+        log(f"results go to {args.results}")
+        for row in chosen:
+            # A rebuild is long: one round. Rows without a floor command carry it in their RESULT.
+            for _ in range(1 if "rebuild" in row.name else args.rounds):
+                for command, kept, is_floor in (
+                    (row.floor, row.floors, True),
+                    (row.figure, row.figures, False),
+                ):
+                    if command is None:
+                        continue
+                    kept.append(run(command))
+                    with args.results.open("a") as out:
+                        out.write(
+                            json.dumps({"row": row.name, "floor": is_floor, "result": kept[-1]})
+                            + "\n"
+                        )
+    results = [r for row in chosen for r in row.figures + row.floors]
+    print(markdown([row for row in chosen if row.figures], [r["machine"] for r in results]))
+    return 0 if all(r.get("passed", True) for r in results) else 1
 
 
-def markdown(chosen: list[Row], where: dict[str, Any]) -> str:
+def markdown(chosen: list[Row], machines: list[dict[str, Any]]) -> str:
+    where = machines[-1]
+    commits = sorted({m["commit"] for m in machines})
+    dates = sorted(m["date"] for m in machines)
     lines = [
         f"Machine: {where['nproc']} cores ({where['cpu']}), {where['mem_gib']} GiB,"
-        f" Python {where['python']}; commit `{where['commit']}`; finished {where['date']}.",
+        f" Python {where['python']}; commit {', '.join(f'`{c}`' for c in commits)};"
+        f" {dates[0]} to {dates[-1]}; load average at the runs' ends"
+        f" {min(float(m['loadavg'][0]) for m in machines):.1f}–"
+        f"{max(float(m['loadavg'][0]) for m in machines):.1f}.",
         "",
         "| figure | measured | floor, same run | ratio | goal | also |",
         "|---|---:|---:|---:|---|---|",

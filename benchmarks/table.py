@@ -63,6 +63,13 @@ def rows(rebuild_events: int) -> list[Row]:
     def late_s(r: dict[str, Any]) -> float:
         return float(r["catch_up_after_ack_s"]["median"])
 
+    def late_detail(r: dict[str, Any]) -> str:
+        return f"max {r['catch_up_after_ack_s']['max']} s"
+
+    def batch_detail(r: dict[str, Any]) -> str:
+        writer = r["cpu"]["server_cores_by_role"].get("writer", 0.0)
+        return f"writer {writer} cores, {r['non_2xx']} non-2xx"
+
     def rebuild_rate(r: dict[str, Any]) -> float:
         return float(r["rebuild"]["usage_events_per_s"])
 
@@ -101,6 +108,7 @@ def rows(rebuild_events: int) -> list[Row]:
             copy_floor,
             "events/s",
             f">= {goal:,} events/s",
+            batch_detail,
         )
 
     def late(backend: str, label: str) -> Row:
@@ -113,6 +121,7 @@ def rows(rebuild_events: int) -> list[Row]:
             None,
             "s (median)",
             "<= 0.2 s",
+            late_detail,
         )
 
     result = [
@@ -239,7 +248,7 @@ def _span(values: list[float], unit: str = "") -> str:
     if not values:
         return "—"
     low, high = min(values), max(values)
-    digits = 0 if high >= 100 else 2
+    digits = 0 if high >= 100 else 2 if high >= 1 else 3
     if len(values) == 1 or round(low, digits) == round(high, digits):
         return f"{statistics.mean(values):,.{digits}f}{unit}"
     return f"{low:,.{digits}f}–{high:,.{digits}f}{unit}"

@@ -19,7 +19,7 @@ import decimal
 import functools
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -36,6 +36,32 @@ EXACT = decimal.Context(
 
 def usage_period_id(tenant_id: UUID, customer_ref: str, metric: str, period_key: str) -> UUID:
     return uuid5(NAMESPACE, f"usage-period:{tenant_id}:{customer_ref}:{metric}:{period_key}")
+
+
+class UsageTotals(Protocol):
+    """What a usage period counts, in the aggregate and in the counters projection's tally."""
+
+    event_count: int
+    total: Decimal
+    maximum: Decimal | None
+    last_value: Decimal | None
+    last_at: datetime | None
+    watermark: datetime | None
+
+
+def count_usage(totals: UsageTotals, quantity: Decimal, occurred_at: datetime) -> None:
+    """Count one usage event: the one rule, for the aggregate and for every view built from it."""
+    totals.event_count += 1
+    totals.total = EXACT.add(totals.total, quantity)
+    if totals.maximum is None or quantity > totals.maximum:
+        totals.maximum = quantity
+    # "last" is the value of the event with the latest time; on a tie the
+    # one recorded later wins, so replaying the log always agrees.
+    if totals.last_at is None or occurred_at >= totals.last_at:
+        totals.last_at = occurred_at
+        totals.last_value = quantity
+    if totals.watermark is None or occurred_at > totals.watermark:
+        totals.watermark = occurred_at
 
 
 class UsagePeriod(Aggregate):
@@ -432,17 +458,7 @@ class UsagePeriod(Aggregate):
         return verdict
 
     def count_usage(self, quantity: Decimal, occurred_at: datetime) -> None:
-        self.event_count += 1
-        self.total = EXACT.add(self.total, quantity)
-        if self.maximum is None or quantity > self.maximum:
-            self.maximum = quantity
-        # "last" is the value of the event with the latest time; on a tie the
-        # one recorded later wins, so replaying the log always agrees.
-        if self.last_at is None or occurred_at >= self.last_at:
-            self.last_at = occurred_at
-            self.last_value = quantity
-        if self.watermark is None or occurred_at > self.watermark:
-            self.watermark = occurred_at
+        count_usage(self, quantity, occurred_at)
 
     @property
     def value(self) -> Decimal:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from domain.meters import Aggregation
-from domain.usage import EXACT, UsagePeriod, aggregate_value
+from domain.usage import EXACT, UsagePeriod, aggregate_value, count_usage
 from projections.base import Positioned, UnhandledEventError
 
 
@@ -38,17 +38,8 @@ class Tally:
     resets: bool = field(default=False, compare=False)
 
     def add(self, quantity: Decimal, occurred_at: datetime, position: int, version: int) -> None:
-        """Fold in one usage event: ``merge`` of a tally of that event alone, inlined
-        (it runs for every usage event a rebuild reads, twice)."""
-        self.event_count += 1
-        self.total = EXACT.add(self.total, quantity)
-        if self.maximum is None or quantity > self.maximum:
-            self.maximum = quantity
-        if self.last_at is None or occurred_at >= self.last_at:
-            self.last_at = occurred_at
-            self.last_value = quantity
-        if self.watermark is None or occurred_at > self.watermark:
-            self.watermark = occurred_at
+        """Fold in one usage event, counted as the aggregate counts it."""
+        count_usage(self, quantity, occurred_at)
         self.last_position = max(self.last_position, position)
         self.version = max(self.version, version)
 

@@ -25,7 +25,7 @@ from benchmarks.copy_floor import copy_floor
 from benchmarks.load import run_wrk
 from benchmarks.probes import LagSampler, commit_stats, outcomes
 from benchmarks.report import emit, log, machine
-from benchmarks.service import TOPOLOGIES, service, service_settings
+from benchmarks.service import TOPOLOGIES, add_set_option, service, service_settings
 
 MODES = {
     "single": {"connections": 100, "duration": 30, "batch": 1},
@@ -56,13 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         default="wall",
         help="cProfile's clock: wall (default) or each thread's CPU time",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a STRIPEMETER_* setting for the service's processes (repeatable)",
-    )
+    add_set_option(parser)
     args = parser.parse_args(argv)
     preset = MODES[args.mode]
     connections = args.connections or preset["connections"]

@@ -26,7 +26,14 @@ from typing import Any
 import httpx
 
 from benchmarks.report import emit, log, machine
-from benchmarks.service import METRIC, TOPOLOGIES, Service, service, service_settings
+from benchmarks.service import (
+    METRIC,
+    TOPOLOGIES,
+    Service,
+    add_set_option,
+    service,
+    service_settings,
+)
 
 
 def previous_period(now: datetime) -> tuple[str, str]:
@@ -84,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=10)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a STRIPEMETER_* setting for the service's processes (repeatable)",
-    )
+    add_set_option(parser)
     args = parser.parse_args(argv)
     period, ts = previous_period(datetime.now(UTC))
     log(f"late events dated {ts} (period {period}), lateness window 35 days")

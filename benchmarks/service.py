@@ -23,6 +23,7 @@ its descendants (writer, API processes) and, in production, the worker.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -199,6 +200,17 @@ def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
         raise RuntimeError(f"stripemeter {' '.join(args)} failed: {done.stderr.strip()}")
     out: dict[str, Any] = json.loads(done.stdout)
     return out
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """``--set STRIPEMETER_NAME=VALUE``, repeatable: read by ``service_settings``."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a STRIPEMETER_* setting for the service's processes (repeatable)",
+    )
 
 
 def service_settings(pairs: Sequence[str]) -> dict[str, str]:

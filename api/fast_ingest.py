@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from litestar.types import Scope as AsgiScope
 
 PATH = "/v1/events/ingest"
+# Where a request handed on to Litestar keeps the time it arrived, for the timing
+# middleware (api/app.py): the body this path read is part of its latency.
+RECEIVED_AT = "stripemeter_received_at"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _READ = {b"authorization": "authorization", b"x-api-key": "x-api-key"}
 _IDEMPOTENCY = b"idempotency-key"
@@ -61,6 +64,7 @@ async def ingest(
 ) -> None:
     """Answer an ingest request, or hand it to ``fallback`` (Litestar) with its body."""
     started = time.perf_counter()
+    scope.setdefault("state", {})[RECEIVED_AT] = started
     limit = app.request_max_body_size
     messages, body = await _read_body(receive, limit if isinstance(limit, int) else None)
     if body is None:
@@ -109,11 +113,12 @@ async def _read_body(
         messages.append(message)
         if message["type"] != "http.request":
             return messages, None
-        chunks.append(message["body"])
-        size += len(message["body"])
+        chunk = message.get("body", b"")  # both keys are optional in ASGI
+        chunks.append(chunk)
+        size += len(chunk)
         if limit is not None and size > limit:
             return messages, None
-        if not message["more_body"]:
+        if not message.get("more_body", False):
             return messages, chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -37,6 +37,24 @@ class Exchange:
         return json.loads(b"".join(m.get("body", b"") for m in self.sent[1:]))
 
 
+def ingest_scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The scope an ASGI server gives ``POST /v1/events/ingest`` with these headers."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": fast_ingest.PATH,
+        "raw_path": fast_ingest.PATH.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+
+
 def through_fast_path(
     api: Api,
     body: bytes,
@@ -50,19 +68,7 @@ def through_fast_path(
         {"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
         for i, part in enumerate(parts)
     ]
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": fast_ingest.PATH,
-        "raw_path": fast_ingest.PATH.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8080),
-    }
+    scope = ingest_scope(headers)
 
     async def receive() -> dict[str, Any]:
         if messages:

@@ -1,4 +1,4 @@
-"""Review of the ingest path below Litestar: it must answer what the route answers.
+"""The ingest path below Litestar against the route alone: it must answer what the route answers.
 
 Each request is driven twice as an ASGI server would: once through the app
 (``MeteringAPI``, which tries the fast path first) and once through
@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 from litestar import Litestar
 
-from api import fast_ingest
 from tests.e2e.conftest import Api, event
+from tests.e2e.test_fast_ingest import ingest_scope
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -32,23 +32,12 @@ def drive(
     app = api.client.app
     pending = list(messages)
     sent: list[dict[str, Any]] = []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": fast_ingest.PATH,
-        "raw_path": fast_ingest.PATH.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
+    scope = ingest_scope(
+        [
             (b"authorization", f"Bearer {api.keys[key]}".encode()),
             (b"content-type", b"application/json"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8080),
-    }
+        ]
+    )
 
     async def receive() -> dict[str, Any]:
         if len(pending) == len(messages):  # the client takes ``body_after`` s to send it

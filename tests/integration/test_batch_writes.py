@@ -10,28 +10,20 @@ the store gave the rows.
 
 from __future__ import annotations
 
-import threading
 from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from adapters.persistence import Stores, open_stores
+from adapters.persistence import open_stores
 from adapters.pg_recorder import COPY_FROM_ROWS
 from adapters.settings import Settings
 from domain.idempotency import IdempotencyKey
-from domain.ingest import Outcome
-from domain.meters import Aggregation, MetricDefinition
+from domain.ingest import Outcome, UsageSubmission
 from tests.conftest import FakeClock
-from tests.helpers import submission
+from tests.helpers import race_writers, setup_tenant, submission
 
 BATCH = 150  # events: 300 rows with their claims, well above COPY_FROM_ROWS
-
-
-def _tenant(stores: Stores) -> UUID:
-    tenant = stores.app.register_tenant("acme", "Acme")
-    stores.app.declare_metric(tenant.id, MetricDefinition("api_calls", Aggregation.SUM))
-    return tenant.id
 
 
 def test_batches_are_above_the_copy_threshold() -> None:
@@ -42,33 +34,15 @@ def test_racing_writers_with_large_batches_count_each_key_once(
     settings: Settings, clock: FakeClock
 ) -> None:
     """Three app instances (three processes) send the same large batches at once."""
-    setup = open_stores(settings, clock)
-    tenant = _tenant(setup)
-    setup.close()
-    writers = [open_stores(settings, clock) for _ in range(3)]
-    start = threading.Barrier(len(writers))
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
 
-    def send(stores: Stores, offset: int) -> None:
-        start.wait()
-        for round_ in range(4):
-            keys = [(offset * 37 + i) % BATCH for i in range(BATCH)]
-            batch = [
-                submission(
-                    tenant, 1 + k % 5, clock.now, key=f"r{round_}-k{k}", customer=f"c{k % 7}"
-                )
-                for k in keys
-            ]
-            results = stores.app.usage.record_usage(batch)
-            with lock:
-                outcomes.extend(r.outcome for r in results)
+    def batch_of(tenant: UUID, writer: int, round_: int) -> list[UsageSubmission]:
+        keys = [(writer * 37 + i) % BATCH for i in range(BATCH)]
+        return [
+            submission(tenant, 1 + k % 5, clock.now, key=f"r{round_}-k{k}", customer=f"c{k % 7}")
+            for k in keys
+        ]
 
-    threads = [threading.Thread(target=send, args=(w, n)) for n, w in enumerate(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    tenant, outcomes, writers = race_writers(settings, clock, 3, 4, batch_of)
     try:
         assert outcomes.count(Outcome.ACCEPTED) == 4 * BATCH
         assert outcomes.count(Outcome.DUPLICATE) == 2 * 4 * BATCH
@@ -88,7 +62,7 @@ def test_a_claimed_key_inside_a_large_batch_rejects_the_write_then_the_rest_land
     first = open_stores(settings, clock)
     second = open_stores(settings, clock)
     try:
-        tenant = _tenant(first)
+        tenant = setup_tenant(first)
         first.app.usage.record_usage([submission(tenant, 1, clock.now, key="k-7")])
         batch = [submission(tenant, 1, clock.now, key=f"k-{i}") for i in range(BATCH)]
 
@@ -110,7 +84,7 @@ def test_a_large_insert_reports_the_notification_ids_the_store_gave_its_rows(
     """COPY (PostgreSQL) and executemany (SQLite) cannot return ids: they are derived."""
     stores = open_stores(settings, clock)
     try:
-        tenant = _tenant(stores)
+        tenant = setup_tenant(stores)
         app = stores.app
         claims = [
             IdempotencyKey.claimed(uuid4(), tenant, f"n-{i}", "f" * 64, uuid4(), i)

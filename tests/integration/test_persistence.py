@@ -6,23 +6,17 @@ import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from uuid import UUID
 
 from eventsourcing.domain import Snapshot
 
 from adapters.persistence import Stores, open_stores
 from adapters.settings import PostgresSettings, Settings
-from domain.ingest import Outcome
+from domain.ingest import Outcome, UsageSubmission
 from domain.ledger import StripeLedger
-from domain.meters import Aggregation, MetricDefinition
 from domain.usage import usage_period_id
 from tests.conftest import FakeClock, reset_postgres
-from tests.helpers import submission
-
-
-def setup_tenant(stores: Stores, slug: str = "acme") -> object:
-    tenant = stores.app.register_tenant(slug, slug.title())
-    stores.app.declare_metric(tenant.id, MetricDefinition("api_calls", Aggregation.SUM))
-    return tenant.id
+from tests.helpers import race_writers, setup_tenant, submission
 
 
 def test_keys_stay_claimed_across_a_restart(settings: Settings, clock: FakeClock) -> None:
@@ -128,30 +122,14 @@ def test_racing_writers_on_overlapping_keys_count_each_key_once(
     settings: Settings, clock: FakeClock
 ) -> None:
     """Four app instances (as four processes would) send overlapping keys at once."""
-    setup = open_stores(settings, clock)
-    tenant = setup_tenant(setup)
-    setup.close()
-    writers = [open_stores(settings, clock) for _ in range(4)]
-    start = threading.Barrier(len(writers))
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
 
-    def send(stores: Stores, offset: int) -> None:
-        start.wait()
-        for round_ in range(10):
-            # Each writer sends keys 0..29 of this round, in its own order: every
-            # key is sent four times, by four writers, mostly at the same moment.
-            keys = [(offset * 7 + i) % 30 for i in range(30)]
-            batch = [submission(tenant, k + 1, clock.now, key=f"r{round_}-k{k}") for k in keys]  # type: ignore[arg-type]
-            results = stores.app.usage.record_usage(batch)
-            with lock:
-                outcomes.extend(r.outcome for r in results)
+    def batch_of(tenant: UUID, writer: int, round_: int) -> list[UsageSubmission]:
+        # Each writer sends keys 0..29 of this round, in its own order: every
+        # key is sent four times, by four writers, mostly at the same moment.
+        keys = [(writer * 7 + i) % 30 for i in range(30)]
+        return [submission(tenant, k + 1, clock.now, key=f"r{round_}-k{k}") for k in keys]
 
-    threads = [threading.Thread(target=send, args=(w, n)) for n, w in enumerate(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    tenant, outcomes, writers = race_writers(settings, clock, 4, 10, batch_of)
     try:
         assert outcomes.count(Outcome.ACCEPTED) == 300
         assert outcomes.count(Outcome.DUPLICATE) == 900

@@ -27,19 +27,12 @@ from adapters.log_listener import PostgresLogListener
 from adapters.metrics import Metrics
 from adapters.persistence import Stores, open_stores
 from adapters.settings import Settings
-from domain.meters import Aggregation, MetricDefinition
 from projections.runner import BatchProjectionRunner
 from tests.conftest import FakeClock
-from tests.helpers import submission
+from tests.helpers import setup_tenant, submission
 
 LONG = 30.0  # seconds: a poll that never comes within a test
 QUICK = 5.0  # seconds: the most a woken runner may take here, on a loaded machine
-
-
-def setup_tenant(stores: Stores) -> UUID:
-    tenant = stores.app.register_tenant("acme", "Acme")
-    stores.app.declare_metric(tenant.id, MetricDefinition("api_calls", Aggregation.SUM))
-    return tenant.id
 
 
 def counted(stores: Stores, tenant: UUID) -> Decimal:

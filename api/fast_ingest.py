@@ -64,31 +64,36 @@ async def ingest(
 ) -> None:
     """Answer an ingest request, or hand it to ``fallback`` (Litestar) with its body."""
     started = time.perf_counter()
-    scope.setdefault("state", {})[RECEIVED_AT] = started
     limit = app.request_max_body_size
     messages, body = await _read_body(receive, limit if isinstance(limit, int) else None)
-    if body is None:
-        await fallback(scope, _replay(messages, receive), send)
+    if body is not None and await _answer(app, scope, receive, send, body, started):
         return
+    # Litestar's timing middleware counts the body this path already read.
+    scope.setdefault("state", {})[RECEIVED_AT] = started
+    await fallback(scope, _replay(messages, receive), send)
+
+
+async def _answer(
+    app: Litestar, scope: AsgiScope, receive: Receive, send: Send, body: bytes, started: float
+) -> bool:
+    """Answer the request if this path can answer it whole; False to hand it on."""
     svc = services_of(app.state)
     headers = _headers(scope)
-    principal = None
-    if headers is not None:
-        try:
-            secret = key_in(headers.get("authorization", ""), headers.get("x-api-key", ""))
-        except UnauthenticatedError:
-            secret = None
-        principal = svc.cached_principal(secret) if secret is not None else None
-    if headers is None or principal is None or not principal.allows(Scope.INGEST):
-        await fallback(scope, _replay(messages, receive), send)
-        return
+    if headers is None:
+        return False
+    try:
+        secret = key_in(headers.get("authorization", ""), headers.get("x-api-key", ""))
+    except UnauthenticatedError:
+        return False
+    principal = svc.cached_principal(secret)
+    if principal is None or not principal.allows(Scope.INGEST):
+        return False
     try:
         results, submissions = read_batch(
             body, principal, headers.get("idempotency-key"), svc.settings.max_batch_events
         )
     except Exception:  # refused as a whole: the route refuses it again, in its words
-        await fallback(scope, _replay(messages, receive), send)
-        return
+        return False
     try:
         written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
     except Exception as error:  # the writer's answer: never resubmitted
@@ -99,6 +104,7 @@ async def ingest(
         await _send_json(send, msgspec.json.encode(respond(outcomes)))
         status = 200
     svc.metrics.observe_http("POST", PATH, status, time.perf_counter() - started)
+    return True
 
 
 async def _read_body(

@@ -27,6 +27,7 @@ only; the live ledger and meter are never touched by it. Without
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -44,6 +45,7 @@ from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from adapters.reconciliation_reports import PeriodStanding, Report, ReportLine
 from adapters.settings import ReconcileSettings
+from domain.drift import DriftFinding
 from domain.ledger import StripeLedger, ledger_id_for, stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping
 from domain.pacing import TokenBucket
@@ -144,6 +146,8 @@ class Reconciler:
         reports: dict[tuple[UUID, str], list[ReportLine]] = defaultdict(list)
         for line in lines:
             out = self._classify(line)
+            if out.status == Status.DRIFT.value:
+                self._record_drift(line, out, actor)
             if repair and out.status in (Status.PENDING, Status.DRIFT) and out.verdict is None:
                 out = self._repair(line, out, actor)
             reports[(line.standing.tenant_id, _month(line.standing))].append(out)
@@ -229,6 +233,38 @@ class Reconciler:
                 )
             )
         return lines
+
+    def _record_drift(self, line: _Line, out: ReportLine, actor: str) -> None:
+        """Record the drift as an event (``drift.detected`` webhooks), once per drift.
+
+        The finding's id is derived from the numbers (domain/drift.py): a run
+        that sees the same drift again finds it recorded and writes nothing.
+        """
+        if out.stripe is None:
+            return
+        s = line.standing
+        finding = DriftFinding.detect(
+            s.tenant_id,
+            s.usage_period_id,
+            customer_ref=s.customer_ref,
+            metric=s.metric,
+            period=s.period,
+            target=line.target.value,
+            stripe_customer_id=line.stripe_customer_id,
+            meter_id=line.meter_id,
+            local=out.local,
+            stripe=out.stripe,
+            expected=out.expected,
+            cause=out.cause,
+            closed=out.closed,
+            actor=actor,
+        )
+        app = self.stores.app
+        try:
+            app.repository.get(finding.id)
+        except AggregateNotFoundError:
+            with contextlib.suppress(IntegrityError):  # another run recorded it meanwhile
+                app.save(finding)
 
     def _read_stripe(self, line: _Line) -> None:
         try:

@@ -18,6 +18,7 @@ from adapters.persistence import Stores
 from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
 from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
+from adapters.webhooks import Webhooks
 from domain.ownership_report import ownership_report
 from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
@@ -59,6 +60,8 @@ class Background:
             )
         if run_pushes and Target.SHADOW not in self.gateways:
             log.info("STRIPE_TEST_SECRET_KEY is not set: shadow pushes are skipped")
+        # Outbound webhooks are sent by the process that pushes (docs/webhooks.md).
+        self.webhooks = Webhooks(stores, settings.webhooks, clock) if run_pushes else None
         self.reconciliation: Reconciliation | None = None
         self._ownership: threading.Thread | None = None
         self._schedule: ReconcileSchedule | None = None
@@ -88,6 +91,8 @@ class Background:
             self._ownership.start()
         if self._schedule is not None:
             self._schedule.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     def check_ownership(self) -> None:
         """Say, once at start, if mappings made before ownership claims need an operator.
@@ -119,6 +124,8 @@ class Background:
             )
 
     def stop(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self._ownership is not None:
             self._ownership.join(timeout=30)
             self._ownership = None

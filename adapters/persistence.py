@@ -26,6 +26,7 @@ from projections.runner import BatchProjectionRunner
 from projections.store import PostgresViewStore, SqliteViewStore, ViewStore
 from projections.usage_events import UsageEventsProjection
 from projections.usage_periods import UsagePeriodDirectory
+from projections.webhook_deliveries import WebhookDeliveriesProjection
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Views:
     adjustments: AdjustmentsProjection
     reports: ReconciliationReports
     runner: BatchProjectionRunner
+    webhook_deliveries: WebhookDeliveriesProjection
 
     def close(self) -> None:
         self.store.close()
@@ -134,11 +136,12 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
     ledger = LedgerProjection(store)
     customers = CustomersProjection(store)
     adjustments = AdjustmentsProjection(store)
+    webhook_deliveries = WebhookDeliveriesProjection(store)
     runner = BatchProjectionRunner(
         app.recorder,
         app.mapper,
         store,
-        [directory, counters, events, ledger, customers, adjustments],
+        [directory, counters, events, ledger, customers, adjustments, webhook_deliveries],
     )
     if settings is not None:
         runner.poll_interval = settings.projection_poll_seconds
@@ -150,7 +153,16 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
     reports = ReconciliationReports(store)
     reports.create_tables()
     return Views(
-        store, directory, counters, events, ledger, customers, adjustments, reports, runner
+        store,
+        directory,
+        counters,
+        events,
+        ledger,
+        customers,
+        adjustments,
+        reports,
+        runner,
+        webhook_deliveries=webhook_deliveries,
     )
 
 

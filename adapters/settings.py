@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from psycopg.conninfo import make_conninfo
 
+from domain.deliveries import RetryPolicy
 from domain.pacing import TokenBucket
 from domain.reconciliation import Tolerance
 
@@ -124,6 +125,25 @@ class ReconcileSettings:
         )
 
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Outbound webhooks (docs/webhooks.md): sent by the process that pushes to Stripe."""
+
+    timeout_seconds: float = 10.0  # per attempt: connect, send and read together
+    retry_base_seconds: int = 30  # the wait after the first failed attempt; doubles each time
+    retry_max_delay_seconds: int = 6 * 3600  # no wait longer than this
+    retry_for_seconds: int = 3 * 86_400  # after this (from creation), a failing delivery fails
+    poll_seconds: float = 1.0  # how often the outbox and the sender look for work
+    threads: int = 4  # attempts in flight at once
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            timedelta(seconds=self.retry_base_seconds),
+            timedelta(seconds=self.retry_max_delay_seconds),
+            timedelta(seconds=self.retry_for_seconds),
+        )
+
+
 def _bucket(reads_per_second: int) -> TokenBucket | None:
     if reads_per_second == 0:
         return None
@@ -165,6 +185,7 @@ class Settings:
     projection_safety_poll_seconds: float = 1.0
     projection_batch_interval_seconds: float = 0.05
     reconcile: ReconcileSettings = ReconcileSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @property
     def backend(self) -> str:
@@ -249,7 +270,23 @@ class Settings:
                     10_000,
                 ),
             ),
+            webhooks=_webhook_settings(env),
         )
+
+
+def _webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
+    return WebhookSettings(
+        timeout_seconds=float(_int(env, "STRIPEMETER_WEBHOOK_TIMEOUT_SECONDS", 10, 1, 60)),
+        retry_base_seconds=_int(env, "STRIPEMETER_WEBHOOK_RETRY_BASE_SECONDS", 30, 1, 86_400),
+        retry_max_delay_seconds=_int(
+            env, "STRIPEMETER_WEBHOOK_RETRY_MAX_DELAY_SECONDS", 6 * 3600, 1, 7 * 86_400
+        ),
+        retry_for_seconds=_int(
+            env, "STRIPEMETER_WEBHOOK_RETRY_FOR_SECONDS", 3 * 86_400, 0, 30 * 86_400
+        ),
+        poll_seconds=_int(env, "STRIPEMETER_WEBHOOK_POLL_MS", 1_000, 10, 600_000) / 1000,
+        threads=_int(env, "STRIPEMETER_WEBHOOK_THREADS", 4, 1, 64),
+    )
 
 
 def _ratio(env: Mapping[str, str], name: str) -> Decimal:

@@ -84,6 +84,7 @@ class Delivery(Aggregate):
         """A sender claimed attempt ``number``; another may take it after ``lease_until`` (v1)."""
 
         number: int
+        started_at: datetime
         lease_until: datetime
 
         def apply(self, aggregate: Delivery) -> None:
@@ -94,6 +95,7 @@ class Delivery(Aggregate):
         """What attempt ``number`` got: an HTTP status or an error, and what follows (v1)."""
 
         number: int
+        finished_at: datetime
         status_code: int | None
         error: str
         duration_ms: int
@@ -166,7 +168,9 @@ class Delivery(Aggregate):
 
     def start_attempt(self, now: datetime, lease: timedelta) -> int:
         assert self.is_due(now), "only a due delivery is attempted"
-        self.trigger_event(self.AttemptStarted, number=self.attempts + 1, lease_until=now + lease)
+        self.trigger_event(
+            self.AttemptStarted, number=self.attempts + 1, started_at=now, lease_until=now + lease
+        )
         return self.attempts
 
     def record_attempt(
@@ -189,6 +193,7 @@ class Delivery(Aggregate):
         self.trigger_event(
             self.AttemptRecorded,
             number=self.attempts,
+            finished_at=now,
             status_code=status_code,
             error=error,
             duration_ms=duration_ms,

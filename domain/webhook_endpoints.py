@@ -121,6 +121,7 @@ class WebhookEndpoints(Aggregate):
     class EndpointAdded(Aggregate.Event):
         """An endpoint was created (v1). ``secret`` signs its deliveries; never shown again."""
 
+        tenant_id: UUID
         endpoint_id: UUID
         url: str
         event_types: list[str]
@@ -183,6 +184,7 @@ class WebhookEndpoints(Aggregate):
         endpoint_id = endpoint_id_for(self.tenant_id, self.added + 1)
         self.trigger_event(
             self.EndpointAdded,
+            tenant_id=self.tenant_id,
             endpoint_id=endpoint_id,
             url=url,
             event_types=types,

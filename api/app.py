@@ -34,6 +34,7 @@ from api.routes.reconciliation import (
 from api.routes.replay import ReplayController
 from api.routes.stripe import AuditController, CustomersController, MappingsController
 from api.routes.usage import UsageController
+from api.routes.webhooks import WebhookEndpointsController
 from api.services import Services
 from domain.application import utc_now
 
@@ -150,6 +151,7 @@ def create_app(
             ReconciliationController,
             AdjustmentsController,
             WebhooksController,
+            WebhookEndpointsController,
             ReplayController,
             HealthController,
         ],

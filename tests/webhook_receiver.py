@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import re
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,36 @@ def webhook_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
+
+
+def doc_snippet(language: str) -> str:
+    """The first ``language`` block of docs/webhooks.md that defines ``verify``."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), re.DOTALL)
+    return next(block for block in blocks if "function verify" in block or "def verify" in block)
+
+
+def python_doc_verify() -> Callable[[str, bytes, str], None]:
+    """docs/webhooks.md's Python ``verify``, as a receiver would paste it."""
+    namespace: dict[str, Any] = {}
+    exec(doc_snippet("python"), namespace)
+    verify: Callable[[str, bytes, str], None] = namespace["verify"]
+    return verify
+
+
+def node_doc_verify(header: str, body: bytes, secret: str) -> bool:
+    """docs/webhooks.md's Node ``verify`` run by node: True when it accepts."""
+    harness = (
+        doc_snippet("js")
+        + "\nconst [header, secret, body] = process.argv.slice(1);"
+        + "\ntry { verify(header, Buffer.from(body, 'base64'), secret); process.exit(0); }"
+        + "\ncatch (error) { process.exit(1); }\n"
+    )
+    done = subprocess.run(
+        ["node", "-e", harness, header, secret, base64.b64encode(body).decode()],
+        check=False,
+        timeout=30,
+    )
+    return done.returncode == 0

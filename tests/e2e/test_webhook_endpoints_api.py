@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,7 @@ from tests.e2e.conftest import Api, event
 from tests.e2e.test_reconciliation_api import webhook
 from tests.e2e.test_remap_api import MARCH_INVOICE
 from tests.e2e.test_stripe_api import services, setup_stripe
-from tests.webhook_receiver import Receiver, webhook_receiver
+from tests.webhook_receiver import Receiver, node_doc_verify, python_doc_verify, webhook_receiver
 
 FAST = WebhookSettings(timeout_seconds=5, retry_base_seconds=30, poll_seconds=0.05)
 PATH = "/v1/webhook-endpoints"
@@ -48,9 +49,15 @@ def create(api: Api, url: str, *types: str, key: str = "acme-all") -> dict[str, 
 
 
 def check_signed(receiver: Receiver, secret: str) -> list[dict[str, Any]]:
-    """Every request verified as a receiver would (docs/webhooks.md), then its JSON."""
+    """Every request verified as a receiver would: with the snippets of docs/webhooks.md
+    (Python; Node when it is installed) and the service's own ``verify``. Then its JSON."""
+    doc_verify = python_doc_verify()
     for request in receiver.received:
-        verify(request.headers[HEADER.lower()], request.body, secret, now=int(time.time()))
+        header = request.headers[HEADER.lower()]
+        verify(header, request.body, secret, now=int(time.time()))
+        doc_verify(header, request.body, secret)
+        if shutil.which("node"):
+            assert node_doc_verify(header, request.body, secret)
     return [json.loads(r.body) for r in receiver.received]
 
 
@@ -143,6 +150,16 @@ def test_a_closing_is_delivered_signed_retried_after_a_500_and_listed_with_its_a
     payloads = check_signed(receiver, hook["secret"])
     with pytest.raises(SignatureError):
         check_signed(receiver, other["secret"])
+    # The documented snippets refuse a wrong secret and a changed body too.
+    request = receiver.received[0]
+    header = request.headers[HEADER.lower()]
+    with pytest.raises(ValueError, match="no signature matches"):
+        python_doc_verify()(header, request.body, other["secret"])
+    with pytest.raises(ValueError, match="no signature matches"):
+        python_doc_verify()(header, request.body + b" ", hook["secret"])
+    if shutil.which("node"):
+        assert not node_doc_verify(header, request.body, other["secret"])
+        assert not node_doc_verify(header, request.body + b" ", hook["secret"])
     by_type = {p["type"]: p for p in payloads}
     assert set(by_type) == {"period.closed", "parity.recorded"}
     closed = by_type["period.closed"]["data"]

@@ -204,3 +204,38 @@ def test_a_crash_after_the_claim_is_retried_after_the_lease_and_sent_once(
 def only_endpoint(stores: Stores, tenant: UUID) -> UUID:
     (only,) = WebhookEndpointsService(stores.app).endpoints(tenant).listed()
     return only.id
+
+
+def test_a_redirect_is_not_followed_and_an_unreachable_endpoint_is_an_error_retried(
+    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+) -> None:
+    redirecting = endpoint(stores, tenant, receiver.url, "period.closed")
+    unreachable = endpoint(stores, tenant, "http://127.0.0.1:9/nothing-listens", "period.closed")
+    webhooks = Webhooks(stores, SETTINGS, clock)
+    close_a_period(stores, clock, tenant, "cus_1")
+    receiver.answer_next(302)
+    assert list(send(stores, webhooks).values()) == [Outcome.RETRYING, Outcome.RETRYING]
+    assert len(receiver.received) == 1  # the Location was not followed
+    listing = stores.views.webhook_deliveries
+    ((_, [moved]),) = listing.page(tenant, redirecting.id, None, 10)
+    assert moved.status_code == 302
+    assert moved.error == "redirects are not followed (Location: http://elsewhere.invalid/)"
+    ((row, [refused]),) = listing.page(tenant, unreachable.id, None, 10)
+    assert refused.status_code is None and refused.error.startswith("ConnectError")
+    assert row.status == "pending" and row.next_attempt_at is not None
+
+
+def test_a_delivery_past_its_retry_horizon_fails_and_is_not_tried_again(
+    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+) -> None:
+    hook = endpoint(stores, tenant, receiver.url)
+    once = WebhookSettings(timeout_seconds=5, retry_for_seconds=0)
+    webhooks = Webhooks(stores, once, clock)
+    close_a_period(stores, clock, tenant, "cus_1")
+    receiver.answer_next(503)
+    assert list(send(stores, webhooks).values()) == [Outcome.FAILED]
+    clock.advance(days=4)
+    assert send(stores, webhooks) == {}
+    ((row, [attempt]),) = stores.views.webhook_deliveries.page(tenant, hook.id, None, 10)
+    assert (row.status, row.next_attempt_at, attempt.outcome) == ("failed", None, "failed")
+    assert len(receiver.received) == 1

@@ -61,7 +61,7 @@ class Background:
         if run_pushes and Target.SHADOW not in self.gateways:
             log.info("STRIPE_TEST_SECRET_KEY is not set: shadow pushes are skipped")
         # Outbound webhooks are sent by the process that pushes (docs/webhooks.md).
-        self.webhooks = Webhooks(stores, settings.webhooks, clock) if run_pushes else None
+        self.webhooks = Webhooks(stores, settings, clock) if run_pushes else None
         self.reconciliation: Reconciliation | None = None
         self._ownership: threading.Thread | None = None
         self._schedule: ReconcileSchedule | None = None

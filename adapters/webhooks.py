@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from adapters.persistence import Stores
-from adapters.settings import WebhookSettings
+from adapters.persistence import Stores, schema_lock
+from adapters.settings import Settings
 from adapters.webhook_http import HttpxTransport, WebhookTransport
 from adapters.webhook_outbox import WebhookOutbox
 from adapters.webhook_sender import WebhookSender
@@ -22,13 +22,16 @@ class Webhooks:
     def __init__(
         self,
         stores: Stores,
-        settings: WebhookSettings,
+        config: Settings,
         clock: Callable[[], datetime],
         transport: WebhookTransport | None = None,
     ) -> None:
-        self.outbox = WebhookOutbox(
-            stores.app, stores.views.store, clock, poll_interval=settings.poll_seconds
-        )
+        settings = config.webhooks
+        # Its table is created here, not with the views: one process at a time (PostgreSQL).
+        with schema_lock(config):
+            self.outbox = WebhookOutbox(
+                stores.app, stores.views.store, clock, poll_interval=settings.poll_seconds
+            )
         self.sender = WebhookSender(
             stores.app,
             stores.views.webhook_deliveries,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from adapters.settings import WebhookSettings
+from adapters.settings import Settings, WebhookSettings
 from adapters.webhooks import Webhooks
 from api.app import create_app
 from domain.drift import DriftFinding
@@ -39,6 +39,12 @@ PATH = "/v1/webhook-endpoints"
 def receiver() -> Iterator[Receiver]:
     with webhook_receiver() as running:
         yield running
+
+
+def with_fast_hooks(api: Api) -> Settings:
+    """The API's settings, with webhooks that retry after 30 s and poll every 50 ms."""
+    settings: Settings = services(api).settings
+    return dataclasses.replace(settings, webhooks=FAST)
 
 
 def create(api: Api, url: str, *types: str, key: str = "acme-all") -> dict[str, Any]:
@@ -135,7 +141,7 @@ def test_a_closing_is_delivered_signed_retried_after_a_500_and_listed_with_its_a
     api = webhook_api
     hook = create(api, receiver.url, "period.closed", "parity.recorded")
     other = create(api, receiver.url + "/globex", key="globex-all")
-    webhooks = Webhooks(services(api).stores, FAST, api.clock)
+    webhooks = Webhooks(services(api).stores, with_fast_hooks(api), api.clock)
     close_march(api, emulator)
     receiver.answer_next(500, 500)
 
@@ -195,7 +201,7 @@ def test_a_drift_found_by_reconciliation_is_delivered_once_however_many_runs_see
 ) -> None:
     api = webhook_api
     hook = create(api, receiver.url, "drift.detected")
-    webhooks = Webhooks(services(api).stores, FAST, api.clock)
+    webhooks = Webhooks(services(api).stores, with_fast_hooks(api), api.clock)
     setup_stripe(api, emulator)
     api.ingest(event(quantity=4, ts="2026-03-10T09:00:00Z"))
     app = services(api).stores.app
@@ -251,7 +257,7 @@ def test_a_restart_between_creating_and_sending_sends_each_delivery_exactly_once
         actor="system:schedule",
     )
     stores.app.save(finding)
-    first = Webhooks(stores, FAST, clock)
+    first = Webhooks(stores, with_fast_hooks(api), clock)
     first.outbox.catch_up()
     assert first.outbox.projection.created == 1
     # ... and the process stops before its sender runs: a fresh app on the same database.

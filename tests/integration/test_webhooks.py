@@ -6,6 +6,7 @@ is deterministic; the clock is the test's, the receiver a real HTTP server.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -35,6 +36,11 @@ SETTINGS = WebhookSettings(timeout_seconds=5, retry_base_seconds=30, poll_second
 def receiver() -> Iterator[Receiver]:
     with webhook_receiver() as running:
         yield running
+
+
+@pytest.fixture
+def config(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, webhooks=SETTINGS)
 
 
 @pytest.fixture
@@ -70,10 +76,10 @@ def endpoint(stores: Stores, tenant: UUID, url: str, *types: str) -> Endpoint:
 
 
 def test_a_closed_period_is_delivered_signed_retried_after_a_500_then_succeeds(
-    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+    stores: Stores, clock: FakeClock, config: Settings, tenant: UUID, receiver: Receiver
 ) -> None:
     hook = endpoint(stores, tenant, receiver.url, "period.closed")
-    webhooks = Webhooks(stores, SETTINGS, clock)
+    webhooks = Webhooks(stores, config, clock)
     period = close_a_period(stores, clock, tenant, "cus_1")
     receiver.answer_next(500)
 
@@ -113,11 +119,11 @@ def test_a_closed_period_is_delivered_signed_retried_after_a_500_then_succeeds(
 
 
 def test_the_outbox_run_twice_or_replayed_from_the_start_makes_each_delivery_once(
-    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+    stores: Stores, clock: FakeClock, config: Settings, tenant: UUID, receiver: Receiver
 ) -> None:
     endpoint(stores, tenant, receiver.url)
     endpoint(stores, tenant, receiver.url + "/second", "parity.recorded")
-    webhooks = Webhooks(stores, SETTINGS, clock)
+    webhooks = Webhooks(stores, config, clock)
     close_a_period(stores, clock, tenant, "cus_1")
     webhooks.outbox.catch_up()
     webhooks.outbox.catch_up()
@@ -126,7 +132,7 @@ def test_the_outbox_run_twice_or_replayed_from_the_start_makes_each_delivery_onc
     # As after a crash between saving the deliveries and moving the position.
     with stores.views.store.transaction() as tx:
         tx.execute("DELETE FROM sm_tracking WHERE projection = 'webhook_outbox'")
-    again = Webhooks(stores, SETTINGS, clock)
+    again = Webhooks(stores, config, clock)
     again.outbox.catch_up()
     assert again.outbox.projection.created == 0
     stores.views.runner.catch_up()
@@ -134,9 +140,9 @@ def test_the_outbox_run_twice_or_replayed_from_the_start_makes_each_delivery_onc
 
 
 def test_an_endpoint_gets_only_what_happened_while_it_existed(
-    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+    stores: Stores, clock: FakeClock, config: Settings, tenant: UUID, receiver: Receiver
 ) -> None:
-    webhooks = Webhooks(stores, SETTINGS, clock)
+    webhooks = Webhooks(stores, config, clock)
     close_a_period(stores, clock, tenant, "cus_before")
     hook = endpoint(stores, tenant, receiver.url)
     close_a_period(stores, clock, tenant, "cus_during")
@@ -146,7 +152,7 @@ def test_an_endpoint_gets_only_what_happened_while_it_existed(
     # A replay from the start decides the same: the subscribers follow the log.
     with stores.views.store.transaction() as tx:
         tx.execute("DELETE FROM sm_tracking WHERE projection = 'webhook_outbox'")
-    replayed = Webhooks(stores, SETTINGS, clock)
+    replayed = Webhooks(stores, config, clock)
     settle(stores, replayed)
     assert replayed.outbox.projection.created == 0
     # The pending delivery of the deleted endpoint is abandoned, not sent.
@@ -158,23 +164,23 @@ def test_an_endpoint_gets_only_what_happened_while_it_existed(
 
 
 def test_another_tenants_events_never_reach_an_endpoint(
-    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+    stores: Stores, clock: FakeClock, config: Settings, tenant: UUID, receiver: Receiver
 ) -> None:
     other = stores.app.register_tenant("globex", "Globex").id
     endpoint(stores, tenant, receiver.url)
-    webhooks = Webhooks(stores, SETTINGS, clock)
+    webhooks = Webhooks(stores, config, clock)
     close_a_period(stores, clock, other, "cus_1")
     assert send(stores, webhooks) == {}
     assert receiver.received == []
 
 
 def test_a_crash_after_the_claim_is_retried_after_the_lease_and_sent_once(
-    settings: Settings, clock: FakeClock, receiver: Receiver
+    settings: Settings, clock: FakeClock, config: Settings, receiver: Receiver
 ) -> None:
     stores = open_stores(settings, clock)
     tenant = stores.app.register_tenant("acme", "Acme").id
     endpoint(stores, tenant, receiver.url)
-    webhooks = Webhooks(stores, SETTINGS, clock)
+    webhooks = Webhooks(stores, config, clock)
     close_a_period(stores, clock, tenant, "cus_1")
     settle(stores, webhooks)
     (delivery_id,) = stores.views.webhook_deliveries.due(clock(), 10)
@@ -186,7 +192,7 @@ def test_a_crash_after_the_claim_is_retried_after_the_lease_and_sent_once(
 
     restarted = open_stores(settings, clock)
     try:
-        fresh = Webhooks(restarted, SETTINGS, clock)
+        fresh = Webhooks(restarted, config, clock)
         assert send(restarted, fresh) == {}  # leased: not yet
         clock.advance(seconds=fresh.sender.lease.total_seconds() + 1)
         assert list(send(restarted, fresh).values()) == [Outcome.SUCCEEDED]
@@ -207,11 +213,11 @@ def only_endpoint(stores: Stores, tenant: UUID) -> UUID:
 
 
 def test_a_redirect_is_not_followed_and_an_unreachable_endpoint_is_an_error_retried(
-    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+    stores: Stores, clock: FakeClock, config: Settings, tenant: UUID, receiver: Receiver
 ) -> None:
     redirecting = endpoint(stores, tenant, receiver.url, "period.closed")
     unreachable = endpoint(stores, tenant, "http://127.0.0.1:9/nothing-listens", "period.closed")
-    webhooks = Webhooks(stores, SETTINGS, clock)
+    webhooks = Webhooks(stores, config, clock)
     close_a_period(stores, clock, tenant, "cus_1")
     receiver.answer_next(302)
     assert list(send(stores, webhooks).values()) == [Outcome.RETRYING, Outcome.RETRYING]
@@ -226,11 +232,11 @@ def test_a_redirect_is_not_followed_and_an_unreachable_endpoint_is_an_error_retr
 
 
 def test_a_delivery_past_its_retry_horizon_fails_and_is_not_tried_again(
-    stores: Stores, clock: FakeClock, tenant: UUID, receiver: Receiver
+    stores: Stores, clock: FakeClock, config: Settings, tenant: UUID, receiver: Receiver
 ) -> None:
     hook = endpoint(stores, tenant, receiver.url)
     once = WebhookSettings(timeout_seconds=5, retry_for_seconds=0)
-    webhooks = Webhooks(stores, once, clock)
+    webhooks = Webhooks(stores, dataclasses.replace(config, webhooks=once), clock)
     close_a_period(stores, clock, tenant, "cus_1")
     receiver.answer_next(503)
     assert list(send(stores, webhooks).values()) == [Outcome.FAILED]

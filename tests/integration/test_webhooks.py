@@ -245,3 +245,25 @@ def test_a_delivery_past_its_retry_horizon_fails_and_is_not_tried_again(
     ((row, [attempt]),) = stores.views.webhook_deliveries.page(tenant, hook.id, None, 10)
     assert (row.status, row.next_attempt_at, attempt.outcome) == ("failed", None, "failed")
     assert len(receiver.received) == 1
+
+
+def test_a_disabled_endpoint_gets_nothing_and_the_view_reads_every_delivery_event(
+    stores: Stores, clock: FakeClock, config: Settings, tenant: UUID, receiver: Receiver
+) -> None:
+    WebhookEndpointsService(stores.app).create(tenant, receiver.url, ["*"], enabled=False)
+    webhooks = Webhooks(stores, config, clock)
+    close_a_period(stores, clock, tenant, "cus_1")
+    assert send(stores, webhooks) == {}
+    assert webhooks.outbox.projection.created == 0
+    stored = {
+        value
+        for value in vars(Delivery).values()
+        if isinstance(value, type) and issubclass(value, Delivery.Event)
+    } - {Delivery.Event}
+    assert stored == {
+        Delivery.Created,
+        Delivery.AttemptStarted,
+        Delivery.AttemptRecorded,
+        Delivery.Abandoned,
+    }
+    assert set(stores.views.webhook_deliveries.handles) == stored

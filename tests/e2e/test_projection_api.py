@@ -239,3 +239,21 @@ def test_webhooks_refresh_the_cached_prices(webhook_api: Api, emulator: RunningE
     [updated] = stripe_events(emulator, "price.updated")
     answer = webhook(api, updated)
     assert answer.status_code == 200, answer.text
+    assert answer.json()["periods"] == 0  # nobody is cached on it any more
+    malformed = webhook(api, {"type": "price.updated", "data": {"object": {"nickname": "x"}}})
+    assert malformed.status_code == 422
+    assert malformed.json()["errors"][0]["field"] == "data.object.id"
+
+
+def test_a_price_webhook_drops_the_customers_on_it(
+    webhook_api: Api, emulator: RunningEmulator
+) -> None:
+    api = webhook_api
+    _, price_id, _ = priced_customer(api, emulator, "usd", {"unit_amount": 7})
+    move_to(api, emulator, NOW)
+    use(api, 10)
+    api.settle()
+    assert projection(api).status_code == 200  # now cached
+    emulator.client().v1.prices.update(price_id, {"metadata": {"tier": "gold"}})
+    [updated] = stripe_events(emulator, "price.updated")
+    assert webhook(api, updated).json()["periods"] == 1

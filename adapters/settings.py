@@ -186,6 +186,9 @@ class Settings:
     projection_batch_interval_seconds: float = 0.05
     reconcile: ReconcileSettings = ReconcileSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    # How long Stripe prices (a customer's subscription items) are cached for the cost
+    # projection; price.* and customer.subscription.* webhooks drop them sooner.
+    price_cache_seconds: int = 300
 
     @property
     def backend(self) -> str:
@@ -243,6 +246,7 @@ class Settings:
                 env, "STRIPEMETER_PROJECTION_BATCH_INTERVAL_MS", 50, 0, 10_000
             )
             / 1000,
+            price_cache_seconds=_int(env, "STRIPEMETER_PRICE_CACHE_SECONDS", 300, 0, 86_400),
             reconcile=ReconcileSettings(
                 interval_seconds=_int(
                     env, "STRIPEMETER_RECONCILE_INTERVAL_SECONDS", 300, 0, 86_400

@@ -26,11 +26,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import stripe
 
 from domain.errors import InvalidInputError
+from domain.pricing import Price, Tier, TransformQuantity
 from domain.stripe_port import (
     MAX_STREAM_EVENTS,
     DuplicateMeterEventError,
@@ -39,6 +41,7 @@ from domain.stripe_port import (
     StripeRejectedError,
     StripeUnavailableError,
     SubscriptionCycle,
+    SubscriptionLine,
 )
 
 log = logging.getLogger(__name__)
@@ -214,6 +217,64 @@ class SdkStripeGateway:
                 started_at=datetime.fromtimestamp(subscription.start_date, UTC),
             )
         return None
+
+    def subscription_lines(self, stripe_customer_id: str) -> list[SubscriptionLine]:
+        """Every item of the customer's active subscriptions, prices with their tiers.
+
+        A price's ``tiers`` come only when expanded; a subscription holds at
+        most 20 items, so one page of subscriptions carries every item.
+        """
+        params: dict[str, Any] = {
+            "customer": stripe_customer_id,
+            "status": "active",
+            "limit": 100,
+            "expand": ["data.items.data.price.tiers"],
+        }
+        lines = []
+        with _translated():
+            subscriptions = self.client.v1.subscriptions.list(params)  # type: ignore[arg-type]
+            for sub in subscriptions.auto_paging_iter():
+                for item in sub["items"].data:
+                    lines.append(
+                        SubscriptionLine(
+                            subscription_id=str(sub.id),
+                            item_id=str(item.id),
+                            price=price_of(item.price),
+                            period_start=datetime.fromtimestamp(item.current_period_start, UTC),
+                            period_end=datetime.fromtimestamp(item.current_period_end, UTC),
+                        )
+                    )
+        return lines
+
+
+def price_of(price: Any) -> Price:
+    """The SDK's price as the domain's ``Price`` (amounts as exact decimals)."""
+    transform = getattr(price, "transform_quantity", None)
+    recurring = getattr(price, "recurring", None)
+    return Price(
+        id=str(price.id),
+        currency=str(price.currency),
+        billing_scheme=str(price.billing_scheme),
+        unit_amount_decimal=_decimal(getattr(price, "unit_amount_decimal", None)),
+        tiers_mode=getattr(price, "tiers_mode", None),
+        tiers=tuple(
+            Tier(
+                up_to=None if tier.up_to is None else int(tier.up_to),
+                unit_amount_decimal=_decimal(tier.unit_amount_decimal) or Decimal(0),
+                flat_amount_decimal=_decimal(tier.flat_amount_decimal) or Decimal(0),
+            )
+            for tier in getattr(price, "tiers", None) or ()
+        ),
+        transform_quantity=None
+        if transform is None
+        else TransformQuantity(int(transform.divide_by), str(transform.round)),
+        meter=getattr(recurring, "meter", None) if recurring is not None else None,
+    )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """The SDK decodes ``*_decimal`` fields to Decimal already; a string or int also reads."""
+    return None if value is None else Decimal(str(value))
 
 
 def _stream_event(request: MeterEventRequest) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
+from adapters.price_book import PriceBook
 from adapters.push_worker import PushWorker
 from adapters.reconciler import Reconciliation
 from adapters.settings import Settings
@@ -37,6 +38,7 @@ class Services:
     background_reconciliation: Reconciliation | None = None
     clock: Callable[[], datetime] = utc_now
     _reconciliation: Reconciliation | None = None
+    _price_book: PriceBook | None = None
     _principals: TtlCache[str, Principal] = field(
         default_factory=lambda: TtlCache(AUTH_CACHE_SECONDS, 10_000)
     )
@@ -86,3 +88,12 @@ class Services:
             self.gateways.get(Target.SHADOW),
             pushed_open=self.stores.views.ledger,
         )
+
+    def price_book(self) -> PriceBook:
+        """The process's cache of Stripe prices (live account), built on first use."""
+        with self._lock:
+            if self._price_book is None:
+                self._price_book = PriceBook(
+                    self.stores.app, self._live_gateway(), self.settings.price_cache_seconds
+                )
+            return self._price_book

@@ -27,6 +27,16 @@ def emulator_and_database(backend: str, *emulator_args: str) -> Iterator[tuple[s
 
     Yields the emulator's URL and process id; both are gone afterwards.
     """
+    with emulator_process(*emulator_args) as (url, pid), fresh_database(backend) as db_env:
+        for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
+            del os.environ[name]
+        os.environ.update(db_env)
+        yield url, pid
+
+
+@contextmanager
+def emulator_process(*emulator_args: str) -> Iterator[tuple[str, int]]:
+    """The emulator in a process of its own: its URL and process id; gone afterwards."""
     port = free_port()
     emulator = subprocess.Popen(
         [
@@ -38,11 +48,7 @@ def emulator_and_database(backend: str, *emulator_args: str) -> Iterator[tuple[s
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_started(url)
-        with fresh_database(backend) as db_env:
-            for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
-                del os.environ[name]
-            os.environ.update(db_env)
-            yield url, emulator.pid
+        yield url, emulator.pid
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)

@@ -108,6 +108,14 @@ class TtlCache(Generic[K, V]):
         with self._lock:
             self._items.pop(key, None)
 
+    def pop_where(self, doomed: Callable[[K, V], bool]) -> int:
+        """Drop every entry ``doomed(key, value)`` picks; how many were dropped."""
+        with self._lock:
+            keys = [k for k, (_, v) in self._items.items() if doomed(k, v)]
+            for key in keys:
+                del self._items[key]
+        return len(keys)
+
     def _fresh(self, key: K) -> V | _Missing:
         with self._lock:
             entry = self._items.get(key)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from domain.pricing import Price
+
 MAX_STREAM_EVENTS = 100  # Stripe's cap on meter events in one v2 stream call
 
 
@@ -67,6 +69,17 @@ class SubscriptionCycle:
     started_at: datetime
 
 
+@dataclass(frozen=True)
+class SubscriptionLine:
+    """One item of a customer's active subscription, with the price it bills."""
+
+    subscription_id: str
+    item_id: str
+    price: Price
+    period_start: datetime
+    period_end: datetime
+
+
 class StripeGateway(Protocol):
     def account_id(self) -> str:
         """The Stripe account this gateway's key belongs to (``acct_…``)."""
@@ -109,3 +122,7 @@ class StripeGateway(Protocol):
 
     def subscription_cycle(self, stripe_customer_id: str) -> SubscriptionCycle | None:
         """The billing cycle of the customer's active subscription, when it has one."""
+
+    def subscription_lines(self, stripe_customer_id: str) -> list[SubscriptionLine]:
+        """The items of the customer's active subscriptions, each with its price (tiers
+        included); StripeRejectedError when Stripe refuses to read them."""

@@ -10,6 +10,8 @@ period still counts.
 
 from __future__ import annotations
 
+import copy
+
 from stripe_emulator.cycles import current_period, next_period, set_period
 from stripe_emulator.errors import invalid_request
 from stripe_emulator.ids import new_id
@@ -81,16 +83,22 @@ def end_subscription(state: State, sub: Obj, *, invoice_now: bool) -> None:
     if invoice_now:
         _close(state, sub, (start, now), ended_at=now)
     else:
-        sub.update(status="canceled", canceled_at=now, ended_at=now)
+        _cancelled(state, sub, now)
 
 
 def _close(state: State, sub: Obj, usage_period: Period, *, ended_at: int) -> None:
     invoice = _open_invoice(
         state, sub, usage_period, None, "subscription_cycle", draft_at=usage_period[1]
     )
-    sub.update(status="canceled", canceled_at=ended_at, ended_at=ended_at)
     if invoice["total"] == 0 and not invoice["lines"]["data"]:
         del state.invoices[invoice["id"]], state.invoice_plans[invoice["id"]]
+    _cancelled(state, sub, ended_at)
+
+
+def _cancelled(state: State, sub: Obj, at: int) -> None:
+    """The subscription ends: ``customer.subscription.deleted``, as Stripe sends it."""
+    sub.update(status="canceled", canceled_at=at, ended_at=at)
+    state.emit("customer.subscription.deleted", copy.deepcopy(sub), test_clock=sub["test_clock"])
 
 
 def _open_invoice(

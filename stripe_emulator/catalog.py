@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 from typing import Any
 
@@ -140,6 +141,34 @@ def _recurring(state: State, params: Any) -> Obj | None:
     }
 
 
+def _transform_quantity(params: Any, scheme: str) -> Obj | None:
+    """``transform_quantity[divide_by]`` and ``[round]``: per-unit prices only, as Stripe."""
+    raw = opt_dict(params, "transform_quantity")
+    if not raw:
+        return None
+    if scheme == "tiered":
+        raise invalid_request(
+            "transform_quantity cannot be used with tiered prices.", param="transform_quantity"
+        )
+    divide_by = opt_int(raw, "divide_by")
+    if divide_by is None:
+        raise missing_param("transform_quantity[divide_by]")
+    if divide_by < 1:
+        raise invalid_request(
+            "transform_quantity[divide_by] must be at least 1.",
+            param="transform_quantity[divide_by]",
+        )
+    rounding = opt_str(raw, "round")
+    if rounding is None:
+        raise missing_param("transform_quantity[round]")
+    if rounding not in ("up", "down"):
+        raise invalid_request(
+            "Invalid transform_quantity[round]: must be one of up, down",
+            param="transform_quantity[round]",
+        )
+    return {"divide_by": divide_by, "round": rounding}
+
+
 def create_price(state: State, req: ApiRequest) -> Obj:
     params = req.params
     currency = req_str(params, "currency").lower()
@@ -165,6 +194,7 @@ def create_price(state: State, req: ApiRequest) -> Obj:
     elif unit is None:
         raise missing_param("unit_amount")
     recurring = _recurring(state, params)
+    transform = _transform_quantity(params, scheme)
     price: Obj = {
         "id": new_id("price", 24),
         "object": "price",
@@ -182,12 +212,13 @@ def create_price(state: State, req: ApiRequest) -> Obj:
         "tax_behavior": "unspecified",
         "tiers": tiers if scheme == "tiered" else None,
         "tiers_mode": tiers_mode if scheme == "tiered" else None,
-        "transform_quantity": None,
+        "transform_quantity": transform,
         "type": "recurring" if recurring else "one_time",
         "unit_amount": int(unit) if unit is not None and unit == int(unit) else None,
         "unit_amount_decimal": _decimal_str(unit),
     }
     state.prices[price["id"]] = price
+    state.emit("price.created", copy.deepcopy(price))
     return price
 
 
@@ -204,6 +235,7 @@ def retrieve_price(state: State, req: ApiRequest) -> Obj:
 
 def update_price(state: State, req: ApiRequest) -> Obj:
     price = get_price(state, req.args["id"])
+    before = copy.deepcopy({name: price[name] for name in PRICE_UPDATABLE})
     if (active := opt_bool(req.params, "active")) is not None:
         price["active"] = active
     for name in ("nickname", "lookup_key"):
@@ -211,7 +243,14 @@ def update_price(state: State, req: ApiRequest) -> Obj:
             price[name] = opt_str(req.params, name)
     if "metadata" in req.params:
         price["metadata"] = {**price["metadata"], **metadata(req.params)}
+    changed = {name: old for name, old in before.items() if price[name] != old}
+    if changed:
+        state.emit("price.updated", copy.deepcopy(price), previous_attributes=changed)
     return price
+
+
+# What a price update may change (its amounts never change: Stripe makes a new price).
+PRICE_UPDATABLE = ("active", "nickname", "lookup_key", "metadata")
 
 
 def list_prices(state: State, req: ApiRequest) -> Obj:

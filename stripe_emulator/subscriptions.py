@@ -122,6 +122,7 @@ def create(state: State, req: ApiRequest) -> Obj:
     set_period(sub, next_period(sub, now))
     state.subscriptions[sub_id] = sub
     start_subscription(state, sub)
+    state.emit("customer.subscription.created", copy.deepcopy(sub), test_clock=sub["test_clock"])
     return sub
 
 

@@ -15,6 +15,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 
 from adapters.closing import Invoice
 from adapters.cycle_changes import CycleFollower, Subscription
+from adapters.price_book import PriceRef
 from adapters.reconciler import Scope
 from adapters.stripe_gateway import verify_webhook
 from api.auth import PrincipalDep, ServicesDep, requires
@@ -221,9 +222,10 @@ TIMESTAMP_FIELDS = (
 )
 # The object an event carries in data.object, checked even where nothing is done with
 # it (every invoice.* event): a malformed one is a sign of a wrong endpoint or secret.
-WEBHOOK_OBJECTS: dict[str, type[Invoice] | type[Subscription]] = {
+WEBHOOK_OBJECTS: dict[str, type[Invoice] | type[Subscription] | type[PriceRef]] = {
     "invoice.": Invoice,
-    "customer.subscription.updated": Subscription,
+    "customer.subscription.": Subscription,
+    "price.": PriceRef,
 }
 
 
@@ -252,7 +254,9 @@ class WebhookOperation(Operation):
         )
 
 
-def read_webhook(payload: str) -> tuple[str, str | None, Invoice | Subscription | None]:
+def read_webhook(
+    payload: str,
+) -> tuple[str, str | None, Invoice | Subscription | PriceRef | None]:
     """The event's type, id and, for an event read here, its object (an invoice, a subscription).
 
     The fields are checked here, at the boundary, so that a signed but
@@ -300,7 +304,8 @@ class WebhooksController(Controller):
     ) -> WebhookReceipt:
         """``invoice.created`` tells when a period's invoice finalises; ``invoice.finalized``
         ends it; ``customer.subscription.updated`` moves a customer's billing cycle with
-        its Stripe subscription's anchor.
+        its Stripe subscription's anchor. ``customer.subscription.*`` and ``price.*``
+        drop the cached prices they change (docs/projection.md).
 
         Only signed deliveries are read (``STRIPE_WEBHOOK_SECRET``); others are 422,
         and so is a signed one whose fields are not what Stripe sends. The body is
@@ -320,8 +325,17 @@ class WebhooksController(Controller):
         closer = svc.reconciliation().closer
         handled = 0
         if isinstance(found, Subscription):
-            follower = CycleFollower(svc.stores.app, closer.owners)
-            handled = await anyio.to_thread.run_sync(follower.subscription_updated, found, event_id)
+            # Its items or prices may have changed: the owner's cached prices go.
+            book = svc.price_book()
+            for tenant_id, _ in await anyio.to_thread.run_sync(closer.owners, found.customer):
+                book.forget_customer(tenant_id, found.customer)
+            if kind == "customer.subscription.updated":
+                follower = CycleFollower(svc.stores.app, closer.owners)
+                handled = await anyio.to_thread.run_sync(
+                    follower.subscription_updated, found, event_id
+                )
+        elif isinstance(found, PriceRef):
+            handled = svc.price_book().forget_price(found.id)
         elif isinstance(found, Invoice):
             handlers = {
                 "invoice.created": closer.invoice_created,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Annotated
+from uuid import UUID
 
-from litestar import get
-from litestar.params import FromQuery, QueryParameter
+import anyio.to_thread
+from litestar import get, post
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
 from api.problems import error_responses
 from api.queries.cursors import decode_cursor, encode_cursor
+from api.queries.projection import project_cost
 from api.queries.usage import counter_out, event_out, not_billed, number, when
 from api.query import before, given_once
 from api.schemas import (
@@ -22,6 +25,7 @@ from api.schemas import (
     UsageHistory,
     parse_time,
 )
+from api.schemas_projection import Projection, ProjectionIn
 from domain import fields
 from domain.meters import Aggregation
 from domain.tenancy import Scope
@@ -160,6 +164,42 @@ class UsageController(V1Controller):
             granularity=granularity,
             buckets=[bucket_out(b.start, b.tally, aggregation) for b in buckets],
         )
+
+    @get(
+        "/usage/projection",
+        before_request=given_once,
+        responses=error_responses(400, 401, 403, 404, 422, 503),
+    )
+    async def cost_projection(
+        self,
+        svc: ServicesDep,
+        principal: PrincipalDep,
+        customer_ref: Annotated[str, QueryParameter(name="customerRef")],
+        period: FromQuery[str | None] = None,
+    ) -> Projection:
+        """What Stripe would bill the customer for the period so far, line by line with the
+        Stripe price of each metric, and a forecast to the period's end (docs/projection.md)."""
+        return await _projection(svc, principal.tenant_id, customer_ref, period)
+
+    @post(
+        "/usage/projection",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 404, 422, 503),
+    )
+    async def cost_projection_post(
+        self, svc: ServicesDep, principal: PrincipalDep, data: JSONBody[ProjectionIn]
+    ) -> Projection:
+        """The same as ``GET /v1/usage/projection``, the customer and period in the body."""
+        return await _projection(svc, principal.tenant_id, data.customer_ref, data.period)
+
+
+async def _projection(
+    svc: ServicesDep, tenant_id: UUID, customer_ref: str, period: str | None
+) -> Projection:
+    book = svc.price_book()
+    return await anyio.to_thread.run_sync(
+        lambda: project_cost(svc.stores, book, tenant_id, customer_ref, period, svc.clock())
+    )
 
 
 def bucket_out(start: datetime, tally: Tally, aggregation: Aggregation) -> BucketOut:

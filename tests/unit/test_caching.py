@@ -103,3 +103,11 @@ def test_ttl_pop_forgets_an_entry_before_it_expires() -> None:
     cache.pop("period")
     cache.pop("never stored")
     assert (cache.get("period"), len(cache)) == (None, 0)
+
+
+def test_pop_where_drops_only_the_picked_entries() -> None:
+    cache: TtlCache[str, int] = TtlCache(60, 10)
+    for key, value in (("a", 1), ("b", 2), ("c", 3)):
+        cache.put(key, value)
+    assert cache.pop_where(lambda key, value: value % 2 == 1) == 2
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, 2, None)

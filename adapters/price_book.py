@@ -1,0 +1,124 @@
+"""The prices Stripe bills a tenant's customers with, read from Stripe and cached.
+
+For a customer × metric, the price is that of the item of the customer's
+active Stripe subscription whose price's ``recurring.meter`` is the meter the
+metric is mapped to (``POST /v1/mappings``): the meter StripeMeter pushes the
+metric's usage to. Nothing is configured twice.
+
+The subscription items of one Stripe customer are read in one call and kept
+for ``STRIPEMETER_PRICE_CACHE_SECONDS`` (the timer: an entry older than that
+is read again on its next use). Stripe's webhooks drop entries sooner:
+``customer.subscription.*`` the entry of that customer (of the tenant that
+owns it), ``price.*`` every entry holding that price. A tenant's lookups start
+from its own customer mapping and its own meter mapping, and the cache is keyed
+by tenant: a tenant only ever prices its own customers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import msgspec
+
+from adapters.closing import StripeId
+from domain.application import MeteringApp
+from domain.caching import TtlCache
+from domain.pricing import forecast_quantity, line_amount, whole_units
+from domain.spend import LineCost
+from domain.stripe_port import StripeGateway, SubscriptionLine
+
+Lines = tuple[SubscriptionLine, ...]
+
+
+class PriceRef(msgspec.Struct, frozen=True):
+    """What a ``price.*`` webhook's object must carry for the cache: the price's id."""
+
+    id: StripeId
+
+
+@dataclass(frozen=True)
+class PriceLookup:
+    """The subscription line that bills a customer × metric, or why there is none."""
+
+    line: SubscriptionLine | None
+    reason: str | None = None
+    stripe_meter_id: str | None = None
+
+
+class PriceBook:
+    """Finds and caches prices; implements ``domain.spend.SpendSource``."""
+
+    def __init__(
+        self,
+        app: MeteringApp,
+        gateway: StripeGateway,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        maxsize: int = 100_000,
+    ) -> None:
+        self.app = app
+        self.gateway = gateway
+        self._lines: TtlCache[tuple[UUID, str], Lines] = TtlCache(ttl_seconds, maxsize, clock)
+
+    def lines(self, tenant_id: UUID, stripe_customer_id: str) -> Lines:
+        """The Stripe customer's subscription lines, cached; only called with the tenant's own."""
+        return self._lines.get_or_load(
+            (tenant_id, stripe_customer_id),
+            lambda key: tuple(self.gateway.subscription_lines(key[1])),
+        )
+
+    def lookup(self, tenant_id: UUID, customer_ref: str, metric: str) -> PriceLookup:
+        """The line billing this customer's metric, found from the tenant's own mappings."""
+        mapping = self.app.cached_tenant(tenant_id).mappings.get(metric)
+        if mapping is None:
+            return PriceLookup(None, f"metric {metric!r} is not mapped to a Stripe meter")
+        customer = self.app.cached_customer(tenant_id, customer_ref)
+        if customer is None or not customer.mapped:
+            return PriceLookup(None, "the customer is not mapped to a Stripe customer")
+        meter = mapping.stripe_meter_id
+        for line in self.lines(tenant_id, customer.stripe_customer_id):
+            if line.price.meter == meter:
+                return PriceLookup(line, stripe_meter_id=meter)
+        return PriceLookup(
+            None,
+            f"no active subscription of Stripe customer {customer.stripe_customer_id} has a"
+            f" price on meter {meter}",
+            meter,
+        )
+
+    def forget_customer(self, tenant_id: UUID, stripe_customer_id: str) -> int:
+        return self._lines.pop_where(lambda key, _: key == (tenant_id, stripe_customer_id))
+
+    def forget_price(self, price_id: str) -> int:
+        """Drop every cached customer whose lines hold this price (prices are the account's)."""
+        return self._lines.pop_where(lambda _, lines: any(ln.price.id == price_id for ln in lines))
+
+    def line_cost(
+        self,
+        tenant_id: UUID,
+        customer_ref: str,
+        metric: str,
+        quantity: Decimal,
+        period_start: datetime,
+        period_end: datetime,
+        now: datetime,
+    ) -> LineCost | None:
+        found = self.lookup(tenant_id, customer_ref, metric).line
+        if found is None:
+            return None
+        price = found.price
+        aggregation = self.app.cached_tenant(tenant_id).metric(metric).aggregation.value
+        forecast = forecast_quantity(aggregation, quantity, period_start, period_end, now)
+        return LineCost(
+            currency=price.currency,
+            price_id=price.id,
+            amount_so_far=line_amount(price, whole_units(quantity)),
+            forecast_quantity=forecast.quantity,
+            forecast_amount=line_amount(price, whole_units(forecast.quantity)),
+            method=forecast.method,
+        )

@@ -1,0 +1,146 @@
+"""The cost projection of one customer's billing period: what Stripe would bill so far,
+and a forecast to the period's end (``/v1/usage/projection``, docs/projection.md).
+
+One function, ``project_cost``, that the route calls and a CLI or the admin UI
+can call too. Prices come from Stripe through ``PriceBook``; quantities from
+the counters view; amounts from ``domain.pricing``, rounded as Stripe rounds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from adapters.persistence import Stores
+from adapters.price_book import PriceBook
+from api.queries.usage import number, when
+from api.schemas_projection import (
+    ForecastOut,
+    Freshness,
+    Money,
+    PeriodOut,
+    Projection,
+    ProjectionLine,
+    UnpricedMetric,
+)
+from domain import fields
+from domain.errors import NotFoundError
+from domain.pricing import forecast_quantity, line_amount, major_units, whole_units
+from domain.usage import usage_period_id
+
+LIVE = "live"
+
+
+def money(amount: int, currency: str) -> Money:
+    return Money(amount=amount, decimal=major_units(amount, currency))
+
+
+def project_cost(
+    stores: Stores,
+    book: PriceBook,
+    tenant_id: UUID,
+    customer_ref: str,
+    period: str | None,
+    now: datetime,
+) -> Projection:
+    """The customer's lines, priced from Stripe; 404 when the tenant has no such customer."""
+    fields.customer_ref(customer_ref)
+    app, views = stores.app, stores.views
+    customer = app.cached_customer(tenant_id, customer_ref)
+    if customer is None and not views.counters.counters(tenant_id, customer_ref=customer_ref):
+        raise NotFoundError(f"customer {customer_ref!r} has no usage and no Stripe mapping")
+    billing = (
+        app.named_period(tenant_id, customer_ref, period)
+        if period is not None
+        else app.period_for(tenant_id, customer_ref, now)
+    )
+    counters = {
+        c.metric: c
+        for c in views.counters.counters(tenant_id, customer_ref=customer_ref, period=billing.key)
+    }
+    tenant = app.cached_tenant(tenant_id)
+    lines: list[ProjectionLine] = []
+    unpriced: list[UnpricedMetric] = []
+    forecasts: list[int] = []
+    for metric in sorted(set(counters) | set(tenant.mappings)):
+        counter = counters.get(metric)
+        quantity = counter.value if counter is not None else Decimal(0)
+        found = book.lookup(tenant_id, customer_ref, metric)
+        if found.line is None:
+            unpriced.append(UnpricedMetric(metric, number(quantity) or "0", found.reason or ""))
+            continue
+        price = found.line.price
+        aggregation = tenant.metric(metric).aggregation.value
+        forecast = forecast_quantity(aggregation, quantity, billing.start, billing.end, now)
+        forecast_amount = line_amount(price, whole_units(forecast.quantity))
+        forecasts.append(forecast_amount)
+        lines.append(
+            ProjectionLine(
+                metric=metric,
+                stripe_price_id=price.id,
+                stripe_subscription_item_id=found.line.item_id,
+                stripe_meter_id=found.stripe_meter_id or "",
+                currency=price.currency,
+                quantity=number(quantity) or "0",
+                billed_quantity=whole_units(quantity),
+                amount_so_far=money(line_amount(price, whole_units(quantity)), price.currency),
+                forecast=ForecastOut(
+                    quantity=number(forecast.quantity) or "0",
+                    amount=money(forecast_amount, price.currency),
+                    method=forecast.method,
+                ),
+                counter_watermark=when(counter.tally.watermark) if counter else None,
+                last_confirmed_push_at=when(
+                    _last_confirmed(
+                        stores, usage_period_id(tenant_id, customer_ref, metric, billing.key)
+                    )
+                ),
+            )
+        )
+    currencies = {line.currency for line in lines}
+    currency = currencies.pop() if len(currencies) == 1 else None
+    reason = None
+    if not lines:
+        reason = (
+            "no Stripe price bills this customer's metrics: see unpriced"
+            if unpriced
+            else "the tenant has no metric mapped to a Stripe meter"
+        )
+    elif currency is None:
+        reason = "the lines are in different currencies: see each line"
+    subtotal = total = forecast_total = None
+    if currency is not None:
+        subtotal = total = money(sum(line.amount_so_far.amount for line in lines), currency)
+        forecast_total = money(sum(forecasts), currency)
+    return Projection(
+        customer_ref=customer_ref,
+        period=PeriodOut(billing.key, when(billing.start) or "", when(billing.end) or ""),
+        currency=currency,
+        lines=lines,
+        subtotal=subtotal,
+        total=total,
+        forecast_total=forecast_total,
+        unpriced=unpriced,
+        reason=reason,
+        freshness=Freshness(
+            counter_watermark=max(
+                (ln.counter_watermark for ln in lines if ln.counter_watermark), default=None
+            ),
+            last_confirmed_push_at=max(
+                (ln.last_confirmed_push_at for ln in lines if ln.last_confirmed_push_at),
+                default=None,
+            ),
+            projection_lag_events=views.runner.lag().events,
+            as_of=when(now) or "",
+        ),
+    )
+
+
+def _last_confirmed(stores: Stores, period_id: UUID) -> datetime | None:
+    settled = [
+        p.settled_at
+        for p in stores.views.ledger.pushes(period_id)
+        if p.target == LIVE and p.status == "confirmed" and p.settled_at is not None
+    ]
+    return max(settled, default=None)

@@ -9,10 +9,11 @@ from uuid import uuid4
 
 import pytest
 
+from adapters.writer_wire import HEADER, RESPONSES, WriteResponse, frame
 from domain.application import MeteringApp
 from domain.caps import Cap, CapMode, MetricCaps, check_limit, decide, parse_mode
 from domain.errors import InvalidInputError, NotFoundError
-from domain.ingest import Lateness, Outcome
+from domain.ingest import IngestResult, Lateness, Outcome
 from domain.meters import Aggregation, MetricDefinition
 from domain.periods import period_of
 from domain.usage import UsagePeriod
@@ -323,3 +324,13 @@ def test_caps_are_set_listed_and_removed_on_the_tenant(app: MeteringApp) -> None
         app.remove_cap(tenant, "api_calls", "cus_b")
     with pytest.raises(NotFoundError):
         app.set_cap(tenant, cap(1, metric="nope"))
+
+
+def test_the_cap_marker_crosses_the_writer_process_wire() -> None:
+    results = [
+        IngestResult(Outcome.ACCEPTED, "a", cap=SOFT, cap_reached=SOFT, late=Lateness.IN_WINDOW),
+        IngestResult(Outcome.ERROR, "b", "quantity", "would exceed", cap=HARD, cap_reached=HARD),
+        IngestResult(Outcome.ACCEPTED, "c"),
+    ]
+    sent = RESPONSES.decode(frame(WriteResponse(7, results))[HEADER.size :])
+    assert sent.results == results

@@ -206,6 +206,7 @@ class UsageRecorder:
         claims: list[IdempotencyKey.Claimed] = []
         out: list[tuple[int, IngestResult]] = []
         reached: list[Reached] = []
+        reread: set[UUID] = set()
         try:
             for index, metric, key_id, cap in writes:
                 item = submissions[index]
@@ -213,6 +214,21 @@ class UsageRecorder:
                 late, written, decision = self._count(
                     item, metric, cap, period, now, touched, recent
                 )
+                if (
+                    decision is not None
+                    and decision.refused is not None
+                    and not period.pending_events
+                    and period.id not in reread
+                ):
+                    # A refusal writes nothing to its period, so no version check would
+                    # catch a copy another process has moved on since (a correction that
+                    # lowered it): decide once more on the period as stored. Once per
+                    # period and batch, and only where a cap refuses.
+                    reread.add(period.id)
+                    period = self._reread(item, period, touched, recent)
+                    late, written, decision = self._count(
+                        item, metric, cap, period, now, touched, recent
+                    )
                 if decision is not None:
                     assert cap is not None
                     result = _capped(item, cap, decision, late)
@@ -303,6 +319,20 @@ class UsageRecorder:
             open_period = self._period_at(item, metric, now, touched, recent)
         correction = correct_late(item, metric, period, why, policy, open_period, now)
         return Counted(correction.lateness, correction.events, None)
+
+    def _reread(
+        self,
+        item: UsageSubmission,
+        period: UsagePeriod,
+        touched: dict[UUID, UsagePeriod],
+        recent: dict[tuple[UUID, str, str], UsagePeriod],
+    ) -> UsagePeriod:
+        """``period`` as stored now (it holds nothing unwritten), in place of the cached copy."""
+        stored: UsagePeriod = self.app.repository.get(period.id)
+        self._periods.put(period.id, stored)
+        touched[period.id] = stored
+        recent[(item.tenant_id, item.customer_ref, item.metric)] = stored
+        return stored
 
     def _snapshot(self, periods: Iterable[UsagePeriod], events: list[Any]) -> None:
         """Snapshot busy periods from memory, so that re-reading one stays short."""

@@ -207,6 +207,7 @@ class UsageRecorder:
         out: list[tuple[int, IngestResult]] = []
         reached: list[Reached] = []
         reread: set[UUID] = set()
+        writes_to: set[UUID] = set()  # periods this batch writes events to (version-checked)
         try:
             for index, metric, key_id, cap in writes:
                 item = submissions[index]
@@ -217,8 +218,9 @@ class UsageRecorder:
                 if (
                     decision is not None
                     and decision.refused is not None
-                    and not period.pending_events
                     and period.id not in reread
+                    and period.id not in writes_to
+                    and not period.pending_events
                 ):
                     # A refusal writes nothing to its period, so no version check would
                     # catch a copy another process has moved on since (a correction that
@@ -238,11 +240,14 @@ class UsageRecorder:
                         # Nothing counted and the key not claimed (a retry may pass once the
                         # cap is raised); a first refusal records CapReached.
                         events.extend(period.collect_events())
+                        writes_to.add(period.id)
                         out.append((index, result))
                         continue
                 else:
                     result = IngestResult(Outcome.ACCEPTED, item.idempotency_key, None, None, late)
-                events.extend(written)
+                if written:
+                    events.extend(written)
+                    writes_to.update(e.originator_id for e in written)
                 claim = IdempotencyKey.claimed(
                     key_id,
                     item.tenant_id,
@@ -252,6 +257,7 @@ class UsageRecorder:
                     period.version,
                 )
                 events.extend(period.collect_events())
+                writes_to.add(period.id)
                 events.append(claim)
                 claims.append(claim)
                 out.append((index, result))

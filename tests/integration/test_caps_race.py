@@ -14,6 +14,7 @@ from adapters.persistence import open_stores
 from adapters.settings import Settings
 from domain.caps import Cap, CapMode
 from domain.ingest import Outcome
+from domain.meters import Aggregation, MetricDefinition
 from domain.recording import IngestContentionError
 from domain.usage import UsagePeriod
 from tests.conftest import FakeClock
@@ -78,3 +79,32 @@ def test_racing_writers_never_pass_a_hard_cap_and_reach_each_cap_once(
             assert [(e.mode, e.limit) for e in reached] == [(mode, LIMIT)]
     finally:
         check.close()
+
+
+def test_a_refusal_is_decided_on_the_period_as_stored_not_a_stale_copy(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """Writer A holds the period at its cap; writer B lowers it; A must then take more."""
+    setup = open_stores(settings, clock)
+    tenant = setup.app.register_tenant("acme", "Acme").id
+    setup.app.declare_metric(
+        tenant, MetricDefinition("credits", Aggregation.SUM, allow_negative=True)
+    )
+    setup.app.set_cap(tenant, Cap("credits", None, Decimal(10), CapMode.HARD))
+    setup.close()
+    a, b = open_stores(settings, clock), open_stores(settings, clock)
+    try:
+        [full] = a.app.usage.record_usage([submission(tenant, 10, clock.now, "a1", "credits")])
+        assert full.outcome is Outcome.ACCEPTED  # A now caches the period at 10
+        [fix] = b.app.usage.record_usage([submission(tenant, -5, clock.now, "b1", "credits")])
+        assert fix.outcome is Outcome.ACCEPTED  # stored: 5
+        [more] = a.app.usage.record_usage([submission(tenant, 3, clock.now, "a2", "credits")])
+        assert more.outcome is Outcome.ACCEPTED
+        [over] = a.app.usage.record_usage([submission(tenant, 3, clock.now, "a3", "credits")])
+        assert over.outcome is Outcome.ERROR
+        assert over.reason == (
+            "would exceed the hard cap of 10 credits for this period (8 counted)"
+        )
+    finally:
+        a.close()
+        b.close()

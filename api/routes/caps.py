@@ -29,8 +29,10 @@ def _customer(customer_ref: str | None) -> str | None:
 class CapsController(V1Controller):
     """Setting and removing caps needs the ``admin`` scope; reading, ``read``.
 
-    A change is seen by ingest in this API process at once, and by the writer
-    process within the tenant cache's lifetime (``TENANT_CACHE_SECONDS``, 5 s).
+    A change is seen at once by the writer this API process writes through (its
+    thread, or the writer process, told before the answer); by the writer
+    process of another ``serve`` on the same database, within its tenant cache's
+    lifetime (``TENANT_CACHE_SECONDS``, 5 s).
     """
 
     path = "/v1/caps"
@@ -66,6 +68,7 @@ class CapsController(V1Controller):
         )
         app = svc.stores.app
         await anyio.to_thread.run_sync(lambda: app.set_cap(principal.tenant_id, cap))
+        await svc.writer.tenant_changed(principal.tenant_id)
         return cap_out(cap)
 
     @delete(
@@ -91,4 +94,5 @@ class CapsController(V1Controller):
         removed = await anyio.to_thread.run_sync(
             lambda: app.remove_cap(principal.tenant_id, name, customer)
         )
+        await svc.writer.tenant_changed(principal.tenant_id)
         return cap_out(removed)

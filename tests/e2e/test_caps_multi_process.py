@@ -19,7 +19,7 @@ from adapters.persistence import open_stores
 from adapters.settings import Settings
 from domain.application import TENANT_CACHE_SECONDS
 from domain.caps import Cap, CapMode
-from domain.tenancy import tenant_id_for
+from domain.tenancy import Scope, tenant_id_for
 from tests.e2e.test_multi_process import two_servers
 
 __all__ = ["two_servers"]  # the fixture, shared with the other multi-process test
@@ -36,8 +36,18 @@ def set_cap(settings: Settings, limit: int) -> None:
         stores.close()
 
 
+def event(key: str, ts: str) -> dict[str, object]:
+    return {
+        "metric": "api_calls",
+        "customerRef": "cus_capped",
+        "quantity": 1,
+        "ts": ts,
+        "idempotencyKey": key,
+    }
+
+
 def send_all(bases: list[str], key: str, tag: str) -> tuple[Counter[str], list[dict[str, str]]]:
-    """CLIENTS clients at once, half on each server, REQUESTS one-event requests each."""
+    """CLIENTS clients at once, spread over the servers, REQUESTS one-event requests each."""
     headers = {"Authorization": f"Bearer {key}"}
     ts = datetime.now(UTC).isoformat()
     statuses: Counter[str] = Counter()
@@ -46,23 +56,18 @@ def send_all(bases: list[str], key: str, tag: str) -> tuple[Counter[str], list[d
     start = threading.Barrier(CLIENTS)
 
     def client(number: int) -> None:
-        with httpx.Client(base_url=bases[number % 2], headers=headers, timeout=30) as http:
+        base = bases[number % len(bases)]
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
             start.wait()
             for n in range(REQUESTS):
-                event = {
-                    "metric": "api_calls",
-                    "customerRef": "cus_capped",
-                    "quantity": 1,
-                    "ts": ts,
-                    "idempotencyKey": f"{tag}-{number}-{n}",
-                }
-                response = http.post("/v1/events/ingest", json={"events": [event]})
+                one = event(f"{tag}-{number}-{n}", ts)
+                response = http.post("/v1/events/ingest", json={"events": [one]})
                 # Two writer processes on one period collide: the writer gives up after
                 # WRITE_ATTEMPTS and answers 503, nothing written, "retrying is safe".
                 while response.status_code == 503:
                     with lock:
                         statuses["collided"] += 1
-                    response = http.post("/v1/events/ingest", json={"events": [event]})
+                    response = http.post("/v1/events/ingest", json={"events": [one]})
                 assert response.status_code == 200, response.text
                 result = response.json()["results"][0]
                 with lock:
@@ -97,6 +102,7 @@ def test_two_writer_processes_never_pass_a_hard_cap(
 ) -> None:
     bases, key, settings = two_servers
     set_cap(settings, 100)  # before any ingest: both writers read the tenant with it
+    admin = admin_key(settings)
 
     statuses, refused = send_all(bases, key, "first")
     statuses.pop("collided", None)  # retried: counted apart from the outcomes
@@ -105,10 +111,39 @@ def test_two_writer_processes_never_pass_a_hard_cap(
     assert {(r["field"], r.get("cap")) for r in refused} == {("quantity", "hard")}
     assert counted(bases[1], key, 100) == 100
 
-    # Raised by another process: each writer sees it within the tenant cache's lifetime.
-    set_cap(settings, 130)
+    # Raised through the first stack's API: its writer process is told before the answer.
+    raise_cap(bases[0], admin, 130)
+    first = httpx.post(
+        f"{bases[0]}/v1/events/ingest",
+        json={"events": [event("just-raised", datetime.now(UTC).isoformat())]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert first.json()["results"][0]["status"] == "accepted", first.text
+    statuses, _ = send_all(bases[:1], key, "second")
+    statuses.pop("collided", None)
+    assert statuses == Counter({"accepted": 29, "error": sent - 29})
+
+    # The other stack's writer sees a change within its tenant cache's lifetime.
+    raise_cap(bases[0], admin, 160)
     time.sleep(TENANT_CACHE_SECONDS + 0.5)
-    statuses, _ = send_all(bases, key, "second")
-    statuses.pop("collided", None)  # retried: counted apart from the outcomes
+    statuses, _ = send_all(bases, key, "third")
+    statuses.pop("collided", None)
     assert statuses == Counter({"accepted": 30, "error": sent - 30})
-    assert counted(bases[0], key, 130) == 130
+    assert counted(bases[1], key, 160) == 160
+
+
+def admin_key(settings: Settings) -> str:
+    stores = open_stores(settings)
+    try:
+        return stores.app.issue_api_key(tenant_id_for("acme"), frozenset({Scope.ADMIN})).secret
+    finally:
+        stores.close()
+
+
+def raise_cap(base: str, key: str, limit: int) -> None:
+    response = httpx.put(
+        f"{base}/v1/caps/api_calls",
+        json={"customerRef": "cus_capped", "limit": limit, "mode": "hard"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text

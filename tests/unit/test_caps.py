@@ -7,9 +7,10 @@ from datetime import timedelta
 from decimal import Decimal
 from uuid import uuid4
 
+import msgspec
 import pytest
 
-from adapters.writer_wire import HEADER, RESPONSES, WriteResponse, frame
+from adapters.writer_wire import HEADER, REQUESTS, RESPONSES, WriteRequest, WriteResponse, frame
 from domain.application import MeteringApp
 from domain.caps import Cap, CapMode, MetricCaps, check_limit, decide, parse_mode
 from domain.errors import InvalidInputError, NotFoundError
@@ -334,3 +335,11 @@ def test_the_cap_marker_crosses_the_writer_process_wire() -> None:
     ]
     sent = RESPONSES.decode(frame(WriteResponse(7, results))[HEADER.size :])
     assert sent.results == results
+
+
+def test_a_tenant_change_crosses_the_wire_and_an_older_frame_still_reads() -> None:
+    tenant = uuid4()
+    changed = REQUESTS.decode(frame(WriteRequest(3, [], [tenant]))[HEADER.size :])
+    assert changed.tenants_changed == [tenant]
+    # A frame without the field (as before it existed) still reads.
+    assert REQUESTS.decode(msgspec.msgpack.encode([4, []])).tenants_changed == []

@@ -1,6 +1,7 @@
 """Single-event ingest with a hard cap on every customer against without caps, alternating.
 
-    .venv/bin/python -m benchmarks.caps --backend postgres --rounds 2 --duration 12
+    .venv/bin/python -m benchmarks.caps --backend postgres --rounds 4 --duration 10
+    .venv/bin/python -m benchmarks.caps --backend postgres --writer --rounds 10
 
 One service on a fresh database. Each round runs wrk twice over the same
 customers (``cust-0`` .. ``cust-N``): once with no caps, once with a hard cap
@@ -13,6 +14,11 @@ is taken per round (capped over uncapped).
 The usual checks hold (docs/benchmarks.md): the counters hold exactly the
 events the server accepted, no non-2xx, no error outcome (a cap refusing an
 event here would be a finding).
+
+``--writer``: the writer alone, in this process (``record_usage`` on batches
+of ``--batch`` events, the size of a group commit under 100 connections),
+caps and no caps alternating, ``--batches`` per side and round; its CPU time
+per event, which other work on the machine moves less than throughput.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ LIMIT = "100000000000000"  # 10^14: never reached by a run
 
 
 def set_caps(svc: Service, customers: int, on: bool) -> None:
+    """Set (``on``) or remove a hard cap on every customer, unless already so."""
+    if bool(svc.client.get("/v1/caps").json()["data"]) == on:
+        return
     for n in range(customers):
         if on:
             body = {"customerRef": f"cust-{n}", "limit": LIMIT, "mode": "hard"}
@@ -64,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--customers", type=int, default=10, help="distinct customerRefs")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load first")
+    parser.add_argument("--writer", action="store_true", help="the writer alone, in-process")
+    parser.add_argument("--batch", type=int, default=32, help="--writer: events per batch")
+    parser.add_argument("--batches", type=int, default=200, help="--writer: per side and round")
     args = parser.parse_args(argv)
+    if args.writer:
+        return writer_ab(args)
     wrk_env = {"BENCH_BATCH": "1", "BENCH_CUSTOMERS": str(args.customers), "BENCH_PARSE": "0"}
 
     def load(seconds: int) -> WrkResult:
@@ -127,6 +141,86 @@ def main(argv: list[str] | None = None) -> int:
     print("PASSED" if report["passed"] else f"FAILED {checks}")
     emit(report)
     return 0 if report["passed"] else 1
+
+
+def writer_ab(args: argparse.Namespace) -> int:
+    """The writer alone: CPU per event with a hard cap on every customer and without."""
+    import os
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from benchmarks.databases import fresh_database
+
+    with fresh_database(args.backend) as db_env:
+        for name in [k for k in os.environ if k.startswith("STRIPEMETER_")]:
+            del os.environ[name]
+        os.environ.update(db_env)
+        from adapters.persistence import open_stores
+        from adapters.settings import Settings
+        from domain.caps import Cap, CapMode
+        from domain.idempotency import fingerprint
+        from domain.ingest import UsageSubmission
+        from domain.meters import Aggregation, MetricDefinition
+
+        stores = open_stores(Settings.from_env())
+        app = stores.app
+        tenant = app.register_tenant("bench-caps", "bench").id
+        app.declare_metric(tenant, MetricDefinition(METRIC, Aggregation.SUM))
+        now = datetime.now(UTC).replace(microsecond=0)
+        customers = [f"cust-{n}" for n in range(args.customers)]
+        prints = {c: fingerprint(METRIC, c, Decimal(1), now, "{}") for c in customers}
+        sequence = iter(range(10**12))
+
+        def batch() -> list[UsageSubmission]:
+            return [
+                UsageSubmission(
+                    tenant, METRIC, c, Decimal(1), now, f"w-{next(sequence)}", prints[c], "{}"
+                )
+                for c in (customers[i % len(customers)] for i in range(args.batch))
+            ]
+
+        def run(capped: bool) -> float:
+            for c in customers:
+                if capped:
+                    app.set_cap(tenant, Cap(METRIC, c, Decimal(LIMIT), CapMode.HARD))
+                elif app.cached_tenant(tenant).caps.find(METRIC, c) is not None:
+                    app.remove_cap(tenant, METRIC, c)
+            work = [batch() for _ in range(args.batches)]
+            started = time.thread_time()
+            for submissions in work:
+                results = app.usage.record_usage(submissions)
+                assert all(r.outcome.value == "accepted" for r in results)
+            return (time.thread_time() - started) / (args.batches * args.batch) * 1e6
+
+        try:
+            app.usage.record_usage(batch())  # opens the periods
+            rounds = []
+            for number in range(args.rounds):
+                order = (False, True) if number % 2 == 0 else (True, False)
+                sides = {("caps" if capped else "none"): run(capped) for capped in order}
+                rounds.append({k: round(v, 1) for k, v in sides.items()})
+                log(f"round {number + 1}: {rounds[-1]} µs CPU/event")
+        finally:
+            stores.close()
+    none = sorted(r["none"] for r in rounds)[len(rounds) // 2]
+    caps = sorted(r["caps"] for r in rounds)[len(rounds) // 2]
+    report = {
+        "benchmark": "writer-caps-ab",
+        "backend": args.backend,
+        "machine": machine(),
+        "batch": args.batch,
+        "batches_per_side": args.batches,
+        "customers": args.customers,
+        "rounds_us_cpu_per_event": rounds,
+        "median_us_cpu_per_event": {"none": none, "caps": caps},
+        "ratio_caps_to_none": round(caps / none, 3),
+    }
+    print(
+        f"writer CPU per event, median of {len(rounds)} rounds: no caps {none} µs,"
+        f" hard caps {caps} µs, ratio {report['ratio_caps_to_none']}"
+    )
+    emit(report)
+    return 0
 
 
 if __name__ == "__main__":

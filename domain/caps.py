@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from domain import fields
 from domain.errors import InvalidInputError
@@ -111,8 +111,7 @@ class CappedPeriod(Protocol):
     def cap_reached_at(self, mode: str) -> Decimal | None: ...
 
 
-@dataclass(frozen=True)
-class CapDecision:
+class CapDecision(NamedTuple):
     """What a cap makes of one event: refused (with the reason), past a soft cap, reached."""
 
     refused: str | None
@@ -121,25 +120,36 @@ class CapDecision:
     reached_value: Decimal | None
 
 
-def decide(cap: Cap, period: CappedPeriod, quantity: Decimal, occurred_at: datetime) -> CapDecision:
-    """Decide one on-time (or in-window late) event of ``period`` against ``cap``."""
-    before = period.value
+def decide(
+    cap: Cap, period: CappedPeriod, quantity: Decimal, occurred_at: datetime
+) -> CapDecision | None:
+    """Decide one on-time (or in-window late) event of ``period`` against ``cap``.
+
+    None when the cap changes nothing for it (the common case, kept cheap: below
+    a hard cap's limit, or not past a soft one's, nothing else is asked).
+    """
     after = period.value_after(quantity, occurred_at)
-    raises = after > before
     if cap.mode is CapMode.HARD:
+        if after < cap.limit:
+            return None
+        before = period.value
+        raises = after > before
         refused = raises and after > cap.limit
-        reached = refused or (raises and after >= cap.limit)
-        value = before if refused else after
+        reached = refused or raises  # raised to the limit exactly, or refused
+        if not reached:
+            return None
         reason = None
         if refused:
             reason = (
                 f"would exceed the hard cap of {_text(cap.limit)} {cap.metric} for this period"
                 f" ({_text(before)} counted)"
             )
-        return CapDecision(reason, False, value if reached and _first(period, cap) else None)
-    past = after > cap.limit
-    crossed = past and raises
-    return CapDecision(None, past, after if crossed and _first(period, cap) else None)
+        value = before if refused else after
+        return CapDecision(reason, False, value if _first(period, cap) else None)
+    if after <= cap.limit:
+        return None
+    crossed = after > period.value
+    return CapDecision(None, True, after if crossed and _first(period, cap) else None)
 
 
 def _first(period: CappedPeriod, cap: Cap) -> bool:

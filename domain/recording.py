@@ -303,7 +303,7 @@ class UsageRecorder:
             decision = None
             if cap is not None:
                 decision = decide(cap, period, item.quantity, item.occurred_at)
-                if decision.refused is not None:
+                if decision is not None and decision.refused is not None:
                     if decision.reached_value is not None:
                         period.record_cap_reached(cap.mode.value, cap.limit, decision.reached_value)
                     return Counted(None, (), decision)

@@ -103,46 +103,45 @@ def test_a_last_event_older_than_the_latest_leaves_the_value(clock: FakeClock) -
     p = UsagePeriod.open(TENANT, "cus_1", "m", Aggregation.LAST, period_of(clock.now))
     p.count_usage(Decimal(7), clock.now)
     assert p.value_after(Decimal(100), clock.now - timedelta(hours=1)) == Decimal(7)
-    assert (
-        decide(cap(1, metric="m"), p, Decimal(100), clock.now - timedelta(hours=1)).refused is None
-    )
+    assert decide(cap(1, metric="m"), p, Decimal(100), clock.now - timedelta(hours=1)) is None
 
 
 def test_hard_cap_refuses_passing_the_limit_and_names_it(clock: FakeClock) -> None:
     p = UsagePeriod.open(TENANT, "cus_1", "api_calls", Aggregation.SUM, period_of(clock.now))
     p.count_usage(Decimal(1000), clock.now)
     decision = decide(cap(1000), p, Decimal(1), clock.now)
+    assert decision is not None
     assert decision.refused == (
         "would exceed the hard cap of 1000 api_calls for this period (1000 counted)"
     )
     assert decision.reached_value == Decimal(1000)
     # A correction that lowers usage is never refused, even past the cap.
-    assert decide(cap(500), p, Decimal(-1), clock.now).refused is None
-    assert decide(cap(500), p, Decimal(0), clock.now).refused is None
+    assert decide(cap(500), p, Decimal(-1), clock.now) is None
+    assert decide(cap(500), p, Decimal(0), clock.now) is None
+    assert decide(cap(1002), p, Decimal(1), clock.now) is None  # below the limit: nothing
 
 
 def test_hard_cap_takes_an_event_that_lands_exactly_on_it(clock: FakeClock) -> None:
     p = UsagePeriod.open(TENANT, "cus_1", "api_calls", Aggregation.SUM, period_of(clock.now))
     p.count_usage(Decimal(990), clock.now)
     decision = decide(cap(1000), p, Decimal(10), clock.now)
-    assert decision.refused is None
+    assert decision is not None and decision.refused is None
     assert decision.reached_value == Decimal(1000)
 
 
 def test_soft_cap_marks_past_the_limit_and_is_reached_once_per_limit(clock: FakeClock) -> None:
     p = UsagePeriod.open(TENANT, "cus_1", "api_calls", Aggregation.SUM, period_of(clock.now))
     p.count_usage(Decimal(10), clock.now)
-    at_limit = decide(cap(10, SOFT), p, Decimal(0), clock.now)
-    assert not at_limit.past_soft and at_limit.reached_value is None
+    assert decide(cap(10, SOFT), p, Decimal(0), clock.now) is None  # at the limit, not past
     crossing = decide(cap(10, SOFT), p, Decimal(1), clock.now)
-    assert crossing.past_soft and crossing.reached_value == Decimal(11)
+    assert crossing is not None and crossing.past_soft and crossing.reached_value == Decimal(11)
     p.record_cap_reached("soft", Decimal(10), Decimal(11))
     p.count_usage(Decimal(1), clock.now)
     again = decide(cap(10, SOFT), p, Decimal(1), clock.now)
-    assert again.past_soft and again.reached_value is None
+    assert again is not None and again.past_soft and again.reached_value is None
     # Raised since: reached anew when crossed again.
     raised = decide(cap(11, SOFT), p, Decimal(1), clock.now)
-    assert raised.past_soft and raised.reached_value == Decimal(12)
+    assert raised is not None and raised.past_soft and raised.reached_value == Decimal(12)
 
 
 # -- the recorder -------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from adapters.batching import Commit, GroupCommitLoop
 from adapters.metrics import Metrics
@@ -63,6 +64,9 @@ class GroupCommitWriter:
         job = _Job(submissions, loop, loop.create_future())
         self._commits.put(job)
         return await job.future
+
+    async def tenant_changed(self, tenant_id: UUID) -> None:
+        """Nothing to do: the writer thread shares the app whose change refreshed its cache."""
 
     def _committed(self, commit: Commit[_Job]) -> None:
         self.metrics.observe_commit(commit.events, commit.seconds)

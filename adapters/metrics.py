@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from domain.caps import CapMode
 from domain.ingest import IngestResult, Lateness, Outcome
 
 CORRECTION_OUTCOME = {
@@ -42,6 +43,18 @@ class Metrics:
             " counted in their period; carried: counted as a correction in the open period;"
             " held: waiting for approval; past_window: recorded, not counted).",
             ["kind"],
+            registry=self.registry,
+        )
+        self.caps_reached = Counter(
+            "stripemeter_caps_reached_total",
+            "Usage periods that reached a usage cap, by mode (hard: usage past it is refused;"
+            " soft: accepted and marked). Counted once per period and cap limit.",
+            ["mode"],
+            registry=self.registry,
+        )
+        self.cap_refused = Counter(
+            "stripemeter_cap_refused_events_total",
+            "Usage events refused because they would pass a hard cap.",
             registry=self.registry,
         )
         self.http_duration = Histogram(
@@ -200,6 +213,7 @@ class Metrics:
         # first event instead of a series appearing at 1.
         for outcome in ("carried", "held", "kept", "approved", "reverted", "rejected"):
             self.corrections.labels(outcome)
+        self._caps_reached = {mode: self.caps_reached.labels(mode.value) for mode in CapMode}
         # Bound once: ``labels()`` on every request was a measurable part of an ingest.
         self._by_outcome = {o: self.ingest_events.labels(o.value) for o in Outcome}
         self._http: dict[tuple[str, str, int], Histogram] = {}
@@ -237,7 +251,15 @@ class Metrics:
             for outcome, count in collections.Counter(r.outcome for r in results).items():
                 self._by_outcome[outcome].inc(count)
         for result in results:
+            if result.cap is not None or result.cap_reached is not None:
+                self._observe_cap(result)
             if result.late is not None and result.outcome is Outcome.ACCEPTED:
                 self.late_events.labels(result.late.value).inc()
                 if result.late is not Lateness.IN_WINDOW:
                     self.corrections.labels(CORRECTION_OUTCOME[result.late]).inc()
+
+    def _observe_cap(self, result: IngestResult) -> None:
+        if result.cap_reached is not None:
+            self._caps_reached[result.cap_reached].inc()
+        if result.cap is CapMode.HARD:
+            self.cap_refused.inc()

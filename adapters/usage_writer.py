@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
+from uuid import UUID
 
 from domain.ingest import IngestResult, UsageSubmission
 
@@ -24,4 +25,9 @@ class UsageWriter(Protocol):
 
     async def submit(self, submissions: Sequence[UsageSubmission]) -> list[IngestResult]:
         """Write these events, in one batch with others; one result each, once committed."""
+        ...
+
+    async def tenant_changed(self, tenant_id: UUID) -> None:
+        """The tenant was changed (a cap set, say): events submitted after this returns
+        are decided on the tenant as changed."""
         ...

@@ -8,6 +8,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from uuid import UUID
 
 from adapters.metrics import Metrics
 from adapters.writer_wire import RESPONSES, WriteRequest, frame, read_frame
@@ -56,6 +57,23 @@ class ProcessWriterClient:
             return await future
         finally:
             self._pending.pop(request_id, None)
+
+    async def tenant_changed(self, tenant_id: UUID) -> None:
+        """Have the writer process read the tenant again before its next batch; returns once
+        that batch is committed. Unreachable, it still sees the change within its tenant
+        cache's lifetime: logged, not raised (the change itself is already stored)."""
+        try:
+            writer = await self._connection()
+            request_id = next(self._ids)
+            future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
+            self._pending[request_id] = future
+            try:
+                writer.write(frame(WriteRequest(request_id, [], [tenant_id])))
+                await future
+            finally:
+                self._pending.pop(request_id, None)
+        except WriterUnavailableError as error:
+            log.warning("the writer process will see tenant %s's change late: %s", tenant_id, error)
 
     async def _connection(self) -> asyncio.StreamWriter:
         if self.connected:

@@ -18,16 +18,19 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 from adapters.batching import Commit, GroupCommitLoop
 from adapters.persistence import open_stores
 from adapters.settings import Settings
 from adapters.writer_wire import REQUESTS, WriteRequest, WriteResponse, frame, read_frame
 from domain.application import MeteringApp
-from domain.ingest import UsageSubmission
+from domain.errors import NotFoundError
+from domain.ingest import IngestResult, UsageSubmission
 
 log = logging.getLogger("stripemeter.writer")
 
@@ -53,8 +56,12 @@ class WriterServer:
         self, app: MeteringApp, max_events: int, on_commit: Callable[[], None] | None = None
     ) -> None:
         self.on_commit = on_commit
+        self._app = app
+        # Tenants an API process changed, to read again before the next batch (``_record``).
+        self._changed: list[UUID] = []
+        self._changed_lock = threading.Lock()
         self._commits: GroupCommitLoop[_Pending] = GroupCommitLoop(
-            app.usage.record_usage, max_events, self._committed, self._failed, "writer-process"
+            self._record, max_events, self._committed, self._failed, "writer-process"
         )
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -70,13 +77,33 @@ class WriterServer:
         try:
             while True:
                 data = await read_frame(reader)
-                self._commits.put(_Pending(REQUESTS.decode(data), writer))
+                request = REQUESTS.decode(data)
+                if request.tenants_changed:
+                    with self._changed_lock:
+                        self._changed.extend(request.tenants_changed)
+                self._commits.put(_Pending(request, writer))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the API process closed its end
         except asyncio.CancelledError:
             return  # shutting down
         finally:
             writer.close()
+
+    def _record(self, batch: Sequence[UsageSubmission]) -> list[IngestResult]:
+        """Record a batch (on the commit thread), first reading again any tenant changed.
+
+        On this thread, so that no tenant read begun before the change can store its
+        older copy after it; the request that named the tenant is answered after this
+        batch, so the API's next events are decided on the tenant as changed.
+        """
+        if self._changed:
+            with self._changed_lock:
+                changed, self._changed = self._changed, []
+            for tenant_id in set(changed):
+                # Named by an API process, so it exists; if not, there is nothing to refresh.
+                with contextlib.suppress(NotFoundError):
+                    self._app.tenant(tenant_id)
+        return self._app.usage.record_usage(batch)
 
     def _committed(self, commit: Commit[_Pending]) -> None:
         answers = []

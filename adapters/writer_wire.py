@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from uuid import UUID
 
 import msgspec
 
@@ -16,6 +17,9 @@ MAX_FRAME = 64 * 1024 * 1024
 class WriteRequest(msgspec.Struct, array_like=True):
     id: int
     submissions: list[UsageSubmission]
+    # Tenants changed by the API (a cap set, say): the writer reads them again before its
+    # next batch, and answers this request after that batch (one byte when empty).
+    tenants_changed: list[UUID] = msgspec.field(default_factory=list)
 
 
 class WriteResponse(msgspec.Struct, array_like=True):

@@ -53,6 +53,9 @@ class EventResult(msgspec.Struct, rename="camel", omit_defaults=True):
     field: str | None = None
     reason: str | None = None
     late: str | None = None
+    # Present only when a cap decided the event (docs/caps.md): ``soft``, accepted with its
+    # period past a soft cap; ``hard``, refused (an error on ``quantity``) by a hard cap.
+    cap: Literal["soft", "hard"] | None = None
 
 
 class IngestResponse(msgspec.Struct, rename="camel"):
@@ -496,3 +499,22 @@ class ReplayOut(msgspec.Struct, rename="camel"):
 class Readiness(msgspec.Struct):
     status: str  # ready/unready (/health/ready), healthy/degraded (/health)
     checks: dict[str, Any]  # per dependency: its status and details
+
+
+class CapIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """``PUT /v1/caps/{metric}``: ``customerRef`` null caps every customer of the metric."""
+
+    customer_ref: str | None
+    limit: Annotated[msgspec.Raw, QUANTITY]  # judged by domain.fields.quantity, then >= 0
+    mode: Literal["soft", "hard"]
+
+
+class CapOut(msgspec.Struct, rename="camel"):
+    metric: str
+    customer_ref: str | None
+    limit: str
+    mode: str
+
+
+class CapPage(msgspec.Struct):
+    data: list[CapOut]

@@ -18,6 +18,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from domain.caching import TtlCache
+from domain.caps import Cap
 from domain.customers import Customer, customer_id_for
 from domain.cycle_moves import cycle_start, move_usage
 from domain.errors import ConflictError, NotFoundError, UnauthenticatedError
@@ -134,6 +135,29 @@ class MeteringApp(Application[UUID]):
     def set_ingest_horizon(self, tenant_id: UUID, days: int) -> bool:
         """How many days before now an event's ``ts`` may lie; older events are refused."""
         return self._change_tenant(tenant_id, lambda tenant: tenant.set_ingest_horizon(days))
+
+    def set_cap(self, tenant_id: UUID, cap: Cap) -> bool:
+        """Set a usage cap (domain/caps.py); False when already set the same way.
+
+        This process's ingest sees it at once; another process's (the writer
+        process) within ``TENANT_CACHE_SECONDS``.
+        """
+        return self._change_tenant(tenant_id, lambda tenant: tenant.set_cap(cap))
+
+    def remove_cap(self, tenant_id: UUID, metric: str, customer_ref: str | None) -> Cap:
+        """Remove a usage cap; the cap it was. Seen by ingest as ``set_cap`` is."""
+        removed: list[Cap] = []
+
+        def change(tenant: Tenant) -> bool:
+            removed[:] = [tenant.remove_cap(metric, customer_ref)]
+            return True
+
+        self._change_tenant(tenant_id, change)
+        return removed[0]
+
+    def caps(self, tenant_id: UUID) -> list[Cap]:
+        """The tenant's usage caps as stored, by metric."""
+        return self.tenant(tenant_id).caps.all()
 
     def map_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
         """Map a declared metric to a Stripe meter, claiming nothing (as before claims existed).

@@ -8,6 +8,8 @@ from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
+from domain.caps import CapMode
+
 
 @dataclass(frozen=True)
 class UsageSubmission:
@@ -54,6 +56,10 @@ class IngestResult:
     field: str | None = None
     reason: str | None = None
     late: Lateness | None = None
+    # ``soft``: accepted with its period past a soft cap; ``hard``: refused by a hard cap.
+    cap: CapMode | None = None
+    # The cap's mode when this event made its period record ``CapReached`` (for metrics).
+    cap_reached: CapMode | None = None
 
     @classmethod
     def error(cls, key: str, field: str, reason: str) -> IngestResult:

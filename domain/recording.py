@@ -17,9 +17,11 @@ change (``change_periods``) alike.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
@@ -29,6 +31,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.adjustments import LatePolicy
 from domain.caching import LruCache
+from domain.caps import Cap, CapDecision, CapMode, decide
 from domain.errors import ConflictError, InvalidInputError
 from domain.idempotency import IdempotencyKey, claim_id
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
@@ -41,6 +44,8 @@ from domain.usage import UsagePeriod, usage_period_id
 if TYPE_CHECKING:
     from domain.application import MeteringApp
 
+log = logging.getLogger("stripemeter.caps")
+
 FUTURE_TOLERANCE = timedelta(minutes=5)
 # A batch or a change that keeps colliding with another process is refused after this many tries.
 WRITE_ATTEMPTS = 5
@@ -52,18 +57,28 @@ class IngestContentionError(ConflictError):
 
 
 class Write(NamedTuple):
-    """A checked submission to write: its place in the batch, its metric and its key's claim."""
+    """A checked submission to write: its place, its metric, its key's claim, its cap."""
 
     position: int
     metric: MetricDefinition
     claim_id: UUID
+    cap: Cap | None
 
 
-class Accepted(NamedTuple):
-    """A written submission: its place in the batch and how late it was (None: on time)."""
+class Counted(NamedTuple):
+    """What ``_count`` made of one submission: lateness, other aggregates' events, cap verdict."""
 
-    position: int
     late: Lateness | None
+    events: Sequence[Any]
+    cap: CapDecision | None
+
+
+class Reached(NamedTuple):
+    """A period that reached its cap in this batch (logged once the batch is committed)."""
+
+    period: UsagePeriod
+    cap: Cap
+    value: Decimal
 
 
 class UsageRecorder:
@@ -95,20 +110,23 @@ class UsageRecorder:
         tenants: dict[UUID, Tenant] = {}
         for index, item in enumerate(submissions):
             try:
-                metric = self._check(item, now, tenants)
+                metric, cap = self._check(item, now, tenants)
             except InvalidInputError as error:
                 results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
                 continue
             key = claim_id(item.tenant_id, item.idempotency_key, item.derived_key)
-            checked.append(Write(index, metric, key))
+            checked.append(Write(index, metric, key, cap))
 
         for _ in range(WRITE_ATTEMPTS):
             claims: dict[UUID, int] = {}
             writes: list[Write] = []
+            repeats: list[tuple[int, int]] = []  # (position, position of the same key's first)
             for write in checked:
                 seen: str | None
                 if write.claim_id in claims:
-                    seen = submissions[claims[write.claim_id]].fingerprint
+                    first = claims[write.claim_id]
+                    seen = submissions[first].fingerprint
+                    repeats.append((write.position, first))
                 elif (seen := self._known_keys.get(write.claim_id)) is None:
                     claims[write.claim_id] = write.position
                     writes.append(write)
@@ -117,15 +135,22 @@ class UsageRecorder:
             if not writes:
                 break
             try:
-                accepted = self._write(submissions, writes, now)
+                written = self._write(submissions, writes, now)
             except IntegrityError:
                 # Another writer got there first: a key was claimed or a period
-                # moved on. Learn which keys exist, then decide the batch again.
+                # moved on (its value too: caps are decided again on fresh copies).
+                # Learn which keys exist, then decide the batch again.
                 self._learn_keys(writes)
                 continue
-            for index, late in accepted:
-                item = submissions[index]
-                results[index] = IngestResult(Outcome.ACCEPTED, item.idempotency_key, late=late)
+            for index, result in written:
+                results[index] = result
+            for position, first in repeats:
+                # The same event twice in one batch, the first refused by a cap: so is this one
+                # (its key was not claimed, so "duplicate" would say it was counted).
+                refused = results[first]
+                same = submissions[position].fingerprint == submissions[first].fingerprint
+                if refused is not None and refused.cap is CapMode.HARD and same:
+                    results[position] = refused
             break
         else:
             raise IngestContentionError(
@@ -135,7 +160,8 @@ class UsageRecorder:
 
     def _check(
         self, item: UsageSubmission, now: datetime, tenants: dict[UUID, Tenant]
-    ) -> MetricDefinition:
+    ) -> tuple[MetricDefinition, Cap | None]:
+        """The item's metric and the cap that applies to it, once its fields are checked."""
         tenant = tenants.get(item.tenant_id)
         if tenant is None:
             tenant = tenants[item.tenant_id] = self.app.cached_tenant(item.tenant_id)
@@ -159,11 +185,18 @@ class UsageRecorder:
                 f"is older than the ingest horizon of {horizon} days before now"
                 " (the tenant's setting: stripemeter tenants horizon)",
             )
-        return definition
+        caps = tenant.caps.by_metric.get(item.metric)  # no caps: this lookup is all
+        return definition, caps.for_customer(item.customer_ref) if caps is not None else None
 
     def _write(
         self, submissions: Sequence[UsageSubmission], writes: list[Write], now: datetime
-    ) -> list[Accepted]:
+    ) -> list[tuple[int, IngestResult]]:
+        """Write ``writes`` in one transaction; each one's result (accepted, or refused by a cap).
+
+        Every cap is decided here, on the periods as this transaction writes
+        them: a concurrent writer that moved one on makes the insert fail
+        (the period's next version is taken), and the batch is decided again.
+        """
         touched: dict[UUID, UsagePeriod] = {}
         # Per customer and metric, the period the batch last wrote: the next event of the
         # batch for them almost always falls in it too (see ``_period_at``).
@@ -171,13 +204,50 @@ class UsageRecorder:
         # Events in request order: each usage event, then the claim on its key.
         events: list[Any] = []
         claims: list[IdempotencyKey.Claimed] = []
-        accepted: list[Accepted] = []
+        out: list[tuple[int, IngestResult]] = []
+        reached: list[Reached] = []
+        reread: set[UUID] = set()
+        writes_to: set[UUID] = set()  # periods this batch writes events to (version-checked)
         try:
-            for index, metric, key_id in writes:
+            for index, metric, key_id, cap in writes:
                 item = submissions[index]
                 period = self._period_at(item, metric, item.occurred_at, touched, recent)
-                late, written = self._count(item, metric, period, now, touched, recent)
-                events.extend(written)
+                late, written, decision = self._count(
+                    item, metric, cap, period, now, touched, recent
+                )
+                if (
+                    decision is not None
+                    and decision.refused is not None
+                    and period.id not in reread
+                    and period.id not in writes_to
+                    and not period.pending_events
+                ):
+                    # A refusal writes nothing to its period, so no version check would
+                    # catch a copy another process has moved on since (a correction that
+                    # lowered it): decide once more on the period as stored. Once per
+                    # period and batch, and only where a cap refuses.
+                    reread.add(period.id)
+                    period = self._reread(item, period, touched, recent)
+                    late, written, decision = self._count(
+                        item, metric, cap, period, now, touched, recent
+                    )
+                if decision is not None:
+                    assert cap is not None
+                    result = _capped(item, cap, decision, late)
+                    if decision.reached_value is not None:
+                        reached.append(Reached(period, cap, decision.reached_value))
+                    if decision.refused is not None:
+                        # Nothing counted and the key not claimed (a retry may pass once the
+                        # cap is raised); a first refusal records CapReached.
+                        events.extend(period.collect_events())
+                        writes_to.add(period.id)
+                        out.append((index, result))
+                        continue
+                else:
+                    result = IngestResult(Outcome.ACCEPTED, item.idempotency_key, None, None, late)
+                if written:
+                    events.extend(written)
+                    writes_to.update(e.originator_id for e in written)
                 claim = IdempotencyKey.claimed(
                     key_id,
                     item.tenant_id,
@@ -187,9 +257,10 @@ class UsageRecorder:
                     period.version,
                 )
                 events.extend(period.collect_events())
+                writes_to.add(period.id)
                 events.append(claim)
                 claims.append(claim)
-                accepted.append(Accepted(index, late))
+                out.append((index, result))
             # The recorder directly, not Application.save nor even the event store's
             # put: the events are already in order and of known types, and neither
             # save's generic path (runtime protocol checks, snapshots re-read from the
@@ -207,20 +278,35 @@ class UsageRecorder:
         for claim in claims:
             self._known_keys.put(claim.originator_id, claim.fingerprint)
         self._snapshot(touched.values(), events)
-        return accepted
+        for period, cap, value in reached:
+            _log_reached(period, cap, value)
+        return out
 
     def _count(
         self,
         item: UsageSubmission,
         metric: MetricDefinition,
+        cap: Cap | None,
         period: UsagePeriod,
         now: datetime,
         touched: dict[UUID, UsagePeriod],
         recent: dict[tuple[UUID, str, str], UsagePeriod],
-    ) -> tuple[Lateness | None, Sequence[Any]]:
-        """Count ``item`` in ``period``, or correct it when late; the other aggregates' events."""
+    ) -> Counted:
+        """Count ``item`` in ``period`` unless ``cap`` refuses it, or correct it when late.
+
+        A cap is decided for usage that counts in its own period (on time or
+        inside the lateness window); usage past the window becomes a
+        correction, which no cap refuses (domain/caps.py says why).
+        """
         why = why_late(period, metric, now)
         if why is None:
+            decision = None
+            if cap is not None:
+                decision = decide(cap, period, item.quantity, item.occurred_at)
+                if decision is not None and decision.refused is not None:
+                    if decision.reached_value is not None:
+                        period.record_cap_reached(cap.mode.value, cap.limit, decision.reached_value)
+                    return Counted(None, (), decision)
             late = Lateness.IN_WINDOW if now >= period.period_end else None
             period.record_usage(
                 item.idempotency_key,
@@ -229,13 +315,30 @@ class UsageRecorder:
                 item.meta,
                 late=late is not None,
             )
-            return late, ()
+            if decision is not None and decision.reached_value is not None:
+                assert cap is not None
+                period.record_cap_reached(cap.mode.value, cap.limit, decision.reached_value)
+            return Counted(late, (), decision)
         policy = LatePolicy(self.app.cached_tenant(item.tenant_id).late_policy)
         open_period = None
         if policy is LatePolicy.CARRY_FORWARD and takes_corrections(metric):
             open_period = self._period_at(item, metric, now, touched, recent)
         correction = correct_late(item, metric, period, why, policy, open_period, now)
-        return correction.lateness, correction.events
+        return Counted(correction.lateness, correction.events, None)
+
+    def _reread(
+        self,
+        item: UsageSubmission,
+        period: UsagePeriod,
+        touched: dict[UUID, UsagePeriod],
+        recent: dict[tuple[UUID, str, str], UsagePeriod],
+    ) -> UsagePeriod:
+        """``period`` as stored now (it holds nothing unwritten), in place of the cached copy."""
+        stored: UsagePeriod = self.app.repository.get(period.id)
+        self._periods.put(period.id, stored)
+        touched[period.id] = stored
+        recent[(item.tenant_id, item.customer_ref, item.metric)] = stored
+        return stored
 
     def _snapshot(self, periods: Iterable[UsagePeriod], events: list[Any]) -> None:
         """Snapshot busy periods from memory, so that re-reading one stays short."""
@@ -344,6 +447,50 @@ class UsageRecorder:
                         self._periods.pop(period_id)
                 return aggregates
         raise ConflictError("those usage periods are being written concurrently; try again")
+
+
+def _capped(
+    item: UsageSubmission, cap: Cap, decision: CapDecision, late: Lateness | None
+) -> IngestResult:
+    """The result of an event a cap was decided for: refused, or accepted (marked past soft)."""
+    reached = cap.mode if decision.reached_value is not None else None
+    if decision.refused is not None:
+        return IngestResult(
+            Outcome.ERROR,
+            item.idempotency_key,
+            field="quantity",
+            reason=decision.refused,
+            cap=CapMode.HARD,
+            cap_reached=reached,
+        )
+    return IngestResult(
+        Outcome.ACCEPTED,
+        item.idempotency_key,
+        late=late,
+        cap=CapMode.SOFT if decision.past_soft else None,
+        cap_reached=reached,
+    )
+
+
+def _log_reached(period: UsagePeriod, cap: Cap, value: Decimal) -> None:
+    """A committed cap crossing, for an operator: whose, which cap, and what happens now."""
+    effect = (
+        "further usage that would pass it is refused until the cap is raised or the period ends"
+        if cap.mode is CapMode.HARD
+        else "usage is still accepted, marked cap=soft"
+    )
+    log.warning(
+        "%s cap reached: tenant %s, customer %r, metric %s, period %s: value %s, limit %s (%s); %s",
+        cap.mode.value,
+        period.tenant_id,
+        period.customer_ref,
+        period.metric,
+        period.period,
+        value,
+        cap.limit,
+        "the customer's own cap" if cap.customer_ref is not None else "the metric-wide cap",
+        effect,
+    )
 
 
 def _repeat(item: UsageSubmission, seen_fingerprint: str) -> IngestResult:

@@ -12,11 +12,13 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.caps import NO_CAPS, Cap, CapMode, TenantCaps
 from domain.errors import InvalidInputError, MetricConflictError, NotFoundError
 from domain.mappings import MeterMapping, check_formula
 from domain.meters import Aggregation, MetricDefinition
@@ -70,6 +72,8 @@ class Tenant(Aggregate):
 
     # A class default, so that a tenant snapshotted before the setting existed has it.
     ingest_horizon_days: int = DEFAULT_INGEST_HORIZON_DAYS
+    # Usage caps (domain/caps.py). A class default, as above; immutable, so sharing it is safe.
+    caps: TenantCaps = NO_CAPS
 
     class Registered(Aggregate.Created):
         slug: str
@@ -141,6 +145,30 @@ class Tenant(Aggregate):
 
         def apply(self, aggregate: Tenant) -> None:
             aggregate.ingest_horizon_days = self.days
+
+    class CapSet(Aggregate.Event):
+        """A usage cap on a metric for one customer, or all (``customer_ref`` None) (v1).
+
+        Setting it again on the same metric and customer replaces it.
+        """
+
+        metric: str
+        customer_ref: str | None
+        limit: Decimal
+        mode: str
+
+        def apply(self, aggregate: Tenant) -> None:
+            cap = Cap(self.metric, self.customer_ref, self.limit, CapMode(self.mode))
+            aggregate.caps = aggregate.caps.set(cap)
+
+    class CapRemoved(Aggregate.Event):
+        """The cap on a metric for one customer, or the metric-wide one, is gone (v1)."""
+
+        metric: str
+        customer_ref: str | None
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.caps = aggregate.caps.remove(self.metric, self.customer_ref)
 
     class KeyIssued(Aggregate.Event):
         key_id: UUID
@@ -244,6 +272,29 @@ class Tenant(Aggregate):
             return False
         self.trigger_event(self.IngestHorizonSet, days=days)
         return True
+
+    def set_cap(self, cap: Cap) -> bool:
+        """Set a usage cap on a declared metric; False when already set the same way."""
+        self.metric(cap.metric)
+        if self.caps.find(cap.metric, cap.customer_ref) == cap:
+            return False
+        self.trigger_event(
+            self.CapSet,
+            metric=cap.metric,
+            customer_ref=cap.customer_ref,
+            limit=cap.limit,
+            mode=cap.mode.value,
+        )
+        return True
+
+    def remove_cap(self, metric: str, customer_ref: str | None) -> Cap:
+        """Remove a cap; the cap it was. None set there: NotFoundError."""
+        cap = self.caps.find(metric, customer_ref)
+        if cap is None:
+            whom = "all customers" if customer_ref is None else f"customer {customer_ref!r}"
+            raise NotFoundError(f"no cap on metric {metric!r} for {whom}")
+        self.trigger_event(self.CapRemoved, metric=metric, customer_ref=customer_ref)
+        return cap
 
     def record_key(self, key_id: UUID, display_prefix: str, scopes: frozenset[Scope]) -> None:
         self.trigger_event(

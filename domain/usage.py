@@ -69,6 +69,10 @@ class UsagePeriod(Aggregate):
 
     # v2 added corrections and the closing state, v3 moves (for older snapshots).
     class_version = 3
+    # Per cap mode, the limit under which the period last reached its cap
+    # (``CapReached``). Class defaults, so that older snapshots load without an upcast.
+    soft_cap_reached_at: Decimal | None = None
+    hard_cap_reached_at: Decimal | None = None
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -216,6 +220,25 @@ class UsagePeriod(Aggregate):
             aggregate.last_value = self.last_value
             aggregate.last_at = self.last_at
             aggregate.watermark = self.watermark
+
+    class CapReached(Aggregate.Event):
+        """The period reached its usage cap (v1; domain/caps.py).
+
+        ``mode`` is ``hard`` (the value reached ``limit``, or an event was
+        refused for passing it) or ``soft`` (the value passed ``limit``);
+        ``value`` is the period's value then. Recorded once per mode, and again
+        only after the cap was raised and then reached anew.
+        """
+
+        mode: str
+        limit: Decimal
+        value: Decimal
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            if self.mode == "hard":
+                aggregate.hard_cap_reached_at = self.limit
+            else:
+                aggregate.soft_cap_reached_at = self.limit
 
     class ClosingScheduled(Aggregate.Event):
         """Stripe created the invoice for this period; it finalises at ``finalizes_at`` (v1)."""
@@ -421,6 +444,13 @@ class UsagePeriod(Aggregate):
             watermark=kept.watermark,
         )
 
+    def record_cap_reached(self, mode: str, limit: Decimal, value: Decimal) -> None:
+        self.trigger_event(self.CapReached, mode=mode, limit=limit, value=value)
+
+    def cap_reached_at(self, mode: str) -> Decimal | None:
+        """The limit under which the cap of ``mode`` was last reached here; None: never."""
+        return self.hard_cap_reached_at if mode == "hard" else self.soft_cap_reached_at
+
     def holds(self, moment: datetime) -> bool:
         """Whether ``moment`` lies inside the period (as it is now: a move may have cut it)."""
         return self.period_start <= moment < self.period_end
@@ -470,6 +500,19 @@ class UsagePeriod(Aggregate):
             self.maximum,
             self.last_value,
         )
+
+    def value_after(self, quantity: Decimal, occurred_at: datetime) -> Decimal:
+        """The counter as it would be after counting one more event (``count_usage``'s rule)."""
+        aggregation = self.aggregation_name
+        if aggregation == "sum":
+            return EXACT.add(self.total, quantity)
+        if aggregation == "count":
+            return Decimal(self.event_count + 1)
+        if aggregation == "max":
+            return quantity if self.maximum is None or quantity > self.maximum else self.maximum
+        if self.last_at is None or occurred_at >= self.last_at:
+            return quantity
+        return self.last_value if self.last_value is not None else Decimal(0)
 
 
 def aggregate_value(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, post
@@ -22,6 +22,7 @@ from api.schemas import (
     validation_field,
 )
 from domain import fields, json_shape
+from domain.caps import CapMode
 from domain.errors import ForbiddenError, InvalidInputError
 from domain.idempotency import canonical_meta, choose_key, fingerprint
 from domain.ingest import IngestResult, Outcome, UsageSubmission
@@ -200,6 +201,9 @@ def _submission(
     )
 
 
+_CAP_MARKS: dict[CapMode, Literal["soft", "hard"]] = {CapMode.SOFT: "soft", CapMode.HARD: "hard"}
+
+
 def respond(results: list[IngestResult]) -> IngestResponse:
     """The answer to an ingest: counts by outcome and each event's result, in order."""
     counts = dict.fromkeys(Outcome, 0)
@@ -214,6 +218,7 @@ def respond(results: list[IngestResult]) -> IngestResponse:
                 field=result.field,
                 reason=result.reason,
                 late=result.late.value if result.late else None,
+                cap=_CAP_MARKS[result.cap] if result.cap else None,
             )
         )
     return IngestResponse(

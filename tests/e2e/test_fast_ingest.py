@@ -228,3 +228,33 @@ def test_http_latency_is_observed_for_the_route_as_before(api: Api) -> None:
         and 'status="200"' in row
     )
     assert float(line.rsplit(" ", 1)[1]) == 2.0  # the warm-up (Litestar) and this one
+
+
+def test_cap_results_are_the_routes_byte_for_byte(api: Api) -> None:
+    """A soft cap's marker and a hard cap's refusal, through Litestar and the fast path."""
+    for body in (
+        {"customerRef": None, "limit": 1, "mode": "soft"},
+        {"customerRef": "cus_2", "limit": 0, "mode": "hard"},
+    ):
+        assert api.call("PUT", "/v1/caps/api_calls", json=body).status_code == 200
+    requests = [
+        body_of(
+            event(idempotencyKey=f"cap-{tag}", quantity=2),
+            event(idempotencyKey=f"hard-{tag}", customerRef="cus_2"),
+        )
+        for tag in ("A", "B")
+    ]
+    through_litestar = api.call(
+        "POST",
+        "/v1/events/ingest",
+        content=requests[0],
+        headers={"content-type": "application/json"},
+    )
+    fast = through_fast_path(api, requests[1], bearer(api))
+    assert fast.handed_on == []
+    results = fast.body["results"]
+    assert [(r["status"], r.get("cap")) for r in results] == [
+        ("accepted", "soft"),
+        ("error", "hard"),
+    ]
+    assert fast.sent[1]["body"] == through_litestar.content.replace(b"-A", b"-B")

@@ -9,8 +9,7 @@ that a replay makes the same payload.
 
 Still to add, by the work that records them (one entry each, below):
 - ``alert.triggered`` / ``alert.resolved``: the alert aggregate's triggered and
-  resolved events (domain/alerts.py);
-- ``cap.reached``: ``UsagePeriod.CapReached`` (domain/usage.py).
+  resolved events (domain/alerts.py).
 """
 
 from __future__ import annotations
@@ -105,10 +104,20 @@ def drift_detected(event: DriftFinding.Detected, _: DriftFinding) -> tuple[UUID,
     }
 
 
+def cap_reached(event: UsagePeriod.CapReached, period: UsagePeriod) -> tuple[UUID, Data]:
+    return period.tenant_id, {
+        **_period(period),
+        "aggregation": period.aggregation_name,
+        "mode": event.mode,
+        "limit": str(event.limit),
+        "value": str(event.value),
+    }
+
+
 WEBHOOK_SOURCES: dict[type[Any], WebhookSource] = {
     UsagePeriod.PeriodClosed: WebhookSource("period.closed", period_closed),
     UsagePeriod.ParityRecorded: WebhookSource("parity.recorded", parity_recorded),
     DriftFinding.Detected: WebhookSource("drift.detected", drift_detected),
-    # cap.reached: UsagePeriod.CapReached: WebhookSource("cap.reached", cap_reached),
+    UsagePeriod.CapReached: WebhookSource("cap.reached", cap_reached),
     # alert.triggered / alert.resolved: the alert aggregate's events, one entry each.
 }

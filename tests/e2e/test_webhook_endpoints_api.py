@@ -277,3 +277,32 @@ def test_a_restart_between_creating_and_sending_sends_each_delivery_exactly_once
     assert len(receiver.received) == 1
     [sent] = check_signed(receiver, hook["secret"])
     assert sent["type"] == "drift.detected" and sent["data"]["difference"] == -1
+
+
+def test_a_hard_cap_reached_is_delivered_once_as_cap_reached(
+    webhook_api: Api, receiver: Receiver
+) -> None:
+    api = webhook_api
+    hook = create(api, receiver.url, "cap.reached")
+    webhooks = Webhooks(services(api).stores, with_fast_hooks(api), api.clock)
+    put = api.call(
+        "PUT", "/v1/caps/api_calls", json={"customerRef": "cus_1", "limit": 5, "mode": "hard"}
+    )
+    assert put.status_code == 200, put.text
+    # 4 fits, the next 4 would pass 5 (refused: the cap is reached at 4 counted), 1 fits,
+    # 1 more is refused again: still one cap.reached for the period.
+    outcomes = []
+    for n, quantity in enumerate((4, 4, 1, 1)):
+        answer = api.ingest(
+            event(quantity=quantity, ts="2026-03-10T09:00:00Z", idempotencyKey=f"k{n}")
+        )
+        outcomes.append(answer.json()["results"][0]["status"])
+    assert outcomes == ["accepted", "error", "accepted", "error"]
+    api.settle()
+    assert [o.value for o in drive(api, webhooks).values()] == ["succeeded"]
+    assert drive(api, webhooks) == {}
+    [sent] = check_signed(receiver, hook["secret"])
+    assert sent["type"] == "cap.reached"
+    data = sent["data"]
+    assert (data["customerRef"], data["metric"], data["mode"]) == ("cus_1", "api_calls", "hard")
+    assert (data["limit"], data["value"]) == ("5", "4")  # first refused at 4 counted

@@ -36,8 +36,8 @@ def test_a_counted_event_resent_after_a_restart_is_a_duplicate_not_a_cap_refusal
 
     The client is told its usage was refused although it is counted: it may report it
     again under another key once the cap is raised (counted twice), or drop it from its
-    own records. The cap is decided in ``UsageRecorder._count`` (domain/recording.py
-    ~296) before the key's claim is tried; a refusal writes no claim, so the claim's
+    own records. The cap is decided in ``UsageRecorder._count`` (domain/recording.py:305)
+    before the key's claim is tried; a refusal writes no claim, so the claim's
     IntegrityError that would reveal the duplicate never happens, and ``_known_keys``
     only knows keys this process wrote or learnt after a collision.
     """

@@ -140,20 +140,26 @@ def stripe_enforcing_expand_depth() -> Iterator[tuple[str, list[str]]]:
             asked.extend(paths)
             too_deep = [p for p in paths if len(p.split(".")) > 4]
             if too_deep:
-                status, body = 400, {
-                    "error": {
-                        "type": "invalid_request_error",
-                        "message": "You cannot expand more than 4 levels of a property."
-                        f" Property: {too_deep[0]}",
-                    }
-                }
+                status, body = (
+                    400,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "You cannot expand more than 4 levels of a property."
+                            f" Property: {too_deep[0]}",
+                        }
+                    },
+                )
             else:
-                status, body = 200, {
-                    "object": "list",
-                    "url": "/v1/subscriptions",
-                    "has_more": False,
-                    "data": [],
-                }
+                status, body = (
+                    200,
+                    {
+                        "object": "list",
+                        "url": "/v1/subscriptions",
+                        "has_more": False,
+                        "data": [],
+                    },
+                )
             raw = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -13,6 +13,7 @@ from adapters.persistence import Stores
 from adapters.settings import Settings
 from adapters.webhooks import Webhooks
 from domain.deliveries import Outcome
+from domain.webhook_endpoints import WebhookEndpointsService
 from tests.conftest import FakeClock
 from tests.integration.test_webhooks import SETTINGS, close_a_period, endpoint, send
 
@@ -64,13 +65,11 @@ def test_a_receiver_answering_a_nul_byte_does_not_stop_the_views(
         outcomes = send(stores, webhooks)  # sends, then catches the views up
     assert list(outcomes.values()) == [Outcome.RETRYING]
     rows = stores.views.webhook_deliveries.page(tenant, _only(stores, tenant), None, 10)
-    [(row, attempts)] = rows
+    [(_, attempts)] = rows
     assert attempts[0].status_code == 500
     assert stores.views.runner.lag().events == 0
 
 
 def _only(stores: Stores, tenant: UUID) -> UUID:
-    from domain.webhook_endpoints import WebhookEndpointsService
-
     [hook] = WebhookEndpointsService(stores.app).endpoints(tenant).listed()
     return hook.id

@@ -33,8 +33,14 @@ class WebhookTransport(Protocol):
 
 
 def excerpt(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace")
+    """The answer as text to keep: undecodable bytes and NULs replaced (PostgreSQL's
+    TEXT refuses U+0000, and a receiver may answer anything, a gzip page or a dump)."""
+    text = storable(raw.decode("utf-8", errors="replace"))
     return text if len(text) <= KEPT_BODY_CHARS else text[:KEPT_BODY_CHARS] + "…"
+
+
+def storable(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
 
 
 class HttpxTransport:
@@ -65,11 +71,11 @@ class HttpxTransport:
             reason = f"timed out after {self.timeout_seconds:g} s"
             return HttpAnswer(None, reason, "", _ms_since(started))
         except httpx.HTTPError as failure:
-            reason = f"{type(failure).__name__}: {failure or 'no detail'}"[:500]
+            reason = storable(f"{type(failure).__name__}: {failure or 'no detail'}"[:500])
             return HttpAnswer(None, reason, "", _ms_since(started))
         note = ""
         if 300 <= status < 400:
-            note = f"redirects are not followed (Location: {location or 'none'})"[:500]
+            note = storable(f"redirects are not followed (Location: {location or 'none'})"[:500])
         return HttpAnswer(status, note, excerpt(bytes(raw)), _ms_since(started))
 
     def close(self) -> None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from uuid import UUID
 
 import pytest
@@ -267,3 +270,54 @@ def test_a_disabled_endpoint_gets_nothing_and_the_view_reads_every_delivery_even
         Delivery.Abandoned,
     }
     assert set(stores.views.webhook_deliveries.handles) == stored
+
+
+@contextmanager
+def answering(status: int, body: bytes) -> Iterator[str]:
+    """A real local endpoint that answers every POST with ``status`` and ``body``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_receiver_answering_a_nul_byte_does_not_stop_the_views(
+    stores: Stores, clock: FakeClock, settings: Settings
+) -> None:
+    """An endpoint answering a NUL byte (a binary page, a dump) is recorded with the NUL
+    replaced: PostgreSQL's TEXT refuses U+0000, and the deliveries view shares its
+    transaction with every other view, so one tenant's endpoint would stop them all."""
+    config = dataclasses.replace(settings, webhooks=SETTINGS)
+    tenant = stores.app.register_tenant("acme", "Acme").id
+    with answering(500, b"oops\x00binary") as url:
+        endpoint(stores, tenant, url, "period.closed")
+        webhooks = Webhooks(stores, config, clock)
+        close_a_period(stores, clock, tenant, "cus_1")
+        outcomes = send(stores, webhooks)  # sends, then catches the views up
+    assert list(outcomes.values()) == [Outcome.RETRYING]
+    rows = stores.views.webhook_deliveries.page(tenant, _only(stores, tenant), None, 10)
+    [(_, attempts)] = rows
+    assert attempts[0].status_code == 500
+    assert stores.views.runner.lag().events == 0
+
+
+def _only(stores: Stores, tenant: UUID) -> UUID:
+    [hook] = WebhookEndpointsService(stores.app).endpoints(tenant).listed()
+    return hook.id

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from domain.alert_incidents import AlertIncident
 from domain.ingest import IngestResult, Lateness, Outcome
 
 CORRECTION_OUTCOME = {
@@ -195,6 +196,13 @@ class Metrics:
             ["verdict"],
             registry=self.registry,
         )
+        self.usage_alerts_triggered = Counter(
+            "stripemeter_usage_alerts_triggered_total",
+            "Usage alert incidents triggered (docs/usage-alerts.md), by kind (usage, spend,"
+            " spike).",
+            ["kind"],
+            registry=self.registry,
+        )
 
         # Known label values exist from the start, so that rate() and increase() see the
         # first event instead of a series appearing at 1.
@@ -205,11 +213,18 @@ class Metrics:
         self._http: dict[tuple[str, str, int], Histogram] = {}
         for verdict in ("parity", "mismatch"):
             self.periods_closed.labels(verdict)
+        for kind in ("usage", "spend", "spike"):
+            self.usage_alerts_triggered.labels(kind)
         for target in ("live", "shadow"):
             self.drift_units.labels(target)
             self.drift_ratio.labels(target)
             for status in ("ok", "pending", "drift", "repaired", "skipped"):
                 self.reconciliation_lines.labels(target, status)
+
+    def observe_alert(self, event: object) -> None:
+        """One usage alert incident event saved: triggers are counted by kind."""
+        if isinstance(event, AlertIncident.Triggered):
+            self.usage_alerts_triggered.labels(event.kind).inc()
 
     def observe_commit(self, events: int, seconds: float) -> None:
         """One group commit (thread or writer process): its size and how long it took."""

@@ -11,6 +11,7 @@ from datetime import datetime
 import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from adapters.alert_evaluator import AlertEvaluator
 from adapters.log_listener import PostgresLogListener
 from adapters.push_locks import AdvisoryPushLocks
 from adapters.reconciliation_reports import ReconciliationReports
@@ -19,6 +20,7 @@ from domain.application import MeteringApp, utc_now
 from domain.key_namespaces import split_key_namespaces
 from domain.push_locks import ProcessPushLocks, PushLocks
 from projections.adjustments import AdjustmentsProjection
+from projections.alerts import AlertsProjection
 from projections.counters import CountersProjection
 from projections.customers import CustomersProjection
 from projections.ledger import LedgerProjection
@@ -84,6 +86,9 @@ class Views:
     adjustments: AdjustmentsProjection
     reports: ReconciliationReports
     runner: BatchProjectionRunner
+    alerts: AlertsProjection
+    # Told of each batch the runner commits (the live views only, never a rebuild's).
+    alert_evaluator: AlertEvaluator
 
     def close(self) -> None:
         self.store.close()
@@ -134,12 +139,15 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
     ledger = LedgerProjection(store)
     customers = CustomersProjection(store)
     adjustments = AdjustmentsProjection(store)
+    alerts = AlertsProjection(store)
     runner = BatchProjectionRunner(
         app.recorder,
         app.mapper,
         store,
-        [directory, counters, events, ledger, customers, adjustments],
+        [directory, counters, events, ledger, customers, adjustments, alerts],
     )
+    evaluator = AlertEvaluator(app, store, directory, alerts)
+    runner.listeners.append(evaluator.after_batch)
     if settings is not None:
         runner.poll_interval = settings.projection_poll_seconds
         runner.safety_interval = settings.projection_safety_poll_seconds
@@ -150,7 +158,17 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
     reports = ReconciliationReports(store)
     reports.create_tables()
     return Views(
-        store, directory, counters, events, ledger, customers, adjustments, reports, runner
+        store,
+        directory,
+        counters,
+        events,
+        ledger,
+        customers,
+        adjustments,
+        reports,
+        runner,
+        alerts,
+        evaluator,
     )
 
 

@@ -9,6 +9,7 @@ made again on what it saved (never a second trigger for one breach).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,14 @@ from domain.errors import ConflictError, InvalidInputError, NotFoundError
 SAVE_ATTEMPTS = 5
 
 IncidentEvent = AlertIncident.Triggered | AlertIncident.Resolved
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What an evaluation saved: the incident as saved, and its trigger and resolve events."""
+
+    incident: AlertIncident | None = None
+    events: tuple[IncidentEvent, ...] = ()
 
 
 class AlertService:
@@ -141,13 +150,13 @@ class AlertService:
         cooldown_seconds: int,
         reading: Reading,
         now: datetime,
-    ) -> list[IncidentEvent]:
-        """Trigger or resolve the target's incident as ``reading`` says; the events saved."""
+    ) -> Saved:
+        """Trigger or resolve the target's incident as ``reading`` says; what was saved."""
         for _ in range(SAVE_ATTEMPTS):
             incident = self._incident(target.incident_id)
             action = next_action(incident, reading.breached, now, cooldown_seconds)
             if action is None:
-                return []
+                return Saved()
             if action is Action.TRIGGER:
                 if incident is None:
                     incident = AlertIncident.open(target, threshold, reading, now)
@@ -168,29 +177,30 @@ class AlertService:
         threshold: Decimal,
         observed: Decimal | None,
         now: datetime,
-    ) -> list[IncidentEvent]:
+    ) -> Saved:
         """Resolve an incident that is open (the period ended, the rule went away)."""
         for _ in range(SAVE_ATTEMPTS):
             incident = self._incident(incident_id)
             if incident is None or not is_open(incident):
-                return []
+                return Saved()
             incident.resolve(reason, threshold, observed, now)
             saved = self._save(incident)
             if saved is not None:
                 return saved
         raise ConflictError(f"incident {incident_id} keeps changing; resolved again later")
 
-    def _save(self, incident: AlertIncident) -> list[IncidentEvent] | None:
-        """Save; the trigger and resolve events saved, or None when another saved first."""
+    def _save(self, incident: AlertIncident) -> Saved | None:
+        """Save; what was saved, or None when another saved first (decide again)."""
         try:
             recordings = self.app.save(incident)
         except IntegrityError:
             return None
-        return [
+        events = tuple(
             r.domain_event
             for r in recordings
             if isinstance(r.domain_event, (AlertIncident.Triggered, AlertIncident.Resolved))
-        ]
+        )
+        return Saved(incident, events)
 
     def _incident(self, incident_id: UUID) -> AlertIncident | None:
         try:

@@ -23,6 +23,7 @@ from adapters.writer_client import ProcessWriterClient
 from api import fast_ingest, problems
 from api.auth import DEPENDENCIES
 from api.openapi import openapi_config
+from api.routes.alerts import AlertsController
 from api.routes.health import HealthController
 from api.routes.ingest import IngestController
 from api.routes.meters import MetersController
@@ -151,6 +152,7 @@ def create_app(
             AdjustmentsController,
             WebhooksController,
             ReplayController,
+            AlertsController,
             HealthController,
         ],
         dependencies=DEPENDENCIES,

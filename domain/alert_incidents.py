@@ -193,6 +193,7 @@ class AlertIncident(Aggregate):
             aggregate.occurrences = self.occurrence
             aggregate.triggered_at = self.at
             aggregate.observed = self.observed
+            aggregate.baseline = self.baseline
             aggregate.threshold = self.threshold
             aggregate.acknowledged_at = None
             aggregate.acknowledged_by = None
@@ -253,6 +254,7 @@ class AlertIncident(Aggregate):
         self.occurrences = 0
         self.threshold = Decimal(0)
         self.observed: Decimal | None = None
+        self.baseline: Decimal | None = None
         self.triggered_at: datetime | None = None
         self.acknowledged_at: datetime | None = None
         self.acknowledged_by: str | None = None

@@ -204,7 +204,8 @@ class AlertService:
 
     def _incident(self, incident_id: UUID) -> AlertIncident | None:
         try:
-            incident: AlertIncident = self.app.repository.get(incident_id)
+            incident = self.app.repository.get(incident_id)
         except AggregateNotFoundError:
             return None
-        return incident
+        # Any aggregate's id may be named: only an incident is one.
+        return incident if isinstance(incident, AlertIncident) else None

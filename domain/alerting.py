@@ -204,7 +204,7 @@ class AlertService:
 
     def _incident(self, incident_id: UUID) -> AlertIncident | None:
         try:
-            incident = self.app.repository.get(incident_id)
+            incident: object = self.app.repository.get(incident_id)
         except AggregateNotFoundError:
             return None
         # Any aggregate's id may be named: only an incident is one.

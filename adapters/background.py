@@ -41,7 +41,6 @@ class Background:
         self.stores = stores
         self.run_projections = run_projections
         # Alerts are evaluated where the views are kept: after each batch, and by this sweep.
-        stores.views.alert_evaluator.observers.append(metrics.observe_alert)
         self.alert_sweep = AlertSweep(stores.views.alert_evaluator) if run_projections else None
         self._stack = ExitStack()
         self.emulator_url: str | None = None

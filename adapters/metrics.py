@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
-from domain.alert_incidents import AlertIncident
 from domain.ingest import IngestResult, Lateness, Outcome
+
+log = logging.getLogger(__name__)
+
+ALERT_KINDS = ("usage", "spend", "spike")
 
 CORRECTION_OUTCOME = {
     Lateness.CARRIED: "carried",
@@ -196,14 +202,6 @@ class Metrics:
             ["verdict"],
             registry=self.registry,
         )
-        self.usage_alerts_triggered = Counter(
-            "stripemeter_usage_alerts_triggered_total",
-            "Usage alert incidents triggered (docs/usage-alerts.md), by kind (usage, spend,"
-            " spike).",
-            ["kind"],
-            registry=self.registry,
-        )
-
         # Known label values exist from the start, so that rate() and increase() see the
         # first event instead of a series appearing at 1.
         for outcome in ("carried", "held", "kept", "approved", "reverted", "rejected"):
@@ -213,18 +211,27 @@ class Metrics:
         self._http: dict[tuple[str, str, int], Histogram] = {}
         for verdict in ("parity", "mismatch"):
             self.periods_closed.labels(verdict)
-        for kind in ("usage", "spend", "spike"):
-            self.usage_alerts_triggered.labels(kind)
+        self._usage_alerts: UsageAlertsCollector | None = None
         for target in ("live", "shadow"):
             self.drift_units.labels(target)
             self.drift_ratio.labels(target)
             for status in ("ok", "pending", "drift", "repaired", "skipped"):
                 self.reconciliation_lines.labels(target, status)
 
-    def observe_alert(self, event: object) -> None:
-        """One usage alert incident event saved: triggers are counted by kind."""
-        if isinstance(event, AlertIncident.Triggered):
-            self.usage_alerts_triggered.labels(event.kind).inc()
+    def watch_usage_alerts(self, triggered: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``stripemeter_usage_alerts_triggered_total`` as ``triggered`` counts it.
+
+        Read at each scrape from the incidents view, not counted in memory: the
+        alerts are evaluated wherever the views are kept (the writer process in
+        the embedded default, ``stripemeter worker`` in production), which is not
+        the process that answers /metrics. A trigger is never forgotten by a
+        restart, nor counted twice by two processes.
+        """
+        if self._usage_alerts is None:
+            self._usage_alerts = UsageAlertsCollector(triggered)
+            self.exposed.register(self._usage_alerts)
+        else:
+            self._usage_alerts.triggered = triggered
 
     def observe_commit(self, events: int, seconds: float) -> None:
         """One group commit (thread or writer process): its size and how long it took."""
@@ -256,3 +263,26 @@ class Metrics:
                 self.late_events.labels(result.late.value).inc()
                 if result.late is not Lateness.IN_WINDOW:
                     self.corrections.labels(CORRECTION_OUTCOME[result.late]).inc()
+
+
+class UsageAlertsCollector(Collector):
+    """``stripemeter_usage_alerts_triggered_total{kind}``: every trigger of every incident."""
+
+    def __init__(self, triggered: Callable[[], Mapping[str, int]]) -> None:
+        self.triggered = triggered
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "stripemeter_usage_alerts_triggered",
+            "Usage alert incidents triggered (docs/usage-alerts.md), by kind (usage, spend,"
+            " spike); read from the alerts view at each scrape.",
+            labels=["kind"],
+        )
+        try:
+            counts = self.triggered()
+        except Exception as error:  # a scrape must not fail because the view did
+            log.warning("could not read the usage alert counts: %s", error)
+            return
+        for kind in ALERT_KINDS:
+            family.add_metric([kind], counts.get(kind, 0))
+        yield family

@@ -93,6 +93,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stores = open_stores(settings, clock)
         runner = stores.views.runner
+        metrics.watch_usage_alerts(stores.views.alerts.triggered_counts)
         writer: UsageWriter
         # With a writer process, it commits and (embedded) runs the projections.
         runs_projections = settings.embedded_worker and settings.writer_socket is None

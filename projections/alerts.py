@@ -263,6 +263,12 @@ class AlertsProjection(BatchProjection):
         )
         return RuleRow(UUID(r[0]), UUID(r[1]), spec, created_at, updated_at)
 
+    def triggered_counts(self) -> dict[str, int]:
+        """How many times incidents of each kind have triggered, all tenants together."""
+        with self.store.transaction() as tx:
+            rows = tx.execute("SELECT kind, SUM(occurrences) FROM sm_alert_incidents GROUP BY kind")
+        return {str(kind): int(total or 0) for kind, total in rows}
+
     def incidents(
         self,
         tenant_id: UUID | None = None,

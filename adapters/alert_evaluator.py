@@ -54,9 +54,16 @@ from domain.alert_incidents import (
 from domain.alerting import AlertService, IncidentEvent, Saved
 from domain.alerts import AlertKind, AlertRule, SpendBasis
 from domain.application import MeteringApp
+from domain.meters import Aggregation
 from domain.spend import SpendSource
 from domain.usage import usage_period_id
-from projections.alert_inputs import CounterValue, current_counters, touched_counters, usage_until
+from projections.alert_inputs import (
+    CounterValue,
+    current_counters,
+    touched_counters,
+    usage_until,
+    usages_until,
+)
 from projections.alerts import AlertsProjection, RuleRow
 from projections.base import Positioned
 from projections.store import ViewStore
@@ -68,6 +75,7 @@ RULES_TTL_SECONDS = 5.0
 ALERT_SWEEP_SECONDS = 30.0
 BASELINE_CACHE_SIZE = 50_000
 RECENT_SIZE = 10_000
+PREVIOUS_CACHE_SIZE = 100_000
 
 
 class AlertEvaluator:
@@ -93,6 +101,8 @@ class AlertEvaluator:
         self._rules_read_at: float | None = None
         self._pending: set[UUID] = set()
         self._baselines: dict[tuple[UUID, datetime], Decimal] = {}
+        # A usage period's id -> the period before it (id, start, end), for spikes.
+        self._previous: dict[UUID, tuple[UUID, datetime, datetime]] = {}
         # Incidents saved here, newer than the view may show yet.
         self._recent: dict[UUID, AlertIncident] = {}
         self._lock = threading.Lock()
@@ -179,6 +189,7 @@ class AlertEvaluator:
     ) -> int:
         """Compare each counter with its rules; save what changed. The events saved."""
         decisions: list[tuple[RuleRow, Target, Reading]] = []
+        self._prepare_baselines(counters, now, only)
         for counter in counters:
             info = counter.info
             if not info.period_start <= now < info.period_end:
@@ -237,22 +248,53 @@ class AlertEvaluator:
         baseline = self._baseline(info, now)
         return Reading(value, spike_breached(value, baseline, spec.threshold), baseline)
 
+    def _prepare_baselines(
+        self, counters: Sequence[CounterValue], now: datetime, only: RuleRow | None
+    ) -> None:
+        """Read, in few statements, the baselines the spike rules among these counters need."""
+        missing: list[tuple[UUID, Aggregation, datetime]] = []
+        for counter in counters:
+            info = counter.info
+            rules = [only] if only is not None else self._rules.get(info.tenant_id, [])
+            if not any(
+                r.spec.kind is AlertKind.SPIKE and r.spec.enabled and r.spec.metric == info.metric
+                for r in rules
+            ):
+                continue
+            key = self._baseline_key(info, now)
+            if key not in self._baselines:
+                missing.append((key[0], info.aggregation, key[1]))
+        if missing:
+            if len(self._baselines) + len(missing) > BASELINE_CACHE_SIZE:
+                self._baselines.clear()
+            self._baselines.update(usages_until(self.store, missing))
+
     def _baseline(self, info: PeriodInfo, now: datetime) -> Decimal:
         """The previous period's usage up to the same elapsed point (``spike_cutoff``)."""
-        previous = self.app.period_for(
-            info.tenant_id, info.customer_ref, info.period_start - timedelta(microseconds=1)
-        )
-        cutoff = spike_cutoff(info.period_start, info.period_end, previous.start, previous.end, now)
-        period_id = usage_period_id(info.tenant_id, info.customer_ref, info.metric, previous.key)
-        key = (period_id, cutoff)
+        key = self._baseline_key(info, now)
         found = self._baselines.get(key)
         if found is None:
-            if len(self._baselines) >= BASELINE_CACHE_SIZE:
-                self._baselines.clear()
-            found = self._baselines[key] = usage_until(
-                self.store, period_id, info.aggregation, cutoff
-            )
+            found = self._baselines[key] = usage_until(self.store, key[0], info.aggregation, key[1])
         return found
+
+    def _baseline_key(self, info: PeriodInfo, now: datetime) -> tuple[UUID, datetime]:
+        """The previous usage period of ``info``'s customer and metric, and its cutoff."""
+        previous = self._previous.get(info.aggregate_id)
+        if previous is None:
+            # The period before is the customer's (their Stripe cycle once mapped): a
+            # customer read, once per period rather than once per evaluation.
+            period = self.app.period_for(
+                info.tenant_id, info.customer_ref, info.period_start - timedelta(microseconds=1)
+            )
+            if len(self._previous) >= PREVIOUS_CACHE_SIZE:
+                self._previous.clear()
+            previous = self._previous[info.aggregate_id] = (
+                usage_period_id(info.tenant_id, info.customer_ref, info.metric, period.key),
+                period.start,
+                period.end,
+            )
+        period_id, start, end = previous
+        return period_id, spike_cutoff(info.period_start, info.period_end, start, end, now)
 
     def _known(self, ids: Sequence[UUID]) -> dict[UUID, IncidentState]:
         """The incidents' states: the view's, or a newer one saved here."""

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from projections.store import ViewStore
 from projections.usage_periods import PeriodInfo, UsagePeriodDirectory
 
 VALUE_COLUMNS = "aggregation, total, event_count, maximum, last_value"
+CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -82,30 +83,47 @@ def current_counters(
 def usage_until(
     store: ViewStore, period_id: UUID, aggregation: Aggregation, before: datetime
 ) -> Decimal:
-    """What a usage period had counted from events with a time strictly before ``before``.
+    """What a usage period had counted from events with a time strictly before ``before``."""
+    return usages_until(store, [(period_id, aggregation, before)])[(period_id, before)]
+
+
+def usages_until(
+    store: ViewStore, wanted: Sequence[tuple[UUID, Aggregation, datetime]]
+) -> dict[tuple[UUID, datetime], Decimal]:
+    """What each usage period had counted from events with a time strictly before its moment.
 
     A ``sum`` adds the quantities of its counted events and corrections; a
     ``count`` counts its counted events and adds the events a correction
     stands for. An event moved to another period, or late and not counted,
     is left out, as the counter leaves it out. A correction is placed at the
-    time it was applied.
+    time it was applied. One statement per ``CHUNK`` periods.
     """
-    with store.transaction() as tx:
-        rows = tx.execute(
-            "SELECT quantity, status, meta FROM sm_usage_events WHERE aggregate_id = ?"
-            " AND status IN ('counted', 'correction') AND occurred_at < ?",
-            (str(period_id), store.encode_time(before)),
-        )
-    total = Decimal(0)
-    for quantity, status, meta in rows:
-        if aggregation is Aggregation.SUM:
-            decoded = store.decode_decimal(quantity)
-            total = EXACT.add(total, decoded if decoded is not None else Decimal(0))
-        elif status == "counted":
-            total += 1
-        else:
-            total += int(json.loads(meta).get("events", 0))
-    return total
+    found: dict[tuple[UUID, datetime], Decimal] = {}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        where = " OR ".join("(aggregate_id = ? AND occurred_at < ?)" for _ in chunk)
+        params: list[Any] = []
+        for period_id, _, before in chunk:
+            params += [str(period_id), store.encode_time(before)]
+            found[(period_id, before)] = Decimal(0)
+        with store.transaction() as tx:
+            rows = tx.execute(
+                "SELECT aggregate_id, occurred_at, quantity, status, meta FROM sm_usage_events"
+                f" WHERE status IN ('counted', 'correction') AND ({where})",
+                params,
+            )
+        per_period = {period_id: (aggregation, before) for period_id, aggregation, before in chunk}
+        for aggregate_id, _, quantity, status, meta in rows:
+            aggregation, before = per_period[UUID(aggregate_id)]
+            key = (UUID(aggregate_id), before)
+            if aggregation is Aggregation.SUM:
+                decoded = store.decode_decimal(quantity)
+                found[key] = EXACT.add(found[key], decoded if decoded is not None else 0)
+            elif status == "counted":
+                found[key] += 1
+            else:
+                found[key] += int(json.loads(meta).get("events", 0))
+    return found
 
 
 def _value(store: ViewStore, r: Any) -> Decimal:

@@ -6,23 +6,24 @@ held (projections/runner.py). The evaluator then:
 1. returns at once when no tenant has a rule (a dict lookup: the rules are
    cached, read again from the alerts view every ``RULES_TTL_SECONDS`` and
    whenever a batch carries a rule change);
-2. keeps the usage periods the batch touched, for tenants with rules, until
-   the runner has caught up with the log (a batch that was not full): a
-   counter half-way through a backlog is history, not the present, and must
-   not resolve anything;
-3. reads those counters as committed, compares each with the rules that
+2. keeps the usage periods the batch touched until the runner has caught up
+   with the log (a batch that was not full): a counter half-way through a
+   backlog is history, not the present, and must not resolve anything;
+3. reads those of tenants with rules as committed (one read for all), compares each with the rules that
    apply (same tenant, metric, and customer or all customers), in the
    period that holds now (the application's clock: a test clock where one
    drives it), and triggers or resolves the incident through
    ``AlertService`` — optimistic concurrency on its deterministic id, so a
    breach triggers once however many evaluators race.
 
-A rule change (created, replaced) is evaluated at once against every
-current counter of its metric: a rule sees the usage counted before it.
+A rule change (created, replaced, deleted) resolves the open incidents the
+rule no longer stands behind (``retired_because``) and evaluates it at once
+against every current counter of its metric: a rule sees the usage counted
+before it.
 
 ``sweep`` is the periodic pass (``AlertSweep`` runs it every
-``ALERT_SWEEP_SECONDS``): it resolves open incidents whose period ended or
-whose rule was disabled or deleted, and evaluates every enabled rule in full
+``ALERT_SWEEP_SECONDS``): it resolves open incidents whose period ended (or
+that a missed rule change left open), and evaluates every enabled rule in full
 — which also re-triggers an incident whose cooldown has passed while its
 counter stood still.
 
@@ -64,7 +65,7 @@ from projections.alert_inputs import (
     usage_until,
     usages_until,
 )
-from projections.alerts import AlertsProjection, RuleRow
+from projections.alerts import AlertsProjection, IncidentRow, RuleRow
 from projections.base import Positioned
 from projections.store import ViewStore
 from projections.usage_periods import PeriodInfo, UsagePeriodDirectory
@@ -111,32 +112,39 @@ class AlertEvaluator:
 
     def after_batch(self, batch: Mapping[str, Sequence[Positioned]], more: bool) -> None:
         """Evaluate what a committed batch changed (``more``: the log had more waiting)."""
-        changed = [
+        changed = {
             e.originator_id
             for _, e in batch.get(self.alerts.name, ())
-            if isinstance(e, (AlertRule.Created, AlertRule.Replaced))
-        ]
-        rules_changed = bool(changed) or any(
-            isinstance(e, AlertRule.Deleted) for _, e in batch.get(self.alerts.name, ())
-        )
-        rules = self.rules(refresh=rules_changed)
+            if isinstance(e, (AlertRule.Created, AlertRule.Replaced, AlertRule.Deleted))
+        }
+        rules = self.rules(refresh=bool(changed))
+        if changed:
+            with self._lock:
+                self._changed(changed, rules, self.app.clock())
         if not rules:
             self._pending.clear()
             return
         for _, event in batch.get("counters", ()):
             self._pending.add(event.originator_id)
-        if more:
+        if more or not self._pending:
             return
         with self._lock:
+            pending, self._pending = self._pending, set()
             now = self.app.clock()
-            if self._pending:
-                pending, self._pending = self._pending, set()
-                self._evaluate(touched_counters(self.store, self.directory, pending, rules), now)
-            by_id = {r.alert_id: r for rs in rules.values() for r in rs}
-            for alert_id in changed:
-                rule = by_id.get(alert_id)
-                if rule is not None and rule.spec.enabled:
-                    self._evaluate_rule(rule, now)
+            self._evaluate(touched_counters(self.store, self.directory, pending, rules), now)
+
+    def _changed(
+        self, alert_ids: set[UUID], rules: Mapping[UUID, Sequence[RuleRow]], now: datetime
+    ) -> None:
+        """Rules created, replaced or deleted: retire what they no longer cover, evaluate
+        the rest against every current counter of their metric."""
+        by_id = {r.alert_id: r for rs in rules.values() for r in rs}
+        for alert_id in alert_ids:
+            rule = by_id.get(alert_id)
+            for row in self.alerts.incidents(alert_id=alert_id, open_only=True):
+                self._retire(row, rule, now)
+            if rule is not None and rule.spec.enabled:
+                self._evaluate_rule(rule, now)
 
     def rules(self, refresh: bool = False) -> dict[UUID, list[RuleRow]]:
         """The rules by tenant, as the view held them at most ``RULES_TTL_SECONDS`` ago."""
@@ -160,24 +168,20 @@ class AlertEvaluator:
             rules = {r.alert_id: r for rs in self.rules(refresh=True).values() for r in rs}
             saved = 0
             for row in self.alerts.incidents(open_only=True, limit=100_000):
-                rule = rules.get(row.alert_id)
-                if rule is None:
-                    reason = ResolvedBecause.ALERT_DELETED
-                elif not rule.spec.enabled:
-                    reason = ResolvedBecause.ALERT_DISABLED
-                elif now >= row.period_end:
-                    reason = ResolvedBecause.PERIOD_ENDED
-                else:
-                    continue
-                saved += self._tell(
-                    self.service.resolve(row.incident_id, reason, row.threshold, None, now)
-                )
+                saved += self._retire(row, rules.get(row.alert_id), now)
             for rule in rules.values():
                 if rule.spec.enabled:
                     saved += self._evaluate_rule(rule, now)
             return saved
 
     # -- evaluation -------------------------------------------------------------
+
+    def _retire(self, row: IncidentRow, rule: RuleRow | None, now: datetime) -> int:
+        """Resolve an open incident its rule no longer stands behind; the events saved."""
+        reason = retired_because(row, rule, now)
+        if reason is None:
+            return 0
+        return self._tell(self.service.resolve(row.incident_id, reason, row.threshold, None, now))
 
     def _evaluate_rule(self, rule: RuleRow, now: datetime) -> int:
         spec = rule.spec
@@ -339,6 +343,27 @@ class AlertEvaluator:
                 self._recent.clear()
             self._recent[saved.incident.id] = saved.incident
         return len(saved.events)
+
+
+def retired_because(
+    row: IncidentRow, rule: RuleRow | None, now: datetime
+) -> ResolvedBecause | None:
+    """Why an open incident ends without a reading: its rule is gone, off, or covers
+    something else now, or its period has ended; None while it still stands."""
+    if rule is None:
+        return ResolvedBecause.ALERT_DELETED
+    spec = rule.spec
+    if not spec.enabled:
+        return ResolvedBecause.ALERT_DISABLED
+    if (
+        spec.metric != row.metric
+        or spec.kind.value != row.kind
+        or spec.customer_ref not in (None, row.customer_ref)
+    ):
+        return ResolvedBecause.ALERT_CHANGED
+    if now >= row.period_end:
+        return ResolvedBecause.PERIOD_ENDED
+    return None
 
 
 def _target(rule: RuleRow, info: PeriodInfo) -> Target:

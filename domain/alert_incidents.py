@@ -11,7 +11,8 @@ The life, as events::
                  └──────────────────────────────┘
 
 Resolved: the value fell back below the threshold (a correction, a replaced
-rule), the period ended, or the rule was disabled or deleted. After a
+rule), the period ended, or the rule was disabled, deleted, or replaced by one
+that no longer covers this customer, metric or kind. After a
 resolve the same incident triggers again only once ``cooldown_seconds`` have
 passed since it resolved. A new period is a new incident: it triggers as soon
 as the threshold is reached there (alerts recur per period).
@@ -52,6 +53,7 @@ class ResolvedBecause(StrEnum):
     PERIOD_ENDED = "period_ended"
     ALERT_DISABLED = "alert_disabled"
     ALERT_DELETED = "alert_deleted"
+    ALERT_CHANGED = "alert_changed"  # replaced: another metric, kind or customer now
 
 
 class Action(StrEnum):

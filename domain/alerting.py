@@ -104,7 +104,7 @@ class AlertService:
         return self._change(tenant_id, alert_id, lambda rule: rule.replace(spec))
 
     def delete(self, tenant_id: UUID, alert_id: UUID) -> None:
-        """Delete the rule; its open incidents resolve at the next evaluation pass."""
+        """Delete the rule; the evaluator resolves its open incidents when it sees this."""
         self._change(tenant_id, alert_id, lambda rule: rule.delete())
 
     def _change(self, tenant_id: UUID, alert_id: UUID, change: Any) -> AlertRule:

@@ -184,7 +184,7 @@ class AlertRule(Aggregate):
             aggregate._set(self)
 
     class Deleted(Aggregate.Event):
-        """The rule deleted (v1): never evaluated again; open incidents resolve."""
+        """The rule deleted (v1): never evaluated again; its open incidents resolve."""
 
         def apply(self, aggregate: AlertRule) -> None:
             aggregate.deleted = True

@@ -122,7 +122,7 @@ class AlertsController(V1Controller):
     def delete_alert(
         self, svc: ServicesDep, principal: PrincipalDep, alert_id: FromPath[str]
     ) -> None:
-        """Delete the alert; its open incidents resolve at the next sweep."""
+        """Delete the alert; its open incidents resolve as soon as the worker sees it."""
         AlertService(svc.stores.app).delete(principal.tenant_id, _id("alertId", alert_id))
 
     @get(

@@ -178,9 +178,36 @@ def test_a_rule_created_after_the_usage_sees_it_and_a_disabled_rule_never_trigge
         cooldown_seconds=3600,
     )
     scene.service.replace(scene.tenant, late_rule.id, spec)
-    scene.settle()
-    scene.stores.views.alert_evaluator.sweep()
+    scene.settle()  # the runner sees the replacement: no sweep needed
     assert scene.triggers(late_rule)[-1] == ("Resolved", "alert_disabled")
+    assert scene.stores.views.alert_evaluator.sweep() == 0
+
+
+def test_deleting_or_pointing_an_alert_elsewhere_resolves_its_open_incidents(
+    scene: Scene,
+) -> None:
+    moved = scene.rule(threshold=Decimal(10))
+    deleted = scene.rule(threshold=Decimal(10))
+    scene.ingest(20, customer="cus_1")
+    scene.settle()
+    assert scene.triggers(moved) == scene.triggers(deleted) == [("Triggered", None)]
+    spec = scene.service.spec(
+        scene.tenant,
+        metric="api_calls",
+        customer_ref="cus_2",
+        kind="usage",
+        threshold=Decimal(10),
+        basis=None,
+        currency=None,
+        enabled=True,
+        cooldown_seconds=3600,
+    )
+    scene.service.replace(scene.tenant, moved.id, spec)
+    scene.service.delete(scene.tenant, deleted.id)
+    scene.settle()
+    assert scene.triggers(moved)[-1] == ("Resolved", "alert_changed")
+    assert scene.triggers(deleted)[-1] == ("Resolved", "alert_deleted")
+    assert scene.stores.views.alert_evaluator.sweep() == 0
 
 
 def test_a_new_period_resolves_the_incident_and_the_alert_recurs_there(scene: Scene) -> None:

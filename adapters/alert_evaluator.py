@@ -9,12 +9,13 @@ held (projections/runner.py). The evaluator then:
 2. keeps the usage periods the batch touched until the runner has caught up
    with the log (a batch that was not full): a counter half-way through a
    backlog is history, not the present, and must not resolve anything;
-3. reads those of tenants with rules as committed (one read for all), compares each with the rules that
-   apply (same tenant, metric, and customer or all customers), in the
-   period that holds now (the application's clock: a test clock where one
-   drives it), and triggers or resolves the incident through
-   ``AlertService`` — optimistic concurrency on its deterministic id, so a
-   breach triggers once however many evaluators race.
+3. reads those of tenants with rules as committed (one read for all),
+   compares each with the rules that apply (same tenant, metric, and
+   customer or all customers), in the period that holds now (the
+   application's clock: a test clock where one drives it), and triggers or
+   resolves the incident through ``AlertService`` — optimistic concurrency
+   on its deterministic id, so a breach triggers once however many
+   evaluators race.
 
 A rule change (created, replaced, deleted) resolves the open incidents the
 rule no longer stands behind (``retired_because``) and evaluates it at once

@@ -56,6 +56,7 @@ from domain.alert_incidents import (
 from domain.alerting import AlertService, IncidentEvent, Saved
 from domain.alerts import AlertKind, AlertRule, SpendBasis
 from domain.application import MeteringApp
+from domain.errors import ConflictError
 from domain.meters import Aggregation
 from domain.spend import SpendSource
 from domain.usage import usage_period_id
@@ -171,8 +172,12 @@ class AlertEvaluator:
             for row in self.alerts.incidents(open_only=True, limit=100_000):
                 saved += self._retire(row, rules.get(row.alert_id), now)
             for rule in rules.values():
-                if rule.spec.enabled:
+                if not rule.spec.enabled:
+                    continue
+                try:
                     saved += self._evaluate_rule(rule, now)
+                except Exception:  # one rule's failure must not keep the others waiting
+                    log.exception("alert %s could not be evaluated; next sweep", rule.alert_id)
             return saved
 
     # -- evaluation -------------------------------------------------------------
@@ -216,11 +221,14 @@ class AlertEvaluator:
             state = known.get(target.incident_id)
             if next_action(state, reading.breached, now, rule.spec.cooldown_seconds) is None:
                 continue
-            saved += self._tell(
-                self.service.evaluate(
+            try:
+                result = self.service.evaluate(
                     target, rule.spec.threshold, rule.spec.cooldown_seconds, reading, now
                 )
-            )
+            except ConflictError as error:  # the sweep decides again
+                log.warning("alert %s: %s", rule.alert_id, error)
+                continue
+            saved += self._tell(result)
         return saved
 
     def _reading(
@@ -233,15 +241,19 @@ class AlertEvaluator:
         if spec.kind is AlertKind.SPEND:
             if self.spend is None:
                 return None
-            cost = self.spend.line_cost(
-                info.tenant_id,
-                info.customer_ref,
-                info.metric,
-                value,
-                info.period_start,
-                info.period_end,
-                now,
-            )
+            try:
+                cost = self.spend.line_cost(
+                    info.tenant_id,
+                    info.customer_ref,
+                    info.metric,
+                    value,
+                    info.period_start,
+                    info.period_end,
+                    now,
+                )
+            except Exception as error:  # prices unreadable now: neither trigger nor resolve
+                log.warning("spend alert %s: no price for the line: %s", rule.alert_id, error)
+                return None
             if cost is None or cost.currency.lower() != spec.currency:
                 return None  # no price bills this line, or not in the rule's currency
             amount = Decimal(
@@ -260,6 +272,8 @@ class AlertEvaluator:
         missing: list[tuple[UUID, Aggregation, datetime]] = []
         for counter in counters:
             info = counter.info
+            if not info.period_start <= now < info.period_end:
+                continue
             rules = [only] if only is not None else self._rules.get(info.tenant_id, [])
             if not any(
                 r.spec.kind is AlertKind.SPIKE and r.spec.enabled and r.spec.metric == info.metric

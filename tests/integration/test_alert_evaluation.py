@@ -352,3 +352,24 @@ def stores(settings: Settings, clock: FakeClock) -> Iterator[Stores]:
         yield opened
     finally:
         opened.close()
+
+
+class Unreachable:
+    """A ``SpendSource`` whose prices cannot be read right now."""
+
+    def line_cost(self, *args: Any) -> LineCost | None:
+        raise ConnectionError("prices unavailable")
+
+
+def test_unreadable_prices_leave_spend_alerts_undecided_and_the_others_evaluated(
+    scene: Scene,
+) -> None:
+    scene.stores.views.alert_evaluator.spend = Unreachable()
+    spend = scene.rule(kind="spend", basis="amount_so_far", currency="usd", threshold=Decimal(0))
+    usage = scene.rule(threshold=Decimal(1))
+    scene.ingest(5)
+    scene.settle()
+    assert scene.triggers(spend) == []
+    assert scene.triggers(usage) == [("Triggered", None)]
+    scene.stores.views.alert_evaluator.spend = None  # no pricing at all: the same
+    assert scene.stores.views.alert_evaluator.sweep() == 0

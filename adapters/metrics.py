@@ -202,6 +202,7 @@ class Metrics:
             ["verdict"],
             registry=self.registry,
         )
+
         # Known label values exist from the start, so that rate() and increase() see the
         # first event instead of a series appearing at 1.
         for outcome in ("carried", "held", "kept", "approved", "reverted", "rejected"):

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 BatchListener = Callable[[Mapping[str, Sequence[Positioned]], bool], None]
 """Told after each batch commits: every projection's events of the batch (by projection
-name), and whether more of the log was waiting (the batch was full)."""
+name), and whether more of the log was waiting (the batch was full, short of the head)."""
 
 
 class TrackingConflictError(RuntimeError):
@@ -208,7 +208,8 @@ class BatchProjectionRunner:
                 projection.process(tx, per_projection[name])
         self._positions = {name: max(positions[name], ends[name]) for name in positions}
         if self.listeners and self._listening:
-            self._tell(per_projection, more=len(rows) == self.batch_size)
+            # More to read: the batch stopped short of the log head it was asked to reach.
+            self._tell(per_projection, more=head < max(until.values()))
 
     def _tell(self, batch: Mapping[str, Sequence[Positioned]], more: bool) -> None:
         """Hand a committed batch to the listeners; a listener's failure never stops the views

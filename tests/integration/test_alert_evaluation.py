@@ -373,3 +373,18 @@ def test_unreadable_prices_leave_spend_alerts_undecided_and_the_others_evaluated
     assert scene.triggers(usage) == [("Triggered", None)]
     scene.stores.views.alert_evaluator.spend = None  # no pricing at all: the same
     assert scene.stores.views.alert_evaluator.sweep() == 0
+
+
+def test_a_backlog_is_judged_once_caught_up_not_half_way(scene: Scene) -> None:
+    """Batches of one event: half-way, the counter was 20 (over the threshold), but what
+    stands once the runner has caught up is 5: nothing triggers, nothing resolves."""
+    rule = scene.rule(threshold=Decimal(10))
+    scene.settle()
+    scene.stores.views.runner.batch_size = 1
+    scene.ingest(20)
+    scene.ingest(-15)
+    scene.settle()
+    assert scene.triggers(rule) == []
+    scene.ingest(7)  # 12, in a last batch that is full (one event) and reaches the head
+    scene.settle()
+    assert scene.triggers(rule) == [("Triggered", None)]

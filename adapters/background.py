@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime
 
+from adapters.alert_evaluator import AlertSweep
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
 from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
@@ -40,6 +41,8 @@ class Background:
     ) -> None:
         self.stores = stores
         self.run_projections = run_projections
+        # Alerts are evaluated where the views are kept: after each batch, and by this sweep.
+        self.alert_sweep = AlertSweep(stores.views.alert_evaluator) if run_projections else None
         self._stack = ExitStack()
         self.emulator_url: str | None = None
         if run_pushes and not settings.stripe.secret_key:
@@ -83,6 +86,8 @@ class Background:
     def start(self) -> None:
         if self.run_projections:
             self.stores.views.runner.start()
+        if self.alert_sweep is not None:
+            self.alert_sweep.start()
         if self.push_worker is not None:
             self.push_worker.start()
             self._ownership = threading.Thread(
@@ -133,6 +138,8 @@ class Background:
             self._schedule.stop()
         if self.push_worker is not None:
             self.push_worker.stop()
+        if self.alert_sweep is not None:
+            self.alert_sweep.stop()
         if self.run_projections:
             self.stores.views.runner.stop()
         self._stack.close()

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from domain.caps import CapMode
 from domain.ingest import IngestResult, Lateness, Outcome
+
+log = logging.getLogger(__name__)
+
+ALERT_KINDS = ("usage", "spend", "spike")
 
 CORRECTION_OUTCOME = {
     Lateness.CARRIED: "carried",
@@ -219,11 +226,27 @@ class Metrics:
         self._http: dict[tuple[str, str, int], Histogram] = {}
         for verdict in ("parity", "mismatch"):
             self.periods_closed.labels(verdict)
+        self._usage_alerts: UsageAlertsCollector | None = None
         for target in ("live", "shadow"):
             self.drift_units.labels(target)
             self.drift_ratio.labels(target)
             for status in ("ok", "pending", "drift", "repaired", "skipped"):
                 self.reconciliation_lines.labels(target, status)
+
+    def watch_usage_alerts(self, triggered: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``stripemeter_usage_alerts_triggered_total`` as ``triggered`` counts it.
+
+        Read at each scrape from the incidents view, not counted in memory: the
+        alerts are evaluated wherever the views are kept (the writer process in
+        the embedded default, ``stripemeter worker`` in production), which is not
+        the process that answers /metrics. A trigger is never forgotten by a
+        restart, nor counted twice by two processes.
+        """
+        if self._usage_alerts is None:
+            self._usage_alerts = UsageAlertsCollector(triggered)
+            self.exposed.register(self._usage_alerts)
+        else:
+            self._usage_alerts.triggered = triggered
 
     def observe_commit(self, events: int, seconds: float) -> None:
         """One group commit (thread or writer process): its size and how long it took."""
@@ -263,3 +286,26 @@ class Metrics:
             self._caps_reached[result.cap_reached].inc()
         if result.cap is CapMode.HARD:
             self.cap_refused.inc()
+
+
+class UsageAlertsCollector(Collector):
+    """``stripemeter_usage_alerts_triggered_total{kind}``: every trigger of every incident."""
+
+    def __init__(self, triggered: Callable[[], Mapping[str, int]]) -> None:
+        self.triggered = triggered
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "stripemeter_usage_alerts_triggered",
+            "Usage alert incidents triggered (docs/usage-alerts.md), by kind (usage, spend,"
+            " spike); read from the alerts view at each scrape.",
+            labels=["kind"],
+        )
+        try:
+            counts = self.triggered()
+        except Exception as error:  # a scrape must not fail because the view did
+            log.warning("could not read the usage alert counts: %s", error)
+            return
+        for kind in ALERT_KINDS:
+            family.add_metric([kind], counts.get(kind, 0))
+        yield family

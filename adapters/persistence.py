@@ -11,6 +11,7 @@ from datetime import datetime
 import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from adapters.alert_evaluator import AlertEvaluator
 from adapters.log_listener import PostgresLogListener
 from adapters.push_locks import AdvisoryPushLocks
 from adapters.reconciliation_reports import ReconciliationReports
@@ -19,6 +20,7 @@ from domain.application import MeteringApp, utc_now
 from domain.key_namespaces import split_key_namespaces
 from domain.push_locks import ProcessPushLocks, PushLocks
 from projections.adjustments import AdjustmentsProjection
+from projections.alerts import AlertsProjection
 from projections.counters import CountersProjection
 from projections.customers import CustomersProjection
 from projections.ledger import LedgerProjection
@@ -86,6 +88,9 @@ class Views:
     reports: ReconciliationReports
     runner: BatchProjectionRunner
     webhook_deliveries: WebhookDeliveriesProjection
+    alerts: AlertsProjection
+    # Told of each batch the runner commits (the live views only, never a rebuild's).
+    alert_evaluator: AlertEvaluator
 
     def close(self) -> None:
         self.store.close()
@@ -137,12 +142,24 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
     customers = CustomersProjection(store)
     adjustments = AdjustmentsProjection(store)
     webhook_deliveries = WebhookDeliveriesProjection(store)
+    alerts = AlertsProjection(store)
     runner = BatchProjectionRunner(
         app.recorder,
         app.mapper,
         store,
-        [directory, counters, events, ledger, customers, adjustments, webhook_deliveries],
+        [
+            directory,
+            counters,
+            events,
+            ledger,
+            customers,
+            adjustments,
+            alerts,
+            webhook_deliveries,
+        ],
     )
+    evaluator = AlertEvaluator(app, store, directory, alerts)
+    runner.listeners.append(evaluator.after_batch)
     if settings is not None:
         runner.poll_interval = settings.projection_poll_seconds
         runner.safety_interval = settings.projection_safety_poll_seconds
@@ -163,6 +180,8 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
         reports,
         runner,
         webhook_deliveries=webhook_deliveries,
+        alerts=alerts,
+        alert_evaluator=evaluator,
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
+from adapters.alert_evaluator import AlertSweep
 from adapters.batching import Commit, GroupCommitLoop
 from adapters.persistence import open_stores
 from adapters.settings import Settings
@@ -138,8 +139,12 @@ async def _serve(settings: Settings, socket_path: Path) -> None:
     stores = open_stores(settings)
     runner = stores.views.runner
     server = WriterServer(stores.app, settings.group_commit_max_events, runner.wake)
+    # Embedded, this process keeps the views, so it evaluates the usage alerts too.
+    sweep = AlertSweep(stores.views.alert_evaluator) if settings.embedded_worker else None
     if settings.embedded_worker:
         runner.start()
+    if sweep is not None:
+        sweep.start()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
     server.start()
@@ -157,6 +162,8 @@ async def _serve(settings: Settings, socket_path: Path) -> None:
         # Finish what was already received before going away; the answers,
         # scheduled on this loop before the stop returns, are written first.
         await asyncio.to_thread(server.stop)
+        if sweep is not None:
+            sweep.stop()
         runner.stop()
         stores.close()
         with contextlib.suppress(FileNotFoundError):

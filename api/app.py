@@ -23,6 +23,7 @@ from adapters.writer_client import ProcessWriterClient
 from api import fast_ingest, problems
 from api.auth import DEPENDENCIES
 from api.openapi import openapi_config
+from api.routes.alerts import AlertsController
 from api.routes.caps import CapsController
 from api.routes.health import HealthController
 from api.routes.ingest import IngestController
@@ -94,6 +95,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stores = open_stores(settings, clock)
         runner = stores.views.runner
+        metrics.watch_usage_alerts(stores.views.alerts.triggered_counts)
         writer: UsageWriter
         # With a writer process, it commits and (embedded) runs the projections.
         runs_projections = settings.embedded_worker and settings.writer_socket is None
@@ -155,6 +157,7 @@ def create_app(
             WebhooksController,
             WebhookEndpointsController,
             ReplayController,
+            AlertsController,
             HealthController,
         ],
         dependencies=DEPENDENCIES,

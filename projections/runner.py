@@ -31,12 +31,17 @@ from typing import Protocol
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
-from projections.base import BatchProjection
+from projections.base import BatchProjection, Positioned
 from projections.decoding import EventDecoder
 from projections.log_rows import LogRow, log_reader
 from projections.store import Tx, ViewStore
 
 log = logging.getLogger(__name__)
+
+
+BatchListener = Callable[[Mapping[str, Sequence[Positioned]], bool], None]
+"""Told after each batch commits: every projection's events of the batch (by projection
+name), and whether more of the log was waiting (the batch was full, short of the head)."""
 
 
 class TrackingConflictError(RuntimeError):
@@ -104,6 +109,10 @@ class BatchProjectionRunner:
         self.last_error: BaseException | None = None
         # This runner's view of the tracking positions; re-read after any failure.
         self._positions: dict[str, int] | None = None
+        # Told after each committed batch of the live views (alert evaluation); a
+        # rebuild, which passes through history, tells no one.
+        self.listeners: list[BatchListener] = []
+        self._listening = True
 
     def create_tables(self) -> None:
         with self.store.transaction() as tx:
@@ -177,7 +186,7 @@ class BatchProjectionRunner:
         """Hand each projection its events in (its position, its end]; move it to its end."""
         ends = {name: min(head, until[name]) for name in self._topics}
         decode = self.decoder.decode
-        per_projection: dict[str, list[tuple[int, object]]] = {name: [] for name in self._topics}
+        per_projection: dict[str, list[Positioned]] = {name: [] for name in self._topics}
         wanted = [
             (topics, positions[name], ends[name], per_projection[name])
             for name, topics in self._topics.items()
@@ -198,6 +207,18 @@ class BatchProjectionRunner:
                 self._advance(tx, name, positions[name], ends[name])
                 projection.process(tx, per_projection[name])
         self._positions = {name: max(positions[name], ends[name]) for name in positions}
+        if self.listeners and self._listening:
+            # More to read: the batch stopped short of the log head it was asked to reach.
+            self._tell(per_projection, more=head < max(until.values()))
+
+    def _tell(self, batch: Mapping[str, Sequence[Positioned]], more: bool) -> None:
+        """Hand a committed batch to the listeners; a listener's failure never stops the views
+        (they are committed: the listener has its own way to catch up)."""
+        for listener in self.listeners:
+            try:
+                listener(batch, more)
+            except Exception:
+                log.exception("a listener of the projection runner failed on a batch")
 
     @staticmethod
     def _advance(tx: Tx, name: str, expected: int, position: int) -> None:
@@ -244,7 +265,11 @@ class BatchProjectionRunner:
             for projection in self.projections:
                 projection.clear(tx)
                 tx.execute("DELETE FROM sm_tracking WHERE projection = ?", (projection.name,))
-        return self.catch_up()
+        self._listening = False
+        try:
+            return self.catch_up()
+        finally:
+            self._listening = True
 
     # -- background thread ---------------------------------------------------
 

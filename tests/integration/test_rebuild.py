@@ -24,6 +24,9 @@ from adapters.settings import Settings
 from adapters.stripe_gateway import SdkStripeGateway
 from api import cli
 from domain.adjusting import AdjustmentService
+from domain.alert_incidents import Reading, ResolvedBecause
+from domain.alert_incidents import Target as AlertTarget
+from domain.alerting import AlertService
 from domain.ledger import StripeLedger
 from domain.mappings import MeterMapping
 from domain.meters import Aggregation, MetricDefinition
@@ -77,7 +80,39 @@ def populate(stores: Stores, clock: FakeClock, events: int = 60, prefix: str = "
     # After last month's lateness window: recorded and listed, not counted.
     late = clock.now.replace(month=clock.now.month - 1, day=1)
     app.usage.record_usage([submission(tenant, 5, late, key=f"{prefix}-late", customer="cus_0")])
+    if prefix == "e":
+        alert_history(app, tenant, clock)
     return tenant
+
+
+def alert_history(app: Any, tenant: UUID, clock: FakeClock) -> None:
+    """Every alert event type, for the alerts view: a rule replaced (disabled, so that the
+    live evaluator adds nothing), and an incident triggered, acknowledged, resolved."""
+    service = AlertService(app)
+    fields: dict[str, Any] = {
+        "metric": "api_calls",
+        "customer_ref": None,
+        "kind": "spike",
+        "threshold": Decimal("1.5"),
+        "basis": None,
+        "currency": None,
+        "enabled": True,
+        "cooldown_seconds": 60,
+    }
+    rule = service.create(tenant, service.spec(tenant, **fields))
+    service.replace(tenant, rule.id, service.spec(tenant, **{**fields, "enabled": False}))
+    gone = service.create(tenant, service.spec(tenant, **{**fields, "kind": "usage"}))
+    service.delete(tenant, gone.id)
+    period = app.period_for(tenant, "cus_1", clock.now)
+    target = AlertTarget(
+        rule.id, tenant, "cus_1", "api_calls", period.key, period.start, period.end, "spike"
+    )
+    reading = Reading(Decimal("9.25"), True, Decimal("0.5"))
+    service.evaluate(target, Decimal("1.5"), 60, reading, clock.now)
+    service.acknowledge(tenant, rule.id, target.incident_id, "api-key:x")
+    service.resolve(
+        target.incident_id, ResolvedBecause.ALERT_DISABLED, Decimal("1.5"), None, clock.now
+    )
 
 
 def rebuild_of(stores: Stores, **kwargs: Any) -> Rebuild:

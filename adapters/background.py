@@ -16,6 +16,7 @@ from datetime import datetime
 from adapters.alert_evaluator import AlertSweep
 from adapters.metrics import Metrics
 from adapters.persistence import Stores
+from adapters.price_book import price_book_for
 from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
 from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
@@ -48,6 +49,9 @@ class Background:
         if run_pushes and not settings.stripe.secret_key:
             self.emulator_url = start_builtin_emulator(self._stack, settings.emulator_port)
         self.gateways: dict[Target, StripeGateway] = build_gateways(settings, self.emulator_url)
+        # One cache of Stripe prices for the projection endpoint and the spend alerts.
+        self.price_book = price_book_for(stores.app, self.gateways, settings.price_cache_seconds)
+        stores.views.alert_evaluator.spend = self.price_book
         self.push_worker: PushWorker | None = None
         if run_pushes and Target.LIVE in self.gateways:
             self.push_worker = PushWorker(

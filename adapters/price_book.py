@@ -17,7 +17,7 @@ by tenant: a tenant only ever prices its own customers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,10 +29,19 @@ from adapters.closing import StripeId
 from domain.application import MeteringApp
 from domain.caching import TtlCache
 from domain.pricing import forecast_quantity, line_amount, whole_units
+from domain.pushing import Target
 from domain.spend import LineCost
 from domain.stripe_port import StripeGateway, SubscriptionLine
 
 Lines = tuple[SubscriptionLine, ...]
+
+
+def price_book_for(
+    app: MeteringApp, gateways: Mapping[Target, StripeGateway], ttl_seconds: int
+) -> PriceBook | None:
+    """A price book on the live Stripe account when this process has one, else None."""
+    live = gateways.get(Target.LIVE)
+    return None if live is None else PriceBook(app, live, ttl_seconds)
 
 
 class PriceRef(msgspec.Struct, frozen=True):

@@ -118,6 +118,13 @@ def build_gateways(settings: Settings, emulator_url: str | None) -> dict[Target,
     return gateways
 
 
+def builtin_emulator_url(settings: Settings) -> str | None:
+    """Where another process of the same service finds its built-in emulator (no Stripe key)."""
+    if settings.stripe.secret_key:
+        return None
+    return f"http://127.0.0.1:{settings.emulator_port}"
+
+
 def start_builtin_emulator(stack: ExitStack, port: int) -> str:
     """No Stripe key: push to a local emulator in this process, and say so loudly.
 

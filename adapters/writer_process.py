@@ -27,6 +27,8 @@ from uuid import UUID
 from adapters.alert_evaluator import AlertSweep
 from adapters.batching import Commit, GroupCommitLoop
 from adapters.persistence import open_stores
+from adapters.price_book import price_book_for
+from adapters.push_worker import build_gateways, builtin_emulator_url
 from adapters.settings import Settings
 from adapters.writer_wire import REQUESTS, WriteRequest, WriteResponse, frame, read_frame
 from domain.application import MeteringApp
@@ -142,6 +144,11 @@ async def _serve(settings: Settings, socket_path: Path) -> None:
     # Embedded, this process keeps the views, so it evaluates the usage alerts too.
     sweep = AlertSweep(stores.views.alert_evaluator) if settings.embedded_worker else None
     if settings.embedded_worker:
+        # Spend alerts are evaluated here: prices from Stripe, or the API's built-in emulator.
+        gateways = build_gateways(settings, builtin_emulator_url(settings))
+        stores.views.alert_evaluator.spend = price_book_for(
+            stores.app, gateways, settings.price_cache_seconds
+        )
         runner.start()
     if sweep is not None:
         sweep.start()

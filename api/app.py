@@ -126,6 +126,7 @@ def create_app(
             background.emulator_url,
             background.reconciliation,
             clock,
+            background_price_book=background.price_book,
         )
         writer.start()
         background.start()

@@ -18,7 +18,7 @@ import msgspec
 
 from adapters.metrics import Metrics
 from adapters.persistence import open_stores
-from adapters.push_worker import build_gateways
+from adapters.push_worker import build_gateways, builtin_emulator_url
 from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
 from api.queries.adjustments import adjustment_out
@@ -36,9 +36,8 @@ log = logging.getLogger("stripemeter")
 
 def cli_gateways(settings: Settings) -> dict[Target, StripeGateway]:
     """Stripe as configured; with no key, the built-in emulator of the running service."""
-    emulator_url = None
-    if not settings.stripe.secret_key:
-        emulator_url = f"http://127.0.0.1:{settings.emulator_port}"
+    emulator_url = builtin_emulator_url(settings)
+    if emulator_url is not None:
         log.warning("STRIPE_SECRET_KEY is not set: using the emulator at %s", emulator_url)
     return build_gateways(settings, emulator_url)
 

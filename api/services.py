@@ -37,6 +37,7 @@ class Services:
     emulator_url: str | None = None
     background_reconciliation: Reconciliation | None = None
     clock: Callable[[], datetime] = utc_now
+    background_price_book: PriceBook | None = None
     _reconciliation: Reconciliation | None = None
     _price_book: PriceBook | None = None
     _principals: TtlCache[str, Principal] = field(
@@ -91,6 +92,8 @@ class Services:
 
     def price_book(self) -> PriceBook:
         """The process's cache of Stripe prices (live account), built on first use."""
+        if self.background_price_book is not None:
+            return self.background_price_book
         with self._lock:
             if self._price_book is None:
                 self._price_book = PriceBook(

@@ -6,10 +6,6 @@ the payload's ``data``. Adding a source is one entry: the outbox follower
 (adapters/webhook_outbox.py) reads every class named here from the log. The
 function must depend on the event and the aggregate at its version only, so
 that a replay makes the same payload.
-
-Still to add, by the work that records them (one entry each, below):
-- ``alert.triggered`` / ``alert.resolved``: the alert aggregate's triggered and
-  resolved events (domain/alerts.py).
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
+from domain.alert_incidents import AlertIncident
 from domain.drift import DriftFinding
 from domain.tenancy import NAMESPACE
 from domain.usage import UsagePeriod
@@ -114,10 +111,37 @@ def cap_reached(event: UsagePeriod.CapReached, period: UsagePeriod) -> tuple[UUI
     }
 
 
+def _incident(event: AlertIncident.Triggered | AlertIncident.Resolved) -> Data:
+    return {
+        "alertId": str(event.alert_id),
+        "incidentId": str(event.originator_id),
+        "customerRef": event.customer_ref,
+        "metric": event.metric,
+        "period": event.period,
+        "periodStart": _time(event.period_start),
+        "periodEnd": _time(event.period_end),
+        "kind": event.kind,
+        "threshold": str(event.threshold),
+        "observed": None if event.observed is None else str(event.observed),
+        "occurrence": event.occurrence,
+        "at": _time(event.at),
+    }
+
+
+def alert_triggered(event: AlertIncident.Triggered, _: AlertIncident) -> tuple[UUID, Data]:
+    baseline = None if event.baseline is None else str(event.baseline)
+    return event.tenant_id, {**_incident(event), "baseline": baseline}
+
+
+def alert_resolved(event: AlertIncident.Resolved, _: AlertIncident) -> tuple[UUID, Data]:
+    return event.tenant_id, {**_incident(event), "reason": event.reason}
+
+
 WEBHOOK_SOURCES: dict[type[Any], WebhookSource] = {
     UsagePeriod.PeriodClosed: WebhookSource("period.closed", period_closed),
     UsagePeriod.ParityRecorded: WebhookSource("parity.recorded", parity_recorded),
     DriftFinding.Detected: WebhookSource("drift.detected", drift_detected),
     UsagePeriod.CapReached: WebhookSource("cap.reached", cap_reached),
-    # alert.triggered / alert.resolved: the alert aggregate's events, one entry each.
+    AlertIncident.Triggered: WebhookSource("alert.triggered", alert_triggered),
+    AlertIncident.Resolved: WebhookSource("alert.resolved", alert_resolved),
 }

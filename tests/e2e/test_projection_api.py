@@ -257,3 +257,28 @@ def test_a_price_webhook_drops_the_customers_on_it(
     emulator.client().v1.prices.update(price_id, {"metadata": {"tier": "gold"}})
     [updated] = stripe_events(emulator, "price.updated")
     assert webhook(api, updated).json()["periods"] == 1
+
+
+def test_spend_alerts_are_priced_with_the_projection_s_stripe_price(
+    webhook_api: Api, emulator: RunningEmulator
+) -> None:
+    """A spend alert is judged on the amount the projection shows: the price read from
+    Stripe by the process's price book, wired as the alerts' spend source."""
+    api = webhook_api
+    priced_customer(api, emulator, "usd", {"unit_amount": 10})  # 10 cents a unit
+    move_to(api, emulator, NOW)
+    rule = {"metric": "api_calls", "kind": "spend", "basis": "amount_so_far", "currency": "usd"}
+    over = api.call("POST", "/v1/alerts", json={**rule, "threshold": 1_000})  # $10.00
+    under = api.call("POST", "/v1/alerts", json={**rule, "threshold": 1_300})
+    assert over.status_code == under.status_code == 201, over.text
+    api.ingest(event(quantity=120, ts="2026-03-12T09:00:00Z"))  # $12.00
+    api.settle()
+    assert projection(api).json()["total"]["amount"] == 1_200
+
+    def incidents(alert: Any) -> list[tuple[str, str]]:
+        path = f"/v1/alerts/{alert.json()['id']}/incidents"
+        found = api.call("GET", path, "acme-read").json()["data"]
+        return [(i["status"], i["observed"]) for i in found]
+
+    assert incidents(over) == [("triggered", "1200")]
+    assert incidents(under) == []

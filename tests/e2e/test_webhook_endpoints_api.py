@@ -306,3 +306,34 @@ def test_a_hard_cap_reached_is_delivered_once_as_cap_reached(
     data = sent["data"]
     assert (data["customerRef"], data["metric"], data["mode"]) == ("cus_1", "api_calls", "hard")
     assert (data["limit"], data["value"]) == ("5", "4")  # first refused at 4 counted
+
+
+def test_an_alert_s_trigger_and_resolve_are_delivered(webhook_api: Api, receiver: Receiver) -> None:
+    api = webhook_api
+    hook = create(api, receiver.url, "alert.triggered", "alert.resolved")
+    webhooks = Webhooks(services(api).stores, with_fast_hooks(api), api.clock)
+    rule = {"metric": "api_calls", "customerRef": "cus_1", "kind": "usage", "threshold": 10}
+    alert = api.call("POST", "/v1/alerts", json=rule).json()
+    api.ingest(event(quantity=12, ts="2026-03-10T09:00:00Z"))
+    api.settle()
+    disabled = {
+        **rule,
+        "basis": None,
+        "currency": None,
+        "enabled": False,
+        "cooldownSeconds": 3600,
+    }
+    assert api.call("PUT", f"/v1/alerts/{alert['id']}", json=disabled).status_code == 200
+    api.settle()
+    assert [o.value for o in drive(api, webhooks).values()] == ["succeeded"] * 2
+    sent = sorted(check_signed(receiver, hook["secret"]), key=lambda s: s["type"])
+    assert [s["type"] for s in sent] == ["alert.resolved", "alert.triggered"]
+    resolved, triggered = (s["data"] for s in sent)
+    assert (triggered["alertId"], triggered["customerRef"], triggered["kind"]) == (
+        alert["id"],
+        "cus_1",
+        "usage",
+    )
+    assert (triggered["threshold"], triggered["observed"]) == ("10", "12")
+    assert resolved["reason"] == "alert_disabled"
+    assert resolved["incidentId"] == triggered["incidentId"]

@@ -8,6 +8,7 @@ the counters view; amounts from ``domain.pricing``, rounded as Stripe rounds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -38,27 +39,32 @@ def money(amount: int, currency: str) -> Money:
 
 def project_cost(
     stores: Stores,
-    book: PriceBook,
+    price_book: Callable[[], PriceBook],
     tenant_id: UUID,
     customer_ref: str,
     period: str | None,
     now: datetime,
 ) -> Projection:
-    """The customer's lines, priced from Stripe; 404 when the tenant has no such customer."""
+    """The customer's lines, priced from Stripe; 404 when the tenant has no such customer.
+
+    ``price_book`` is called only after ``customer_ref`` and ``period`` are checked, so
+    that bad input is refused naming its field even when Stripe cannot be reached.
+    """
     fields.customer_ref(customer_ref)
     app, views = stores.app, stores.views
-    customer = app.cached_customer(tenant_id, customer_ref)
-    if customer is None and not views.counters.counters(tenant_id, customer_ref=customer_ref):
-        raise NotFoundError(f"customer {customer_ref!r} has no usage and no Stripe mapping")
     billing = (
         app.named_period(tenant_id, customer_ref, period)
         if period is not None
         else app.period_for(tenant_id, customer_ref, now)
     )
+    customer = app.cached_customer(tenant_id, customer_ref)
+    if customer is None and not views.counters.counters(tenant_id, customer_ref=customer_ref):
+        raise NotFoundError(f"customer {customer_ref!r} has no usage and no Stripe mapping")
     counters = {
         c.metric: c
         for c in views.counters.counters(tenant_id, customer_ref=customer_ref, period=billing.key)
     }
+    book = price_book()
     tenant = app.cached_tenant(tenant_id)
     lines: list[ProjectionLine] = []
     unpriced: list[UnpricedMetric] = []

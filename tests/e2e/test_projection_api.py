@@ -257,3 +257,19 @@ def test_a_price_webhook_drops_the_customers_on_it(
     emulator.client().v1.prices.update(price_id, {"metadata": {"tier": "gold"}})
     [updated] = stripe_events(emulator, "price.updated")
     assert webhook(api, updated).json()["periods"] == 1
+
+
+def test_bad_input_is_a_4xx_naming_the_field_even_without_stripe(api: Api) -> None:
+    """Without Stripe configured, bad input is still a 422 naming the field: the fields
+    are checked before the price book (which needs Stripe) is asked for, so a client is
+    never told to retry a request that can never succeed."""
+    empty = api.call("GET", "/v1/usage/projection", "acme-read", params={"customerRef": ""})
+    assert empty.status_code == 422, empty.text
+    assert empty.json()["errors"][0]["field"] == "customerRef"
+    posted = api.call(
+        "POST",
+        "/v1/usage/projection",
+        "acme-read",
+        json={"customerRef": "cus_1", "period": "last week"},
+    )
+    assert posted.status_code == 422, posted.text

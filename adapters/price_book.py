@@ -43,11 +43,21 @@ class PriceRef(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True)
 class PriceLookup:
-    """The subscription line that bills a customer × metric, or why there is none."""
+    """Every subscription line that bills a customer × metric, or why there is none.
 
-    line: SubscriptionLine | None
+    Stripe bills a meter's usage on *each* item whose price is on that meter (a base
+    plan and an add-on, or two subscriptions overlapping in a migration), so all of
+    them are returned, in the order Stripe lists them.
+    """
+
+    lines: Lines = ()
     reason: str | None = None
     stripe_meter_id: str | None = None
+
+    @property
+    def line(self) -> SubscriptionLine | None:
+        """The first of ``lines``, or None when no line bills the metric."""
+        return self.lines[0] if self.lines else None
 
 
 class PriceBook:
@@ -76,16 +86,20 @@ class PriceBook:
         """The line billing this customer's metric, found from the tenant's own mappings."""
         mapping = self.app.cached_tenant(tenant_id).mappings.get(metric)
         if mapping is None:
-            return PriceLookup(None, f"metric {metric!r} is not mapped to a Stripe meter")
+            return PriceLookup((), f"metric {metric!r} is not mapped to a Stripe meter")
         customer = self.app.cached_customer(tenant_id, customer_ref)
         if customer is None or not customer.mapped:
-            return PriceLookup(None, "the customer is not mapped to a Stripe customer")
+            return PriceLookup((), "the customer is not mapped to a Stripe customer")
         meter = mapping.stripe_meter_id
-        for line in self.lines(tenant_id, customer.stripe_customer_id):
-            if line.price.meter == meter:
-                return PriceLookup(line, stripe_meter_id=meter)
+        found = tuple(
+            line
+            for line in self.lines(tenant_id, customer.stripe_customer_id)
+            if line.price.meter == meter
+        )
+        if found:
+            return PriceLookup(found, stripe_meter_id=meter)
         return PriceLookup(
-            None,
+            (),
             f"no active subscription of Stripe customer {customer.stripe_customer_id} has a"
             f" price on meter {meter}",
             meter,
@@ -108,17 +122,24 @@ class PriceBook:
         period_end: datetime,
         now: datetime,
     ) -> LineCost | None:
-        found = self.lookup(tenant_id, customer_ref, metric).line
-        if found is None:
+        """The cost of every item billing the metric, summed (Stripe bills each of them).
+
+        None when no item bills it, and when the items differ in currency: no single
+        amount exists then (Stripe itself keeps one currency per customer).
+        """
+        found = self.lookup(tenant_id, customer_ref, metric).lines
+        currencies = {line.price.currency for line in found}
+        if len(currencies) != 1:
             return None
-        price = found.price
         aggregation = self.app.cached_tenant(tenant_id).metric(metric).aggregation.value
         forecast = forecast_quantity(aggregation, quantity, period_start, period_end, now)
         return LineCost(
-            currency=price.currency,
-            price_id=price.id,
-            amount_so_far=line_amount(price, whole_units(quantity)),
+            currency=currencies.pop(),
+            price_ids=tuple(line.price.id for line in found),
+            amount_so_far=sum(line_amount(ln.price, whole_units(quantity)) for ln in found),
             forecast_quantity=forecast.quantity,
-            forecast_amount=line_amount(price, whole_units(forecast.quantity)),
+            forecast_amount=sum(
+                line_amount(ln.price, whole_units(forecast.quantity)) for ln in found
+            ),
             method=forecast.method,
         )

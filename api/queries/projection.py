@@ -75,7 +75,6 @@ def project_cost(
     tenant = app.cached_tenant(tenant_id)
     lines: list[ProjectionLine] = []
     unpriced: list[UnpricedMetric] = []
-    forecasts: list[int] = []
     for metric in sorted(set(counters) | set(tenant.mappings)):
         counter = counters.get(metric)
         quantity = counter.value if counter is not None else Decimal(0)
@@ -85,39 +84,40 @@ def project_cost(
             )
             continue
         found = book.lookup(tenant_id, customer_ref, metric)
-        if found.line is None:
+        if not found.lines:
             unpriced.append(UnpricedMetric(metric, number(quantity) or "0", found.reason or ""))
             continue
-        price = found.line.price
         aggregation = tenant.metric(metric).aggregation.value
         forecast = forecast_quantity(aggregation, quantity, billing.start, billing.end, now)
-        forecast_amount = line_amount(price, whole_units(forecast.quantity))
-        forecasts.append(forecast_amount)
-        lines.append(
-            ProjectionLine(
-                metric=metric,
-                stripe_price_id=price.id,
-                stripe_subscription_item_id=found.line.item_id,
-                stripe_meter_id=found.stripe_meter_id or "",
-                currency=price.currency,
-                quantity=number(quantity) or "0",
-                billed_quantity=whole_units(quantity),
-                amount_so_far=money(line_amount(price, whole_units(quantity)), price.currency),
-                forecast=ForecastOut(
-                    quantity=number(forecast.quantity) or "0",
-                    amount=money(forecast_amount, price.currency),
-                    method=forecast.method,
-                ),
-                counter_watermark=when(counter.tally.watermark) if counter else None,
-                last_confirmed_push_at=when(
-                    _last_confirmed(
-                        stores, usage_period_id(tenant_id, customer_ref, metric, billing.key)
-                    )
-                ),
-            )
+        confirmed = when(
+            _last_confirmed(stores, usage_period_id(tenant_id, customer_ref, metric, billing.key))
         )
+        # One line per subscription item on the meter: Stripe bills the usage on each.
+        for item in found.lines:
+            price = item.price
+            lines.append(
+                ProjectionLine(
+                    metric=metric,
+                    stripe_price_id=price.id,
+                    stripe_subscription_item_id=item.item_id,
+                    stripe_meter_id=found.stripe_meter_id or "",
+                    currency=price.currency,
+                    quantity=number(quantity) or "0",
+                    billed_quantity=whole_units(quantity),
+                    amount_so_far=money(line_amount(price, whole_units(quantity)), price.currency),
+                    forecast=ForecastOut(
+                        quantity=number(forecast.quantity) or "0",
+                        amount=money(
+                            line_amount(price, whole_units(forecast.quantity)), price.currency
+                        ),
+                        method=forecast.method,
+                    ),
+                    counter_watermark=when(counter.tally.watermark) if counter else None,
+                    last_confirmed_push_at=confirmed,
+                )
+            )
     currencies = {line.currency for line in lines}
-    currency = currencies.pop() if len(currencies) == 1 else None
+    currency = next(iter(currencies)) if len(currencies) == 1 else None
     reason = None
     if not_billed is not None:
         reason = f"no Stripe invoice covers this period: {not_billed}"
@@ -128,11 +128,16 @@ def project_cost(
             else "the tenant has no metric mapped to a Stripe meter"
         )
     elif currency is None:
-        reason = "the lines are in different currencies: see each line"
+        # Never added across currencies (Stripe keeps one currency per customer, so this
+        # is a misconfiguration to show, not a bill to sum).
+        reason = (
+            f"the lines are in different currencies ({', '.join(sorted(currencies))}):"
+            " no total is given; see each line"
+        )
     subtotal = total = forecast_total = None
     if currency is not None:
         subtotal = total = money(sum(line.amount_so_far.amount for line in lines), currency)
-        forecast_total = money(sum(forecasts), currency)
+        forecast_total = money(sum(line.forecast.amount.amount for line in lines), currency)
     return Projection(
         customer_ref=customer_ref,
         period=PeriodOut(billing.key, when(billing.start) or "", when(billing.end) or ""),

@@ -7,9 +7,12 @@ metric's usage to. Nothing is configured twice.
 
 The subscription items of one Stripe customer are read in one call and kept
 for ``STRIPEMETER_PRICE_CACHE_SECONDS`` (the timer: an entry older than that
-is read again on its next use). Stripe's webhooks drop entries sooner:
-``customer.subscription.*`` the entry of that customer (of the tenant that
-owns it), ``price.*`` every entry holding that price. A tenant's lookups start
+is read again on its next use). A tiered price's tiers are read on their own
+(``retrieve_price``: Stripe lists them only when expanded, and a subscription
+list cannot expand that deep) and kept per price id for as long. Stripe's
+webhooks drop entries sooner: ``customer.subscription.*`` the entry of that
+customer (of the tenant that owns it), ``price.*`` that price and every entry
+holding it. A tenant's lookups start
 from its own customer mapping and its own meter mapping, and the cache is keyed
 by tenant: a tenant only ever prices its own customers.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -28,7 +31,7 @@ import msgspec
 from adapters.closing import StripeId
 from domain.application import MeteringApp
 from domain.caching import TtlCache
-from domain.pricing import forecast_quantity, line_amount, whole_units
+from domain.pricing import Price, forecast_quantity, line_amount, whole_units
 from domain.spend import LineCost
 from domain.stripe_port import StripeGateway, SubscriptionLine
 
@@ -74,13 +77,24 @@ class PriceBook:
         self.app = app
         self.gateway = gateway
         self._lines: TtlCache[tuple[UUID, str], Lines] = TtlCache(ttl_seconds, maxsize, clock)
+        self._prices: TtlCache[str, Price] = TtlCache(ttl_seconds, maxsize, clock)
 
     def lines(self, tenant_id: UUID, stripe_customer_id: str) -> Lines:
         """The Stripe customer's subscription lines, cached; only called with the tenant's own."""
         return self._lines.get_or_load(
             (tenant_id, stripe_customer_id),
-            lambda key: tuple(self.gateway.subscription_lines(key[1])),
+            lambda key: tuple(
+                self._with_tiers(ln) for ln in self.gateway.subscription_lines(key[1])
+            ),
         )
+
+    def _with_tiers(self, line: SubscriptionLine) -> SubscriptionLine:
+        """The line with its price's tiers, read once per price (Stripe lists them only
+        when expanded, and not that deep in a subscription list)."""
+        if not line.price.tiers_unread:
+            return line
+        price = self._prices.get_or_load(line.price.id, self.gateway.retrieve_price)
+        return replace(line, price=price)
 
     def lookup(self, tenant_id: UUID, customer_ref: str, metric: str) -> PriceLookup:
         """The line billing this customer's metric, found from the tenant's own mappings."""
@@ -109,7 +123,9 @@ class PriceBook:
         return self._lines.pop_where(lambda key, _: key == (tenant_id, stripe_customer_id))
 
     def forget_price(self, price_id: str) -> int:
-        """Drop every cached customer whose lines hold this price (prices are the account's)."""
+        """Drop the price and every cached customer whose lines hold it (prices are the
+        account's)."""
+        self._prices.pop(price_id)
         return self._lines.pop_where(lambda _, lines: any(ln.price.id == price_id for ln in lines))
 
     def line_cost(

@@ -48,9 +48,10 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_CODES = {"resource_already_exists", "duplicate_meter_event"}
 SESSION_RENEW_MARGIN_SECONDS = 60.0
-# Subscriptions whose items Stripe invoices: ``past_due`` ones still get their next
-# invoices. Not ``trialing`` (usage in a trial is not what the next invoice charges
-# for the plan yet), nor ``incomplete``/``unpaid``/``paused``, nor ``canceled``.
+# Subscriptions whose items Stripe invoices for the current period: ``past_due`` ones
+# still get their next invoices. Not ``trialing``: a trial's end starts a new cycle and
+# what its usage is billed at is not the items' prices alone, so it is left unpriced
+# rather than guessed; nor ``incomplete``/``unpaid``/``paused``/``canceled``.
 BILLED_STATUSES = frozenset({"active", "past_due"})
 
 

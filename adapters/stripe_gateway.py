@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_CODES = {"resource_already_exists", "duplicate_meter_event"}
 SESSION_RENEW_MARGIN_SECONDS = 60.0
+# Subscriptions whose items Stripe invoices for the current period: ``past_due`` ones
+# still get their next invoices. Not ``trialing``: a trial's end starts a new cycle and
+# what its usage is billed at is not the items' prices alone, so it is left unpriced
+# rather than guessed; nor ``incomplete``/``unpaid``/``paused``/``canceled``.
+BILLED_STATUSES = frozenset({"active", "past_due"})
 
 
 class SdkStripeGateway:
@@ -219,21 +224,21 @@ class SdkStripeGateway:
         return None
 
     def subscription_lines(self, stripe_customer_id: str) -> list[SubscriptionLine]:
-        """Every item of the customer's active subscriptions, prices with their tiers.
+        """Every item of the customer's billed subscriptions (``BILLED_STATUSES``).
 
-        A price's ``tiers`` come only when expanded; a subscription holds at
-        most 20 items, so one page of subscriptions carries every item.
+        Items and their prices come in the list without expanding anything; a
+        tiered price comes without its ``tiers`` (``tiers_unread``): Stripe sends
+        them only when expanded, and ``data.items.data.price.tiers`` is five levels,
+        more than the four Stripe allows, so they are read with ``retrieve_price``.
+        A subscription holds at most 20 items, so one page carries every item.
         """
-        params: dict[str, Any] = {
-            "customer": stripe_customer_id,
-            "status": "active",
-            "limit": 100,
-            "expand": ["data.items.data.price.tiers"],
-        }
+        params: dict[str, Any] = {"customer": stripe_customer_id, "limit": 100}
         lines = []
         with _translated():
             subscriptions = self.client.v1.subscriptions.list(params)  # type: ignore[arg-type]
             for sub in subscriptions.auto_paging_iter():
+                if sub.status not in BILLED_STATUSES:
+                    continue
                 for item in sub["items"].data:
                     lines.append(
                         SubscriptionLine(
@@ -245,6 +250,12 @@ class SdkStripeGateway:
                         )
                     )
         return lines
+
+    def retrieve_price(self, price_id: str) -> Price:
+        """The price with its tiers (``expand=["tiers"]``, one level)."""
+        with _translated():
+            price = self.client.v1.prices.retrieve(price_id, {"expand": ["tiers"]})
+        return price_of(price)
 
 
 def price_of(price: Any) -> Price:

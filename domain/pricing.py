@@ -122,12 +122,19 @@ class Price:
         if self.billing_scheme == "tiered":
             if self.tiers_mode not in ("graduated", "volume"):
                 raise InvalidInputError("tiers_mode", "must be 'graduated' or 'volume'")
-            if not self.tiers or self.tiers[-1].up_to is not None:
+            # No tiers at all means not read yet: Stripe sends a price's ``tiers`` only when
+            # asked (``expand=["tiers"]``), see ``tiers_unread``.
+            if self.tiers and self.tiers[-1].up_to is not None:
                 raise InvalidInputError("tiers", "need at least one tier, the last up to inf")
             if self.transform_quantity is not None:
                 raise InvalidInputError("transform_quantity", "does not apply to tiered prices")
         elif self.billing_scheme != "per_unit":
             raise InvalidInputError("billing_scheme", "must be 'per_unit' or 'tiered'")
+
+    @property
+    def tiers_unread(self) -> bool:
+        """A tiered price read without its tiers: it cannot be priced until they are read."""
+        return self.billing_scheme == "tiered" and not self.tiers
 
     @property
     def exponent(self) -> int:
@@ -137,6 +144,8 @@ class Price:
 def line_amount(price: Price, quantity: int) -> int:
     """The line Stripe would invoice for ``quantity`` (the meter's whole-unit total), in minor
     units: computed exactly, then rounded half up once for the line (see the module doc)."""
+    if price.tiers_unread:
+        raise ValueError(f"price {price.id} is tiered but its tiers were not read")
     quantity = max(0, quantity)  # Stripe bills a negative meter total as 0
     if price.billing_scheme == "tiered":
         if price.tiers_mode == "volume":

@@ -20,8 +20,8 @@ class LineCost:
     """One customer × metric line for one billing period."""
 
     currency: str
-    price_id: str
-    amount_so_far: int  # the line as Stripe would bill the quantity counted so far
+    price_ids: tuple[str, ...]  # every subscription item's price on the metric's meter
+    amount_so_far: int  # as Stripe would bill the quantity so far, summed over the items
     forecast_quantity: Decimal  # the quantity expected at period end (see ``method``)
     forecast_amount: int
     method: str  # how the forecast was made, e.g. "run_rate"

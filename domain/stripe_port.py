@@ -124,5 +124,9 @@ class StripeGateway(Protocol):
         """The billing cycle of the customer's active subscription, when it has one."""
 
     def subscription_lines(self, stripe_customer_id: str) -> list[SubscriptionLine]:
-        """The items of the customer's active subscriptions, each with its price (tiers
-        included); StripeRejectedError when Stripe refuses to read them."""
+        """The items of the customer's billed subscriptions, each with its price; a tiered
+        price without its tiers (``Price.tiers_unread``: see ``retrieve_price``).
+        StripeRejectedError when Stripe refuses to read them."""
+
+    def retrieve_price(self, price_id: str) -> Price:
+        """The price with everything that prices a line, tiers included."""

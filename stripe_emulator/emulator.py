@@ -17,6 +17,7 @@ from stripe_emulator import (
     billing_cycle,
     catalog,
     customers,
+    expand,
     invoices,
     meter_events,
     meters,
@@ -68,9 +69,17 @@ class Emulator:
         """Run one Stripe API request against the account, clocks brought up to date first."""
         handler, args = self.router.match(request.method, request.path)
         request.args = args
+        wanted = expand.expansions(request.params) if request.path.startswith("/v1/") else None
         with self.state.lock:
             billing_cycle.tick(self.state)
-            return handler(self.state, request)
+            result = handler(self.state, request)
+            if wanted is None:
+                return result
+            # Shaped under the lock: a copy of the state as it is, includable fields left out.
+            if isinstance(result, ApiResponse):
+                return dataclasses.replace(result, body=expand.shaped(result.body, wanted))
+            shaped: Obj = expand.shaped(result, wanted)
+            return shaped
 
     # -- stress switches -------------------------------------------------------------
     def set_rate_limit(self, per_second: int) -> None:

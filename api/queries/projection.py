@@ -8,6 +8,7 @@ the counters view; amounts from ``domain.pricing``, rounded as Stripe rounds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -38,81 +39,105 @@ def money(amount: int, currency: str) -> Money:
 
 def project_cost(
     stores: Stores,
-    book: PriceBook,
+    price_book: Callable[[], PriceBook],
     tenant_id: UUID,
     customer_ref: str,
     period: str | None,
     now: datetime,
 ) -> Projection:
-    """The customer's lines, priced from Stripe; 404 when the tenant has no such customer."""
+    """The customer's lines, priced from Stripe; 404 when the tenant has no such customer.
+
+    ``price_book`` is called only after ``customer_ref`` and ``period`` are checked, so
+    that bad input is refused naming its field even when Stripe cannot be reached.
+    """
     fields.customer_ref(customer_ref)
     app, views = stores.app, stores.views
-    customer = app.cached_customer(tenant_id, customer_ref)
-    if customer is None and not views.counters.counters(tenant_id, customer_ref=customer_ref):
-        raise NotFoundError(f"customer {customer_ref!r} has no usage and no Stripe mapping")
     billing = (
         app.named_period(tenant_id, customer_ref, period)
         if period is not None
         else app.period_for(tenant_id, customer_ref, now)
     )
+    customer = app.cached_customer(tenant_id, customer_ref)
+    if customer is None and not views.counters.counters(tenant_id, customer_ref=customer_ref):
+        raise NotFoundError(f"customer {customer_ref!r} has no usage and no Stripe mapping")
     counters = {
         c.metric: c
         for c in views.counters.counters(tenant_id, customer_ref=customer_ref, period=billing.key)
     }
+    # A period no invoice covers (the push side's NOT_BILLED) is priced by nothing: its
+    # usage is listed as unpriced with the reason, never given today's price.
+    not_billed = (
+        customer.why_not_billed(billing.key, billing.start, billing.end)
+        if customer is not None and customer.mapped
+        else None
+    )
+    book = price_book()
     tenant = app.cached_tenant(tenant_id)
     lines: list[ProjectionLine] = []
     unpriced: list[UnpricedMetric] = []
-    forecasts: list[int] = []
     for metric in sorted(set(counters) | set(tenant.mappings)):
         counter = counters.get(metric)
         quantity = counter.value if counter is not None else Decimal(0)
+        if not_billed is not None:
+            unpriced.append(
+                UnpricedMetric(metric, number(quantity) or "0", f"not billed: {not_billed}")
+            )
+            continue
         found = book.lookup(tenant_id, customer_ref, metric)
-        if found.line is None:
+        if not found.lines:
             unpriced.append(UnpricedMetric(metric, number(quantity) or "0", found.reason or ""))
             continue
-        price = found.line.price
         aggregation = tenant.metric(metric).aggregation.value
         forecast = forecast_quantity(aggregation, quantity, billing.start, billing.end, now)
-        forecast_amount = line_amount(price, whole_units(forecast.quantity))
-        forecasts.append(forecast_amount)
-        lines.append(
-            ProjectionLine(
-                metric=metric,
-                stripe_price_id=price.id,
-                stripe_subscription_item_id=found.line.item_id,
-                stripe_meter_id=found.stripe_meter_id or "",
-                currency=price.currency,
-                quantity=number(quantity) or "0",
-                billed_quantity=whole_units(quantity),
-                amount_so_far=money(line_amount(price, whole_units(quantity)), price.currency),
-                forecast=ForecastOut(
-                    quantity=number(forecast.quantity) or "0",
-                    amount=money(forecast_amount, price.currency),
-                    method=forecast.method,
-                ),
-                counter_watermark=when(counter.tally.watermark) if counter else None,
-                last_confirmed_push_at=when(
-                    _last_confirmed(
-                        stores, usage_period_id(tenant_id, customer_ref, metric, billing.key)
-                    )
-                ),
-            )
+        confirmed = when(
+            _last_confirmed(stores, usage_period_id(tenant_id, customer_ref, metric, billing.key))
         )
+        # One line per subscription item on the meter: Stripe bills the usage on each.
+        for item in found.lines:
+            price = item.price
+            lines.append(
+                ProjectionLine(
+                    metric=metric,
+                    stripe_price_id=price.id,
+                    stripe_subscription_item_id=item.item_id,
+                    stripe_meter_id=found.stripe_meter_id or "",
+                    currency=price.currency,
+                    quantity=number(quantity) or "0",
+                    billed_quantity=whole_units(quantity),
+                    amount_so_far=money(line_amount(price, whole_units(quantity)), price.currency),
+                    forecast=ForecastOut(
+                        quantity=number(forecast.quantity) or "0",
+                        amount=money(
+                            line_amount(price, whole_units(forecast.quantity)), price.currency
+                        ),
+                        method=forecast.method,
+                    ),
+                    counter_watermark=when(counter.tally.watermark) if counter else None,
+                    last_confirmed_push_at=confirmed,
+                )
+            )
     currencies = {line.currency for line in lines}
-    currency = currencies.pop() if len(currencies) == 1 else None
+    currency = next(iter(currencies)) if len(currencies) == 1 else None
     reason = None
-    if not lines:
+    if not_billed is not None:
+        reason = f"no Stripe invoice covers this period: {not_billed}"
+    elif not lines:
         reason = (
             "no Stripe price bills this customer's metrics: see unpriced"
             if unpriced
             else "the tenant has no metric mapped to a Stripe meter"
         )
     elif currency is None:
-        reason = "the lines are in different currencies: see each line"
+        # Never added across currencies (Stripe keeps one currency per customer, so this
+        # is a misconfiguration to show, not a bill to sum).
+        reason = (
+            f"the lines are in different currencies ({', '.join(sorted(currencies))}):"
+            " no total is given; see each line"
+        )
     subtotal = total = forecast_total = None
     if currency is not None:
         subtotal = total = money(sum(line.amount_so_far.amount for line in lines), currency)
-        forecast_total = money(sum(forecasts), currency)
+        forecast_total = money(sum(line.forecast.amount.amount for line in lines), currency)
     return Projection(
         customer_ref=customer_ref,
         period=PeriodOut(billing.key, when(billing.start) or "", when(billing.end) or ""),

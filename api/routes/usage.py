@@ -196,9 +196,12 @@ class UsageController(V1Controller):
 async def _projection(
     svc: ServicesDep, tenant_id: UUID, customer_ref: str, period: str | None
 ) -> Projection:
-    book = svc.price_book()
+    # The price book (which needs Stripe) is asked for only once the fields are checked:
+    # bad input is a 422 naming the field, not a 503 telling the client to retry.
     return await anyio.to_thread.run_sync(
-        lambda: project_cost(svc.stores, book, tenant_id, customer_ref, period, svc.clock())
+        lambda: project_cost(
+            svc.stores, svc.price_book, tenant_id, customer_ref, period, svc.clock()
+        )
     )
 
 

@@ -57,7 +57,9 @@ def test_products_and_prices(client: Any) -> None:
     assert price.recurring.meter == meter.id
     tiered = metered_price(client, meter.id, **GRADUATED)
     assert tiered.tiers_mode == "graduated"
-    assert [t.up_to for t in tiered.tiers] == [100, None]
+    assert "tiers" not in tiered  # includable: Stripe sends it only when expanded
+    expanded = client.v1.prices.retrieve(tiered.id, {"expand": ["tiers"]})
+    assert [t.up_to for t in expanded.tiers] == [100, None]
     assert {p.id for p in client.v1.prices.list({"product": product.id}).data} == {price.id}
     assert client.v1.products.retrieve(product.id).name == "Platform"
 

@@ -282,3 +282,115 @@ def test_spend_alerts_are_priced_with_the_projection_s_stripe_price(
 
     assert incidents(over) == [("triggered", "1200")]
     assert incidents(under) == []
+
+
+def test_bad_input_is_a_4xx_naming_the_field_even_without_stripe(api: Api) -> None:
+    """Without Stripe configured, bad input is still a 422 naming the field: the fields
+    are checked before the price book (which needs Stripe) is asked for, so a client is
+    never told to retry a request that can never succeed."""
+    empty = api.call("GET", "/v1/usage/projection", "acme-read", params={"customerRef": ""})
+    assert empty.status_code == 422, empty.text
+    assert empty.json()["errors"][0]["field"] == "customerRef"
+    posted = api.call(
+        "POST",
+        "/v1/usage/projection",
+        "acme-read",
+        json={"customerRef": "cus_1", "period": "last week"},
+    )
+    assert posted.status_code == 422, posted.text
+
+
+def test_a_period_no_invoice_covers_is_not_priced_as_billed(
+    webhook_api: Api, emulator: RunningEmulator
+) -> None:
+    """Usage counted before the customer's Stripe subscription started lies in a period
+    no invoice covers (``notBilled`` in /v1/usage/current, Stripe's preview holds none of
+    it): the projection lists it as unpriced with that reason, never with an amount."""
+    api = webhook_api
+    early = event(quantity=40, ts="2026-03-05T09:00:00Z", idempotencyKey="early")
+    assert api.ingest(early).json()["accepted"] == 1
+    customer, _, _ = priced_customer(api, emulator, "usd", {"unit_amount": 7})
+    move_to(api, emulator, NOW)
+    api.ingest(event(quantity=10, ts="2026-03-12T09:00:00Z", idempotencyKey="later"))
+    work(api)
+
+    current = api.call("GET", "/v1/usage/current", "acme-read", params={"customerRef": "cus_1"})
+    [not_billed] = current.json()["notBilled"]
+    assert (not_billed["period"], not_billed["value"]) == ("2026-03", "40")
+    preview = emulator.client().v1.invoices.create_preview({"customer": customer})
+    assert [line.quantity for line in preview.lines.data] == [10]  # the 40 are billed nowhere
+
+    body = projection(api, period="2026-03").json()
+    billed = [line["amountSoFar"]["amount"] for line in body["lines"]]
+    assert not any(billed) and not (body["total"] or {}).get("amount"), body
+    assert body["reason"].startswith("no Stripe invoice covers this period"), body
+    assert [u["reason"] for u in body["unpriced"]] == ["not billed: " + not_billed["reason"]], body
+
+
+def test_two_subscriptions_billing_the_same_meter_are_both_projected(
+    webhook_api: Api, emulator: RunningEmulator
+) -> None:
+    """A customer on two subscriptions with a price on the metric's meter (a base plan
+    and an add-on, or a migration overlap) is billed the usage on both: one projection
+    line per subscription item, both in the total, which equals Stripe's two invoices."""
+    api = webhook_api
+    customer, _, first_sub = priced_customer(api, emulator, "usd", {"unit_amount": 7})
+    stripe = emulator.client()
+    first_price = stripe.v1.subscriptions.retrieve(first_sub)["items"].data[0].price
+    addon = stripe.v1.prices.create(
+        {
+            "currency": "usd",
+            "product_data": {"name": "API calls add-on"},
+            "recurring": {
+                "interval": "month",
+                "usage_type": "metered",
+                "meter": first_price.recurring.meter,
+            },
+            "unit_amount": 3,
+        }
+    )
+    second_sub = stripe.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": addon.id}]}
+    ).id
+    move_to(api, emulator, NOW)
+    use(api, 10)
+    work(api)
+
+    billed = sum(
+        stripe.v1.invoices.create_preview({"customer": customer, "subscription": sub}).total
+        for sub in (first_sub, second_sub)
+    )
+    assert billed == 10 * 7 + 10 * 3  # Stripe bills the meter's 10 units on both items
+
+    body = projection(api).json()
+    assert body["total"]["amount"] == billed, body
+    items = {line["stripeSubscriptionItemId"] for line in body["lines"]}
+    assert len(items) == 2 and {line["metric"] for line in body["lines"]} == {"api_calls"}
+
+
+def test_items_in_two_currencies_get_no_total(webhook_api: Api, emulator: RunningEmulator) -> None:
+    """Items on the meter in different currencies are each priced, never added: no total,
+    and the reason names the currencies."""
+    api = webhook_api
+    customer, _, first_sub = priced_customer(api, emulator, "usd", {"unit_amount": 7})
+    stripe = emulator.client()
+    meter = stripe.v1.subscriptions.retrieve(first_sub)["items"].data[0].price.recurring.meter
+    recurring = {"interval": "month", "usage_type": "metered", "meter": meter}
+    addon = stripe.v1.prices.create(
+        {
+            "currency": "eur",
+            "product_data": {"name": "EU"},
+            "recurring": recurring,
+            "unit_amount": 3,
+        }
+    )
+    stripe.v1.subscriptions.create({"customer": customer, "items": [{"price": addon.id}]})
+    move_to(api, emulator, NOW)
+    use(api, 10)
+    work(api)
+
+    body = projection(api).json()
+    amounts = sorted((ln["currency"], ln["amountSoFar"]["amount"]) for ln in body["lines"])
+    assert amounts == [("eur", 30), ("usd", 70)], body
+    assert body["currency"] is None and body["total"] is None and body["subtotal"] is None
+    assert "different currencies (eur, usd)" in body["reason"], body

@@ -77,6 +77,10 @@ def test_prices_stripe_refuses_are_refused() -> None:
         )
     with pytest.raises(InvalidInputError):
         Price("p", "usd", "tiered", tiers_mode="graduated", tiers=(Tier(5),))
+    unread = Price("p", "usd", "tiered", tiers_mode="graduated")  # tiers not expanded
+    assert unread.tiers_unread
+    with pytest.raises(ValueError, match="tiers were not read"):
+        line_amount(unread, 1)
     with pytest.raises(InvalidInputError):
         TransformQuantity(0, "up")
 

@@ -17,6 +17,7 @@ change (``change_periods``) alike.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -154,10 +155,11 @@ class UsageRecorder:
                         results[position] = _repeat(submissions[position], stored)
                     continue
                 # The same event twice in one batch, the first refused by a cap: so is this one
-                # (its key was not claimed, so "duplicate" would say it was counted).
+                # (its key was not claimed, so "duplicate" would say it was counted). Only
+                # the first made its period reach the cap.
                 same = submissions[position].fingerprint == submissions[first].fingerprint
                 if answer is not None and answer.cap is CapMode.HARD and same:
-                    results[position] = answer
+                    results[position] = dataclasses.replace(answer, cap_reached=None)
             break
         else:
             raise IngestContentionError(

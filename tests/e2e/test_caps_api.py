@@ -215,3 +215,20 @@ def test_a_counted_event_resent_after_a_restart_is_a_duplicate_not_a_cap_refusal
     assert [r["status"] for r in again["results"]] == ["conflict", "duplicate", "conflict"]
     assert resent["results"][0]["status"] == "duplicate"
     assert counted(api) == "10"
+
+
+def test_the_same_refused_event_twice_in_a_batch_counts_one_period_reaching_its_cap(
+    api: Api,
+) -> None:
+    """A batch holding the same event twice, refused by the hard cap, refuses both, and
+    ``stripemeter_caps_reached_total`` counts one period reaching its cap, as the
+    period records ``CapReached`` once."""
+    assert put_cap(api, customerRef=None, limit=5, mode="hard").status_code == 200
+    same = event(quantity=10, idempotencyKey="twice")
+    answer = api.ingest(same, same).json()
+    assert [r["status"] for r in answer["results"]] == ["error", "error"]
+    assert len(cap_events(api)) == 1
+    metrics = api.call("GET", "/metrics").text
+    assert 'stripemeter_caps_reached_total{mode="hard"} 1.0' in metrics, [
+        line for line in metrics.splitlines() if line.startswith("stripemeter_caps_reached")
+    ]

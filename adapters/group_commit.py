@@ -66,7 +66,11 @@ class GroupCommitWriter:
         return await job.future
 
     async def tenant_changed(self, tenant_id: UUID) -> None:
-        """Nothing to do: the writer thread shares the app whose change refreshed its cache."""
+        """Nothing to do: the writer thread shares the app whose change refreshed its cache.
+
+        A tenant read the writer had in flight during the change is not cached over it
+        (``TtlCache.get_or_load``), so the next batch reads the tenant as changed.
+        """
 
     def _committed(self, commit: Commit[_Job]) -> None:
         self.metrics.observe_commit(commit.events, commit.seconds)

@@ -17,6 +17,7 @@ change (``change_periods``) alike.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +51,7 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 # A batch or a change that keeps colliding with another process is refused after this many tries.
 WRITE_ATTEMPTS = 5
 SNAPSHOT_EVERY = 100
+ALREADY_CLAIMED = (Outcome.DUPLICATE, Outcome.CONFLICT)
 
 
 class IngestContentionError(ConflictError):
@@ -120,13 +122,14 @@ class UsageRecorder:
         for _ in range(WRITE_ATTEMPTS):
             claims: dict[UUID, int] = {}
             writes: list[Write] = []
-            repeats: list[tuple[int, int]] = []  # (position, position of the same key's first)
+            # (position, position of the same key's first, the key's claim)
+            repeats: list[tuple[int, int, UUID]] = []
             for write in checked:
                 seen: str | None
                 if write.claim_id in claims:
                     first = claims[write.claim_id]
                     seen = submissions[first].fingerprint
-                    repeats.append((write.position, first))
+                    repeats.append((write.position, first, write.claim_id))
                 elif (seen := self._known_keys.get(write.claim_id)) is None:
                     claims[write.claim_id] = write.position
                     writes.append(write)
@@ -144,13 +147,19 @@ class UsageRecorder:
                 continue
             for index, result in written:
                 results[index] = result
-            for position, first in repeats:
+            for position, first, claim in repeats:
+                answer = results[first]
+                if answer is not None and answer.outcome in ALREADY_CLAIMED:
+                    # The first's key turned out claimed before (``_write``): so is this one's.
+                    if (stored := self._known_keys.get(claim)) is not None:
+                        results[position] = _repeat(submissions[position], stored)
+                    continue
                 # The same event twice in one batch, the first refused by a cap: so is this one
-                # (its key was not claimed, so "duplicate" would say it was counted).
-                refused = results[first]
+                # (its key was not claimed, so "duplicate" would say it was counted). Only
+                # the first made its period reach the cap.
                 same = submissions[position].fingerprint == submissions[first].fingerprint
-                if refused is not None and refused.cap is CapMode.HARD and same:
-                    results[position] = refused
+                if answer is not None and answer.cap is CapMode.HARD and same:
+                    results[position] = dataclasses.replace(answer, cap_reached=None)
             break
         else:
             raise IngestContentionError(
@@ -191,7 +200,8 @@ class UsageRecorder:
     def _write(
         self, submissions: Sequence[UsageSubmission], writes: list[Write], now: datetime
     ) -> list[tuple[int, IngestResult]]:
-        """Write ``writes`` in one transaction; each one's result (accepted, or refused by a cap).
+        """Write ``writes`` in one transaction; each one's result (accepted, or refused by a cap,
+        or, where a cap would refuse it, a repeat of a key claimed before).
 
         Every cap is decided here, on the periods as this transaction writes
         them: a concurrent writer that moved one on makes the insert fail
@@ -233,12 +243,25 @@ class UsageRecorder:
                     )
                 if decision is not None:
                     assert cap is not None
+                    if (
+                        decision.refused is not None
+                        and (seen := self._stored_claim(key_id)) is not None
+                    ):
+                        # Counted before by a writer that did not know the key (another
+                        # process, or before a restart): a refusal claims nothing, so no
+                        # claim's collision would tell. Looked up on refusals only (rare).
+                        out.append((index, _repeat(item, seen)))
+                        continue
                     result = _capped(item, cap, decision, late)
                     if decision.reached_value is not None:
                         reached.append(Reached(period, cap, decision.reached_value))
                     if decision.refused is not None:
                         # Nothing counted and the key not claimed (a retry may pass once the
                         # cap is raised); a first refusal records CapReached.
+                        if decision.reached_value is not None:
+                            period.record_cap_reached(
+                                cap.mode.value, cap.limit, decision.reached_value
+                            )
                         events.extend(period.collect_events())
                         writes_to.add(period.id)
                         out.append((index, result))
@@ -304,8 +327,8 @@ class UsageRecorder:
             if cap is not None:
                 decision = decide(cap, period, item.quantity, item.occurred_at)
                 if decision is not None and decision.refused is not None:
-                    if decision.reached_value is not None:
-                        period.record_cap_reached(cap.mode.value, cap.limit, decision.reached_value)
+                    # Nothing recorded: the caller first checks that the key is not
+                    # already claimed, then records CapReached (``_write``).
                     return Counted(None, (), decision)
             late = Lateness.IN_WINDOW if now >= period.period_end else None
             period.record_usage(
@@ -416,11 +439,16 @@ class UsageRecorder:
 
     def _learn_keys(self, writes: Iterable[Write]) -> None:
         for write in writes:
-            try:
-                claim: IdempotencyKey = self.app.repository.get(write.claim_id)
-            except AggregateNotFoundError:
-                continue
-            self._known_keys.put(write.claim_id, claim.fingerprint)
+            self._stored_claim(write.claim_id)
+
+    def _stored_claim(self, claim_id: UUID) -> str | None:
+        """The fingerprint of the key's stored claim (now known to this writer), or None."""
+        try:
+            claim: IdempotencyKey = self.app.repository.get(claim_id)
+        except AggregateNotFoundError:
+            return None
+        self._known_keys.put(claim_id, claim.fingerprint)
+        return claim.fingerprint
 
     # -- changes beside ingest: corrections, closing ----------------------------
 

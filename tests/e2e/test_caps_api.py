@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+from litestar.testing import TestClient
+
+from adapters.settings import Settings
+from api.app import create_app
 from domain.tenancy import tenant_id_for
 from domain.usage import UsagePeriod, usage_period_id
+from tests.conftest import FakeClock
 from tests.e2e.conftest import Api, event
 
 
@@ -174,3 +180,55 @@ def test_many_concurrent_clients_never_pass_a_hard_cap(api: Api) -> None:
     assert total == sent - refused_units
     assert statuses["error"] > 0  # the cap was hit
     assert len(cap_events(api)) == 1
+
+
+def test_a_counted_event_resent_after_a_restart_is_a_duplicate_not_a_cap_refusal(
+    api: Api, settings: Settings, clock: FakeClock
+) -> None:
+    """An event counted up to the hard cap and sent again (a client retry after a timeout)
+    to a writer that has not seen its key (a restarted serve, or another one) is a
+    ``duplicate``, not refused by the cap; other content under its key is a ``conflict``."""
+    assert put_cap(api, customerRef=None, limit=10, mode="hard").status_code == 200
+    first = api.ingest(event(quantity=10, idempotencyKey="order-1")).json()
+    assert first["results"][0]["status"] == "accepted"
+
+    # The same serve restarted (or a second one on the same database): a fresh writer.
+    fresh = dataclasses.replace(settings, embedded_worker=False, writer_mode="thread")
+    with TestClient(app=create_app(fresh, clock)) as client:
+        again = client.post(
+            "/v1/events/ingest",
+            headers={"Authorization": f"Bearer {api.keys['acme-all']}"},
+            json={
+                "events": [
+                    event(quantity=11, idempotencyKey="order-1"),
+                    event(quantity=10, idempotencyKey="order-1"),
+                    event(quantity=11, idempotencyKey="order-1"),
+                ]
+            },
+        ).json()
+        resent = client.post(
+            "/v1/events/ingest",
+            headers={"Authorization": f"Bearer {api.keys['acme-all']}"},
+            json={"events": [event(quantity=10, idempotencyKey="order-1")]},
+        ).json()
+    # Each answers to the stored claim, not to the first of its batch.
+    assert [r["status"] for r in again["results"]] == ["conflict", "duplicate", "conflict"]
+    assert resent["results"][0]["status"] == "duplicate"
+    assert counted(api) == "10"
+
+
+def test_the_same_refused_event_twice_in_a_batch_counts_one_period_reaching_its_cap(
+    api: Api,
+) -> None:
+    """A batch holding the same event twice, refused by the hard cap, refuses both, and
+    ``stripemeter_caps_reached_total`` counts one period reaching its cap, as the
+    period records ``CapReached`` once."""
+    assert put_cap(api, customerRef=None, limit=5, mode="hard").status_code == 200
+    same = event(quantity=10, idempotencyKey="twice")
+    answer = api.ingest(same, same).json()
+    assert [r["status"] for r in answer["results"]] == ["error", "error"]
+    assert len(cap_events(api)) == 1
+    metrics = api.call("GET", "/metrics").text
+    assert 'stripemeter_caps_reached_total{mode="hard"} 1.0' in metrics, [
+        line for line in metrics.splitlines() if line.startswith("stripemeter_caps_reached")
+    ]

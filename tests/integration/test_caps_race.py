@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from uuid import UUID
+
+import pytest
 
 from adapters.persistence import open_stores
 from adapters.settings import Settings
@@ -16,12 +19,14 @@ from domain.caps import Cap, CapMode
 from domain.ingest import Outcome
 from domain.meters import Aggregation, MetricDefinition
 from domain.recording import IngestContentionError
+from domain.tenancy import Tenant
 from domain.usage import UsagePeriod
 from tests.conftest import FakeClock
 from tests.helpers import setup_tenant, submission
 
 WRITERS, ROUNDS, PER_CUSTOMER = 3, 12, 3
 LIMIT = Decimal(40)
+HARD = CapMode.HARD
 
 
 def test_racing_writers_never_pass_a_hard_cap_and_reach_each_cap_once(
@@ -108,3 +113,35 @@ def test_a_refusal_is_decided_on_the_period_as_stored_not_a_stale_copy(
     finally:
         a.close()
         b.close()
+
+
+def test_a_cap_set_while_the_writer_reads_the_tenant_is_enforced_for_the_next_events(
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread writer shares the API's tenant cache: a cap set while the writer is
+    (re)reading the tenant holds for every event sent after the answer — the read begun
+    before the change is used for its own batch, but not cached over the change."""
+    setup = open_stores(settings, clock)
+    tenant = setup_tenant(setup)
+    setup.close()
+    stores = open_stores(settings, clock)  # one process: the API and its writer thread
+    try:
+        app = stores.app
+        read = app.fresh_tenant
+        api_call: list[bool] = []
+
+        def read_while_the_cap_is_set(tenant_id: UUID) -> Tenant:
+            found = read(tenant_id)
+            if not api_call:  # the writer's read is in flight: PUT /v1/caps runs and answers
+                monkeypatch.setattr(app, "fresh_tenant", read)
+                api_call.append(app.set_cap(tenant, Cap("api_calls", None, Decimal(5), HARD)))
+            return found
+
+        monkeypatch.setattr(app, "fresh_tenant", read_while_the_cap_is_set)
+        first = app.usage.record_usage([submission(tenant, 1, clock.now, key="during")])
+        assert api_call == [True] and first[0].outcome is Outcome.ACCEPTED
+        # After the API answered: 10 more is past the hard cap of 5.
+        after = app.usage.record_usage([submission(tenant, 10, clock.now, key="after")])
+        assert after[0].outcome is Outcome.ERROR, after[0]
+    finally:
+        stores.close()

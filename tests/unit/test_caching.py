@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+
+import pytest
 
 from domain.caching import LruCache, TtlCache
 
@@ -111,3 +114,59 @@ def test_pop_where_drops_only_the_picked_entries() -> None:
         cache.put(key, value)
     assert cache.pop_where(lambda key, value: value % 2 == 1) == 2
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, 2, None)
+
+
+def test_ttl_a_load_older_than_a_put_or_pop_of_its_key_is_returned_but_not_stored() -> None:
+    """A change made while a load reads (a cap set, a webhook) is not undone by that load."""
+    cache: TtlCache[str, str] = TtlCache(60.0, 10, clock=Ticks())
+
+    def read_then_put(key: str) -> str:
+        cache.put(key, "changed")  # another thread changes the key mid-read
+        return "read before"
+
+    def read_then_pop(key: str) -> str:
+        cache.pop(key)
+        return "read before"
+
+    assert cache.get_or_load("tenant", read_then_put) == "read before"
+    assert cache.get("tenant") == "changed"
+    assert cache.get_or_load("customer", read_then_pop) == "read before"
+    assert cache.get_or_load("customer", lambda key: "read after") == "read after"
+    assert cache.get("customer") == "read after"
+    # A change to another key leaves the load alone.
+
+    def read_then_put_another(key: str) -> str:
+        cache.put("other", "changed")
+        return "read"
+
+    cache.get_or_load("one", read_then_put_another)
+    assert cache.get("one") == "read"
+
+
+def test_ttl_pop_where_during_a_load_drops_the_load_only_when_it_picks_its_value() -> None:
+    cache: TtlCache[str, tuple[str, ...]] = TtlCache(60.0, 10, clock=Ticks())
+
+    def read_then_forget(forgotten: str) -> Callable[[str], tuple[str, ...]]:
+        def load(key: str) -> tuple[str, ...]:
+            cache.pop_where(lambda _, prices: forgotten in prices)
+            return ("price_1", "price_2")
+
+        return load
+
+    assert cache.get_or_load("cus_1", read_then_forget("price_2")) == ("price_1", "price_2")
+    assert cache.get("cus_1") is None
+    cache.get_or_load("cus_2", read_then_forget("price_9"))
+    assert cache.get("cus_2") == ("price_1", "price_2")
+
+
+def test_ttl_a_failed_load_leaves_nothing_behind() -> None:
+    cache: TtlCache[str, str] = TtlCache(60.0, 10, clock=Ticks())
+
+    def fail(key: str) -> str:
+        raise LookupError(key)
+
+    with pytest.raises(LookupError):
+        cache.get_or_load("key", fail)
+    cache.put("key", "value")  # no load in flight any more: nothing to mark
+    assert cache.get_or_load("key", fail) == "value"
+    assert cache._loads == {}  # no registration leaks

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
+from adapters.periodic import Periodic
 from domain.alert_incidents import (
     AlertIncident,
     IncidentState,
@@ -400,23 +401,15 @@ class AlertSweep:
     def __init__(self, evaluator: AlertEvaluator, interval: float = ALERT_SWEEP_SECONDS) -> None:
         self.evaluator = evaluator
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Periodic | None = None
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="alert-sweep", daemon=True)
+        self._thread = Periodic(
+            "alert-sweep", self.interval, self.evaluator.sweep, log=log, what="alert sweep"
+        )
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.stop()
             self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.evaluator.sweep()
-            except Exception:
-                log.exception("alert sweep failed; trying again in %.0f s", self.interval)

@@ -171,7 +171,7 @@ class AlertEvaluator:
             rules = {r.alert_id: r for rs in self.rules(refresh=True).values() for r in rs}
             saved = 0
             for row in self.alerts.incidents(open_only=True, limit=100_000):
-                saved += self._retire(row, rules.get(row.alert_id), now)
+                saved += self._retire(row, rules.get(row.target.alert_id), now)
             for rule in rules.values():
                 if not rule.spec.enabled:
                     continue
@@ -368,16 +368,16 @@ def retired_because(
     something else now, or its period has ended; None while it still stands."""
     if rule is None:
         return ResolvedBecause.ALERT_DELETED
-    spec = rule.spec
+    spec, target = rule.spec, row.target
     if not spec.enabled:
         return ResolvedBecause.ALERT_DISABLED
     if (
-        spec.metric != row.metric
-        or spec.kind.value != row.kind
-        or spec.customer_ref not in (None, row.customer_ref)
+        spec.metric != target.metric
+        or spec.kind.value != target.kind
+        or spec.customer_ref not in (None, target.customer_ref)
     ):
         return ResolvedBecause.ALERT_CHANGED
-    if now >= row.period_end:
+    if now >= target.period_end:
         return ResolvedBecause.PERIOD_ENDED
     return None
 

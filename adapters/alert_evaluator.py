@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
+from adapters.periodic import Periodic
 from domain.alert_incidents import (
     AlertIncident,
     IncidentState,
@@ -170,7 +171,7 @@ class AlertEvaluator:
             rules = {r.alert_id: r for rs in self.rules(refresh=True).values() for r in rs}
             saved = 0
             for row in self.alerts.incidents(open_only=True, limit=100_000):
-                saved += self._retire(row, rules.get(row.alert_id), now)
+                saved += self._retire(row, rules.get(row.target.alert_id), now)
             for rule in rules.values():
                 if not rule.spec.enabled:
                     continue
@@ -367,16 +368,16 @@ def retired_because(
     something else now, or its period has ended; None while it still stands."""
     if rule is None:
         return ResolvedBecause.ALERT_DELETED
-    spec = rule.spec
+    spec, target = rule.spec, row.target
     if not spec.enabled:
         return ResolvedBecause.ALERT_DISABLED
     if (
-        spec.metric != row.metric
-        or spec.kind.value != row.kind
-        or spec.customer_ref not in (None, row.customer_ref)
+        spec.metric != target.metric
+        or spec.kind.value != target.kind
+        or spec.customer_ref not in (None, target.customer_ref)
     ):
         return ResolvedBecause.ALERT_CHANGED
-    if now >= row.period_end:
+    if now >= target.period_end:
         return ResolvedBecause.PERIOD_ENDED
     return None
 
@@ -400,23 +401,15 @@ class AlertSweep:
     def __init__(self, evaluator: AlertEvaluator, interval: float = ALERT_SWEEP_SECONDS) -> None:
         self.evaluator = evaluator
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Periodic | None = None
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="alert-sweep", daemon=True)
+        self._thread = Periodic(
+            "alert-sweep", self.interval, self.evaluator.sweep, log=log, what="alert sweep"
+        )
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.stop()
             self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.evaluator.sweep()
-            except Exception:
-                log.exception("alert sweep failed; trying again in %.0f s", self.interval)

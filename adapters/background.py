@@ -15,6 +15,7 @@ from datetime import datetime
 
 from adapters.alert_evaluator import AlertSweep
 from adapters.metrics import Metrics
+from adapters.periodic import Periodic
 from adapters.persistence import Stores
 from adapters.price_book import price_book_for
 from adapters.push_worker import PushWorker, build_broker, build_gateways, start_builtin_emulator
@@ -158,29 +159,23 @@ class ReconcileSchedule:
         self.reconciliation = reconciliation
         self.close_every = close_every
         self.reconcile_every = reconcile_every
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._next_run = 0.0
+        self._thread: Periodic | None = None
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self._next_run = time.monotonic() + min(self.reconcile_every, 60)
+        self._thread = Periodic(
+            "reconcile", self.close_every, self._tick, log=log, what="reconciliation"
+        )
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.stop()
             self._thread = None
 
-    def _loop(self) -> None:
-        next_run = time.monotonic() + min(self.reconcile_every, 60)
-        while not self._stop.wait(self.close_every):
-            try:
-                self.reconciliation.closer.close_due()
-                if self.reconcile_every and time.monotonic() >= next_run:
-                    next_run = time.monotonic() + self.reconcile_every
-                    self.reconciliation.reconciler.run(
-                        Scope(), actor="system:schedule", trigger="schedule"
-                    )
-            except Exception:
-                log.exception("reconciliation failed; trying again in %.0f s", self.close_every)
+    def _tick(self) -> None:
+        self.reconciliation.closer.close_due()
+        if self.reconcile_every and time.monotonic() >= self._next_run:
+            self._next_run = time.monotonic() + self.reconcile_every
+            self.reconciliation.reconciler.run(Scope(), actor="system:schedule", trigger="schedule")

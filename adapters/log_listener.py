@@ -27,6 +27,8 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from adapters.periodic import StoppableThread
+
 log = logging.getLogger("stripemeter.projections")
 
 # Find a connection that died without a word (a host gone, a firewall's idle
@@ -56,32 +58,29 @@ class PostgresLogListener:
         self.max_reconnect_delay = max_reconnect_delay
         self.backend_pid: int | None = None  # the LISTEN connection's server process
         self._connected = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: StoppableThread | None = None
 
     @property
     def connected(self) -> bool:
         return self._connected
 
     def start(self, wake: Callable[[], None]) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(wake,), name="log-listener", daemon=True
+        self._thread = StoppableThread(
+            "log-listener", lambda stopping: self._run(wake, stopping), join_timeout=10
         )
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.stop()
             self._thread = None
 
-    def _run(self, wake: Callable[[], None]) -> None:
+    def _run(self, wake: Callable[[], None], stopping: threading.Event) -> None:
         delay = self.reconnect_delay
         failures = 0
-        while not self._stop.is_set():
+        while not stopping.is_set():
             try:
-                self._listen(wake, failures)
+                self._listen(wake, failures, stopping)
                 return  # stopped
             except Exception as error:
                 self._connected = False
@@ -100,10 +99,10 @@ class PostgresLogListener:
                     failures,
                     delay,
                 )
-                self._stop.wait(delay)
+                stopping.wait(delay)
                 delay = min(delay * 2, self.max_reconnect_delay)
 
-    def _listen(self, wake: Callable[[], None], failures: int) -> None:
+    def _listen(self, wake: Callable[[], None], failures: int, stopping: threading.Event) -> None:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self.backend_pid = conn.info.backend_pid
@@ -119,7 +118,7 @@ class PostgresLogListener:
                     failures,
                 )
             try:
-                while not self._stop.is_set():
+                while not stopping.is_set():
                     for _ in conn.notifies(timeout=self.check_interval):
                         wake()
             finally:

@@ -20,7 +20,6 @@ queue is ``STRIPEMETER_BROKER_QUEUE`` so that deployments can share a broker.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -33,6 +32,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from adapters.metrics import Metrics
+from adapters.periodic import Periodic
 from adapters.persistence import Stores
 from adapters.settings import Settings
 from adapters.stripe_gateway import SdkStripeGateway
@@ -201,8 +201,7 @@ class PushWorker:
             max(30.0, 4 * interval_seconds), 200_000
         )
         self._worker: dramatiq.Worker | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Periodic | None = None
 
     # -- the actor ------------------------------------------------------------
 
@@ -325,14 +324,19 @@ class PushWorker:
     def start(self) -> None:
         self._worker = dramatiq.Worker(self.broker, worker_threads=self.threads, worker_timeout=200)
         self._worker.start()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="push-sweep", daemon=True)
+        self._thread = Periodic(
+            "push-sweep",
+            self.interval_seconds,
+            self._sweep_or_warn,
+            log=log,
+            what="push sweep",
+            join_timeout=10,
+        )
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.stop()
             self._thread = None
         if self._worker is not None:
             self._worker.stop(timeout=10_000)
@@ -340,11 +344,8 @@ class PushWorker:
         # The sweep thread's publishing connection (RabbitMQ: one per thread) goes too.
         self.broker.close()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
-            try:
-                self.sweep()
-            except StripeUnavailableError as error:
-                log.warning("push sweep could not reach Stripe: %s", error)
-            except Exception:
-                log.exception("push sweep failed; trying again in %.0f s", self.interval_seconds)
+    def _sweep_or_warn(self) -> None:
+        try:
+            self.sweep()
+        except StripeUnavailableError as error:
+            log.warning("push sweep could not reach Stripe: %s", error)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from adapters.periodic import Periodic
 from adapters.webhook_http import WebhookTransport
 from domain.application import MeteringApp
 from domain.deliveries import Delivery, Outcome, RetryPolicy
@@ -68,8 +68,7 @@ class WebhookSender:
         self.batch_size = batch_size
         self.rng = rng or random.Random()
         self.endpoints = WebhookEndpointsService(app)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Periodic | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     def send_due(self) -> dict[UUID, Outcome | None]:
@@ -135,28 +134,25 @@ class WebhookSender:
     # -- running --------------------------------------------------------------
 
     def start(self) -> None:
-        self._stop.clear()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook-send")
-        self._thread = threading.Thread(target=self._loop, name="webhook-sender", daemon=True)
+        self._thread = Periodic(
+            "webhook-sender", self.poll_interval, self._send_all_due, log=log, what="webhook sender"
+        )
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.stop()
             self._thread = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.transport.close()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_interval):
-            try:
-                while not self._stop.is_set():
-                    results = self.send_due()
-                    # A full batch that sent something: look again at once.
-                    if len(results) < self.batch_size or not any(results.values()):
-                        break
-            except Exception:
-                log.exception("webhook sender failed; trying again in %.1f s", self.poll_interval)
+    def _send_all_due(self) -> None:
+        thread = self._thread
+        while thread is not None and not thread.stopping.is_set():
+            results = self.send_due()
+            # A full batch that sent something: look again at once.
+            if len(results) < self.batch_size or not any(results.values()):
+                break

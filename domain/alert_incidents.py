@@ -25,11 +25,11 @@ test clock where one drives it — not the wall clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -77,6 +77,10 @@ class Target:
     @property
     def incident_id(self) -> UUID:
         return incident_id_for(self.alert_id, self.customer_ref, self.period)
+
+    def as_fields(self) -> dict[str, Any]:
+        """The eight fields by name, as ``Opened``, ``Triggered`` and ``Resolved`` carry them."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -271,30 +275,15 @@ class AlertIncident(Aggregate):
         incident = cls._create(
             cls.Opened,
             id=target.incident_id,
-            tenant_id=target.tenant_id,
-            alert_id=target.alert_id,
-            customer_ref=target.customer_ref,
-            metric=target.metric,
-            period=target.period,
-            period_start=target.period_start,
-            period_end=target.period_end,
-            kind=target.kind,
+            **target.as_fields(),
         )
         incident.trigger(threshold, reading, now)
         return incident
 
     def trigger(self, threshold: Decimal, reading: Reading, now: datetime) -> None:
-        t = self.target
         self.trigger_event(
             self.Triggered,
-            alert_id=t.alert_id,
-            tenant_id=t.tenant_id,
-            customer_ref=t.customer_ref,
-            metric=t.metric,
-            period=t.period,
-            period_start=t.period_start,
-            period_end=t.period_end,
-            kind=t.kind,
+            **self.target.as_fields(),
             threshold=threshold,
             observed=reading.observed,
             baseline=reading.baseline,
@@ -314,17 +303,9 @@ class AlertIncident(Aggregate):
     def resolve(
         self, reason: ResolvedBecause, threshold: Decimal, observed: Decimal | None, now: datetime
     ) -> None:
-        t = self.target
         self.trigger_event(
             self.Resolved,
-            alert_id=t.alert_id,
-            tenant_id=t.tenant_id,
-            customer_ref=t.customer_ref,
-            metric=t.metric,
-            period=t.period,
-            period_start=t.period_start,
-            period_end=t.period_end,
-            kind=t.kind,
+            **self.target.as_fields(),
             threshold=threshold,
             observed=observed,
             reason=reason.value,

@@ -9,10 +9,11 @@ made again on what it saved (never a second trigger for one breach).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -33,6 +34,8 @@ from domain.application import MeteringApp
 from domain.errors import ConflictError, InvalidInputError, NotFoundError
 
 SAVE_ATTEMPTS = 5
+
+A = TypeVar("A", AlertRule, AlertIncident)
 
 IncidentEvent = AlertIncident.Triggered | AlertIncident.Resolved
 
@@ -107,16 +110,30 @@ class AlertService:
         """Delete the rule; the evaluator resolves its open incidents when it sees this."""
         self._change(tenant_id, alert_id, lambda rule: rule.delete())
 
-    def _change(self, tenant_id: UUID, alert_id: UUID, change: Any) -> AlertRule:
+    def _change(
+        self, tenant_id: UUID, alert_id: UUID, change: Callable[[AlertRule], object]
+    ) -> AlertRule:
+        return self._changed(
+            lambda: self.rule(tenant_id, alert_id),
+            change,
+            f"alert {alert_id} is being changed concurrently; try again",
+        )
+
+    def _changed(self, load: Callable[[], A], change: Callable[[A], object], conflict: str) -> A:
+        """Load, change and save an aggregate, loading it again when another saved first.
+
+        ``change`` answering False means nothing changed: the aggregate as loaded.
+        """
         for _ in range(SAVE_ATTEMPTS):
-            rule = self.rule(tenant_id, alert_id)
-            change(rule)
+            aggregate = load()
+            if change(aggregate) is False:
+                return aggregate
             try:
-                self.app.save(rule)
+                self.app.save(aggregate)
             except IntegrityError:
                 continue
-            return rule
-        raise ConflictError(f"alert {alert_id} is being changed concurrently; try again")
+            return aggregate
+        raise ConflictError(conflict)
 
     # -- incidents ------------------------------------------------------------
 
@@ -132,16 +149,11 @@ class AlertService:
         self, tenant_id: UUID, alert_id: UUID, incident_id: UUID, actor: str
     ) -> AlertIncident:
         """Acknowledge an open incident (again: no change); a resolved one is a conflict."""
-        for _ in range(SAVE_ATTEMPTS):
-            incident = self.incident(tenant_id, alert_id, incident_id)
-            if not incident.acknowledge(actor, self.app.clock()):
-                return incident
-            try:
-                self.app.save(incident)
-            except IntegrityError:
-                continue
-            return incident
-        raise ConflictError(f"incident {incident_id} is being changed concurrently; try again")
+        return self._changed(
+            lambda: self.incident(tenant_id, alert_id, incident_id),
+            lambda incident: incident.acknowledge(actor, self.app.clock()),
+            f"incident {incident_id} is being changed concurrently; try again",
+        )
 
     def evaluate(
         self,
@@ -152,23 +164,25 @@ class AlertService:
         now: datetime,
     ) -> Saved:
         """Trigger or resolve the target's incident as ``reading`` says; what was saved."""
-        for _ in range(SAVE_ATTEMPTS):
-            incident = self._incident(target.incident_id)
+
+        def decide(incident: AlertIncident | None) -> AlertIncident | None:
             action = next_action(incident, reading.breached, now, cooldown_seconds)
             if action is None:
-                return Saved()
+                return None
             if action is Action.TRIGGER:
                 if incident is None:
-                    incident = AlertIncident.open(target, threshold, reading, now)
-                else:
-                    incident.trigger(threshold, reading, now)
+                    return AlertIncident.open(target, threshold, reading, now)
+                incident.trigger(threshold, reading, now)
             else:
                 assert incident is not None
                 incident.resolve(ResolvedBecause.BELOW_THRESHOLD, threshold, reading.observed, now)
-            saved = self._save(incident)
-            if saved is not None:
-                return saved
-        raise ConflictError(f"incident {target.incident_id} keeps changing; evaluated again later")
+            return incident
+
+        return self._decided(
+            target.incident_id,
+            decide,
+            f"incident {target.incident_id} keeps changing; evaluated again later",
+        )
 
     def resolve(
         self,
@@ -179,15 +193,33 @@ class AlertService:
         now: datetime,
     ) -> Saved:
         """Resolve an incident that is open (the period ended, the rule went away)."""
-        for _ in range(SAVE_ATTEMPTS):
-            incident = self._incident(incident_id)
+
+        def decide(incident: AlertIncident | None) -> AlertIncident | None:
             if incident is None or not is_open(incident):
-                return Saved()
+                return None
             incident.resolve(reason, threshold, observed, now)
+            return incident
+
+        return self._decided(
+            incident_id, decide, f"incident {incident_id} keeps changing; resolved again later"
+        )
+
+    def _decided(
+        self,
+        incident_id: UUID,
+        decide: Callable[[AlertIncident | None], AlertIncident | None],
+        conflict: str,
+    ) -> Saved:
+        """Load the incident, let ``decide`` change it (None: nothing to do), save; when
+        another saved first, decide again on what it saved."""
+        for _ in range(SAVE_ATTEMPTS):
+            incident = decide(self._incident(incident_id))
+            if incident is None:
+                return Saved()
             saved = self._save(incident)
             if saved is not None:
                 return saved
-        raise ConflictError(f"incident {incident_id} keeps changing; resolved again later")
+        raise ConflictError(conflict)
 
     def _save(self, incident: AlertIncident) -> Saved | None:
         """Save; what was saved, or None when another saved first (decide again)."""

@@ -168,6 +168,9 @@ class AlertRule(Aggregate):
         enabled: bool
         cooldown_seconds: int
 
+        def apply(self, aggregate: AlertRule) -> None:
+            aggregate._set(self)
+
     class Replaced(Aggregate.Event):
         """Every field of the rule replaced (v1); its incidents keep their history."""
 
@@ -189,27 +192,9 @@ class AlertRule(Aggregate):
         def apply(self, aggregate: AlertRule) -> None:
             aggregate.deleted = True
 
-    def __init__(
-        self,
-        tenant_id: UUID,
-        metric: str,
-        customer_ref: str | None,
-        kind: str,
-        threshold: Decimal,
-        basis: str | None,
-        currency: str | None,
-        enabled: bool,
-        cooldown_seconds: int,
-    ) -> None:
+    def __init__(self, tenant_id: UUID) -> None:
+        # The spec's fields are set by ``Created.apply``, as ``Replaced`` sets them.
         self.tenant_id = tenant_id
-        self.metric = metric
-        self.customer_ref = customer_ref
-        self.kind = kind
-        self.threshold = threshold
-        self.basis = basis
-        self.currency = currency
-        self.enabled = enabled
-        self.cooldown_seconds = cooldown_seconds
         self.deleted = False
 
     @classmethod
@@ -245,7 +230,7 @@ class AlertRule(Aggregate):
         if self.deleted:
             raise ConflictError(f"alert {self.id} was deleted")
 
-    def _set(self, event: AlertRule.Replaced) -> None:
+    def _set(self, event: AlertRule.Created | AlertRule.Replaced) -> None:
         self.metric = event.metric
         self.customer_ref = event.customer_ref
         self.kind = event.kind

@@ -41,37 +41,8 @@ class DriftFinding(Aggregate):
         closed: bool
         actor: str
 
-    def __init__(
-        self,
-        tenant_id: UUID,
-        usage_period_id: UUID,
-        customer_ref: str,
-        metric: str,
-        period: str,
-        target: str,
-        stripe_customer_id: str,
-        meter_id: str,
-        local: int,
-        stripe: int,
-        expected: int,
-        cause: str,
-        closed: bool,
-        actor: str,
-    ) -> None:
-        self.tenant_id = tenant_id
-        self.usage_period_id = usage_period_id
-        self.customer_ref = customer_ref
-        self.metric = metric
-        self.period = period
-        self.target = target
-        self.stripe_customer_id = stripe_customer_id
-        self.meter_id = meter_id
-        self.local = local
-        self.stripe = stripe
-        self.expected = expected
-        self.cause = cause
-        self.closed = closed
-        self.actor = actor
+        def apply(self, aggregate: DriftFinding) -> None:
+            aggregate._found(self)
 
     @classmethod
     def detect(
@@ -110,3 +81,7 @@ class DriftFinding(Aggregate):
             closed=closed,
             actor=actor,
         )
+
+    def _found(self, event: DriftFinding.Detected) -> None:
+        # What was found, as recorded: a finding has no other event, it never changes.
+        self.detected = event

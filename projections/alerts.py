@@ -17,7 +17,7 @@ from uuid import UUID
 
 from eventsourcing.dispatch import singledispatchmethod
 
-from domain.alert_incidents import AlertIncident, IncidentStatus, ResolvedBecause
+from domain.alert_incidents import AlertIncident, IncidentStatus, ResolvedBecause, Target
 from domain.alerts import AlertKind, AlertRule, AlertSpec, SpendBasis
 from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx
@@ -35,14 +35,7 @@ class RuleRow:
 @dataclass(frozen=True)
 class IncidentRow:
     incident_id: UUID
-    alert_id: UUID
-    tenant_id: UUID
-    customer_ref: str
-    metric: str
-    period: str
-    period_start: datetime
-    period_end: datetime
-    kind: str
+    target: Target
     status: IncidentStatus
     occurrences: int
     threshold: Decimal
@@ -234,14 +227,8 @@ class AlertsProjection(BatchProjection):
 
     def rules(self, tenant_id: UUID | None = None, alert_id: UUID | None = None) -> list[RuleRow]:
         """The rules not deleted: a tenant's, one rule, or (neither given) every tenant's."""
-        sql = f"SELECT {RULE_COLUMNS} FROM sm_alert_rules WHERE deleted = 0"
-        params: list[Any] = []
-        if tenant_id is not None:
-            sql += " AND tenant_id = ?"
-            params.append(str(tenant_id))
-        if alert_id is not None:
-            sql += " AND alert_id = ?"
-            params.append(str(alert_id))
+        where, params = _of(tenant_id, alert_id)
+        sql = f"SELECT {RULE_COLUMNS} FROM sm_alert_rules WHERE deleted = 0{where}"
         with self.store.transaction() as tx:
             rows = tx.execute(sql + " ORDER BY created_at, alert_id", params)
         return [self._rule(r) for r in rows]
@@ -279,14 +266,8 @@ class AlertsProjection(BatchProjection):
         limit: int = 1_000,
     ) -> list[IncidentRow]:
         """Incidents, the latest period first: of a tenant, a rule, open ones, or by id."""
-        sql = f"SELECT {INCIDENT_COLUMNS} FROM sm_alert_incidents WHERE 1 = 1"
-        params: list[Any] = []
-        if tenant_id is not None:
-            sql += " AND tenant_id = ?"
-            params.append(str(tenant_id))
-        if alert_id is not None:
-            sql += " AND alert_id = ?"
-            params.append(str(alert_id))
+        where, params = _of(tenant_id, alert_id)
+        sql = f"SELECT {INCIDENT_COLUMNS} FROM sm_alert_incidents WHERE 1 = 1{where}"
         if open_only:
             sql += " AND status IN (?, ?)"
             params += OPEN
@@ -306,14 +287,7 @@ class AlertsProjection(BatchProjection):
         assert start is not None and end is not None and threshold is not None
         return IncidentRow(
             incident_id=UUID(r[0]),
-            alert_id=UUID(r[1]),
-            tenant_id=UUID(r[2]),
-            customer_ref=r[3],
-            metric=r[4],
-            period=r[5],
-            period_start=start,
-            period_end=end,
-            kind=r[8],
+            target=Target(UUID(r[1]), UUID(r[2]), r[3], r[4], r[5], start, end, r[8]),
             status=IncidentStatus(r[9]),
             occurrences=int(r[10]),
             threshold=threshold,
@@ -326,3 +300,13 @@ class AlertsProjection(BatchProjection):
             resolved_because=ResolvedBecause(r[18]) if r[18] else None,
             version=int(r[19]),
         )
+
+
+def _of(tenant_id: UUID | None, alert_id: UUID | None) -> tuple[str, list[Any]]:
+    """The conditions (and their parameters) for one tenant's rows and one rule's."""
+    where, params = "", []
+    for column, value in (("tenant_id", tenant_id), ("alert_id", alert_id)):
+        if value is not None:
+            where += f" AND {column} = ?"
+            params.append(str(value))
+    return where, params

@@ -39,30 +39,9 @@ def _text(value: Decimal | None) -> str | None:
 
 
 def incident_out(incident: AlertIncident | IncidentRow) -> IncidentOut:
-    if isinstance(incident, IncidentRow):
-        return IncidentOut(
-            id=str(incident.incident_id),
-            alert_id=str(incident.alert_id),
-            customer_ref=incident.customer_ref,
-            metric=incident.metric,
-            period=incident.period,
-            period_start=when(incident.period_start) or "",
-            period_end=when(incident.period_end) or "",
-            kind=incident.kind,
-            status=incident.status.value,
-            occurrences=incident.occurrences,
-            threshold=str(incident.threshold),
-            observed=_text(incident.observed),
-            baseline=_text(incident.baseline),
-            triggered_at=when(incident.triggered_at),
-            acknowledged_at=when(incident.acknowledged_at),
-            acknowledged_by=incident.acknowledged_by,
-            resolved_at=when(incident.resolved_at),
-            resolved_because=incident.resolved_because.value if incident.resolved_because else None,
-        )
     t = incident.target
     return IncidentOut(
-        id=str(incident.id),
+        id=str(incident.incident_id if isinstance(incident, IncidentRow) else incident.id),
         alert_id=str(t.alert_id),
         customer_ref=t.customer_ref,
         metric=t.metric,

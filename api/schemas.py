@@ -211,9 +211,14 @@ def quantity_of(raw: msgspec.Raw, field: str = "quantity") -> Decimal:
     return fields.quantity(text, field)
 
 
+def too_deep(data: bytes) -> bool:
+    """Whether ``data`` nests more than ``MAX_BODY_DEPTH`` levels (too deep to decode safely)."""
+    return not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH
+
+
 def decode_json(data: bytes, type: type[T]) -> T:
     """A request body as ``type``, refusing repeated keys and nesting past any sane depth."""
-    if not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH:
+    if too_deep(data):
         raise FieldError("body", f"must nest at most {MAX_BODY_DEPTH} levels deep")
     value = msgspec.json.decode(data, type=type)
     repeated_key(data, "body")

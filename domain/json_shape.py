@@ -148,3 +148,23 @@ def members(data: bytes) -> list[Member]:
             else:
                 pending = _decode(token)
     return found
+
+
+def without_deep_members(data: bytes, limit: int) -> tuple[bytes, dict[int, bytes]]:
+    """``data`` with each member of its object or array nesting more than ``limit`` levels
+    replaced by ``null``, and the members replaced (by position), as they were.
+
+    So that a decoder can read the rest of a batch, and each event too deep to
+    decode is refused alone.
+    """
+    replaced: dict[int, bytes] = {}
+    pieces: list[bytes] = []
+    done = 0
+    for index, member in enumerate(members(data)):
+        if member.depth <= limit:
+            continue
+        replaced[index] = data[member.start : member.end]
+        pieces += [data[done : member.start], b"null"]
+        done = member.end
+    pieces.append(data[done:])
+    return b"".join(pieces), replaced

@@ -19,6 +19,7 @@ from api.schemas import (
     IngestResponse,
     quantity_of,
     repeated_key,
+    too_deep,
     validation_field,
 )
 from domain import fields, json_shape
@@ -71,9 +72,11 @@ def read_batch(
 
     Raises (the whole request refused) for a body that is not a batch.
     """
-    too_deep: dict[int, FieldError] = {}
-    if not json_shape.shallow(data, MAX_BODY_DEPTH) and json_shape.depth(data) > MAX_BODY_DEPTH:
-        data, too_deep = _without_deep_events(data)
+    deep_events: dict[int, FieldError] = {}
+    if too_deep(data):
+        data, deep_events = _without_deep_events(data)
+        if too_deep(data):  # deep where no event is: unbalanced brackets, say
+            raise FieldError("body", f"must nest at most {MAX_BODY_DEPTH} levels deep")
     body = msgspec.json.decode(data, type=IngestRequest)
     _refuse_repeated_top_level_keys(data)
     _check_tenant(body.tenant_id, "tenantId", principal)
@@ -87,8 +90,8 @@ def read_batch(
     results: list[IngestResult | None] = []
     submissions: list[UsageSubmission] = []
     for index, raw in enumerate(body.events):
-        if index in too_deep:
-            bad = too_deep[index]
+        if index in deep_events:
+            bad = deep_events[index]
             results.append(IngestResult.error("", bad.field, bad.reason))
             continue
         try:
@@ -140,13 +143,12 @@ def _without_deep_events(data: bytes) -> tuple[bytes, dict[int, FieldError]]:
             raise FieldError(
                 member.key or "body", f"must nest at most {MAX_BODY_DEPTH} levels deep"
             )
-        events = data[member.start : member.end]
-        for index, element in enumerate(json_shape.members(events)):
-            if element.depth <= MAX_BODY_DEPTH - 2:
-                continue
-            errors[index] = _deep_event_error(events[element.start : element.end])
-            pieces += [data[done : member.start + element.start], b"null"]
-            done = member.start + element.end
+        events, deep = json_shape.without_deep_members(
+            data[member.start : member.end], MAX_BODY_DEPTH - 2
+        )
+        errors.update((index, _deep_event_error(event)) for index, event in deep.items())
+        pieces += [data[done : member.start], events]
+        done = member.end
     pieces.append(data[done:])
     return b"".join(pieces), errors
 

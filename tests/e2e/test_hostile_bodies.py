@@ -314,3 +314,17 @@ def test_signed_webhooks_with_any_payload_never_answer_a_5xx(
         headers={"Stripe-Signature": header, "content-type": "application/json"},
     )
     assert_refused_cleanly(response, before, webhook_api)
+
+
+def test_ingest_bodies_nested_too_deeply_outside_any_event_are_refused_whole(api: Api) -> None:
+    """Unbalanced brackets nest deep where no event ends: refused whole, not decoded (a 500)."""
+    for body in (b'{"events":' + b"[" * 3000, b'{"events":[1,' + b'{"a":' * 3000):
+        before = log_position(api)
+        response = api.call(
+            "POST", "/v1/events/ingest", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"] == [
+            {"field": "body", "reason": "must nest at most 64 levels deep"}
+        ]
+        assert log_position(api) == before

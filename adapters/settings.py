@@ -189,6 +189,9 @@ class Settings:
     # How long Stripe prices (a customer's subscription items) are cached for the cost
     # projection; price.* and customer.subscription.* webhooks drop them sooner.
     price_cache_seconds: int = 300
+    # CloudEvents ingest (docs/cloudevents.md): a ``type`` starting with one of these
+    # (the first that matches) names the metric without it; none matching: the type itself.
+    cloudevents_type_prefixes: tuple[str, ...] = ()
 
     @property
     def backend(self) -> str:
@@ -247,6 +250,7 @@ class Settings:
             )
             / 1000,
             price_cache_seconds=_int(env, "STRIPEMETER_PRICE_CACHE_SECONDS", 300, 0, 86_400),
+            cloudevents_type_prefixes=_prefixes(env, "STRIPEMETER_CLOUDEVENTS_TYPE_PREFIXES"),
             reconcile=ReconcileSettings(
                 interval_seconds=_int(
                     env, "STRIPEMETER_RECONCILE_INTERVAL_SECONDS", 300, 0, 86_400
@@ -304,6 +308,12 @@ def _ratio(env: Mapping[str, str], name: str) -> Decimal:
     if not value.is_finite() or not 0 <= value <= 1:
         raise SettingsError(f"{name} must be between 0 and 1, got {raw!r}")
     return value
+
+
+def _prefixes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list, in order; spaces around each entry and empty entries dropped."""
+    prefixes = tuple(p.strip() for p in env.get(name, "").split(","))
+    return tuple(p for p in prefixes if p)
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

@@ -4,13 +4,14 @@ A one-event ingest is the service's hottest request, and Litestar's
 per-request machinery around it (routing, the exception layers, the handler
 call, turning a struct into a response) cost more CPU than the route's own
 work (docs/benchmarks.md, "where a single-event request spends its CPU").
-This path runs the same route code (``read_batch``, the writer, the same
+This path runs the same route code (``read_body``, the writer, the same
 metrics, the same response struct) without that machinery, for a request:
 
 - whose API key is cached as allowing ``ingest`` (authenticated by an
   earlier request in the last few seconds), and
-- whose body ``read_batch`` accepts as a batch (events refused one by one
-  are results, as on the route), and
+- whose body ``read_body`` accepts as a batch, in the format its
+  ``Content-Type`` names (JSON, or CloudEvents: api/cloudevents.py); events
+  refused one by one are results, as on the route, and
 - that sends each of the headers it reads at most once, and a body within
   the app's size limit.
 
@@ -34,7 +35,7 @@ from litestar.enums import ScopeType
 
 from api import problems
 from api.auth import key_in, services_of
-from api.routes.ingest import read_batch, respond
+from api.routes.ingest import read_body, respond
 from domain.errors import UnauthenticatedError
 from domain.tenancy import Scope
 
@@ -48,8 +49,12 @@ PATH = "/v1/events/ingest"
 # middleware (api/app.py): the body this path read is part of its latency.
 RECEIVED_AT = "stripemeter_received_at"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-_READ = {b"authorization": "authorization", b"x-api-key": "x-api-key"}
-_IDEMPOTENCY = b"idempotency-key"
+_READ = {
+    b"authorization": "authorization",
+    b"x-api-key": "x-api-key",
+    b"idempotency-key": "idempotency-key",
+    b"content-type": "content-type",
+}
 
 Fallback = Callable[["AsgiScope", "Receive", "Send"], Awaitable[None]]
 
@@ -89,17 +94,21 @@ async def _answer(
     if principal is None or not principal.allows(Scope.INGEST):
         return False
     try:
-        results, submissions = read_batch(
-            body, principal, headers.get("idempotency-key"), svc.settings.max_batch_events
+        read = read_body(
+            headers.get("content-type"),
+            body,
+            principal,
+            headers.get("idempotency-key"),
+            svc.settings,
         )
     except Exception:  # refused as a whole: the route refuses it again, in its words
         return False
     try:
-        written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
+        written = await svc.writer.submit(read.submissions) if read.submissions else []
     except Exception as error:  # the writer's answer: never resubmitted
         status = await _send_problem(app, scope, receive, send, error)
     else:
-        outcomes = [r if r is not None else next(written) for r in results]
+        outcomes = read.outcomes(written)
         svc.metrics.observe_ingest(outcomes)
         await _send_json(send, msgspec.json.encode(respond(outcomes)))
         status = 200
@@ -145,7 +154,7 @@ def _headers(scope: AsgiScope) -> dict[str, str] | None:
     """The headers this path reads, or None if one is sent twice (Litestar decides then)."""
     found: dict[str, str] = {}
     for name, value in scope["headers"]:
-        key = _READ.get(name) or ("idempotency-key" if name == _IDEMPOTENCY else None)
+        key = _READ.get(name)
         if key is None:
             continue
         if key in found:

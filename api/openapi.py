@@ -30,6 +30,7 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
+from api import cloudevents
 from api.schemas import EventIn, IngestRequest
 
 SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
@@ -113,6 +114,12 @@ class IngestOperation(Operation):
             events = batch.properties["events"]
             if isinstance(events, Schema):
                 events.items = struct_schema(EventIn)
+        # The same events as CloudEvents 1.0, structured mode (docs/cloudevents.md).
+        event = struct_schema(cloudevents.UsageCloudEvent)
+        self.request_body.content[cloudevents.SINGLE] = OpenAPIMediaType(schema=event)
+        self.request_body.content[cloudevents.BATCH] = OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.ARRAY, items=event, min_items=1)
+        )
 
 
 @dataclass

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, post
 
+from adapters.settings import Settings
+from api import cloudevents
 from api.auth import SECURITY, authenticated, services_of
 from api.openapi import IngestOperation
 from api.problems import error_responses
@@ -53,16 +56,67 @@ class IngestController(Controller):
         """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""
         principal = await authenticated(request, Scope.INGEST)
         svc = services_of(request.app.state)
-        results, submissions = read_batch(
+        body = read_body(
+            request.headers.get("content-type"),
             await request.body(),
             principal,
             request.headers.get("idempotency-key"),
-            svc.settings.max_batch_events,
+            svc.settings,
         )
-        written = iter(await svc.writer.submit(submissions)) if submissions else iter(())
-        outcomes = [r if r is not None else next(written) for r in results]
+        written = await svc.writer.submit(body.submissions) if body.submissions else []
+        outcomes = body.outcomes(written)
         svc.metrics.observe_ingest(outcomes)
         return respond(outcomes)
+
+
+@dataclass(frozen=True)
+class IngestBody:
+    """An ingest body, read: each event's own error (None: written) and the events to write."""
+
+    results: list[IngestResult | None]
+    submissions: list[UsageSubmission]
+    cloudevents: bool = False  # errors name CloudEvent attributes (``time``, not ``ts``)
+
+    def outcomes(self, written: list[IngestResult]) -> list[IngestResult]:
+        """Each event's result, in order, given what the writer made of ``submissions``."""
+        if self.cloudevents:
+            written = [cloudevents.named_as_sent(result) for result in written]
+        results = iter(written)
+        return [r if r is not None else next(results) for r in self.results]
+
+
+def read_body(
+    content_type: str | None,
+    data: bytes,
+    principal: Principal,
+    header_key: str | None,
+    settings: Settings,
+) -> IngestBody:
+    """An ingest body in the format its ``Content-Type`` names: CloudEvents, or else JSON.
+
+    Raises (the whole request refused) for a body that is not a batch.
+    """
+    kind = cloudevents.kind_of(content_type)
+    if kind is None:
+        return IngestBody(*read_batch(data, principal, header_key, settings.max_batch_events))
+    if header_key is not None:
+        fields.idempotency_header(header_key)  # never used (every CloudEvent has an id), but read
+    results: list[IngestResult | None] = []
+    submissions: list[UsageSubmission] = []
+    events = cloudevents.events_of(data, kind, settings.max_batch_events)
+    for index, raw in enumerate(events):
+        key = ""
+        try:
+            if isinstance(raw, FieldError):
+                raise raw
+            event = cloudevents.event_in(raw, settings.cloudevents_type_prefixes)
+            key = event.idempotency_key or ""
+            submissions.append(_submission(None, event, index, header_key, principal))
+            results.append(None)
+        except InvalidInputError as bad:
+            field = cloudevents.attribute(bad.field)
+            results.append(IngestResult.error(key, field, bad.reason))
+    return IngestBody(results, submissions, cloudevents=True)
 
 
 def read_batch(
@@ -163,8 +217,17 @@ def _deep_event_error(event: bytes) -> FieldError:
 
 
 def _submission(
-    raw: msgspec.Raw, event: EventIn, index: int, header_key: str | None, principal: Principal
+    raw: msgspec.Raw | None,
+    event: EventIn,
+    index: int,
+    header_key: str | None,
+    principal: Principal,
 ) -> UsageSubmission:
+    """The event, checked by every field rule, as the writer takes it.
+
+    ``raw`` is its text, to refuse a repeated key; None when the reader of its
+    format (CloudEvents) has refused those already.
+    """
     metric = fields.metric(event.metric)
     customer_ref = fields.customer_ref(event.customer_ref)
     quantity = quantity_of(event.quantity)
@@ -180,14 +243,15 @@ def _submission(
     # The decoder kept one value per key: if as many keys were sent as it
     # found, none was repeated (an explicit null for an optional field reads
     # as absent and only sends us down the exact path).
-    data = bytes(raw)
-    found = (
-        4
-        + meta_keys
-        + sum(f is not None for f in (event.idempotency_key, event.meta, event.tenant_id))
-    )
-    if json_shape.keys_at_most(data) != found:
-        repeated_key(data, "meta")  # objects nest only in meta (other fields are scalars)
+    if raw is not None:
+        data = bytes(raw)
+        found = (
+            4
+            + meta_keys
+            + sum(f is not None for f in (event.idempotency_key, event.meta, event.tenant_id))
+        )
+        if json_shape.keys_at_most(data) != found:
+            repeated_key(data, "meta")  # objects nest only in meta (other fields are scalars)
     event_fingerprint = fingerprint(metric, customer_ref, quantity, occurred_at, meta)
     key, derived = choose_key(explicit, header_key, index, event_fingerprint)
     return UsageSubmission(

@@ -107,3 +107,9 @@ def test_the_projection_polls_are_given_in_milliseconds() -> None:
     ) == (0.2, 5.0, 0.0)
     with pytest.raises(SettingsError, match="STRIPEMETER_PROJECTION_POLL_MS must be between 1"):
         Settings.from_env({"STRIPEMETER_PROJECTION_POLL_MS": "0"})
+
+
+def test_cloudevents_type_prefixes_are_a_list_in_order() -> None:
+    assert Settings.from_env({}).cloudevents_type_prefixes == ()
+    env = {"STRIPEMETER_CLOUDEVENTS_TYPE_PREFIXES": "com.acme.usage., ,com.acme. ,"}
+    assert Settings.from_env(env).cloudevents_type_prefixes == ("com.acme.usage.", "com.acme.")

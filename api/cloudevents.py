@@ -28,6 +28,7 @@ from api.schemas import (
     EventIn,
     FieldError,
     too_deep,
+    unknown_field,
     validation_field,
 )
 from domain import fields, json_shape
@@ -260,9 +261,10 @@ def _usage_data(data: bytes) -> UsageData:
     try:
         return msgspec.json.decode(data, type=UsageData)
     except msgspec.ValidationError as error:
+        unknown = unknown_field(error)
         bad = validation_field(error)
-    if bad.reason == "is not a known field":
-        raise FieldError("data", f"holds {bad.field!r}: only quantity and meta are read")
+    if unknown is not None:
+        raise FieldError("data", f"holds {unknown!r}: only quantity and meta are read")
     raise FieldError(f"data.{bad.field}", bad.reason)
 
 

@@ -235,15 +235,25 @@ def repeated_key(data: bytes, inner_field: str) -> None:
     raise FieldError(inner_field, f"key {repeated.key!r} appears more than once in one object")
 
 
+def unknown_field(error: msgspec.ValidationError) -> str | None:
+    """The key msgspec refused as unknown (any text, even empty), if that was the error."""
+    unknown = re.match(
+        r"Object contains unknown field `(.*)`(?: - at `[^`]*`)?\Z", str(error), re.S
+    )
+    return unknown.group(1) if unknown else None
+
+
 def validation_field(error: msgspec.ValidationError) -> FieldError:
     """Turn msgspec's message into the field it names and a plain reason."""
     message = str(error)
     missing = re.match(r"Object missing required field `(\w+)`", message)
     if missing:
         return FieldError(missing.group(1), "is required")
-    unknown = re.match(r"Object contains unknown field `(\w+)`", message)
-    if unknown:
-        return FieldError(unknown.group(1), "is not a known field")
+    unknown = unknown_field(error)
+    if unknown is not None:
+        if unknown.isidentifier():
+            return FieldError(unknown, "is not a known field")
+        return FieldError("body", f"holds the unknown field {unknown!r}")
     located = re.match(r"(.*) - at `\$\.?([\w.\[\]]*)`", message)
     if located:
         reason, path = located.groups()

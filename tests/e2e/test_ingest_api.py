@@ -86,6 +86,8 @@ def test_without_any_key_the_content_is_the_key(api: Api) -> None:
         ({"meta": {"blob": "x" * 5000}}, "meta", "must encode to at most 4096 bytes of JSON"),
         ({"meta": [1, 2]}, "meta", "expected `object | null`, got `array`"),
         ({"colour": "red"}, "colour", "is not a known field"),
+        ({"": 1}, "body", "holds the unknown field ''"),
+        ({"x-y": 1}, "body", "holds the unknown field 'x-y'"),
     ],
 )
 def test_each_validation_rule_names_the_field_and_reason(

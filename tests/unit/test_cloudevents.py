@@ -131,3 +131,17 @@ def test_a_body_is_read_or_refused_whole_with_a_client_error(body: bytes) -> Non
     for kind in (BATCH, "application/cloudevents+json"):
         with contextlib.suppress(FieldError, msgspec.DecodeError):  # the route: 422 and 400
             read_body(kind, body, PRINCIPAL, None, SETTINGS)
+
+
+@pytest.mark.parametrize("key", ["", "a-b", "x y"])
+def test_an_unknown_key_in_data_is_named_whatever_it_is(key: str) -> None:
+    """A key that is no identifier is still reported as the unknown key of ``data``."""
+    event = as_cloud_event(_vectors()[0]["event"], "k-1")
+    event["data"][key] = 1
+    read = read_body(BATCH, json.dumps([event]).encode(), PRINCIPAL, None, SETTINGS)
+    (result,) = read.results
+    assert result is not None
+    assert (result.field, result.reason) == (
+        "data",
+        f"holds {key!r}: only quantity and meta are read",
+    )

@@ -1,0 +1,51 @@
+// Both builds load and agree: the CommonJS one through require, the ESM one through import.
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { test } from "node:test";
+
+import * as esm from "@stripemeter/sdk-node";
+
+const require = createRequire(import.meta.url);
+
+test("the CommonJS build loads with require and exports what the ESM build exports", () => {
+  const cjs = require("@stripemeter/sdk-node");
+  assert.match(require.resolve("@stripemeter/sdk-node"), /dist[\\/]cjs[\\/]index\.js$/);
+  assert.deepEqual(Object.keys(cjs).sort(), Object.keys(esm).sort());
+  assert.equal(typeof cjs.createClient, "function");
+  const key = cjs.contentKey({ metric: "api_calls", customerRef: "cus_123", quantity: 100, ts: "2026-01-16T14:30:00Z" });
+  assert.equal(key.key, "content:ab0f825b8e94045d4974c684afd7985e373908f33df585e4356ebb86c3f2e128");
+  // A CommonJS error is a StripeMeterError of the CommonJS build.
+  assert.throws(() => cjs.canonicalQuantity("x"), cjs.InvalidEventError);
+});
+
+test("the ESM build is the one import resolves", async () => {
+  const resolved = import.meta.resolve("@stripemeter/sdk-node");
+  assert.match(resolved, /dist\/esm\/index\.js$/);
+  assert.equal(esm.contentKey({ metric: "api_calls", customerRef: "cus_123", quantity: 100, ts: "2026-01-16T14:30:00Z" }).key,
+    "content:ab0f825b8e94045d4974c684afd7985e373908f33df585e4356ebb86c3f2e128");
+});
+
+test("declarations ship for both builds, and the version matches package.json", () => {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+  assert.equal(esm.VERSION, pkg.version);
+  for (const condition of ["import", "require"]) {
+    const types = pkg.exports["."][condition].types;
+    assert.match(readFileSync(new URL(`../${types}`, import.meta.url), "utf8"), /createClient/);
+  }
+  assert.deepEqual(Object.keys(pkg.dependencies ?? {}), []);
+});
+
+test("a client needs a key: given, or STRIPEMETER_API_KEY", () => {
+  const saved = process.env.STRIPEMETER_API_KEY;
+  try {
+    delete process.env.STRIPEMETER_API_KEY;
+    assert.throws(() => esm.createClient(), /no API key/);
+    process.env.STRIPEMETER_API_KEY = "sm_from_env";
+    assert.equal(esm.createClient().apiUrl, "http://127.0.0.1:3000");
+  } finally {
+    if (saved === undefined) delete process.env.STRIPEMETER_API_KEY;
+    else process.env.STRIPEMETER_API_KEY = saved;
+  }
+});

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 
@@ -12,6 +13,8 @@ import {
   BatcherClosedError,
   ConnectionError,
   NotFoundError,
+  RateLimitError,
+  ServerError,
   PermissionDeniedError,
   QueueFullError,
   TimeoutError,
@@ -258,6 +261,71 @@ test("no answer within timeoutMs is a TimeoutError after the retries", async () 
   }
 });
 
+/**
+ * A proxy in front of the real service that answers the first requests itself
+ * with the given statuses (429 with Retry-After, 503), then forwards.
+ */
+async function faultyProxy(faults) {
+  let seen = 0;
+  const server = createHttpServer(async (request, response) => {
+    const fault = faults[seen++];
+    if (fault !== undefined) {
+      response.writeHead(fault.status, { "content-type": "application/problem+json", ...fault.headers });
+      response.end(JSON.stringify({ type: "about:blank", title: "Injected", status: fault.status, detail: "injected by the test proxy" }));
+      return;
+    }
+    const chunks = [];
+    for await (const chunk of request) chunks.push(chunk);
+    const upstream = await fetch(`${service.apiUrl}${request.url}`, {
+      method: request.method,
+      headers: { authorization: request.headers.authorization, "content-type": "application/json" },
+      body: chunks.length ? Buffer.concat(chunks) : undefined,
+    });
+    response.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") });
+    response.end(Buffer.from(await upstream.arrayBuffer()));
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    requests: () => seen,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+test("429 waits as Retry-After asks, 5xx backs off; then the real answer", async () => {
+  const proxy = await faultyProxy([{ status: 429, headers: { "retry-after": "1" } }, { status: 503 }, { status: 500 }]);
+  try {
+    const retries = [];
+    const cus = customer();
+    const viaProxy = createClient({ apiUrl: proxy.url, apiKey: service.key, retryInitialDelayMs: 50, onRetry: (i) => retries.push(i) });
+    const started = Date.now();
+    const result = await viaProxy.track({ metric: "api_calls", customerRef: cus, quantity: 7, ts: recent(5) });
+    assert.equal(result.status, "accepted");
+    assert.ok(Date.now() - started >= 1000, "waited for Retry-After");
+    assert.deepEqual(retries.map((r) => [r.attempt, r.error.constructor.name]), [[1, "RateLimitError"], [2, "ServerError"], [3, "ServerError"]]);
+    assert.equal(retries[0].delayMs, 1000);
+    assert.ok(retries[1].delayMs <= 100 && retries[2].delayMs <= 200, "full jitter under the doubling ceiling");
+    assert.equal(proxy.requests(), 4);
+    assert.equal((await counterOnce(cus, 1)).sum, "7");
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("bounded attempts: the last 429 or 5xx is thrown, typed", async () => {
+  const proxy = await faultyProxy([
+    { status: 429, headers: { "retry-after": "0" } }, { status: 429, headers: { "retry-after": "0" } },
+    { status: 502 }, { status: 502 },
+  ]);
+  try {
+    const viaProxy = createClient({ apiUrl: proxy.url, apiKey: service.key, maxRetries: 1, retryInitialDelayMs: 1 });
+    await assert.rejects(viaProxy.getUsage("c"), (e) => e instanceof RateLimitError && e.attempts === 2 && e.retryAfterMs === 0);
+    await assert.rejects(viaProxy.getUsage("c"), (e) => e instanceof ServerError && e.status === 502 && e.attempts === 2);
+  } finally {
+    await proxy.close();
+  }
+});
+
 test("the vectors' events sent without a key: the server derives the vectors' keys", async () => {
   // Every vector of a declared metric, at a time the service takes (not the one in 2028).
   const sendable = vectors.vectors.filter((v) => !v.event.ts.startsWith("2028"));
@@ -269,19 +337,24 @@ test("the vectors' events sent without a key: the server derives the vectors' ke
     assert.ok(["accepted", "duplicate"].includes(result.status), JSON.stringify(result));
     assert.equal(result.idempotencyKey, sendable[i].key, sendable[i].name);
   });
-  // The stored events hold the same keys.
-  const stored = new Set();
-  for await (const event of client.listEvents({ since: "2026-01-15T00:00:00Z", until: "2026-01-17T00:00:00Z" })) {
-    stored.add(event.idempotencyKey);
-  }
+  // The stored events hold the same keys (once the events view has caught up).
+  const stored = await eventually(async () => {
+    const keys = new Set();
+    for await (const event of client.listEvents({ since: "2026-01-15T00:00:00Z", until: "2026-01-17T00:00:00Z" })) {
+      keys.add(event.idempotencyKey);
+    }
+    return sendable.every((v) => keys.has(v.key)) ? keys : undefined;
+  });
   for (const vector of sendable) assert.ok(stored.has(vector.key), vector.name);
 });
 
-test("the service killed and restarted while a batch retries: every event counted once", async () => {
+test("the service killed and restarted while a batch retries: every event counted once", async (t) => {
   const cus = customer();
   const ts = recent(5);
   const events = Array.from({ length: 3000 }, (_, i) => ({ metric: "api_calls", customerRef: cus, quantity: 1, ts, meta: { i } }));
   const retries = [];
+  let requests = 0;
+  let killed;
   let restarted;
   const patient = createClient({
     apiUrl: service.apiUrl,
@@ -289,27 +362,36 @@ test("the service killed and restarted while a batch retries: every event counte
     maxRetries: 50,
     retryInitialDelayMs: 100,
     retryMaxDelayMs: 500,
+    // The real fetch; the service is killed while the second of three requests is on its way.
+    fetch: (url, init) => {
+      requests += 1;
+      const answer = fetch(url, init);
+      if (requests === 2) killed = new Promise((resolve) => setTimeout(resolve, 30)).then(() => service.kill());
+      return answer;
+    },
     onRetry: (info) => {
       retries.push(info);
-      // Start the service again once the client has seen it gone.
-      restarted ??= service.launch();
+      // Start the service again once it is gone and the client has seen it.
+      restarted ??= killed.then(() => service.launch());
     },
   });
-  // The first of three requests is on its way (or done) when the service dies.
-  const sending = patient.trackBatch(events);
-  await new Promise((resolve) => setTimeout(resolve, 150));
-  await service.kill();
-  const answer = await sending;
+  const answer = await patient.trackBatch(events);
   await restarted;
   assert.ok(retries.length >= 1, "the client retried");
   assert.ok(retries.every((r) => r.error instanceof ConnectionError), retries.map((r) => String(r.error)).join("\n"));
   assert.equal(answer.errors + answer.conflicts, 0);
   assert.equal(answer.accepted + answer.duplicates, 3000);
+  // The first request was answered before the kill.
+  assert.deepEqual(new Set(answer.results.slice(0, 1000).map((r) => r.status)), new Set(["accepted"]));
   const counter = await counterOnce(cus, 3000);
   assert.equal(counter.sum, "3000");
   const stored = await allEvents(cus);
   assert.equal(stored.length, 3000);
   assert.equal(new Set(stored.map((e) => e.meta.i)).size, 3000);
+  t.diagnostic(`${retries.length} retries; ${answer.duplicates} events were committed before the kill cut their answer`);
+  // The same events again (their time fixed by the caller): the same keys, duplicates only.
+  const again = await client.trackBatch(events);
+  assert.equal(again.duplicates, 3000);
 });
 
 describe("batcher", () => {

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { test } from "node:test";
 
@@ -47,5 +48,20 @@ test("a client needs a key: given, or STRIPEMETER_API_KEY", () => {
   } finally {
     if (saved === undefined) delete process.env.STRIPEMETER_API_KEY;
     else process.env.STRIPEMETER_API_KEY = saved;
+  }
+});
+
+test("the npm tarball holds dist, README.md, LICENSE and package.json only", () => {
+  const [pack] = JSON.parse(
+    execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], {
+      cwd: new URL("..", import.meta.url),
+      encoding: "utf8",
+    }),
+  );
+  const paths = pack.files.map((f) => f.path);
+  const outside = paths.filter((p) => !p.startsWith("dist/") && !["README.md", "LICENSE", "package.json"].includes(p));
+  assert.deepEqual(outside, []);
+  for (const needed of ["README.md", "LICENSE", "package.json", "dist/esm/index.js", "dist/esm/index.d.ts", "dist/cjs/index.js", "dist/cjs/index.d.ts", "dist/cjs/package.json"]) {
+    assert.ok(paths.includes(needed), needed);
   }
 });

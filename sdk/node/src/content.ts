@@ -264,7 +264,6 @@ const ESCAPES: { [char: string]: string } = {
   "\f": "\\f",
 };
 
-// eslint-disable-next-line no-control-regex
 const TO_ESCAPE = /[\u0000-\u001f"\\]/g;
 
 function pythonString(text: string): string {

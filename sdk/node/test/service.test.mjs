@@ -3,9 +3,12 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 import {
   AuthenticationError,
@@ -519,6 +522,16 @@ describe("batcher", () => {
     } finally {
       await silent.close();
     }
+  });
+
+  test("a process that ends without close() sends what it queued first, and is not held open", async () => {
+    const cus = customer();
+    const script = fileURLToPath(new URL("./fixtures/exit-without-close.mjs", import.meta.url));
+    const started = Date.now();
+    const { stdout } = await promisify(execFile)(process.execPath, [script, service.apiUrl, service.key, cus], { timeout: 30_000 });
+    assert.deepEqual(stdout.trim().split("\n"), ["accepted", "accepted", "accepted"]);
+    assert.ok(Date.now() - started < 20_000, "the hour-long flush timer did not keep it alive");
+    assert.equal((await counterOnce(cus, 3)).sum, "3");
   });
 
   test("a blocked add() gets in as soon as the real service answers", async () => {

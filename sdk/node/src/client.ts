@@ -257,6 +257,27 @@ export class StripeMeterClient {
     });
   }
 
+  /**
+   * Reconcile now (scope `admin`): one report per month covered. `period` is a
+   * month of period starts (`YYYY-MM`; default: every recent period); `repair`
+   * pushes what Stripe lacks or holds extra. Retried like every call: a run
+   * repeated reads again and repairs nothing twice.
+   */
+  async runReconciliation(
+    params: { period?: string; repair?: boolean; actor?: string } = {},
+  ): Promise<ReconciliationReport[]> {
+    const body: { [name: string]: unknown } = {};
+    if (params.period !== undefined) body["period"] = params.period;
+    if (params.repair !== undefined) body["repair"] = params.repair;
+    if (params.actor !== undefined) body["actor"] = params.actor;
+    const answer = await this.transport.request<{ data: ReconciliationReport[] }>({
+      method: "POST",
+      path: "/v1/reconciliation/run",
+      body,
+    });
+    return answer.data;
+  }
+
   /** Every adjustment (corrections for closed periods), in the order proposed. */
   async *listAdjustments(
     params: { status?: Adjustment["status"]; pageSize?: number } = {},

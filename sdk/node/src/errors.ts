@@ -11,8 +11,8 @@
  *     │   ├── ConflictError            409
  *     │   ├── RateLimitError           429, after the retries (retryAfterMs)
  *     │   └── ServerError              5xx, after the retries
- *     ├── ConnectionError              no answer (refused, reset), after the retries
- *     │   └── TimeoutError             no answer within timeoutMs, after the retries
+ *     ├── APIConnectionError           no answer (refused, reset), after the retries
+ *     │   └── APITimeoutError          no answer within timeoutMs, after the retries
  *     ├── QueueFullError               the batcher's queue is full ("throw", or a block timed out)
  *     └── BatcherClosedError           add() after close()
  *
@@ -109,7 +109,7 @@ export class RateLimitError extends APIError {
 export class ServerError extends APIError {}
 
 /** The service could not be reached, or the connection broke before an answer. */
-export class ConnectionError extends StripeMeterError {
+export class APIConnectionError extends StripeMeterError {
   readonly attempts: number;
 
   constructor(message: string, attempts: number, cause?: unknown) {
@@ -119,7 +119,7 @@ export class ConnectionError extends StripeMeterError {
 }
 
 /** No answer within the client's `timeoutMs` (on the last attempt). */
-export class TimeoutError extends ConnectionError {}
+export class APITimeoutError extends APIConnectionError {}
 
 export class QueueFullError extends StripeMeterError {}
 

@@ -24,7 +24,7 @@ export {
   BadRequestError,
   BatcherClosedError,
   ConflictError,
-  ConnectionError,
+  APIConnectionError,
   InvalidEventError,
   NotFoundError,
   PermissionDeniedError,
@@ -32,7 +32,7 @@ export {
   RateLimitError,
   ServerError,
   StripeMeterError,
-  TimeoutError,
+  APITimeoutError,
 } from "./errors.js";
 export type { FieldReason, ProblemDetails } from "./errors.js";
 export type { RetryInfo } from "./transport.js";

@@ -10,10 +10,10 @@
  */
 
 import {
-  ConnectionError,
+  APIConnectionError,
   type ProblemDetails,
   type StripeMeterError,
-  TimeoutError,
+  APITimeoutError,
   errorForStatus,
 } from "./errors.js";
 import { VERSION } from "./version.js";
@@ -109,8 +109,8 @@ export class Transport {
       text = await response.text(); // within the same timeout: a stalled body is no answer
     } catch (error) {
       const failure = controller.signal.aborted
-        ? new TimeoutError(`no answer from ${method} ${url} within ${this.options.timeoutMs} ms`, attempt, error)
-        : new ConnectionError(`${method} ${url} failed: ${describe(error)}`, attempt, error);
+        ? new APITimeoutError(`no answer from ${method} ${url} within ${this.options.timeoutMs} ms`, attempt, error)
+        : new APIConnectionError(`${method} ${url} failed: ${describe(error)}`, attempt, error);
       return { ok: false, retryable: true, error: failure, retryAfterMs: undefined };
     } finally {
       clearTimeout(timer);

@@ -21,9 +21,17 @@ test("the CommonJS build loads with require and exports what the ESM build expor
   assert.throws(() => cjs.canonicalQuantity("x"), cjs.InvalidEventError);
 });
 
-test("the ESM build is the one import resolves", async () => {
-  const resolved = import.meta.resolve("@stripemeter/sdk-node");
-  assert.match(resolved, /dist\/esm\/index\.js$/);
+test("the ESM build is the one import loads, a module apart from the CommonJS one", () => {
+  const error = (() => {
+    try {
+      esm.canonicalQuantity("x");
+    } catch (thrown) {
+      return thrown;
+    }
+  })();
+  assert.ok(error instanceof esm.InvalidEventError);
+  assert.match(error.stack, /dist[\\/]esm[\\/]content\.js/);
+  assert.notEqual(esm.StripeMeterError, require("@stripemeter/sdk-node").StripeMeterError);
   assert.equal(esm.contentKey({ metric: "api_calls", customerRef: "cus_123", quantity: 100, ts: "2026-01-16T14:30:00Z" }).key,
     "content:ab0f825b8e94045d4974c684afd7985e373908f33df585e4356ebb86c3f2e128");
 });

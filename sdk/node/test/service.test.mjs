@@ -14,13 +14,13 @@ import {
   AuthenticationError,
   BadRequestError,
   BatcherClosedError,
-  ConnectionError,
+  APIConnectionError,
   NotFoundError,
   RateLimitError,
   ServerError,
   PermissionDeniedError,
   QueueFullError,
-  TimeoutError,
+  APITimeoutError,
   createClient,
 } from "@stripemeter/sdk-node";
 
@@ -192,6 +192,10 @@ describe("reads", () => {
     assert.equal(audit.counter.sum, "4");
     assert.equal(audit.unpushedEvents.length, 1);
     await assert.rejects(client.getReconciliation("2026-11"), NotFoundError);
+    await assert.rejects(client.getReconciliationCsv("2026-11"), NotFoundError);
+    // Nothing of this tenant is mapped to Stripe: a run has no period to report on.
+    assert.deepEqual(await client.runReconciliation({ period: new Date().toISOString().slice(0, 7) }), []);
+    await assert.rejects(client.runReconciliation({ period: "2026-13" }), (e) => e instanceof BadRequestError && e.field === "period");
     const adjustments = [];
     for await (const adjustment of client.listAdjustments({ status: "pending" })) adjustments.push(adjustment);
     assert.ok(Array.isArray(adjustments));
@@ -219,7 +223,7 @@ describe("errors", () => {
     await assert.rejects(ingestOnly.getUsage("cus_1"), (e) => e instanceof PermissionDeniedError && e.status === 403);
   });
 
-  test("a port nobody listens on: retried, then a ConnectionError", async () => {
+  test("a port nobody listens on: retried, then a APIConnectionError", async () => {
     const retries = [];
     const nowhere = createClient({
       apiUrl: "http://127.0.0.1:9",
@@ -229,7 +233,7 @@ describe("errors", () => {
       onRetry: (info) => retries.push(info),
     });
     const error = await nowhere.getUsage("c").catch((e) => e);
-    assert.ok(error instanceof ConnectionError, String(error));
+    assert.ok(error instanceof APIConnectionError, String(error));
     assert.equal(error.attempts, 3);
     assert.deepEqual(retries.map((r) => r.attempt), [1, 2]);
   });
@@ -252,12 +256,12 @@ async function silentServer() {
   };
 }
 
-test("no answer within timeoutMs is a TimeoutError after the retries", async () => {
+test("no answer within timeoutMs is a APITimeoutError after the retries", async () => {
   const silent = await silentServer();
   try {
     const hanging = createClient({ apiUrl: silent.url, apiKey: "k", timeoutMs: 100, maxRetries: 1, retryInitialDelayMs: 1 });
     const error = await hanging.getUsage("c").catch((e) => e);
-    assert.ok(error instanceof TimeoutError, String(error));
+    assert.ok(error instanceof APITimeoutError, String(error));
     assert.equal(error.attempts, 2);
   } finally {
     await silent.close();
@@ -381,7 +385,7 @@ test("the service killed and restarted while a batch retries: every event counte
   const answer = await patient.trackBatch(events);
   await restarted;
   assert.ok(retries.length >= 1, "the client retried");
-  assert.ok(retries.every((r) => r.error instanceof ConnectionError), retries.map((r) => String(r.error)).join("\n"));
+  assert.ok(retries.every((r) => r.error instanceof APIConnectionError), retries.map((r) => String(r.error)).join("\n"));
   assert.equal(answer.errors + answer.conflicts, 0);
   assert.equal(answer.accepted + answer.duplicates, 3000);
   // The first request was answered before the kill.
@@ -509,7 +513,7 @@ describe("batcher", () => {
       assert.ok(Date.now() - started >= 300, "add() waited for room");
       assert.equal(failures.length, 1);
       assert.equal(failures[0].kind, "request");
-      assert.ok(failures[0].error instanceof TimeoutError);
+      assert.ok(failures[0].error instanceof APITimeoutError);
       // The failed events carry their keys: adding them again can only make duplicates.
       assert.equal(failures[0].events.length, 2);
       assert.match(third.idempotencyKey, /^content:/);

@@ -12,7 +12,7 @@
 import {
   APIConnectionError,
   type ProblemDetails,
-  type StripeMeterError,
+  StripeMeterError,
   APITimeoutError,
   errorForStatus,
 } from "./errors.js";
@@ -71,7 +71,7 @@ export class Transport {
     const attempts = this.options.maxRetries + 1;
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.attempt(url, call.method, headers, body, attempt);
-      if (outcome.ok) return (call.text ? outcome.text : JSON.parse(outcome.text)) as T;
+      if (outcome.ok) return (call.text ? outcome.text : parseAnswer(outcome.text, call)) as T;
       if (!outcome.retryable || attempt >= attempts) throw outcome.error;
       const delayMs = outcome.retryAfterMs ?? this.backoff(attempt);
       this.options.onRetry?.({ method: call.method, path: call.path, attempt, delayMs, error: outcome.error });
@@ -134,6 +134,14 @@ export class Transport {
 type Outcome =
   | { ok: true; text: string }
   | { ok: false; retryable: boolean; error: StripeMeterError; retryAfterMs: number | undefined };
+
+function parseAnswer(text: string, call: Call): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new StripeMeterError(`${call.method} ${call.path} answered 2xx with no JSON: ${text.slice(0, 200)}`);
+  }
+}
 
 function parseProblem(text: string): ProblemDetails | undefined {
   try {

@@ -1,9 +1,9 @@
 // The SDK against the real service, started once for this file (see helpers/service.mjs).
 
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { execFile } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
@@ -11,16 +11,16 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
 import {
+  APIConnectionError,
+  APITimeoutError,
   AuthenticationError,
   BadRequestError,
   BatcherClosedError,
-  APIConnectionError,
   NotFoundError,
-  RateLimitError,
-  ServerError,
   PermissionDeniedError,
   QueueFullError,
-  APITimeoutError,
+  RateLimitError,
+  ServerError,
   createClient,
 } from "@stripemeter/sdk-node";
 
@@ -379,7 +379,7 @@ test("the service killed and restarted while a batch retries: every event counte
     onRetry: (info) => {
       retries.push(info);
       // Start the service again once it is gone and the client has seen it.
-      restarted ??= killed.then(() => service.launch());
+      if (killed !== undefined) restarted ??= killed.then(() => service.launch());
     },
   });
   const answer = await patient.trackBatch(events);

@@ -1,0 +1,70 @@
+"""The Node SDK's own tests (node:test, against a real service) and its npm tarball.
+
+They run here so that the README's one test command covers them. Node and npm
+come from the system (``.ci/run`` installs Debian's when missing); the SDK's
+development packages only through ``npm ci`` and the committed lockfile.
+Without Node the tests are skipped locally and fail under CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NODE_SDK = Path(__file__).resolve().parents[2] / "sdk" / "node"
+
+
+@pytest.fixture(scope="module")
+def npm() -> str:
+    found = shutil.which("npm")
+    if found is None or shutil.which("node") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Node.js and npm are required under CI (.ci/run installs them)")
+        pytest.skip("Node.js and npm are not installed")
+    lock = NODE_SDK / "package-lock.json"
+    installed = NODE_SDK / "node_modules" / ".package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        subprocess.run([found, "ci", "--no-audit", "--no-fund"], cwd=NODE_SDK, check=True)
+    return found
+
+
+def test_the_node_sdk_passes_its_tests_against_the_real_service(npm: str) -> None:
+    done = subprocess.run(
+        [npm, "test"],
+        check=False,
+        cwd=NODE_SDK,
+        env={**os.environ, "STRIPEMETER_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "# fail 0" in done.stdout
+
+
+def test_the_npm_tarball_holds_the_builds_types_readme_and_licence_only(npm: str) -> None:
+    done = subprocess.run(
+        [npm, "pack", "--dry-run", "--json"],
+        cwd=NODE_SDK,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    (pack,) = json.loads(done.stdout)
+    files = {entry["path"] for entry in pack["files"]}
+    assert pack["name"] == "@stripemeter/sdk-node"
+    assert {"package.json", "README.md", "LICENSE"} <= files
+    for build in ("esm", "cjs"):
+        assert {f"dist/{build}/index.js", f"dist/{build}/index.d.ts"} <= files
+    assert "dist/cjs/package.json" in files
+    assert not {f for f in files if f.startswith(("src/", "test/", "node_modules/"))}
+    manifest = json.loads((NODE_SDK / "package.json").read_text())
+    assert manifest["license"] == "MIT"
+    assert not manifest.get("dependencies"), "the SDK has no runtime dependencies"

@@ -10,28 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
-NODE_SDK = Path(__file__).resolve().parents[2] / "sdk" / "node"
-
-
-@pytest.fixture(scope="module")
-def npm() -> str:
-    found = shutil.which("npm")
-    if found is None or shutil.which("node") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Node.js and npm are required under CI (.ci/run installs them)")
-        pytest.skip("Node.js and npm are not installed")
-    lock = NODE_SDK / "package-lock.json"
-    installed = NODE_SDK / "node_modules" / ".package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run([found, "ci", "--no-audit", "--no-fund"], cwd=NODE_SDK, check=True)
-    return found
+from tests.sdk.conftest import NODE_SDK
 
 
 def test_the_node_sdk_passes_its_tests_against_the_real_service(npm: str) -> None:

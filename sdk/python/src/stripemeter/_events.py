@@ -1,0 +1,288 @@
+"""Usage events as the client builds them: checked, normalised and keyed before any send.
+
+An event's content is fixed when it is created: ``ts`` defaults to the moment
+of creation (not of sending), the quantity and the time are normalised and
+``meta`` is copied. The bytes sent for an event are therefore the same on the
+first attempt and on every retry, and so is its idempotency key:
+
+- the caller's own ``idempotency_key``, sent as ``idempotencyKey``; or
+- the key the server derives from the content (``content:`` + SHA-256 of the
+  canonical form below). It is computed here and shown on the event and its
+  result, but not sent: the server derives the same key from the same
+  content, and a key sent explicitly would be claimed in the server's other
+  namespace (keys a client chose), where it would not meet the derived one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+Quantity = int | Decimal | str | float
+Timestamp = datetime | str
+
+MAX_QUANTITY_DIGITS = 15  # |quantity| < 10^15, as the server accepts
+MAX_QUANTITY_PLACES = 12
+
+# The server's grammars (a JSON number; RFC 3339 with an offset), ASCII only.
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z", re.ASCII)
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})\Z",
+    re.ASCII,
+)
+
+
+def normalise_quantity(value: Quantity) -> Decimal:
+    """A quantity as the server reads it: ``1``, ``1.0``, ``"1E0"`` are one value.
+
+    A float is read by its shortest ``repr`` (``0.1`` is ``0.1``, not the
+    binary fraction nearest it). Raises ``ValueError`` naming ``quantity``.
+    """
+    if isinstance(value, bool):
+        raise TypeError("quantity must be a number or a string holding one, not a bool")
+    if isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("quantity must be a finite number")
+        number = Decimal(repr(value))
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("quantity must be a finite number")
+        number = value
+    elif isinstance(value, str):
+        if not _NUMBER.match(value):
+            raise ValueError(
+                f"quantity must be a number written as in JSON, e.g. 12 or 0.5: {value!r}"
+            )
+        # Judge the exponent before Decimal arithmetic could expand it.
+        written = re.search(r"[eE]([+-]?[0-9]+)\Z", value)
+        if written and len(written.group(1).lstrip("+-").lstrip("0")) > 6:
+            raise ValueError("quantity must be smaller than 10^15 and have at most 12 places")
+        try:
+            number = Decimal(value)
+        except InvalidOperation:  # pragma: no cover - the grammar above excludes it
+            raise ValueError(f"quantity is not a number: {value!r}") from None
+    else:
+        raise TypeError(
+            f"quantity must be an int, Decimal, float or str, not {type(value).__name__}"
+        )
+    if number.is_zero():
+        return Decimal(0)
+    if number.adjusted() >= MAX_QUANTITY_DIGITS:
+        raise ValueError(f"quantity must be smaller than 10^{MAX_QUANTITY_DIGITS} in magnitude")
+    # Judged from the digits, without a context that could round them away.
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # a finite number
+    significant = "".join(map(str, digits)).rstrip("0")
+    exponent += len(digits) - len(significant)
+    if exponent < -MAX_QUANTITY_PLACES:
+        raise ValueError(f"quantity must have at most {MAX_QUANTITY_PLACES} decimal places")
+    return Decimal((sign, tuple(int(d) for d in significant), exponent))
+
+
+def canonical_quantity(quantity: Decimal) -> str:
+    text = format(quantity.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def normalise_ts(value: Timestamp) -> datetime:
+    """An aware moment in UTC, to the microsecond (nanoseconds cut, not rounded)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("ts must be timezone-aware (a naive datetime is ambiguous)")
+        return value.astimezone(timezone.utc)
+    if isinstance(value, str):
+        if not _RFC3339.match(value):
+            raise ValueError(
+                "ts must be an RFC 3339 timestamp with a time zone, e.g. 2026-01-16T14:30:00Z:"
+                f" {value!r}"
+            )
+        iso = value.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
+        iso = re.sub(r"\.([0-9]{6})[0-9]+", r".\1", iso)  # cut to microseconds
+        iso = re.sub(r"\.([0-9]{1,5})(?=[+-])", lambda m: "." + m.group(1).ljust(6, "0"), iso)
+        try:
+            moment = datetime.fromisoformat(iso)
+        except ValueError:
+            raise ValueError(f"ts is not a real date and time: {value!r}") from None
+        return moment.astimezone(timezone.utc)
+    raise TypeError(f"ts must be a datetime or an RFC 3339 string, not {type(value).__name__}")
+
+
+def canonical_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_meta(meta: Mapping[str, Any] | None) -> str:
+    if not meta:
+        return "{}"
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _copy_meta(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A JSON round trip: a frozen copy, with keys as the server will read them."""
+    if meta is None:
+        return None
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a mapping, not {type(meta).__name__}")
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(dict(meta), allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"meta must be JSON: {error}") from None
+    return copied
+
+
+def canonical_form(
+    metric: str,
+    customer_ref: str,
+    quantity: Quantity,
+    ts: Timestamp,
+    meta: Mapping[str, Any] | None,
+) -> str:
+    """The content the server keys an event by: one field per line."""
+    return "\n".join(
+        (
+            metric,
+            customer_ref,
+            canonical_quantity(normalise_quantity(quantity)),
+            canonical_time(normalise_ts(ts)),
+            canonical_meta(_copy_meta(meta)),
+        )
+    )
+
+
+def content_key(
+    metric: str,
+    customer_ref: str,
+    quantity: Quantity,
+    ts: Timestamp,
+    meta: Mapping[str, Any] | None,
+) -> str:
+    """The key the server derives for this content when an event is sent without one."""
+    form = canonical_form(metric, customer_ref, quantity, ts, meta)
+    return "content:" + hashlib.sha256(form.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """One usage event, normalised and keyed when created (see the module docstring).
+
+    Build one with ``UsageEvent.create(...)`` or ``UsageEvent.from_dict({...})``
+    (camelCase or snake_case keys); the constructor takes normalised values.
+    """
+
+    metric: str
+    customer_ref: str
+    quantity: Decimal
+    ts: datetime
+    meta: dict[str, Any] | None = None
+    explicit_key: str | None = None
+    canonical: str = field(default="", compare=False, repr=False)
+    content_key: str = field(default="", compare=False, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        metric: str,
+        customer_ref: str,
+        quantity: Quantity,
+        ts: Timestamp | None = None,
+        meta: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> UsageEvent:
+        for name, text in (("metric", metric), ("customer_ref", customer_ref)):
+            if not isinstance(text, str) or not text:
+                raise ValueError(f"{name} must be a non-empty string")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key
+        ):
+            raise ValueError("idempotency_key must be a non-empty string when given")
+        amount = normalise_quantity(quantity)
+        moment = normalise_ts(_now() if ts is None else ts)
+        copied = _copy_meta(meta)
+        form = "\n".join(
+            (
+                metric,
+                customer_ref,
+                canonical_quantity(amount),
+                canonical_time(moment),
+                canonical_meta(copied),
+            )
+        )
+        key = "content:" + hashlib.sha256(form.encode()).hexdigest()
+        return cls(metric, customer_ref, amount, moment, copied or None, idempotency_key, form, key)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UsageEvent:
+        """An event from a mapping with camelCase (as on the wire) or snake_case keys."""
+        known = {
+            "metric",
+            "customerRef",
+            "customer_ref",
+            "quantity",
+            "ts",
+            "meta",
+            "idempotencyKey",
+            "idempotency_key",
+        }
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown event fields: {', '.join(sorted(unknown))}")
+        try:
+            metric = data["metric"]
+            customer_ref = data["customerRef"] if "customerRef" in data else data["customer_ref"]
+            quantity = data["quantity"]
+        except KeyError as missing:
+            raise ValueError(f"an event needs {missing.args[0]}") from None
+        return cls.create(
+            metric,
+            customer_ref,
+            quantity,
+            ts=data.get("ts"),
+            meta=data.get("meta"),
+            idempotency_key=data.get("idempotencyKey", data.get("idempotency_key")),
+        )
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key this event counts under: the caller's, else the derived content key."""
+        return self.explicit_key if self.explicit_key is not None else self.content_key
+
+    @property
+    def key_is_derived(self) -> bool:
+        return self.explicit_key is None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The event as the ingest route reads it: camelCase, a key only if the caller chose one."""
+        text = canonical_quantity(self.quantity)
+        wire: dict[str, Any] = {
+            "metric": self.metric,
+            "customerRef": self.customer_ref,
+            # A whole number as a JSON number, anything else as exact decimal text.
+            "quantity": int(text) if text.lstrip("-").isdigit() else text,
+            "ts": canonical_time(self.ts),
+        }
+        if self.meta:
+            wire["meta"] = self.meta
+        if self.explicit_key is not None:
+            wire["idempotencyKey"] = self.explicit_key
+        return wire
+
+
+EventLike = UsageEvent | Mapping[str, Any]
+
+
+def as_event(event: EventLike) -> UsageEvent:
+    return event if isinstance(event, UsageEvent) else UsageEvent.from_dict(event)

@@ -1,0 +1,211 @@
+"""The background batcher for threaded code: a bounded queue and one sending thread."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from stripemeter._batching import (
+    BatcherOptions,
+    BatcherStats,
+    Failure,
+    Outcomes,
+    WhenFull,
+    log,
+)
+from stripemeter._errors import QueueFullError, StripeMeterError
+from stripemeter._events import EventLike, Quantity, Timestamp, UsageEvent, as_event
+
+if TYPE_CHECKING:
+    from stripemeter._client import StripeMeterClient
+
+
+class Batcher:
+    """Queues events and sends them from a background thread in batches.
+
+    A batch leaves when ``max_batch_size`` events wait, or when the oldest has
+    waited ``flush_interval`` seconds. The queue holds at most
+    ``max_queue_size`` events; when it is full, ``track`` waits for room
+    (``when_full="block"``, at most ``block_timeout`` seconds when given) or
+    raises ``QueueFullError`` (``when_full="raise"``). Memory stays bounded
+    either way.
+
+    Each event is keyed when queued, and a batch is retried by the client
+    with the same keys, so a retry is a duplicate, never a second event.
+    Events that are not counted (a conflict, an error, or a request that
+    failed after every retry) go to ``on_failure`` when given, are kept in
+    ``failures`` (the last 10,000) and counted in ``stats``; nothing is dropped
+    silently. ``flush()`` waits until every event queued before it has an
+    answer; ``close()`` (and leaving a ``with`` block, and interpreter exit)
+    flushes and stops the thread.
+    """
+
+    def __init__(
+        self,
+        client: StripeMeterClient,
+        *,
+        max_batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_queue_size: int = 10_000,
+        when_full: WhenFull = "block",
+        block_timeout: float | None = None,
+        on_failure: Callable[[Failure], None] | None = None,
+    ) -> None:
+        self.options = BatcherOptions(
+            max_batch_size, flush_interval, max_queue_size, when_full, block_timeout
+        )
+        self._client = client
+        self._on_failure = on_failure
+        self._outcomes = Outcomes()
+        self._pending: deque[UsageEvent] = deque()
+        self._changed = threading.Condition()
+        self._enqueued = 0
+        self._taken = 0
+        self._answered = 0
+        self._flush_upto = 0  # send without waiting until this many events were taken
+        self._oldest_at = 0.0
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="stripemeter-batcher", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    @property
+    def stats(self) -> BatcherStats:
+        return self._outcomes.stats
+
+    @property
+    def failures(self) -> list[Failure]:
+        return list(self._outcomes.failures)
+
+    def __enter__(self) -> Batcher:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def track(
+        self,
+        metric: str,
+        customer_ref: str,
+        quantity: Quantity,
+        ts: Timestamp | None = None,
+        meta: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> UsageEvent:
+        """Queue one event (``ts`` defaults to now, fixed here); returns it with its key."""
+        return self.add(
+            UsageEvent.create(metric, customer_ref, quantity, ts, meta, idempotency_key)
+        )
+
+    def add(self, event: EventLike) -> UsageEvent:
+        """Queue an event (a dict or a ``UsageEvent``); returns it with its key."""
+        keyed = as_event(event)
+        options = self.options
+        with self._changed:
+            if self._closing:
+                raise StripeMeterError("this batcher is closed")
+            if len(self._pending) >= options.max_queue_size:
+                if options.when_full == "raise":
+                    raise QueueFullError(f"the queue holds {options.max_queue_size} events")
+                room = self._changed.wait_for(
+                    lambda: len(self._pending) < options.max_queue_size or self._closing,
+                    options.block_timeout,
+                )
+                if not room:
+                    raise QueueFullError(
+                        f"the queue stayed full ({options.max_queue_size} events) for"
+                        f" {options.block_timeout} s"
+                    )
+                if self._closing:
+                    raise StripeMeterError("this batcher is closed")
+            if not self._pending:
+                self._oldest_at = time.monotonic()
+            self._pending.append(keyed)
+            self._enqueued += 1
+            self._outcomes.stats.queued += 1
+            if len(self._pending) >= options.max_batch_size:
+                self._changed.notify_all()
+        return keyed
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send what is queued now and wait until each of those events has an answer.
+
+        Returns False when ``timeout`` passed first.
+        """
+        with self._changed:
+            target = self._enqueued
+            self._flush_upto = max(self._flush_upto, target)
+            self._changed.notify_all()
+            return self._changed.wait_for(lambda: self._answered >= target, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the sending thread. Further ``track`` calls raise."""
+        atexit.unregister(self.close)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # -- the sending thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._deliver(batch)
+            with self._changed:
+                self._answered += len(batch)
+                self._changed.notify_all()
+
+    def _next_batch(self) -> list[UsageEvent] | None:
+        """Wait until a batch is due; None when closing with nothing left."""
+        options = self.options
+        with self._changed:
+            while True:
+                if self._pending and (
+                    len(self._pending) >= options.max_batch_size
+                    or self._closing
+                    or self._flush_upto > self._taken
+                ):
+                    break
+                if self._closing:
+                    return None
+                if self._pending:
+                    due = self._oldest_at + options.flush_interval - time.monotonic()
+                    if due <= 0:
+                        break
+                    self._changed.wait(due)
+                else:
+                    self._changed.wait()
+            count = min(options.max_batch_size, len(self._pending))
+            batch = [self._pending.popleft() for _ in range(count)]
+            self._taken += count
+            self._oldest_at = time.monotonic()
+            self._changed.notify_all()  # room for blocked producers
+            return batch
+
+    def _deliver(self, batch: list[UsageEvent]) -> None:
+        try:
+            result = self._client.track_batch(batch)
+        except Exception as error:  # every retry failed: report each event, never drop it
+            failed = self._outcomes.request_failed(batch, error)
+        else:
+            failed = self._outcomes.answered(result)
+        if self._on_failure is not None:
+            for failure in failed:
+                try:
+                    self._on_failure(failure)
+                except Exception:
+                    log.exception("stripemeter: the on_failure callback raised")

@@ -136,7 +136,8 @@ class AsyncBatcher:
             self._pending.append(keyed)
             self._enqueued += 1
             self._outcomes.stats.queued += 1
-            if len(self._pending) >= options.max_batch_size:
+            # Wake the sender: a first event starts the interval, a full batch is due now.
+            if len(self._pending) == 1 or len(self._pending) >= options.max_batch_size:
                 changed.notify_all()
         return keyed
 

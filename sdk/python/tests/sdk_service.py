@@ -23,6 +23,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[3]
 VECTORS = ROOT / "sdk" / "vectors" / "content-keys.json"
+KEY_SCOPES = ("ingest,read,admin", "ingest")
 
 
 def free_port() -> int:
@@ -65,26 +66,51 @@ class Service:
         return json.loads(done.stdout)
 
     def set_up(self) -> dict[str, str]:
-        """Tenant ``acme`` with the vectors' metrics; keys by scope."""
-        self.cli("tenants", "create", "acme")
-        for name, extra in (("api_calls", []), ("gb_hours", []), ("credits", ["--allow-negative"])):
-            self.cli(
+        """Tenant ``acme`` with the vectors' metrics; keys by scope (one CLI process for all)."""
+        commands = [
+            ["tenants", "create", "acme"],
+            *(
+                ["meters", "create", "--tenant", "acme", "--name", name, "--aggregation", "sum"]
+                for name in ("api_calls", "gb_hours")
+            ),
+            [
                 "meters",
                 "create",
                 "--tenant",
                 "acme",
                 "--name",
-                name,
+                "credits",
                 "--aggregation",
                 "sum",
-                *extra,
-            )
-        # The vectors' events are from early 2026: let the tenant take them.
-        self.cli("tenants", "horizon", "--tenant", "acme", "--days", "36600")
-        return {
-            scopes: str(self.cli("keys", "create", "--tenant", "acme", "--scopes", scopes)["key"])
-            for scopes in ("ingest,read,admin", "ingest")
-        }
+                "--allow-negative",
+            ],
+            # The vectors' events are from early 2026: let the tenant take them.
+            ["tenants", "horizon", "--tenant", "acme", "--days", "36600"],
+            *(["keys", "create", "--tenant", "acme", "--scopes", s] for s in KEY_SCOPES),
+        ]
+        script = (
+            "import contextlib, io, json, sys\n"
+            "from api.cli import main\n"
+            "outputs = []\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    out = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out):\n"
+            "        assert main(argv) == 0, argv\n"
+            "    outputs.append(json.loads(out.getvalue()))\n"
+            "print(json.dumps(outputs))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(commands)],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        outputs = json.loads(done.stdout)
+        keys = outputs[-len(KEY_SCOPES) :]
+        return {scopes: str(k["key"]) for scopes, k in zip(KEY_SCOPES, keys, strict=True)}
 
     def start(self) -> None:
         with self.log.open("ab") as log:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -56,6 +57,12 @@ def test_ts_is_fixed_when_the_event_is_created_not_when_sent() -> None:
     assert before <= event.ts <= datetime.now(timezone.utc)
     assert event.to_wire() == event.to_wire()
     assert event.to_wire()["ts"] == event.ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_events_without_ts_are_distinct_even_when_created_in_the_same_microsecond() -> None:
+    events = [UsageEvent.create("api_calls", "cus_1", 1) for _ in range(10_000)]
+    assert len({e.content_key for e in events}) == 10_000
+    assert all(a.ts < b.ts for a, b in itertools.pairwise(events))
 
 
 def test_the_wire_form_is_camel_case_with_exact_quantities() -> None:

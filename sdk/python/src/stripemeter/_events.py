@@ -19,9 +19,10 @@ import hashlib
 import json
 import math
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -171,8 +172,27 @@ def content_key(
     return "content:" + hashlib.sha256(form.encode()).hexdigest()
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+class _DefaultClock:
+    """Now, in UTC, strictly later on each call (by at least a microsecond).
+
+    An event without ``ts`` is a distinct occurrence; two of them with the same
+    content and the same microsecond would have the same content key and count
+    once. A clock coarser than a microsecond (or a loop faster than one) must
+    not merge them, so each default ``ts`` in this process differs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = datetime.min.replace(tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            moment = max(datetime.now(timezone.utc), self._last + timedelta(microseconds=1))
+            self._last = moment
+            return moment
+
+
+_now = _DefaultClock()
 
 
 @dataclass(frozen=True)

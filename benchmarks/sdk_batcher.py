@@ -22,13 +22,13 @@ from benchmarks.service import METRIC, service
 from stripemeter import RetryPolicy, StripeMeterClient
 
 
-def run(svc_url: str, key: str, events: int, batch: int) -> dict[str, float | int]:
+def run(svc_url: str, key: str, events: int, batch: int, senders: int) -> dict[str, float | int]:
     with StripeMeterClient(key, base_url=svc_url, retry=RetryPolicy(max_attempts=3)) as client:
         # A warm-up batch: connections, the tenant's caches, the customer's aggregate.
         with client.batcher() as warm:
             for _ in range(batch):
                 warm.track(METRIC, "cus_warm", 1)
-        batcher = client.batcher(max_batch_size=batch, flush_interval=0.05)
+        batcher = client.batcher(max_batch_size=batch, flush_interval=0.05, senders=senders)
         cpu = time.process_time()
         started = time.perf_counter()
         for i in range(events):
@@ -42,6 +42,7 @@ def run(svc_url: str, key: str, events: int, batch: int) -> dict[str, float | in
     return {
         "events": events,
         "batch": batch,
+        "senders": senders,
         "seconds": round(elapsed, 3),
         "events_per_second": round(events / elapsed),
         "enqueue_seconds": round(enqueued, 3),
@@ -56,10 +57,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500, help="the batcher's max_batch_size")
+    parser.add_argument("--senders", type=int, default=1, help="the batcher's sending threads")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     with service(args.backend) as svc:
-        result = run(svc.url, svc.key, args.events, args.batch)
+        result = run(svc.url, svc.key, args.events, args.batch, args.senders)
         svc.wait_caught_up()
         counted = sum(
             int(c["count"])
@@ -71,7 +73,8 @@ def main() -> None:
     result["counted"] = counted
     log(
         f"sdk batcher: {result['events']} events in {result['seconds']} s ="
-        f" {result['events_per_second']} events/s (batch {args.batch}, {args.backend});"
+        f" {result['events_per_second']} events/s (batch {args.batch}, {args.senders} senders,"
+        f" {args.backend});"
         f" counted {counted}"
     )
     emit({"benchmark": "sdk_batcher", "backend": args.backend, **result, "machine": machine()})

@@ -10,13 +10,16 @@ import threading
 import time
 from datetime import timedelta
 
+import httpx
 import pytest
-from sdk_service import ROOT, Service, now
+from sdk_service import ROOT, Service, free_port, now
 
 from stripemeter import (
+    APIConnectionError,
     AsyncStripeMeterClient,
     Failure,
     QueueFullError,
+    RetryPolicy,
     StripeMeterClient,
     StripeMeterError,
 )
@@ -147,10 +150,6 @@ def test_events_that_are_not_counted_are_reported_not_dropped(
 
 
 def test_a_request_that_fails_every_retry_reports_each_event() -> None:
-    from sdk_service import free_port
-
-    from stripemeter import APIConnectionError, RetryPolicy
-
     seen: list[Failure] = []
     nowhere = f"http://127.0.0.1:{free_port()}"
     retry = RetryPolicy(max_attempts=2, initial_delay=0.01)
@@ -255,3 +254,41 @@ def test_the_async_batcher_flushes_by_size_interval_flush_and_close(
         "blocked": (True, 1),
     }
     assert service.wait_for_count(api_key, customer, 33)["count"] == 33
+
+
+def test_two_senders_send_side_by_side_and_flush_still_waits_for_every_answer(
+    service: Service, api_key: str, customer: str
+) -> None:
+    in_flight: list[int] = []
+    most = [0]
+
+    def started(request: object) -> None:
+        in_flight.append(1)
+        most[0] = max(most[0], len(in_flight))
+
+    def answered(response: object) -> None:
+        in_flight.pop()
+
+    http = httpx.Client(timeout=30, event_hooks={"request": [started], "response": [answered]})
+    with StripeMeterClient(api_key, base_url=service.url, http_client=http) as client:
+        batcher = client.batcher(max_batch_size=100, flush_interval=60, senders=2)
+        for _ in range(3_000):
+            batcher.track("api_calls", customer, 1)
+        assert batcher.flush(timeout=60)
+        assert batcher.stats.accepted == 3_000  # every batch answered, whichever sender
+        batcher.close()
+
+        async def with_tasks() -> int:
+            async with AsyncStripeMeterClient(api_key, base_url=service.url) as aclient:
+                abatcher = aclient.batcher(max_batch_size=50, flush_interval=60, senders=3)
+                for _ in range(500):
+                    await abatcher.track("api_calls", customer, 1)
+                assert await abatcher.flush(timeout=60)
+                accepted = abatcher.stats.accepted
+                await abatcher.close()
+                return accepted
+
+        assert asyncio.run(with_tasks()) == 500
+    http.close()
+    assert most[0] == 2  # two requests were in flight at once
+    assert service.wait_for_count(api_key, customer, 3_500)["count"] == 3_500

@@ -32,9 +32,9 @@ FailureCallback = Callable[[Failure], Awaitable[None] | None]
 
 
 class AsyncBatcher:
-    """``Batcher`` for asyncio: the same options and guarantees, a task instead of a thread.
+    """``Batcher`` for asyncio: the same options and guarantees, tasks instead of threads.
 
-    The sending task starts with the first event (or ``async with``). There is
+    The sending tasks start with the first event (or ``async with``). There is
     no flush at interpreter exit (no event loop runs then): ``await close()``,
     or leave the ``async with`` block, before the loop ends. ``on_failure`` may
     be a plain function or a coroutine function.
@@ -50,19 +50,20 @@ class AsyncBatcher:
         when_full: WhenFull = "block",
         block_timeout: float | None = None,
         on_failure: FailureCallback | None = None,
+        senders: int = 1,
     ) -> None:
         self.options = BatcherOptions(
-            max_batch_size, flush_interval, max_queue_size, when_full, block_timeout
+            max_batch_size, flush_interval, max_queue_size, when_full, block_timeout, senders
         )
         self._client = client
         self._on_failure = on_failure
         self._outcomes = Outcomes()
         self._pending: deque[UsageEvent] = deque()
         self._changed: asyncio.Condition | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._enqueued = 0
         self._taken = 0
-        self._answered = 0
+        self._in_flight: dict[int, int] = {}  # a batch being sent: its first event -> its size
         self._flush_upto = 0
         self._oldest_at = 0.0
         self._closing = False
@@ -90,7 +91,8 @@ class AsyncBatcher:
     def _start(self) -> asyncio.Condition:
         if self._changed is None:
             self._changed = asyncio.Condition()
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run()) for _ in range(self.options.senders)]
         return self._changed
 
     async def track(
@@ -152,35 +154,42 @@ class AsyncBatcher:
             self._flush_upto = max(self._flush_upto, target)
             changed.notify_all()
             try:
-                await asyncio.wait_for(changed.wait_for(lambda: self._answered >= target), timeout)
+                await asyncio.wait_for(
+                    changed.wait_for(lambda: self._answered_below(target)), timeout
+                )
             except asyncio.TimeoutError:
                 return False
             return True
 
     async def close(self) -> None:
         """Flush, then stop the sending task. Further ``track`` calls raise."""
-        if self._changed is None or self._task is None:
+        if self._changed is None:
             self._closing = True
             return
         async with self._changed:
             self._closing = True
             self._changed.notify_all()
-        await self._task
+        await asyncio.gather(*self._tasks)
 
     # -- the sending task -----------------------------------------------------------------
 
+    def _answered_below(self, target: int) -> bool:
+        """Whether every event queued before position ``target`` has its answer."""
+        return self._taken >= target and all(first >= target for first in self._in_flight)
+
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
-            if batch is None:
+            taken = await self._next_batch()
+            if taken is None:
                 return
+            first, batch = taken
             await self._deliver(batch)
             assert self._changed is not None
             async with self._changed:
-                self._answered += len(batch)
+                del self._in_flight[first]
                 self._changed.notify_all()
 
-    async def _next_batch(self) -> list[UsageEvent] | None:
+    async def _next_batch(self) -> tuple[int, list[UsageEvent]] | None:
         options = self.options
         changed = self._changed
         assert changed is not None
@@ -204,10 +213,12 @@ class AsyncBatcher:
                     await changed.wait()
             count = min(options.max_batch_size, len(self._pending))
             batch = [self._pending.popleft() for _ in range(count)]
+            first = self._taken
+            self._in_flight[first] = count
             self._taken += count
             self._oldest_at = time.monotonic()
             changed.notify_all()
-            return batch
+            return first, batch
 
     async def _deliver(self, batch: list[UsageEvent]) -> None:
         try:

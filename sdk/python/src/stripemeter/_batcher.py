@@ -35,8 +35,12 @@ class Batcher:
     raises ``QueueFullError`` (``when_full="raise"``). Memory stays bounded
     either way.
 
-    Each event is keyed when queued, and a batch is retried by the client
-    with the same keys, so a retry is a duplicate, never a second event.
+    ``senders`` threads send batches side by side (default 1: one batch in
+    flight, in queue order); two keep the service busy while the next batch is
+    encoded, at the price of batches arriving in any order (counts do not
+    depend on it). Each event is keyed when queued, and a batch is retried by
+    the client with the same keys, so a retry is a duplicate, never a second
+    event.
     Events that are not counted (a conflict, an error, or a request that
     failed after every retry) go to ``on_failure`` when given, are kept in
     ``failures`` (the last 10,000) and counted in ``stats``; nothing is dropped
@@ -55,23 +59,28 @@ class Batcher:
         when_full: WhenFull = "block",
         block_timeout: float | None = None,
         on_failure: Callable[[Failure], None] | None = None,
+        senders: int = 1,
     ) -> None:
         self.options = BatcherOptions(
-            max_batch_size, flush_interval, max_queue_size, when_full, block_timeout
+            max_batch_size, flush_interval, max_queue_size, when_full, block_timeout, senders
         )
         self._client = client
         self._on_failure = on_failure
         self._outcomes = Outcomes()
         self._pending: deque[UsageEvent] = deque()
         self._changed = threading.Condition()
-        self._enqueued = 0
-        self._taken = 0
-        self._answered = 0
+        self._enqueued = 0  # events queued so far: event n (from 0) is the n-th queued
+        self._taken = 0  # events handed to a sender so far
+        self._in_flight: dict[int, int] = {}  # a batch being sent: its first event -> its size
         self._flush_upto = 0  # send without waiting until this many events were taken
         self._oldest_at = 0.0
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="stripemeter-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"stripemeter-batcher-{n}", daemon=True)
+            for n in range(self.options.senders)
+        ]
+        for thread in self._threads:
+            thread.start()
         atexit.register(self.close)
 
     @property
@@ -147,7 +156,7 @@ class Batcher:
             target = self._enqueued
             self._flush_upto = max(self._flush_upto, target)
             self._changed.notify_all()
-            return self._changed.wait_for(lambda: self._answered >= target, timeout)
+            return self._changed.wait_for(lambda: self._answered_below(target), timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the sending thread. Further ``track`` calls raise."""
@@ -155,22 +164,29 @@ class Batcher:
         with self._changed:
             self._closing = True
             self._changed.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # -- the sending thread -------------------------------------------------------------
 
+    def _answered_below(self, target: int) -> bool:
+        """Whether every event queued before position ``target`` has its answer."""
+        return self._taken >= target and all(first >= target for first in self._in_flight)
+
     def _run(self) -> None:
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            taken = self._next_batch()
+            if taken is None:
                 return
-            self._deliver(batch)
+            first, batch = taken
+            self._report(self._deliver(batch))  # before flush() can return
             with self._changed:
-                self._answered += len(batch)
+                del self._in_flight[first]
                 self._changed.notify_all()
 
-    def _next_batch(self) -> list[UsageEvent] | None:
+    def _next_batch(self) -> tuple[int, list[UsageEvent]] | None:
         """Wait until a batch is due; None when closing with nothing left."""
         options = self.options
         with self._changed:
@@ -192,18 +208,23 @@ class Batcher:
                     self._changed.wait()
             count = min(options.max_batch_size, len(self._pending))
             batch = [self._pending.popleft() for _ in range(count)]
+            first = self._taken
+            self._in_flight[first] = count
             self._taken += count
             self._oldest_at = time.monotonic()
             self._changed.notify_all()  # room for blocked producers
-            return batch
+            return first, batch
 
-    def _deliver(self, batch: list[UsageEvent]) -> None:
+    def _deliver(self, batch: list[UsageEvent]) -> list[Failure]:
         try:
             result = self._client.track_batch(batch)
         except Exception as error:  # every retry failed: report each event, never drop it
-            failed = self._outcomes.request_failed(batch, error)
-        else:
-            failed = self._outcomes.answered(result)
+            with self._changed:
+                return self._outcomes.request_failed(batch, error)
+        with self._changed:
+            return self._outcomes.answered(result)
+
+    def _report(self, failed: list[Failure]) -> None:
         if self._on_failure is not None:
             for failure in failed:
                 try:

@@ -49,8 +49,11 @@ class BatcherOptions:
     max_queue_size: int = 10_000
     when_full: WhenFull = "block"
     block_timeout: float | None = None
+    senders: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.senders <= 16:
+            raise ValueError("senders must be between 1 and 16")
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if self.max_queue_size < 1:

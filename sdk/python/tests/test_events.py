@@ -149,7 +149,6 @@ def test_a_usage_event_as_a_cloudevent() -> None:
         "subject": "cus_1",
         "type": "api_calls",
         "time": "2026-01-16T14:30:00.000000Z",
-        "datacontenttype": "application/json",
         "data": {"quantity": "2.5", "meta": {"a": 1}},
     }
 

@@ -32,7 +32,6 @@ def to_cloudevent(event: UsageEvent, source: str = DEFAULT_SOURCE) -> dict[str, 
         "subject": event.customer_ref,
         "type": event.metric,
         "time": canonical_time(event.ts),
-        "datacontenttype": "application/json",
         "data": data,
     }
 

@@ -102,7 +102,9 @@ def test_meta_is_copied_so_later_changes_do_not_change_the_event() -> None:
         ({"quantity": Decimal("Infinity")}, ValueError, "quantity"),
         ({"quantity": "5_000"}, ValueError, "quantity"),
         ({"quantity": " 5"}, ValueError, "quantity"),
-        ({"quantity": "1e999999999"}, ValueError, "quantity"),
+        ({"quantity": "1e999999999"}, ValueError, "magnitude"),
+        ({"quantity": "1e-999999999"}, ValueError, "decimal places"),
+        ({"ts": "0001-01-01T00:00:00+23:59"}, ValueError, "years 0001 to 9999"),
         ({"quantity": "1e15"}, ValueError, "quantity"),
         ({"quantity": Decimal("1.0000000000001")}, ValueError, "quantity"),
         ({"quantity": True}, TypeError, "quantity"),
@@ -163,3 +165,21 @@ def test_backoff_is_full_jitter_under_a_growing_ceiling_and_honours_retry_after(
     assert policy.delay(1, retry_after=100) == 10
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+def test_an_event_built_directly_is_normalised_and_keyed_the_same() -> None:
+    moment = datetime(2026, 1, 16, 15, 30, tzinfo=timezone(timedelta(hours=1)))
+    direct = UsageEvent("api_calls", "cus_123", Decimal("100.0"), moment)
+    made = UsageEvent.create("api_calls", "cus_123", 100, "2026-01-16T14:30:00Z")
+    assert direct == made
+    assert direct.content_key == made.content_key == VECTOR_LIST[0]["key"]
+    with pytest.raises(ValueError, match="ts"):
+        UsageEvent("api_calls", "cus_123", Decimal(1), datetime(2026, 1, 16))
+    with pytest.raises(ValueError, match="customer_ref"):
+        UsageEvent("api_calls", "", Decimal(1), moment)
+
+
+def test_the_wire_time_is_rfc_3339_even_where_the_key_follows_the_servers_strftime() -> None:
+    early = UsageEvent.create("m", "c", 1, datetime(999, 5, 6, 7, 8, 9, 5, tzinfo=timezone.utc))
+    assert early.to_wire()["ts"] == "0999-05-06T07:08:09.000005Z"
+    assert early.canonical.splitlines()[3] == early.ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

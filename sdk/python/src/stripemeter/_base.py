@@ -22,8 +22,8 @@ from stripemeter._events import (
     Timestamp,
     UsageEvent,
     as_event,
-    canonical_time,
     normalise_ts,
+    wire_time,
 )
 from stripemeter._version import __version__
 
@@ -49,7 +49,7 @@ def encode(body: Any) -> bytes:
 
 
 def time_param(value: Timestamp) -> str:
-    return canonical_time(normalise_ts(value))
+    return wire_time(normalise_ts(value))
 
 
 def drop_none(params: Mapping[str, str | int | None]) -> Params:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stripemeter._events import UsageEvent, canonical_time
+from stripemeter._events import UsageEvent, wire_time
 
 DEFAULT_SOURCE = "stripemeter-client-python"
 CloudEventLike = UsageEvent | Mapping[str, Any]
@@ -31,7 +31,7 @@ def to_cloudevent(event: UsageEvent, source: str = DEFAULT_SOURCE) -> dict[str, 
         "source": source,
         "subject": event.customer_ref,
         "type": event.metric,
-        "time": canonical_time(event.ts),
+        "time": wire_time(event.ts),
         "data": data,
     }
 

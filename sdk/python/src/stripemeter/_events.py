@@ -64,10 +64,12 @@ def normalise_quantity(value: Quantity) -> Decimal:
             raise ValueError(
                 f"quantity must be a number written as in JSON, e.g. 12 or 0.5: {value!r}"
             )
-        # Judge the exponent before Decimal arithmetic could expand it.
+        # Judge a far-out exponent before Decimal arithmetic could expand it.
         written = re.search(r"[eE]([+-]?[0-9]+)\Z", value)
         if written and len(written.group(1).lstrip("+-").lstrip("0")) > 6:
-            raise ValueError("quantity must be smaller than 10^15 and have at most 12 places")
+            if written.group(1).startswith("-"):
+                raise ValueError(f"quantity must have at most {MAX_QUANTITY_PLACES} decimal places")
+            raise ValueError(f"quantity must be smaller than 10^{MAX_QUANTITY_DIGITS} in magnitude")
         try:
             number = Decimal(value)
         except InvalidOperation:  # pragma: no cover - the grammar above excludes it
@@ -100,7 +102,7 @@ def normalise_ts(value: Timestamp) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("ts must be timezone-aware (a naive datetime is ambiguous)")
-        return value.astimezone(timezone.utc)
+        return _in_utc(value)
     if isinstance(value, str):
         if not _RFC3339.match(value):
             raise ValueError(
@@ -114,11 +116,24 @@ def normalise_ts(value: Timestamp) -> datetime:
             moment = datetime.fromisoformat(iso)
         except ValueError:
             raise ValueError(f"ts is not a real date and time: {value!r}") from None
-        return moment.astimezone(timezone.utc)
+        return _in_utc(moment)
     raise TypeError(f"ts must be a datetime or an RFC 3339 string, not {type(value).__name__}")
 
 
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("ts is outside years 0001 to 9999 once in UTC") from None
+
+
+def wire_time(moment: datetime) -> str:
+    """RFC 3339 in UTC to the microsecond, the year always four digits."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
 def canonical_time(moment: datetime) -> str:
+    # strftime, as the server keys it (its %Y does not pad a year below 1000).
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -168,7 +183,10 @@ def content_key(
     meta: Mapping[str, Any] | None,
 ) -> str:
     """The key the server derives for this content when an event is sent without one."""
-    form = canonical_form(metric, customer_ref, quantity, ts, meta)
+    return content_key_of(canonical_form(metric, customer_ref, quantity, ts, meta))
+
+
+def content_key_of(form: str) -> str:
     return "content:" + hashlib.sha256(form.encode()).hexdigest()
 
 
@@ -199,8 +217,10 @@ _now = _DefaultClock()
 class UsageEvent:
     """One usage event, normalised and keyed when created (see the module docstring).
 
-    Build one with ``UsageEvent.create(...)`` or ``UsageEvent.from_dict({...})``
-    (camelCase or snake_case keys); the constructor takes normalised values.
+    Build one with ``UsageEvent.create(...)`` (``ts`` defaults to now) or
+    ``UsageEvent.from_dict({...})`` (camelCase or snake_case keys). Built
+    directly, its quantity and ts are checked and normalised all the same,
+    and ``meta`` is used as given (``create`` copies it).
     """
 
     metric: str
@@ -209,8 +229,34 @@ class UsageEvent:
     ts: datetime
     meta: dict[str, Any] | None = None
     explicit_key: str | None = None
-    canonical: str = field(default="", compare=False, repr=False)
-    content_key: str = field(default="", compare=False, repr=False)
+    canonical: str = field(init=False, compare=False, repr=False)
+    content_key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("metric", "customer_ref"):
+            text = getattr(self, name)
+            if not isinstance(text, str) or not text:
+                raise ValueError(f"{name} must be a non-empty string")
+        key = self.explicit_key
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ValueError("idempotency_key must be a non-empty string when given")
+        quantity = normalise_quantity(self.quantity)
+        moment = normalise_ts(self.ts)
+        form = "\n".join(
+            (
+                self.metric,
+                self.customer_ref,
+                canonical_quantity(quantity),
+                canonical_time(moment),
+                canonical_meta(self.meta),
+            )
+        )
+        # A frozen dataclass: the normalised values and the key, set once here.
+        object.__setattr__(self, "quantity", quantity)
+        object.__setattr__(self, "ts", moment)
+        object.__setattr__(self, "meta", self.meta or None)
+        object.__setattr__(self, "canonical", form)
+        object.__setattr__(self, "content_key", content_key_of(form))
 
     @classmethod
     def create(
@@ -222,27 +268,15 @@ class UsageEvent:
         meta: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> UsageEvent:
-        for name, text in (("metric", metric), ("customer_ref", customer_ref)):
-            if not isinstance(text, str) or not text:
-                raise ValueError(f"{name} must be a non-empty string")
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str) or not idempotency_key
-        ):
-            raise ValueError("idempotency_key must be a non-empty string when given")
-        amount = normalise_quantity(quantity)
-        moment = normalise_ts(_now() if ts is None else ts)
-        copied = _copy_meta(meta)
-        form = "\n".join(
-            (
-                metric,
-                customer_ref,
-                canonical_quantity(amount),
-                canonical_time(moment),
-                canonical_meta(copied),
-            )
+        """An event; ``ts`` defaults to now (strictly later than the last default here)."""
+        return cls(
+            metric,
+            customer_ref,
+            normalise_quantity(quantity),
+            normalise_ts(_now() if ts is None else ts),
+            _copy_meta(meta),
+            idempotency_key,
         )
-        key = "content:" + hashlib.sha256(form.encode()).hexdigest()
-        return cls(metric, customer_ref, amount, moment, copied or None, idempotency_key, form, key)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UsageEvent:
@@ -292,7 +326,7 @@ class UsageEvent:
             "customerRef": self.customer_ref,
             # A whole number as a JSON number, anything else as exact decimal text.
             "quantity": int(text) if text.lstrip("-").isdigit() else text,
-            "ts": canonical_time(self.ts),
+            "ts": wire_time(self.ts),
         }
         if self.meta:
             wire["meta"] = self.meta

@@ -32,6 +32,16 @@ from stripemeter._errors import (
 )
 from stripemeter._events import UsageEvent, canonical_form, content_key
 from stripemeter._results import EventResult, IngestResult
+from stripemeter._types import (
+    Bucket,
+    Counter,
+    CurrentUsage,
+    EventRecord,
+    NotBilled,
+    ReconciliationLine,
+    ReconciliationReport,
+    UsageHistory,
+)
 from stripemeter._version import __version__
 
 __all__ = [
@@ -45,20 +55,28 @@ __all__ = [
     "BadRequestError",
     "Batcher",
     "BatcherStats",
+    "Bucket",
     "ConflictError",
+    "Counter",
+    "CurrentUsage",
+    "EventRecord",
     "EventResult",
     "Failure",
     "FieldProblem",
     "IngestResult",
+    "NotBilled",
     "NotFoundError",
     "PermissionDeniedError",
     "QueueFullError",
     "RateLimitError",
+    "ReconciliationLine",
+    "ReconciliationReport",
     "RetryPolicy",
     "ServerError",
     "StripeMeterClient",
     "StripeMeterError",
     "UsageEvent",
+    "UsageHistory",
     "__version__",
     "canonical_form",
     "content_key",

@@ -16,6 +16,7 @@ from stripemeter._config import MAX_BATCH_EVENTS, RetryPolicy
 from stripemeter._errors import APIConnectionError, APITimeoutError, StripeMeterError, error_for
 from stripemeter._events import EventLike, Quantity, Timestamp, UsageEvent
 from stripemeter._results import EventResult, IngestResult
+from stripemeter._types import CurrentUsage, EventRecord, ReconciliationReport, UsageHistory
 
 
 class StripeMeterClient(ClientBase):
@@ -106,9 +107,9 @@ class StripeMeterClient(ClientBase):
 
     def get_usage(
         self, customer_ref: str, metric: str | None = None, period: str | None = None
-    ) -> dict[str, Any]:
+    ) -> CurrentUsage:
         """The customer's counters in the current (or the named) billing period."""
-        result: dict[str, Any] = self._send(self._usage_call(customer_ref, metric, period))
+        result: CurrentUsage = self._send(self._usage_call(customer_ref, metric, period))
         return result
 
     def get_usage_history(
@@ -118,10 +119,10 @@ class StripeMeterClient(ClientBase):
         granularity: str = "day",
         since: Timestamp | None = None,
         until: Timestamp | None = None,
-    ) -> dict[str, Any]:
+    ) -> UsageHistory:
         """Hour or day buckets of one customer's metric (at most 93 days)."""
         call = self._history_call(customer_ref, metric, granularity, since, until)
-        result: dict[str, Any] = self._send(call)
+        result: UsageHistory = self._send(call)
         return result
 
     def get_projection(self, customer_ref: str, period: str | None = None) -> dict[str, Any]:
@@ -136,7 +137,7 @@ class StripeMeterClient(ClientBase):
         since: Timestamp | None = None,
         until: Timestamp | None = None,
         page_size: int = 100,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[EventRecord]:
         """Every matching event in log order, fetching pages as the iteration needs them."""
         cursor: str | None = None
         while True:
@@ -162,17 +163,17 @@ class StripeMeterClient(ClientBase):
         )
         return result
 
-    def get_reconciliation(self, month: str) -> dict[str, Any]:
+    def get_reconciliation(self, month: str) -> ReconciliationReport:
         """The latest reconciliation report for a month of period starts (``YYYY-MM``)."""
-        result: dict[str, Any] = self._send(self._reconciliation_call(month))
+        result: ReconciliationReport = self._send(self._reconciliation_call(month))
         return result
 
     def run_reconciliation(
         self, period: str | None = None, repair: bool = False, actor: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReconciliationReport]:
         """Reconcile now (scope ``admin``): one report per month covered."""
         body = self._send(self._run_reconciliation_call(period, repair, actor))
-        reports: list[dict[str, Any]] = body["data"]
+        reports: list[ReconciliationReport] = body["data"]
         return reports
 
     def list_adjustments(

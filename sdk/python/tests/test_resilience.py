@@ -54,8 +54,13 @@ def test_a_503_during_a_writer_restart_is_retried_and_counts_once(
 ) -> None:
     service, key = own
     statuses: list[int] = []
+    sent_at: list[float] = []
     http = httpx.Client(
-        timeout=30, event_hooks={"response": [lambda r: statuses.append(r.status_code)]}
+        timeout=30,
+        event_hooks={
+            "request": [lambda _: sent_at.append(time.monotonic())],
+            "response": [lambda r: statuses.append(r.status_code)],
+        },
     )
     event = UsageEvent.create("api_calls", "cus_503", 4, idempotency_key="w-1")
     kill_writer(service)
@@ -72,6 +77,8 @@ def test_a_503_during_a_writer_restart_is_retried_and_counts_once(
         again = client.track_batch([event]).results[0]
     http.close()
     assert statuses[0] == 503  # the writer was still down: the client waited and retried
+    # The 503 says Retry-After: 1; the policy alone would have waited at most 0.05 s.
+    assert sent_at[1] - sent_at[0] >= 1.0
     assert statuses[-2:] == [200, 200]
     assert (first.status, again.status) == ("accepted", "duplicate")
     assert service.wait_for_count(key, "cus_503", 1)["value"] == "4"
@@ -164,3 +171,48 @@ def test_a_service_killed_mid_batch_loses_and_doubles_nothing(own: tuple[Service
     assert stats.accepted + stats.duplicates == total
     counter = service.wait_for_count(key, "cus_killed", total, within=60)
     assert (counter["count"], counter["value"]) == (total, str(total))
+
+
+class LosesTheFirstAnswers(httpx.HTTPTransport):
+    """The real transport, but the service's first ``lose`` answers never reach the client:
+    the service has committed, the client sees a read timeout (as after a slow answer)."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if self.lose > 0:
+            self.lose -= 1
+            response.read()
+            response.close()
+            raise httpx.ReadTimeout("the answer was lost on its way back", request=request)
+        return response
+
+
+def test_a_retry_after_a_lost_answer_is_a_duplicate_never_a_second_event(
+    own: tuple[Service, str],
+) -> None:
+    service, key = own
+    retry = RetryPolicy(max_attempts=3, initial_delay=0.01)
+    http = httpx.Client(transport=LosesTheFirstAnswers(1), timeout=30)
+    with StripeMeterClient(key, base_url=service.url, retry=retry, http_client=http) as client:
+        answer = client.track_batch(
+            [UsageEvent.create("api_calls", "cus_lost", 1) for _ in range(50)]
+        )
+    http.close()
+    assert [r.status for r in answer.results] == ["duplicate"] * 50
+    # Through the batcher: the first batch's answer is lost twice; its third attempt is
+    # a duplicate, and the batches after it are accepted.
+    http = httpx.Client(transport=LosesTheFirstAnswers(2), timeout=30)
+    with StripeMeterClient(key, base_url=service.url, retry=retry, http_client=http) as client:
+        batcher = client.batcher(max_batch_size=100)
+        for _ in range(250):
+            batcher.track("api_calls", "cus_lost", 1)
+        batcher.close()
+    http.close()
+    stats = batcher.stats
+    assert (stats.accepted, stats.duplicates, stats.failed_requests) == (150, 100, 0)
+    counter = service.wait_for_count(key, "cus_lost", 300)
+    assert (counter["count"], counter["value"]) == (300, "300")

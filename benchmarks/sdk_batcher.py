@@ -73,7 +73,7 @@ def main() -> None:
     result["counted"] = counted
     log(
         f"sdk batcher: {result['events']} events in {result['seconds']} s ="
-        f" {result['events_per_second']} events/s (batch {args.batch}, {args.senders} senders,"
+        f" {result['events_per_second']} events/s (batch {args.batch}, senders {args.senders},"
         f" {args.backend});"
         f" counted {counted}"
     )

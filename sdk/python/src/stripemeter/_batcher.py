@@ -1,0 +1,233 @@
+"""The background batcher for threaded code: a bounded queue and one sending thread."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from stripemeter._batching import (
+    BatcherOptions,
+    BatcherStats,
+    Failure,
+    Outcomes,
+    WhenFull,
+    log,
+)
+from stripemeter._errors import QueueFullError, StripeMeterError
+from stripemeter._events import EventLike, Quantity, Timestamp, UsageEvent, as_event
+
+if TYPE_CHECKING:
+    from stripemeter._client import StripeMeterClient
+
+
+class Batcher:
+    """Queues events and sends them from a background thread in batches.
+
+    A batch leaves when ``max_batch_size`` events wait, or when the oldest has
+    waited ``flush_interval`` seconds. The queue holds at most
+    ``max_queue_size`` events; when it is full, ``track`` waits for room
+    (``when_full="block"``, at most ``block_timeout`` seconds when given) or
+    raises ``QueueFullError`` (``when_full="raise"``). Memory stays bounded
+    either way.
+
+    ``senders`` threads send batches side by side (default 1: one batch in
+    flight, in queue order); two keep the service busy while the next batch is
+    encoded, at the price of batches arriving in any order (counts do not
+    depend on it). Each event is keyed when queued, and a batch is retried by
+    the client with the same keys, so a retry is a duplicate, never a second
+    event.
+    Events that are not counted (a conflict, an error, or a request that
+    failed after every retry) go to ``on_failure`` when given, are kept in
+    ``failures`` (the last 10,000) and counted in ``stats``; nothing is dropped
+    silently. ``flush()`` waits until every event queued before it has an
+    answer; ``close()`` (and leaving a ``with`` block, and interpreter exit)
+    flushes and stops the thread.
+    """
+
+    def __init__(
+        self,
+        client: StripeMeterClient,
+        *,
+        max_batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_queue_size: int = 10_000,
+        when_full: WhenFull = "block",
+        block_timeout: float | None = None,
+        on_failure: Callable[[Failure], None] | None = None,
+        senders: int = 1,
+    ) -> None:
+        self.options = BatcherOptions(
+            max_batch_size, flush_interval, max_queue_size, when_full, block_timeout, senders
+        )
+        self._client = client
+        self._on_failure = on_failure
+        self._outcomes = Outcomes()
+        self._pending: deque[UsageEvent] = deque()
+        self._changed = threading.Condition()
+        self._enqueued = 0  # events queued so far: event n (from 0) is the n-th queued
+        self._taken = 0  # events handed to a sender so far
+        self._in_flight: dict[int, int] = {}  # a batch being sent: its first event -> its size
+        self._flush_upto = 0  # send without waiting until this many events were taken
+        self._oldest_at = 0.0
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._run, name=f"stripemeter-batcher-{n}", daemon=True)
+            for n in range(self.options.senders)
+        ]
+        for thread in self._threads:
+            thread.start()
+        atexit.register(self.close)
+
+    @property
+    def stats(self) -> BatcherStats:
+        return self._outcomes.stats
+
+    @property
+    def failures(self) -> list[Failure]:
+        return list(self._outcomes.failures)
+
+    def __enter__(self) -> Batcher:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def track(
+        self,
+        metric: str,
+        customer_ref: str,
+        quantity: Quantity,
+        ts: Timestamp | None = None,
+        meta: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> UsageEvent:
+        """Queue one event (``ts`` defaults to now, fixed here); returns it with its key."""
+        return self.add(
+            UsageEvent.create(metric, customer_ref, quantity, ts, meta, idempotency_key)
+        )
+
+    def add(self, event: EventLike) -> UsageEvent:
+        """Queue an event (a dict or a ``UsageEvent``); returns it with its key."""
+        keyed = as_event(event)
+        options = self.options
+        with self._changed:
+            if self._closing:
+                raise StripeMeterError("this batcher is closed")
+            if len(self._pending) >= options.max_queue_size:
+                if options.when_full == "raise":
+                    raise QueueFullError(f"the queue holds {options.max_queue_size} events")
+                room = self._changed.wait_for(
+                    lambda: len(self._pending) < options.max_queue_size or self._closing,
+                    options.block_timeout,
+                )
+                if not room:
+                    raise QueueFullError(
+                        f"the queue stayed full ({options.max_queue_size} events) for"
+                        f" {options.block_timeout} s"
+                    )
+                if self._closing:
+                    raise StripeMeterError("this batcher is closed")
+            if not self._pending:
+                self._oldest_at = time.monotonic()
+            self._pending.append(keyed)
+            self._enqueued += 1
+            self._outcomes.stats.queued += 1
+            # Wake the sender: a first event starts the interval, a full batch is due now.
+            if len(self._pending) == 1 or len(self._pending) >= options.max_batch_size:
+                self._changed.notify_all()
+        return keyed
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send what is queued now and wait until each of those events has an answer.
+
+        Returns False when ``timeout`` passed first.
+        """
+        with self._changed:
+            target = self._enqueued
+            self._flush_upto = max(self._flush_upto, target)
+            self._changed.notify_all()
+            return self._changed.wait_for(lambda: self._answered_below(target), timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the sending thread. Further ``track`` calls raise."""
+        atexit.unregister(self.close)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    # -- the sending thread -------------------------------------------------------------
+
+    def _answered_below(self, target: int) -> bool:
+        """Whether every event queued before position ``target`` has its answer."""
+        return self._taken >= target and all(first >= target for first in self._in_flight)
+
+    def _run(self) -> None:
+        while True:
+            taken = self._next_batch()
+            if taken is None:
+                return
+            first, batch = taken
+            self._report(self._deliver(batch))  # before flush() can return
+            with self._changed:
+                del self._in_flight[first]
+                self._changed.notify_all()
+
+    def _next_batch(self) -> tuple[int, list[UsageEvent]] | None:
+        """Wait until a batch is due; None when closing with nothing left."""
+        options = self.options
+        with self._changed:
+            while True:
+                if self._pending and (
+                    len(self._pending) >= options.max_batch_size
+                    or self._closing
+                    or self._flush_upto > self._taken
+                ):
+                    break
+                if self._closing:
+                    return None
+                if self._pending:
+                    due = self._oldest_at + options.flush_interval - time.monotonic()
+                    if due <= 0:
+                        break
+                    self._changed.wait(due)
+                else:
+                    self._changed.wait()
+            count = min(options.max_batch_size, len(self._pending))
+            batch = [self._pending.popleft() for _ in range(count)]
+            first = self._taken
+            self._in_flight[first] = count
+            self._taken += count
+            self._oldest_at = time.monotonic()
+            self._changed.notify_all()  # room for blocked producers
+            return first, batch
+
+    def _deliver(self, batch: list[UsageEvent]) -> list[Failure]:
+        try:
+            result = self._client.track_batch(batch)
+        except Exception as error:  # every retry failed: report each event, never drop it
+            with self._changed:
+                return self._outcomes.request_failed(batch, error)
+        with self._changed:
+            return self._outcomes.answered(result)
+
+    def _report(self, failed: list[Failure]) -> None:
+        if self._on_failure is not None:
+            for failure in failed:
+                try:
+                    self._on_failure(failure)
+                except Exception:
+                    log.exception("stripemeter: the on_failure callback raised")

@@ -1,0 +1,294 @@
+"""The background batchers against the real service: size, interval, flush, close, pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from sdk_service import ROOT, Service, free_port, now
+
+from stripemeter import (
+    APIConnectionError,
+    AsyncStripeMeterClient,
+    Failure,
+    QueueFullError,
+    RetryPolicy,
+    StripeMeterClient,
+    StripeMeterError,
+)
+
+
+def wait_until(condition: object, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_batch_leaves_when_full_and_the_rest_on_flush(
+    service: Service, api_key: str, customer: str
+) -> None:
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(max_batch_size=10, flush_interval=60)
+        for _ in range(25):
+            batcher.track("api_calls", customer, 1)
+        # Two full batches go at once; the last 5 wait for the 60 s interval or a flush.
+        assert wait_until(lambda: batcher.stats.answered == 20)
+        time.sleep(0.3)
+        assert batcher.stats.answered == 20
+        assert batcher.flush(timeout=10)
+        assert (batcher.stats.queued, batcher.stats.accepted) == (25, 25)
+        batcher.close()
+    assert service.wait_for_count(api_key, customer, 25)["value"] == "25"
+
+
+def test_a_batch_leaves_after_the_interval_without_a_flush(
+    service: Service, api_key: str, customer: str
+) -> None:
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(max_batch_size=1_000, flush_interval=0.3)
+        started = time.monotonic()
+        for _ in range(3):
+            batcher.track("api_calls", customer, 2)
+        assert wait_until(lambda: batcher.stats.accepted == 3, within=5)
+        assert time.monotonic() - started >= 0.25
+        batcher.close()
+
+
+def test_flush_waits_for_every_answer_and_close_flushes_and_refuses_more(
+    service: Service, api_key: str, customer: str
+) -> None:
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(max_batch_size=64, flush_interval=60)
+        keys = [batcher.track("api_calls", customer, 1).idempotency_key for _ in range(300)]
+        assert batcher.flush()
+        assert batcher.stats.accepted == 300  # answered when flush returns, not later
+        assert len(set(keys)) == 300
+        with client.batcher(flush_interval=60) as closing:
+            for _ in range(7):
+                closing.track("api_calls", customer, 1)
+        assert closing.stats.accepted == 7  # leaving the block flushed
+        with pytest.raises(StripeMeterError, match="closed"):
+            closing.track("api_calls", customer, 1)
+        batcher.close()
+    assert service.wait_for_count(api_key, customer, 307)["count"] == 307
+
+
+def test_a_full_queue_raises_or_blocks_as_configured(
+    service: Service, api_key: str, customer: str
+) -> None:
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        # Neither size (100) nor the interval (60 s) lets these 5 leave on their own.
+        raising = client.batcher(
+            max_queue_size=5, max_batch_size=100, flush_interval=60, when_full="raise"
+        )
+        for _ in range(5):
+            raising.track("api_calls", customer, 1)
+        with pytest.raises(QueueFullError):
+            raising.track("api_calls", customer, 1)
+        raising.close()
+        assert raising.stats.accepted == 5
+
+        blocking = client.batcher(
+            max_queue_size=5, max_batch_size=100, flush_interval=60, block_timeout=0.3
+        )
+        for _ in range(5):
+            blocking.track("api_calls", customer, 1)
+        started = time.monotonic()
+        with pytest.raises(QueueFullError):
+            blocking.track("api_calls", customer, 1)
+        assert time.monotonic() - started >= 0.25
+        # Blocked without a timeout, a producer goes on once a flush makes room.
+        unbounded = client.batcher(max_queue_size=5, max_batch_size=100, flush_interval=60)
+        for _ in range(5):
+            unbounded.track("api_calls", customer, 1)
+        done = threading.Event()
+
+        def produce() -> None:
+            unbounded.track("api_calls", customer, 1)
+            done.set()
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        assert not done.wait(0.3)  # still blocked
+        unbounded.flush()
+        assert done.wait(5)
+        producer.join()
+        unbounded.close()
+        blocking.close()
+    assert unbounded.stats.accepted == 6
+
+
+def test_events_that_are_not_counted_are_reported_not_dropped(
+    service: Service, api_key: str, customer: str
+) -> None:
+    seen: list[Failure] = []
+    moment = now()
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(on_failure=seen.append, flush_interval=60)
+        batcher.track("api_calls", customer, 1, moment, idempotency_key=f"{customer}-x")
+        batcher.track("api_calls", customer, 2, moment, idempotency_key=f"{customer}-x")
+        batcher.track("api_calls", customer, 1, now() + timedelta(hours=1))
+        batcher.close()
+    assert [(f.result.status, f.result.field) for f in seen if f.result] == [
+        ("conflict", "idempotencyKey"),
+        ("error", "ts"),
+    ]
+    assert [f.event.quantity for f in seen] == [2, 1]
+    assert batcher.failures == seen
+    stats = batcher.stats
+    assert (stats.accepted, stats.conflicts, stats.errors) == (1, 1, 1)
+
+
+def test_a_request_that_fails_every_retry_reports_each_event() -> None:
+    seen: list[Failure] = []
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    retry = RetryPolicy(max_attempts=2, initial_delay=0.01)
+    with StripeMeterClient("k", base_url=nowhere, retry=retry) as client:
+        batcher = client.batcher(on_failure=seen.append)
+        for _ in range(3):
+            batcher.track("api_calls", "cus_1", 1)
+        batcher.close()
+    assert len(seen) == 3
+    assert all(isinstance(f.error, APIConnectionError) for f in seen)
+    assert batcher.stats.failed_requests == 3
+
+
+def test_events_still_queued_at_interpreter_exit_are_sent(
+    service: Service, api_key: str, customer: str
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        from stripemeter import StripeMeterClient
+        client = StripeMeterClient({api_key!r}, base_url={service.url!r})
+        batcher = client.batcher(flush_interval=60)
+        for _ in range(5):
+            batcher.track("api_calls", {customer!r}, 1)
+        # no flush, no close: the atexit hook sends them
+        """
+    )
+    subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**service.env, "PYTHONPATH": str(ROOT / "sdk" / "python" / "src")},
+        check=True,
+        timeout=60,
+    )
+    assert service.wait_for_count(api_key, customer, 5)["count"] == 5
+
+
+def test_the_async_batcher_flushes_by_size_interval_flush_and_close(
+    service: Service, api_key: str, customer: str
+) -> None:
+    async def scenario() -> dict[str, object]:
+        async with AsyncStripeMeterClient(api_key, base_url=service.url) as client:
+            batcher = client.batcher(max_batch_size=10, flush_interval=60)
+            for _ in range(25):
+                await batcher.track("api_calls", customer, 1)
+            for _ in range(200):
+                if batcher.stats.answered == 20:
+                    break
+                await asyncio.sleep(0.02)
+            by_size = batcher.stats.answered
+            flushed = await batcher.flush(timeout=10)
+            after_flush = batcher.stats.accepted
+            await batcher.close()
+
+            ticking = client.batcher(flush_interval=0.2)
+            await ticking.track("api_calls", customer, 1)
+            for _ in range(200):
+                if ticking.stats.accepted == 1:
+                    break
+                await asyncio.sleep(0.02)
+            by_interval = ticking.stats.accepted
+            await ticking.close()
+
+            async with client.batcher(flush_interval=60) as closing:
+                for _ in range(4):
+                    await closing.track("api_calls", customer, 1)
+            raising = client.batcher(
+                max_queue_size=2, max_batch_size=10, flush_interval=60, when_full="raise"
+            )
+            await raising.track("api_calls", customer, 1)
+            await raising.track("api_calls", customer, 1)
+            try:
+                await raising.track("api_calls", customer, 1)
+                full = False
+            except QueueFullError:
+                full = True
+            await raising.close()
+            blocking = client.batcher(
+                max_queue_size=1, max_batch_size=10, flush_interval=60, block_timeout=0.2
+            )
+            await blocking.track("api_calls", customer, 1)
+            try:
+                await blocking.track("api_calls", customer, 1)
+                blocked = False
+            except QueueFullError:
+                blocked = True
+            await blocking.close()
+            return {
+                "by_size": by_size,
+                "flushed": (flushed, after_flush),
+                "by_interval": by_interval,
+                "closed": closing.stats.accepted,
+                "full": (full, raising.stats.accepted),
+                "blocked": (blocked, blocking.stats.accepted),
+            }
+
+    assert asyncio.run(scenario()) == {
+        "by_size": 20,
+        "flushed": (True, 25),
+        "by_interval": 1,
+        "closed": 4,
+        "full": (True, 2),
+        "blocked": (True, 1),
+    }
+    assert service.wait_for_count(api_key, customer, 33)["count"] == 33
+
+
+def test_two_senders_send_side_by_side_and_flush_still_waits_for_every_answer(
+    service: Service, api_key: str, customer: str
+) -> None:
+    in_flight: list[int] = []
+    most = [0]
+
+    def started(request: object) -> None:
+        in_flight.append(1)
+        most[0] = max(most[0], len(in_flight))
+
+    def answered(response: object) -> None:
+        in_flight.pop()
+
+    http = httpx.Client(timeout=30, event_hooks={"request": [started], "response": [answered]})
+    with StripeMeterClient(api_key, base_url=service.url, http_client=http) as client:
+        batcher = client.batcher(max_batch_size=100, flush_interval=60, senders=2)
+        for _ in range(3_000):
+            batcher.track("api_calls", customer, 1)
+        assert batcher.flush(timeout=60)
+        assert batcher.stats.accepted == 3_000  # every batch answered, whichever sender
+        batcher.close()
+
+        async def with_tasks() -> int:
+            async with AsyncStripeMeterClient(api_key, base_url=service.url) as aclient:
+                abatcher = aclient.batcher(max_batch_size=50, flush_interval=60, senders=3)
+                for _ in range(500):
+                    await abatcher.track("api_calls", customer, 1)
+                assert await abatcher.flush(timeout=60)
+                accepted = abatcher.stats.accepted
+                await abatcher.close()
+                return accepted
+
+        assert asyncio.run(with_tasks()) == 500
+    http.close()
+    assert most[0] == 2  # two requests were in flight at once
+    assert service.wait_for_count(api_key, customer, 3_500)["count"] == 3_500

@@ -1,6 +1,6 @@
 """Events per second that one Python process sends through the SDK's sync batcher.
 
-    PYTHONPATH=$PWD:$PWD/sdk/python/src .venv/bin/python -m benchmarks.sdk_batcher
+    .venv/bin/python -m benchmarks.sdk_batcher [--batch 500] [--senders 1] [--backend sqlite]
 
 Starts the embedded service (``stripemeter serve``: the API process and its
 writer process, SQLite in a fresh directory; ``--backend postgres`` for a

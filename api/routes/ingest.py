@@ -20,6 +20,7 @@ from api.schemas import (
     FieldError,
     IngestRequest,
     IngestResponse,
+    not_utf8,
     quantity_of,
     repeated_key,
     too_deep,
@@ -152,6 +153,10 @@ def read_batch(
             event = msgspec.json.decode(raw, type=EventIn)
         except msgspec.ValidationError as error:
             bad = validation_field(error)
+            results.append(IngestResult.error("", bad.field, bad.reason))
+            continue
+        except UnicodeDecodeError:
+            bad = not_utf8(bytes(raw))
             results.append(IngestResult.error("", bad.field, bad.reason))
             continue
         _check_tenant(event.tenant_id, f"events[{index}].tenantId", principal)

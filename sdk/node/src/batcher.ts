@@ -116,7 +116,7 @@ export class Batcher {
    */
   async add(event: UsageEvent): Promise<PreparedEvent> {
     if (this.closed) throw new BatcherClosedError("the batcher is closed");
-    const prepared = prepareEvent(event, () => new Date());
+    const prepared = prepareEvent(event);
     while (this.pending + 1 > this.maxQueueSize) {
       if (this.whenFull === "throw") {
         throw new QueueFullError(`the batcher's queue is full (${this.maxQueueSize} events)`);

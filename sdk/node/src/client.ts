@@ -105,13 +105,12 @@ export class StripeMeterClient {
    * here and not sent; the others are.
    */
   async trackBatch(events: UsageEvent[]): Promise<IngestResponse> {
-    const now = new Date();
     const results: (EventResult | undefined)[] = new Array(events.length);
     const prepared: PreparedEvent[] = [];
     const positions: number[] = [];
     events.forEach((event, index) => {
       try {
-        prepared.push(prepareEvent(event, () => now));
+        prepared.push(prepareEvent(event));
         positions.push(index);
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
@@ -152,10 +151,9 @@ export class StripeMeterClient {
 
   /** Prepare events as `trackBatch` does (time fixed, key chosen), to send later or again. */
   prepare(events: UsageEvent[]): PreparedEvent[] {
-    const now = new Date();
     return events.map((event, index) => {
       try {
-        return prepareEvent(event, () => now);
+        return prepareEvent(event);
       } catch (error) {
         if (error instanceof InvalidEventError) throw new InvalidEventError(error.field, error.reason, index);
         throw error;

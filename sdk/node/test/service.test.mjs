@@ -550,3 +550,28 @@ describe("batcher", () => {
     assert.equal((await counterOnce(cus, 4)).sum, "4");
   });
 });
+
+describe("events without ts", () => {
+  test("each is an occurrence of its own: neither trackBatch nor the batcher merges two into one", async () => {
+    const cus = customer();
+    const event = { metric: "api_calls", customerRef: cus, quantity: 1 };
+    const answer = await client.trackBatch([event, event, event]);
+    assert.deepEqual(
+      answer.results.map((r) => r.status),
+      ["accepted", "accepted", "accepted"],
+    );
+    const statuses = [];
+    const batcher = client.createBatcher({
+      flushIntervalMs: 60_000,
+      maxBatchSize: 1000,
+      onResult: ({ result }) => statuses.push(result.status),
+    });
+    const keys = new Set();
+    for (let i = 0; i < 200; i++) keys.add((await batcher.add(event)).idempotencyKey);
+    await batcher.close();
+    assert.equal(keys.size, 200);
+    assert.deepEqual(new Set(statuses), new Set(["accepted"]));
+    const counter = await counterOnce(cus, 203);
+    assert.equal(counter.sum, "203");
+  });
+});

@@ -25,6 +25,7 @@
 import type { StripeMeterClient } from "./client.js";
 import { type PreparedEvent, type UsageEvent, prepareEvent } from "./content.js";
 import { BatcherClosedError, QueueFullError, StripeMeterError } from "./errors.js";
+import { milliseconds } from "./options.js";
 import type { EventResult } from "./types.js";
 
 export interface BatcherOptions {
@@ -91,10 +92,11 @@ export class Batcher {
       throw new StripeMeterError("maxQueueSize must be at least maxBatchSize");
     }
     this.whenFull = options.whenFull ?? "block";
-    this.blockTimeoutMs = options.blockTimeoutMs;
+    this.blockTimeoutMs =
+      options.blockTimeoutMs === undefined ? undefined : milliseconds("blockTimeoutMs", options.blockTimeoutMs);
     this.onResult = options.onResult;
     this.onError = options.onError ?? printFailure;
-    const interval = positive("flushIntervalMs", options.flushIntervalMs ?? 1000);
+    const interval = milliseconds("flushIntervalMs", options.flushIntervalMs ?? 1000, 1);
     this.timer = setInterval(() => this.requestFlush(), interval);
     this.timer.unref();
     this.onBeforeExit = () => {

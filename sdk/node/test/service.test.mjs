@@ -21,6 +21,7 @@ import {
   QueueFullError,
   RateLimitError,
   ServerError,
+  StripeMeterError,
   createClient,
 } from "@stripemeter/sdk-node";
 
@@ -574,4 +575,32 @@ describe("events without ts", () => {
     const counter = await counterOnce(cus, 203);
     assert.equal(counter.sum, "203");
   });
+});
+
+test("option values that are no usable numbers are refused when the client or batcher is made", () => {
+  // maxRetries NaN retried forever (attempt >= NaN is never true); a timeout past
+  // setTimeout's 2^31-1 ms (Infinity, say) fired after 1 ms: every attempt timed out.
+  const base = { apiUrl: "http://127.0.0.1:9", apiKey: "k" };
+  for (const bad of [
+    { maxRetries: Number.NaN },
+    { maxRetries: -1 },
+    { maxRetries: 1.5 },
+    { timeoutMs: Number.POSITIVE_INFINITY },
+    { timeoutMs: 0 },
+    { timeoutMs: 2 ** 31 },
+    { retryInitialDelayMs: Number.NaN },
+    { retryMaxDelayMs: -1 },
+    { maxRetryAfterMs: Number.NaN },
+  ]) {
+    assert.throws(() => createClient({ ...base, ...bad }), StripeMeterError, JSON.stringify(bad));
+  }
+  const good = createClient(base);
+  for (const bad of [
+    { blockTimeoutMs: Number.POSITIVE_INFINITY },
+    { blockTimeoutMs: Number.NaN },
+    { blockTimeoutMs: -5 },
+    { flushIntervalMs: 2 ** 31 },
+  ]) {
+    assert.throws(() => good.createBatcher(bad), StripeMeterError, JSON.stringify(bad));
+  }
 });

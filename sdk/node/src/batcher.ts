@@ -220,12 +220,20 @@ export class Batcher {
     this.call(() => this.onError(failure));
   }
 
-  /** A callback that throws must not stop the batcher (nor lose the other answers). */
-  private call(callback: () => void): void {
-    try {
-      callback();
-    } catch (error) {
+  /**
+   * A callback that throws must not stop the batcher (nor lose the other
+   * answers); one that is async and rejects must not end the process with an
+   * unhandled rejection.
+   */
+  private call(callback: () => unknown): void {
+    const warn = (error: unknown): void => {
       process.emitWarning(`a StripeMeter batcher callback threw: ${String(error)}`);
+    };
+    try {
+      const returned = callback() as PromiseLike<unknown> | undefined;
+      if (typeof returned?.then === "function") returned.then(undefined, warn);
+    } catch (error) {
+      warn(error);
     }
   }
 

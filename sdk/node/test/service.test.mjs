@@ -539,6 +539,16 @@ describe("batcher", () => {
     assert.equal((await counterOnce(cus, 3)).sum, "3");
   });
 
+  test("async callbacks that reject neither stop the batcher nor crash the process", async () => {
+    const cus = customer();
+    const script = fileURLToPath(new URL("./fixtures/async-callbacks-reject.mjs", import.meta.url));
+    const run = promisify(execFile)(process.execPath, [script, service.apiUrl, service.key, cus], { timeout: 30_000 });
+    const { stdout, stderr } = await run.catch((error) => assert.fail(`the app died: ${error.stderr}`));
+    assert.equal(stdout.trim(), "accepted,error,accepted");
+    assert.match(stderr, /callback threw: Error: the results log is down/);
+    assert.equal((await counterOnce(cus, 2)).sum, "2");
+  });
+
   test("a blocked add() gets in as soon as the real service answers", async () => {
     const cus = customer();
     const seen = collector();

@@ -41,6 +41,7 @@ MEANINGS = {
     404: "Not found",
     405: "Method not allowed (the ``Allow`` header lists the methods)",
     409: "Conflicts with what is recorded",
+    413: "The body is larger than the service takes (10 MB): nothing was read",
     422: "A value breaks a rule; ``errors`` names each field and reason",
     503: "A dependency (Stripe, the writer) is unavailable; retrying is safe",
 }

@@ -51,7 +51,7 @@ class IngestController(Controller):
     @post(
         status_code=200,
         operation_class=IngestOperation,
-        responses=error_responses(400, 401, 403, 422, 503),
+        responses=error_responses(400, 401, 403, 413, 422, 503),
     )
     async def ingest(self, request: Request[Any, Any, Any]) -> IngestResponse:
         """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""

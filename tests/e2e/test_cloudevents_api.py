@@ -363,6 +363,10 @@ def test_a_body_over_the_size_limit_is_refused(api: Api) -> None:
     padded = cloud_event(id="huge", padding="x" * limit)
     response = send(api, padded)
     assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
+    # The document says so, for this answer the route gives to any format.
+    document = api.call("GET", "/schema/openapi.json", key="").json()
+    assert "413" in document["paths"][PATH]["post"]["responses"]
     api.settle()
     assert counted(api) == []
 

@@ -240,6 +240,21 @@ describe("errors", () => {
   });
 });
 
+test("an onRetry that throws does not cut the retries short", async () => {
+  const nowhere = createClient({
+    apiUrl: "http://127.0.0.1:9",
+    apiKey: "k",
+    maxRetries: 2,
+    retryInitialDelayMs: 1,
+    onRetry: () => {
+      throw new Error("the metrics sink is down");
+    },
+  });
+  const error = await nowhere.getUsage("c").catch((e) => e);
+  assert.ok(error instanceof APIConnectionError, String(error));
+  assert.equal(error.attempts, 3);
+});
+
 /** A TCP server that accepts connections and never answers: a service that hangs. */
 async function silentServer() {
   const sockets = new Set();

@@ -478,11 +478,15 @@ def test_an_event_that_is_not_utf8_refuses_only_itself(api: Api) -> None:
     bad_id = good.replace(b'"utf8-ok"', b'"utf8-\xff"')
     bad_meta = json.dumps(cloud_event(id="utf8-meta", data={"quantity": 1, "meta": {"a": "?"}}))
     bad_meta_bytes = bad_meta.encode().replace(b'"?"', b'"\xc3"')
-    results = results_of(send(api, b"[" + b",".join([good, bad_id, bad_meta_bytes]) + b"]", BATCH))
+    bad_quantity = json.dumps(cloud_event(id="utf8-q", data={"quantity": "?"}))
+    bad_quantity_bytes = bad_quantity.encode().replace(b'"?"', b'"\xff"')
+    batch = [good, bad_id, bad_meta_bytes, bad_quantity_bytes]
+    results = results_of(send(api, b"[" + b",".join(batch) + b"]", BATCH))
     assert [(r["status"], r.get("field"), r.get("reason")) for r in results] == [
         ("accepted", None, None),
         ("error", "id", "is not valid UTF-8"),
         ("error", "data.meta", "is not valid UTF-8"),
+        ("error", "data.quantity", "is not valid UTF-8"),
     ]
     alone = results_of(send(api, bad_id, SINGLE))
     assert (alone[0]["field"], alone[0]["reason"]) == ("id", "is not valid UTF-8")

@@ -27,6 +27,7 @@ from api.schemas import (
     QUANTITY,
     EventIn,
     FieldError,
+    not_utf8,
     too_deep,
     unknown_field,
     validation_field,
@@ -161,6 +162,8 @@ def event_in(data: bytes, type_prefixes: tuple[str, ...]) -> EventIn:
     except msgspec.ValidationError as error:
         bad = validation_field(error)  # an absent attribute reads as None: say only what is due
         raise FieldError(bad.field, bad.reason.replace(" | null`", "`")) from None
+    except UnicodeDecodeError:
+        raise not_utf8(data, among=ATTRIBUTES) from None
     if event.specversion is None:
         raise FieldError("specversion", "is required")
     if event.specversion != "1.0":
@@ -263,6 +266,8 @@ def _usage_data(data: bytes) -> UsageData:
     except msgspec.ValidationError as error:
         unknown = unknown_field(error)
         bad = validation_field(error)
+    except UnicodeDecodeError:
+        raise not_utf8(data, "data.") from None
     if unknown is not None:
         raise FieldError("data", f"holds {unknown!r}: only quantity and meta are read")
     raise FieldError(f"data.{bad.field}", bad.reason)

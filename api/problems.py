@@ -18,7 +18,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from adapters.group_commit import WriterStoppedError
 from adapters.writer_client import WriterUnavailableError
-from api.schemas import FieldError, FieldReason, ProblemDetails, validation_field
+from api.schemas import NOT_UTF8, FieldError, FieldReason, ProblemDetails, validation_field
 from domain.errors import (
     ConflictError,
     ForbiddenError,
@@ -41,6 +41,7 @@ MEANINGS = {
     404: "Not found",
     405: "Method not allowed (the ``Allow`` header lists the methods)",
     409: "Conflicts with what is recorded",
+    413: "The body is larger than the service takes (10 MB): nothing was read",
     422: "A value breaks a rule; ``errors`` names each field and reason",
     503: "A dependency (Stripe, the writer) is unavailable; retrying is safe",
 }
@@ -93,6 +94,10 @@ def handle(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
         return field_problem(bad.field, bad.reason)
     if isinstance(error, msgspec.DecodeError):
         return malformed(str(error))
+    if isinstance(error, UnicodeDecodeError):  # msgspec's, for a string value that is no UTF-8
+        return problem(
+            400, "Malformed JSON", f"the request body {NOT_UTF8}", [FieldReason("body", NOT_UTF8)]
+        )
     if isinstance(error, UnauthenticatedError):
         response = problem(401, "Unauthenticated", str(error))
         response.headers["WWW-Authenticate"] = "Bearer"

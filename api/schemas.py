@@ -199,16 +199,39 @@ def check_text(field: str, value: str, longest: int) -> str:
     return fields.text(field, value, longest)
 
 
+NOT_UTF8 = "is not valid UTF-8"
+
+
 def quantity_of(raw: msgspec.Raw, field: str = "quantity") -> Decimal:
     """A quantity sent as a JSON number or as a JSON string holding one."""
     data = bytes(raw)
     if data[:1] == b'"':
-        text = msgspec.json.decode(data, type=str)
+        try:
+            text = msgspec.json.decode(data, type=str)
+        except UnicodeDecodeError:
+            raise FieldError(field, NOT_UTF8) from None
     elif data[:1] in b"-0123456789":
         text = data.decode()
     else:
         raise FieldError(field, "must be a number or a string holding one")
     return fields.quantity(text, field)
+
+
+def not_utf8(data: bytes, prefix: str = "", among: frozenset[str] | None = None) -> FieldError:
+    """The error of an object holding bytes that are no UTF-8, naming the member that holds them.
+
+    The decoder raises ``UnicodeDecodeError`` for them, which no rule catches.
+    ``among``: the members it reads (others are skipped unread).
+    """
+    whole = prefix.rstrip(".") or "body"
+    for member in json_shape.members(data):
+        if among is not None and member.key not in among:
+            continue
+        try:
+            data[member.start : member.end].decode()
+        except UnicodeDecodeError:
+            return FieldError(f"{prefix}{member.key}" if member.key else whole, NOT_UTF8)
+    return FieldError(whole, NOT_UTF8)
 
 
 def too_deep(data: bytes) -> bool:

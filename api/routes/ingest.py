@@ -20,6 +20,7 @@ from api.schemas import (
     FieldError,
     IngestRequest,
     IngestResponse,
+    not_utf8,
     quantity_of,
     repeated_key,
     too_deep,
@@ -50,7 +51,7 @@ class IngestController(Controller):
     @post(
         status_code=200,
         operation_class=IngestOperation,
-        responses=error_responses(400, 401, 403, 422, 503),
+        responses=error_responses(400, 401, 403, 413, 422, 503),
     )
     async def ingest(self, request: Request[Any, Any, Any]) -> IngestResponse:
         """Record usage events exactly once; each gets accepted, duplicate, conflict or error."""
@@ -152,6 +153,10 @@ def read_batch(
             event = msgspec.json.decode(raw, type=EventIn)
         except msgspec.ValidationError as error:
             bad = validation_field(error)
+            results.append(IngestResult.error("", bad.field, bad.reason))
+            continue
+        except UnicodeDecodeError:
+            bad = not_utf8(bytes(raw))
             results.append(IngestResult.error("", bad.field, bad.reason))
             continue
         _check_tenant(event.tenant_id, f"events[{index}].tenantId", principal)

@@ -363,6 +363,10 @@ def test_a_body_over_the_size_limit_is_refused(api: Api) -> None:
     padded = cloud_event(id="huge", padding="x" * limit)
     response = send(api, padded)
     assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
+    # The document says so, for this answer the route gives to any format.
+    document = api.call("GET", "/schema/openapi.json", key="").json()
+    assert "413" in document["paths"][PATH]["post"]["responses"]
     api.settle()
     assert counted(api) == []
 
@@ -466,3 +470,26 @@ def test_hostile_cloudevents_refuse_only_themselves_or_the_request_cleanly(
             assert result["reason"], result
     if not any(r["status"] == "accepted" for r in results):
         assert log_position(api) == before
+
+
+def test_an_event_that_is_not_utf8_refuses_only_itself(api: Api) -> None:
+    """Bytes that are no UTF-8 inside a value: that event's error, naming its attribute."""
+    good = json.dumps(cloud_event(id="utf8-ok")).encode()
+    bad_id = good.replace(b'"utf8-ok"', b'"utf8-\xff"')
+    bad_meta = json.dumps(cloud_event(id="utf8-meta", data={"quantity": 1, "meta": {"a": "?"}}))
+    bad_meta_bytes = bad_meta.encode().replace(b'"?"', b'"\xc3"')
+    bad_quantity = json.dumps(cloud_event(id="utf8-q", data={"quantity": "?"}))
+    bad_quantity_bytes = bad_quantity.encode().replace(b'"?"', b'"\xff"')
+    batch = [good, bad_id, bad_meta_bytes, bad_quantity_bytes]
+    results = results_of(send(api, b"[" + b",".join(batch) + b"]", BATCH))
+    assert [(r["status"], r.get("field"), r.get("reason")) for r in results] == [
+        ("accepted", None, None),
+        ("error", "id", "is not valid UTF-8"),
+        ("error", "data.meta", "is not valid UTF-8"),
+        ("error", "data.quantity", "is not valid UTF-8"),
+    ]
+    alone = results_of(send(api, bad_id, SINGLE))
+    assert (alone[0]["field"], alone[0]["reason"]) == ("id", "is not valid UTF-8")
+    # An extension is read past, bytes and all: the error names the attribute read.
+    with_extension = results_of(send(api, b'{"ext":"\xff",' + bad_id[1:], SINGLE))
+    assert (with_extension[0]["field"], with_extension[0]["reason"]) == ("id", "is not valid UTF-8")

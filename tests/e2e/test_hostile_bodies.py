@@ -328,3 +328,32 @@ def test_ingest_bodies_nested_too_deeply_outside_any_event_are_refused_whole(api
             {"field": "body", "reason": "must nest at most 64 levels deep"}
         ]
         assert log_position(api) == before
+
+
+def test_ingest_bytes_that_are_not_utf8_refuse_their_event_or_the_body(api: Api) -> None:
+    """A value that is no UTF-8 is that event's error (the others are written), or a 400."""
+    good = b'{"metric":"api_calls","customerRef":"cus_1","quantity":1,"ts":"2026-03-15T11:00:00Z"'
+    body = (
+        b'{"events":['
+        + good
+        + b',"idempotencyKey":"utf8-ok"},'
+        + good
+        + b',"idempotencyKey":"utf8-\xff"},'
+        + good
+        + b',"meta":{"a":"\xc3"}}]}'
+    )
+    headers = {"content-type": "application/json"}
+    response = api.call("POST", "/v1/events/ingest", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["status"], r.get("field"), r.get("reason")) for r in results] == [
+        ("accepted", None, None),
+        ("error", "idempotencyKey", "is not valid UTF-8"),
+        ("error", "meta", "is not valid UTF-8"),
+    ]
+    before = log_position(api)
+    whole = b'{"tenantId":"\xff","events":[' + good + b"}]}"
+    response = api.call("POST", "/v1/events/ingest", content=whole, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == [{"field": "body", "reason": "is not valid UTF-8"}]
+    assert log_position(api) == before

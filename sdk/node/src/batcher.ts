@@ -25,6 +25,7 @@
 import type { StripeMeterClient } from "./client.js";
 import { type PreparedEvent, type UsageEvent, prepareEvent } from "./content.js";
 import { BatcherClosedError, QueueFullError, StripeMeterError } from "./errors.js";
+import { milliseconds } from "./options.js";
 import type { EventResult } from "./types.js";
 
 export interface BatcherOptions {
@@ -91,10 +92,11 @@ export class Batcher {
       throw new StripeMeterError("maxQueueSize must be at least maxBatchSize");
     }
     this.whenFull = options.whenFull ?? "block";
-    this.blockTimeoutMs = options.blockTimeoutMs;
+    this.blockTimeoutMs =
+      options.blockTimeoutMs === undefined ? undefined : milliseconds("blockTimeoutMs", options.blockTimeoutMs);
     this.onResult = options.onResult;
     this.onError = options.onError ?? printFailure;
-    const interval = positive("flushIntervalMs", options.flushIntervalMs ?? 1000);
+    const interval = milliseconds("flushIntervalMs", options.flushIntervalMs ?? 1000, 1);
     this.timer = setInterval(() => this.requestFlush(), interval);
     this.timer.unref();
     this.onBeforeExit = () => {
@@ -116,7 +118,7 @@ export class Batcher {
    */
   async add(event: UsageEvent): Promise<PreparedEvent> {
     if (this.closed) throw new BatcherClosedError("the batcher is closed");
-    const prepared = prepareEvent(event, () => new Date());
+    const prepared = prepareEvent(event);
     while (this.pending + 1 > this.maxQueueSize) {
       if (this.whenFull === "throw") {
         throw new QueueFullError(`the batcher's queue is full (${this.maxQueueSize} events)`);
@@ -218,12 +220,20 @@ export class Batcher {
     this.call(() => this.onError(failure));
   }
 
-  /** A callback that throws must not stop the batcher (nor lose the other answers). */
-  private call(callback: () => void): void {
-    try {
-      callback();
-    } catch (error) {
+  /**
+   * A callback that throws must not stop the batcher (nor lose the other
+   * answers); one that is async and rejects must not end the process with an
+   * unhandled rejection.
+   */
+  private call(callback: () => unknown): void {
+    const warn = (error: unknown): void => {
       process.emitWarning(`a StripeMeter batcher callback threw: ${String(error)}`);
+    };
+    try {
+      const returned = callback() as PromiseLike<unknown> | undefined;
+      if (typeof returned?.then === "function") returned.then(undefined, warn);
+    } catch (error) {
+      warn(error);
     }
   }
 

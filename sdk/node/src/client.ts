@@ -3,6 +3,7 @@
 import { Batcher, type BatcherOptions } from "./batcher.js";
 import { type PreparedEvent, type UsageEvent, prepareEvent } from "./content.js";
 import { InvalidEventError, StripeMeterError } from "./errors.js";
+import { milliseconds } from "./options.js";
 import { type RetryInfo, Transport } from "./transport.js";
 import type {
   AdjustmentPage,
@@ -77,11 +78,11 @@ export class StripeMeterClient {
     this.transport = new Transport({
       apiUrl: this.apiUrl,
       apiKey,
-      timeoutMs: options.timeoutMs ?? 10_000,
-      maxRetries: options.maxRetries ?? 5,
-      retryInitialDelayMs: options.retryInitialDelayMs ?? 250,
-      retryMaxDelayMs: options.retryMaxDelayMs ?? 10_000,
-      maxRetryAfterMs: options.maxRetryAfterMs ?? 60_000,
+      timeoutMs: milliseconds("timeoutMs", options.timeoutMs ?? 10_000, 1),
+      maxRetries: retries(options.maxRetries ?? 5),
+      retryInitialDelayMs: milliseconds("retryInitialDelayMs", options.retryInitialDelayMs ?? 250),
+      retryMaxDelayMs: milliseconds("retryMaxDelayMs", options.retryMaxDelayMs ?? 10_000),
+      maxRetryAfterMs: milliseconds("maxRetryAfterMs", options.maxRetryAfterMs ?? 60_000),
       fetch: fetcher,
       onRetry: options.onRetry,
     });
@@ -105,13 +106,12 @@ export class StripeMeterClient {
    * here and not sent; the others are.
    */
   async trackBatch(events: UsageEvent[]): Promise<IngestResponse> {
-    const now = new Date();
     const results: (EventResult | undefined)[] = new Array(events.length);
     const prepared: PreparedEvent[] = [];
     const positions: number[] = [];
     events.forEach((event, index) => {
       try {
-        prepared.push(prepareEvent(event, () => now));
+        prepared.push(prepareEvent(event));
         positions.push(index);
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
@@ -152,10 +152,9 @@ export class StripeMeterClient {
 
   /** Prepare events as `trackBatch` does (time fixed, key chosen), to send later or again. */
   prepare(events: UsageEvent[]): PreparedEvent[] {
-    const now = new Date();
     return events.map((event, index) => {
       try {
-        return prepareEvent(event, () => now);
+        return prepareEvent(event);
       } catch (error) {
         if (error instanceof InvalidEventError) throw new InvalidEventError(error.field, error.reason, index);
         throw error;
@@ -303,6 +302,13 @@ export class StripeMeterClient {
 /** A client for `apiUrl` (default `http://127.0.0.1:3000`) with `apiKey` (default `STRIPEMETER_API_KEY`). */
 export function createClient(options: ClientOptions = {}): StripeMeterClient {
   return new StripeMeterClient(options);
+}
+
+function retries(value: number): number {
+  if (!Number.isInteger(value) || value < 0) {
+    throw new StripeMeterError("maxRetries must be a whole number, 0 or more");
+  }
+  return value;
 }
 
 function timeParam(value: Date | string | undefined): string | undefined {

@@ -194,6 +194,24 @@ function formatUtc(ms: number, micros: number): string {
   );
 }
 
+let lastDefaultMicros = 0;
+
+/**
+ * Now, for an event given without `ts`: in UTC to the microsecond, and
+ * strictly later on each call in this process (by at least a microsecond).
+ *
+ * An event without `ts` is an occurrence of its own; two with the same
+ * content and the same time would have the same content key and count once.
+ * `Date` has only milliseconds, and a loop adds many events in one: each
+ * default time must differ (as the Python SDK's does).
+ */
+export function defaultTime(): string {
+  const micros = Math.max(Date.now() * 1000, lastDefaultMicros + 1);
+  lastDefaultMicros = micros;
+  const ms = Math.floor(micros / 1000);
+  return formatUtc(ms, (ms % 1000) * 1000 + (micros % 1000));
+}
+
 /**
  * `meta` as Python's `json.dumps(meta, sort_keys=True, separators=(",", ":"),
  * ensure_ascii=False)` prints what the server decodes from the SDK's JSON.
@@ -312,7 +330,7 @@ function checkMetaText(value: JsonValue): void {
 
 /** The canonical form the server hashes, and the content key it derives from it. */
 export function contentKey(event: UsageEvent): ContentKey {
-  const prepared = prepareEvent(event, () => new Date());
+  const prepared = prepareEvent(event, defaultTime);
   const canonical = canonicalOf(prepared.wire);
   return { canonical, key: keyOf(canonical) };
 }
@@ -332,10 +350,11 @@ function keyOf(canonical: string): string {
 }
 
 /**
- * The event with its time fixed (now, when it has none) and its key chosen,
- * once: a retry sends exactly this again.
+ * The event with its time fixed (`now()`, when it has none; by default each
+ * call a later microsecond, see `defaultTime`) and its key chosen, once: a
+ * retry sends exactly this again.
  */
-export function prepareEvent(event: UsageEvent, now: () => Date): PreparedEvent {
+export function prepareEvent(event: UsageEvent, now: () => Date | string = defaultTime): PreparedEvent {
   if (typeof event !== "object" || event === null) {
     throw new InvalidEventError("event", "must be an object");
   }

@@ -74,8 +74,18 @@ export class Transport {
       if (outcome.ok) return (call.text ? outcome.text : parseAnswer(outcome.text, call)) as T;
       if (!outcome.retryable || attempt >= attempts) throw outcome.error;
       const delayMs = outcome.retryAfterMs ?? this.backoff(attempt);
-      this.options.onRetry?.({ method: call.method, path: call.path, attempt, delayMs, error: outcome.error });
+      this.tellRetry({ method: call.method, path: call.path, attempt, delayMs, error: outcome.error });
       await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+
+  /** `onRetry` is for logs and metrics: one that throws must not cut the retries short. */
+  private tellRetry(info: RetryInfo): void {
+    try {
+      const returned = this.options.onRetry?.(info) as PromiseLike<unknown> | undefined;
+      if (typeof returned?.then === "function") returned.then(undefined, warnRetryCallback);
+    } catch (error) {
+      warnRetryCallback(error);
     }
   }
 
@@ -164,6 +174,10 @@ export function parseRetryAfter(value: string | null, longest: number): number |
     ms = at - Date.now();
   }
   return Math.min(Math.max(ms, 0), longest);
+}
+
+function warnRetryCallback(error: unknown): void {
+  process.emitWarning(`a StripeMeter onRetry callback threw: ${String(error)}`);
 }
 
 function describe(error: unknown): string {

@@ -21,6 +21,7 @@ import {
   QueueFullError,
   RateLimitError,
   ServerError,
+  StripeMeterError,
   createClient,
 } from "@stripemeter/sdk-node";
 
@@ -237,6 +238,21 @@ describe("errors", () => {
     assert.equal(error.attempts, 3);
     assert.deepEqual(retries.map((r) => r.attempt), [1, 2]);
   });
+});
+
+test("an onRetry that throws does not cut the retries short", async () => {
+  const nowhere = createClient({
+    apiUrl: "http://127.0.0.1:9",
+    apiKey: "k",
+    maxRetries: 2,
+    retryInitialDelayMs: 1,
+    onRetry: () => {
+      throw new Error("the metrics sink is down");
+    },
+  });
+  const error = await nowhere.getUsage("c").catch((e) => e);
+  assert.ok(error instanceof APIConnectionError, String(error));
+  assert.equal(error.attempts, 3);
 });
 
 /** A TCP server that accepts connections and never answers: a service that hangs. */
@@ -538,6 +554,16 @@ describe("batcher", () => {
     assert.equal((await counterOnce(cus, 3)).sum, "3");
   });
 
+  test("async callbacks that reject neither stop the batcher nor crash the process", async () => {
+    const cus = customer();
+    const script = fileURLToPath(new URL("./fixtures/async-callbacks-reject.mjs", import.meta.url));
+    const run = promisify(execFile)(process.execPath, [script, service.apiUrl, service.key, cus], { timeout: 30_000 });
+    const { stdout, stderr } = await run.catch((error) => assert.fail(`the app died: ${error.stderr}`));
+    assert.equal(stdout.trim(), "accepted,error,accepted");
+    assert.match(stderr, /callback threw: Error: the results log is down/);
+    assert.equal((await counterOnce(cus, 2)).sum, "2");
+  });
+
   test("a blocked add() gets in as soon as the real service answers", async () => {
     const cus = customer();
     const seen = collector();
@@ -549,4 +575,57 @@ describe("batcher", () => {
     assert.equal(seen.results.length, 4);
     assert.equal((await counterOnce(cus, 4)).sum, "4");
   });
+});
+
+describe("events without ts", () => {
+  test("each is an occurrence of its own: neither trackBatch nor the batcher merges two into one", async () => {
+    const cus = customer();
+    const event = { metric: "api_calls", customerRef: cus, quantity: 1 };
+    const answer = await client.trackBatch([event, event, event]);
+    assert.deepEqual(
+      answer.results.map((r) => r.status),
+      ["accepted", "accepted", "accepted"],
+    );
+    const statuses = [];
+    const batcher = client.createBatcher({
+      flushIntervalMs: 60_000,
+      maxBatchSize: 1000,
+      onResult: ({ result }) => statuses.push(result.status),
+    });
+    const keys = new Set();
+    for (let i = 0; i < 200; i++) keys.add((await batcher.add(event)).idempotencyKey);
+    await batcher.close();
+    assert.equal(keys.size, 200);
+    assert.deepEqual(new Set(statuses), new Set(["accepted"]));
+    const counter = await counterOnce(cus, 203);
+    assert.equal(counter.sum, "203");
+  });
+});
+
+test("option values that are no usable numbers are refused when the client or batcher is made", () => {
+  // maxRetries NaN retried forever (attempt >= NaN is never true); a timeout past
+  // setTimeout's 2^31-1 ms (Infinity, say) fired after 1 ms: every attempt timed out.
+  const base = { apiUrl: "http://127.0.0.1:9", apiKey: "k" };
+  for (const bad of [
+    { maxRetries: Number.NaN },
+    { maxRetries: -1 },
+    { maxRetries: 1.5 },
+    { timeoutMs: Number.POSITIVE_INFINITY },
+    { timeoutMs: 0 },
+    { timeoutMs: 2 ** 31 },
+    { retryInitialDelayMs: Number.NaN },
+    { retryMaxDelayMs: -1 },
+    { maxRetryAfterMs: Number.NaN },
+  ]) {
+    assert.throws(() => createClient({ ...base, ...bad }), StripeMeterError, JSON.stringify(bad));
+  }
+  const good = createClient(base);
+  for (const bad of [
+    { blockTimeoutMs: Number.POSITIVE_INFINITY },
+    { blockTimeoutMs: Number.NaN },
+    { blockTimeoutMs: -5 },
+    { flushIntervalMs: 2 ** 31 },
+  ]) {
+    assert.throws(() => good.createBatcher(bad), StripeMeterError, JSON.stringify(bad));
+  }
 });

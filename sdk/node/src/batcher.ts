@@ -86,7 +86,14 @@ export class Batcher {
 
   constructor(client: StripeMeterClient, options: BatcherOptions = {}) {
     this.client = client;
-    this.maxBatchSize = positive("maxBatchSize", options.maxBatchSize ?? 500);
+    // A batch must go out as one request: a split one could fail half-sent and be
+    // reported whole as not sent, the half that counted never reaching onResult.
+    this.maxBatchSize = positive("maxBatchSize", options.maxBatchSize ?? Math.min(500, client.maxBatchEvents));
+    if (this.maxBatchSize > client.maxBatchEvents) {
+      throw new StripeMeterError(
+        `maxBatchSize (${this.maxBatchSize}) must be at most the client's maxBatchEvents (${client.maxBatchEvents})`,
+      );
+    }
     this.maxQueueSize = positive("maxQueueSize", options.maxQueueSize ?? 10_000);
     if (this.maxQueueSize < this.maxBatchSize) {
       throw new StripeMeterError("maxQueueSize must be at least maxBatchSize");

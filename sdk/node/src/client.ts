@@ -59,7 +59,8 @@ export interface ListEventsParams {
 export class StripeMeterClient {
   readonly apiUrl: string;
   private readonly transport: Transport;
-  private readonly maxBatchEvents: number;
+  /** Events per ingest request at most; larger batches are split. */
+  readonly maxBatchEvents: number;
 
   constructor(options: ClientOptions = {}) {
     const apiKey = options.apiKey ?? process.env["STRIPEMETER_API_KEY"];

@@ -628,4 +628,9 @@ test("option values that are no usable numbers are refused when the client or ba
   ]) {
     assert.throws(() => good.createBatcher(bad), StripeMeterError, JSON.stringify(bad));
   }
+  // A batch larger than one request would be split, and reported whole if a later part failed.
+  const small = createClient({ ...base, maxBatchEvents: 100 });
+  assert.throws(() => small.createBatcher({ maxBatchSize: 101 }), /at most the client's maxBatchEvents \(100\)/);
+  const fitted = small.createBatcher();
+  fitted.close();
 });

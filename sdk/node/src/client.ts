@@ -1,7 +1,7 @@
 /** The client: send usage events exactly once, read usage, cost projections and audits. */
 
 import { Batcher, type BatcherOptions } from "./batcher.js";
-import { type PreparedEvent, type UsageEvent, prepareEvent } from "./content.js";
+import { type JsonValue, type PreparedEvent, type Quantity, type UsageEvent, prepareEvent } from "./content.js";
 import { InvalidEventError, StripeMeterError } from "./errors.js";
 import { milliseconds } from "./options.js";
 import { type RetryInfo, Transport } from "./transport.js";
@@ -149,6 +149,35 @@ export class StripeMeterClient {
       });
     }
     return results;
+  }
+
+  /**
+   * Send CloudEvents 1.0 as a batch (`application/cloudevents-batch+json`;
+   * docs/cloudevents.md): the service reads `id` as the idempotency key,
+   * `subject` as customerRef, `type` as the metric, `time` as ts and
+   * `data` as `{ quantity, meta }`. A usage event given instead is mapped to
+   * one, its key as `id`. An `id` is always an explicit key to the service:
+   * the same event sent once as JSON without a key and once as a CloudEvent
+   * counts twice. More than `maxBatchEvents` go in several requests.
+   */
+  async sendCloudEvents(
+    events: (CloudEvent | UsageEvent)[],
+    options: { source?: string } = {},
+  ): Promise<IngestResponse> {
+    const source = options.source ?? DEFAULT_CLOUDEVENT_SOURCE;
+    const checked = events.map((event, index) => toCloudEvent(event, source, index));
+    const results: EventResult[] = [];
+    for (let start = 0; start < checked.length; start += this.maxBatchEvents) {
+      const chunk = checked.slice(start, start + this.maxBatchEvents);
+      const answer = await this.transport.request<IngestResponse>({
+        method: "POST",
+        path: "/v1/events/ingest",
+        body: chunk,
+        contentType: "application/cloudevents-batch+json",
+      });
+      answer.results.forEach((result, i) => results.push({ ...result, index: start + i }));
+    }
+    return summarise(results);
   }
 
   /** Prepare events as `trackBatch` does (time fixed, key chosen), to send later or again. */
@@ -324,5 +353,56 @@ function summarise(results: EventResult[]): IngestResponse {
     conflicts: count("conflict"),
     errors: count("error"),
     results,
+  };
+}
+
+/** The `source` of CloudEvents this SDK maps from usage events. */
+export const DEFAULT_CLOUDEVENT_SOURCE = "stripemeter-sdk-node";
+
+/** A CloudEvent 1.0 carrying usage (docs/cloudevents.md). */
+export interface CloudEvent {
+  specversion: "1.0";
+  id: string;
+  source: string;
+  type: string;
+  subject: string;
+  time: string;
+  data: { quantity: Quantity; meta?: { [key: string]: JsonValue } };
+  [extension: string]: unknown;
+}
+
+function isCloudEvent(event: CloudEvent | UsageEvent): event is CloudEvent {
+  return typeof event === "object" && event !== null && "specversion" in event;
+}
+
+/** A CloudEvent as given (its required attributes checked: retries depend on its id), or one mapped from a usage event. */
+function toCloudEvent(event: CloudEvent | UsageEvent, source: string, index: number): CloudEvent {
+  if (isCloudEvent(event)) {
+    if (event.specversion !== "1.0") throw new InvalidEventError("specversion", "must be \"1.0\"", index);
+    for (const name of ["id", "source", "type"] as const) {
+      if (typeof event[name] !== "string" || event[name] === "") {
+        throw new InvalidEventError(name, "must be a non-empty string: a retry is known by its id", index);
+      }
+    }
+    return event;
+  }
+  let prepared: PreparedEvent;
+  try {
+    prepared = prepareEvent(event);
+  } catch (error) {
+    if (error instanceof InvalidEventError) throw new InvalidEventError(error.field, error.reason, index);
+    throw error;
+  }
+  const { wire } = prepared;
+  const data: CloudEvent["data"] = { quantity: wire.quantity };
+  if (wire.meta !== undefined) data.meta = wire.meta;
+  return {
+    specversion: "1.0",
+    id: prepared.idempotencyKey,
+    source,
+    type: wire.metric,
+    subject: wire.customerRef,
+    time: wire.ts,
+    data,
   };
 }

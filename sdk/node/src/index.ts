@@ -4,8 +4,14 @@
  * reconciliation reads, and `createBatcher` for high-volume sending.
  */
 
-export { createClient, StripeMeterClient, DEFAULT_API_URL, MAX_BATCH_EVENTS } from "./client.js";
-export type { ClientOptions, ListEventsParams } from "./client.js";
+export {
+  createClient,
+  StripeMeterClient,
+  DEFAULT_API_URL,
+  DEFAULT_CLOUDEVENT_SOURCE,
+  MAX_BATCH_EVENTS,
+} from "./client.js";
+export type { ClientOptions, CloudEvent, ListEventsParams } from "./client.js";
 export { Batcher } from "./batcher.js";
 export type { BatcherOptions, BatchedResult, BatchFailure } from "./batcher.js";
 export { contentKey, canonicalQuantity, canonicalTime, canonicalMeta, prepareEvent } from "./content.js";

@@ -46,6 +46,8 @@ export interface Call {
   path: string;
   query?: { [name: string]: string | number | undefined };
   body?: unknown;
+  /** The body's media type; default `application/json`. */
+  contentType?: string;
   /** Answer the body as text (CSV) rather than parsed JSON. */
   text?: boolean;
 }
@@ -67,7 +69,7 @@ export class Transport {
       "user-agent": `stripemeter-sdk-node/${VERSION} node/${process.versions.node}`,
     };
     const body = call.body === undefined ? undefined : JSON.stringify(call.body);
-    if (body !== undefined) headers["content-type"] = "application/json";
+    if (body !== undefined) headers["content-type"] = call.contentType ?? "application/json";
     const attempts = this.options.maxRetries + 1;
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.attempt(url, call.method, headers, body, attempt);

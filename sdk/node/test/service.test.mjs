@@ -135,6 +135,44 @@ describe("track", () => {
   });
 });
 
+describe("CloudEvents", () => {
+  test("sent as they are or mapped from usage events: counted once, a resend all duplicates", async () => {
+    const cus = customer();
+    const time = recent(5).toISOString();
+    const given = {
+      specversion: "1.0",
+      id: `ce-${randomUUID()}`,
+      source: "/billing/tests",
+      type: "api_calls",
+      subject: cus,
+      time,
+      data: { quantity: 3, meta: { region: "eu" } },
+      traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    };
+    const mapped = { metric: "api_calls", customerRef: cus, quantity: "1.5", ts: recent(4) };
+    const first = await client.sendCloudEvents([given, mapped]);
+    assert.deepEqual(first.results.map((r) => r.status), ["accepted", "accepted"]);
+    assert.equal(first.results[0].idempotencyKey, given.id);
+    assert.match(first.results[1].idempotencyKey, /^content:[0-9a-f]{64}$/);
+    const again = await client.sendCloudEvents([given]);
+    assert.equal(again.duplicates, 1);
+    // The same key sent as a JSON event is the same event.
+    const asJson = await client.track({ metric: "api_calls", customerRef: cus, quantity: 3, ts: time, meta: { region: "eu" }, idempotencyKey: given.id });
+    assert.equal(asJson.status, "duplicate");
+    const counter = await counterOnce(cus, 2);
+    assert.equal(counter.sum, "4.5");
+  });
+
+  test("a CloudEvent without what a retry needs is refused before sending; the server names attributes", async () => {
+    const base = { specversion: "1.0", id: "x", source: "/s", type: "api_calls", subject: customer(), time: recent().toISOString(), data: { quantity: 1 } };
+    await assert.rejects(client.sendCloudEvents([{ ...base, id: "" }]), (error) => error.field === "id" && error.index === 0);
+    await assert.rejects(client.sendCloudEvents([{ ...base, specversion: "0.3" }]), (error) => error.field === "specversion");
+    const answer = await client.sendCloudEvents([{ ...base, id: `ce-${randomUUID()}`, data: { quantity: "lots" } }]);
+    assert.equal(answer.results[0].status, "error");
+    assert.equal(answer.results[0].field, "data.quantity");
+  });
+});
+
 describe("reads", () => {
   test("getUsage answers what was sent", async () => {
     const cus = customer();

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -57,14 +59,21 @@ def drop_none(params: Mapping[str, str | int | None]) -> Params:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (the service sends seconds; an HTTP date is ignored)."""
+    """``Retry-After`` in seconds: the service sends seconds, a proxy in front of it may
+    send an HTTP date (RFC 9110 allows both); a date in the past is no wait."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": RFC 5322's UTC of unknown origin
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
     return seconds if seconds >= 0 else None
 
 

@@ -16,6 +16,7 @@ from sdk_service import ROOT, Service, free_port, now
 
 from stripemeter import (
     APIConnectionError,
+    AsyncBatcher,
     AsyncStripeMeterClient,
     Failure,
     QueueFullError,
@@ -292,3 +293,29 @@ def test_two_senders_send_side_by_side_and_flush_still_waits_for_every_answer(
     http.close()
     assert most[0] == 2  # two requests were in flight at once
     assert service.wait_for_count(api_key, customer, 3_500)["count"] == 3_500
+
+
+def test_closing_the_client_first_sends_what_its_batcher_still_holds(
+    service: Service, api_key: str, customer: str
+) -> None:
+    # The batcher made inside the client's ``with`` but never closed there: its events
+    # must go before the client's connections close, not fail later at interpreter exit.
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(flush_interval=60)
+        for _ in range(5):
+            batcher.track("api_calls", customer, 1)
+    batcher.close()  # what the atexit hook does
+    assert (batcher.stats.accepted, batcher.stats.failed_requests) == (5, 0)
+    with pytest.raises(StripeMeterError, match="closed"):
+        batcher.track("api_calls", customer, 1)
+
+    async def main() -> AsyncBatcher:
+        async with AsyncStripeMeterClient(api_key, base_url=service.url) as client:
+            batcher = client.batcher(flush_interval=60)
+            for _ in range(5):
+                await batcher.track("api_calls", customer, 1)
+        return batcher
+
+    closed = asyncio.run(main())
+    assert (closed.stats.accepted, closed.stats.failed_requests) == (5, 0)
+    assert service.wait_for_count(api_key, customer, 10)["count"] == 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -39,6 +40,7 @@ class StripeMeterClient(ClientBase):
     ) -> None:
         super().__init__(api_key, base_url, retry, max_batch_events)
         self._owns_http = http_client is None
+        self._batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
         self._http = http_client or httpx.Client(timeout=timeout)
 
     def __enter__(self) -> StripeMeterClient:
@@ -53,6 +55,10 @@ class StripeMeterClient(ClientBase):
         self.close()
 
     def close(self) -> None:
+        """Close the batchers made by ``batcher()`` (they send what they hold), then the
+        connections: a batcher left open would have nothing to send with."""
+        for batcher in list(self._batchers):
+            batcher.close()
         if self._owns_http:
             self._http.close()
 
@@ -101,7 +107,9 @@ class StripeMeterClient(ClientBase):
 
     def batcher(self, **options: Any) -> Batcher:
         """A background ``Batcher`` sending through this client (see ``Batcher``)."""
-        return Batcher(self, **options)
+        batcher = Batcher(self, **options)
+        self._batchers.add(batcher)
+        return batcher
 
     # -- reading ----------------------------------------------------------------------
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 from scripted_server import Answer, scripted
 
-from stripemeter import RetryPolicy, StripeMeterClient
+from stripemeter import (
+    AsyncStripeMeterClient,
+    Failure,
+    QueueFullError,
+    RetryPolicy,
+    StripeMeterClient,
+)
+from stripemeter._config import NO_RETRIES
 
 INGESTED = {
     "accepted": 1,
@@ -29,3 +38,60 @@ def test_a_retry_after_given_as_an_http_date_is_honoured() -> None:
             assert client.track("api_calls", "cus_1", 1).status == "accepted"
         first, second = server.seen
         assert second.at - first.at >= 0.9
+
+
+REFUSED = Answer(400, {"title": "Malformed JSON", "detail": "no", "status": 400}, delay=0.3)
+
+
+def test_an_on_failure_callback_that_queues_again_into_a_full_queue_does_not_hang() -> None:
+    # Queueing a failed event again is the natural callback; the queue is full exactly
+    # when sends fail. The sender must not wait for room only it can make.
+    raised: list[BaseException] = []
+
+    with (
+        scripted([REFUSED]) as server,
+        StripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client,
+    ):
+
+        def again(failure: Failure) -> None:
+            try:
+                batcher.add(failure.event)
+            except QueueFullError as error:
+                raised.append(error)
+
+        batcher = client.batcher(
+            max_queue_size=1, max_batch_size=1, flush_interval=0.01, on_failure=again
+        )
+        batcher.track("api_calls", "cus_1", 1)
+        time.sleep(0.1)  # the first event is in flight, answered in 0.3 s
+        batcher.track("api_calls", "cus_1", 2)  # the queue is full again
+        assert batcher.flush(timeout=3)
+        batcher.close(timeout=3)
+    assert raised and isinstance(raised[0], QueueFullError)
+
+
+def test_an_async_on_failure_callback_that_queues_again_into_a_full_queue_does_not_hang() -> None:
+    raised: list[BaseException] = []
+
+    async def main() -> bool:
+        async with AsyncStripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client:
+
+            async def again(failure: Failure) -> None:
+                try:
+                    await batcher.add(failure.event)
+                except QueueFullError as error:
+                    raised.append(error)
+
+            batcher = client.batcher(
+                max_queue_size=1, max_batch_size=1, flush_interval=0.01, on_failure=again
+            )
+            await batcher.track("api_calls", "cus_1", 1)
+            await asyncio.sleep(0.1)
+            await batcher.track("api_calls", "cus_1", 2)
+            flushed = await batcher.flush(timeout=3)
+            await asyncio.wait_for(batcher.close(), 3)
+            return flushed
+
+    with scripted([REFUSED]) as server:
+        assert asyncio.run(main())
+    assert raised and isinstance(raised[0], QueueFullError)

@@ -117,7 +117,8 @@ class AsyncBatcher:
             if self._closing:
                 raise StripeMeterError("this batcher is closed")
             if len(self._pending) >= options.max_queue_size:
-                if options.when_full == "raise":
+                # A sender (in on_failure) would wait for room that only it can make.
+                if options.when_full == "raise" or asyncio.current_task() in self._tasks:
                     raise QueueFullError(f"the queue holds {options.max_queue_size} events")
                 try:
                     await asyncio.wait_for(

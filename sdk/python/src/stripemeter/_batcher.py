@@ -44,7 +44,9 @@ class Batcher:
     Events that are not counted (a conflict, an error, or a request that
     failed after every retry) go to ``on_failure`` when given, are kept in
     ``failures`` (the last 10,000) and counted in ``stats``; nothing is dropped
-    silently. ``flush()`` waits until every event queued before it has an
+    silently. ``on_failure`` runs on a sending thread: it may queue an event again, but
+    gets ``QueueFullError`` rather than wait when the queue is full (only the sending
+    threads make room). ``flush()`` waits until every event queued before it has an
     answer; ``close()`` (and leaving a ``with`` block, and interpreter exit)
     flushes and stops the thread.
     """
@@ -124,7 +126,8 @@ class Batcher:
             if self._closing:
                 raise StripeMeterError("this batcher is closed")
             if len(self._pending) >= options.max_queue_size:
-                if options.when_full == "raise":
+                # A sender (in on_failure) would wait for room that only it can make.
+                if options.when_full == "raise" or threading.current_thread() in self._threads:
                     raise QueueFullError(f"the queue holds {options.max_queue_size} events")
                 room = self._changed.wait_for(
                     lambda: len(self._pending) < options.max_queue_size or self._closing,

@@ -319,3 +319,18 @@ def test_closing_the_client_first_sends_what_its_batcher_still_holds(
     closed = asyncio.run(main())
     assert (closed.stats.accepted, closed.stats.failed_requests) == (5, 0)
     assert service.wait_for_count(api_key, customer, 10)["count"] == 10
+
+
+def test_a_key_that_cannot_be_sent_is_refused_when_queued_not_with_its_whole_batch(
+    service: Service, api_key: str, customer: str
+) -> None:
+    # A lone surrogate (text decoded with errors="surrogateescape") has no UTF-8 form: it
+    # must not reach the batch, whose encoding would then fail for every event in it.
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(flush_interval=60)
+        batcher.track("api_calls", customer, 1)
+        with pytest.raises(ValueError, match="idempotency_key"):
+            batcher.track("api_calls", customer, 1, idempotency_key="order-\udcff")
+        batcher.track("api_calls", customer, 1)
+        batcher.close()
+    assert (batcher.stats.accepted, batcher.stats.failed_requests) == (2, 0)

@@ -25,6 +25,13 @@ INGESTED = {
     "errors": 0,
     "results": [{"index": 0, "status": "accepted"}],
 }
+TWO_ACCEPTED = {
+    "accepted": 2,
+    "duplicates": 0,
+    "conflicts": 0,
+    "errors": 0,
+    "results": [{"index": 0, "status": "accepted"}, {"index": 1, "status": "accepted"}],
+}
 NO_JITTER = RetryPolicy(max_attempts=3, initial_delay=0.0, max_delay=0.0)
 
 
@@ -95,3 +102,34 @@ def test_an_async_on_failure_callback_that_queues_again_into_a_full_queue_does_n
     with scripted([REFUSED]) as server:
         assert asyncio.run(main())
     assert raised and isinstance(raised[0], QueueFullError)
+
+
+def test_a_batch_sent_in_two_requests_reports_only_the_failed_requests_events() -> None:
+    # The batcher's batch is larger than one request may be: the first request is
+    # answered (both events accepted), the second refused. Only the second's two
+    # events were not counted.
+    seen: list[Failure] = []
+    with (
+        scripted([Answer(200, TWO_ACCEPTED), Answer(400, {"title": "no"})]) as server,
+        StripeMeterClient("k", base_url=server.url, retry=NO_RETRIES, max_batch_events=2) as client,
+    ):
+        batcher = client.batcher(max_batch_size=4, flush_interval=60, on_failure=seen.append)
+        events = [batcher.track("api_calls", "cus_1", n) for n in range(1, 5)]
+        batcher.close()
+    assert (batcher.stats.accepted, batcher.stats.failed_requests) == (2, 2)
+    assert [f.event for f in seen] == events[2:]
+
+
+def test_the_async_batcher_reports_only_the_failed_requests_events() -> None:
+    async def main() -> tuple[int, int]:
+        async with AsyncStripeMeterClient(
+            "k", base_url=server.url, retry=NO_RETRIES, max_batch_events=2
+        ) as client:
+            batcher = client.batcher(max_batch_size=4, flush_interval=60)
+            for n in range(1, 5):
+                await batcher.track("api_calls", "cus_1", n)
+            await batcher.close()
+            return batcher.stats.accepted, batcher.stats.failed_requests
+
+    with scripted([Answer(200, TWO_ACCEPTED), Answer(400, {"title": "no"})]) as server:
+        assert asyncio.run(main()) == (2, 2)

@@ -222,12 +222,18 @@ class AsyncBatcher:
             return first, batch
 
     async def _deliver(self, batch: list[UsageEvent]) -> None:
-        try:
-            result = await self._client.track_batch(batch)
-        except Exception as error:  # every retry failed: report each event, never drop it
-            failed = self._outcomes.request_failed(batch, error)
-        else:
-            failed = self._outcomes.answered(result)
+        # Request by request: the events of an answered request were counted even when
+        # a later request of the same batch fails.
+        failed: list[Failure] = []
+        size = self._client.max_batch_events
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            try:
+                result = await self._client.track_batch(chunk)
+            except Exception as error:  # every retry failed: report each event, never drop it
+                failed += self._outcomes.request_failed(chunk, error)
+            else:
+                failed += self._outcomes.answered(result)
         if self._on_failure is not None:
             for failure in failed:
                 try:

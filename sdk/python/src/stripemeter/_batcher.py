@@ -219,13 +219,21 @@ class Batcher:
             return first, batch
 
     def _deliver(self, batch: list[UsageEvent]) -> list[Failure]:
-        try:
-            result = self._client.track_batch(batch)
-        except Exception as error:  # every retry failed: report each event, never drop it
-            with self._changed:
-                return self._outcomes.request_failed(batch, error)
-        with self._changed:
-            return self._outcomes.answered(result)
+        # Request by request: the events of an answered request were counted even when
+        # a later request of the same batch fails.
+        failed: list[Failure] = []
+        size = self._client.max_batch_events
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            try:
+                result = self._client.track_batch(chunk)
+            except Exception as error:  # every retry failed: report each event, never drop it
+                with self._changed:
+                    failed += self._outcomes.request_failed(chunk, error)
+            else:
+                with self._changed:
+                    failed += self._outcomes.answered(result)
+        return failed
 
     def _report(self, failed: list[Failure]) -> None:
         if self._on_failure is not None:

@@ -133,3 +133,22 @@ def test_the_async_batcher_reports_only_the_failed_requests_events() -> None:
 
     with scripted([Answer(200, TWO_ACCEPTED), Answer(400, {"title": "no"})]) as server:
         assert asyncio.run(main()) == (2, 2)
+
+
+def test_an_async_on_failure_callback_may_close_the_batcher_as_the_sync_one_may() -> None:
+    # "Stop at the first failure": close() from the callback runs in the sending task,
+    # which must not wait for itself to end.
+    async def main() -> tuple[int, int]:
+        async with AsyncStripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client:
+
+            async def stop(failure: Failure) -> None:
+                await batcher.close()
+
+            batcher = client.batcher(flush_interval=60, on_failure=stop)
+            for n in range(1, 3):
+                await batcher.track("api_calls", "cus_1", n)
+            await asyncio.wait_for(batcher.close(), 3)
+            return batcher.stats.queued, batcher.stats.failed_requests
+
+    with scripted([Answer(400, {"title": "no"})]) as server:
+        assert asyncio.run(main()) == (2, 2)

@@ -170,7 +170,9 @@ class AsyncBatcher:
         async with self._changed:
             self._closing = True
             self._changed.notify_all()
-        await asyncio.gather(*self._tasks)
+        # From on_failure, close() runs in a sending task: that one ends when it returns.
+        current = asyncio.current_task()
+        await asyncio.gather(*(task for task in self._tasks if task is not current))
 
     # -- the sending task -----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from stripemeter import (
     QueueFullError,
     RetryPolicy,
     StripeMeterClient,
+    StripeMeterError,
 )
 from stripemeter._config import NO_RETRIES
 
@@ -152,3 +153,42 @@ def test_an_async_on_failure_callback_may_close_the_batcher_as_the_sync_one_may(
 
     with scripted([Answer(400, {"title": "no"})]) as server:
         assert asyncio.run(main()) == (2, 2)
+
+
+def test_flush_from_an_on_failure_callback_raises_rather_than_wait_for_itself() -> None:
+    raised: list[BaseException] = []
+    with (
+        scripted([Answer(400, {"title": "no"})]) as server,
+        StripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client,
+    ):
+
+        def flush(failure: Failure) -> None:
+            try:
+                batcher.flush()
+            except StripeMeterError as error:
+                raised.append(error)
+
+        batcher = client.batcher(flush_interval=60, on_failure=flush)
+        batcher.track("api_calls", "cus_1", 1)
+        assert batcher.flush(timeout=3)
+        batcher.close(timeout=3)
+    assert len(raised) == 1
+
+    async def main() -> bool:
+        async with AsyncStripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client:
+
+            async def flush(failure: Failure) -> None:
+                try:
+                    await batcher.flush()
+                except StripeMeterError as error:
+                    raised.append(error)
+
+            batcher = client.batcher(flush_interval=60, on_failure=flush)
+            await batcher.track("api_calls", "cus_1", 1)
+            flushed = await batcher.flush(timeout=3)
+            await asyncio.wait_for(batcher.close(), 3)
+            return flushed
+
+    with scripted([Answer(400, {"title": "no"})]) as server:
+        assert asyncio.run(asyncio.wait_for(main(), 10))
+    assert len(raised) == 2

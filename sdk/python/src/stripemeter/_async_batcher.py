@@ -147,8 +147,11 @@ class AsyncBatcher:
     async def flush(self, timeout: float | None = None) -> bool:
         """Send what is queued now and wait until each of those events has an answer.
 
-        Returns False when ``timeout`` passed first.
+        Returns False when ``timeout`` passed first. Raises from ``on_failure`` (a sending
+        task), which would wait for itself.
         """
+        if asyncio.current_task() in self._tasks:
+            raise StripeMeterError("flush() from on_failure would wait for its own task")
         changed = self._start()
         async with changed:
             target = self._enqueued

@@ -153,8 +153,11 @@ class Batcher:
     def flush(self, timeout: float | None = None) -> bool:
         """Send what is queued now and wait until each of those events has an answer.
 
-        Returns False when ``timeout`` passed first.
+        Returns False when ``timeout`` passed first. Raises from ``on_failure`` (a sending
+        thread), which would wait for itself.
         """
+        if threading.current_thread() in self._threads:
+            raise StripeMeterError("flush() from on_failure would wait for its own thread")
         with self._changed:
             target = self._enqueued
             self._flush_upto = max(self._flush_upto, target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -334,3 +335,44 @@ def test_a_key_that_cannot_be_sent_is_refused_when_queued_not_with_its_whole_bat
         batcher.track("api_calls", customer, 1)
         batcher.close()
     assert (batcher.stats.accepted, batcher.stats.failed_requests) == (2, 0)
+
+
+def test_a_batcher_inherited_by_a_forked_child_sends_the_childs_events(
+    service: Service, api_key: str, customer: str
+) -> None:
+    # A pre-forking server (gunicorn --preload) makes the batcher in the parent; each
+    # worker is a child without the parent's sending thread.
+    script = textwrap.dedent(
+        f"""
+        import json, os
+        from stripemeter import StripeMeterClient
+        client = StripeMeterClient({api_key!r}, base_url={service.url!r})
+        batcher = client.batcher(flush_interval=60)
+        batcher.track("api_calls", {customer!r}, 1)  # the parent's, still queued at the fork
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(3):
+                batcher.track("api_calls", {customer!r}, 1)
+            flushed = batcher.flush(timeout=10)
+            stats = batcher.stats
+            print(json.dumps([flushed, stats.queued, stats.accepted]), flush=True)
+            batcher.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        batcher.close()
+        print(json.dumps([batcher.stats.queued, batcher.stats.accepted]), flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**service.env, "PYTHONPATH": str(ROOT / "sdk" / "python" / "src")},
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    child, parent = done.stdout.splitlines()
+    assert json.loads(child) == [True, 3, 3]
+    assert json.loads(parent) == [1, 1]
+    assert service.wait_for_count(api_key, customer, 4)["count"] == 4

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import functools
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -48,7 +51,9 @@ class Batcher:
     gets ``QueueFullError`` rather than wait when the queue is full (only the sending
     threads make room). ``flush()`` waits until every event queued before it has an
     answer; ``close()`` (and leaving a ``with`` block, and interpreter exit)
-    flushes and stops the thread.
+    flushes and stops the thread. In a forked child (a pre-forking server's worker)
+    the batcher starts its own threads, with an empty queue and fresh ``stats``: what
+    was queued before the fork is the parent's to send.
     """
 
     def __init__(
@@ -77,13 +82,31 @@ class Batcher:
         self._flush_upto = 0  # send without waiting until this many events were taken
         self._oldest_at = 0.0
         self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._start_threads()
+        atexit.register(self.close)
+        if hasattr(os, "register_at_fork"):  # not on Windows
+            forked = weakref.WeakMethod(self._forked)
+            os.register_at_fork(after_in_child=functools.partial(_call_if_alive, forked))
+
+    def _start_threads(self) -> None:
         self._threads = [
             threading.Thread(target=self._run, name=f"stripemeter-batcher-{n}", daemon=True)
             for n in range(self.options.senders)
         ]
         for thread in self._threads:
             thread.start()
-        atexit.register(self.close)
+
+    def _forked(self) -> None:
+        """In a forked child (a pre-forking server's worker): no sending thread came along,
+        the lock may have been held by one, and what was queued is the parent's to send."""
+        self._changed = threading.Condition()
+        self._pending.clear()
+        self._in_flight.clear()
+        self._enqueued = self._taken = self._flush_upto = 0
+        self._outcomes = Outcomes()
+        if not self._closing:
+            self._start_threads()
 
     @property
     def stats(self) -> BatcherStats:
@@ -245,3 +268,9 @@ class Batcher:
                     self._on_failure(failure)
                 except Exception:
                     log.exception("stripemeter: the on_failure callback raised")
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    alive = method()
+    if alive is not None:
+        alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -192,3 +193,20 @@ def test_flush_from_an_on_failure_callback_raises_rather_than_wait_for_itself() 
     with scripted([Answer(400, {"title": "no"})]) as server:
         assert asyncio.run(asyncio.wait_for(main(), 10))
     assert len(raised) == 2
+
+
+def test_giving_up_waiting_for_an_async_close_does_not_cancel_the_sends() -> None:
+    # ``wait_for(batcher.close(), t)`` gives up waiting, like the sync close(timeout);
+    # the batch in flight and the events queued behind it still go.
+    async def main() -> int:
+        async with AsyncStripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client:
+            batcher = client.batcher(max_batch_size=1, flush_interval=60)
+            await batcher.track("api_calls", "cus_1", 1)
+            await batcher.track("api_calls", "cus_1", 2)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(batcher.close(), 0.1)
+            await asyncio.wait_for(batcher.close(), 5)
+            return batcher.stats.accepted
+
+    with scripted([Answer(200, INGESTED, delay=0.3)]) as server:
+        assert asyncio.run(main()) == 2

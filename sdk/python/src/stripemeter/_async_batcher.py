@@ -166,7 +166,10 @@ class AsyncBatcher:
             return True
 
     async def close(self) -> None:
-        """Flush, then stop the sending task. Further ``track`` calls raise."""
+        """Flush, then stop the sending task. Further ``track`` calls raise.
+
+        Cancelled (``asyncio.wait_for(close(), t)`` timing out), it stops waiting and the
+        sends go on, as long as the loop runs."""
         if self._changed is None:
             self._closing = True
             return
@@ -175,7 +178,11 @@ class AsyncBatcher:
             self._changed.notify_all()
         # From on_failure, close() runs in a sending task: that one ends when it returns.
         current = asyncio.current_task()
-        await asyncio.gather(*(task for task in self._tasks if task is not current))
+        others = [task for task in self._tasks if task is not current]
+        if others:
+            # wait(), not gather(): a caller that stops waiting (wait_for's timeout)
+            # must not cancel the sends with it.
+            await asyncio.wait(others)
 
     # -- the sending task -----------------------------------------------------------------
 

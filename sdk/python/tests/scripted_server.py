@@ -73,7 +73,7 @@ class ScriptedServer:
 @contextmanager
 def scripted(answers: list[Answer]) -> Iterator[ScriptedServer]:
     script = ScriptedServer(answers)
-    thread = threading.Thread(target=script.server.serve_forever, daemon=True)
+    thread = threading.Thread(target=script.server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield script

@@ -27,6 +27,7 @@ class Seen:
     path: str
     body: bytes
     at: float
+    peer: tuple[str, int]  # the client's address: one per connection
 
 
 class ScriptedServer:
@@ -39,6 +40,8 @@ class ScriptedServer:
         script = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the service
+
             def do_GET(self) -> None:
                 self._answer()
 
@@ -49,7 +52,9 @@ class ScriptedServer:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 with script._lock:
-                    script.seen.append(Seen(self.command, self.path, body, time.monotonic()))
+                    script.seen.append(
+                        Seen(self.command, self.path, body, time.monotonic(), self.client_address)
+                    )
                     n = len(script.seen) - 1
                     answer = script.answers[min(n, len(script.answers) - 1)]
                 time.sleep(answer.delay)

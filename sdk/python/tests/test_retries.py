@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 from scripted_server import Answer, scripted
+from sdk_service import ROOT
 
 from stripemeter import (
     AsyncStripeMeterClient,
@@ -210,3 +215,33 @@ def test_giving_up_waiting_for_an_async_close_does_not_cancel_the_sends() -> Non
 
     with scripted([Answer(200, INGESTED, delay=0.3)]) as server:
         assert asyncio.run(main()) == 2
+
+
+def test_a_forked_child_opens_its_own_connections() -> None:
+    # A connection the parent pooled before the fork is one socket in both processes:
+    # two workers writing on it would read each other's answers.
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from stripemeter import StripeMeterClient
+        client = StripeMeterClient("k", base_url=sys.argv[1])
+        client.get_usage("parent")
+        pid = os.fork()
+        if pid == 0:
+            client.get_usage("child")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        client.get_usage("parent")
+        """
+    )
+    usage = {"customerRef": "c", "counters": []}
+    with scripted([Answer(200, usage)]) as server:
+        subprocess.run(
+            [sys.executable, "-c", script, server.url],
+            env={**os.environ, "PYTHONPATH": str(ROOT / "sdk" / "python" / "src")},
+            check=True,
+            timeout=30,
+        )
+        parent, child, parent_again = (seen.peer for seen in server.seen)
+    assert parent == parent_again  # the parent keeps its connection
+    assert child != parent

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -75,6 +78,19 @@ def retry_after(response: httpx.Response) -> float | None:
             when = when.replace(tzinfo=timezone.utc)
         return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
     return seconds if seconds >= 0 else None
+
+
+def in_forked_child(method: Callable[[], None]) -> None:
+    """Call the bound ``method`` in each child this process forks, while its object lives."""
+    if hasattr(os, "register_at_fork"):  # not on Windows
+        alive = weakref.WeakMethod(method)
+        os.register_at_fork(after_in_child=functools.partial(_call_if_alive, alive))
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
 
 
 def retryable(status: int) -> bool:

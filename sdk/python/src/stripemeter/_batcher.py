@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import atexit
-import functools
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from stripemeter._base import in_forked_child
 from stripemeter._batching import (
     BatcherOptions,
     BatcherStats,
@@ -85,9 +83,7 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._start_threads()
         atexit.register(self.close)
-        if hasattr(os, "register_at_fork"):  # not on Windows
-            forked = weakref.WeakMethod(self._forked)
-            os.register_at_fork(after_in_child=functools.partial(_call_if_alive, forked))
+        in_forked_child(self._forked)
 
     def _start_threads(self) -> None:
         self._threads = [
@@ -268,9 +264,3 @@ class Batcher:
                     self._on_failure(failure)
                 except Exception:
                     log.exception("stripemeter: the on_failure callback raised")
-
-
-def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
-    alive = method()
-    if alive is not None:
-        alive()

@@ -10,7 +10,14 @@ from typing import Any
 
 import httpx
 
-from stripemeter._base import Call, ClientBase, read, retry_after, retryable
+from stripemeter._base import (
+    Call,
+    ClientBase,
+    in_forked_child,
+    read,
+    retry_after,
+    retryable,
+)
 from stripemeter._batcher import Batcher
 from stripemeter._cloudevents import DEFAULT_SOURCE, CloudEventLike, checked_cloudevent
 from stripemeter._config import MAX_BATCH_EVENTS, RetryPolicy
@@ -25,7 +32,8 @@ class StripeMeterClient(ClientBase):
 
     ``api_key`` defaults to ``$STRIPEMETER_API_KEY``, ``base_url`` to
     ``$STRIPEMETER_API_URL`` or ``http://127.0.0.1:3000``. Use it as a context
-    manager, or call ``close()``. Safe to share between threads.
+    manager, or call ``close()``. Safe to share between threads; a forked child (a
+    pre-forking server's worker) opens connections of its own.
     """
 
     def __init__(
@@ -41,7 +49,16 @@ class StripeMeterClient(ClientBase):
         super().__init__(api_key, base_url, retry, max_batch_events)
         self._owns_http = http_client is None
         self._batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
+        self._timeout = timeout
         self._http = http_client or httpx.Client(timeout=timeout)
+        in_forked_child(self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: pooled connections are sockets shared with the parent, and two
+        processes writing on one would read each other's answers. Left open, not closed:
+        they are the parent's too."""
+        if self._owns_http and not self._http.is_closed:
+            self._http = httpx.Client(timeout=self._timeout)
 
     def __enter__(self) -> StripeMeterClient:
         return self

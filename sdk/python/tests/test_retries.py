@@ -245,3 +245,15 @@ def test_a_forked_child_opens_its_own_connections() -> None:
         parent, child, parent_again = (seen.peer for seen in server.seen)
     assert parent == parent_again  # the parent keeps its connection
     assert child != parent
+
+
+def test_a_close_that_times_out_says_so_and_the_sends_go_on() -> None:
+    with (
+        scripted([Answer(200, INGESTED, delay=0.3)]) as server,
+        StripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client,
+    ):
+        batcher = client.batcher(flush_interval=60)
+        batcher.track("api_calls", "cus_1", 1)
+        assert batcher.close(timeout=0.05) is False  # still in flight: the caller must know
+        assert batcher.close() is True
+        assert batcher.stats.accepted == 1

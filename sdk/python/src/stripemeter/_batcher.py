@@ -183,16 +183,28 @@ class Batcher:
             self._changed.notify_all()
             return self._changed.wait_for(lambda: self._answered_below(target), timeout)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the sending thread. Further ``track`` calls raise."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the sending thread. Further ``track`` calls raise.
+
+        Returns False when ``timeout`` passed first: what is left is still sent, but
+        only while the process lives (interpreter exit does not wait for it then).
+        """
         atexit.unregister(self.close)
         with self._changed:
             self._closing = True
             self._changed.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        others = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in others:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in others):
+            stats = self.stats
+            log.error(
+                "stripemeter: close() timed out with %d events not answered yet",
+                stats.queued - stats.answered,
+            )
+            return False
+        return True
 
     # -- the sending thread -------------------------------------------------------------
 

@@ -257,3 +257,29 @@ def test_a_close_that_times_out_says_so_and_the_sends_go_on() -> None:
         assert batcher.close(timeout=0.05) is False  # still in flight: the caller must know
         assert batcher.close() is True
         assert batcher.stats.accepted == 1
+
+
+def test_a_full_queue_is_sent_at_once_even_below_the_batch_size() -> None:
+    # max_queue_size below max_batch_size: a full queue will not grow to a batch, so it
+    # is due now; waiting for the interval would only keep producers blocked.
+    five = {**INGESTED, "results": [{"index": i, "status": "accepted"} for i in range(5)]}
+    with (
+        scripted([Answer(200, five)]) as server,
+        StripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client,
+    ):
+        batcher = client.batcher(max_queue_size=5, flush_interval=60, block_timeout=2)
+        for n in range(1, 11):
+            batcher.track("api_calls", "cus_1", n)
+        assert batcher.flush(timeout=2)
+        assert batcher.stats.accepted == 10
+
+    async def main() -> int:
+        async with AsyncStripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client:
+            batcher = client.batcher(max_queue_size=5, flush_interval=60, block_timeout=2)
+            for n in range(1, 11):
+                await batcher.track("api_calls", "cus_1", n)
+            assert await batcher.flush(timeout=2)
+            return batcher.stats.accepted
+
+    with scripted([Answer(200, five)]) as server:
+        assert asyncio.run(main()) == 10

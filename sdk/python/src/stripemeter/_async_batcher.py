@@ -140,7 +140,7 @@ class AsyncBatcher:
             self._enqueued += 1
             self._outcomes.stats.queued += 1
             # Wake the sender: a first event starts the interval, a full batch is due now.
-            if len(self._pending) == 1 or len(self._pending) >= options.max_batch_size:
+            if len(self._pending) == 1 or len(self._pending) >= options.due_at:
                 changed.notify_all()
         return keyed
 
@@ -209,7 +209,7 @@ class AsyncBatcher:
         async with changed:
             while True:
                 if self._pending and (
-                    len(self._pending) >= options.max_batch_size
+                    len(self._pending) >= options.due_at
                     or self._closing
                     or self._flush_upto > self._taken
                 ):

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 class Batcher:
     """Queues events and sends them from a background thread in batches.
 
-    A batch leaves when ``max_batch_size`` events wait, or when the oldest has
-    waited ``flush_interval`` seconds. The queue holds at most
+    A batch leaves when ``max_batch_size`` events wait (or the queue is full, if it
+    holds fewer), or when the oldest has waited ``flush_interval`` seconds. The
+    queue holds at most
     ``max_queue_size`` events; when it is full, ``track`` waits for room
     (``when_full="block"``, at most ``block_timeout`` seconds when given) or
     raises ``QueueFullError`` (``when_full="raise"``). Memory stays bounded
@@ -165,7 +166,7 @@ class Batcher:
             self._enqueued += 1
             self._outcomes.stats.queued += 1
             # Wake the sender: a first event starts the interval, a full batch is due now.
-            if len(self._pending) == 1 or len(self._pending) >= options.max_batch_size:
+            if len(self._pending) == 1 or len(self._pending) >= options.due_at:
                 self._changed.notify_all()
         return keyed
 
@@ -229,7 +230,7 @@ class Batcher:
         with self._changed:
             while True:
                 if self._pending and (
-                    len(self._pending) >= options.max_batch_size
+                    len(self._pending) >= options.due_at
                     or self._closing
                     or self._flush_upto > self._taken
                 ):

@@ -19,6 +19,7 @@ from stripemeter import (
     APIConnectionError,
     AsyncBatcher,
     AsyncStripeMeterClient,
+    Batcher,
     Failure,
     QueueFullError,
     RetryPolicy,
@@ -88,31 +89,41 @@ def test_flush_waits_for_every_answer_and_close_flushes_and_refuses_more(
 def test_a_full_queue_raises_or_blocks_as_configured(
     service: Service, api_key: str, customer: str
 ) -> None:
-    with StripeMeterClient(api_key, base_url=service.url) as client:
-        # Neither size (100) nor the interval (60 s) lets these 5 leave on their own.
-        raising = client.batcher(
-            max_queue_size=5, max_batch_size=100, flush_interval=60, when_full="raise"
-        )
+    # Each batcher's first request is held (its request hook waits for the gate), so
+    # the queue behind it fills: a full queue is what a producer meets when the
+    # service does not keep up.
+    gate = threading.Event()
+    entered: list[int] = []
+
+    def hold(request: httpx.Request) -> None:
+        entered.append(1)
+        gate.wait(10)
+
+    def fill(batcher: Batcher) -> None:
+        held = len(entered)
+        batcher.track("api_calls", customer, 1)
+        assert not batcher.flush(timeout=0)  # sent now, and held
+        assert wait_until(lambda: len(entered) == held + 1)
         for _ in range(5):
-            raising.track("api_calls", customer, 1)
+            batcher.track("api_calls", customer, 1)
+
+    http = httpx.Client(timeout=30, event_hooks={"request": [hold]})
+    with http, StripeMeterClient(api_key, base_url=service.url, http_client=http) as client:
+        options = {"max_queue_size": 5, "max_batch_size": 100, "flush_interval": 60}
+        raising = client.batcher(**options, when_full="raise")
+        fill(raising)
         with pytest.raises(QueueFullError):
             raising.track("api_calls", customer, 1)
-        raising.close()
-        assert raising.stats.accepted == 5
 
-        blocking = client.batcher(
-            max_queue_size=5, max_batch_size=100, flush_interval=60, block_timeout=0.3
-        )
-        for _ in range(5):
-            blocking.track("api_calls", customer, 1)
+        blocking = client.batcher(**options, block_timeout=0.3)
+        fill(blocking)
         started = time.monotonic()
         with pytest.raises(QueueFullError):
             blocking.track("api_calls", customer, 1)
         assert time.monotonic() - started >= 0.25
-        # Blocked without a timeout, a producer goes on once a flush makes room.
-        unbounded = client.batcher(max_queue_size=5, max_batch_size=100, flush_interval=60)
-        for _ in range(5):
-            unbounded.track("api_calls", customer, 1)
+        # Blocked without a timeout, a producer goes on once the service answers.
+        unbounded = client.batcher(**options)
+        fill(unbounded)
         done = threading.Event()
 
         def produce() -> None:
@@ -122,12 +133,12 @@ def test_a_full_queue_raises_or_blocks_as_configured(
         producer = threading.Thread(target=produce)
         producer.start()
         assert not done.wait(0.3)  # still blocked
-        unbounded.flush()
+        gate.set()
         assert done.wait(5)
         producer.join()
-        unbounded.close()
-        blocking.close()
-    assert unbounded.stats.accepted == 6
+        for batcher in (raising, blocking, unbounded):
+            batcher.close()
+    assert (raising.stats.accepted, blocking.stats.accepted, unbounded.stats.accepted) == (6, 6, 7)
 
 
 def test_events_that_are_not_counted_are_reported_not_dropped(
@@ -228,15 +239,31 @@ def test_the_async_batcher_flushes_by_size_interval_flush_and_close(
             except QueueFullError:
                 full = True
             await raising.close()
-            blocking = client.batcher(
+        # The first request held (its hook waits for the gate), so the queue fills.
+        gate = asyncio.Event()
+        entered: list[int] = []
+
+        async def hold(request: httpx.Request) -> None:
+            entered.append(1)
+            await gate.wait()
+
+        async with (
+            httpx.AsyncClient(event_hooks={"request": [hold]}) as http,
+            AsyncStripeMeterClient(api_key, base_url=service.url, http_client=http) as held,
+        ):
+            blocking = held.batcher(
                 max_queue_size=1, max_batch_size=10, flush_interval=60, block_timeout=0.2
             )
             await blocking.track("api_calls", customer, 1)
+            while not entered:
+                await asyncio.sleep(0.01)
+            await blocking.track("api_calls", customer, 1)  # the queue is full
             try:
                 await blocking.track("api_calls", customer, 1)
                 blocked = False
             except QueueFullError:
                 blocked = True
+            gate.set()
             await blocking.close()
             return {
                 "by_size": by_size,
@@ -253,9 +280,9 @@ def test_the_async_batcher_flushes_by_size_interval_flush_and_close(
         "by_interval": 1,
         "closed": 4,
         "full": (True, 2),
-        "blocked": (True, 1),
+        "blocked": (True, 2),
     }
-    assert service.wait_for_count(api_key, customer, 33)["count"] == 33
+    assert service.wait_for_count(api_key, customer, 34)["count"] == 34
 
 
 def test_two_senders_send_side_by_side_and_flush_still_waits_for_every_answer(

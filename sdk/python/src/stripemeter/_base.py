@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -80,17 +79,27 @@ def retry_after(response: httpx.Response) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def in_forked_child(method: Callable[[], None]) -> None:
-    """Call the bound ``method`` in each child this process forks, while its object lives."""
-    if hasattr(os, "register_at_fork"):  # not on Windows
-        alive = weakref.WeakMethod(method)
-        os.register_at_fork(after_in_child=functools.partial(_call_if_alive, alive))
+class ForkAware(Protocol):
+    def _forked(self) -> None: ...
 
 
-def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
-    bound = method()
-    if bound is not None:
-        bound()
+# One hook for the process (a hook per object could never be removed: a client per
+# request would pile them up); the objects are held weakly.
+_FORK_AWARE: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+
+
+def in_forked_child(aware: ForkAware) -> None:
+    """Call ``aware._forked()`` in each child this process forks, while ``aware`` lives."""
+    _FORK_AWARE.add(aware)
+
+
+def _after_fork_in_child() -> None:
+    for aware in list(_FORK_AWARE):
+        aware._forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def retryable(status: int) -> bool:

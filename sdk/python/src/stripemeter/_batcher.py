@@ -84,7 +84,7 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._start_threads()
         atexit.register(self.close)
-        in_forked_child(self._forked)
+        in_forked_child(self)
 
     def _start_threads(self) -> None:
         self._threads = [

@@ -51,7 +51,7 @@ class StripeMeterClient(ClientBase):
         self._batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
         self._timeout = timeout
         self._http = http_client or httpx.Client(timeout=timeout)
-        in_forked_child(self._forked)
+        in_forked_child(self)
 
     def _forked(self) -> None:
         """In a forked child: pooled connections are sockets shared with the parent, and two

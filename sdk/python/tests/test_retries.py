@@ -12,10 +12,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import pytest
 from scripted_server import Answer, scripted
 from sdk_service import ROOT
 
 from stripemeter import (
+    APIError,
     AsyncStripeMeterClient,
     Failure,
     QueueFullError,
@@ -283,3 +285,20 @@ def test_a_full_queue_is_sent_at_once_even_below_the_batch_size() -> None:
 
     with scripted([Answer(200, five)]) as server:
         assert asyncio.run(main()) == 10
+
+
+def test_an_ingest_answer_that_is_not_the_services_raises_a_typed_error() -> None:
+    # A proxy's 200, or results that do not match the events sent: callers catching
+    # StripeMeterError must see it, not a KeyError or a ValueError.
+    answers = [
+        Answer(200, {"ok": True}),
+        Answer(200, {**INGESTED, "results": []}),
+        Answer(200, [1, 2]),
+    ]
+    for answer in answers:
+        with (
+            scripted([answer]) as server,
+            StripeMeterClient("k", base_url=server.url, retry=NO_RETRIES) as client,
+            pytest.raises(APIError, match="answer"),
+        ):
+            client.track("api_calls", "cus_1", 1)

@@ -102,8 +102,8 @@ class Batcher:
         self._in_flight.clear()
         self._enqueued = self._taken = self._flush_upto = 0
         self._outcomes = Outcomes()
-        if not self._closing:
-            self._start_threads()
+        self._threads = []  # started by the first event: not in the fork hook, which
+        # also runs in a child about to exec (subprocess with a preexec_fn)
 
     @property
     def stats(self) -> BatcherStats:
@@ -160,6 +160,8 @@ class Batcher:
                     )
                 if self._closing:
                     raise StripeMeterError("this batcher is closed")
+            if not self._threads:  # in a forked child
+                self._start_threads()
             if not self._pending:
                 self._oldest_at = time.monotonic()
             self._pending.append(keyed)

@@ -51,14 +51,14 @@ class StripeMeterClient(ClientBase):
         self._batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
         self._timeout = timeout
         self._http = http_client or httpx.Client(timeout=timeout)
+        self._stale_http = False  # True in a forked child: new connections on first use
         in_forked_child(self)
 
     def _forked(self) -> None:
         """In a forked child: pooled connections are sockets shared with the parent, and two
-        processes writing on one would read each other's answers. Left open, not closed:
-        they are the parent's too."""
-        if self._owns_http and not self._http.is_closed:
-            self._http = httpx.Client(timeout=self._timeout)
+        processes writing on one would read each other's answers. Replaced on first use
+        (the hook runs in a child about to exec too), left open: they are the parent's."""
+        self._stale_http = self._owns_http and not self._http.is_closed
 
     def __enter__(self) -> StripeMeterClient:
         return self
@@ -216,6 +216,9 @@ class StripeMeterClient(ClientBase):
     # -- the one place requests are sent --------------------------------------------
 
     def _send(self, call: Call) -> Any:
+        if self._stale_http:
+            self._stale_http = False
+            self._http = httpx.Client(timeout=self._timeout)
         headers = self._headers()
         if call.content is not None:
             headers["Content-Type"] = call.content_type

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,9 @@ from sdk_service import ROOT, Service, free_port, now
 
 from stripemeter import (
     APIConnectionError,
+    AsyncBatcher,
     AsyncStripeMeterClient,
+    Batcher,
     Failure,
     QueueFullError,
     RetryPolicy,
@@ -86,31 +89,41 @@ def test_flush_waits_for_every_answer_and_close_flushes_and_refuses_more(
 def test_a_full_queue_raises_or_blocks_as_configured(
     service: Service, api_key: str, customer: str
 ) -> None:
-    with StripeMeterClient(api_key, base_url=service.url) as client:
-        # Neither size (100) nor the interval (60 s) lets these 5 leave on their own.
-        raising = client.batcher(
-            max_queue_size=5, max_batch_size=100, flush_interval=60, when_full="raise"
-        )
+    # Each batcher's first request is held (its request hook waits for the gate), so
+    # the queue behind it fills: a full queue is what a producer meets when the
+    # service does not keep up.
+    gate = threading.Event()
+    entered: list[int] = []
+
+    def hold(request: httpx.Request) -> None:
+        entered.append(1)
+        gate.wait(10)
+
+    def fill(batcher: Batcher) -> None:
+        held = len(entered)
+        batcher.track("api_calls", customer, 1)
+        assert not batcher.flush(timeout=0)  # sent now, and held
+        assert wait_until(lambda: len(entered) == held + 1)
         for _ in range(5):
-            raising.track("api_calls", customer, 1)
+            batcher.track("api_calls", customer, 1)
+
+    http = httpx.Client(timeout=30, event_hooks={"request": [hold]})
+    with http, StripeMeterClient(api_key, base_url=service.url, http_client=http) as client:
+        options = {"max_queue_size": 5, "max_batch_size": 100, "flush_interval": 60}
+        raising = client.batcher(**options, when_full="raise")
+        fill(raising)
         with pytest.raises(QueueFullError):
             raising.track("api_calls", customer, 1)
-        raising.close()
-        assert raising.stats.accepted == 5
 
-        blocking = client.batcher(
-            max_queue_size=5, max_batch_size=100, flush_interval=60, block_timeout=0.3
-        )
-        for _ in range(5):
-            blocking.track("api_calls", customer, 1)
+        blocking = client.batcher(**options, block_timeout=0.3)
+        fill(blocking)
         started = time.monotonic()
         with pytest.raises(QueueFullError):
             blocking.track("api_calls", customer, 1)
         assert time.monotonic() - started >= 0.25
-        # Blocked without a timeout, a producer goes on once a flush makes room.
-        unbounded = client.batcher(max_queue_size=5, max_batch_size=100, flush_interval=60)
-        for _ in range(5):
-            unbounded.track("api_calls", customer, 1)
+        # Blocked without a timeout, a producer goes on once the service answers.
+        unbounded = client.batcher(**options)
+        fill(unbounded)
         done = threading.Event()
 
         def produce() -> None:
@@ -120,12 +133,12 @@ def test_a_full_queue_raises_or_blocks_as_configured(
         producer = threading.Thread(target=produce)
         producer.start()
         assert not done.wait(0.3)  # still blocked
-        unbounded.flush()
+        gate.set()
         assert done.wait(5)
         producer.join()
-        unbounded.close()
-        blocking.close()
-    assert unbounded.stats.accepted == 6
+        for batcher in (raising, blocking, unbounded):
+            batcher.close()
+    assert (raising.stats.accepted, blocking.stats.accepted, unbounded.stats.accepted) == (6, 6, 7)
 
 
 def test_events_that_are_not_counted_are_reported_not_dropped(
@@ -226,15 +239,31 @@ def test_the_async_batcher_flushes_by_size_interval_flush_and_close(
             except QueueFullError:
                 full = True
             await raising.close()
-            blocking = client.batcher(
+        # The first request held (its hook waits for the gate), so the queue fills.
+        gate = asyncio.Event()
+        entered: list[int] = []
+
+        async def hold(request: httpx.Request) -> None:
+            entered.append(1)
+            await gate.wait()
+
+        async with (
+            httpx.AsyncClient(event_hooks={"request": [hold]}) as http,
+            AsyncStripeMeterClient(api_key, base_url=service.url, http_client=http) as held,
+        ):
+            blocking = held.batcher(
                 max_queue_size=1, max_batch_size=10, flush_interval=60, block_timeout=0.2
             )
             await blocking.track("api_calls", customer, 1)
+            while not entered:
+                await asyncio.sleep(0.01)
+            await blocking.track("api_calls", customer, 1)  # the queue is full
             try:
                 await blocking.track("api_calls", customer, 1)
                 blocked = False
             except QueueFullError:
                 blocked = True
+            gate.set()
             await blocking.close()
             return {
                 "by_size": by_size,
@@ -251,9 +280,9 @@ def test_the_async_batcher_flushes_by_size_interval_flush_and_close(
         "by_interval": 1,
         "closed": 4,
         "full": (True, 2),
-        "blocked": (True, 1),
+        "blocked": (True, 2),
     }
-    assert service.wait_for_count(api_key, customer, 33)["count"] == 33
+    assert service.wait_for_count(api_key, customer, 34)["count"] == 34
 
 
 def test_two_senders_send_side_by_side_and_flush_still_waits_for_every_answer(
@@ -292,3 +321,85 @@ def test_two_senders_send_side_by_side_and_flush_still_waits_for_every_answer(
     http.close()
     assert most[0] == 2  # two requests were in flight at once
     assert service.wait_for_count(api_key, customer, 3_500)["count"] == 3_500
+
+
+def test_closing_the_client_first_sends_what_its_batcher_still_holds(
+    service: Service, api_key: str, customer: str
+) -> None:
+    # The batcher made inside the client's ``with`` but never closed there: its events
+    # must go before the client's connections close, not fail later at interpreter exit.
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(flush_interval=60)
+        for _ in range(5):
+            batcher.track("api_calls", customer, 1)
+    batcher.close()  # what the atexit hook does
+    assert (batcher.stats.accepted, batcher.stats.failed_requests) == (5, 0)
+    with pytest.raises(StripeMeterError, match="closed"):
+        batcher.track("api_calls", customer, 1)
+
+    async def main() -> AsyncBatcher:
+        async with AsyncStripeMeterClient(api_key, base_url=service.url) as client:
+            batcher = client.batcher(flush_interval=60)
+            for _ in range(5):
+                await batcher.track("api_calls", customer, 1)
+        return batcher
+
+    closed = asyncio.run(main())
+    assert (closed.stats.accepted, closed.stats.failed_requests) == (5, 0)
+    assert service.wait_for_count(api_key, customer, 10)["count"] == 10
+
+
+def test_a_key_that_cannot_be_sent_is_refused_when_queued_not_with_its_whole_batch(
+    service: Service, api_key: str, customer: str
+) -> None:
+    # A lone surrogate (text decoded with errors="surrogateescape") has no UTF-8 form: it
+    # must not reach the batch, whose encoding would then fail for every event in it.
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        batcher = client.batcher(flush_interval=60)
+        batcher.track("api_calls", customer, 1)
+        with pytest.raises(ValueError, match="idempotency_key"):
+            batcher.track("api_calls", customer, 1, idempotency_key="order-\udcff")
+        batcher.track("api_calls", customer, 1)
+        batcher.close()
+    assert (batcher.stats.accepted, batcher.stats.failed_requests) == (2, 0)
+
+
+def test_a_batcher_inherited_by_a_forked_child_sends_the_childs_events(
+    service: Service, api_key: str, customer: str
+) -> None:
+    # A pre-forking server (gunicorn --preload) makes the batcher in the parent; each
+    # worker is a child without the parent's sending thread.
+    script = textwrap.dedent(
+        f"""
+        import json, os
+        from stripemeter import StripeMeterClient
+        client = StripeMeterClient({api_key!r}, base_url={service.url!r})
+        batcher = client.batcher(flush_interval=60)
+        batcher.track("api_calls", {customer!r}, 1)  # the parent's, still queued at the fork
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(3):
+                batcher.track("api_calls", {customer!r}, 1)
+            flushed = batcher.flush(timeout=10)
+            stats = batcher.stats
+            print(json.dumps([flushed, stats.queued, stats.accepted]), flush=True)
+            batcher.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        batcher.close()
+        print(json.dumps([batcher.stats.queued, batcher.stats.accepted]), flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**service.env, "PYTHONPATH": str(ROOT / "sdk" / "python" / "src")},
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    child, parent = done.stdout.splitlines()
+    assert json.loads(child) == [True, 3, 3]
+    assert json.loads(parent) == [1, 1]
+    assert service.wait_for_count(api_key, customer, 4)["count"] == 4

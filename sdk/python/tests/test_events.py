@@ -183,3 +183,9 @@ def test_the_wire_time_is_rfc_3339_even_where_the_key_follows_the_servers_strfti
     early = UsageEvent.create("m", "c", 1, datetime(999, 5, 6, 7, 8, 9, 5, tzinfo=timezone.utc))
     assert early.to_wire()["ts"] == "0999-05-06T07:08:09.000005Z"
     assert early.canonical.splitlines()[3] == early.ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_long_retry_policy_keeps_its_ceiling_however_many_attempts() -> None:
+    # Riding out an hours-long outage: thousands of attempts under an 8 s ceiling.
+    policy = RetryPolicy(max_attempts=10_000)
+    assert all(0 <= policy.delay(attempt) <= policy.max_delay for attempt in (1_025, 9_999))

@@ -117,7 +117,8 @@ class AsyncBatcher:
             if self._closing:
                 raise StripeMeterError("this batcher is closed")
             if len(self._pending) >= options.max_queue_size:
-                if options.when_full == "raise":
+                # A sender (in on_failure) would wait for room that only it can make.
+                if options.when_full == "raise" or asyncio.current_task() in self._tasks:
                     raise QueueFullError(f"the queue holds {options.max_queue_size} events")
                 try:
                     await asyncio.wait_for(
@@ -139,15 +140,18 @@ class AsyncBatcher:
             self._enqueued += 1
             self._outcomes.stats.queued += 1
             # Wake the sender: a first event starts the interval, a full batch is due now.
-            if len(self._pending) == 1 or len(self._pending) >= options.max_batch_size:
+            if len(self._pending) == 1 or len(self._pending) >= options.due_at:
                 changed.notify_all()
         return keyed
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Send what is queued now and wait until each of those events has an answer.
 
-        Returns False when ``timeout`` passed first.
+        Returns False when ``timeout`` passed first. Raises from ``on_failure`` (a sending
+        task), which would wait for itself.
         """
+        if asyncio.current_task() in self._tasks:
+            raise StripeMeterError("flush() from on_failure would wait for its own task")
         changed = self._start()
         async with changed:
             target = self._enqueued
@@ -162,14 +166,23 @@ class AsyncBatcher:
             return True
 
     async def close(self) -> None:
-        """Flush, then stop the sending task. Further ``track`` calls raise."""
+        """Flush, then stop the sending task. Further ``track`` calls raise.
+
+        Cancelled (``asyncio.wait_for(close(), t)`` timing out), it stops waiting and the
+        sends go on, as long as the loop runs."""
         if self._changed is None:
             self._closing = True
             return
         async with self._changed:
             self._closing = True
             self._changed.notify_all()
-        await asyncio.gather(*self._tasks)
+        # From on_failure, close() runs in a sending task: that one ends when it returns.
+        current = asyncio.current_task()
+        others = [task for task in self._tasks if task is not current]
+        if others:
+            # wait(), not gather(): a caller that stops waiting (wait_for's timeout)
+            # must not cancel the sends with it.
+            await asyncio.wait(others)
 
     # -- the sending task -----------------------------------------------------------------
 
@@ -196,7 +209,7 @@ class AsyncBatcher:
         async with changed:
             while True:
                 if self._pending and (
-                    len(self._pending) >= options.max_batch_size
+                    len(self._pending) >= options.due_at
                     or self._closing
                     or self._flush_upto > self._taken
                 ):
@@ -221,12 +234,18 @@ class AsyncBatcher:
             return first, batch
 
     async def _deliver(self, batch: list[UsageEvent]) -> None:
-        try:
-            result = await self._client.track_batch(batch)
-        except Exception as error:  # every retry failed: report each event, never drop it
-            failed = self._outcomes.request_failed(batch, error)
-        else:
-            failed = self._outcomes.answered(result)
+        # Request by request: the events of an answered request were counted even when
+        # a later request of the same batch fails.
+        failed: list[Failure] = []
+        size = self._client.max_batch_events
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            try:
+                result = await self._client.track_batch(chunk)
+            except Exception as error:  # every retry failed: report each event, never drop it
+                failed += self._outcomes.request_failed(chunk, error)
+            else:
+                failed += self._outcomes.answered(result)
         if self._on_failure is not None:
             for failure in failed:
                 try:

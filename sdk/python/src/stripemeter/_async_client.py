@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -37,6 +38,7 @@ class AsyncStripeMeterClient(ClientBase):
     ) -> None:
         super().__init__(api_key, base_url, retry, max_batch_events)
         self._owns_http = http_client is None
+        self._batchers: weakref.WeakSet[AsyncBatcher] = weakref.WeakSet()
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
 
     async def __aenter__(self) -> AsyncStripeMeterClient:
@@ -51,6 +53,10 @@ class AsyncStripeMeterClient(ClientBase):
         await self.close()
 
     async def close(self) -> None:
+        """Close the batchers made by ``batcher()`` (they send what they hold), then the
+        connections: a batcher left open would have nothing to send with."""
+        for batcher in list(self._batchers):
+            await batcher.close()
         if self._owns_http:
             await self._http.aclose()
 
@@ -99,7 +105,9 @@ class AsyncStripeMeterClient(ClientBase):
 
     def batcher(self, **options: Any) -> AsyncBatcher:
         """A background ``AsyncBatcher`` sending through this client (see ``AsyncBatcher``)."""
-        return AsyncBatcher(self, **options)
+        batcher = AsyncBatcher(self, **options)
+        self._batchers.add(batcher)
+        return batcher
 
     # -- reading ----------------------------------------------------------------------
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -57,15 +61,45 @@ def drop_none(params: Mapping[str, str | int | None]) -> Params:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (the service sends seconds; an HTTP date is ignored)."""
+    """``Retry-After`` in seconds: the service sends seconds, a proxy in front of it may
+    send an HTTP date (RFC 9110 allows both); a date in the past is no wait."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": RFC 5322's UTC of unknown origin
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
     return seconds if seconds >= 0 else None
+
+
+class ForkAware(Protocol):
+    def _forked(self) -> None: ...
+
+
+# One hook for the process (a hook per object could never be removed: a client per
+# request would pile them up); the objects are held weakly.
+_FORK_AWARE: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+
+
+def in_forked_child(aware: ForkAware) -> None:
+    """Call ``aware._forked()`` in each child this process forks, while ``aware`` lives."""
+    _FORK_AWARE.add(aware)
+
+
+def _after_fork_in_child() -> None:
+    for aware in list(_FORK_AWARE):
+        aware._forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def retryable(status: int) -> bool:

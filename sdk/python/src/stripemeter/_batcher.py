@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from stripemeter._base import in_forked_child
 from stripemeter._batching import (
     BatcherOptions,
     BatcherStats,
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 class Batcher:
     """Queues events and sends them from a background thread in batches.
 
-    A batch leaves when ``max_batch_size`` events wait, or when the oldest has
-    waited ``flush_interval`` seconds. The queue holds at most
+    A batch leaves when ``max_batch_size`` events wait (or the queue is full, if it
+    holds fewer), or when the oldest has waited ``flush_interval`` seconds. The
+    queue holds at most
     ``max_queue_size`` events; when it is full, ``track`` waits for room
     (``when_full="block"``, at most ``block_timeout`` seconds when given) or
     raises ``QueueFullError`` (``when_full="raise"``). Memory stays bounded
@@ -44,9 +46,13 @@ class Batcher:
     Events that are not counted (a conflict, an error, or a request that
     failed after every retry) go to ``on_failure`` when given, are kept in
     ``failures`` (the last 10,000) and counted in ``stats``; nothing is dropped
-    silently. ``flush()`` waits until every event queued before it has an
+    silently. ``on_failure`` runs on a sending thread: it may queue an event again, but
+    gets ``QueueFullError`` rather than wait when the queue is full (only the sending
+    threads make room). ``flush()`` waits until every event queued before it has an
     answer; ``close()`` (and leaving a ``with`` block, and interpreter exit)
-    flushes and stops the thread.
+    flushes and stops the thread. In a forked child (a pre-forking server's worker)
+    the batcher starts its own threads, with an empty queue and fresh ``stats``: what
+    was queued before the fork is the parent's to send.
     """
 
     def __init__(
@@ -75,13 +81,29 @@ class Batcher:
         self._flush_upto = 0  # send without waiting until this many events were taken
         self._oldest_at = 0.0
         self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._start_threads()
+        atexit.register(self.close)
+        in_forked_child(self)
+
+    def _start_threads(self) -> None:
         self._threads = [
             threading.Thread(target=self._run, name=f"stripemeter-batcher-{n}", daemon=True)
             for n in range(self.options.senders)
         ]
         for thread in self._threads:
             thread.start()
-        atexit.register(self.close)
+
+    def _forked(self) -> None:
+        """In a forked child (a pre-forking server's worker): no sending thread came along,
+        the lock may have been held by one, and what was queued is the parent's to send."""
+        self._changed = threading.Condition()
+        self._pending.clear()
+        self._in_flight.clear()
+        self._enqueued = self._taken = self._flush_upto = 0
+        self._outcomes = Outcomes()
+        self._threads = []  # started by the first event: not in the fork hook, which
+        # also runs in a child about to exec (subprocess with a preexec_fn)
 
     @property
     def stats(self) -> BatcherStats:
@@ -124,7 +146,8 @@ class Batcher:
             if self._closing:
                 raise StripeMeterError("this batcher is closed")
             if len(self._pending) >= options.max_queue_size:
-                if options.when_full == "raise":
+                # A sender (in on_failure) would wait for room that only it can make.
+                if options.when_full == "raise" or threading.current_thread() in self._threads:
                     raise QueueFullError(f"the queue holds {options.max_queue_size} events")
                 room = self._changed.wait_for(
                     lambda: len(self._pending) < options.max_queue_size or self._closing,
@@ -137,37 +160,54 @@ class Batcher:
                     )
                 if self._closing:
                     raise StripeMeterError("this batcher is closed")
+            if not self._threads:  # in a forked child
+                self._start_threads()
             if not self._pending:
                 self._oldest_at = time.monotonic()
             self._pending.append(keyed)
             self._enqueued += 1
             self._outcomes.stats.queued += 1
             # Wake the sender: a first event starts the interval, a full batch is due now.
-            if len(self._pending) == 1 or len(self._pending) >= options.max_batch_size:
+            if len(self._pending) == 1 or len(self._pending) >= options.due_at:
                 self._changed.notify_all()
         return keyed
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send what is queued now and wait until each of those events has an answer.
 
-        Returns False when ``timeout`` passed first.
+        Returns False when ``timeout`` passed first. Raises from ``on_failure`` (a sending
+        thread), which would wait for itself.
         """
+        if threading.current_thread() in self._threads:
+            raise StripeMeterError("flush() from on_failure would wait for its own thread")
         with self._changed:
             target = self._enqueued
             self._flush_upto = max(self._flush_upto, target)
             self._changed.notify_all()
             return self._changed.wait_for(lambda: self._answered_below(target), timeout)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the sending thread. Further ``track`` calls raise."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the sending thread. Further ``track`` calls raise.
+
+        Returns False when ``timeout`` passed first: what is left is still sent, but
+        only while the process lives (interpreter exit does not wait for it then).
+        """
         atexit.unregister(self.close)
         with self._changed:
             self._closing = True
             self._changed.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        others = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in others:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in others):
+            stats = self.stats
+            log.error(
+                "stripemeter: close() timed out with %d events not answered yet",
+                stats.queued - stats.answered,
+            )
+            return False
+        return True
 
     # -- the sending thread -------------------------------------------------------------
 
@@ -192,7 +232,7 @@ class Batcher:
         with self._changed:
             while True:
                 if self._pending and (
-                    len(self._pending) >= options.max_batch_size
+                    len(self._pending) >= options.due_at
                     or self._closing
                     or self._flush_upto > self._taken
                 ):
@@ -216,13 +256,21 @@ class Batcher:
             return first, batch
 
     def _deliver(self, batch: list[UsageEvent]) -> list[Failure]:
-        try:
-            result = self._client.track_batch(batch)
-        except Exception as error:  # every retry failed: report each event, never drop it
-            with self._changed:
-                return self._outcomes.request_failed(batch, error)
-        with self._changed:
-            return self._outcomes.answered(result)
+        # Request by request: the events of an answered request were counted even when
+        # a later request of the same batch fails.
+        failed: list[Failure] = []
+        size = self._client.max_batch_events
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            try:
+                result = self._client.track_batch(chunk)
+            except Exception as error:  # every retry failed: report each event, never drop it
+                with self._changed:
+                    failed += self._outcomes.request_failed(chunk, error)
+            else:
+                with self._changed:
+                    failed += self._outcomes.answered(result)
+        return failed
 
     def _report(self, failed: list[Failure]) -> None:
         if self._on_failure is not None:

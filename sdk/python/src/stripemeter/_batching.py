@@ -51,6 +51,12 @@ class BatcherOptions:
     block_timeout: float | None = None
     senders: int = 1
 
+    @property
+    def due_at(self) -> int:
+        """How many queued events make a batch due: a full batch, or a full queue (which
+        cannot grow to a batch, and keeps producers waiting)."""
+        return min(self.max_batch_size, self.max_queue_size)
+
     def __post_init__(self) -> None:
         if not 1 <= self.senders <= 16:
             raise ValueError("senders must be between 1 and 16")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from stripemeter._base import Call, ClientBase, read, retry_after, retryable
+from stripemeter._base import (
+    Call,
+    ClientBase,
+    in_forked_child,
+    read,
+    retry_after,
+    retryable,
+)
 from stripemeter._batcher import Batcher
 from stripemeter._cloudevents import DEFAULT_SOURCE, CloudEventLike, checked_cloudevent
 from stripemeter._config import MAX_BATCH_EVENTS, RetryPolicy
@@ -24,7 +32,8 @@ class StripeMeterClient(ClientBase):
 
     ``api_key`` defaults to ``$STRIPEMETER_API_KEY``, ``base_url`` to
     ``$STRIPEMETER_API_URL`` or ``http://127.0.0.1:3000``. Use it as a context
-    manager, or call ``close()``. Safe to share between threads.
+    manager, or call ``close()``. Safe to share between threads; a forked child (a
+    pre-forking server's worker) opens connections of its own.
     """
 
     def __init__(
@@ -39,7 +48,17 @@ class StripeMeterClient(ClientBase):
     ) -> None:
         super().__init__(api_key, base_url, retry, max_batch_events)
         self._owns_http = http_client is None
+        self._batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
+        self._timeout = timeout
         self._http = http_client or httpx.Client(timeout=timeout)
+        self._stale_http = False  # True in a forked child: new connections on first use
+        in_forked_child(self)
+
+    def _forked(self) -> None:
+        """In a forked child: pooled connections are sockets shared with the parent, and two
+        processes writing on one would read each other's answers. Replaced on first use
+        (the hook runs in a child about to exec too), left open: they are the parent's."""
+        self._stale_http = self._owns_http and not self._http.is_closed
 
     def __enter__(self) -> StripeMeterClient:
         return self
@@ -53,6 +72,10 @@ class StripeMeterClient(ClientBase):
         self.close()
 
     def close(self) -> None:
+        """Close the batchers made by ``batcher()`` (they send what they hold), then the
+        connections: a batcher left open would have nothing to send with."""
+        for batcher in list(self._batchers):
+            batcher.close()
         if self._owns_http:
             self._http.close()
 
@@ -101,7 +124,9 @@ class StripeMeterClient(ClientBase):
 
     def batcher(self, **options: Any) -> Batcher:
         """A background ``Batcher`` sending through this client (see ``Batcher``)."""
-        return Batcher(self, **options)
+        batcher = Batcher(self, **options)
+        self._batchers.add(batcher)
+        return batcher
 
     # -- reading ----------------------------------------------------------------------
 
@@ -191,6 +216,9 @@ class StripeMeterClient(ClientBase):
     # -- the one place requests are sent --------------------------------------------
 
     def _send(self, call: Call) -> Any:
+        if self._stale_http:
+            self._stale_http = False
+            self._http = httpx.Client(timeout=self._timeout)
         headers = self._headers()
         if call.content is not None:
             headers["Content-Type"] = call.content_type

@@ -45,7 +45,8 @@ class RetryPolicy:
             raise ValueError("delays must not be negative")
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        ceiling = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+        # The exponent capped: 2**1024 is past any float (and any max_delay).
+        ceiling = min(self.max_delay, self.initial_delay * 2.0 ** min(attempt - 1, 64))
         wait = random.uniform(0, ceiling)
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_retry_after))

@@ -240,6 +240,9 @@ class UsageEvent:
         key = self.explicit_key
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError("idempotency_key must be a non-empty string when given")
+        if key is not None and not _encodable(key):
+            # The key is sent but not in the canonical form: its batch could not be encoded.
+            raise ValueError("idempotency_key must be valid Unicode (no lone surrogates)")
         quantity = normalise_quantity(self.quantity)
         moment = normalise_ts(self.ts)
         form = "\n".join(
@@ -333,6 +336,14 @@ class UsageEvent:
         if self.explicit_key is not None:
             wire["idempotencyKey"] = self.explicit_key
         return wire
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 EventLike = UsageEvent | Mapping[str, Any]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from stripemeter._errors import APIError
 from stripemeter._events import UsageEvent
 
 Status = Literal["accepted", "duplicate", "conflict", "error"]
@@ -89,9 +90,15 @@ class IngestResult:
     def from_wire(
         cls, body: dict[str, Any], events: Sequence[UsageEvent | None], offset: int = 0
     ) -> IngestResult:
-        results = body["results"]
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, list) or not all(
+            isinstance(r, dict) and "status" in r for r in results
+        ):
+            raise APIError(200, "Not an ingest answer", f"the answer has no results: {body!r:.200}")
         if len(results) != len(events):
-            raise ValueError(
-                f"the service answered {len(results)} results for {len(events)} events"
+            raise APIError(
+                200,
+                "Not an ingest answer",
+                f"the answer has {len(results)} results for {len(events)} events",
             )
         return cls([EventResult.from_wire(r, offset + i, events[i]) for i, r in enumerate(results)])

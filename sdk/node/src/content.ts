@@ -13,7 +13,7 @@
  * Node's `node:crypto` hashes: the SDK runs on Node (18+), not in browsers.
  */
 
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 
 import { InvalidEventError } from "./errors.js";
 
@@ -200,10 +200,10 @@ let lastDefaultMicros = 0;
  * Now, for an event given without `ts`: in UTC to the microsecond, and
  * strictly later on each call in this process (by at least a microsecond).
  *
- * An event without `ts` is an occurrence of its own; two with the same
- * content and the same time would have the same content key and count once.
- * `Date` has only milliseconds, and a loop adds many events in one: each
- * default time must differ (as the Python SDK's does).
+ * An event without `ts` is an occurrence of its own: its key is random
+ * (see `prepareEvent`), and its time, ordered in this process, says when it
+ * was made; `Date` has only milliseconds, so each default time is a later
+ * microsecond (as the Python SDK's).
  */
 export function defaultTime(): string {
   const micros = Math.max(Date.now() * 1000, lastDefaultMicros + 1);
@@ -352,7 +352,12 @@ function keyOf(canonical: string): string {
 /**
  * The event with its time fixed (`now()`, when it has none; by default each
  * call a later microsecond, see `defaultTime`) and its key chosen, once: a
- * retry sends exactly this again.
+ * retry sends exactly this again. The key: the caller's; else, when the
+ * caller gave `ts`, the content key (computed, not sent: the server derives
+ * it); else a random one (`evt-` + a UUID), sent. Without `ts` the time is
+ * this machine's clock, which two processes can read alike: with a content
+ * key, two identical events made in one microsecond by two workers would be
+ * one event, and the second would never be counted.
  */
 export function prepareEvent(event: UsageEvent, now: () => Date | string = defaultTime): PreparedEvent {
   if (typeof event !== "object" || event === null) {
@@ -368,6 +373,10 @@ export function prepareEvent(event: UsageEvent, now: () => Date | string = defau
   if (meta !== undefined) wire.meta = meta;
   if (event.idempotencyKey !== undefined && event.idempotencyKey !== null) {
     wire.idempotencyKey = checkText("idempotencyKey", event.idempotencyKey);
+    return { wire, idempotencyKey: wire.idempotencyKey, derived: false };
+  }
+  if (event.ts === undefined || event.ts === null) {
+    wire.idempotencyKey = `evt-${randomUUID()}`;
     return { wire, idempotencyKey: wire.idempotencyKey, derived: false };
   }
   return { wire, idempotencyKey: keyOf(canonicalOf(wire)), derived: true };

@@ -48,6 +48,12 @@ test("an event without a time gets the time it was prepared at, once", () => {
   const at = new Date("2026-03-04T05:06:07.891Z");
   const prepared = prepareEvent({ metric: "m", customerRef: "c", quantity: 1 }, () => at);
   assert.equal(prepared.wire.ts, "2026-03-04T05:06:07.891000Z");
+  // The time is the client's clock: the key is random and sent, never a content key.
+  assert.match(prepared.idempotencyKey, /^evt-[0-9a-f-]{36}$/);
+  assert.equal(prepared.wire.idempotencyKey, prepared.idempotencyKey);
+  assert.equal(prepared.derived, false);
+  const again = prepareEvent({ metric: "m", customerRef: "c", quantity: 1 }, () => at);
+  assert.notEqual(again.idempotencyKey, prepared.idempotencyKey);
 });
 
 test("quantities print as the server normalises them", () => {

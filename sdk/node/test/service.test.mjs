@@ -634,6 +634,8 @@ describe("events without ts", () => {
     for (let i = 0; i < 200; i++) keys.add((await batcher.add(event)).idempotencyKey);
     await batcher.close();
     assert.equal(keys.size, 200);
+    // Random keys, sent: two workers' clocks cannot merge two such events.
+    for (const key of keys) assert.match(key, /^evt-[0-9a-f-]{36}$/);
     assert.deepEqual(new Set(statuses), new Set(["accepted"]));
     const counter = await counterOnce(cus, 203);
     assert.equal(counter.sum, "203");

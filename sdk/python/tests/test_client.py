@@ -27,7 +27,7 @@ def test_track_records_once_and_a_resend_is_a_duplicate(
     service: Service, api_key: str, customer: str
 ) -> None:
     with StripeMeterClient(api_key, base_url=service.url) as client:
-        event = UsageEvent.create("api_calls", customer, 3, meta={"endpoint": "/v1/search"})
+        event = UsageEvent.create("api_calls", customer, 3, now(), meta={"endpoint": "/v1/search"})
         first = client.track_batch([event]).results[0]
         again = client.track_batch([event]).results[0]
         # The same content built again (the same ts) is the same event.
@@ -321,6 +321,6 @@ def test_cloudevents_go_to_the_ingest_route_as_a_batch(
         )
         again = client.send_cloudevents([event])
     assert [r.status for r in answer.results] == ["accepted", "accepted"]
-    assert [r.idempotency_key for r in answer.results] == [event.content_key, f"{customer}-ce"]
+    assert [r.idempotency_key for r in answer.results] == [event.idempotency_key, f"{customer}-ce"]
     assert [r.status for r in again.results] == ["duplicate"]
     assert datetime.now(timezone.utc)  # keep the import honest

@@ -41,13 +41,24 @@ def test_the_vectors_from_their_wire_text_key_the_same() -> None:
 
 
 def test_a_derived_key_is_shown_but_never_sent() -> None:
-    event = UsageEvent.create("api_calls", "cus_1", 2)
+    event = UsageEvent.create("api_calls", "cus_1", 2, "2026-03-15T11:00:00Z")
     assert event.idempotency_key.startswith("content:")
     assert "idempotencyKey" not in event.to_wire()
     chosen = UsageEvent.create("api_calls", "cus_1", 2, idempotency_key="req-1")
     assert chosen.idempotency_key == "req-1"
     assert chosen.to_wire()["idempotencyKey"] == "req-1"
     assert not chosen.key_is_derived
+
+
+def test_without_ts_or_key_an_event_gets_a_random_key_sent_with_it() -> None:
+    """Two workers' identical events in one microsecond would share a content key: one lost."""
+    first, second = (UsageEvent.create("api_calls", "cus_1", 2) for _ in range(2))
+    assert first.idempotency_key.startswith("evt-")
+    assert first.idempotency_key != second.idempotency_key
+    assert first.to_wire()["idempotencyKey"] == first.idempotency_key
+    assert not first.key_is_derived
+    keyed = UsageEvent.create("api_calls", "cus_1", 2, idempotency_key="req-1")
+    assert keyed.idempotency_key == "req-1"
 
 
 def test_ts_is_fixed_when_the_event_is_created_not_when_sent() -> None:

@@ -6,11 +6,18 @@ of creation (not of sending), the quantity and the time are normalised and
 first attempt and on every retry, and so is its idempotency key:
 
 - the caller's own ``idempotency_key``, sent as ``idempotencyKey``; or
-- the key the server derives from the content (``content:`` + SHA-256 of the
-  canonical form below). It is computed here and shown on the event and its
-  result, but not sent: the server derives the same key from the same
-  content, and a key sent explicitly would be claimed in the server's other
-  namespace (keys a client chose), where it would not meet the derived one.
+- when the caller gives ``ts`` but no key, the key the server derives from
+  the content (``content:`` + SHA-256 of the canonical form below). It is
+  computed here and shown on the event and its result, but not sent: the
+  server derives the same key from the same content, and a key sent
+  explicitly would be claimed in the server's other namespace (keys a client
+  chose), where it would not meet the derived one. Content the caller fixed
+  entirely (a line of a log, say) is then one event however often it is sent;
+- when the caller gives neither, a random key (``evt-`` + a UUID 4), sent as
+  ``idempotencyKey``. The time is then the client's clock, which two
+  processes can read alike: two identical events made in the same
+  microsecond by two workers would share a content key, and the second
+  would be answered ``duplicate`` and never counted.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import math
 import re
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -190,13 +198,17 @@ def content_key_of(form: str) -> str:
     return "content:" + hashlib.sha256(form.encode()).hexdigest()
 
 
+def new_event_key() -> str:
+    """A key for an event whose time the client chose: unique across processes and hosts."""
+    return f"evt-{uuid.uuid4()}"
+
+
 class _DefaultClock:
     """Now, in UTC, strictly later on each call (by at least a microsecond).
 
-    An event without ``ts`` is a distinct occurrence; two of them with the same
-    content and the same microsecond would have the same content key and count
-    once. A clock coarser than a microsecond (or a loop faster than one) must
-    not merge them, so each default ``ts`` in this process differs.
+    An event without ``ts`` is a distinct occurrence: its key is random (see
+    ``new_event_key``), and its time, ordered in this process, says when it
+    was made; a clock coarser than a microsecond still gives each its own.
     """
 
     def __init__(self) -> None:
@@ -271,7 +283,13 @@ class UsageEvent:
         meta: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> UsageEvent:
-        """An event; ``ts`` defaults to now (strictly later than the last default here)."""
+        """An event; ``ts`` defaults to now (strictly later than the last default here).
+
+        Without ``ts`` and without ``idempotency_key``, the event gets a random
+        key of its own (see the module docstring): it is an occurrence, not content.
+        """
+        if ts is None and idempotency_key is None:
+            idempotency_key = new_event_key()
         return cls(
             metric,
             customer_ref,
@@ -314,7 +332,7 @@ class UsageEvent:
 
     @property
     def idempotency_key(self) -> str:
-        """The key this event counts under: the caller's, else the derived content key."""
+        """The key this event counts under: the caller's (or a random one), else the content key."""
         return self.explicit_key if self.explicit_key is not None else self.content_key
 
     @property

@@ -37,6 +37,14 @@ from domain.tenancy import (
     tenant_id_for,
 )
 from domain.usage import UsagePeriod, usage_period_id
+from domain.widget import (
+    MintedWidgetToken,
+    WidgetGrant,
+    WidgetToken,
+    is_widget_token,
+    new_widget_secret,
+    widget_token_id_for,
+)
 
 # A change made by another process (a declared metric, a remapped customer) is
 # seen by this one's ingest and pushes within this many seconds.
@@ -410,6 +418,10 @@ class MeteringApp(Application[UUID]):
 
     def authenticate(self, secret: str) -> Principal:
         """The principal a presented secret acts for; revoked and unknown keys are refused."""
+        if is_widget_token(secret):
+            raise UnauthenticatedError(
+                "a widget token reads GET /v1/widget/usage only; send an API key here"
+            )
         try:
             key: ApiKey = self.repository.get(api_key_id_for(secret))
         except AggregateNotFoundError:
@@ -419,6 +431,31 @@ class MeteringApp(Application[UUID]):
         return Principal(
             tenant_id=key.tenant_id, tenant_slug=key.tenant_slug, key_id=key.id, scopes=key.scopes
         )
+
+    def set_widget_origins(self, tenant_id: UUID, origins: tuple[str, ...]) -> bool:
+        """Replace the origins whose pages may read the widget's answers (checked already)."""
+        return self._change_tenant(tenant_id, lambda tenant: tenant.set_widget_origins(origins))
+
+    def mint_widget_token(
+        self, tenant_id: UUID, customer_ref: str, lifetime_seconds: int
+    ) -> MintedWidgetToken:
+        """A token that reads one customer's usage until it expires. Its secret is in the
+        result and nowhere else; only its digest is stored."""
+        self.cached_tenant(tenant_id)  # a tenant that exists
+        secret = new_widget_secret()
+        token = WidgetToken.mint(tenant_id, customer_ref, secret, self.clock(), lifetime_seconds)
+        self.save(token)
+        return MintedWidgetToken(secret, customer_ref, token.expires_at)
+
+    def widget_grant(self, secret: str) -> WidgetGrant:
+        """What a presented widget token allows now (this app's clock decides expiry)."""
+        if not is_widget_token(secret):
+            raise UnauthenticatedError("send a widget token as 'Authorization: Bearer smw_...'")
+        try:
+            token: WidgetToken = self.repository.get(widget_token_id_for(secret))
+        except AggregateNotFoundError:
+            raise UnauthenticatedError("unknown widget token") from None
+        return token.grant(self.clock())
 
     def recorded_period(self, period_id: UUID) -> UsagePeriod | None:
         """The usage period with this id, when any usage was ever recorded in it."""

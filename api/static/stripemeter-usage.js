@@ -102,6 +102,7 @@
       isText(body.period) &&
       isText(body.periodStart) &&
       isText(body.periodEnd) &&
+      isText(body.asOf) &&
       !Number.isNaN(Date.parse(body.periodStart)) &&
       !Number.isNaN(Date.parse(body.periodEnd)) &&
       Array.isArray(body.metrics) &&
@@ -131,13 +132,21 @@
     return body;
   }
 
-  function utc(iso) {
-    const date = new Date(iso);
-    return new Intl.DateTimeFormat(undefined, {
-      dateStyle: "medium",
-      timeStyle: "short",
-      timeZone: "UTC",
-    }).format(date) + " UTC";
+  function utc(iso, withTime) {
+    const options = withTime
+      ? { dateStyle: "medium", timeStyle: "short", hourCycle: "h23", timeZone: "UTC" }
+      : { dateStyle: "medium", timeZone: "UTC" };
+    return new Intl.DateTimeFormat(undefined, options).format(new Date(iso)) + (withTime ? " UTC" : "");
+  }
+
+  /** "in 16 days", measured from the answer's own asOf (the service's clock, not the browser's). */
+  function remaining(endIso, asOfIso) {
+    const ms = Date.parse(endIso) - Date.parse(asOfIso);
+    if (Number.isNaN(ms)) return "";
+    const hours = Math.floor(ms / 3_600_000);
+    if (hours >= 48) return ` — in ${Math.floor(hours / 24)} days`;
+    if (hours >= 1) return ` — in ${hours} hour${hours === 1 ? "" : "s"}`;
+    return ms > 0 ? " — in less than an hour" : "";
   }
 
   function amount(money, currency) {
@@ -302,14 +311,19 @@
     }
 
     #showUsage(usage) {
+      // The end is exclusive: the period's last day is the day before it.
+      const lastDay = new Date(Date.parse(usage.periodEnd) - 1).toISOString();
       const period = el(
         "p",
         { class: "period", part: "period" },
         "Billing period ",
         el("time", { datetime: usage.periodStart, "data-field": "period-start" }, utc(usage.periodStart)),
         " – ",
-        el("time", { datetime: usage.periodEnd, "data-field": "period-end" }, utc(usage.periodEnd)),
-        ` (ends ${utc(usage.periodEnd)})`,
+        el("time", { datetime: lastDay }, utc(lastDay)),
+        el("br"),
+        "Ends ",
+        el("time", { datetime: usage.periodEnd, "data-field": "period-end" }, utc(usage.periodEnd, true)),
+        remaining(usage.periodEnd, usage.asOf),
       );
       const rows = usage.metrics.map((m) => {
         const cost = (money) =>

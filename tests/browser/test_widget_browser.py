@@ -255,7 +255,9 @@ def test_the_widget_shows_its_customers_numbers_as_the_api_gives_them(
         assert "987654" not in widget.inner_text()  # never customer B's numbers
         times = widget.locator("time")
         assert times.nth(0).get_attribute("datetime") == api["periodStart"]
-        assert times.nth(1).get_attribute("datetime") == api["periodEnd"]
+        end = widget.locator('[data-field="period-end"]')
+        assert end.get_attribute("datetime") == api["periodEnd"]
+        assert "in 16 days" in widget.locator("[part=period]").inner_text()  # from asOf
         # Accessible: a labelled region with a table of headed columns and rows.
         region = widget.get_by_role("region", name="Your usage")
         assert region.is_visible()

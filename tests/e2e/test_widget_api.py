@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from domain.tenancy import Scope, tenant_id_for
+from stripe_emulator.testing import RunningEmulator
 from tests.e2e.conftest import Api, event
+from tests.e2e.test_anchor_webhook_api import move_to, work
+from tests.e2e.test_projection_api import NOW, priced_customer, projection, use
 
 APP = "https://app.acme.test"
 OTHER = "https://evil.test"
@@ -221,3 +224,27 @@ def test_the_script_is_served_cacheable(widget_api: Api) -> None:
         "/widget/stripemeter-usage.js", headers={"If-None-Match": script.headers["etag"]}
     )
     assert again.status_code == 304
+
+
+def test_the_widgets_cost_is_the_projections(webhook_api: Api, emulator: RunningEmulator) -> None:
+    """Priced by the emulator's Stripe: the widget shows the projection's amounts, per
+    metric and in total, and its usage equals /v1/usage/current."""
+    api = webhook_api
+    priced_customer(api, emulator, "usd", {"unit_amount_decimal": "0.125"})
+    move_to(api, emulator, NOW)
+    use(api, 1004)
+    work(api)
+    expected = projection(api).json()
+    minted = api.call("POST", "/v1/widget-tokens", json={"customerRef": "cus_1"})
+    usage = read(api, minted.json()["token"]).json()
+    [line] = expected["lines"]
+    [metric] = usage["metrics"]
+    assert (metric["metric"], metric["value"]) == ("api_calls", line["quantity"])
+    assert metric["costSoFar"] == line["amountSoFar"] == expected["total"] == usage["costSoFar"]
+    assert metric["forecast"] == line["forecast"]["amount"] == usage["forecast"]
+    assert (metric["currency"], usage["currency"], metric["noPrice"]) == ("usd", "usd", None)
+    assert usage["costReason"] is None
+    assert usage["periodStart"] == expected["period"]["start"] == "2026-03-10T12:00:00Z"
+    current = api.call("GET", "/v1/usage/current?customerRef=cus_1").json()
+    assert usage["period"] == current["period"]
+    assert [c["value"] for c in current["counters"]] == [metric["value"]]

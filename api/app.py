@@ -88,7 +88,7 @@ class MeteringAPI(Litestar):
         if fast_ingest.handles(scope):
             await fast_ingest.ingest(self, scope, receive, send, super().__call__)
         elif widget_preflight.handles(scope):
-            await widget_preflight.answer(scope, receive, send)
+            await widget_preflight.answer(self, scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 

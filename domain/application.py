@@ -40,9 +40,11 @@ from domain.usage import UsagePeriod, usage_period_id
 from domain.widget import (
     MintedWidgetToken,
     WidgetGrant,
+    WidgetOrigin,
     WidgetToken,
     is_widget_token,
     new_widget_secret,
+    widget_origin_id,
     widget_token_id_for,
 )
 
@@ -433,8 +435,43 @@ class MeteringApp(Application[UUID]):
         )
 
     def set_widget_origins(self, tenant_id: UUID, origins: tuple[str, ...]) -> bool:
-        """Replace the origins whose pages may read the widget's answers (checked already)."""
-        return self._change_tenant(tenant_id, lambda tenant: tenant.set_widget_origins(origins))
+        """Replace the origins whose pages may read the widget's answers (checked already).
+
+        Each origin's ``WidgetOrigin`` record is saved with the tenant, in one
+        transaction, so that a preflight never sees one without the other.
+        """
+        for _ in range(SAVE_ATTEMPTS):
+            tenant = self.fresh_tenant(tenant_id)
+            before = set(tenant.widget_origins)
+            if not tenant.set_widget_origins(origins):
+                return False
+            touched = []
+            for origin in before ^ set(origins):
+                record = self._widget_origin(origin) or WidgetOrigin.create(origin)
+                if origin in origins:
+                    record.allow(tenant_id)
+                else:
+                    record.withdraw(tenant_id)
+                touched.append(record)
+            try:
+                self.save(tenant, *touched)
+            except IntegrityError:
+                continue  # changed meanwhile: decide again
+            self.tenant(tenant_id)
+            return True
+        raise ConflictError("the tenant is being changed concurrently; try again")
+
+    def widget_origin_allowed(self, origin: str) -> bool:
+        """Whether any tenant allows pages of ``origin`` to read the widget."""
+        record = self._widget_origin(origin)
+        return record is not None and bool(record.tenant_ids)
+
+    def _widget_origin(self, origin: str) -> WidgetOrigin | None:
+        try:
+            record: WidgetOrigin = self.repository.get(widget_origin_id(origin))
+        except AggregateNotFoundError:
+            return None
+        return record
 
     def mint_widget_token(
         self, tenant_id: UUID, customer_ref: str, lifetime_seconds: int

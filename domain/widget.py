@@ -170,3 +170,43 @@ class WidgetToken(Aggregate):
                 self.tenant_id,
             )
         return WidgetGrant(self.tenant_id, self.customer_ref, self.expires_at)
+
+
+def widget_origin_id(origin: str) -> UUID:
+    return uuid5(NAMESPACE, f"widget-origin:{origin}")
+
+
+class WidgetOrigin(Aggregate):
+    """Which tenants allow one web origin: what a CORS preflight, which carries no token
+    and so no tenant, can ask ("does any tenant allow this page?")."""
+
+    class Created(Aggregate.Created):
+        origin: str
+
+    class TenantAllowed(Aggregate.Event):
+        tenant_id: UUID
+
+        def apply(self, aggregate: WidgetOrigin) -> None:
+            aggregate.tenant_ids.add(self.tenant_id)
+
+    class TenantWithdrew(Aggregate.Event):
+        tenant_id: UUID
+
+        def apply(self, aggregate: WidgetOrigin) -> None:
+            aggregate.tenant_ids.discard(self.tenant_id)
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.tenant_ids: set[UUID] = set()
+
+    @classmethod
+    def create(cls, origin: str) -> WidgetOrigin:
+        return cls._create(cls.Created, id=widget_origin_id(origin), origin=origin)
+
+    def allow(self, tenant_id: UUID) -> None:
+        if tenant_id not in self.tenant_ids:
+            self.trigger_event(self.TenantAllowed, tenant_id=tenant_id)
+
+    def withdraw(self, tenant_id: UUID) -> None:
+        if tenant_id in self.tenant_ids:
+            self.trigger_event(self.TenantWithdrew, tenant_id=tenant_id)

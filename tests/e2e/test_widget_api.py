@@ -193,25 +193,46 @@ def test_cors_grants_only_the_tokens_tenants_origins(widget_api: Api) -> None:
     expired = read(api, token, Origin=APP)
     assert expired.status_code == 401
     assert expired.headers["access-control-allow-origin"] == APP
-    preflight = api.client.options(
-        "/v1/widget/usage",
-        headers={
-            "Origin": APP,
-            "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "authorization",
-        },
-    )
-    assert preflight.status_code == 204
-    assert preflight.headers["access-control-allow-origin"] == APP
-    assert preflight.headers["access-control-allow-headers"] == "authorization"
-    bad = api.client.options(
-        "/v1/widget/usage", headers={"Origin": "null", "Access-Control-Request-Method": "GET"}
-    )
-    assert "access-control-allow-origin" not in bad.headers
+    assert preflight(api, APP).headers["access-control-allow-origin"] == APP
+    granted_preflight = preflight(api, APP)
+    assert granted_preflight.status_code == 204
+    assert granted_preflight.headers["access-control-allow-headers"] == "authorization"
+    assert granted_preflight.headers["vary"] == "Origin"
+    # The preflight carries no token: an origin some tenant configured may ask (the answer
+    # above is the gate); one no tenant configured, a malformed one, or another method
+    # or header is granted nothing.
+    assert preflight(api, OTHER).headers["access-control-allow-origin"] == OTHER
+    for origin, method, headers in [
+        ("https://nobody.test", "GET", "authorization"),
+        ("null", "GET", "authorization"),
+        (APP + "/", "GET", "authorization"),
+        (APP, "DELETE", "authorization"),
+        (APP, "GET", "authorization, x-custom"),
+    ]:
+        refused_preflight = preflight(api, origin, method, headers)
+        assert refused_preflight.status_code == 204
+        assert "access-control-allow-origin" not in refused_preflight.headers, origin
+    # Withdrawn by every tenant: no longer granted (within the 5 s cache; here the
+    # origin was never asked about before).
+    api.call("PUT", "/v1/widget/origins", "globex-all", json={"origins": ["https://b.test"]})
+    assert "access-control-allow-origin" not in preflight(api, "https://old.test").headers
+    api.call("PUT", "/v1/widget/origins", "globex-all", json={"origins": ["https://old.test"]})
+    assert preflight(api, "https://b.test").headers.get("access-control-allow-origin") is None
     # Other routes are unaffected: no CORS grant anywhere else.
     other = api.call("GET", "/v1/meters", headers={"Origin": APP})
     assert other.status_code == 200
     assert "access-control-allow-origin" not in other.headers
+
+
+def preflight(api: Api, origin: str, method: str = "GET", headers: str = "authorization") -> Any:
+    return api.client.options(
+        "/v1/widget/usage",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": headers,
+        },
+    )
 
 
 def test_the_script_is_served_cacheable(widget_api: Api) -> None:

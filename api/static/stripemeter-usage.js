@@ -46,6 +46,7 @@
     td { text-align: right; font-variant-numeric: tabular-nums; }
     tbody th { text-align: left; font-weight: 500; }
     tfoot th, tfoot td { font-weight: 600; border-bottom: none; }
+    tfoot th { text-align: left; }
     .none { color: var(--stripemeter-color-muted, #545454); font-style: italic; }
     .unit { color: var(--stripemeter-color-muted, #545454); }
     .note { color: var(--stripemeter-color-muted, #545454); margin: 0.75em 0 0; font-size: 0.9em; }
@@ -365,7 +366,11 @@
             el(
               "tr",
               { "data-metric": "" },
-              el("th", { scope: "row" }, "Total"),
+              el(
+                "th",
+                { scope: "row" },
+                usage.metrics.some((m) => m.costSoFar === null) ? "Total of priced metrics" : "Total",
+              ),
               el("td", {}, ""),
               el("td", { "data-field": "total-cost" }, amount(usage.costSoFar, usage.currency)),
               el("td", { "data-field": "total-forecast" }, amount(usage.forecast, usage.currency)),

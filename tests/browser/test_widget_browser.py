@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,15 @@ import httpx
 import pytest
 import uvicorn
 
-from adapters.settings import Settings
+from adapters.settings import Settings, StripeSettings
 from api.app import create_app
 from domain.meters import Aggregation, MetricDefinition
 from domain.tenancy import Scope
+from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
 from tests.conftest import FakeClock
 
+MAPPED = datetime(2026, 3, 10, 12, tzinfo=UTC)  # cus_a's subscription starts
+NOW = datetime(2026, 3, 15, 12, tzinfo=UTC)
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "widget.png"
 WAIT_MS = 10_000
 
@@ -73,10 +77,18 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The real service on a free port: uvicorn, the HTTP stack a deployment runs."""
-    clock = FakeClock()
-    settings = Settings(data_dir=tmp_path_factory.mktemp("widget") / "data")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, emulator_server: RunningEmulator
+) -> Iterator[Service]:
+    """The real service on a free port: uvicorn, the HTTP stack a deployment runs, with
+    Stripe on the emulator (which prices cus_a's API calls, see ``usage``)."""
+    clock = FakeClock(MAPPED)
+    emulator_server.reset()
+    emulator_server.set_now(int(MAPPED.timestamp()), frozen=True)
+    stripe = StripeSettings(
+        secret_key=TEST_API_KEY, api_base=emulator_server.url, max_network_retries=0
+    )
+    settings = Settings(data_dir=tmp_path_factory.mktemp("widget") / "data", stripe=stripe)
     settings = dataclasses.replace(settings, embedded_worker=False, writer_mode="thread")
     app = create_app(settings, clock)
     port = free_port()
@@ -168,33 +180,43 @@ def pages(service: Service) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def usage(service: Service) -> None:
-    """Two customers' usage, committed and projected."""
+def usage(service: Service, emulator_server: RunningEmulator) -> None:
+    """cus_a subscribed on Stripe (at MAPPED) to a price per API call, storage unpriced;
+    cus_b not on Stripe. Their usage, committed and projected; the clock at NOW."""
+    stripe = emulator_server.client()
+    mapping = service.call(
+        "POST", "/v1/mappings", json={"metric": "api_calls", "createMeter": True}
+    )
+    assert mapping.status_code == 201, mapping.text
+    price = stripe.v1.prices.create(
+        {
+            "currency": "usd",
+            "product_data": {"name": "API calls"},
+            "recurring": {
+                "interval": "month",
+                "usage_type": "metered",
+                "meter": mapping.json()["stripeMeterId"],
+            },
+            "unit_amount_decimal": "0.125",
+        }
+    )
+    customer = stripe.v1.customers.create({"name": "Customer A"}).id
+    stripe.v1.subscriptions.create({"customer": customer, "items": [{"price": price.id}]})
+    mapped = service.call(
+        "POST", "/v1/customers", json={"customerRef": "cus_a", "stripeCustomerId": customer}
+    )
+    assert mapped.status_code == 201, mapped.text
+    service.clock.now = NOW
+    emulator_server.set_now(int(NOW.timestamp()), frozen=True)
+
+    def used(customer: str, metric: str, quantity: float, ts: str) -> dict[str, Any]:
+        return {"metric": metric, "customerRef": customer, "quantity": quantity, "ts": ts}
+
     events = [
-        {
-            "metric": "api_calls",
-            "customerRef": "cus_a",
-            "quantity": 1200,
-            "ts": "2026-03-02T09:00:00Z",
-        },
-        {
-            "metric": "api_calls",
-            "customerRef": "cus_a",
-            "quantity": 34.5,
-            "ts": "2026-03-14T09:00:00Z",
-        },
-        {
-            "metric": "storage_gb",
-            "customerRef": "cus_a",
-            "quantity": 7.25,
-            "ts": "2026-03-10T09:00:00Z",
-        },
-        {
-            "metric": "api_calls",
-            "customerRef": "cus_b",
-            "quantity": 987654,
-            "ts": "2026-03-05T09:00:00Z",
-        },
+        used("cus_a", "api_calls", 1200, "2026-03-11T09:00:00Z"),
+        used("cus_a", "api_calls", 34.5, "2026-03-14T09:00:00Z"),
+        used("cus_a", "storage_gb", 7.25, "2026-03-12T09:00:00Z"),
+        used("cus_b", "api_calls", 987654, "2026-03-05T09:00:00Z"),
     ]
     answer = service.call("POST", "/v1/events/ingest", json={"events": events})
     assert answer.status_code == 200 and answer.json()["accepted"] == 4, answer.text
@@ -241,6 +263,7 @@ def test_the_widget_shows_its_customers_numbers_as_the_api_gives_them(
         api = service.call("GET", "/v1/widget/usage", token).json()
         current = service.call("GET", "/v1/usage/current?customerRef=cus_a").json()
         rows = shown(page)
+        widget = page.locator("stripemeter-usage")
         # The same numbers as the widget's answer and as /v1/usage/current, metric by metric.
         units = {m["metric"]: m["unit"] for m in api["metrics"]}
         assert {m: r["value"] for m, r in rows.items()} == {
@@ -248,22 +271,35 @@ def test_the_widget_shows_its_customers_numbers_as_the_api_gives_them(
         }
         assert rows["api_calls"]["value"] == "1234.5 calls"
         assert rows["storage_gb"]["value"] == "7.25 GB"
-        # No Stripe price here: said in words, never a made-up zero.
-        assert {r["cost"] for r in rows.values()} == {"no price"}
-        assert {r["forecast"] for r in rows.values()} == {"no price"}
+        # The projection's amounts for the priced metric; words, never a zero, for the other.
+        projection = service.call("GET", "/v1/usage/projection?customerRef=cus_a").json()
+        [line] = projection["lines"]
+        assert rows["api_calls"]["cost"] == f"{line['amountSoFar']['decimal']} USD"
+        assert rows["api_calls"]["forecast"] == f"{line['forecast']['amount']['decimal']} USD"
+        assert line["amountSoFar"]["amount"] == 154  # 1234 whole calls at 0.125 cent, rounded
+        assert (rows["storage_gb"]["cost"], rows["storage_gb"]["forecast"]) == (
+            "no price",
+            "no price",
+        )
+        total = widget.locator('[data-field="total-cost"]').inner_text()
+        assert total == f"{projection['total']['decimal']} USD"
         widget = page.locator("stripemeter-usage")
         assert "987654" not in widget.inner_text()  # never customer B's numbers
         times = widget.locator("time")
         assert times.nth(0).get_attribute("datetime") == api["periodStart"]
         end = widget.locator('[data-field="period-end"]')
         assert end.get_attribute("datetime") == api["periodEnd"]
-        assert "in 16 days" in widget.locator("[part=period]").inner_text()  # from asOf
+        assert "in 26 days" in widget.locator("[part=period]").inner_text()  # from asOf
         # Accessible: a labelled region with a table of headed columns and rows.
         region = widget.get_by_role("region", name="Your usage")
         assert region.is_visible()
         headers = region.get_by_role("columnheader").all_inner_texts()
         assert headers == ["Metric", "Usage", "Cost so far", "Forecast"]
-        assert region.get_by_role("rowheader").all_inner_texts() == ["api_calls", "storage_gb"]
+        assert region.get_by_role("rowheader").all_inner_texts() == [
+            "api_calls",
+            "storage_gb",
+            "Total of priced metrics",
+        ]
         if os.environ.get("STRIPEMETER_SCREENSHOTS") == "1":
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             widget.screenshot(path=str(SCREENSHOT))

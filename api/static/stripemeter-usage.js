@@ -379,10 +379,18 @@
         );
       }
       const content = [period];
+      // When these numbers were read, by the service's clock: never passed off as "now" later.
+      const asOf = el(
+        "p",
+        { class: "note", part: "as-of" },
+        "As of ",
+        el("time", { datetime: usage.asOf, "data-field": "as-of" }, utc(usage.asOf, true)),
+      );
       content.push(rows.length ? table : el("p", { class: "status" }, "No usage in this period yet."));
       if (usage.costReason) {
         content.push(el("p", { class: "note", "data-field": "cost-reason" }, `No total cost: ${usage.costReason}`));
       }
+      content.push(asOf);
       this.region.removeAttribute("aria-busy");
       this.body.replaceChildren(...content);
       this.body.firstChild.setAttribute("data-state", "loaded");

@@ -287,6 +287,7 @@ def test_the_widget_shows_its_customers_numbers_as_the_api_gives_them(
         assert "987654" not in widget.inner_text()  # never customer B's numbers
         times = widget.locator("time")
         assert times.nth(0).get_attribute("datetime") == api["periodStart"]
+        assert widget.locator('[data-field="as-of"]').get_attribute("datetime") == api["asOf"]
         end = widget.locator('[data-field="period-end"]')
         assert end.get_attribute("datetime") == api["periodEnd"]
         assert "in 26 days" in widget.locator("[part=period]").inner_text()  # from asOf

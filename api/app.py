@@ -20,7 +20,7 @@ from adapters.persistence import open_stores
 from adapters.settings import Settings
 from adapters.usage_writer import UsageWriter
 from adapters.writer_client import ProcessWriterClient
-from api import fast_ingest, problems
+from api import fast_ingest, problems, widget_preflight
 from api.auth import DEPENDENCIES
 from api.openapi import openapi_config
 from api.routes.alerts import AlertsController
@@ -37,6 +37,12 @@ from api.routes.replay import ReplayController
 from api.routes.stripe import AuditController, CustomersController, MappingsController
 from api.routes.usage import UsageController
 from api.routes.webhooks import WebhookEndpointsController
+from api.routes.widget import (
+    WidgetOriginsController,
+    WidgetTokensController,
+    WidgetUsageController,
+    widget_script,
+)
 from api.services import Services
 from domain.application import utc_now
 
@@ -75,11 +81,14 @@ def timing_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
 
 
 class MeteringAPI(Litestar):
-    """Litestar, with ingest requests tried first on the path in api/fast_ingest.py."""
+    """Litestar, with ingest requests tried first on the path in api/fast_ingest.py, and
+    the widget's CORS preflight answered in api/widget_preflight.py."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if fast_ingest.handles(scope):
             await fast_ingest.ingest(self, scope, receive, send, super().__call__)
+        elif widget_preflight.handles(scope):
+            await widget_preflight.answer(self, scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -159,6 +168,10 @@ def create_app(
             WebhookEndpointsController,
             ReplayController,
             AlertsController,
+            WidgetTokensController,
+            WidgetOriginsController,
+            WidgetUsageController,
+            widget_script,
             HealthController,
         ],
         dependencies=DEPENDENCIES,

@@ -321,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
     kcreate = keys.add_parser("create", help="issue an API key (shown once)")
     kcreate.add_argument("--tenant", required=True, help="tenant slug")
     kcreate.add_argument(
-        "--scopes", default="ingest,read", help="comma-separated: ingest,read,admin"
+        "--scopes", default="ingest,read", help="comma-separated: ingest,read,admin,widget:mint"
     )
     kcreate.set_defaults(run=cmd_keys_create)
     krevoke = keys.add_parser("revoke")

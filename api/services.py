@@ -43,7 +43,18 @@ class Services:
     _principals: TtlCache[str, Principal] = field(
         default_factory=lambda: TtlCache(AUTH_CACHE_SECONDS, 10_000)
     )
+    _widget_origins: TtlCache[str, bool] = field(
+        default_factory=lambda: TtlCache(AUTH_CACHE_SECONDS, 10_000)
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def widget_origin_allowed(self, origin: str) -> bool:
+        """Whether any tenant allows ``origin`` (a CORS preflight's question); cached as keys
+        are, so a removed origin stops being granted within 5 s."""
+        return self._widget_origins.get_or_load(origin, self.stores.app.widget_origin_allowed)
+
+    def cached_widget_origin(self, origin: str) -> bool | None:
+        return self._widget_origins.get(origin)
 
     def principal(self, secret: str) -> Principal:
         """Authenticate a key. Cached for a few seconds: a revocation takes effect within 5 s."""

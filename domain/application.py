@@ -37,6 +37,16 @@ from domain.tenancy import (
     tenant_id_for,
 )
 from domain.usage import UsagePeriod, usage_period_id
+from domain.widget import (
+    MintedWidgetToken,
+    WidgetGrant,
+    WidgetOrigin,
+    WidgetToken,
+    is_widget_token,
+    new_widget_secret,
+    widget_origin_id,
+    widget_token_id_for,
+)
 
 # A change made by another process (a declared metric, a remapped customer) is
 # seen by this one's ingest and pushes within this many seconds.
@@ -410,6 +420,10 @@ class MeteringApp(Application[UUID]):
 
     def authenticate(self, secret: str) -> Principal:
         """The principal a presented secret acts for; revoked and unknown keys are refused."""
+        if is_widget_token(secret):
+            raise UnauthenticatedError(
+                "a widget token reads GET /v1/widget/usage only; send an API key here"
+            )
         try:
             key: ApiKey = self.repository.get(api_key_id_for(secret))
         except AggregateNotFoundError:
@@ -419,6 +433,66 @@ class MeteringApp(Application[UUID]):
         return Principal(
             tenant_id=key.tenant_id, tenant_slug=key.tenant_slug, key_id=key.id, scopes=key.scopes
         )
+
+    def set_widget_origins(self, tenant_id: UUID, origins: tuple[str, ...]) -> bool:
+        """Replace the origins whose pages may read the widget's answers (checked already).
+
+        Each origin's ``WidgetOrigin`` record is saved with the tenant, in one
+        transaction, so that a preflight never sees one without the other.
+        """
+        for _ in range(SAVE_ATTEMPTS):
+            tenant = self.fresh_tenant(tenant_id)
+            before = set(tenant.widget_origins)
+            if not tenant.set_widget_origins(origins):
+                return False
+            touched = []
+            for origin in before ^ set(origins):
+                record = self._widget_origin(origin) or WidgetOrigin.create(origin)
+                if origin in origins:
+                    record.allow(tenant_id)
+                else:
+                    record.withdraw(tenant_id)
+                touched.append(record)
+            try:
+                self.save(tenant, *touched)
+            except IntegrityError:
+                continue  # changed meanwhile: decide again
+            self.tenant(tenant_id)
+            return True
+        raise ConflictError("the tenant is being changed concurrently; try again")
+
+    def widget_origin_allowed(self, origin: str) -> bool:
+        """Whether any tenant allows pages of ``origin`` to read the widget."""
+        record = self._widget_origin(origin)
+        return record is not None and bool(record.tenant_ids)
+
+    def _widget_origin(self, origin: str) -> WidgetOrigin | None:
+        try:
+            record: WidgetOrigin = self.repository.get(widget_origin_id(origin))
+        except AggregateNotFoundError:
+            return None
+        return record
+
+    def mint_widget_token(
+        self, tenant_id: UUID, customer_ref: str, lifetime_seconds: int
+    ) -> MintedWidgetToken:
+        """A token that reads one customer's usage until it expires. Its secret is in the
+        result and nowhere else; only its digest is stored."""
+        self.cached_tenant(tenant_id)  # a tenant that exists
+        secret = new_widget_secret()
+        token = WidgetToken.mint(tenant_id, customer_ref, secret, self.clock(), lifetime_seconds)
+        self.save(token)
+        return MintedWidgetToken(secret, customer_ref, token.expires_at)
+
+    def widget_grant(self, secret: str) -> WidgetGrant:
+        """What a presented widget token allows now (this app's clock decides expiry)."""
+        if not is_widget_token(secret):
+            raise UnauthenticatedError("send a widget token as 'Authorization: Bearer smw_...'")
+        try:
+            token: WidgetToken = self.repository.get(widget_token_id_for(secret))
+        except AggregateNotFoundError:
+            raise UnauthenticatedError("unknown widget token") from None
+        return token.grant(self.clock())
 
     def recorded_period(self, period_id: UUID) -> UsagePeriod | None:
         """The usage period with this id, when any usage was ever recorded in it."""

@@ -36,6 +36,8 @@ class Scope(StrEnum):
     INGEST = "ingest"
     READ = "read"
     ADMIN = "admin"
+    # Mints widget tokens (POST /v1/widget-tokens) and does nothing else (docs/widget.md).
+    WIDGET_MINT = "widget:mint"
 
 
 def parse_scopes(values: list[str]) -> frozenset[Scope]:
@@ -74,6 +76,8 @@ class Tenant(Aggregate):
     ingest_horizon_days: int = DEFAULT_INGEST_HORIZON_DAYS
     # Usage caps (domain/caps.py). A class default, as above; immutable, so sharing it is safe.
     caps: TenantCaps = NO_CAPS
+    # The origins whose pages may read the widget's answers (CORS, docs/widget.md). As above.
+    widget_origins: tuple[str, ...] = ()
 
     class Registered(Aggregate.Created):
         slug: str
@@ -169,6 +173,14 @@ class Tenant(Aggregate):
 
         def apply(self, aggregate: Tenant) -> None:
             aggregate.caps = aggregate.caps.remove(self.metric, self.customer_ref)
+
+    class WidgetOriginsSet(Aggregate.Event):
+        """The web origins allowed to read the widget's answers; replaces the list (v1)."""
+
+        origins: list[str]
+
+        def apply(self, aggregate: Tenant) -> None:
+            aggregate.widget_origins = tuple(self.origins)
 
     class KeyIssued(Aggregate.Event):
         key_id: UUID
@@ -295,6 +307,13 @@ class Tenant(Aggregate):
             raise NotFoundError(f"no cap on metric {metric!r} for {whom}")
         self.trigger_event(self.CapRemoved, metric=metric, customer_ref=customer_ref)
         return cap
+
+    def set_widget_origins(self, origins: tuple[str, ...]) -> bool:
+        """Replace the widget origins (already checked); False when unchanged."""
+        if tuple(self.widget_origins) == origins:
+            return False
+        self.trigger_event(self.WidgetOriginsSet, origins=list(origins))
+        return True
 
     def record_key(self, key_id: UUID, display_prefix: str, scopes: frozenset[Scope]) -> None:
         self.trigger_event(

@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from adapters.persistence import Stores
-from api.schemas import CounterOut, EventOut, NotBilledOut
+from api.schemas import CounterOut, CurrentUsage, EventOut, NotBilledOut
 from projections.counters import Counter
 from projections.tally import Tally
 from projections.usage_events import UsageEventRow
@@ -96,3 +96,28 @@ def not_billed(
                 )
             )
     return found
+
+
+def current_usage(
+    stores: Stores, tenant_id: UUID, customer_ref: str, metric: str | None, period: str | None
+) -> CurrentUsage:
+    """One customer's running counters in the current (or a named) billing period: the
+    answer of ``/v1/usage/current`` and the usage the widget shows."""
+    app = stores.app
+    # The customer's own cycle once mapped to Stripe, as ingest counts it.
+    billing_period = (
+        app.named_period(tenant_id, customer_ref, period, metric)
+        if period is not None
+        else app.period_for(tenant_id, customer_ref, app.clock())
+    )
+    counters = stores.views.counters.counters(
+        tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
+    )
+    return CurrentUsage(
+        customer_ref=customer_ref,
+        period=billing_period.key,
+        period_start=when(billing_period.start) or "",
+        period_end=when(billing_period.end) or "",
+        counters=[counter_out(c) for c in counters],
+        not_billed=not_billed(stores, tenant_id, customer_ref, metric),
+    )

@@ -15,7 +15,8 @@ from api.controller import V1Controller
 from api.problems import error_responses
 from api.queries.cursors import decode_cursor, encode_cursor
 from api.queries.projection import project_cost
-from api.queries.usage import counter_out, event_out, not_billed, number, when
+from api.queries.usage import current_usage as usage_now
+from api.queries.usage import event_out, number, when
 from api.query import before, given_once
 from api.schemas import (
     BucketOut,
@@ -106,24 +107,7 @@ class UsageController(V1Controller):
         fields.customer_ref(customer_ref)
         if metric is not None:
             fields.metric(metric)
-        app = svc.stores.app
-        # The customer's own cycle once mapped to Stripe, as ingest counts it.
-        billing_period = (
-            app.named_period(principal.tenant_id, customer_ref, period, metric)
-            if period is not None
-            else app.period_for(principal.tenant_id, customer_ref, app.clock())
-        )
-        counters = svc.stores.views.counters.counters(
-            principal.tenant_id, customer_ref=customer_ref, metric=metric, period=billing_period.key
-        )
-        return CurrentUsage(
-            customer_ref=customer_ref,
-            period=billing_period.key,
-            period_start=when(billing_period.start) or "",
-            period_end=when(billing_period.end) or "",
-            counters=[counter_out(c) for c in counters],
-            not_billed=not_billed(svc.stores, principal.tenant_id, customer_ref, metric),
-        )
+        return usage_now(svc.stores, principal.tenant_id, customer_ref, metric, period)
 
     @get(
         "/usage/history",

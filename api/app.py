@@ -21,6 +21,8 @@ from adapters.settings import Settings
 from adapters.usage_writer import UsageWriter
 from adapters.writer_client import ProcessWriterClient
 from api import fast_ingest, problems, widget_preflight
+from api.admin import admin_router, template_config
+from api.admin.sessions import AdminSessions
 from api.auth import DEPENDENCIES
 from api.openapi import openapi_config
 from api.routes.alerts import AlertsController
@@ -137,6 +139,7 @@ def create_app(
             clock,
             background_price_book=background.price_book,
         )
+        app.state.admin_sessions = AdminSessions(clock)
         writer.start()
         background.start()
         log.info(
@@ -173,12 +176,14 @@ def create_app(
             WidgetUsageController,
             widget_script,
             HealthController,
+            admin_router,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         exception_handlers={Exception: problems.handle},
         middleware=[timing_middleware(metrics)],
         openapi_config=openapi_config(),
+        template_config=template_config(),
         debug=False,
     )
 

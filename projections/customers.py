@@ -107,7 +107,11 @@ class CustomersProjection(BatchProjection):
 
     handles = handled_by(apply)
 
-    def page(self, tenant_id: UUID, after: str | None, limit: int) -> list[CustomerRow]:
+    def page(
+        self, tenant_id: UUID, after: str | None, limit: int, prefix: str = ""
+    ) -> list[CustomerRow]:
+        """Mapped customers in customerRef order, after a cursor, those starting with
+        ``prefix`` only when one is given."""
         sql = (
             "SELECT customer_ref, stripe_customer_id, billing_cycle_anchor,"
             " shadow_stripe_customer_id FROM sm_customers WHERE tenant_id = ?"
@@ -116,6 +120,10 @@ class CustomersProjection(BatchProjection):
         if after is not None:
             sql += " AND customer_ref > ?"
             params.append(after)
+        if prefix:
+            # substr, not LIKE: a prefix with % or _ means those characters.
+            sql += " AND substr(customer_ref, 1, length(?)) = ?"
+            params += [prefix, prefix]
         with self.store.transaction() as tx:
             rows = tx.execute(sql + " ORDER BY customer_ref LIMIT ?", [*params, limit])
         return [CustomerRow(r[0], r[1], self.store.decode_time(r[2]), r[3]) for r in rows]

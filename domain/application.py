@@ -418,6 +418,15 @@ class MeteringApp(Application[UUID]):
         key.revoke(reason)
         self.save(key)
 
+    def key_is_active(self, key_id: UUID) -> bool:
+        """Whether the key exists and is not revoked: what an admin UI session, made with
+        the key's secret and not holding it, asks on each page."""
+        try:
+            key: ApiKey = self.repository.get(key_id)
+        except AggregateNotFoundError:
+            return False
+        return not key.revoked
+
     def authenticate(self, secret: str) -> Principal:
         """The principal a presented secret acts for; revoked and unknown keys are refused."""
         if is_widget_token(secret):

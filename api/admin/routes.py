@@ -51,9 +51,15 @@ def sessions_of(request: Request[Any, Any, Any]) -> AdminSessions:
     return result
 
 
-def signed_in(request: Request[Any, Any, Any]) -> AdminSession:
-    session = sessions_of(request).find(request.cookies.get(SESSION_COOKIE))
+def signed_in(request: Request[Any, Any, Any], svc: Services) -> AdminSession:
+    """The request's session, while the key that opened it is not revoked."""
+    sessions = sessions_of(request)
+    session_id = request.cookies.get(SESSION_COOKIE)
+    session = sessions.find(session_id)
     if session is None:
+        raise SignedOutError
+    if not svc.stores.app.key_is_active(session.key_id):
+        sessions.close(session_id)
         raise SignedOutError
     return session
 
@@ -118,7 +124,9 @@ async def sign_in(request: Request[Any, Any, Any], svc: ServicesDep) -> Response
 
 @post("/logout", status_code=303)
 async def sign_out(request: Request[Any, Any, Any]) -> Response[Any]:
-    session = signed_in(request)
+    session = sessions_of(request).find(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        raise SignedOutError
     form = await request.form()
     if not same_token(session.csrf_token, str(form.get("csrf_token", ""))):
         raise HTTPException(status_code=403, detail="the CSRF token is missing or wrong")
@@ -130,14 +138,14 @@ async def sign_out(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/", sync_to_thread=True)
 def overview_page(request: Request[Any, Any, Any], svc: ServicesDep) -> Template:
-    session = signed_in(request)
+    session = signed_in(request, svc)
     ready, checks, families = overview(svc)
     return page("overview.html", session, ready=ready, checks=checks, families=families)
 
 
 @get("/metrics", sync_to_thread=True)
 def metrics_page(request: Request[Any, Any, Any], svc: ServicesDep) -> Template:
-    session = signed_in(request)
+    session = signed_in(request, svc)
     tenant = svc.tenant(session.tenant_id)
     meters = list_meters(svc.stores.app, session.tenant_id)
     mappings = {
@@ -153,7 +161,7 @@ def customers_page(
     q: FromQuery[str] = "",
     after: FromQuery[str | None] = None,
 ) -> Template:
-    session = signed_in(request)
+    session = signed_in(request, svc)
     prefix = fields.customer_ref(q, "q") if q else ""
     if after is not None:
         fields.customer_ref(after, "after")
@@ -171,7 +179,7 @@ def customers_page(
 def customer_page(
     request: Request[Any, Any, Any], svc: ServicesDep, customer_ref: FromPath[str]
 ) -> Template:
-    session = signed_in(request)
+    session = signed_in(request, svc)
     ref = fields.customer_ref(customer_ref)
     usage = current_usage(svc.stores, session.tenant_id, ref, None, None)
     customer = svc.stores.app.customer(session.tenant_id, ref)

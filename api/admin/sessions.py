@@ -28,6 +28,7 @@ LIFETIME = timedelta(hours=8)
 @dataclass(frozen=True)
 class AdminSession:
     tenant_id: UUID
+    key_id: UUID  # checked on each page: revoking the key ends its sessions
     scopes: frozenset[Scope]
     csrf_token: str
     expires_at: datetime
@@ -49,7 +50,11 @@ class AdminSessions:
     def open(self, principal: Principal) -> tuple[str, AdminSession]:
         now = self._clock()
         session = AdminSession(
-            principal.tenant_id, frozenset(principal.scopes), new_token(), now + LIFETIME
+            principal.tenant_id,
+            principal.key_id,
+            frozenset(principal.scopes),
+            new_token(),
+            now + LIFETIME,
         )
         session_id = new_token()
         with self._lock:

@@ -241,6 +241,9 @@ def test_the_customer_page_shows_the_api_s_numbers(
     customers = page(api, "/admin/customers?q=cus_")
     assert 'data-customer="cus_1"' in customers.text
     assert "No customer" in page(api, "/admin/customers?q=zz").text
+    # A prefix means its characters: % and _ are no wildcards.
+    assert 'data-customer="cus_1"' not in page(api, "/admin/customers?q=cus%25").text
+    assert 'data-customer="cus_1"' not in page(api, "/admin/customers?q=c_s").text
     metrics = page(api, "/admin/metrics")
     mapping = api.call("GET", "/v1/mappings", "acme-read").json()["data"][0]
     assert cell(metrics.text, "api_calls", "stripeMeterId") == mapping["stripeMeterId"]
@@ -278,3 +281,13 @@ def test_a_tenant_never_sees_another_tenant_s_customers(
 def test_admin_is_not_in_the_openapi_document(api: Api) -> None:
     document = api.client.get("/schema/openapi.json").json()
     assert not [p for p in document["paths"] if p.startswith("/admin")]
+
+
+def test_revoking_the_key_ends_its_sessions(api: Api) -> None:
+    sign_in(api, "acme-read")
+    assert page(api, "/admin/").status_code == 200
+    app = api.client.app.state.services.stores.app
+    principal = app.authenticate(api.keys["acme-read"])
+    app.revoke_api_key(principal.tenant_id, principal.key_id, "leaked")
+    # At once, not after the API's few-second key cache: the session reads the key itself.
+    assert page(api, "/admin/metrics").headers["location"] == "/admin/login"

@@ -291,3 +291,30 @@ def test_revoking_the_key_ends_its_sessions(api: Api) -> None:
     app.revoke_api_key(principal.tenant_id, principal.key_id, "leaked")
     # At once, not after the API's few-second key cache: the session reads the key itself.
     assert page(api, "/admin/metrics").headers["location"] == "/admin/login"
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("application/json", b'{"api_key": "x"}'),
+        ("multipart/form-data; boundary=zz", b"--zz\r\ngarbage"),
+        ("application/x-www-form-urlencoded", b"\xff\xfe%%%=&&=="),
+        ("application/x-www-form-urlencoded", b"api_key=a%00b&csrf_token=%00"),
+    ],
+)
+def test_hostile_form_bodies_are_a_4xx(api: Api, kind: str, body: bytes) -> None:
+    login_token(api)
+    assert 400 <= post_raw(api, "/admin/login", kind, body) < 500
+    sign_in(api)
+    assert 400 <= post_raw(api, "/admin/logout", kind, body) < 500
+    assert page(api, "/admin/").status_code == 200  # the session survived
+    for path in ("/admin/customers/%00", "/admin/customers?q=%00", "/admin/customers?after="):
+        assert page(api, path).status_code == 422, path
+
+
+def post_raw(api: Api, path: str, kind: str, body: bytes) -> int:
+    answer = api.client.post(
+        path, content=body, headers={"content-type": kind}, follow_redirects=False
+    )
+    status: int = answer.status_code
+    return status

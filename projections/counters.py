@@ -304,6 +304,23 @@ class CountersProjection(BatchProjection):
 
     # -- queries ----------------------------------------------------------
 
+    def customer_refs(
+        self, tenant_id: UUID, after: str | None, limit: int, prefix: str = ""
+    ) -> list[str]:
+        """The customers with any counted usage, in customerRef order, after a cursor;
+        those starting with ``prefix`` only when one is given (% and _ are characters)."""
+        sql = "SELECT DISTINCT customer_ref FROM sm_counters WHERE tenant_id = ?"
+        params: list[Any] = [str(tenant_id)]
+        if after is not None:
+            sql += " AND customer_ref > ?"
+            params.append(after)
+        if prefix:
+            sql += " AND substr(customer_ref, 1, length(?)) = ?"
+            params += [prefix, prefix]
+        with self.store.transaction() as tx:
+            rows = tx.execute(sql + " ORDER BY customer_ref LIMIT ?", [*params, limit])
+        return [r[0] for r in rows]
+
     def counters(
         self,
         tenant_id: UUID,

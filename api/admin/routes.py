@@ -165,13 +165,23 @@ def customers_page(
     prefix = fields.customer_ref(q, "q") if q else ""
     if after is not None:
         fields.customer_ref(after, "after")
-    rows = svc.stores.views.customers.page(
-        session.tenant_id, after, CUSTOMERS_PAGE + 1, prefix=prefix
-    )
-    shown = rows[:CUSTOMERS_PAGE]
-    more = shown[-1].customer_ref if len(rows) > CUSTOMERS_PAGE else None
+    views = svc.stores.views
+    # Customers mapped to Stripe and customers with usage, merged in customerRef order
+    # (each list read one past the page, so the merge's page is complete).
+    mapped = {
+        row.customer_ref: customer_out(row)
+        for row in views.customers.page(session.tenant_id, after, CUSTOMERS_PAGE + 1, prefix)
+    }
+    used = views.counters.customer_refs(session.tenant_id, after, CUSTOMERS_PAGE + 1, prefix)
+    refs = sorted(set(mapped) | set(used))
+    shown = refs[:CUSTOMERS_PAGE]
+    more = shown[-1] if len(refs) > CUSTOMERS_PAGE else None
     return page(
-        "customers.html", session, q=q, customers=[customer_out(r) for r in shown], more=more
+        "customers.html",
+        session,
+        q=q,
+        customers=[(ref, mapped.get(ref)) for ref in shown],
+        more=more,
     )
 
 

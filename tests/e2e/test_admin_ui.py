@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from api.admin import routes as admin_routes
 from api.admin.sessions import LOGIN_COOKIE, SESSION_COOKIE
 from domain.tenancy import Scope, tenant_id_for
 from stripe_emulator.testing import RunningEmulator
@@ -198,7 +199,7 @@ def test_empty_states_say_what_to_do_next(api: Api) -> None:
     api.keys["initech"] = app.issue_api_key(tenant, frozenset({Scope.READ})).secret
     sign_in(api, "initech")
     assert "No metrics yet: <code>stripemeter meters create" in page(api, "/admin/metrics").text
-    assert "No customer is mapped to Stripe yet" in page(api, "/admin/customers").text
+    assert "No customer yet" in page(api, "/admin/customers").text
     customer = page(api, "/admin/customers/cus_9")
     assert customer.status_code == 200
     assert "No usage in this period yet" in customer.text
@@ -318,3 +319,26 @@ def post_raw(api: Api, path: str, kind: str, body: bytes) -> int:
     )
     status: int = answer.status_code
     return status
+
+
+def test_customers_with_usage_are_listed_searched_and_paged(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admin_routes, "CUSTOMERS_PAGE", 2)
+    refs = ["acme_1", "acme_2", "acme_3", "beta_1", "c%t_1"]
+    api.ingest(*(event(customerRef=ref, idempotencyKey=ref) for ref in refs))
+    api.ingest(event(customerRef="acme_9"), key="globex-all")  # another tenant's
+    api.settle()
+    sign_in(api, "acme-read")
+
+    def listed(path: str) -> list[str]:
+        return re.findall(r'data-customer="([^"]+)"', page(api, path).text)
+
+    assert listed("/admin/customers") == ["acme_1", "acme_2"]
+    first = page(api, "/admin/customers?q=acme_")
+    assert re.findall(r'data-customer="([^"]+)"', first.text) == ["acme_1", "acme_2"]
+    assert "after=acme_2" in first.text
+    assert listed("/admin/customers?q=acme_&after=acme_2") == ["acme_3"]
+    assert listed("/admin/customers?q=c%25") == ["c%t_1"]
+    assert listed("/admin/customers?q=b") == ["beta_1"]
+    assert "not mapped" in page(api, "/admin/customers?q=beta").text

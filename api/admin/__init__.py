@@ -8,7 +8,21 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
+from api.admin.adjustment_pages import adjustments_page, decide_adjustment
+from api.admin.alert_pages import acknowledge_incident, alerts_page
+from api.admin.replay_pages import replay_apply, replay_form
 from api.admin.routes import admin_router
+
+# The action pages use routes.py's helpers (signed_in, page), so they join its router here.
+for handler in (
+    adjustments_page,
+    decide_adjustment,
+    replay_form,
+    replay_apply,
+    alerts_page,
+    acknowledge_incident,
+):
+    admin_router.register(handler)
 
 TEMPLATES = Path(__file__).parent / "templates"
 

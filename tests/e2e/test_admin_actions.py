@@ -113,6 +113,9 @@ def test_an_adjustment_is_approved_then_reverted_through_the_page(api: Api) -> N
     refused = act(api, f"/admin/adjustments/{other['id']}/reject", csrf, reason="")
     assert refused.status_code == 422
     assert "reason" in by_id(refused.text, "error")
+    nul = act(api, f"/admin/adjustments/{other['id']}/reject", csrf, reason="a\x00b")
+    assert nul.status_code == 422
+    assert "reason" in by_id(nul.text, "error")
     unknown = act(api, f"/admin/adjustments/{other['id']}/bless", csrf, reason="x")
     assert unknown.status_code == 404
     assert act(api, "/admin/adjustments/nope/approve", csrf, reason="x").status_code == 422
@@ -257,3 +260,35 @@ def test_another_tenant_s_adjustments_and_alerts_are_not_shown_or_decided(api: A
     answer = act(api, f"/admin/adjustments/{adjustment['id']}/approve", csrf, reason="x")
     assert answer.status_code == 404
     assert alert["id"]
+
+
+def test_signed_out_action_pages_and_forms_send_to_the_sign_in_form(api: Api) -> None:
+    adjustment = propose(api)
+    for path in ("/admin/adjustments", "/admin/replay", "/admin/alerts"):
+        answer = page(api, path)
+        assert (answer.status_code, answer.headers["location"]) == (302, "/admin/login"), path
+    answer = act(api, f"/admin/adjustments/{adjustment['id']}/approve", "x", reason="ok")
+    assert answer.headers["location"] == "/admin/login"
+    api.settle()
+    assert [a["id"] for a in api_adjustments(api, "pending")] == [adjustment["id"]]
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("application/json", b'{"reason": "x"}'),
+        ("multipart/form-data; boundary=zz", b"--zz\r\ngarbage"),
+        ("application/x-www-form-urlencoded", b"\xff\xfe%%%=&&=="),
+        ("application/x-www-form-urlencoded", b"reason=a%00b&csrf_token=%00"),
+    ],
+)
+def test_hostile_action_bodies_are_a_4xx(api: Api, kind: str, body: bytes) -> None:
+    adjustment = propose(api)
+    sign_in(api)
+    for path in (f"/admin/adjustments/{adjustment['id']}/approve", "/admin/replay/apply"):
+        answer = api.client.post(
+            path, content=body, headers={"content-type": kind}, follow_redirects=False
+        )
+        assert 400 <= answer.status_code < 500, (path, answer.status_code)
+    api.settle()
+    assert [a["id"] for a in api_adjustments(api, "pending")] == [adjustment["id"]]

@@ -209,6 +209,8 @@ def test_a_read_session_may_dry_run_but_is_offered_no_apply(api: Api) -> None:
         ("since=yesterday&until=2026-04-01T00:00:00Z", "since"),
         ("since=2026-03-01T00:00:00Z&until=2026-04-01T00:00:00Z&limit=x", "limit"),
         ("since=2026-03-01T00:00:00Z&until=2026-04-01T00:00:00Z&metrics=nope", "metrics"),
+        ("since=%00&until=2026-04-01T00:00:00Z", "since"),
+        ("since=2026-03-01T00:00:00Z&until=2026-04-01T00:00:00Z&customers=a%00", "customers"),
     ],
 )
 def test_a_bad_replay_is_an_error_page_naming_the_field(api: Api, query: str, named: str) -> None:
@@ -259,7 +261,14 @@ def test_another_tenant_s_adjustments_and_alerts_are_not_shown_or_decided(api: A
     csrf = token(api)
     answer = act(api, f"/admin/adjustments/{adjustment['id']}/approve", csrf, reason="x")
     assert answer.status_code == 404
-    assert alert["id"]
+    api.ingest(event(quantity=10**6))
+    api.settle()
+    [incident] = api.call("GET", f"/v1/alerts/{alert['id']}/incidents").json()["data"]
+    ack = f"/admin/alerts/{alert['id']}/incidents/{incident['id']}/acknowledge"
+    assert act(api, ack, csrf).status_code == 404
+    api.settle()
+    [still] = api.call("GET", f"/v1/alerts/{alert['id']}/incidents").json()["data"]
+    assert still["status"] == "triggered"
 
 
 def test_signed_out_action_pages_and_forms_send_to_the_sign_in_form(api: Api) -> None:

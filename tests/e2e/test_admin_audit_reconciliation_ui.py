@@ -43,6 +43,9 @@ def test_the_audit_page_shows_the_api_s_audit(webhook_api: Api, emulator: Runnin
     assert empty.status_code == 200
     assert "Pick a customer and a metric" in by_id(empty.text, "no-audit")
 
+    # The customer page links each metric's line to its audit.
+    customer = page(api, "/admin/customers/cus_1").text
+    assert 'href="/admin/audit?customer=cus_1&amp;metric=api_calls&amp;period=' in customer
     shown = page(api, AUDIT)
     assert shown.status_code == 200, shown.text
     audit = api.call(

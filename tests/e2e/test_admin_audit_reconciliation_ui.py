@@ -12,6 +12,7 @@ from tests.e2e.test_admin_ui import by_id, csrf_of, page, sign_in
 from tests.e2e.test_stripe_api import push_all, setup_stripe
 
 AUDIT = "/admin/audit?customer=cus_1&metric=api_calls&period=2026-03"
+AUDIT_API = "/v1/audit/invoice?customerRef=cus_1&metric=api_calls&period=2026-03"
 
 
 def field(html: str, row: str, name: str, attribute: str = "data-line") -> str:
@@ -171,3 +172,34 @@ def test_signed_out_the_pages_redirect_and_the_forms_refuse(api: Api) -> None:
     answer = api.client.post("/admin/reconciliation/repair", data={"month": "2026-03"})
     assert answer.history or answer.status_code in (302, 303, 307, 200)
     assert api.call("GET", "/v1/reconciliation/2026-03", "acme-read").status_code == 404
+
+
+def test_the_audit_pages_a_push_s_events_as_the_api_does(
+    webhook_api: Api, emulator: RunningEmulator
+) -> None:
+    api = webhook_api
+    setup_stripe(api, emulator)
+    events = [
+        event(quantity=1, ts=f"2026-03-10T09:{i // 60:02d}:{i % 60:02d}Z") for i in range(103)
+    ]
+    answer = api.call("POST", "/v1/events/ingest", json={"events": events})
+    assert answer.status_code == 200, answer.text
+    api.settle()
+    push_all(api)
+    sign_in(api, "acme-read")
+    first = page(api, AUDIT).text
+    listed = re.findall(r'data-event="([^"]+)"', first)
+    assert len(listed) == 100
+    found = re.search(r'class="more" href="([^"]+)"', first)
+    assert found is not None
+    rest = page(api, found.group(1).replace("&amp;", "&"))
+    assert rest.status_code == 200, rest.text
+    api_rest = api.call(
+        "GET",
+        "/v1/audit/invoice?customerRef=cus_1&metric=api_calls&period=2026-03&push=live:1"
+        f"&cursor={api.call('GET', AUDIT_API).json()['pushes'][0]['eventsNextCursor']}",
+    ).json()
+    shown = re.findall(r'data-event="([^"]+)"', rest.text)
+    assert shown == [e["id"] for e in api_rest["pushes"][0]["events"]]
+    assert len(shown) == 3
+    assert not set(shown) & set(listed)

@@ -148,7 +148,7 @@ class Reconciler:
             out = self._classify(line)
             if out.status == Status.DRIFT.value:
                 self._record_drift(line, out, actor)
-            if repair and out.status in (Status.PENDING, Status.DRIFT) and out.verdict is None:
+            if repair and repairable(out):
                 out = self._repair(line, out, actor)
             reports[(line.standing.tenant_id, _month(line.standing))].append(out)
         finished = self.clock()
@@ -388,8 +388,6 @@ class Reconciler:
         meter on the test account. Nothing there reaches an invoice, and the
         live side is never read or written by it.
         """
-        if out.stripe is None:
-            return out
         target = line.target
         if target not in self.pusher.gateways:
             # Drift would be recorded on a ledger that this process could not push.
@@ -497,6 +495,17 @@ class Reconciler:
         (log.warning if counts["drift"] else log.info)(
             "reconciliation: %d lines, %s", len(lines), counts
         )
+
+
+def repairable(line: ReportLine) -> bool:
+    """Whether a repair run acts on a report line: pending or drifting, its invoice not
+    judged yet, and Stripe's total read (a repair measures Stripe as it is). The admin
+    UI's repair preview lists exactly these lines."""
+    return (
+        line.status in (Status.PENDING, Status.DRIFT)
+        and line.verdict is None
+        and line.stripe is not None
+    )
 
 
 def _month(standing: PeriodStanding) -> str:

@@ -21,31 +21,16 @@ from api.routes.ingest import read_batch
 from domain.tenancy import Principal, Scope
 from stripemeter import UsageEvent
 from stripemeter._base import encode
+from tests.sdk import strategies
 
 PRINCIPAL = Principal(
     tenant_id=uuid4(), tenant_slug="acme", key_id=uuid4(), scopes=frozenset({Scope.INGEST})
 )
 
-text = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
-names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    text,
-)
-metas = st.dictionaries(
-    text,
-    st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner)),
-    max_size=5,
-)
-quantities = st.one_of(
-    st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1),
-    st.decimals(min_value=-(10**9), max_value=10**9, places=6, allow_nan=False),
-    st.decimals(min_value=-(10**9), max_value=10**9, places=6, allow_nan=False).map(str),
-    st.floats(min_value=-1e9, max_value=1e9, allow_nan=False),
-    st.sampled_from(["1e3", "2.50", "0.000000000001", "-0", "1E+2", Decimal("1.000")]),
+names = strategies.names
+metas = strategies.metas(2**70)  # past 2^64: Python's ints are unbounded
+quantities = strategies.quantities(
+    strategies.decimal_texts, st.sampled_from([Decimal("1.000"), Decimal("-0")])
 )
 moments = st.builds(
     lambda moment, minutes: moment.replace(tzinfo=timezone(timedelta(minutes=minutes))),

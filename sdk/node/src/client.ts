@@ -17,6 +17,7 @@ import type {
   UsageEventRecord,
   UsageHistory,
   Adjustment,
+  WidgetToken,
 } from "./types.js";
 
 export const DEFAULT_API_URL = "http://127.0.0.1:3000";
@@ -305,6 +306,18 @@ export class StripeMeterClient {
       body,
     });
     return answer.data;
+  }
+
+  /**
+   * A short-lived token for the `<stripemeter-usage>` widget (docs/widget.md):
+   * scope `widget:mint` (or `admin`). It reads one customer's usage until
+   * `expiresAt` (`lifetimeSeconds`: 1 to 86,400; 900 by default) and nothing
+   * else; hand it to that customer's page only.
+   */
+  createWidgetToken(customerRef: string, params: { lifetimeSeconds?: number } = {}): Promise<WidgetToken> {
+    const body: { customerRef: string; lifetimeSeconds?: number } = { customerRef };
+    if (params.lifetimeSeconds !== undefined) body.lifetimeSeconds = params.lifetimeSeconds;
+    return this.transport.request({ method: "POST", path: "/v1/widget-tokens", body });
   }
 
   /** Every adjustment (corrections for closed periods), in the order proposed. */

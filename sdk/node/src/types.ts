@@ -244,3 +244,10 @@ export interface AdjustmentPage {
   data: Adjustment[];
   nextCursor: string | null;
 }
+
+/** A minted widget token (`POST /v1/widget-tokens`): shown once, read-only, one customer. */
+export interface WidgetToken {
+  token: string;
+  customerRef: string;
+  expiresAt: string;
+}

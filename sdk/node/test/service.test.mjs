@@ -241,6 +241,24 @@ describe("reads", () => {
   });
 });
 
+test("createWidgetToken mints a token for one customer that reads only its usage", async () => {
+  const cus = customer();
+  await client.track({ metric: "api_calls", customerRef: cus, quantity: 7, ts: recent(5) });
+  const minted = await client.createWidgetToken(cus, { lifetimeSeconds: 60 });
+  assert.equal(minted.customerRef, cus);
+  assert.match(minted.token, /^smw_/);
+  await assert.rejects(client.createWidgetToken(cus, { lifetimeSeconds: 0 }), (e) => e instanceof BadRequestError && e.field === "lifetimeSeconds");
+  const usage = await eventually(async () => {
+    const answer = await fetch(`${service.apiUrl}/v1/widget/usage`, { headers: { authorization: `Bearer ${minted.token}` } });
+    const body = await answer.json();
+    return answer.status === 200 && body.metrics.length > 0 ? body : undefined;
+  });
+  assert.equal(usage.customerRef, cus);
+  // The token is no API key.
+  const asKey = createClient({ apiUrl: service.apiUrl, apiKey: minted.token, maxRetries: 0 });
+  await assert.rejects(asKey.getUsage(cus), AuthenticationError);
+});
+
 describe("errors", () => {
   test("a value breaking a rule is a BadRequestError naming the field and the reason", async () => {
     const error = await client.getUsage(customer(), { period: "2026-13" }).catch((e) => e);

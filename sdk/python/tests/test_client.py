@@ -324,3 +324,46 @@ def test_cloudevents_go_to_the_ingest_route_as_a_batch(
     assert [r.idempotency_key for r in answer.results] == [event.idempotency_key, f"{customer}-ce"]
     assert [r.status for r in again.results] == ["duplicate"]
     assert datetime.now(timezone.utc)  # keep the import honest
+
+
+def test_a_widget_token_is_minted_for_one_customer_and_reads_only_its_usage(
+    service: Service, api_key: str, ingest_only_key: str, customer: str
+) -> None:
+    with StripeMeterClient(api_key, base_url=service.url) as client:
+        client.track("api_calls", customer, 7, now())
+        minted = client.create_widget_token(customer, lifetime_seconds=60)
+        with pytest.raises(BadRequestError) as refused:
+            client.create_widget_token(customer, lifetime_seconds=0)
+    async_minted = asyncio.run(_mint_async(service, api_key, customer))
+    with (
+        StripeMeterClient(ingest_only_key, base_url=service.url) as ingest_only,
+        pytest.raises(PermissionDeniedError),
+    ):
+        ingest_only.create_widget_token(customer)
+    assert minted["customerRef"] == customer
+    assert minted["token"].startswith("smw_")
+    assert refused.value.field == "lifetimeSeconds"
+    assert async_minted["customerRef"] == customer
+    assert async_minted["token"] != minted["token"]
+    # What the widget does with it: its customer's usage, and nothing with it as an API key.
+    for _ in range(100):
+        usage = httpx.get(
+            f"{service.url}/v1/widget/usage",
+            headers={"Authorization": f"Bearer {minted['token']}"},
+            timeout=5,
+        )
+        if usage.status_code == 200 and usage.json()["metrics"]:
+            break
+        time.sleep(0.1)
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["customerRef"] == customer
+    with (
+        StripeMeterClient(minted["token"], base_url=service.url) as as_key,
+        pytest.raises(AuthenticationError),
+    ):
+        as_key.get_usage(customer)
+
+
+async def _mint_async(service: Service, api_key: str, customer: str) -> dict[str, Any]:
+    async with AsyncStripeMeterClient(api_key, base_url=service.url) as client:
+        return dict(await client.create_widget_token(customer))

@@ -41,6 +41,7 @@ from stripemeter._types import (
     ReconciliationLine,
     ReconciliationReport,
     UsageHistory,
+    WidgetToken,
 )
 from stripemeter._version import __version__
 
@@ -77,6 +78,7 @@ __all__ = [
     "StripeMeterError",
     "UsageEvent",
     "UsageHistory",
+    "WidgetToken",
     "__version__",
     "canonical_form",
     "content_key",

@@ -239,6 +239,13 @@ class ClientBase:
         return Call("POST", "/v1/reconciliation/run", content=encode(body))
 
     @staticmethod
+    def _widget_token_call(customer_ref: str, lifetime_seconds: int | None) -> Call:
+        body: dict[str, Any] = {"customerRef": customer_ref}
+        if lifetime_seconds is not None:
+            body["lifetimeSeconds"] = lifetime_seconds
+        return Call("POST", "/v1/widget-tokens", content=encode(body))
+
+    @staticmethod
     def _adjustments_call(status: str | None, page_size: int, cursor: str | None) -> Call:
         params = drop_none({"status": status, "limit": page_size, "cursor": cursor})
         return Call("GET", "/v1/adjustments", params)

@@ -24,7 +24,13 @@ from stripemeter._config import MAX_BATCH_EVENTS, RetryPolicy
 from stripemeter._errors import APIConnectionError, APITimeoutError, StripeMeterError, error_for
 from stripemeter._events import EventLike, Quantity, Timestamp, UsageEvent
 from stripemeter._results import EventResult, IngestResult
-from stripemeter._types import CurrentUsage, EventRecord, ReconciliationReport, UsageHistory
+from stripemeter._types import (
+    CurrentUsage,
+    EventRecord,
+    ReconciliationReport,
+    UsageHistory,
+    WidgetToken,
+)
 
 
 class StripeMeterClient(ClientBase):
@@ -200,6 +206,18 @@ class StripeMeterClient(ClientBase):
         body = self._send(self._run_reconciliation_call(period, repair, actor))
         reports: list[ReconciliationReport] = body["data"]
         return reports
+
+    def create_widget_token(
+        self, customer_ref: str, lifetime_seconds: int | None = None
+    ) -> WidgetToken:
+        """A short-lived token for the ``<stripemeter-usage>`` widget (docs/widget.md).
+
+        Scope ``widget:mint`` (or ``admin``). The token reads one customer's
+        usage until ``expiresAt`` (``lifetime_seconds``: 1 to 86,400; 900 by
+        default) and nothing else; hand it to that customer's page only.
+        """
+        token: WidgetToken = self._send(self._widget_token_call(customer_ref, lifetime_seconds))
+        return token
 
     def list_adjustments(
         self, status: str | None = None, page_size: int = 100

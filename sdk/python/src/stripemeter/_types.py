@@ -105,3 +105,11 @@ class ReconciliationReport(TypedDict):
     stripeCalls: int
     counts: dict[str, int]
     lines: list[ReconciliationLine]
+
+
+class WidgetToken(TypedDict):
+    """A minted widget token (``POST /v1/widget-tokens``): shown once, read-only, one customer."""
+
+    token: str
+    customerRef: str
+    expiresAt: str

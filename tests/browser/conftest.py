@@ -36,7 +36,9 @@ MAPPED = datetime(2026, 3, 10, 12, tzinfo=UTC)  # cus_a's subscription starts
 NOW = datetime(2026, 3, 15, 12, tzinfo=UTC)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running
+# in this thread while it lives, and every later asyncio.run() would refuse.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         if os.environ.get("CI"):

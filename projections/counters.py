@@ -21,7 +21,7 @@ from uuid import UUID
 from domain.meters import Aggregation
 from domain.usage import aggregate_value
 from projections.base import BatchProjection, Positioned, handled_by
-from projections.store import Tx, ViewStore
+from projections.store import Tx, ViewStore, customer_ref_page
 from projections.tally import Tally, contribution, fold_counters
 from projections.usage_periods import PeriodInfo, UsagePeriodDirectory
 
@@ -309,16 +309,12 @@ class CountersProjection(BatchProjection):
     ) -> list[str]:
         """The customers with any counted usage, in customerRef order, after a cursor;
         those starting with ``prefix`` only when one is given (% and _ are characters)."""
-        sql = "SELECT DISTINCT customer_ref FROM sm_counters WHERE tenant_id = ?"
-        params: list[Any] = [str(tenant_id)]
-        if after is not None:
-            sql += " AND customer_ref > ?"
-            params.append(after)
-        if prefix:
-            sql += " AND substr(customer_ref, 1, length(?)) = ?"
-            params += [prefix, prefix]
+        page, params = customer_ref_page(after, prefix)
+        sql = "SELECT DISTINCT customer_ref FROM sm_counters WHERE tenant_id = ?" + page
         with self.store.transaction() as tx:
-            rows = tx.execute(sql + " ORDER BY customer_ref LIMIT ?", [*params, limit])
+            rows = tx.execute(
+                sql + " ORDER BY customer_ref LIMIT ?", [str(tenant_id), *params, limit]
+            )
         return [r[0] for r in rows]
 
     def counters(

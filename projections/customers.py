@@ -11,7 +11,7 @@ from eventsourcing.dispatch import singledispatchmethod
 
 from domain.customers import Customer
 from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
-from projections.store import Tx
+from projections.store import Tx, customer_ref_page
 
 COLUMNS = (
     "customer_id, tenant_id, customer_ref, stripe_customer_id, billing_cycle_anchor,"
@@ -112,20 +112,15 @@ class CustomersProjection(BatchProjection):
     ) -> list[CustomerRow]:
         """Mapped customers in customerRef order, after a cursor, those starting with
         ``prefix`` only when one is given."""
+        page, params = customer_ref_page(after, prefix)
         sql = (
             "SELECT customer_ref, stripe_customer_id, billing_cycle_anchor,"
-            " shadow_stripe_customer_id FROM sm_customers WHERE tenant_id = ?"
+            " shadow_stripe_customer_id FROM sm_customers WHERE tenant_id = ?" + page
         )
-        params: list[object] = [str(tenant_id)]
-        if after is not None:
-            sql += " AND customer_ref > ?"
-            params.append(after)
-        if prefix:
-            # substr, not LIKE: a prefix with % or _ means those characters.
-            sql += " AND substr(customer_ref, 1, length(?)) = ?"
-            params += [prefix, prefix]
         with self.store.transaction() as tx:
-            rows = tx.execute(sql + " ORDER BY customer_ref LIMIT ?", [*params, limit])
+            rows = tx.execute(
+                sql + " ORDER BY customer_ref LIMIT ?", [str(tenant_id), *params, limit]
+            )
         return [CustomerRow(r[0], r[1], self.store.decode_time(r[2]), r[3]) for r in rows]
 
     def by_stripe_id(self, stripe_customer_id: str) -> list[tuple[UUID, str]]:

@@ -33,6 +33,20 @@ SHADOW = "sm_rebuild"
 attached database's name (SQLite) that ``ViewStore.beside`` exposes it under."""
 
 
+def customer_ref_page(after: str | None, prefix: str) -> tuple[str, list[Any]]:
+    """The ``AND …`` clauses (and their parameters) of a page of customerRefs: those
+    after a cursor, and those starting with ``prefix`` when one is given. ``substr``,
+    not ``LIKE``: a prefix with % or _ means those characters."""
+    sql, params = "", []
+    if after is not None:
+        sql += " AND customer_ref > ?"
+        params.append(after)
+    if prefix:
+        sql += " AND substr(customer_ref, 1, length(?)) = ?"
+        params += [prefix, prefix]
+    return sql, params
+
+
 class StoreBusyError(RuntimeError):
     """Another process holds the lock this one asked for."""
 

@@ -19,6 +19,7 @@ from stripemeter._batching import (
     BatcherStats,
     Failure,
     Outcomes,
+    PendingQueue,
     WhenFull,
     log,
 )
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 FailureCallback = Callable[[Failure], Awaitable[None] | None]
 
 
-class AsyncBatcher:
+class AsyncBatcher(PendingQueue):
     """``Batcher`` for asyncio: the same options and guarantees, tasks instead of threads.
 
     The sending tasks start with the first event (or ``async with``). There is
@@ -186,10 +187,6 @@ class AsyncBatcher:
 
     # -- the sending task -----------------------------------------------------------------
 
-    def _answered_below(self, target: int) -> bool:
-        """Whether every event queued before position ``target`` has its answer."""
-        return self._taken >= target and all(first >= target for first in self._in_flight)
-
     async def _run(self) -> None:
         while True:
             taken = await self._next_batch()
@@ -203,35 +200,17 @@ class AsyncBatcher:
                 self._changed.notify_all()
 
     async def _next_batch(self) -> tuple[int, list[UsageEvent]] | None:
-        options = self.options
         changed = self._changed
         assert changed is not None
         async with changed:
-            while True:
-                if self._pending and (
-                    len(self._pending) >= options.due_at
-                    or self._closing
-                    or self._flush_upto > self._taken
-                ):
-                    break
+            while not self._batch_due():
                 if self._closing:
                     return None
-                if self._pending:
-                    due = self._oldest_at + options.flush_interval - time.monotonic()
-                    if due <= 0:
-                        break
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(changed.wait(), due)
-                else:
-                    await changed.wait()
-            count = min(options.max_batch_size, len(self._pending))
-            batch = [self._pending.popleft() for _ in range(count)]
-            first = self._taken
-            self._in_flight[first] = count
-            self._taken += count
-            self._oldest_at = time.monotonic()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self._seconds_until_due())
+            taken = self._take_batch()
             changed.notify_all()
-            return first, batch
+            return taken
 
     async def _deliver(self, batch: list[UsageEvent]) -> None:
         # Request by request: the events of an answered request were counted even when

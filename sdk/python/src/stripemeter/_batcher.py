@@ -16,6 +16,7 @@ from stripemeter._batching import (
     BatcherStats,
     Failure,
     Outcomes,
+    PendingQueue,
     WhenFull,
     log,
 )
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from stripemeter._client import StripeMeterClient
 
 
-class Batcher:
+class Batcher(PendingQueue):
     """Queues events and sends them from a background thread in batches.
 
     A batch leaves when ``max_batch_size`` events wait (or the queue is full, if it
@@ -211,10 +212,6 @@ class Batcher:
 
     # -- the sending thread -------------------------------------------------------------
 
-    def _answered_below(self, target: int) -> bool:
-        """Whether every event queued before position ``target`` has its answer."""
-        return self._taken >= target and all(first >= target for first in self._in_flight)
-
     def _run(self) -> None:
         while True:
             taken = self._next_batch()
@@ -228,32 +225,14 @@ class Batcher:
 
     def _next_batch(self) -> tuple[int, list[UsageEvent]] | None:
         """Wait until a batch is due; None when closing with nothing left."""
-        options = self.options
         with self._changed:
-            while True:
-                if self._pending and (
-                    len(self._pending) >= options.due_at
-                    or self._closing
-                    or self._flush_upto > self._taken
-                ):
-                    break
+            while not self._batch_due():
                 if self._closing:
                     return None
-                if self._pending:
-                    due = self._oldest_at + options.flush_interval - time.monotonic()
-                    if due <= 0:
-                        break
-                    self._changed.wait(due)
-                else:
-                    self._changed.wait()
-            count = min(options.max_batch_size, len(self._pending))
-            batch = [self._pending.popleft() for _ in range(count)]
-            first = self._taken
-            self._in_flight[first] = count
-            self._taken += count
-            self._oldest_at = time.monotonic()
+                self._changed.wait(self._seconds_until_due())
+            taken = self._take_batch()
             self._changed.notify_all()  # room for blocked producers
-            return first, batch
+            return taken
 
     def _deliver(self, batch: list[UsageEvent]) -> list[Failure]:
         # Request by request: the events of an answered request were counted even when

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -100,3 +101,51 @@ class Outcomes:
         self.failures.extend(failed)
         log.error("stripemeter: %d events not sent after every retry: %s", len(events), error)
         return failed
+
+
+class PendingQueue:
+    """What the sync and async batchers decide alike, on state they keep under their lock.
+
+    Positions count every event ever queued: ``_taken`` of them were handed to a
+    sender, ``_in_flight`` maps each batch being sent (its first position) to
+    its size, and a ``flush()`` asks for everything before ``_flush_upto``.
+    """
+
+    options: BatcherOptions
+    _pending: deque[UsageEvent]
+    _taken: int
+    _in_flight: dict[int, int]
+    _flush_upto: int
+    _oldest_at: float
+    _closing: bool
+
+    def _batch_due(self) -> bool:
+        """Whether a batch goes now: full, closing, flushed, or its oldest event waited enough."""
+        if not self._pending:
+            return False
+        return (
+            len(self._pending) >= self.options.due_at
+            or self._closing
+            or self._flush_upto > self._taken
+            or self._seconds_until_due() == 0
+        )
+
+    def _seconds_until_due(self) -> float | None:
+        """How long a sender waits before the queued events are due (None: until woken)."""
+        if not self._pending:
+            return None
+        return max(0.0, self._oldest_at + self.options.flush_interval - time.monotonic())
+
+    def _take_batch(self) -> tuple[int, list[UsageEvent]]:
+        """The next batch (its first position and events), now in flight."""
+        count = min(self.options.max_batch_size, len(self._pending))
+        batch = [self._pending.popleft() for _ in range(count)]
+        first = self._taken
+        self._in_flight[first] = count
+        self._taken += count
+        self._oldest_at = time.monotonic()
+        return first, batch
+
+    def _answered_below(self, target: int) -> bool:
+        """Whether every event queued before position ``target`` has its answer."""
+        return self._taken >= target and all(first >= target for first in self._in_flight)

@@ -8,19 +8,26 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
+from api.admin import audit_pages, reconciliation_pages
 from api.admin.adjustment_pages import adjustments_page, decide_adjustment
 from api.admin.alert_pages import acknowledge_incident, alerts_page
 from api.admin.replay_pages import replay_apply, replay_form
 from api.admin.routes import admin_router
+from api.admin.widget_pages import save_widget_origins, widget_page
 
-# The action pages use routes.py's helpers (signed_in, page), so they join its router here.
+# The pages of their own modules use routes.py's helpers (signed_in, page), so they join
+# its router here rather than routes.py importing them back.
 for handler in (
+    *audit_pages.PAGES,
+    *reconciliation_pages.PAGES,
     adjustments_page,
     decide_adjustment,
     replay_form,
     replay_apply,
     alerts_page,
     acknowledge_incident,
+    widget_page,
+    save_widget_origins,
 ):
     admin_router.register(handler)
 

@@ -2,8 +2,8 @@
 
 The list is ``GET /v1/adjustments``'s (the adjustments view, ``adjustment_out``);
 a decision runs ``AdjustmentService.decide`` as ``POST /v1/adjustments/{id}/{decision}``
-does, with the session key as actor. A refusal (409 decided already, 404) is the
-API's, shown as an error page.
+does, with the session key (and the name typed, if any) as actor. A refusal (409
+decided already, 404) is the API's, shown as an error page.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from api.admin.routes import page, signed_in
 from api.auth import ServicesDep
 from api.queries.adjustments import adjustment_out
 from api.queries.cursors import decode_cursor, encode_cursor
-from api.routes.reconciliation import actor_of
 from api.schemas import FieldError
 from domain.adjusting import AdjustmentService
 
@@ -62,16 +61,16 @@ async def decide_adjustment(
     decision: FromPath[str],
 ) -> Response[Any]:
     """Approve, reject or revert, as the API's route does (and counted the same)."""
-    _, principal, form = await admin_form(request, svc)
+    action = await admin_form(request, svc)
+    principal = action.principal
     try:
         target = UUID(adjustment_id)
     except ValueError:
         raise FieldError("id", "must be an adjustment id (a UUID)") from None
-    reason = str(form.get("reason", ""))
+    reason = str(action.form.get("reason", ""))
     service = AdjustmentService(svc.stores.app)
-    actor = actor_of(principal, None)
     adjustment = await anyio.to_thread.run_sync(
-        lambda: service.decide(decision, principal.tenant_id, target, actor, reason)
+        lambda: service.decide(decision, principal.tenant_id, target, action.actor, reason)
     )
     outcome = {"applied": "approved"}.get(adjustment.status.value, adjustment.status.value)
     svc.metrics.corrections.labels(outcome).inc()

@@ -19,7 +19,6 @@ from api.admin.actions import admin_form
 from api.admin.routes import page, signed_in
 from api.auth import ServicesDep
 from api.queries.alerts import alert_out, incident_out
-from api.routes.reconciliation import actor_of
 from api.schemas import FieldError
 from domain.alerting import AlertService
 
@@ -54,11 +53,11 @@ async def acknowledge_incident(
     alert_id: FromPath[str],
     incident_id: FromPath[str],
 ) -> Response[Any]:
-    _, principal, _ = await admin_form(request, svc)
+    action = await admin_form(request, svc)
     alert, incident = _id("alertId", alert_id), _id("incidentId", incident_id)
-    actor = actor_of(principal, None)
     service = AlertService(svc.stores.app)
+    tenant_id = action.principal.tenant_id
     await anyio.to_thread.run_sync(
-        lambda: service.acknowledge(principal.tenant_id, alert, incident, actor)
+        lambda: service.acknowledge(tenant_id, alert, incident, action.actor)
     )
     return Redirect("/admin/alerts", status_code=303)

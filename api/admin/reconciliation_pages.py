@@ -9,8 +9,8 @@ the session's CSRF token and only for an ``admin`` session:
   is saved, nothing is pushed) and lists the lines a repair would act on, chosen
   by the reconciler's own ``repairable``: for each, Stripe's total now and the
   local counter a repair pushes Stripe to;
-- *confirm* runs the real repair (``repair: true``), acting as the session's key,
-  and shows the report it returns.
+- *confirm* runs the real repair (``repair: true``), acting as the session's key
+  (after the name typed in the form, if any), and shows the report it returns.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Request, get, post
-from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromQuery
 from litestar.response import Template
 
 from adapters.reconciler import Scope, repairable
 from adapters.reconciliation_reports import Report
+from api.admin.actions import AdminAction, admin_form
 from api.admin.routes import page, signed_in
-from api.admin.sessions import AdminSession, same_token
 from api.auth import ServicesDep
 from api.queries.reconciliation import month_of, report_out
 from api.services import Services
@@ -55,25 +54,14 @@ def reconciliation_page(
     )
 
 
-async def _admin_form(request: Request[Any, Any, Any], svc: Services) -> tuple[AdminSession, str]:
-    """The signed-in admin session and the form's month, once its CSRF token is checked."""
-    session = await anyio.to_thread.run_sync(signed_in, request, svc)
-    form = await request.form()
-    if not same_token(session.csrf_token, str(form.get("csrf_token", ""))):
-        raise HTTPException(status_code=403, detail="the CSRF token is missing or wrong")
-    if session.read_only:
-        raise HTTPException(status_code=403, detail="a repair needs a key with the admin scope")
-    return session, _month(svc, str(form.get("month", "")))
-
-
-def _run(svc: Services, session: AdminSession, month: str, repair: bool) -> Report | None:
+def _run(svc: Services, action: AdminAction, month: str, repair: bool) -> Report | None:
     """One reconciliation of the session's tenant and month, as ``POST
-    /v1/reconciliation/run`` makes it; the actor is the session's key. None: the
+    /v1/reconciliation/run`` makes it, recorded with the action's actor. None: the
     tenant has no period starting in that month."""
     reports = svc.reconciliation().reconciler.run(
-        Scope(session.tenant_id, month),
+        Scope(action.session.tenant_id, month),
         repair=repair,
-        actor=f"api-key:{session.key_id}",
+        actor=action.actor,
         trigger="admin",
     )
     return reports[0] if reports else None
@@ -82,22 +70,31 @@ def _run(svc: Services, session: AdminSession, month: str, repair: bool) -> Repo
 @post("/reconciliation/preview", status_code=200)
 async def preview_repair(request: Request[Any, Any, Any], svc: ServicesDep) -> Template:
     """What a repair would push, line by line, from a reconciliation run now (no push)."""
-    session, month = await _admin_form(request, svc)
-    report = await anyio.to_thread.run_sync(_run, svc, session, month, False)
+    action = await admin_form(request, svc)
+    session, month = action.session, _month(svc, str(action.form.get("month", "")))
+    report = await anyio.to_thread.run_sync(_run, svc, action, month, False)
     out = None if report is None else report_out(report)
     repairs = (
         []
         if report is None or out is None
         else [o for o, line in zip(out.lines, report.lines, strict=True) if repairable(line)]
     )
-    return page("reconciliation_preview.html", session, month=month, report=out, repairs=repairs)
+    return page(
+        "reconciliation_preview.html",
+        session,
+        month=month,
+        report=out,
+        repairs=repairs,
+        actor_name=action.name,
+    )
 
 
 @post("/reconciliation/repair", status_code=200)
 async def confirm_repair(request: Request[Any, Any, Any], svc: ServicesDep) -> Template:
     """Run the repair (``repair: true``) and show the report it returns."""
-    session, month = await _admin_form(request, svc)
-    report = await anyio.to_thread.run_sync(_run, svc, session, month, True)
+    action = await admin_form(request, svc)
+    session, month = action.session, _month(svc, str(action.form.get("month", "")))
+    report = await anyio.to_thread.run_sync(_run, svc, action, month, True)
     return page(
         "reconciliation.html",
         session,

@@ -84,7 +84,7 @@ def replay_form(
 @post("/replay/apply", status_code=200)
 async def replay_apply(request: Request[Any, Any, Any], svc: ServicesDep) -> Template:
     """Apply the replay the dry run showed (same parameters); show what it wrote."""
-    session, principal, form = await admin_form(request, svc)
-    params = {name: str(form.get(name, "")) for name in FIELDS}
-    result = await anyio.to_thread.run_sync(lambda: _run(svc, principal, "apply", params))
-    return page("replay.html", session, params=params, result=result)
+    action = await admin_form(request, svc)
+    params = {name: str(action.form.get(name, "")) for name in FIELDS}
+    result = await anyio.to_thread.run_sync(lambda: _run(svc, action.principal, "apply", params))
+    return page("replay.html", action.session, params=params, result=result)

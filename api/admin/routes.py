@@ -238,9 +238,6 @@ def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[An
     )
 
 
-# The pages of their own modules use page() and signed_in() above.
-from api.admin import audit_pages, reconciliation_pages  # noqa: E402
-
 admin_router = Router(
     path="/admin",
     route_handlers=[
@@ -251,8 +248,6 @@ admin_router = Router(
         metrics_page,
         customers_page,
         customer_page,
-        *audit_pages.PAGES,
-        *reconciliation_pages.PAGES,
     ],
     include_in_schema=False,
     exception_handlers={SignedOutError: signed_out, Exception: error_page},

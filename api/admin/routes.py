@@ -17,6 +17,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from api import problems
+from api.admin import assets
 from api.admin.overview import overview
 from api.admin.sessions import (
     COOKIE_PATH,
@@ -27,6 +28,7 @@ from api.admin.sessions import (
     new_token,
     same_token,
 )
+from api.admin.usage_charts import usage_charts
 from api.auth import ServicesDep
 from api.queries.mappings import customer_out, mapping_out
 from api.queries.meters import list_meters
@@ -187,7 +189,10 @@ def customers_page(
 
 @get("/customers/{customer_ref:str}", sync_to_thread=True)
 def customer_page(
-    request: Request[Any, Any, Any], svc: ServicesDep, customer_ref: FromPath[str]
+    request: Request[Any, Any, Any],
+    svc: ServicesDep,
+    customer_ref: FromPath[str],
+    granularity: FromQuery[str] = "day",
 ) -> Template:
     session = signed_in(request, svc)
     ref = fields.customer_ref(customer_ref)
@@ -195,6 +200,10 @@ def customer_page(
     customer = svc.stores.app.customer(session.tenant_id, ref)
     mapped = customer_out(customer) if customer is not None and customer.mapped else None
     projection, cost_error = _projection(svc, session, ref, usage.period)
+    units = {m.name: m.unit for m in list_meters(svc.stores.app, session.tenant_id)}
+    charts = usage_charts(
+        svc.stores, session.tenant_id, usage, granularity, units, svc.stores.app.clock()
+    )
     return page(
         "customer.html",
         session,
@@ -202,7 +211,8 @@ def customer_page(
         customer=mapped,
         projection=projection,
         cost_error=cost_error,
-        units={m.name: m.unit for m in list_meters(svc.stores.app, session.tenant_id)},
+        units=units,
+        charts=charts,
     )
 
 
@@ -248,6 +258,7 @@ admin_router = Router(
         metrics_page,
         customers_page,
         customer_page,
+        *assets.PAGES,
     ],
     include_in_schema=False,
     exception_handlers={SignedOutError: signed_out, Exception: error_page},

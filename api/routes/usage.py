@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -14,12 +14,12 @@ from api.auth import PrincipalDep, ServicesDep, requires
 from api.controller import V1Controller
 from api.problems import error_responses
 from api.queries.cursors import decode_cursor, encode_cursor
+from api.queries.history import usage_history as history_of
 from api.queries.projection import project_cost
 from api.queries.usage import current_usage as usage_now
-from api.queries.usage import event_out, number, when
-from api.query import before, given_once
+from api.queries.usage import event_out
+from api.query import given_once
 from api.schemas import (
-    BucketOut,
     CurrentUsage,
     EventPage,
     FieldError,
@@ -28,15 +28,10 @@ from api.schemas import (
 )
 from api.schemas_projection import Projection, ProjectionIn
 from domain import fields
-from domain.meters import Aggregation
 from domain.tenancy import Scope
-from projections.counters import roll_up_days
-from projections.tally import Tally
 from projections.usage_events import EventFilter
 
 MAX_PAGE = 1_000
-MAX_HISTORY = timedelta(days=93)
-DEFAULT_HISTORY = timedelta(days=30)
 
 
 def optional_time(field: str, value: str | None) -> datetime | None:
@@ -126,27 +121,14 @@ class UsageController(V1Controller):
         until: FromQuery[str | None] = None,
     ) -> UsageHistory:
         """Usage of one customer and metric in hour or day buckets (UTC), at most 93 days."""
-        fields.customer_ref(customer_ref)
-        if granularity not in ("hour", "day"):
-            raise FieldError("granularity", "must be 'hour' or 'day'")
-        definition = svc.stores.app.metric(principal.tenant_id, metric)
-        end = optional_time("until", until) or svc.stores.app.clock()
-        start = optional_time("since", since) or before("until", end, DEFAULT_HISTORY)
-        if start >= end:
-            raise FieldError("since", "must be before until")
-        if end - start > MAX_HISTORY:
-            raise FieldError("since", "the range must be at most 93 days")
-        first_hour = start.replace(minute=0, second=0, microsecond=0)
-        hours = svc.stores.views.counters.hours(
-            principal.tenant_id, customer_ref, metric, first_hour, end
-        )
-        buckets = roll_up_days(hours) if granularity == "day" else hours
-        aggregation = definition.aggregation
-        return UsageHistory(
-            customer_ref=customer_ref,
-            metric=metric,
-            granularity=granularity,
-            buckets=[bucket_out(b.start, b.tally, aggregation) for b in buckets],
+        return history_of(
+            svc.stores,
+            principal.tenant_id,
+            customer_ref,
+            metric,
+            granularity,
+            optional_time("since", since),
+            optional_time("until", until),
         )
 
     @get(
@@ -186,15 +168,4 @@ async def _projection(
         lambda: project_cost(
             svc.stores, svc.price_book, tenant_id, customer_ref, period, svc.clock()
         )
-    )
-
-
-def bucket_out(start: datetime, tally: Tally, aggregation: Aggregation) -> BucketOut:
-    return BucketOut(
-        start=when(start) or "",
-        value=number(tally.value(aggregation)) or "0",
-        sum=number(tally.total) or "0",
-        count=tally.event_count,
-        max=number(tally.maximum),
-        last=number(tally.last_value),
     )

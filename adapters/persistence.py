@@ -11,6 +11,7 @@ from datetime import datetime
 import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from adapters.admin_sessions import AdminSessionStore
 from adapters.alert_evaluator import AlertEvaluator
 from adapters.log_listener import PostgresLogListener
 from adapters.push_locks import AdvisoryPushLocks
@@ -91,6 +92,8 @@ class Views:
     alerts: AlertsProjection
     # Told of each batch the runner commits (the live views only, never a rebuild's).
     alert_evaluator: AlertEvaluator
+    # The admin UI's sessions: beside the views, not one (adapters/admin_sessions.py).
+    admin_sessions: AdminSessionStore
 
     def close(self) -> None:
         self.store.close()
@@ -169,6 +172,8 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
     runner.create_tables()
     reports = ReconciliationReports(store)
     reports.create_tables()
+    admin_sessions = AdminSessionStore(store)
+    admin_sessions.create_tables()
     return Views(
         store,
         directory,
@@ -182,6 +187,7 @@ def build_views(app: MeteringApp, store: ViewStore, settings: Settings | None = 
         webhook_deliveries=webhook_deliveries,
         alerts=alerts,
         alert_evaluator=evaluator,
+        admin_sessions=admin_sessions,
     )
 
 

@@ -139,7 +139,7 @@ def create_app(
             clock,
             background_price_book=background.price_book,
         )
-        app.state.admin_sessions = AdminSessions(clock)
+        app.state.admin_sessions = AdminSessions(stores.views.admin_sessions, clock)
         writer.start()
         background.start()
         log.info(

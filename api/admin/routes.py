@@ -63,6 +63,7 @@ def signed_in(request: Request[Any, Any, Any], svc: Services) -> AdminSession:
     if not svc.stores.app.key_is_active(session.key_id):
         sessions.close(session_id)
         raise SignedOutError
+    request.state.admin_session = session  # for error_page, without reading it again
     return session
 
 
@@ -90,7 +91,7 @@ def login_form(request: Request[Any, Any, Any], error: str | None, status: int) 
     return response
 
 
-@get("/login", sync_to_thread=False)
+@get("/login", sync_to_thread=True)
 def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
     if sessions_of(request).find(request.cookies.get(SESSION_COOKIE)) is not None:
         return Redirect("/admin")
@@ -117,7 +118,7 @@ async def sign_in(request: Request[Any, Any, Any], svc: ServicesDep) -> Response
             f"This key has the scopes {scopes}; the admin UI needs a key with 'admin' or 'read'."
         )
         return login_form(request, message, 403)
-    session_id, _ = sessions_of(request).open(principal)
+    session_id, _ = await anyio.to_thread.run_sync(sessions_of(request).open, principal)
     response: Response[Any] = Redirect("/admin", status_code=303)
     set_cookie(response, request, SESSION_COOKIE, session_id)
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
@@ -126,13 +127,14 @@ async def sign_in(request: Request[Any, Any, Any], svc: ServicesDep) -> Response
 
 @post("/logout", status_code=303)
 async def sign_out(request: Request[Any, Any, Any]) -> Response[Any]:
-    session = sessions_of(request).find(request.cookies.get(SESSION_COOKIE))
+    sessions, session_id = sessions_of(request), request.cookies.get(SESSION_COOKIE)
+    session = await anyio.to_thread.run_sync(sessions.find, session_id)
     if session is None:
         raise SignedOutError
     form = await request.form()
     if not same_token(session.csrf_token, str(form.get("csrf_token", ""))):
         raise HTTPException(status_code=403, detail="the CSRF token is missing or wrong")
-    sessions_of(request).close(request.cookies.get(SESSION_COOKIE))
+    await anyio.to_thread.run_sync(sessions.close, session_id)
     response: Response[Any] = Redirect("/admin/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
@@ -238,7 +240,9 @@ def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[An
     """Any other error as the API would answer it (status and reason), as a page."""
     answer = problems.handle(request, error)
     body = answer.content
-    session = sessions_of(request).find(request.cookies.get(SESSION_COOKIE))
+    session: AdminSession | None = request.state.get("admin_session")
+    if session is None:  # an error before signed_in ran: one read, on the event loop
+        session = sessions_of(request).find(request.cookies.get(SESSION_COOKIE))
     return page(
         "error.html",
         session,

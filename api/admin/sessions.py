@@ -1,22 +1,24 @@
 """Admin UI sessions: a server-side record per sign-in, named by a random id in a cookie.
 
-The cookie holds only that id (never the API key): signing out, or the process
-restarting, ends the session, and nothing in the browser can be turned back into
-a key. Each session keeps the tenant and scopes the key had when it signed in, and
-its own CSRF token, checked on every POST form (docs/admin.md).
+The cookie holds only that id (never the API key): signing out deletes the
+record, and nothing in the browser can be turned back into a key. Each session
+keeps the tenant and scopes the key had when it signed in, and its own CSRF
+token, checked on every POST form (docs/admin.md). The records are rows in the
+views' database (adapters/admin_sessions.py), stored under a hash of the id: every
+API process finds them, and a restart keeps them.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from uuid import UUID
 
-from domain.tenancy import Principal, Scope
+from adapters.admin_sessions import AdminSession, AdminSessionStore
+from domain.tenancy import Principal
+
+__all__ = ["AdminSession", "AdminSessions"]
 
 SESSION_COOKIE = "sm_admin"
 # Before sign-in there is no session: the login form's CSRF token is this cookie's value.
@@ -25,27 +27,13 @@ COOKIE_PATH = "/admin"
 LIFETIME = timedelta(hours=8)
 
 
-@dataclass(frozen=True)
-class AdminSession:
-    tenant_id: UUID
-    key_id: UUID  # checked on each page: revoking the key ends its sessions
-    scopes: frozenset[Scope]
-    csrf_token: str
-    expires_at: datetime
-
-    @property
-    def read_only(self) -> bool:
-        """A ``read`` key's session: no page offers an action to it."""
-        return Scope.ADMIN not in self.scopes
-
-
 class AdminSessions:
-    """The sessions of this process, in memory (bounded by their lifetime)."""
+    """Open, find and close sessions; each call is a database round trip (run it off the
+    event loop)."""
 
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: AdminSessionStore, clock: Callable[[], datetime]) -> None:
+        self._store = store
         self._clock = clock
-        self._sessions: dict[str, AdminSession] = {}
-        self._lock = threading.Lock()
 
     def open(self, principal: Principal) -> tuple[str, AdminSession]:
         now = self._clock()
@@ -57,23 +45,17 @@ class AdminSessions:
             now + LIFETIME,
         )
         session_id = new_token()
-        with self._lock:
-            self._sessions = {k: s for k, s in self._sessions.items() if s.expires_at > now}
-            self._sessions[session_id] = session
+        self._store.save(session_id, session, now)
         return session_id, session
 
     def find(self, session_id: str | None) -> AdminSession | None:
         if not session_id:
             return None
-        with self._lock:
-            session = self._sessions.get(session_id)
-        if session is None or session.expires_at <= self._clock():
-            return None
-        return session
+        return self._store.load(session_id, self._clock())
 
     def close(self, session_id: str | None) -> None:
-        with self._lock:
-            self._sessions.pop(session_id or "", None)
+        if session_id:
+            self._store.delete(session_id)
 
 
 def new_token() -> str:

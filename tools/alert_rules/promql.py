@@ -36,7 +36,7 @@ class Expression:
 def referenced_metrics(expr: str) -> Expression:
     """The metric names an expression selects; AlertRulesError when it does not parse."""
     try:
-        tree = promql_parser.parse(GRAFANA_INTERVAL.sub("5m", expr))
+        tree = promql_parser.parse(as_promql(expr))
     except ValueError as error:
         raise AlertRulesError(f"not PromQL: {error}") from error
     metrics: list[str] = []
@@ -57,6 +57,11 @@ def referenced_metrics(expr: str) -> Expression:
 
     promql_parser.walk(tree, visit)
     return Expression(tuple(dict.fromkeys(metrics)), tuple(dict.fromkeys(patterns)))
+
+
+def as_promql(expr: str) -> str:
+    """A Grafana panel's query as Prometheus takes it: its interval variables made ``5m``."""
+    return GRAFANA_INTERVAL.sub("5m", expr)
 
 
 def is_duration(text: str) -> bool:

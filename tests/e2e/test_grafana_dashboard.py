@@ -91,7 +91,7 @@ def test_the_dashboard_covers_what_the_issue_names() -> None:
         "stripemeter_pushes_total",  # pushes and their failures
         "stripemeter_pending_intents",
         "stripemeter_oldest_unpushed_usage_seconds",
-        "stripemeter_reconciliation_lines",  # drift by status (its cause's class)
+        "stripemeter_reconciliation_drift_lines",  # drift by cause
         "stripemeter_reconciliation_max_drift_units",
         "stripemeter_periods_closed_total",  # closed periods and parity verdicts
         "stripemeter_late_events_total",

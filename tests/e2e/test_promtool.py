@@ -228,7 +228,9 @@ def test_every_panel_query_and_rule_runs_in_a_real_prometheus(prometheus: str) -
         ("live", "drift"),
         ("shadow", "drift"),
     }
-    verdicts = answered["panel 26 'Periods closed' A"]
+    causes = answered["panel 24 'Drift lines by cause' A"]
+    assert {s["metric"]["cause"] for s in causes} >= {"outside", "missing", "remapped"}
+    verdicts = answered["panel 27 'Periods closed' A"]
     assert {s["metric"]["verdict"] for s in verdicts} == {"parity", "mismatch"}
     # Every rule evaluates without error.
     with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10) as response:

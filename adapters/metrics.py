@@ -17,6 +17,8 @@ from domain.ingest import IngestResult, Lateness, Outcome
 log = logging.getLogger(__name__)
 
 ALERT_KINDS = ("usage", "spend", "spike")
+# The ``cause`` label of drift lines: domain.reconciliation.Cause by name, lower case.
+DRIFT_CAUSES = ("outside", "missing", "remapped", "unconfirmed", "unpushed", "summary_lag", "other")
 
 CORRECTION_OUTCOME = {
     Lateness.CARRIED: "carried",
@@ -168,6 +170,14 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.drift_lines = Gauge(
+            "stripemeter_reconciliation_drift_lines",
+            "Drift lines of the last reconciliation run by target (live, shadow) and probable"
+            " cause (outside, missing, remapped, unconfirmed, unpushed, summary_lag, other).",
+            ["target", "cause"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.drift_units = Gauge(
             "stripemeter_reconciliation_max_drift_units",
             "Largest |local - Stripe| in whole units over the drift lines of the last run,"
@@ -232,6 +242,8 @@ class Metrics:
             self.drift_ratio.labels(target)
             for status in ("ok", "pending", "drift", "repaired", "skipped"):
                 self.reconciliation_lines.labels(target, status)
+            for cause in DRIFT_CAUSES:
+                self.drift_lines.labels(target, cause)
 
     def watch_usage_alerts(self, triggered: Callable[[], Mapping[str, int]]) -> None:
         """Export ``stripemeter_usage_alerts_triggered_total`` as ``triggered`` counts it.

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -41,7 +41,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from adapters.closing import PeriodCloser
-from adapters.metrics import Metrics
+from adapters.metrics import DRIFT_CAUSES, Metrics
 from adapters.persistence import Stores
 from adapters.reconciliation_reports import PeriodStanding, Report, ReportLine
 from adapters.settings import ReconcileSettings
@@ -480,6 +480,11 @@ class Reconciler:
                 for line in mine
                 if line.status == Status.DRIFT.value and line.difference and line.verdict is None
             ]
+            causes = Counter(
+                drift_cause(line.cause) for line in mine if line.status == Status.DRIFT.value
+            )
+            for cause in DRIFT_CAUSES:
+                self.metrics.drift_lines.labels(target.value, cause).set(causes[cause])
             self.metrics.drift_units.labels(target.value).set(
                 max((abs(line.difference or 0) for line in drift), default=0)
             )
@@ -506,6 +511,19 @@ def repairable(line: ReportLine) -> bool:
         and line.verdict is None
         and line.stripe is not None
     )
+
+
+def drift_cause(cause: str) -> str:
+    """A report line's cause as the metrics' bounded ``cause`` label (``DRIFT_CAUSES``).
+
+    The text may carry more after the cause ("…; repair deferred: …"): its start says
+    which one it is.
+    """
+    for known in Cause:
+        if known.value and cause.startswith(known.value):
+            name = known.name.lower()
+            return name if name in DRIFT_CAUSES else "other"
+    return "other"
 
 
 def _month(standing: PeriodStanding) -> str:

@@ -102,10 +102,10 @@ def test_a_rule_on_a_metric_nobody_exports_fails_by_name(api: Api) -> None:
 
 def test_functions_keywords_labels_strings_and_durations_are_not_metrics() -> None:
     expr = """
-        histogram_quantile(0.95, sum by (le, route) (
+        (histogram_quantile(0.95, sum by (le, route) (
           rate(requests_bucket{route="/v1/x", status=~"5..|4.."}[5m] offset 1h)
-        )) > bool 0.5
-        and on (route) group_left (team) owners
+        )) > bool 0.5)
+        * on (route) group_left (team) owners
         unless ignoring (le) topk(3, count_values("version", builds))
         or label_replace(absent(heartbeat), "dst", "$1", "src", "(.*)")  # not_a_metric
         or sum(max_over_time(lag[1h:5m])) without (instance) * 1e3 - 0x1F + Inf
@@ -119,20 +119,29 @@ def test_functions_keywords_labels_strings_and_durations_are_not_metrics() -> No
         "lag",
         "by_name",
     )
-    assert referenced_metrics(expr).unknown_functions == ()
+    # Grafana's interval variables stand for a duration.
+    grafana = "sum(rate(x_total[$__rate_interval])) / sum(increase(y_total[${__range}]))"
+    assert referenced_metrics(grafana).metrics == ("x_total", "y_total")
 
 
-def test_a_misspelt_function_and_a_metricless_rule_are_findings() -> None:
+def test_a_misspelt_function_bad_syntax_a_name_regex_and_a_metricless_rule_are_findings() -> None:
     rules, _ = load_rules(
         rules_file(
             alert("Typo", "histogram_quantil(0.95, rate(x_bucket[5m])) > 1")
+            + alert("Unbalanced", "max(x_bucket > 1")
+            # promtool refuses grouping on a set operator; so does the parser.
+            + alert("SetGrouping", "x_bucket and on (a) group_left x_count")
             + alert("Constant", "vector(1) > 0")
+            + alert("ByRegex", 'sum({__name__=~"x_.*"}) > 0')
         )
     )
     exposition = parse_exposition("# TYPE x histogram\n")
     assert [(f.rule, f.problem) for f in check(rules, exposition).findings] == [
-        ("Typo", "histogram_quantil() is not a PromQL function"),
+        ("Typo", "not PromQL: unknown function with name 'histogram_quantil'"),
+        ("Unbalanced", "not PromQL: unclosed left parenthesis"),
+        ("SetGrouping", "not PromQL: no grouping allowed for 'and' operation"),
         ("Constant", "the expression selects no metric"),
+        ("ByRegex", '{__name__=~"x_.*"} matches names by a regex: unchecked'),
     ]
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from adapters.metrics import Metrics
-from adapters.reconciler import Reconciler, Scope
+from adapters.metrics import DRIFT_CAUSES, Metrics
+from adapters.reconciler import Reconciler, Scope, drift_cause
 from adapters.reconciliation_reports import Report, ReportLine
 from domain.ledger import StripeLedger
 from domain.meters import Aggregation
-from domain.reconciliation import Tolerance
+from domain.reconciliation import Cause, Tolerance
 from stripe_emulator.testing import RunningEmulator
 from tests.integration.world import Crash, CrashingGateway, World
 
@@ -111,6 +111,54 @@ def test_a_push_stripe_lost_is_drift_and_repair_sends_it_again(
     )
     reconcile(world, repair=True)
     assert only(reconcile(world)) == ("ok", "", 6, 6)
+
+
+def test_drift_lines_are_counted_by_cause(world: World, emulator: RunningEmulator) -> None:
+    world.ingest(10, "a")
+    world.push()
+    outside(world, emulator, "4")
+    world.stores.views.runner.catch_up()
+    metrics = Metrics()
+    reconciler = Reconciler(world.stores, world.gateway, world.pusher, metrics, NO_LAG, world.clock)
+
+    def by_cause() -> dict[str, float | None]:
+        return {
+            cause: metrics.registry.get_sample_value(
+                "stripemeter_reconciliation_drift_lines", {"target": "live", "cause": cause}
+            )
+            for cause in DRIFT_CAUSES
+        }
+
+    # Every cause is exported at 0 before the first run, so a panel has its series.
+    assert set(by_cause().values()) == {0}
+    reconciler.run(Scope(), actor="system:schedule", trigger="schedule")
+    assert {c: n for c, n in by_cause().items() if n} == {"outside": 1}
+    assert sum(n or 0 for n in by_cause().values()) == metrics.registry.get_sample_value(
+        "stripemeter_reconciliation_lines", {"target": "live", "status": "drift"}
+    )
+    reconciler.run(Scope(), repair=True, actor="ops", trigger="cli")
+    world.stores.views.runner.catch_up()
+    # Stripe then loses our first push (cancelled): the same line drifts the other way.
+    first = emulator.meter_events()[0]
+    emulator.client().v1.billing.meter_event_adjustments.create(
+        {
+            "event_name": "sm_api_calls",
+            "type": "cancel",
+            "cancel": {"identifier": first["identifier"]},
+        }
+    )
+    reconciler.run(Scope(), actor="system:schedule", trigger="schedule")
+    assert {c: n for c, n in by_cause().items() if n} == {"missing": 1}
+
+
+def test_a_drift_cause_label_is_bounded() -> None:
+    assert drift_cause("events sent to Stripe outside StripeMeter") == "outside"
+    assert drift_cause("meter remapped mid-period; repair deferred: a push is pending") == (
+        "remapped"
+    )
+    assert drift_cause("Stripe could not be read: timeout") == "other"
+    assert drift_cause("within the configured drift tolerance") == "other"
+    assert {drift_cause(c.value) for c in Cause} <= set(DRIFT_CAUSES)
 
 
 def test_a_push_lost_in_a_crash_is_pending_until_repaired(world: World) -> None:

@@ -1,7 +1,8 @@
-"""The rules file (its shape) and the check of its rules against an exposition."""
+"""The rules file (its shape), and the check of rules and panel queries against an exposition."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -13,13 +14,17 @@ import yaml  # type: ignore[import-untyped]  # PyYAML: a dev dependency; this is
 
 from tools.alert_rules.errors import AlertRulesError
 from tools.alert_rules.exposition import Exposition
-from tools.alert_rules.promql import DURATION, IDENTIFIER, referenced_metrics
+from tools.alert_rules.promql import is_duration, referenced_metrics
 
 SEVERITIES = frozenset({"critical", "warning"})
+ALERT_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 @dataclass(frozen=True)
 class Rule:
+    """An expression to check: a rule's (``recorded`` when it is a recording rule), or
+    a dashboard panel's query, named after its panel."""
+
     name: str
     expr: str
     recorded: bool
@@ -73,13 +78,13 @@ def _read_rule(where: str, raw: object) -> tuple[Rule | None, list[Finding]]:
             return None, [Finding(record, "expr is missing")]
         return Rule(record, expr, recorded=True), []
     name = _text(raw.get("alert"))
-    if name is None or IDENTIFIER.fullmatch(name) is None:
+    if name is None or ALERT_NAME.fullmatch(name) is None:
         return None, [Finding(where, "'alert' (a valid name) or 'record' is required")]
     problems: list[Finding] = []
     if expr is None:
         problems.append(Finding(name, "expr is missing"))
     pending = raw.get("for")
-    if pending is not None and DURATION.fullmatch(str(pending)) is None:
+    if pending is not None and not is_duration(str(pending)):
         problems.append(Finding(name, f"'for: {pending}' is not a duration like 5m"))
     labels = raw.get("labels")
     if not isinstance(labels, dict) or labels.get("severity") not in SEVERITIES:
@@ -123,10 +128,10 @@ def check(rules: Sequence[Rule], exposition: Exposition) -> Report:
         except AlertRulesError as error:
             findings.append(Finding(rule.name, str(error)))
             continue
-        if not selected.metrics:
+        if not selected.metrics and not selected.patterns:
             findings.append(Finding(rule.name, "the expression selects no metric"))
-        for function in selected.unknown_functions:
-            findings.append(Finding(rule.name, f"{function}() is not a PromQL function"))
+        for pattern in selected.patterns:
+            findings.append(Finding(rule.name, f"{pattern} matches names by a regex: unchecked"))
         for name in selected.metrics:
             names.add(name)
             if not exposition.has(name) and name not in recorded:

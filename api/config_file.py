@@ -128,6 +128,7 @@ _KEYS = {
     "stripeEventName": "stripe_event_name",
     "shadowEventName": "shadow_event_name",
     "stripeMeterId": "stripe_meter_id",
+    "stripeMeter": "stripe_event_name",  # the meter the mapping names (a formula refused)
     "customerRef": "customer_ref",
     "cooldownSeconds": "cooldown_seconds",
     "policy": "late_policy",

@@ -17,49 +17,17 @@ from adapters.persistence import open_stores
 from adapters.settings import Settings
 from api.cli_reconcile import cli_gateways
 from api.config_file import read_config
-from api.config_plan import apply_plan, plan
-from domain.pushing import Target
-from domain.stripe_mapping import StripeMappingService
-
-
-def apply_config_file(settings: Settings, path: Path, slug: str | None, dry_run: bool) -> None:
-    """Read, check, diff and (unless ``dry_run``) apply ``path``, printing what it does.
-
-    Raises ``ConfigError`` (the file, or a change the domain refuses: nothing
-    applied) or ``ApplyError`` (refused midway: it says what was applied).
-    """
-    config = read_config(path)
-    stores = open_stores(settings)
-    try:
-
-        def mapping_service() -> StripeMappingService:
-            gateways = cli_gateways(settings)
-            return StripeMappingService(
-                stores.app,
-                gateways[Target.LIVE],
-                gateways.get(Target.SHADOW),
-                pushed_open=stores.views.ledger,
-            )
-
-        the_plan = plan(stores.app, config, slug, mapping_service)
-        print(f"{config.path} for tenant {the_plan.slug}:")
-        for step in the_plan.steps:
-            print(step.line())
-        print(the_plan.summary())
-        if dry_run:
-            print("dry run: nothing changed")
-            return
-        if not the_plan.changes:
-            print("nothing to change")
-            return
-        made = apply_plan(the_plan)
-        print(f"applied {len(made)} changes")
-    finally:
-        stores.close()
+from api.config_plan import mapping_service_for, run_config
 
 
 def cmd_config_apply(settings: Settings, args: argparse.Namespace) -> int:
-    apply_config_file(settings, Path(args.file), args.tenant, args.dry_run)
+    config = read_config(Path(args.file))
+    stores = open_stores(settings)
+    try:
+        service = mapping_service_for(stores, lambda: cli_gateways(settings))
+        run_config(stores.app, config, args.tenant, service, print, dry_run=args.dry_run)
+    finally:
+        stores.close()
     return 0
 
 

@@ -23,6 +23,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError
 
+from adapters.persistence import Stores
 from api.config_file import AlertConfig, ConfigError, ConfigFile, MappingConfig, file_key
 from api.config_file import planned_event_name as event_name_of
 from domain.alerting import AlertService
@@ -36,7 +37,9 @@ from domain.errors import (
 )
 from domain.mappings import PUSH_MODE
 from domain.meters import MetricDefinition
+from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
+from domain.stripe_port import StripeGateway
 from domain.tenancy import Tenant, tenant_id_for
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
@@ -83,6 +86,20 @@ class ApplyError(StripeMeterError):
         )
 
 
+def mapping_service_for(
+    stores: Stores, gateways: Callable[[], dict[Target, StripeGateway]]
+) -> Callable[[], StripeMappingService]:
+    """The mapping service the API builds, made only when a mapping is to change."""
+
+    def build() -> StripeMappingService:
+        found = gateways()
+        return StripeMappingService(
+            stores.app, found[Target.LIVE], found.get(Target.SHADOW), stores.views.ledger
+        )
+
+    return build
+
+
 def alert_id_for(tenant_id: UUID, name: str) -> UUID:
     """The id of the file's ``[alerts.NAME]``: the same alert on every apply."""
     return uuid5(tenant_id, f"config-alert:{name}")
@@ -118,6 +135,34 @@ def apply_plan(plan: Plan) -> list[Step]:
             raise ApplyError(step, str(error), made, changes[i + 1 :]) from error
         made.append(step)
     return made
+
+
+def run_config(
+    app: MeteringApp,
+    config: ConfigFile,
+    slug: str | None,
+    mapping_service: Callable[[], StripeMappingService],
+    say: Callable[[str], None],
+    *,
+    dry_run: bool = False,
+) -> None:
+    """Plan ``config``, ``say`` the diff line by line, and apply it unless ``dry_run``.
+
+    ``stripemeter config apply`` prints what it says; ``serve`` logs it
+    (``STRIPEMETER_CONFIG_FILE``). Raises ``ConfigError`` (nothing applied) or
+    ``ApplyError`` (refused midway: it names what was applied).
+    """
+    the_plan = plan(app, config, slug, mapping_service)
+    say(f"{config.path} for tenant {the_plan.slug}:")
+    for step in the_plan.steps:
+        say(step.line())
+    say(the_plan.summary())
+    if dry_run:
+        say("dry run: nothing changed")
+    elif not the_plan.changes:
+        say("nothing to change")
+    else:
+        say(f"applied {len(apply_plan(the_plan))} changes")
 
 
 class _Planner:

@@ -60,6 +60,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Plan:
+    path: str  # the file's, as given: refusals name it
     slug: str
     tenant_id: UUID
     steps: tuple[Step, ...]
@@ -77,11 +78,13 @@ class Plan:
 class ApplyError(StripeMeterError):
     """A change refused while applying: the ones before it were made."""
 
-    def __init__(self, step: Step, reason: str, made: list[Step], left: list[Step]) -> None:
+    def __init__(
+        self, path: str, step: Step, reason: str, made: list[Step], left: list[Step]
+    ) -> None:
         done = ", ".join(s.place for s in made) or "none"
         rest = ", ".join(s.place for s in left) or "none"
         super().__init__(
-            f"{step.place}: {reason}. Applied before it: {done}. Not applied: {rest}."
+            f"{path}: {step.place}: {reason}. Applied before it: {done}. Not applied: {rest}."
             " Fix the cause and apply the file again: what is applied stays unchanged"
         )
 
@@ -120,7 +123,7 @@ def plan(
     if slug is None:
         raise ConfigError(f"{config.path}: tenant.slug: is required (or pass --tenant SLUG)")
     planner = _Planner(app, config, slug, mapping_service)
-    return Plan(slug, planner.tenant_id, tuple(planner.steps()))
+    return Plan(config.path, slug, planner.tenant_id, tuple(planner.steps()))
 
 
 def apply_plan(plan: Plan) -> list[Step]:
@@ -132,7 +135,7 @@ def apply_plan(plan: Plan) -> list[Step]:
         try:
             step.make()
         except StripeMeterError as error:
-            raise ApplyError(step, str(error), made, changes[i + 1 :]) from error
+            raise ApplyError(plan.path, step, str(error), made, changes[i + 1 :]) from error
         made.append(step)
     return made
 

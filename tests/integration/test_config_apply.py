@@ -287,10 +287,10 @@ def test_a_change_refused_midway_says_what_was_applied(
     with pytest.raises(ApplyError) as refused:
         apply_plan(the_plan)
     assert str(refused.value) == (
-        "metrics.seats: metric 'seats' is already declared with other settings. Applied"
-        " before it: metrics.api_calls. Not applied: mappings.api_calls, mappings.seats,"
-        " alerts.heavy. Fix the cause and apply the file again: what is applied stays"
-        " unchanged"
+        f"{config.path}: metrics.seats: metric 'seats' is already declared with other"
+        " settings. Applied before it: metrics.api_calls. Not applied: mappings.api_calls,"
+        " mappings.seats, alerts.heavy. Fix the cause and apply the file again: what is"
+        " applied stays unchanged"
     )
     assert stores.app.tenant(acme).metrics.keys() == {"api_calls", "seats"}
     with pytest.raises(NotFoundError):

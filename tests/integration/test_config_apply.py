@@ -188,6 +188,22 @@ BROKEN = [
         id="alert-the-domain-refuses",
     ),
     pytest.param(
+        FILE + "[alerts.storage_full]\nmetric = 'storage'\nkind = 'usage'\nthreshold = 1\n",
+        "alerts.storage_full.metric: 'storage' is not declared (declare it in [metrics] or"
+        " with POST /v1/meters)",
+        id="alert-on-an-undeclared-metric",
+    ),
+    pytest.param(
+        FILE + "[mappings.storage]\ncreate_meter = true\n",
+        "mappings.storage: metric 'storage' is not declared (declare it in [metrics])",
+        id="mapping-of-an-undeclared-metric",
+    ),
+    pytest.param(
+        FILE.replace('late_policy = "carry_forward"', 'late_policy = "drop"'),
+        "tenant.late_policy: must be carry_forward or hold",
+        id="bad-late-policy",
+    ),
+    pytest.param(
         FILE + "[mappings.seats]\npush = 'delta'\n",
         None,  # TOML itself refuses a table defined twice
         id="table-twice",

@@ -39,7 +39,7 @@ from domain.mappings import PUSH_MODE
 from domain.meters import MetricDefinition
 from domain.pushing import Target
 from domain.stripe_mapping import StripeMappingService
-from domain.stripe_port import StripeGateway
+from domain.stripe_port import StripeError, StripeGateway
 from domain.tenancy import Tenant, tenant_id_for
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
@@ -134,7 +134,7 @@ def apply_plan(plan: Plan) -> list[Step]:
         assert step.make is not None
         try:
             step.make()
-        except StripeMeterError as error:
+        except (StripeMeterError, StripeError) as error:
             raise ApplyError(plan.path, step, str(error), made, changes[i + 1 :]) from error
         made.append(step)
     return made
@@ -148,8 +148,9 @@ def run_config(
     say: Callable[[str], None],
     *,
     dry_run: bool = False,
-) -> None:
-    """Plan ``config``, ``say`` the diff line by line, and apply it unless ``dry_run``.
+) -> tuple[Plan, list[Step]]:
+    """Plan ``config``, ``say`` the diff line by line, and apply it unless ``dry_run``;
+    the plan and the steps applied.
 
     ``stripemeter config apply`` prints what it says; ``serve`` logs it
     (``STRIPEMETER_CONFIG_FILE``). Raises ``ConfigError`` (nothing applied) or
@@ -162,10 +163,13 @@ def run_config(
     say(the_plan.summary())
     if dry_run:
         say("dry run: nothing changed")
-    elif not the_plan.changes:
+        return the_plan, []
+    if not the_plan.changes:
         say("nothing to change")
-    else:
-        say(f"applied {len(apply_plan(the_plan))} changes")
+        return the_plan, []
+    made = apply_plan(the_plan)
+    say(f"applied {len(made)} changes")
+    return the_plan, made
 
 
 class _Planner:
@@ -291,7 +295,7 @@ class _Planner:
                 wanted.create_meter,
                 wanted.shadow_event_name,
             )
-        except StripeMeterError as error:
+        except (StripeMeterError, StripeError) as error:  # Stripe unreachable: named here too
             raise self.refuse(place, error) from None
         meter = checked.meter
         where = f"{meter.id}" if meter else "created in Stripe"

@@ -7,6 +7,7 @@ on the event log itself: its head (the last notification id) does not move.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from domain.meters import Aggregation, MetricDefinition
 from domain.stripe_mapping import StripeMappingService
 from domain.tenancy import tenant_id_for
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
+from tests.e2e.test_real_server import free_port
 
 FILE = """\
 [tenant]
@@ -152,6 +154,17 @@ def test_dry_run_then_apply_then_apply_again_changes_nothing(
     assert stores.app.tenant(acme).late_policy == "hold"
     rule = AlertService(stores.app).rule(acme, alert_id_for(acme, "heavy"))
     assert (rule.threshold, rule.cooldown_seconds) == (2500, 60)
+
+    # For scripts: --json says the same, as JSON.
+    code, out, _ = apply(capsys, path, "--json")
+    assert code == 0
+    answer = json.loads("\n".join(out))
+    assert (answer["tenant"], answer["dryRun"], answer["applied"]) == ("acme", False, [])
+    assert answer["items"][0] == {
+        "place": "tenant.late_policy",
+        "action": "unchanged",
+        "detail": "hold",
+    }
 
 
 # Each refusal comes after valid items (a new metric, a mapping, an alert): none is applied.
@@ -311,3 +324,22 @@ def test_a_change_refused_midway_says_what_was_applied(
     assert stores.app.tenant(acme).metrics.keys() == {"api_calls", "seats"}
     with pytest.raises(NotFoundError):
         AlertService(stores.app).rule(acme, alert_id_for(acme, "heavy"))
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_stripe_unreachable_is_named_at_the_mapping_and_nothing_is_applied(
+    stores: Stores,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_API_KEY)
+    monkeypatch.setenv("STRIPE_API_BASE", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "0")
+    path = write(tmp_path, FILE)
+    start = head(stores)
+
+    code, out, err = apply(capsys, path)
+    assert (code, out) == (1, [])
+    assert err.startswith(f"stripemeter: {path}: mappings.api_calls: ")
+    assert head(stores) == start  # not even the tenant or the metrics before the mapping

@@ -26,7 +26,7 @@ from domain.alerts import AlertSpec, check_spec
 from domain.errors import InvalidInputError, StripeMeterError
 from domain.mappings import PUSH_MODE, PushMode
 from domain.meters import DEFAULT_LATENESS_SECONDS, MetricDefinition, parse_aggregation
-from domain.tenancy import MAX_INGEST_HORIZON_DAYS, TENANT_SLUG
+from domain.tenancy import Tenant
 
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DEFAULT_COOLDOWN_SECONDS = 3600  # as POST /v1/alerts
@@ -133,6 +133,7 @@ _KEYS = {
     "cooldownSeconds": "cooldown_seconds",
     "policy": "late_policy",
     "days": "ingest_horizon_days",
+    "slug": "slug",
 }
 
 
@@ -243,20 +244,17 @@ def _domain(place: str, refuse: Refuse, check: Callable[[], Any]) -> Any:
 
 
 def _check_tenant(tenant: TenantConfig, refuse: Refuse) -> None:
-    if tenant.slug is not None and not TENANT_SLUG.match(tenant.slug):
-        raise refuse(
-            "tenant.slug",
-            "must be 2-63 characters of a-z, 0-9 and '-', starting with a letter or digit",
-        )
-    if tenant.name is not None and not 1 <= len(tenant.name) <= 200:
-        raise refuse("tenant.name", "must be 1 to 200 characters")
-    if tenant.late_policy is not None and tenant.late_policy not in ("carry_forward", "hold"):
-        raise refuse("tenant.late_policy", "must be carry_forward or hold")
-    days = tenant.ingest_horizon_days
-    if days is not None and not 1 <= days <= MAX_INGEST_HORIZON_DAYS:
-        raise refuse(
-            "tenant.ingest_horizon_days", f"must be between 1 and {MAX_INGEST_HORIZON_DAYS}"
-        )
+    """The tenant's own rules, run on a throwaway tenant (never saved)."""
+    slug = tenant.slug or "config-check"
+    try:
+        name = tenant.name if tenant.name is not None else slug
+        throwaway = Tenant.register(slug, name)
+        if tenant.late_policy is not None:
+            throwaway.set_late_policy(tenant.late_policy)
+        if tenant.ingest_horizon_days is not None:
+            throwaway.set_ingest_horizon(tenant.ingest_horizon_days)
+    except InvalidInputError as error:
+        raise refuse(f"tenant.{file_key(error.field)}", error.reason) from None
 
 
 def _metric(name: str, table: Mapping[str, Any], refuse: Refuse) -> MetricDefinition:

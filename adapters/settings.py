@@ -192,6 +192,8 @@ class Settings:
     # CloudEvents ingest (docs/cloudevents.md): a ``type`` starting with one of these
     # (the first that matches) names the metric without it; none matching: the type itself.
     cloudevents_type_prefixes: tuple[str, ...] = ()
+    # A TOML file (docs/config-file.md) that ``serve`` applies at start; refused: no start.
+    config_file: Path | None = None
 
     @property
     def backend(self) -> str:
@@ -251,6 +253,7 @@ class Settings:
             / 1000,
             price_cache_seconds=_int(env, "STRIPEMETER_PRICE_CACHE_SECONDS", 300, 0, 86_400),
             cloudevents_type_prefixes=_prefixes(env, "STRIPEMETER_CLOUDEVENTS_TYPE_PREFIXES"),
+            config_file=Path(f) if (f := _optional(env, "STRIPEMETER_CONFIG_FILE")) else None,
             reconcile=ReconcileSettings(
                 interval_seconds=_int(
                     env, "STRIPEMETER_RECONCILE_INTERVAL_SECONDS", 300, 0, 86_400

@@ -24,6 +24,7 @@ from api import fast_ingest, problems, widget_preflight
 from api.admin import admin_router, template_config
 from api.admin.sessions import AdminSessions
 from api.auth import DEPENDENCIES
+from api.config_start import apply_at_start
 from api.openapi import openapi_config
 from api.routes.alerts import AlertsController
 from api.routes.caps import CapsController
@@ -127,6 +128,7 @@ def create_app(
             run_projections=runs_projections,
             run_pushes=settings.embedded_worker,
         )
+        apply_at_start(settings, stores, background.gateways)  # STRIPEMETER_CONFIG_FILE
         app.state.services = Services(
             settings,
             stores,

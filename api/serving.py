@@ -26,6 +26,7 @@ from adapters.persistence import open_stores
 from adapters.settings import Settings, SettingsError
 from adapters.writer_process import run_writer
 from api.app import create_app
+from api.config_start import check_before_serving
 from domain.errors import StripeMeterError
 
 log = logging.getLogger("stripemeter")
@@ -34,6 +35,7 @@ log = logging.getLogger("stripemeter")
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """The HTTP API; unless STRIPEMETER_WRITER=thread, with a writer process beside it."""
     port = args.port or settings.port
+    check_before_serving(settings)  # STRIPEMETER_CONFIG_FILE: refused before anything starts
     if settings.writer_mode == "process":
         socket_path = Path(tempfile.gettempdir()) / f"stripemeter-writer-{os.getpid()}-{port}.sock"
         supervisor = WriterSupervisor(socket_path)

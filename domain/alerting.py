@@ -85,11 +85,17 @@ class AlertService:
             aggregation=definition.aggregation,
         )
 
-    def create(self, tenant_id: UUID, spec: AlertSpec) -> AlertRule:
+    def create(self, tenant_id: UUID, spec: AlertSpec, alert_id: UUID | None = None) -> AlertRule:
         """Create a rule. It is evaluated against the usage counted so far (not only
-        usage that arrives after it) as soon as the projection worker sees it."""
-        rule = AlertRule.create(tenant_id, spec)
-        self.app.save(rule)
+        usage that arrives after it) as soon as the projection worker sees it.
+
+        ``alert_id``: a deterministic id (api/config_file.py); taken already, a conflict.
+        """
+        rule = AlertRule.create(tenant_id, spec, alert_id)
+        try:
+            self.app.save(rule)
+        except IntegrityError:
+            raise ConflictError(f"alert {alert_id} already exists") from None
         return rule
 
     def rule(self, tenant_id: UUID, alert_id: UUID) -> AlertRule:

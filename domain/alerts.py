@@ -198,8 +198,9 @@ class AlertRule(Aggregate):
         self.deleted = False
 
     @classmethod
-    def create(cls, tenant_id: UUID, spec: AlertSpec) -> AlertRule:
-        return cls._create(cls.Created, tenant_id=tenant_id, **_spec_fields(spec))
+    def create(cls, tenant_id: UUID, spec: AlertSpec, alert_id: UUID | None = None) -> AlertRule:
+        """A new rule; its id random unless given (a config file names its alerts)."""
+        return cls._create(cls.Created, id=alert_id, tenant_id=tenant_id, **_spec_fields(spec))
 
     @property
     def spec(self) -> AlertSpec:

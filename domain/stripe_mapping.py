@@ -14,6 +14,7 @@ the move (see ``_check_remap``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -26,6 +27,7 @@ from domain.application import SAVE_ATTEMPTS, MeteringApp
 from domain.customers import Customer, check_stripe_customer_id
 from domain.errors import ConflictError, InvalidInputError, NotFoundError
 from domain.mappings import MeterMapping, check_formula, required_formula
+from domain.meters import MetricDefinition
 from domain.ownership import (
     ClaimChanges,
     StripeClaim,
@@ -54,6 +56,16 @@ class PushedOpenPeriods(Protocol):
         """Of one customer, any metric: ``metric period`` for each."""
 
 
+@dataclass(frozen=True)
+class CheckedMeter:
+    """What ``check_meter`` found: the metric, and its Stripe meters (None: to be created)."""
+
+    definition: MetricDefinition
+    event_name: str
+    meter: StripeMeter | None
+    shadow_meter: StripeMeter | None
+
+
 class StripeMappingService:
     def __init__(
         self,
@@ -80,39 +92,20 @@ class StripeMappingService:
 
         True when the mapping is new or changed.
         """
-        if stripe_event_name is not None:
-            fields.stripe_event_name(stripe_event_name)
-        if shadow_event_name is not None:
-            fields.stripe_event_name(shadow_event_name, "shadowEventName")
-        definition = self.app.metric(tenant_id, metric)
-        event_name = stripe_event_name or definition.stripe_event_name or definition.name
-        # Refused before Stripe is asked (or a meter created) when the move shows by
-        # name already; the save checks again with the meter found.
-        current = self.app.fresh_tenant(tenant_id).mappings.get(metric)
-        self._check_remap(tenant_id, metric, current, (None, event_name), shadow_event_name)
-        meter = self._meter(self.gateway, "stripeMeterId", stripe_meter_id, event_name)
-        if meter is None:
-            if not create_meter:
-                raise InvalidInputError(
-                    "stripeEventName",
-                    f"Stripe has no active meter with event name {event_name!r}"
-                    " (send createMeter: true to create it)",
-                )
-            meter = self.gateway.create_meter(
-                definition.name, event_name, required_formula(definition.aggregation)
-            )
+        tenant = self.app.fresh_tenant(tenant_id)
+        checked = self.check_meter(
+            tenant, metric, stripe_meter_id, stripe_event_name, create_meter, shadow_event_name
+        )
+        definition = checked.definition
+        formula = required_formula(definition.aggregation)
+        meter = checked.meter or self.gateway.create_meter(
+            definition.name, checked.event_name, formula
+        )
         check_formula(definition.aggregation, meter.formula)
-        shadow_meter = None
-        if shadow_event_name is not None:
-            if self.shadow is None:
-                raise InvalidInputError(
-                    "shadowEventName", "shadow mode needs STRIPE_TEST_SECRET_KEY to be set"
-                )
-            shadow_meter = self._meter(self.shadow, "shadowEventName", None, shadow_event_name)
-            if shadow_meter is None:
-                shadow_meter = self.shadow.create_meter(
-                    definition.name, shadow_event_name, required_formula(definition.aggregation)
-                )
+        shadow_meter = checked.shadow_meter
+        if shadow_event_name is not None and shadow_meter is None:
+            assert self.shadow is not None  # check_meter refused shadow mode without it
+            shadow_meter = self.shadow.create_meter(definition.name, shadow_event_name, formula)
             check_formula(definition.aggregation, shadow_meter.formula)
         mapping = MeterMapping(
             metric=metric,
@@ -125,6 +118,63 @@ class StripeMappingService:
             shadow_event_name=shadow_meter.event_name if shadow_meter else None,
         )
         return mapping, self._save_meter(tenant_id, mapping)
+
+    def check_meter(
+        self,
+        tenant: Tenant,
+        metric: str,
+        stripe_meter_id: str | None = None,
+        stripe_event_name: str | None = None,
+        create_meter: bool = False,
+        shadow_event_name: str | None = None,
+    ) -> CheckedMeter:
+        """Every check ``map_meter`` makes before it writes anything, to Stripe or the log.
+
+        ``tenant`` is a fresh copy, which may hold unsaved changes (the metrics
+        a config file declares in the same run: api/config_file.py). Stripe is
+        only read: a meter to be created is None in the answer. Taking the
+        meter's claim is tried on unsaved copies, so a meter another tenant
+        owns is refused here too.
+        """
+        if stripe_event_name is not None:
+            fields.stripe_event_name(stripe_event_name)
+        if shadow_event_name is not None:
+            fields.stripe_event_name(shadow_event_name, "shadowEventName")
+        definition = tenant.metric(metric)
+        event_name = stripe_event_name or definition.stripe_event_name or definition.name
+        # Refused before Stripe is asked (or a meter created) when the move shows by
+        # name already; the save checks again with the meter found.
+        current = tenant.mappings.get(metric)
+        self._check_remap(tenant.id, metric, current, (None, event_name), shadow_event_name)
+        meter = self._meter(self.gateway, "stripeMeterId", stripe_meter_id, event_name)
+        if meter is None and not create_meter:
+            raise InvalidInputError(
+                "stripeEventName",
+                f"Stripe has no active meter with event name {event_name!r}"
+                " (send createMeter: true to create it)",
+            )
+        if meter is not None:
+            check_formula(definition.aggregation, meter.formula)
+        shadow_meter = None
+        if shadow_event_name is not None:
+            if self.shadow is None:
+                raise InvalidInputError(
+                    "shadowEventName", "shadow mode needs STRIPE_TEST_SECRET_KEY to be set"
+                )
+            shadow_meter = self._meter(self.shadow, "shadowEventName", None, shadow_event_name)
+            if shadow_meter is not None:
+                check_formula(definition.aggregation, shadow_meter.formula)
+        planned = MeterMapping(
+            metric=metric,
+            stripe_meter_id=meter.id if meter else "",
+            stripe_event_name=meter.event_name if meter else event_name,
+            stripe_formula=required_formula(definition.aggregation),
+            shadow_event_name=shadow_meter.event_name if shadow_meter else shadow_event_name,
+        )
+        self._claims(tenant.id, metric).move(
+            self.meter_objects(current), self.meter_objects(planned), "remapped"
+        )
+        return CheckedMeter(definition, planned.stripe_event_name, meter, shadow_meter)
 
     def _save_meter(self, tenant_id: UUID, mapping: MeterMapping) -> bool:
         def change() -> tuple[list[Any], bool]:

@@ -14,13 +14,14 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import httpx
 
 METRIC = "seats"
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"FAILED: {message}")
     sys.exit(1)
 

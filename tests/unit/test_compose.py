@@ -117,7 +117,13 @@ def compose() -> list[str]:
 
 def config(compose: list[str], *options: str, shell: dict[str, str]) -> dict[str, Any]:
     """``config`` needs no Docker engine: it validates the file and prints it resolved."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "DOCKER_"))}
+    # The client is a program of its own (Debian's runs on the system Python): none of
+    # this project's paths, Docker or Stripe settings.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STRIPE", "DOCKER_")) and k not in ("PYTHONPATH", "PYTHONHOME")
+    }
     done = subprocess.run(
         [*compose, "-f", str(compose_file.COMPOSE), *options, "config"],
         env={**env, **shell},

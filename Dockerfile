@@ -1,7 +1,7 @@
 # The image compose.yaml runs for the API, the worker and the migration.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY domain domain
 COPY projections projections
 COPY adapters adapters

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from adapters.build_info import BuildInfoCollector
 from domain.caps import CapMode
 from domain.ingest import IngestResult, Lateness, Outcome
 
@@ -40,6 +41,7 @@ class Metrics:
         if multiprocess:
             self.exposed = CollectorRegistry()
             MultiProcessCollector(self.exposed)  # type: ignore[no-untyped-call]
+        self.exposed.register(BuildInfoCollector())
         self.ingest_events = Counter(
             "stripemeter_ingest_events_total",
             "Usage events received, by outcome (accepted, duplicate, conflict, error).",

@@ -80,13 +80,16 @@ class StripeSettings:
     max_network_retries: int = 2
     timeout_seconds: float = 20.0
     webhook_secret: str | None = None  # verifies Stripe-Signature on /v1/stripe/webhooks
+    # No secret key on PostgreSQL: push to the built-in emulator only if asked (stripe_target.py).
+    emulator: bool = False
 
     def __repr__(self) -> str:  # secrets never reach a log line through a repr
         return (
             f"StripeSettings(secret_key={'set' if self.secret_key else 'unset'},"
             f" api_base={self.api_base!r}, test_secret_key="
             f"{'set' if self.test_secret_key else 'unset'}, test_api_base={self.test_api_base!r},"
-            f" webhook_secret={'set' if self.webhook_secret else 'unset'})"
+            f" webhook_secret={'set' if self.webhook_secret else 'unset'},"
+            f" emulator={self.emulator})"
         )
 
 
@@ -223,6 +226,7 @@ class Settings:
                 max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, 0, 10),
                 timeout_seconds=float(_int(env, "STRIPE_TIMEOUT_SECONDS", 20, 1, 300)),
                 webhook_secret=_optional(env, "STRIPE_WEBHOOK_SECRET"),
+                emulator=_bool(env, "STRIPEMETER_STRIPE_EMULATOR", False),
             ),
             broker_url=_broker_url(env),
             broker_queue=_broker_queue(env),

@@ -17,6 +17,7 @@ from uuid import UUID
 import msgspec
 
 import stripe_emulator
+from adapters.build_info import version
 from adapters.persistence import Stores, open_stores
 from adapters.settings import Settings, SettingsError
 from api.cli_config import add_parser as add_config_parser
@@ -280,6 +281,7 @@ def add_demo_parser(sub: Any) -> None:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="stripemeter", description=__doc__)
+    root.add_argument("--version", action="version", version=f"stripemeter {version()}")
     sub = root.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API (and, embedded, the worker)")

@@ -537,6 +537,7 @@ class ReplayOut(msgspec.Struct, rename="camel"):
 class Readiness(msgspec.Struct):
     status: str  # ready/unready (/health/ready), healthy/degraded (/health)
     checks: dict[str, Any]  # per dependency: its status and details
+    version: str  # the running StripeMeter (adapters/build_info.py)
 
 
 class CapIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):

@@ -24,6 +24,7 @@ from adapters.background import Background
 from adapters.metrics import Metrics
 from adapters.persistence import open_stores
 from adapters.settings import Settings, SettingsError
+from adapters.stripe_target import check_stripe_target
 from adapters.writer_process import run_writer
 from api.app import create_app
 from api.config_start import check_before_serving
@@ -34,6 +35,7 @@ log = logging.getLogger("stripemeter")
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """The HTTP API; unless STRIPEMETER_WRITER=thread, with a writer process beside it."""
+    check_stripe_target(settings, pushes=settings.embedded_worker)
     port = args.port or settings.port
     check_before_serving(settings)  # STRIPEMETER_CONFIG_FILE: refused before anything starts
     if settings.writer_mode == "process":
@@ -162,6 +164,7 @@ def cmd_writer(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Keep the views current and push to Stripe until stopped; metrics on their own port."""
+    check_stripe_target(settings, pushes=not args.no_pushes)
     stores = open_stores(settings)
     metrics = Metrics()
     background = Background(

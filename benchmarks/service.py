@@ -245,6 +245,7 @@ def service(
             STRIPEMETER_LOG_LEVEL="WARNING",
             STRIPEMETER_WRITER="process",
             STRIPEMETER_EMULATOR_PORT="0",  # the built-in Stripe emulator on a free port
+            STRIPEMETER_STRIPE_EMULATOR="true",  # asked for: no Stripe key on PostgreSQL too
         )
         env.update(settings or {})
         tenant = f"bench-{uuid.uuid4().hex[:6]}"

@@ -10,6 +10,7 @@ from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.build_info import version
 from adapters.push_worker import broker_status
 from api.auth import ServicesDep
 from api.schemas import Readiness
@@ -78,14 +79,15 @@ class HealthController(Controller):
         projection is within the lag limit."""
         ok, checks = readiness(svc)
         return Response(
-            Readiness("ready" if ok else "unready", checks), status_code=200 if ok else 503
+            Readiness("ready" if ok else "unready", checks, version()),
+            status_code=200 if ok else 503,
         )
 
     @get("/health", sync_to_thread=True)
     def health(self, svc: ServicesDep) -> Readiness:
         """Always 200: ``healthy``, or ``degraded`` with the failing checks."""
         ok, checks = readiness(svc)
-        return Readiness("healthy" if ok else "degraded", checks)
+        return Readiness("healthy" if ok else "degraded", checks, version())
 
     @get("/metrics", sync_to_thread=True, media_type=CONTENT_TYPE_LATEST)
     def metrics(self, svc: ServicesDep) -> bytes:

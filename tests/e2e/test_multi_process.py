@@ -45,6 +45,7 @@ def two_servers(
             "STRIPEMETER_PORT": str(port),
             "STRIPEMETER_EMBEDDED_WORKER": embedded,
             "STRIPEMETER_EMULATOR_PORT": "0",
+            "STRIPEMETER_STRIPE_EMULATOR": "true",  # no Stripe key: the built-in emulator
         }
         output = (tmp_path / f"serve-{embedded}.log").open("w")
         outputs.append(output)

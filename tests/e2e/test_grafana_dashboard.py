@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from adapters.settings import Settings
+from tests.compose_file import environment as compose_environment
 from tests.e2e.conftest import Api, event
 from tools.alert_rules import (
     DEFAULT_DASHBOARD,
@@ -225,3 +226,7 @@ def test_prometheus_in_compose_scrapes_the_api_and_the_worker_where_they_listen(
         "stripemeter-worker": [f"worker:{defaults.worker_metrics_port}"],
     }
     assert {"api", "worker"} <= set(yaml.safe_load(COMPOSE.read_text())["services"])
+    # Each scraped service listens beyond its own container, or its target is down.
+    for service in ("api", "worker"):
+        settings = Settings.from_env(compose_environment(service))
+        assert settings.host == "0.0.0.0", service

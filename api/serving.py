@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import prometheus_client
 import uvicorn
 
 from adapters.background import Background
 from adapters.lifeline import die_with_parent
 from adapters.metrics import Metrics
+from adapters.metrics_server import serve_worker_metrics
 from adapters.persistence import open_stores
 from adapters.settings import Settings, SettingsError
 from adapters.writer_process import run_writer
@@ -163,8 +163,15 @@ def cmd_writer(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Keep the views current and push to Stripe until stopped; metrics on their own port."""
-    stores = open_stores(settings)
     metrics = Metrics()
+    # First, so that a taken port stops the worker before it opens anything.
+    metrics_port = serve_worker_metrics(
+        metrics.registry,
+        settings.host,
+        settings.worker_metrics_port,
+        settings.worker_metrics_port_last,
+    )
+    stores = open_stores(settings)
     background = Background(
         stores,
         settings,
@@ -176,16 +183,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(
-            settings.worker_metrics_port, addr=settings.host, registry=metrics.registry
-        )
     background.start()
     log.info(
-        "worker running: projections and Stripe pushes (%s); metrics on %s:%s",
+        "worker running: projections and Stripe pushes (%s); metrics on %s",
         settings.backend,
-        settings.host,
-        settings.worker_metrics_port,
+        f"{settings.host}:{metrics_port}" if metrics_port else "no port",
     )
     stop.wait()
     background.stop()

@@ -324,7 +324,7 @@ class BatchProjectionRunner:
         standing_by = False
         while not self._stop.is_set():
             try:
-                with self.store.exclusive(self.lock_name):
+                with self.store.exclusive(self.lock_name) as held:
                     log.info(
                         "projections %s: %s",
                         names,
@@ -332,10 +332,17 @@ class BatchProjectionRunner:
                     )
                     self.owning = True
                     try:
-                        self._follow()
+                        self._follow(held)
                     finally:
                         self.owning = False
-                return
+                if self._stop.is_set():
+                    return
+                log.warning(
+                    "projections %s: the connection that held their lock was cut; standing by",
+                    names,
+                )
+                standing_by = True
+                continue
             except StoreBusyError:
                 self.last_error = None
                 if not standing_by:
@@ -346,9 +353,16 @@ class BatchProjectionRunner:
                 log.exception("projections %s: could not take the runner's lock", names)
             self._stop.wait(self.standby_interval)
 
-    def _follow(self) -> None:
+    def _follow(self, held: Callable[[], bool]) -> None:
+        """Follow the log until stopped, or until the lock is found lost (another runner
+        may have it now: two would move the same positions)."""
         worked = 0.0  # when the last batch that moved ended (an empty poll does not count)
+        checked = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - checked >= self.standby_interval:
+                if not held():
+                    return
+                checked = time.monotonic()
             try:
                 moved = self.run_once()
                 self.last_error = None

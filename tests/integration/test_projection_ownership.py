@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from adapters.persistence import Stores, open_stores
@@ -77,3 +78,42 @@ def test_a_runner_stopped_while_standing_by_stops_at_once(two: tuple[Stores, Sto
     standby.views.runner.stop()
     assert time.monotonic() - started < 2
     assert owner.views.runner.owning
+
+
+def test_an_owner_whose_lock_connection_is_cut_stands_by_and_the_other_takes_over(
+    two: tuple[Stores, Stores],
+    settings: Settings,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if settings.postgres is None:
+        pytest.skip("SQLite's lock is a file: a process holds it until it closes it")
+    caplog.set_level(logging.INFO, logger="projections.runner")
+    first, second = two
+    tenant = setup_tenant(first)
+    first.views.runner.start()
+    wait_for(lambda: first.views.runner.owning)
+    second.views.runner.start()
+    wait_for(lambda: "standing by" in caplog.text)
+
+    # PostgreSQL restarted, a network cut, an operator's pg_terminate_backend: the
+    # owner's lock goes with its connection, and the one standing by takes it.
+    with psycopg.connect(settings.postgres.conninfo, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    wait_for(lambda: second.views.runner.owning, timeout=10)
+    # The first notices within a second and stands by, instead of running beside it.
+    wait_for(lambda: not first.views.runner.owning, timeout=10)
+    assert "the connection that held their lock was cut" in caplog.text
+
+    for round_ in range(10):
+        first.app.usage.record_usage(
+            [submission(tenant, 1, clock.now, key=f"c-{round_}-{n}") for n in range(10)]
+        )
+    wait_for(lambda: counted(first, tenant) == Decimal(100), timeout=30)
+    time.sleep(1.5)  # the first's next look at the lock finds it held by the second
+    assert second.views.runner.owning and not first.views.runner.owning
+    assert "advanced by another runner" not in caplog.text

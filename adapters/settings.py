@@ -177,7 +177,10 @@ class Settings:
     writer_mode: str = "process"  # "process": a writer process beside the API; "thread": in it
     writer_socket: Path | None = None  # set by `stripemeter serve` once its writer runs
     api_processes: int = 1
+    # A worker serves its metrics on the first free port of this range (one port: that
+    # port or a clear error), so that several workers per host work by default.
     worker_metrics_port: int = 9464
+    worker_metrics_port_last: int = 9473
     # Set by `serve` for several API processes: prometheus_client's shared-files mode.
     metrics_multiprocess_dir: Path | None = None
     # How often the projections look at the log when nothing wakes them (a runner
@@ -206,6 +209,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         url = env.get("STRIPEMETER_DATABASE_URL", "").strip()
+        metrics_ports = _port_range(env, "STRIPEMETER_WORKER_METRICS_PORT", 9464, 9473)
         return cls(
             data_dir=Path(env.get("STRIPEMETER_DATA_DIR", "data")),
             postgres=PostgresSettings.from_url(url) if url else None,
@@ -241,7 +245,8 @@ class Settings:
             if (sock := _optional(env, "STRIPEMETER_WRITER_SOCKET"))
             else None,
             api_processes=_int(env, "STRIPEMETER_API_PROCESSES", 1, 1, 64),
-            worker_metrics_port=_int(env, "STRIPEMETER_WORKER_METRICS_PORT", 9464, 0, 65535),
+            worker_metrics_port=metrics_ports[0],
+            worker_metrics_port_last=metrics_ports[1],
             metrics_multiprocess_dir=(
                 Path(d) if (d := _optional(env, "PROMETHEUS_MULTIPROC_DIR")) else None
             ),
@@ -328,6 +333,18 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     if value not in allowed:
         raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def _port_range(env: Mapping[str, str], name: str, first: int, last: int) -> tuple[int, int]:
+    """A port (``9464``) or a range to take the first free port of (``9464-9473``)."""
+    raw = env.get(name, "").strip()
+    if "-" in raw:
+        low, _, high = raw.partition("-")
+        first = _int({name: low}, name, first, 1, 65535)
+        last = _int({name: high}, name, last, first, 65535)
+    elif raw:
+        first = last = _int(env, name, first, 0, 65535)
+    return first, last
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -16,17 +15,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-import prometheus_client
 import uvicorn
 
 from adapters.background import Background
+from adapters.lifeline import die_with_parent
 from adapters.metrics import Metrics
+from adapters.metrics_server import serve_worker_metrics
 from adapters.persistence import open_stores
 from adapters.settings import Settings, SettingsError
 from adapters.stripe_target import check_stripe_target
 from adapters.writer_process import run_writer
-from api.app import create_app
+from api.app import asgi_factory, create_app
 from api.config_start import check_before_serving
 from domain.errors import StripeMeterError
 
@@ -72,7 +73,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run(
-            "api.app:asgi_factory",
+            "api.serving:api_process_app",
             factory=True,
             workers=settings.api_processes,
             host=host,
@@ -144,20 +145,22 @@ class WriterSupervisor:
                 self.process.kill()
 
 
-def _die_with_parent(parent: int) -> None:
-    """Get SIGTERM when `serve` dies: uvicorn ends by re-raising the signal it caught, so
-    `serve` gets no chance to stop its writer itself."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before the line above took effect
-        sys.exit(0)
+def api_process_app() -> Any:
+    """The app of one of uvicorn's API processes (``--factory``), which dies with `serve`.
+
+    uvicorn starts them with multiprocessing's spawn; `serve` is their parent."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(parent.pid)
+    return asgi_factory()
 
 
 def cmd_writer(settings: Settings, args: argparse.Namespace) -> int:
     """The writer process (started by `serve`; not meant to be run by hand)."""
     if args.parent:
-        _die_with_parent(args.parent)
+        # A `kill -9` of `serve` runs none of its code; uvicorn also ends by re-raising
+        # the signal it caught, so `serve` cannot always stop its writer itself.
+        die_with_parent(args.parent)
     run_writer(settings, Path(args.socket))
     return 0
 
@@ -165,8 +168,15 @@ def cmd_writer(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Keep the views current and push to Stripe until stopped; metrics on their own port."""
     check_stripe_target(settings, pushes=not args.no_pushes)
-    stores = open_stores(settings)
     metrics = Metrics()
+    # First, so that a taken port stops the worker before it opens anything.
+    metrics_port = serve_worker_metrics(
+        metrics.registry,
+        settings.host,
+        settings.worker_metrics_port,
+        settings.worker_metrics_port_last,
+    )
+    stores = open_stores(settings)
     background = Background(
         stores,
         settings,
@@ -178,16 +188,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(
-            settings.worker_metrics_port, addr=settings.host, registry=metrics.registry
-        )
     background.start()
     log.info(
-        "worker running: projections and Stripe pushes (%s); metrics on %s:%s",
+        "worker running: projections and Stripe pushes (%s); metrics on %s",
         settings.backend,
-        settings.host,
-        settings.worker_metrics_port,
+        f"{settings.host}:{metrics_port}" if metrics_port else "no port",
     )
     stop.wait()
     background.stop()

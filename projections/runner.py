@@ -18,10 +18,21 @@ Wakes are coalesced: a woken runner starts its next batch no sooner than
 With the default (the poll interval) a busy log costs what polling cost (a
 batch, then a pause), however many commits wake it; a commit after a quiet
 spell starts a batch at once.
+
+One runner at a time follows the log for a set of projections: the
+background thread first takes the store's cross-process lock named after
+them (``ViewStore.exclusive``: a PostgreSQL advisory lock on a connection of
+its own, a lock file on SQLite). Several workers then do not race for the
+same batches (each losing one would throw it away and log a conflict); the
+others stand by, trying the lock every ``standby_interval``, and one takes
+over when the owner stops or dies (its connection closes, its file is shut).
+Should two run anyway (the lock's connection lost), the tracking check still
+keeps every count exact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -34,7 +45,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper
 from projections.base import BatchProjection, Positioned
 from projections.decoding import EventDecoder
 from projections.log_rows import LogRow, log_reader
-from projections.store import Tx, ViewStore
+from projections.store import StoreBusyError, Tx, ViewStore
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +97,7 @@ class BatchProjectionRunner:
         safety_interval: float = 1.0,
         min_batch_interval: float = 0.05,
         wake_source: WakeSource | None = None,
+        standby_interval: float = 1.0,
     ) -> None:
         self.recorder = recorder
         self.mapper = mapper
@@ -103,6 +115,13 @@ class BatchProjectionRunner:
         self.safety_interval = safety_interval
         self.min_batch_interval = min_batch_interval
         self.wake_source = wake_source
+        self.standby_interval = standby_interval
+        names = ",".join(sorted(p.name for p in self.projections))
+        self.lock_name = (
+            "projection-runner-" + hashlib.blake2b(names.encode(), digest_size=6).hexdigest()
+        )
+        # True while this runner's thread holds the lock and follows the log.
+        self.owning = False
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -300,8 +319,50 @@ class BatchProjectionRunner:
         )
 
     def _loop(self) -> None:
-        worked = 0.0  # when the last batch that moved ended (an empty poll does not count)
+        """Own the projections (or stand by until they are free), then follow the log."""
+        names = ", ".join(p.name for p in self.projections)
+        standing_by = False
         while not self._stop.is_set():
+            try:
+                with self.store.exclusive(self.lock_name) as held:
+                    log.info(
+                        "projections %s: %s",
+                        names,
+                        "taken over by this process" if standing_by else "run by this process",
+                    )
+                    self.owning = True
+                    try:
+                        self._follow(held)
+                    finally:
+                        self.owning = False
+                if self._stop.is_set():
+                    return
+                log.warning(
+                    "projections %s: the connection that held their lock was cut; standing by",
+                    names,
+                )
+                standing_by = True
+                continue
+            except StoreBusyError:
+                self.last_error = None
+                if not standing_by:
+                    log.info("projections %s are run by another process; standing by", names)
+                standing_by = True
+            except Exception as error:  # the lock's database is unreachable
+                self.last_error = error
+                log.exception("projections %s: could not take the runner's lock", names)
+            self._stop.wait(self.standby_interval)
+
+    def _follow(self, held: Callable[[], bool]) -> None:
+        """Follow the log until stopped, or until the lock is found lost (another runner
+        may have it now: two would move the same positions)."""
+        worked = 0.0  # when the last batch that moved ended (an empty poll does not count)
+        checked = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() - checked >= self.standby_interval:
+                if not held():
+                    return
+                checked = time.monotonic()
             try:
                 moved = self.run_once()
                 self.last_error = None

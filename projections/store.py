@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,8 +125,12 @@ class ViewStore(ABC):
         """The column names of one of these views' tables, inside a ``beside`` transaction."""
 
     @abstractmethod
-    def exclusive(self, name: str) -> AbstractContextManager[None]:
-        """Hold a named lock across processes; ``StoreBusyError`` when another holds it."""
+    def exclusive(self, name: str) -> AbstractContextManager[Callable[[], bool]]:
+        """Hold a named lock across processes; ``StoreBusyError`` when another holds it.
+
+        Gives a check that says whether the lock is still held (PostgreSQL: its
+        connection may be cut, which frees the lock for another process).
+        """
 
     @abstractmethod
     def encode_decimal(self, value: Decimal | None) -> Any: ...
@@ -254,14 +258,14 @@ class SqliteViewStore(ViewStore):
         return [row[1] for row in tx.execute(f"PRAGMA main.table_info({table})")]
 
     @contextmanager
-    def exclusive(self, name: str) -> Iterator[None]:
+    def exclusive(self, name: str) -> Iterator[Callable[[], bool]]:
         with open(f"{self.path}.{name}.lock", "a+b") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise StoreBusyError(f"{name} is running in another process") from None
             try:
-                yield
+                yield lambda: True  # an open file keeps its lock
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -473,18 +477,23 @@ class PostgresViewStore(ViewStore):
         return [name for (name,) in rows]
 
     @contextmanager
-    def exclusive(self, name: str) -> Iterator[None]:
+    def exclusive(self, name: str) -> Iterator[Callable[[], bool]]:
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
         # A session lock on a connection of its own: it lasts as long as we hold
         # the connection, and a killed process loses it with its connection.
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+        conn = psycopg.connect(self.conninfo, autocommit=True)
+        try:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
             if not (row and row[0]):
                 raise StoreBusyError(f"{name} is running in another process")
             try:
-                yield
+                yield lambda: _alive(conn)
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                # A cut connection has nothing left to unlock.
+                if _alive(conn):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        finally:
+            conn.close()
 
     def encode_decimal(self, value: Decimal | None) -> Any:
         return value
@@ -504,3 +513,12 @@ class PostgresViewStore(ViewStore):
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """The session (and so its session locks) is still there."""
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -26,6 +27,8 @@ from stripe_emulator.ids import new_id
 from stripe_emulator.overlap import METER_EVENT_PATHS, call_keys
 from stripe_emulator.routing import ApiRequest, ApiResponse
 from stripe_emulator.state import API_VERSION
+
+log = logging.getLogger("stripe_emulator")
 
 if TYPE_CHECKING:
     from stripe_emulator.emulator import Emulator
@@ -122,7 +125,13 @@ class EmulatorApp:
         if fault == "timeout_after_write":
             # Applied and saved above; now let the client time out, then drop it.
             await asyncio.sleep(self.emulator.config.hang_seconds)
-            _abort(send)
+            if not _abort(send):
+                log.info(
+                    "timeout_after_write fault on %s %s: applied; the client had already"
+                    " given up and closed the connection",
+                    method,
+                    path,
+                )
             return
         await _send(send, answer, request_id)
 
@@ -244,21 +253,26 @@ def _no_delay(send: Send) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _abort(send: Send) -> None:
+def _abort(send: Send) -> bool:
     """Drop the TCP connection without a response (RST), as a crashed server would.
 
     ASGI has no "reset" message, so this reaches uvicorn's transport through the
     bound ``send`` method of its request cycle; SO_LINGER 0 makes close() send RST.
+    False when the client had closed the connection already: nothing to drop (and
+    uvloop's closed transport has no socket left to set an option on).
     """
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     if transport is None:
         raise RuntimeError("connection reset needs uvicorn's h11/httptools protocol")
+    if transport.is_closing():
+        return False
     sock = transport.get_extra_info("socket")
     if sock is not None:
         # The client may have given up and closed already: then there is nothing to reset.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+    return True
 
 
 async def _read_body(receive: Receive) -> bytes:

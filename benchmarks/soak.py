@@ -218,6 +218,7 @@ def _soak(
         "stripe_meter_event_requests": stripe_requests,
         "settle_s": round(parity.settle_s, 1),
         "parity_lines": parity.lines,
+        "parity_meters": parity.meters,
         # Each list is cut at its first 20 items; the counts are whole.
         "differences": {
             "counter_vs_truth": len(parity.counter_vs_truth),

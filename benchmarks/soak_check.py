@@ -1,11 +1,13 @@
 """The soak's verdict: Stripe's totals, our counters and the acknowledged events agree.
 
-Three numbers per customer × metric, which must be equal:
+Three numbers, which must agree:
 
-- *truth*: what the events the service acknowledged make (``Truth.expected``);
-- *counter*: ``GET /v1/usage/current`` for every period the events fall in;
+- *truth*: what the events the service acknowledged make, per customer ×
+  metric × period (``Truth.expected``);
+- *counter*: ``GET /v1/usage/current`` for each of those periods;
 - *Stripe*: the emulator's total for the customer and the metric's meter,
-  read from ``/_emulator/totals`` (every live meter event, no summary lag).
+  read from ``/_emulator/totals`` (every live meter event, no summary lag),
+  against the counters of all periods (``per_meter``).
 
 ``settle`` waits until the worker has pushed everything (or times out);
 ``reconcile`` runs ``stripemeter reconcile`` for the tenant, every period
@@ -27,12 +29,13 @@ import httpx
 from benchmarks.processes import BIN, ROOT
 from benchmarks.report import log
 from benchmarks.service import Service
-from benchmarks.soak_load import Truth
+from benchmarks.soak_load import METRICS, Truth
 
 
 @dataclass
 class Parity:
-    lines: int = 0
+    lines: int = 0  # customer × metric × period
+    meters: int = 0  # customer × metric (Stripe's totals are per customer and meter)
     counter_vs_truth: list[str] = field(default_factory=list)
     stripe_vs_counter: list[str] = field(default_factory=list)
     reconciliation: Counter[str] = field(default_factory=Counter)
@@ -46,19 +49,27 @@ class Parity:
         ) and set(self.reconciliation) == {"ok"}
 
 
-def counters(svc: Service, truth: Truth) -> dict[tuple[str, str], int]:
-    """{(customer, metric): counter}, summed over the periods the events fall in."""
-    found: dict[tuple[str, str], int] = {}
-    for customer in sorted({c for c, _ in truth.expected()}):
-        response = svc.client.get("/v1/usage/current", params={"customerRef": customer})
+def counters(svc: Service, truth: Truth) -> dict[tuple[str, str, str], int]:
+    """{(customer, metric, period): counter} for every customer and period the events touch."""
+    found: dict[tuple[str, str, str], int] = {}
+    touched = {(customer, period) for customer, _, period in truth.expected()}
+    for customer, period in sorted(touched):
+        params = {"customerRef": customer, "period": period}
+        response = svc.client.get("/v1/usage/current", params=params)
         response.raise_for_status()
         for counter in response.json()["counters"]:
-            key = (customer, counter["metric"])
-            value = int(float(counter["value"]))
-            found[key] = max(found.get(key, 0), value) if counter["aggregation"] in (
-                "max", "last"
-            ) else found.get(key, 0) + value  # fmt: skip
+            found[(customer, counter["metric"], counter["period"])] = int(float(counter["value"]))
     return found
+
+
+def per_meter(local: dict[tuple[str, str, str], int]) -> dict[tuple[str, str], int]:
+    """What Stripe's all-time total per customer and meter must be: the periods' deltas
+    summed on a ``sum`` meter, the latest period's value on a ``last`` meter (``max``)."""
+    totals: dict[tuple[str, str], int] = {}
+    for (customer, metric, _), value in sorted(local.items()):  # periods in order
+        key = (customer, metric)
+        totals[key] = value if METRICS[metric] == "max" else totals.get(key, 0) + value
+    return totals
 
 
 def stripe_totals(emulator: str, svc: Service) -> dict[tuple[str, str], int]:
@@ -97,7 +108,7 @@ def settle(svc: Service, emulator: str, truth: Truth, timeout: float) -> float:
         try:
             svc.wait_caught_up(timeout=timeout)
             local = counters(svc, truth)
-            if local == expected and stripe_totals(emulator, svc) == local:
+            if local == expected and stripe_totals(emulator, svc) == per_meter(local):
                 return time.monotonic() - started
         except (httpx.HTTPError, RuntimeError) as error:
             log(f"soak: still settling ({error})")
@@ -106,19 +117,23 @@ def settle(svc: Service, emulator: str, truth: Truth, timeout: float) -> float:
 
 
 def compare(svc: Service, emulator: str, truth: Truth, parity: Parity) -> None:
+    """Per customer × metric × period, counter against truth; per customer × meter, Stripe's
+    total against what the counters make."""
     expected = truth.expected()
     local = counters(svc, truth)
-    stripe = stripe_totals(emulator, svc)
     parity.lines = len(expected)
     for key in sorted(set(expected) | set(local)):
         if expected.get(key) != local.get(key):
             parity.counter_vs_truth.append(
                 f"{key}: counter {local.get(key)}, acknowledged events {expected.get(key)}"
             )
-    for key in sorted(set(local) | set(stripe)):
-        if local.get(key) != stripe.get(key):
+    stripe = stripe_totals(emulator, svc)
+    ours = per_meter(local)
+    parity.meters = len(ours)
+    for pair in sorted(set(ours) | set(stripe)):
+        if ours.get(pair) != stripe.get(pair):
             parity.stripe_vs_counter.append(
-                f"{key}: Stripe {stripe.get(key)}, counter {local.get(key)}"
+                f"{pair}: Stripe {stripe.get(pair)}, counters {ours.get(pair)}"
             )
 
 

@@ -44,11 +44,12 @@ class Truth:
     sent: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
-    def expected(self) -> dict[tuple[str, str], int]:
-        """{(customer, metric): the counter the acknowledged events make}, whole units."""
-        values: dict[tuple[str, str], Decimal] = {}
+    def expected(self) -> dict[tuple[str, str, str], int]:
+        """{(customer, metric, period): the counter the acknowledged events make}, whole units
+        (customers are billed in calendar months: no subscription anchors them)."""
+        values: dict[tuple[str, str, str], Decimal] = {}
         for event in self.acknowledged.values():
-            key = (event.customer_ref, event.metric)
+            key = (event.customer_ref, event.metric, event.ts.strftime("%Y-%m"))
             quantity = Decimal(event.quantity)
             kind = METRICS[event.metric]
             if kind == "sum":

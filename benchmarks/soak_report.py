@@ -135,9 +135,10 @@ def print_report(result: dict[str, Any]) -> None:
         f"Stripe faults injected: {_pairs(result['stripe_faults_injected'])};"
         f" meter-event requests {_pairs(result['stripe_meter_event_requests'])}",
         f"settled in {result['settle_s']} s;"
-        f" parity over {result['parity_lines']} customer x metric:"
-        f" counter vs acknowledged {result['differences']['counter_vs_truth']} differences,"
-        f" Stripe vs counter {result['differences']['stripe_vs_counter']} differences",
+        f" counter vs acknowledged events: {result['differences']['counter_vs_truth']}"
+        f" differences over {result['parity_lines']} customer x metric x period;"
+        f" Stripe vs counters: {result['differences']['stripe_vs_counter']} differences"
+        f" over {result['parity_meters']} customer x meter",
         f"reconciliation: {_pairs(result['reconciliation'])}",
         f"peak PostgreSQL connections: {result['max_pg_connections']}",
         "RSS (MiB)   first    last     max  incarnations  longest (min)  growth/h",

@@ -51,6 +51,7 @@ def test_a_short_soak_kills_processes_and_ends_in_parity() -> None:
     assert result["passed"]
     assert sum(result["kills"].values()) >= 1
     assert result["acknowledged_events"] > 0
-    assert result["parity_lines"] == 30  # 10 customers x 3 metrics, each compared
-    assert result["reconciliation"] == {"ok": 30}
+    assert result["parity_meters"] == 30  # 10 customers x 3 metrics, each compared
+    assert result["parity_lines"] >= 30  # x the periods: one, unless a month ended meanwhile
+    assert set(result["reconciliation"]) == {"ok"}
     assert {"serve", "api", "writer", "worker", "emulator"} <= set(result["rss_mib"])

@@ -15,12 +15,12 @@ PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 @contextmanager
-def fresh_database(backend: str) -> Iterator[dict[str, str]]:
+def fresh_database(backend: str, prefix: str = "smbench") -> Iterator[dict[str, str]]:
     """Environment variables for the service pointing at a brand-new, empty database."""
     if backend == "postgres":
         import psycopg
 
-        name = f"smbench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         log(f"created PostgreSQL database {name}")

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 import httpx
 
@@ -35,8 +36,11 @@ def emulator_and_database(backend: str, *emulator_args: str) -> Iterator[tuple[s
 
 
 @contextmanager
-def emulator_process(*emulator_args: str) -> Iterator[tuple[str, int]]:
-    """The emulator in a process of its own: its URL and process id; gone afterwards."""
+def emulator_process(
+    *emulator_args: str, output: IO[bytes] | None = None
+) -> Iterator[tuple[str, int]]:
+    """The emulator in a process of its own: its URL and process id; gone afterwards.
+    ``output`` takes its stdout and stderr (default: this process's)."""
     port = free_port()
     emulator = subprocess.Popen(
         [
@@ -44,6 +48,8 @@ def emulator_process(*emulator_args: str) -> Iterator[tuple[str, int]]:
             *("--log-level", "warning", *emulator_args),
         ],
         cwd=ROOT,
+        stdout=output,
+        stderr=None if output is None else subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:

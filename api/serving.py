@@ -95,15 +95,23 @@ class WriterSupervisor:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # A writer killed by a signal while starting is started again, this many times; one
+    # that exits with a status of its own (a bad setting, no database) stops `serve`.
+    START_KILLS = 3
+
     def start(self, timeout: float = 60.0) -> None:
         self._spawn()
         deadline = time.monotonic() + timeout
+        kills = 0
         while not self.socket_path.exists():
             assert self.process is not None
-            if self.process.poll() is not None:
-                raise StripeMeterError(
-                    f"the writer process exited with status {self.process.returncode}"
-                )
+            code = self.process.poll()
+            if code is not None and (code >= 0 or kills >= self.START_KILLS):
+                raise StripeMeterError(f"the writer process exited with status {code}")
+            if code is not None:
+                kills += 1
+                log.error("the writer process was killed while starting (status %s); again", code)
+                self._spawn()
             if time.monotonic() > deadline:
                 raise StripeMeterError("the writer process did not start")
             time.sleep(0.05)

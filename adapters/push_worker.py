@@ -143,8 +143,11 @@ def start_builtin_emulator(stack: ExitStack, port: int) -> str:
     return url
 
 
-class PushRetryError(Exception):
-    """Raised inside the actor so that Dramatiq retries the message with backoff."""
+class PushRetryError(dramatiq.Retry):
+    """Raised inside the actor so that Dramatiq retries the message with backoff.
+
+    A ``dramatiq.Retry``: the worker logs the retry (INFO, with its delay), not an
+    error with a traceback; the pusher has logged why already."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ that is deleted afterwards.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -117,9 +118,13 @@ def test_workers_on_the_broker_bring_stripe_to_the_counter(
 # No timed sweep: one message.
 @pytest.mark.parametrize("deployment", [{"push_interval_seconds": 3600.0}], indirect=True)
 def test_a_push_stripe_refuses_is_retried_by_the_broker_after_a_delay(
-    deployment: Deployment, clock: FakeClock, emulator: RunningEmulator
+    deployment: Deployment,
+    clock: FakeClock,
+    emulator: RunningEmulator,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Only Dramatiq's delayed retry (RabbitMQ: its delay queue) can deliver the push here."""
+    caplog.set_level(logging.INFO, logger="dramatiq")
     tenant = deployment.stores.app.tenant_by_slug("acme").id
     deployment.stores.app.usage.record_usage(
         [submission(tenant, 5, clock.now, key="k1", customer="cus_1")]
@@ -138,14 +143,26 @@ def test_a_push_stripe_refuses_is_retried_by_the_broker_after_a_delay(
         "stripemeter_pushes_total", {"target": "live", "outcome": "retry"}
     )
     assert retries == 2
+    assert_retried_quietly(caplog)
+
+
+def assert_retried_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """A retry Stripe's refusal asks for is a retry, not an error with a traceback."""
+    dramatiq_records = [r for r in caplog.records if r.name.startswith("dramatiq")]
+    assert any("Retrying message" in r.getMessage() for r in dramatiq_records)
+    assert [r.getMessage() for r in dramatiq_records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.parametrize(
     "deployment", [{"push_interval_seconds": 3600.0, "stream_min_batch": 2}], indirect=True
 )
 def test_many_periods_behind_go_as_one_stream_message_that_the_broker_retries(
-    deployment: Deployment, clock: FakeClock, emulator: RunningEmulator
+    deployment: Deployment,
+    clock: FakeClock,
+    emulator: RunningEmulator,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="dramatiq")
     tenant = deployment.stores.app.tenant_by_slug("acme").id
     deployment.stores.app.usage.record_usage(
         [submission(tenant, n + 1, clock.now, key=f"k{n}", customer=f"cus_{n}") for n in range(3)]
@@ -166,6 +183,7 @@ def test_many_periods_behind_go_as_one_stream_message_that_the_broker_retries(
     assert sample("stripemeter_stream_calls_total", {"target": "live"}) == 2
     assert emulator.meter_event_calls["/v2/billing/meter_event_stream"] == 2
     assert "/v1/billing/meter_events" not in emulator.meter_event_calls
+    assert_retried_quietly(caplog)
 
 
 def test_readiness_says_the_broker_answers(

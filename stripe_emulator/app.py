@@ -111,7 +111,8 @@ class EmulatorApp:
             if fault in ("500", "503"):
                 raise server_error(int(fault))
             if fault == "reset":
-                _abort(send)
+                if _abort(send):
+                    await _until_disconnected(send)
                 return
             if fault == "partial_then_500":
                 if path == STREAM_PATH:
@@ -125,7 +126,9 @@ class EmulatorApp:
         if fault == "timeout_after_write":
             # Applied and saved above; now let the client time out, then drop it.
             await asyncio.sleep(self.emulator.config.hang_seconds)
-            if not _abort(send):
+            if _abort(send):
+                await _until_disconnected(send)
+            else:
                 log.info(
                     "timeout_after_write fault on %s %s: applied; the client had already"
                     " given up and closed the connection",
@@ -273,6 +276,20 @@ def _abort(send: Send) -> bool:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
     return True
+
+
+async def _until_disconnected(send: Send) -> None:
+    """Let uvicorn see the dropped connection before the app returns (a few loop turns).
+
+    It logs "ASGI callable returned without starting response" for a request cycle
+    that returns unanswered while still connected; once its ``connection_lost``
+    has run, the cycle is ``disconnected`` and nothing is logged.
+    """
+    cycle = getattr(send, "__self__", None)
+    for _ in range(100):
+        if getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0)
 
 
 async def _read_body(receive: Receive) -> bytes:

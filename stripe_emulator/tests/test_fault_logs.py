@@ -58,3 +58,15 @@ def test_a_client_gone_before_timeout_after_write_drops_it_is_one_info_line(
     assert [(r.levelno, r.name) for r in logs.records] == [(logging.INFO, "stripe_emulator")]
     assert "client had already given up" in logs.records[0].getMessage()
     assert not any(r.exc_info for r in logs.records)
+
+
+def test_a_reset_fault_logs_no_error(emu: RunningEmulator, client: Any, logs: Collected) -> None:
+    make_meter(client)
+    customer = str(client.v1.customers.create({}).id)
+    emu.fail_next("reset", path="/v1/billing/meter_events")
+    once = emu.client(max_network_retries=0)
+    with pytest.raises(stripe.APIConnectionError):
+        send(once, customer, 4)
+    time.sleep(0.3)  # anything uvicorn logs after the app returns
+    assert [r for r in logs.records if r.levelno >= logging.WARNING] == []
+    assert emu.totals() == [] or emu.totals()[0]["value"] == 0  # a reset applies nothing

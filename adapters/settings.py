@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -192,6 +192,9 @@ class Settings:
     # CloudEvents ingest (docs/cloudevents.md): a ``type`` starting with one of these
     # (the first that matches) names the metric without it; none matching: the type itself.
     cloudevents_type_prefixes: tuple[str, ...] = ()
+    # A client of a running service (``stripemeter import``): its address and API key.
+    api_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def backend(self) -> str:
@@ -279,6 +282,8 @@ class Settings:
                 ),
             ),
             webhooks=_webhook_settings(env),
+            api_url=_optional(env, "STRIPEMETER_API_URL"),
+            api_key=_optional(env, "STRIPEMETER_API_KEY"),
         )
 
 

@@ -19,6 +19,7 @@ import msgspec
 import stripe_emulator
 from adapters.persistence import Stores, open_stores
 from adapters.settings import Settings, SettingsError
+from api.cli_import import add_parser as add_import_parser
 from api.cli_ownership import add_parser as add_ownership_parser
 from api.cli_projections import add_parser as add_projections_parser
 from api.cli_reconcile import add_parsers as add_reconcile_parsers
@@ -387,6 +388,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--push", help="<target>:<number> or 'unpushed', to page its events")
     audit.add_argument("--cursor")
     audit.set_defaults(run=cmd_audit)
+    add_import_parser(sub)
     add_ownership_parser(sub)
     add_projections_parser(sub)
     add_reconcile_parsers(sub, tenants)

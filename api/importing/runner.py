@@ -1,0 +1,153 @@
+"""The import loop: read a batch of rows, send it, record what became of it, checkpoint.
+
+The order of one step is what makes an import resumable and exactly-once:
+
+1. the batch is sent and the service answers each event (committed before
+   it answers: nothing acknowledged is lost);
+2. its conflicts and errors are appended to the errors file, flushed to disk;
+3. the checkpoint moves past the batch (with the errors file's new size).
+
+A crash before 3 leaves the checkpoint before the batch: the resumed import
+cuts the errors file back to the size the checkpoint recorded and sends the
+batch again, and the service answers its events ``duplicate``. A stop asked
+for (Ctrl-C, SIGTERM) is honoured between batches, after step 3.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+from api.importing.checkpoint import VERSION, Checkpoint, CheckpointFile, Tally
+from api.importing.rows import Position, Row
+from api.importing.senders import Result, Sender
+
+OUTCOMES = {"accepted": "accepted", "duplicate": "duplicates", "conflict": "conflicts"}
+
+
+class ErrorsFile:
+    """One JSON line per row not counted: its place, the row, the status, field and reason."""
+
+    def __init__(self, path: Path, keep: int | None) -> None:
+        """``keep``: the bytes to keep of an earlier run's file (resumed); None: start it anew."""
+        self.path = path
+        self.out: BinaryIO | None = None
+        if keep is not None and path.exists():
+            with open(path, "r+b") as existing:
+                existing.truncate(keep)
+        elif path.exists():
+            path.unlink()
+        self.size = keep or 0
+
+    def write(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        if self.out is None:
+            self.out = open(self.path, "ab")  # noqa: SIM115 - closed by close()
+        data = b"".join(msgspec.json.encode(e) + b"\n" for e in entries)
+        self.out.write(data)
+        self.out.flush()
+        os.fsync(self.out.fileno())
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+
+@dataclass
+class Run:
+    """What one run of ``import`` did (``tally``) and where it stopped."""
+
+    tally: Tally
+    position: Position
+    seconds: float
+    complete: bool  # the end of the input was reached
+
+
+@dataclass
+class Importer:
+    sender: Sender
+    errors: ErrorsFile
+    batch_size: int
+    checkpoint: CheckpointFile | None = None
+    source: str = ""
+    format: str = ""
+    before: Tally | None = None  # what earlier runs of a resumed import did
+    progress: Callable[[Position, Tally], None] = lambda position, tally: None
+    stop_requested: Callable[[], bool] = lambda: False
+
+    def run(self, rows: Iterator[Row], start: Position) -> Run:
+        tally = Tally()
+        position = start
+        started = time.perf_counter()
+        complete = True
+        while batch := list(islice(rows, self.batch_size)):
+            self._step(batch, tally)
+            last = batch[-1]
+            position = Position(last.end, last.number, last.line)
+            self._save(position, tally)
+            self.progress(position, tally)
+            if self.stop_requested():
+                complete = next(rows, None) is None
+                break
+        return Run(tally, position, time.perf_counter() - started, complete)
+
+    def _step(self, batch: list[Row], tally: Tally) -> None:
+        sendable = [row for row in batch if row.event is not None]
+        results = self.sender.send([row.event for row in sendable if row.event is not None])
+        answered = dict(zip((row.number for row in sendable), results, strict=True))
+        entries = []
+        for row in batch:
+            tally.rows += 1
+            result = answered.get(row.number)
+            if result is None:  # refused here: not sendable
+                assert row.problem is not None
+                result = {"status": "error", "field": row.problem.field}
+                result["reason"] = row.problem.reason
+            status = result["status"]
+            if status in OUTCOMES:
+                setattr(tally, OUTCOMES[status], getattr(tally, OUTCOMES[status]) + 1)
+            elif status != "valid":  # a dry run's verdict
+                tally.rejected += 1
+            if status == "accepted" and (late := result.get("late")):
+                tally.late[late] = tally.late.get(late, 0) + 1
+            if status in ("conflict", "error"):
+                entries.append(_entry(row, result))
+        self.errors.write(entries)
+
+    def _save(self, position: Position, tally: Tally) -> None:
+        if self.checkpoint is None:
+            return
+        total = Tally()
+        if self.before is not None:
+            total.add(self.before)
+        total.add(tally)
+        self.checkpoint.save(
+            Checkpoint(
+                version=VERSION,
+                source=self.source,
+                format=self.format,
+                offset=position.offset,
+                rows=position.rows,
+                lines=position.lines,
+                errors_size=self.errors.size,
+                tally=total,
+            )
+        )
+
+
+def _entry(row: Row, result: Result) -> dict[str, Any]:
+    entry: dict[str, Any] = {"row": row.number, "line": row.line, "status": result["status"]}
+    for name in ("field", "reason", "idempotencyKey"):
+        if result.get(name) is not None:
+            entry[name] = result[name]
+    entry["input"] = row.source
+    return entry

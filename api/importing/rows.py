@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 import msgspec
@@ -33,6 +33,15 @@ class ImportFileError(Exception):
 
 
 @dataclass(frozen=True)
+class Position:
+    """Where reading starts: byte ``offset``, after ``rows`` rows and ``lines`` lines."""
+
+    offset: int = 0
+    rows: int = 0
+    lines: int = 0
+
+
+@dataclass(frozen=True)
 class Row:
     """One row: where it is, what it asks for (None: refused here, see ``problem``)."""
 
@@ -42,6 +51,12 @@ class Row:
     event: bytes | None  # the ingest event, JSON
     source: Any  # the row as read: the CSV cells by column, or the JSONL line
     problem: InvalidInputError | None = None
+    last_line: int = 0  # where it ends (a quoted CSV cell may hold line breaks); 0: ``line``
+
+    @property
+    def after(self) -> Position:
+        """Where the next row's reading starts."""
+        return Position(self.end, self.number, self.last_line or self.line)
 
 
 def format_of(name: str, given: str | None) -> str:
@@ -52,15 +67,6 @@ def format_of(name: str, given: str | None) -> str:
         if name.lower().endswith(f".{fmt}") or (fmt == "jsonl" and name.endswith(".ndjson")):
             return fmt
     raise ImportFileError(f"cannot tell the format of {name!r}: name it with --format csv|jsonl")
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where reading starts: byte ``offset``, after ``rows`` rows and ``lines`` lines."""
-
-    offset: int = 0
-    rows: int = 0
-    lines: int = 0
 
 
 def rows(stream: BinaryIO, fmt: str, start: Position = Position()) -> Iterator[Row]:
@@ -117,12 +123,13 @@ def _csv_rows(stream: BinaryIO, start: Position) -> Iterator[Row]:
             return
         except csv.Error as error:
             problem = InvalidInputError("row", f"is not valid CSV: {error}")
-            yield Row(number, line, lines.offset, None, None, problem)
+            yield Row(number, line, lines.offset, None, None, problem, lines.line)
             number += 1
             continue
         if not cells:  # a blank line
             continue
-        yield _csv_row(number, line, lines.offset, columns, cells)
+        row = _csv_row(number, line, lines.offset, columns, cells)
+        yield replace(row, last_line=lines.line) if lines.line != line else row
         number += 1
 
 

@@ -91,8 +91,7 @@ class Importer:
         complete = True
         while batch := list(islice(rows, self.batch_size)):
             self._step(batch, tally)
-            last = batch[-1]
-            position = Position(last.end, last.number, last.line)
+            position = batch[-1].after
             self._save(position, tally)
             self.progress(position, tally)
             if self.stop_requested():

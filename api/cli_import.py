@@ -120,6 +120,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+    except KeyboardInterrupt:  # Ctrl-C twice
+        print(
+            "stripemeter: stopped at once; the checkpoint of the last batch answered stands",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
@@ -137,9 +143,10 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     saved = None
     if checkpoint is not None and not args.restart and source is not None:
         saved = checkpoint.load(source, fmt)
-    errors_path = args.errors or (
-        source.with_name(source.name + ".errors.jsonl") if source else Path("stdin.errors.jsonl")
-    )
+    # A dry run's list has a name of its own: it must not replace a real import's.
+    suffix = ".dry-run.errors.jsonl" if args.dry_run else ".errors.jsonl"
+    name = (source.name if source else "stdin") + suffix
+    errors_path = args.errors or (source.with_name(name) if source else Path(name))
     sender = _sender(settings, args)
     bar = ProgressBar("rows")
     stop = StopFlag(bar)

@@ -39,12 +39,13 @@ class ErrorsFile:
         """``keep``: the bytes to keep of an earlier run's file (resumed); None: start it anew."""
         self.path = path
         self.out: BinaryIO | None = None
+        self.size = 0
         if keep is not None and path.exists():
             with open(path, "r+b") as existing:
-                existing.truncate(keep)
+                self.size = min(keep, existing.seek(0, os.SEEK_END))
+                existing.truncate(self.size)
         elif path.exists():
             path.unlink()
-        self.size = keep or 0
 
     def write(self, entries: list[dict[str, Any]]) -> None:
         if not entries:

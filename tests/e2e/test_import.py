@@ -223,7 +223,7 @@ def test_rows_not_counted_go_to_the_errors_file_and_a_dry_run_writes_nothing(
     assert code == 1, err
     assert out is not None and out["dryRun"] and (out["valid"], out["rejected"]) == (5, 3)
     assert service.head() == head  # nothing written
-    checked = errors_in(tmp_path / "mixed.csv.errors.jsonl")
+    checked = errors_in(tmp_path / "mixed.csv.dry-run.errors.jsonl")
     assert [(e["row"], e["field"]) for e in checked] == [(2, "quantity"), (5, "meta"), (6, "row")]
     assert not (tmp_path / "mixed.csv.checkpoint").exists()
 

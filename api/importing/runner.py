@@ -102,7 +102,8 @@ class Importer:
 
     def _step(self, batch: list[Row], tally: Tally) -> None:
         sendable = [row for row in batch if row.event is not None]
-        results = self.sender.send([row.event for row in sendable if row.event is not None])
+        events = [row.event for row in sendable if row.event is not None]
+        results = self.sender.send(events) if events else []
         answered = dict(zip((row.number for row in sendable), results, strict=True))
         entries = []
         for row in batch:

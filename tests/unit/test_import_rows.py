@@ -10,6 +10,7 @@ import pytest
 
 from api.importing.checkpoint import VERSION, Checkpoint, CheckpointFile, Tally
 from api.importing.rows import ImportFileError, Position, Row, format_of, rows
+from api.importing.runner import ErrorsFile, Importer
 
 CSV = (
     "\ufeffcustomerRef,metric,quantity,ts,idempotencyKey,meta\r\n"
@@ -111,3 +112,21 @@ def test_a_checkpoint_belongs_to_one_file_and_is_replaced_whole(tmp_path: Path) 
     (tmp_path / "h.csv.checkpoint").write_text("{")
     with pytest.raises(ImportFileError, match="not a checkpoint"):
         file.load(source, "csv")
+
+
+def test_a_batch_of_rows_none_of_which_can_be_sent_sends_nothing(tmp_path: Path) -> None:
+    class Refusing:
+        def send(self, events: list[bytes]) -> list[dict[str, object]]:
+            raise AssertionError(f"sent {events}")
+
+        def close(self) -> None:
+            pass
+
+    errors = ErrorsFile(tmp_path / "errors.jsonl", None)
+    importer = Importer(Refusing(), errors, batch_size=2)
+    run = importer.run(iter(read(b"not json\n{oops\n[1\n", "jsonl")), Position())
+    errors.close()
+    assert (run.tally.rows, run.tally.rejected, run.complete) == (3, 3, True)
+    assert [
+        json.loads(line)["row"] for line in (tmp_path / "errors.jsonl").read_text().splitlines()
+    ] == [1, 2, 3]

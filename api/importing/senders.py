@@ -65,6 +65,7 @@ class HttpSender:
         timeout: float = 120.0,
         attempts: int = 8,
         max_wait: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.attempts = attempts
@@ -72,6 +73,7 @@ class HttpSender:
         self.http = httpx.Client(
             timeout=timeout,
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            transport=transport,
         )
 
     def close(self) -> None:

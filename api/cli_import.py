@@ -35,6 +35,7 @@ from api.importing.senders import DryRunSender, HttpSender, ImportAbortedError, 
 from api.progress import ProgressBar
 
 MAX_BATCH = 10_000
+IN_FLIGHT = 1
 
 
 def add_parser(sub: Any) -> None:
@@ -64,6 +65,14 @@ def add_parser(sub: Any) -> None:
         help="events per request and per checkpoint (default 1000; the service's"
         " STRIPEMETER_MAX_BATCH_EVENTS is the most it takes)",
     )
+    command.add_argument(
+        "--in-flight",
+        type=_in_flight,
+        default=IN_FLIGHT,
+        metavar="N",
+        help=f"requests sent at once (default {IN_FLIGHT}); batches are still checkpointed"
+        " in file order",
+    )
     command.add_argument("--checkpoint", type=Path, help="default: FILE.checkpoint")
     command.add_argument(
         "--restart", action="store_true", help="ignore a checkpoint: import from the first row"
@@ -89,6 +98,13 @@ def _batch_size(text: str) -> int:
     return value
 
 
+def _in_flight(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError("must be between 1 and 8")
+    return value
+
+
 class StopFlag:
     """Ctrl-C (or SIGTERM) once: stop after the batch in flight. Twice: stop now."""
 
@@ -101,7 +117,7 @@ class StopFlag:
             raise KeyboardInterrupt
         self.requested = True
         self.bar.notice(
-            "stopping after the batch in flight (Ctrl-C again to stop now; the checkpoint"
+            "stopping after the batches in flight (Ctrl-C again to stop now; the checkpoint"
             " of the last batch answered stands either way)"
         )
 
@@ -174,8 +190,9 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
             errors,
             args.batch_size,
             checkpoint,
-            str(source) if source else "-",
-            fmt,
+            in_flight=args.in_flight,
+            source=str(source) if source else "-",
+            format=fmt,
             before=saved.tally if saved is not None else None,
             progress=progress,
             stop_requested=lambda: stop.requested,

@@ -1,7 +1,7 @@
 """``stripemeter import`` of a generated history file against the embedded default.
 
     PYTHONPATH=$PWD .venv/bin/python -m benchmarks.import_history [--rows 1000000]
-        [--format csv|jsonl] [--batch 1000] [--backend sqlite|postgres]
+        [--format csv|jsonl] [--batch 1000] [--in-flight 1] [--backend sqlite|postgres]
 
 Starts the embedded service (``stripemeter serve``: one API process and its
 writer process, SQLite in a fresh directory; ``--backend postgres`` for a
@@ -56,7 +56,7 @@ def write_history(path: Path, rows: int, fmt: str) -> tuple[int, int]:
     return total, rows
 
 
-def run_import(url: str, key: str, path: Path, batch: int) -> dict[str, object]:
+def run_import(url: str, key: str, path: Path, batch: int, in_flight: int) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPEMETER_")}
     env |= {
         "STRIPEMETER_API_URL": url,
@@ -65,7 +65,10 @@ def run_import(url: str, key: str, path: Path, batch: int) -> dict[str, object]:
     }
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "import", str(path), "--batch-size", str(batch)],
+        [
+            *(sys.executable, "-m", "api.cli", "import", str(path)),
+            *("--batch-size", str(batch), "--in-flight", str(in_flight)),
+        ],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -97,13 +100,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--in-flight", type=int, default=1, help="the import's --in-flight")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, service(args.backend) as svc:
         path = Path(folder) / f"history.{args.format}"
         expected = write_history(path, args.rows, args.format)
         log(f"{args.rows:,} rows written to {path} ({path.stat().st_size / 2**20:,.1f} MiB)")
-        result = run_import(svc.url, svc.key, path, args.batch)
+        result = run_import(svc.url, svc.key, path, args.batch, args.in_flight)
         log(f"imported: {result}")
         service_rss = {
             f"{role}_peak_rss_mib": round(peak_rss_mb(pid), 1) for pid, role in svc.roles().items()
@@ -124,6 +128,7 @@ def main() -> None:
             "format": args.format,
             "rows": args.rows,
             "batch": args.batch,
+            "in_flight": args.in_flight,
             **result,
             **service_rss,
             "counted": counted,

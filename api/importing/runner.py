@@ -7,17 +7,22 @@ The order of one step is what makes an import resumable and exactly-once:
 2. its conflicts and errors are appended to the errors file, flushed to disk;
 3. the checkpoint moves past the batch (with the errors file's new size).
 
+With ``in_flight`` above 1 the next batches are sent while one waits for its
+answer, and the steps 2 and 3 of each still happen in file order.
+
 A crash before 3 leaves the checkpoint before the batch: the resumed import
 cuts the errors file back to the size the checkpoint recorded and sends the
 batch again, and the service answers its events ``duplicate``. A stop asked
-for (Ctrl-C, SIGTERM) is honoured between batches, after step 3.
+for (Ctrl-C, SIGTERM) sends no new batch and records those in flight.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -79,6 +84,7 @@ class Importer:
     errors: ErrorsFile
     batch_size: int
     checkpoint: CheckpointFile | None = None
+    in_flight: int = 1  # requests sent at once
     source: str = ""
     format: str = ""
     before: Tally | None = None  # what earlier runs of a resumed import did
@@ -86,24 +92,47 @@ class Importer:
     stop_requested: Callable[[], bool] = lambda: False
 
     def run(self, rows: Iterator[Row], start: Position) -> Run:
+        """Send ``rows`` in batches, ``in_flight`` requests at a time, each recorded in order.
+
+        Batches are answered in any order but recorded (errors file, then
+        checkpoint) in file order, so the checkpoint never passes a batch
+        that has no answer yet. A stop asked for sends no new batch and
+        records those in flight.
+        """
         tally = Tally()
         position = start
         started = time.perf_counter()
-        complete = True
-        while batch := list(islice(rows, self.batch_size)):
-            self._step(batch, tally)
-            position = batch[-1].after
-            self._save(position, tally)
-            self.progress(position, tally)
-            if self.stop_requested():
-                complete = next(rows, None) is None
-                break
+        pending: deque[tuple[list[Row], Future[list[Result]]]] = deque()
+        reading = True
+        pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="import-send")
+        try:
+            while True:
+                while reading and len(pending) < self.in_flight and not self.stop_requested():
+                    batch = list(islice(rows, self.batch_size))
+                    if not batch:
+                        reading = False
+                        break
+                    pending.append((batch, pool.submit(self._send, batch)))
+                if not pending:
+                    break
+                batch, answer = pending.popleft()
+                self._record(batch, answer.result(), tally)
+                position = batch[-1].after
+                self._save(position, tally)
+                self.progress(position, tally)
+        finally:
+            # Stopping early (an error, Ctrl-C twice): what is in flight is answered and
+            # dropped; the service counted it, a resumed import is told ``duplicate``.
+            pool.shutdown(wait=True, cancel_futures=True)
+        complete = not reading or next(rows, None) is None
         return Run(tally, position, time.perf_counter() - started, complete)
 
-    def _step(self, batch: list[Row], tally: Tally) -> None:
+    def _send(self, batch: list[Row]) -> list[Result]:
+        events = [row.event for row in batch if row.event is not None]
+        return self.sender.send(events) if events else []
+
+    def _record(self, batch: list[Row], results: list[Result], tally: Tally) -> None:
         sendable = [row for row in batch if row.event is not None]
-        events = [row.event for row in sendable if row.event is not None]
-        results = self.sender.send(events) if events else []
         answered = dict(zip((row.number for row in sendable), results, strict=True))
         entries = []
         for row in batch:

@@ -304,15 +304,16 @@ def test_an_import_killed_or_interrupted_resumes_and_counts_every_row_once(
     killed_at = json.loads(checkpoint.read_bytes())
     assert 0 < killed_at["offset"] < size
 
-    # 2. Run again: it resumes there, and Ctrl-C stops it after the batch in flight.
-    process = _start(service, file, "--batch-size", "100")
+    # 2. Run again, two requests at a time: it resumes there, and Ctrl-C stops it after
+    # the batches in flight, each recorded in file order.
+    process = _start(service, file, "--batch-size", "100", "--in-flight", "2")
     _when_checkpointed(process, checkpoint, killed_at["offset"])
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
     out = json.loads(stdout)
     assert out["resumedFrom"] == {"row": killed_at["rows"], "offset": killed_at["offset"]}
-    assert not out["complete"] and b"stopping after the batch in flight" in stderr
+    assert not out["complete"] and b"stopping after the batches in flight" in stderr
     stopped_at = json.loads(checkpoint.read_bytes())
     assert stopped_at["rows"] == killed_at["rows"] + out["rowsRead"]
     assert killed_at["offset"] < stopped_at["offset"] < size

@@ -182,7 +182,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         )
         if saved is not None:
             bar.notice(
-                f"resuming from row {saved.rows:,} (byte {saved.offset:,}) of {source}: the"
+                f"resuming after row {saved.rows:,} (byte {saved.offset:,}) of {source}: the"
                 " rows before it were answered in an earlier run (--restart to start over)"
             )
         importer = Importer(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -200,6 +200,9 @@ class Settings:
     cloudevents_type_prefixes: tuple[str, ...] = ()
     # A TOML file (docs/config-file.md) that ``serve`` applies at start; refused: no start.
     config_file: Path | None = None
+    # A client of a running service (``stripemeter import``): its address and API key.
+    api_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def backend(self) -> str:
@@ -291,6 +294,8 @@ class Settings:
                 ),
             ),
             webhooks=_webhook_settings(env),
+            api_url=_optional(env, "STRIPEMETER_API_URL"),
+            api_key=_optional(env, "STRIPEMETER_API_KEY"),
         )
 
 

@@ -21,6 +21,7 @@ from adapters.build_info import version
 from adapters.persistence import Stores, open_stores
 from adapters.settings import Settings, SettingsError
 from api.cli_config import add_parser as add_config_parser
+from api.cli_import import add_parser as add_import_parser
 from api.cli_ownership import add_parser as add_ownership_parser
 from api.cli_projections import add_parser as add_projections_parser
 from api.cli_reconcile import add_parsers as add_reconcile_parsers
@@ -391,6 +392,7 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--cursor")
     audit.set_defaults(run=cmd_audit)
     add_config_parser(sub)
+    add_import_parser(sub)
     add_ownership_parser(sub)
     add_projections_parser(sub)
     add_reconcile_parsers(sub, tenants)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any, TextIO
 
 from adapters.persistence import build_views, open_stores
 from adapters.settings import Settings
+from api.progress import ProgressBar
 from projections.base import BatchProjection
 from projections.rebuild import (
-    Progress,
     Rebuild,
     RebuildError,
     RebuildReport,
@@ -77,7 +76,7 @@ def _positive(text: str) -> int:
 
 def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     stores = open_stores(settings)
-    bar = ProgressBar(sys.stderr)
+    bar = ProgressBar("events")
 
     def build(store: ViewStore) -> list[BatchProjection]:
         return build_views(stores.app, store).runner.projections
@@ -91,7 +90,7 @@ def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int
             build,
             names=args.projection,
             batch_size=args.batch_size,
-            progress=bar.update,
+            progress=lambda p: bar.update(p.done, p.total),
             notice=bar.notice,
         )
         report = rebuild.run(dry_run=args.dry_run, restart=args.restart)
@@ -171,63 +170,3 @@ def _explain(report: RebuildReport, stream: TextIO) -> None:
         f"{report.differences:,} rows differ" if report.differences else "the views are identical"
     )
     print(f"compared at log position {where}: {verdict}", file=stream)
-
-
-class ProgressBar:
-    """Events done / total, events/s and ETA on stderr.
-
-    On a terminal the bar redraws in place; otherwise (a log file, a pipe) it
-    prints one line every ``every`` seconds, and one at the end.
-    """
-
-    def __init__(
-        self, stream: TextIO, every: float = 5.0, redraw: float = 0.1, width: int = 30
-    ) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.every = redraw if self.tty else every
-        self.width = width
-        self.shown: tuple[int, int] | None = None
-        self.at = float("-inf")
-        self.open_line = False
-
-    def update(self, progress: Progress) -> None:
-        now = time.monotonic()
-        finished = progress.done >= progress.total
-        if (progress.done, progress.total) == self.shown:
-            return
-        if now - self.at < self.every and not finished:
-            return
-        self.at, self.shown = now, (progress.done, progress.total)
-        line = self.render(progress)
-        if self.tty:
-            self.stream.write(f"\r{line}\x1b[K")
-            self.open_line = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def render(self, progress: Progress) -> str:
-        share = progress.done / progress.total if progress.total else 1.0
-        filled = round(share * self.width)
-        eta = progress.eta
-        return (
-            f"[{'#' * filled}{'-' * (self.width - filled)}] {share:6.1%}"
-            f"  {progress.done:,}/{progress.total:,} events  {progress.rate:,.0f} events/s"
-            f"  ETA {_duration(eta) if eta is not None else '?'}"
-        )
-
-    def notice(self, message: str) -> None:
-        self.finish()
-        print(f"stripemeter: {message}", file=self.stream, flush=True)
-
-    def finish(self) -> None:
-        if self.open_line:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.open_line = False
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"

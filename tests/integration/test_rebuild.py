@@ -7,7 +7,9 @@ the views against what they were: table by table, row by row.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -643,8 +645,8 @@ def test_the_command_resumes_after_an_interruption(
 
 
 def test_progress_redraws_on_a_terminal_and_prints_lines_otherwise(tmp_path: Path) -> None:
-    from api.cli_projections import ProgressBar
-    from projections.rebuild import Progress
+    """rich's bar: redrawn in place on a terminal, one plain line per update elsewhere."""
+    from api.progress import ProgressBar
 
     class Terminal:
         def __init__(self, tty: bool) -> None:
@@ -653,23 +655,31 @@ def test_progress_redraws_on_a_terminal_and_prints_lines_otherwise(tmp_path: Pat
         def isatty(self) -> bool:
             return self.tty
 
-        def write(self, text: str) -> None:
+        def write(self, text: str) -> int:
             self.text += text
+            return len(text)
 
         def flush(self) -> None:
             pass
 
     for tty in (True, False):
         stream = Terminal(tty)
-        bar = ProgressBar(stream, every=0.0, redraw=0.0)  # type: ignore[arg-type]
-        bar.update(Progress(0, 1000, 0.0))
-        bar.update(Progress(500, 1000, 1.0))
-        bar.update(Progress(1000, 1000, 2.0))
+        now = [0.0]
+        bar = ProgressBar("events", stream, every=0.0, clock=functools.partial(min, now))  # type: ignore[arg-type]
+        for at, done in ((0.0, 0), (1.0, 500), (1.5, 750), (4.0, 2000)):
+            now[0] = at
+            bar.update(done, 2000)
+            if tty:
+                bar.progress.refresh()
         bar.finish()
-        assert "500/1,000 events" in stream.text and "500 events/s" in stream.text
-        assert "ETA 0:00:01" in stream.text
-        assert stream.text.count("\r") == (3 if tty else 0)
-        assert stream.text.count("\n") == (1 if tty else 3)
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.text)  # colours and cursor moves
+        assert "500/2,000 events" in text and "500 events/s" in text, text
+        assert "ETA 0:00:03" in text  # 1,250 left at the last 0.5 s's 500/s: 2.5 s
+        assert "2,000/2,000 events" in text and "100%" in text
+        if tty:
+            assert "\x1b[" in stream.text  # redrawn in place
+        else:
+            assert "\x1b[" not in stream.text and text.count("\n") == 4, text
 
 
 def test_the_shadow_lives_apart_from_the_live_views(settings: Settings, stores: Stores) -> None:

@@ -1,0 +1,1 @@
+"""``stripemeter import``: reading the file, sending it, checkpointing (api/cli_import.py)."""

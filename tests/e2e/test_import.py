@@ -89,6 +89,8 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
         env["STRIPEMETER_DATABASE_URL"] = (
             f"postgresql://{db.user}:{db.password}@{db.host}:{db.port}/{db.dbname}"
         )
+        # No Stripe key here: its embedded worker pushes to the built-in emulator, on purpose.
+        env["STRIPEMETER_STRIPE_EMULATOR"] = "true"
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
         [*CLI, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT

@@ -276,15 +276,20 @@ class _Planner:
         push = PUSH_MODE[definition.aggregation].value
         event_name = event_name_of(wanted, definition)
         current = copy.mappings.get(wanted.metric)
+        # A meter named by id is the same meter whatever its event name (map_meter
+        # stores the meter's own, which need not be the metric's name).
+        same_meter = current is not None and (
+            current.stripe_meter_id == wanted.stripe_meter_id
+            if wanted.stripe_meter_id is not None
+            else current.stripe_event_name == event_name
+        )
         if (
             current is not None
-            and current.stripe_event_name == event_name
-            and wanted.stripe_meter_id in (None, current.stripe_meter_id)
+            and same_meter
             and current.shadow_event_name == wanted.shadow_event_name
         ):
-            return Step(
-                place, UNCHANGED, f"Stripe meter {event_name!r} ({current.stripe_meter_id}), {push}"
-            )
+            shown = f"Stripe meter {current.stripe_event_name!r} ({current.stripe_meter_id})"
+            return Step(place, UNCHANGED, f"{shown}, {push}")
         service = self.mapping_service()
         try:
             checked = service.check_meter(

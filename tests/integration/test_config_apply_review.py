@@ -1,0 +1,81 @@
+"""``stripemeter config apply``: a mapping by meter id.
+
+Found in the review of issue 16; on SQLite and PostgreSQL against the emulator,
+run as an operator runs it (``cli.main``).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from adapters.persistence import Stores
+from api import cli
+from domain.tenancy import tenant_id_for
+from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
+
+
+@pytest.fixture
+def stripe_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
+    monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_API_KEY)
+    monkeypatch.setenv("STRIPE_API_BASE", emulator.url)
+    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "0")
+    return emulator
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "stripemeter.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def apply(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, list[str], str]:
+    code = cli.main(["config", "apply", str(path)])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def head(stores: Stores) -> int:
+    return stores.app.recorder.max_notification_id() or 0
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_a_mapping_by_meter_id_is_unchanged_on_the_second_apply(
+    stores: Stores,
+    stripe_env: RunningEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The meter's event name is not the metric's: the plan compared the stored mapping
+    with the metric's name, so every apply was an 'update' that asked Stripe again."""
+    meter = stripe_env.client().v1.billing.meters.create(
+        {
+            "display_name": "calls",
+            "event_name": "calls_v2",
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    path = write(
+        tmp_path,
+        f"""\
+        [tenant]
+        slug = "acme"
+        [metrics.api_calls]
+        aggregation = "sum"
+        [mappings.api_calls]
+        stripe_meter_id = "{meter.id}"
+        """,
+    )
+    code, out, err = apply(capsys, path)
+    assert (code, err, out[-1]) == (0, "", "applied 3 changes")
+    mapping = stores.app.tenant(tenant_id_for("acme")).mappings["api_calls"]
+    assert (mapping.stripe_meter_id, mapping.stripe_event_name) == (meter.id, "calls_v2")
+
+    before = head(stores)
+    code, out, err = apply(capsys, path)
+    assert (code, err) == (0, "")
+    assert f"  unchanged  mappings.api_calls: Stripe meter 'calls_v2' ({meter.id}), delta" in out
+    assert out[-2:] == ["0 to create, 0 to update, 2 unchanged", "nothing to change"]
+    assert head(stores) == before

@@ -24,7 +24,14 @@ from uuid import UUID, uuid5
 from eventsourcing.application import AggregateNotFoundError
 
 from adapters.persistence import Stores
-from api.config_file import AlertConfig, ConfigError, ConfigFile, MappingConfig, file_key
+from api.config_file import (
+    AlertConfig,
+    ConfigError,
+    ConfigFile,
+    MappingConfig,
+    file_key,
+    push_refusal,
+)
 from api.config_file import planned_event_name as event_name_of
 from domain.alerting import AlertService
 from domain.alerts import AlertRule, AlertSpec
@@ -273,6 +280,9 @@ class _Planner:
             raise self.config.refusal(
                 place, f"metric {wanted.metric!r} is not declared (declare it in [metrics])"
             )
+        refused_push = push_refusal(wanted.push, definition)  # a metric stored before the file
+        if refused_push is not None:
+            raise self.config.refusal(f"{place}.push", refused_push)
         push = PUSH_MODE[definition.aggregation].value
         event_name = event_name_of(wanted, definition)
         current = copy.mappings.get(wanted.metric)

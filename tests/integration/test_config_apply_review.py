@@ -1,4 +1,4 @@
-"""``stripemeter config apply``: a mapping by meter id.
+"""``stripemeter config apply``: a mapping by meter id, and ``push`` on a stored metric.
 
 Found in the review of issue 16; on SQLite and PostgreSQL against the emulator,
 run as an operator runs it (``cli.main``).
@@ -13,6 +13,7 @@ import pytest
 
 from adapters.persistence import Stores
 from api import cli
+from domain.meters import Aggregation, MetricDefinition
 from domain.tenancy import tenant_id_for
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
 
@@ -79,3 +80,35 @@ def test_a_mapping_by_meter_id_is_unchanged_on_the_second_apply(
     assert f"  unchanged  mappings.api_calls: Stripe meter 'calls_v2' ({meter.id}), delta" in out
     assert out[-2:] == ["0 to create, 0 to update, 2 unchanged", "nothing to change"]
     assert head(stores) == before
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_a_push_that_is_not_the_stored_metrics_is_refused(
+    stores: Stores,
+    stripe_env: RunningEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/config-file.md: "a push that says otherwise is refused". It was, only for a
+    metric declared in the same file; for one declared before, it passed silently."""
+    stores.app.register_tenant("acme", "Acme")
+    stores.app.declare_metric(tenant_id_for("acme"), MetricDefinition("seats", Aggregation.MAX))
+    path = write(
+        tmp_path,
+        """\
+        [tenant]
+        slug = "acme"
+        [mappings.seats]
+        create_meter = true
+        push = "delta"
+        """,
+    )
+    before = head(stores)
+    code, out, err = apply(capsys, path)
+    assert (code, out) == (1, [])
+    assert err == (
+        f"stripemeter: {path}: mappings.seats.push: a 'max' metric is pushed as 'value'"
+        " (the push follows the metric's aggregation: domain/mappings.py)\n"
+    )
+    assert head(stores) == before
+    assert stripe_env.client().v1.billing.meters.list().data == []

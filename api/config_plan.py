@@ -193,6 +193,8 @@ class _Planner:
         self.tenant_id = tenant_id_for(slug)
         self._mapping_service = mapping_service
         self._service: StripeMappingService | None = None
+        # The live Stripe meter (by its event name) each mapping of the file ends on.
+        self._meters: dict[str, str] = {}
 
     def refuse(self, place: str, error: Exception) -> ConfigError:
         if isinstance(error, InvalidInputError):
@@ -298,6 +300,7 @@ class _Planner:
             and same_meter
             and current.shadow_event_name == wanted.shadow_event_name
         ):
+            self._one_metric_per_meter(place, current.stripe_event_name, wanted.metric)
             shown = f"Stripe meter {current.stripe_event_name!r} ({current.stripe_meter_id})"
             return Step(place, UNCHANGED, f"{shown}, {push}")
         service = self.mapping_service()
@@ -312,6 +315,7 @@ class _Planner:
             )
         except (StripeMeterError, StripeError) as error:  # Stripe unreachable: named here too
             raise self.refuse(place, error) from None
+        self._one_metric_per_meter(place, checked.event_name, wanted.metric)
         meter = checked.meter
         where = f"{meter.id}" if meter else "created in Stripe"
         detail = f"Stripe meter {checked.event_name!r} ({where}), {push}"
@@ -329,6 +333,19 @@ class _Planner:
             )
 
         return Step(place, CREATE if current is None else UPDATE, detail, make)
+
+    def _one_metric_per_meter(self, place: str, event_name: str, metric: str) -> None:
+        """Two mappings of the file on one meter: refused here, before anything is applied.
+
+        ``check_meter`` checks each mapping against what is saved, so the second of
+        two mappings to one meter (named by id, which the file's own check cannot
+        see) passed the plan and was refused midway, after the first was applied.
+        """
+        other = self._meters.setdefault(event_name, metric)
+        if other != metric:
+            raise self.config.refusal(
+                place, f"Stripe meter {event_name!r} is already mapped by mappings.{other}"
+            )
 
     def _alert(self, copy: Tenant, wanted: AlertConfig) -> Step:
         place = f"alerts.{wanted.name}"

@@ -1,4 +1,4 @@
-"""``stripemeter config apply``: a mapping by meter id, and ``push`` on a stored metric.
+"""``stripemeter config apply``: mappings by meter id, and ``push`` on a stored metric.
 
 Found in the review of issue 16; on SQLite and PostgreSQL against the emulator,
 run as an operator runs it (``cli.main``).
@@ -112,3 +112,45 @@ def test_a_push_that_is_not_the_stored_metrics_is_refused(
     )
     assert head(stores) == before
     assert stripe_env.client().v1.billing.meters.list().data == []
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_two_mappings_on_one_meter_by_id_are_refused_before_anything_is_applied(
+    stores: Stores,
+    stripe_env: RunningEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The file's own check compares the event names it plans, which a meter named by id
+    does not show: the plan passed, and the domain refused the second mapping midway,
+    after the tenant, both metrics and the first mapping were applied."""
+    meter = stripe_env.client().v1.billing.meters.create(
+        {
+            "display_name": "calls",
+            "event_name": "calls_v2",
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    path = write(
+        tmp_path,
+        f"""\
+        [tenant]
+        slug = "acme"
+        [metrics.api_calls]
+        aggregation = "sum"
+        [metrics.other_calls]
+        aggregation = "sum"
+        [mappings.api_calls]
+        stripe_meter_id = "{meter.id}"
+        [mappings.other_calls]
+        stripe_meter_id = "{meter.id}"
+        """,
+    )
+    before = head(stores)
+    code, out, err = apply(capsys, path)
+    assert (code, out) == (1, [])
+    assert err == (
+        f"stripemeter: {path}: mappings.other_calls: Stripe meter 'calls_v2' is already"
+        " mapped by mappings.api_calls\n"
+    )
+    assert head(stores) == before

@@ -37,6 +37,7 @@ from domain.alerting import AlertService
 from domain.alerts import AlertRule, AlertSpec
 from domain.application import MeteringApp
 from domain.errors import (
+    ConflictError,
     InvalidInputError,
     MetricConflictError,
     NotFoundError,
@@ -215,12 +216,7 @@ class _Planner:
                 copy = Tenant.register(self.slug, name)
             except InvalidInputError as error:
                 raise self.refuse("tenant", error) from None
-            yield Step(
-                "tenant",
-                CREATE,
-                f"{self.slug} ({name})",
-                lambda: self.app.register_tenant(self.slug, name),
-            )
+            yield Step("tenant", CREATE, f"{self.slug} ({name})", lambda: self._register(name))
         yield from self._settings(copy)
         for definition in self.config.metrics:
             yield self._metric(copy, definition)
@@ -334,6 +330,24 @@ class _Planner:
 
         return Step(place, CREATE if current is None else UPDATE, detail, make)
 
+    # Two applies of one file may run at once (two `serve` starting with the same
+    # STRIPEMETER_CONFIG_FILE): what the other made meanwhile, as the file says, is done.
+
+    def _register(self, name: str) -> object:
+        try:
+            return self.app.register_tenant(self.slug, name)
+        except ConflictError:  # registered meanwhile; the name is used only to create it
+            return self.app.fresh_tenant(self.tenant_id)
+
+    def _create_alert(self, service: AlertService, spec: AlertSpec, alert_id: UUID) -> object:
+        try:
+            return service.create(self.tenant_id, spec, alert_id)
+        except ConflictError:
+            made = service.rule(self.tenant_id, alert_id)
+            if made.spec != spec:
+                raise
+            return made
+
     def _one_metric_per_meter(self, place: str, event_name: str, metric: str) -> None:
         """Two mappings of the file on one meter: refused here, before anything is applied.
 
@@ -369,7 +383,7 @@ class _Planner:
                 place,
                 CREATE,
                 _describe_alert(spec),
-                lambda: service.create(self.tenant_id, spec, alert_id),
+                lambda: self._create_alert(service, spec, alert_id),
             )
         if not isinstance(rule, AlertRule) or rule.deleted:
             raise self.config.refusal(

@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 
 from adapters.persistence import Stores
+from adapters.stripe_gateway import SdkStripeGateway
 from api import cli
+from api.config_file import read_config
+from api.config_plan import alert_id_for, apply_plan, plan
+from domain.alerting import AlertService
 from domain.meters import Aggregation, MetricDefinition
+from domain.stripe_mapping import StripeMappingService
 from domain.tenancy import tenant_id_for
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
 
@@ -154,3 +159,47 @@ def test_two_mappings_on_one_meter_by_id_are_refused_before_anything_is_applied(
         " mapped by mappings.api_calls\n"
     )
     assert head(stores) == before
+
+
+def test_two_applies_of_one_file_at_once_both_succeed(
+    stores: Stores, stripe_env: RunningEmulator, tmp_path: Path
+) -> None:
+    """Two ``serve`` starting at once with one STRIPEMETER_CONFIG_FILE (two hosts, say)
+    plan the same file before either applies it. The second then found the tenant and
+    the alert it meant to create already there, and refused to start ("tenant 'acme'
+    already exists") though the tenant says exactly what its file says."""
+    path = write(
+        tmp_path,
+        """\
+        [tenant]
+        slug = "acme"
+        [metrics.api_calls]
+        aggregation = "sum"
+        [mappings.api_calls]
+        create_meter = true
+        [alerts.heavy]
+        metric = "api_calls"
+        kind = "usage"
+        threshold = 1000
+        """,
+    )
+    config = read_config(path)
+    gateway = SdkStripeGateway(TEST_API_KEY, stripe_env.url, max_network_retries=0)
+    service = StripeMappingService(stores.app, gateway)
+    first = plan(stores.app, config, None, lambda: service)
+    second = plan(stores.app, config, None, lambda: service)
+
+    assert [s.place for s in apply_plan(first)] == [
+        "tenant",
+        "metrics.api_calls",
+        "mappings.api_calls",
+        "alerts.heavy",
+    ]
+    apply_plan(second)  # raised ApplyError at "tenant"
+
+    acme = tenant_id_for("acme")
+    assert stores.app.tenant(acme).mappings["api_calls"].stripe_event_name == "api_calls"
+    assert AlertService(stores.app).rule(acme, alert_id_for(acme, "heavy")).threshold == 1000
+    assert [m.event_name for m in stripe_env.client().v1.billing.meters.list().data] == [
+        "api_calls"
+    ]

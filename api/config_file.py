@@ -8,7 +8,7 @@ the reasons are the domain's own (``MetricDefinition``, ``check_spec``, the
 tenant's rules), with the API's field name replaced by the file's key.
 
 Every key is described in docs/config-file.md; examples/stripemeter.toml
-uses each of them.
+uses most of them (that page names the others).
 """
 
 from __future__ import annotations

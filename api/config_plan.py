@@ -211,7 +211,9 @@ class _Planner:
         try:
             copy = self.app.fresh_tenant(self.tenant_id)
         except NotFoundError:  # not registered yet
-            name = self.config.tenant.name or self.slug
+            # The file's name is its own tenant's, not that of another named by --tenant.
+            own = self.config.tenant.slug in (None, self.slug)
+            name = (self.config.tenant.name if own else None) or self.slug
             try:
                 copy = Tenant.register(self.slug, name)
             except InvalidInputError as error:

@@ -203,3 +203,25 @@ def test_two_applies_of_one_file_at_once_both_succeed(
     assert [m.event_name for m in stripe_env.client().v1.billing.meters.list().data] == [
         "api_calls"
     ]
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_another_tenant_than_the_files_is_not_given_the_files_tenant_name(
+    stores: Stores, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--tenant globex`` on a file for acme: globex was created named "Acme Inc"."""
+    path = write(
+        tmp_path,
+        """\
+        [tenant]
+        slug = "acme"
+        name = "Acme Inc"
+        [metrics.api_calls]
+        aggregation = "sum"
+        """,
+    )
+    code = cli.main(["config", "apply", str(path), "--tenant", "globex"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert "  create     tenant: globex (globex)" in out
+    assert stores.app.tenant(tenant_id_for("globex")).display_name == "globex"

@@ -342,9 +342,15 @@ def planned_event_name(mapping: MappingConfig, definition: MetricDefinition | No
 def _check_distinct_meters(
     mappings: tuple[MappingConfig, ...], metrics: Mapping[str, MetricDefinition], refuse: Refuse
 ) -> None:
-    """Two metrics of the file on one Stripe meter would count each other's usage."""
+    """Two metrics of the file on one Stripe meter would count each other's usage.
+
+    A mapping by ``stripe_meter_id`` is on a meter whose event name only Stripe
+    knows: the plan checks those, with the meter found (api/config_plan.py).
+    """
     seen: dict[str, str] = {}
     for mapping in mappings:
+        if mapping.stripe_meter_id is not None:
+            continue
         name = planned_event_name(mapping, metrics.get(mapping.metric))
         if name in seen:
             raise refuse(

@@ -225,3 +225,43 @@ def test_another_tenant_than_the_files_is_not_given_the_files_tenant_name(
     assert code == 0
     assert "  create     tenant: globex (globex)" in out
     assert stores.app.tenant(tenant_id_for("globex")).display_name == "globex"
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_a_mapping_by_id_does_not_claim_its_metrics_name_as_a_meter(
+    stores: Stores,
+    stripe_env: RunningEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The file's check took a mapping by id to be on the meter named like its metric:
+    ``calls`` by id (meter 'calls_v1') and ``calls_v2`` on meter 'calls' were refused
+    as "Stripe meter 'calls' is already mapped by mappings.calls", which is untrue."""
+    client = stripe_env.client()
+    old = client.v1.billing.meters.create(
+        {"display_name": "v1", "event_name": "calls_v1", "default_aggregation": {"formula": "sum"}}
+    )
+    path = write(
+        tmp_path,
+        f"""\
+        [tenant]
+        slug = "acme"
+        [metrics.calls]
+        aggregation = "sum"
+        [metrics.calls_v2]
+        aggregation = "sum"
+        [mappings.calls]
+        stripe_meter_id = "{old.id}"
+        [mappings.calls_v2]
+        stripe_event_name = "calls"
+        create_meter = true
+        """,
+    )
+    code, out, err = apply(capsys, path)
+    assert (code, err) == (0, "")
+    assert out[-1] == "applied 5 changes"
+    mappings = stores.app.tenant(tenant_id_for("acme")).mappings
+    assert {m: mappings[m].stripe_event_name for m in mappings} == {
+        "calls": "calls_v1",
+        "calls_v2": "calls",
+    }

@@ -8,7 +8,7 @@ the reasons are the domain's own (``MetricDefinition``, ``check_spec``, the
 tenant's rules), with the API's field name replaced by the file's key.
 
 Every key is described in docs/config-file.md; examples/stripemeter.toml
-uses each of them.
+uses most of them (that page names the others).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class MappingConfig:
     stripe_meter_id: str | None
     create_meter: bool
     shadow_event_name: str | None
+    push: str | None = None  # a check: refused unless it is the metric's (push_refusal)
 
 
 @dataclass(frozen=True)
@@ -297,19 +298,28 @@ def _mapping(
         if push not in {m.value for m in PushMode}:
             raise refuse(f"{place}.push", f"must be one of {modes}")
         definition = metrics.get(metric)
-        if definition is not None and PUSH_MODE[definition.aggregation].value != push:
-            needed = PUSH_MODE[definition.aggregation].value
-            raise refuse(
-                f"{place}.push",
-                f"a {definition.aggregation.value!r} metric is pushed as {needed!r}"
-                " (the push follows the metric's aggregation: domain/mappings.py)",
-            )
+        # A metric stored before the file is checked by the plan, which reads it.
+        reason = push_refusal(push, definition) if definition is not None else None
+        if reason is not None:
+            raise refuse(f"{place}.push", reason)
     return MappingConfig(
         metric=metric,
         stripe_event_name=table.get("stripe_event_name"),
         stripe_meter_id=table.get("stripe_meter_id"),
         create_meter=table.get("create_meter", False),
         shadow_event_name=table.get("shadow_event_name"),
+        push=push,
+    )
+
+
+def push_refusal(push: str | None, definition: MetricDefinition) -> str | None:
+    """Why a mapping's ``push`` is not the one ``definition``'s aggregation has, or None."""
+    needed = PUSH_MODE[definition.aggregation].value
+    if push is None or push == needed:
+        return None
+    return (
+        f"a {definition.aggregation.value!r} metric is pushed as {needed!r}"
+        " (the push follows the metric's aggregation: domain/mappings.py)"
     )
 
 
@@ -332,9 +342,15 @@ def planned_event_name(mapping: MappingConfig, definition: MetricDefinition | No
 def _check_distinct_meters(
     mappings: tuple[MappingConfig, ...], metrics: Mapping[str, MetricDefinition], refuse: Refuse
 ) -> None:
-    """Two metrics of the file on one Stripe meter would count each other's usage."""
+    """Two metrics of the file on one Stripe meter would count each other's usage.
+
+    A mapping by ``stripe_meter_id`` is on a meter whose event name only Stripe
+    knows: the plan checks those, with the meter found (api/config_plan.py).
+    """
     seen: dict[str, str] = {}
     for mapping in mappings:
+        if mapping.stripe_meter_id is not None:
+            continue
         name = planned_event_name(mapping, metrics.get(mapping.metric))
         if name in seen:
             raise refuse(

@@ -24,12 +24,20 @@ from uuid import UUID, uuid5
 from eventsourcing.application import AggregateNotFoundError
 
 from adapters.persistence import Stores
-from api.config_file import AlertConfig, ConfigError, ConfigFile, MappingConfig, file_key
+from api.config_file import (
+    AlertConfig,
+    ConfigError,
+    ConfigFile,
+    MappingConfig,
+    file_key,
+    push_refusal,
+)
 from api.config_file import planned_event_name as event_name_of
 from domain.alerting import AlertService
 from domain.alerts import AlertRule, AlertSpec
 from domain.application import MeteringApp
 from domain.errors import (
+    ConflictError,
     InvalidInputError,
     MetricConflictError,
     NotFoundError,
@@ -186,6 +194,8 @@ class _Planner:
         self.tenant_id = tenant_id_for(slug)
         self._mapping_service = mapping_service
         self._service: StripeMappingService | None = None
+        # The live Stripe meter (by its event name) each mapping of the file ends on.
+        self._meters: dict[str, str] = {}
 
     def refuse(self, place: str, error: Exception) -> ConfigError:
         if isinstance(error, InvalidInputError):
@@ -201,17 +211,14 @@ class _Planner:
         try:
             copy = self.app.fresh_tenant(self.tenant_id)
         except NotFoundError:  # not registered yet
-            name = self.config.tenant.name or self.slug
+            # The file's name is its own tenant's, not that of another named by --tenant.
+            own = self.config.tenant.slug in (None, self.slug)
+            name = (self.config.tenant.name if own else None) or self.slug
             try:
                 copy = Tenant.register(self.slug, name)
             except InvalidInputError as error:
                 raise self.refuse("tenant", error) from None
-            yield Step(
-                "tenant",
-                CREATE,
-                f"{self.slug} ({name})",
-                lambda: self.app.register_tenant(self.slug, name),
-            )
+            yield Step("tenant", CREATE, f"{self.slug} ({name})", lambda: self._register(name))
         yield from self._settings(copy)
         for definition in self.config.metrics:
             yield self._metric(copy, definition)
@@ -273,18 +280,27 @@ class _Planner:
             raise self.config.refusal(
                 place, f"metric {wanted.metric!r} is not declared (declare it in [metrics])"
             )
+        refused_push = push_refusal(wanted.push, definition)  # a metric stored before the file
+        if refused_push is not None:
+            raise self.config.refusal(f"{place}.push", refused_push)
         push = PUSH_MODE[definition.aggregation].value
         event_name = event_name_of(wanted, definition)
         current = copy.mappings.get(wanted.metric)
+        # A meter named by id is the same meter whatever its event name (map_meter
+        # stores the meter's own, which need not be the metric's name).
+        same_meter = current is not None and (
+            current.stripe_meter_id == wanted.stripe_meter_id
+            if wanted.stripe_meter_id is not None
+            else current.stripe_event_name == event_name
+        )
         if (
             current is not None
-            and current.stripe_event_name == event_name
-            and wanted.stripe_meter_id in (None, current.stripe_meter_id)
+            and same_meter
             and current.shadow_event_name == wanted.shadow_event_name
         ):
-            return Step(
-                place, UNCHANGED, f"Stripe meter {event_name!r} ({current.stripe_meter_id}), {push}"
-            )
+            self._one_metric_per_meter(place, current.stripe_event_name, wanted.metric)
+            shown = f"Stripe meter {current.stripe_event_name!r} ({current.stripe_meter_id})"
+            return Step(place, UNCHANGED, f"{shown}, {push}")
         service = self.mapping_service()
         try:
             checked = service.check_meter(
@@ -297,6 +313,7 @@ class _Planner:
             )
         except (StripeMeterError, StripeError) as error:  # Stripe unreachable: named here too
             raise self.refuse(place, error) from None
+        self._one_metric_per_meter(place, checked.event_name, wanted.metric)
         meter = checked.meter
         where = f"{meter.id}" if meter else "created in Stripe"
         detail = f"Stripe meter {checked.event_name!r} ({where}), {push}"
@@ -314,6 +331,37 @@ class _Planner:
             )
 
         return Step(place, CREATE if current is None else UPDATE, detail, make)
+
+    # Two applies of one file may run at once (two `serve` starting with the same
+    # STRIPEMETER_CONFIG_FILE): what the other made meanwhile, as the file says, is done.
+
+    def _register(self, name: str) -> object:
+        try:
+            return self.app.register_tenant(self.slug, name)
+        except ConflictError:  # registered meanwhile; the name is used only to create it
+            return self.app.fresh_tenant(self.tenant_id)
+
+    def _create_alert(self, service: AlertService, spec: AlertSpec, alert_id: UUID) -> object:
+        try:
+            return service.create(self.tenant_id, spec, alert_id)
+        except ConflictError:
+            made = service.rule(self.tenant_id, alert_id)
+            if made.spec != spec:
+                raise
+            return made
+
+    def _one_metric_per_meter(self, place: str, event_name: str, metric: str) -> None:
+        """Two mappings of the file on one meter: refused here, before anything is applied.
+
+        ``check_meter`` checks each mapping against what is saved, so the second of
+        two mappings to one meter (named by id, which the file's own check cannot
+        see) passed the plan and was refused midway, after the first was applied.
+        """
+        other = self._meters.setdefault(event_name, metric)
+        if other != metric:
+            raise self.config.refusal(
+                place, f"Stripe meter {event_name!r} is already mapped by mappings.{other}"
+            )
 
     def _alert(self, copy: Tenant, wanted: AlertConfig) -> Step:
         place = f"alerts.{wanted.name}"
@@ -337,7 +385,7 @@ class _Planner:
                 place,
                 CREATE,
                 _describe_alert(spec),
-                lambda: service.create(self.tenant_id, spec, alert_id),
+                lambda: self._create_alert(service, spec, alert_id),
             )
         if not isinstance(rule, AlertRule) or rule.deleted:
             raise self.config.refusal(

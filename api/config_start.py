@@ -29,6 +29,11 @@ def check_before_serving(settings: Settings) -> None:
     if settings.config_file is None:
         return
     config = read_config(settings.config_file)
+    if config.tenant.slug is None:  # serve has no --tenant: the file must name its tenant
+        raise config.refusal(
+            "tenant.slug",
+            "is required (STRIPEMETER_CONFIG_FILE applies the file to the tenant it names)",
+        )
     if settings.embedded_worker:
         return  # applied by the API process, once its gateways exist (apply_at_start)
     stores = open_stores(settings)

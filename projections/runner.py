@@ -322,9 +322,11 @@ class BatchProjectionRunner:
         """Own the projections (or stand by until they are free), then follow the log."""
         names = ", ".join(p.name for p in self.projections)
         standing_by = False
+        failing = _Failures(names)
         while not self._stop.is_set():
             try:
                 with self.store.exclusive(self.lock_name) as held:
+                    failing.over()
                     log.info(
                         "projections %s: %s",
                         names,
@@ -345,12 +347,13 @@ class BatchProjectionRunner:
                 continue
             except StoreBusyError:
                 self.last_error = None
+                failing.over()
                 if not standing_by:
                     log.info("projections %s are run by another process; standing by", names)
                 standing_by = True
             except Exception as error:  # the lock's database is unreachable
                 self.last_error = error
-                log.exception("projections %s: could not take the runner's lock", names)
+                failing.seen(error)
             self._stop.wait(self.standby_interval)
 
     def _follow(self, held: Callable[[], bool]) -> None:
@@ -386,3 +389,40 @@ class BatchProjectionRunner:
                     self._stop.wait(rest)
             # Cleared before the batch: a commit after this point wakes the next one.
             self._wakeup.clear()
+
+
+class _Failures:
+    """The runner's failures to take its lock or follow the log, logged without a storm.
+
+    A new failure is logged with its traceback; the same one again (the database
+    still down, tried every second) only once a minute, then a line when it is over.
+    """
+
+    REMINDER_SECONDS = 60.0
+
+    def __init__(self, names: str) -> None:
+        self.names = names
+        self.last: str | None = None
+        self.logged_at = 0.0
+        self.repeats = 0
+
+    def seen(self, error: Exception) -> None:
+        now = time.monotonic()
+        if repr(error) != self.last:
+            log.exception("projections %s: could not take the runner's lock", self.names)
+            self.last, self.logged_at, self.repeats = repr(error), now, 0
+            return
+        self.repeats += 1
+        if now - self.logged_at >= self.REMINDER_SECONDS:
+            log.error(
+                "projections %s: still cannot take the runner's lock (%d more tries): %s",
+                self.names,
+                self.repeats,
+                error,
+            )
+            self.logged_at = now
+
+    def over(self) -> None:
+        if self.last is not None:
+            log.info("projections %s: the runner's lock can be taken again", self.names)
+            self.last = None

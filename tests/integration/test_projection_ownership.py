@@ -117,3 +117,32 @@ def test_an_owner_whose_lock_connection_is_cut_stands_by_and_the_other_takes_ove
     time.sleep(1.5)  # the first's next look at the lock finds it held by the second
     assert second.views.runner.owning and not first.views.runner.owning
     assert "advanced by another runner" not in caplog.text
+
+
+def test_a_database_refusing_connections_is_logged_once_not_every_try(
+    two: tuple[Stores, Stores],
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if settings.postgres is None:
+        pytest.skip("SQLite's lock is a file beside the database: nothing to refuse")
+    caplog.set_level(logging.INFO, logger="projections.runner")
+    owner, standby = two
+    setup_tenant(owner)
+    owner.views.runner.start()
+    wait_for(lambda: owner.views.runner.owning)
+    standby.views.runner.start()
+    wait_for(lambda: "standing by" in caplog.text)
+    database = settings.postgres.dbname
+    with psycopg.connect(settings.postgres.conninfo, dbname="postgres", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        try:
+            # The one standing by tries every STANDBY seconds and fails each time.
+            time.sleep(20 * STANDBY)
+            failures = [r for r in caplog.records if "take the runner's lock" in r.getMessage()]
+            assert standby.views.runner.last_error is not None
+            assert len(failures) == 1, [r.getMessage() for r in failures]
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+    wait_for(lambda: "the runner's lock can be taken again" in caplog.text, timeout=10)
+    assert owner.views.runner.owning and not standby.views.runner.owning

@@ -229,6 +229,7 @@ def _soak(
         "counter_vs_truth": parity.counter_vs_truth[:20],
         "stripe_vs_counter": parity.stripe_vs_counter[:20],
         "reconciliation": dict(parity.reconciliation),
+        "reconcile_runs": parity.reconcile_runs,
         "reconciliation_problems": parity.reconciliation_problems[:20],
         "load_problems": truth.problems[:20],
         "rss_mib": rss_summary(sampler.samples),

@@ -41,6 +41,7 @@ class Parity:
     reconciliation: Counter[str] = field(default_factory=Counter)
     reconciliation_problems: list[str] = field(default_factory=list)
     settle_s: float = 0.0
+    reconcile_runs: int = 0  # runs of the final reconciliation (see ``reconcile``)
 
     @property
     def passed(self) -> bool:
@@ -137,8 +138,32 @@ def compare(svc: Service, emulator: str, truth: Truth, parity: Parity) -> None:
             )
 
 
+UNREAD = "Stripe could not be read"
+RECONCILE_ATTEMPTS = 4
+RECONCILE_PAUSE_S = 15.0
+
+
 def reconcile(env: dict[str, str], tenant: str, parity: Parity) -> None:
-    """``stripemeter reconcile --tenant`` over every recent period: each line must be ``ok``."""
+    """``stripemeter reconcile --tenant`` over every recent period: each line must be ``ok``.
+
+    A line left ``pending`` because Stripe could not be read (a 429 after the
+    gateway's retries: the worker shares the account's limit) is no verdict yet;
+    the run is made again, as the scheduled reconciliation would, a few times.
+    Any other status is a verdict at once. ``parity.reconcile_runs`` says how many."""
+    for attempt in range(1, RECONCILE_ATTEMPTS + 1):
+        parity.reconciliation.clear()
+        parity.reconciliation_problems.clear()
+        parity.reconcile_runs = attempt
+        _reconcile_once(env, tenant, parity)
+        unread_only = parity.reconciliation_problems and all(
+            UNREAD in problem for problem in parity.reconciliation_problems
+        )
+        if not unread_only:
+            return
+        time.sleep(RECONCILE_PAUSE_S)
+
+
+def _reconcile_once(env: dict[str, str], tenant: str, parity: Parity) -> None:
     done = subprocess.run(
         [str(BIN / "stripemeter"), "reconcile", "--tenant", tenant],
         env=env,

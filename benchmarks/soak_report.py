@@ -139,7 +139,8 @@ def print_report(result: dict[str, Any]) -> None:
         f" differences over {result['parity_lines']} customer x metric x period;"
         f" Stripe vs counters: {result['differences']['stripe_vs_counter']} differences"
         f" over {result['parity_meters']} customer x meter",
-        f"reconciliation: {_pairs(result['reconciliation'])}",
+        f"reconciliation: {_pairs(result['reconciliation'])}"
+        f" (run {result['reconcile_runs']} time(s): again while Stripe could not be read)",
         f"peak PostgreSQL connections: {result['max_pg_connections']}",
         "RSS (MiB)   first    last     max  incarnations  longest (min)  growth/h",
     ]

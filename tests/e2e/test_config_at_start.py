@@ -80,18 +80,23 @@ def test_serve_applies_the_file_before_it_is_ready(tmp_path: Path) -> None:
     assert "STRIPEMETER_CONFIG_FILE: applied 7 changes" in output
 
 
-def test_serve_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[metrics.api_calls]\naggregation = "median"\n')
-    done = subprocess.run(
+def serve_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``stripemeter serve`` expected to refuse and exit: its status and output."""
+    return subprocess.run(
         [sys.executable, "-m", "api.cli", "serve"],
-        env=environment(tmp_path, bad),
+        env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_serve_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[metrics.api_calls]\naggregation = "median"\n')
+    done = serve_once(environment(tmp_path, bad))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (
         f"stripemeter: {bad}: metrics.api_calls.aggregation: must be one of sum, count, max, last\n"

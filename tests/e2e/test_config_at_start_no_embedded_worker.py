@@ -8,11 +8,9 @@ no tenant is refused there too, whatever the worker."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.e2e.test_config_at_start import EXAMPLE, ROOT, environment
+from tests.e2e.test_config_at_start import EXAMPLE, environment, serve_once
 from tests.e2e.test_examples import cli
 
 
@@ -22,15 +20,7 @@ def test_serve_without_the_embedded_worker_refuses_a_change_with_one_line(
     env = {**environment(tmp_path, EXAMPLE), "STRIPEMETER_EMBEDDED_WORKER": "false"}
     cli(env, "tenants", "create", "acme")
     cli(env, "meters", "create", "--tenant", "acme", "--name", "seats", "--aggregation", "last")
-    done = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(env)
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
         f"stripemeter: {EXAMPLE}: metrics.seats: metric 'seats' is already declared with"
@@ -47,15 +37,7 @@ def test_serve_refuses_a_file_without_a_tenant_slug_before_anything_starts(
     status 3 and a hint at a --tenant option serve does not have."""
     no_slug = tmp_path / "no-slug.toml"
     no_slug.write_text('[metrics.api_calls]\naggregation = "sum"\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve"],
-        env=environment(tmp_path, no_slug),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(environment(tmp_path, no_slug))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (
         f"stripemeter: {no_slug}: tenant.slug: is required (STRIPEMETER_CONFIG_FILE"

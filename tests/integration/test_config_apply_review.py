@@ -6,7 +6,6 @@ run as an operator runs it (``cli.main``).
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,30 +20,9 @@ from domain.meters import Aggregation, MetricDefinition
 from domain.stripe_mapping import StripeMappingService
 from domain.tenancy import tenant_id_for
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
+from tests.integration.test_config_apply import apply, head, stripe_env, write
 
-
-@pytest.fixture
-def stripe_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> RunningEmulator:
-    monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_API_KEY)
-    monkeypatch.setenv("STRIPE_API_BASE", emulator.url)
-    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "0")
-    return emulator
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "stripemeter.toml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def apply(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, list[str], str]:
-    code = cli.main(["config", "apply", str(path)])
-    out, err = capsys.readouterr()
-    return code, out.splitlines(), err
-
-
-def head(stores: Stores) -> int:
-    return stores.app.recorder.max_notification_id() or 0
+__all__ = ["stripe_env"]  # the fixture, shared with the apply tests
 
 
 @pytest.mark.usefixtures("cli_env")

@@ -7,6 +7,7 @@ a rule without taking PromQL's functions, keywords or labels for metrics.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
@@ -207,10 +208,9 @@ def load_yaml_alerts() -> dict[str, dict[str, dict[str, str]]]:
 # -- the command, against a URL -------------------------------------------------
 
 
-@pytest.fixture
-def metrics_url(api: Api) -> Iterator[str]:
-    """The app's /metrics text, served over real HTTP as a scrape target would see it."""
-    body = scrape(api).encode()
+@contextlib.contextmanager
+def served(body: bytes) -> Iterator[int]:
+    """``body`` served over real HTTP as a scrape target's /metrics; yields the port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -226,10 +226,17 @@ def metrics_url(api: Api) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
+        yield server.server_port
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def metrics_url(api: Api) -> Iterator[str]:
+    """The app's /metrics text, served over real HTTP as a scrape target would see it."""
+    with served(scrape(api).encode()) as port:
+        yield f"http://127.0.0.1:{port}/metrics"
 
 
 def test_scripts_check_alerts_passes_against_the_app(metrics_url: str) -> None:

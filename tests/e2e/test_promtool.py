@@ -13,12 +13,10 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Api, event
+from tests.e2e.test_alert_rules import served
 from tools.alert_rules import DEFAULT_DASHBOARD, DEFAULT_RULES, load_dashboard
 from tools.alert_rules.promql import as_promql
 
@@ -132,26 +131,8 @@ def app_metrics(api: Api) -> Iterator[str]:
     assert api.ingest(event()).status_code == 200
     assert api.ingest(event()).status_code == 200  # a duplicate: a second outcome
     api.settle()
-    body = api.client.get("/metrics").text.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served(api.client.get("/metrics").text.encode()) as port:
+        yield f"127.0.0.1:{port}"
 
 
 @pytest.fixture

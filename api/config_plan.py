@@ -230,29 +230,23 @@ class _Planner:
     def _settings(self, copy: Tenant) -> Iterator[Step]:
         wanted = self.config.tenant
         if wanted.late_policy is not None:
-            before = copy.late_policy
             policy = wanted.late_policy
-            if copy.set_late_policy(policy):
-                yield Step(
-                    "tenant.late_policy",
-                    UPDATE,
-                    f"{before} -> {policy}",
-                    lambda: self.app.set_late_policy(self.tenant_id, policy),
-                )
-            else:
-                yield Step("tenant.late_policy", UNCHANGED, policy)
+            yield _setting(
+                "tenant.late_policy",
+                copy.late_policy,
+                policy,
+                copy.set_late_policy(policy),
+                lambda: self.app.set_late_policy(self.tenant_id, policy),
+            )
         if wanted.ingest_horizon_days is not None:
-            before_days = copy.ingest_horizon_days
             days = wanted.ingest_horizon_days
-            if copy.set_ingest_horizon(days):
-                yield Step(
-                    "tenant.ingest_horizon_days",
-                    UPDATE,
-                    f"{before_days} -> {days}",
-                    lambda: self.app.set_ingest_horizon(self.tenant_id, days),
-                )
-            else:
-                yield Step("tenant.ingest_horizon_days", UNCHANGED, str(days))
+            yield _setting(
+                "tenant.ingest_horizon_days",
+                copy.ingest_horizon_days,
+                days,
+                copy.set_ingest_horizon(days),
+                lambda: self.app.set_ingest_horizon(self.tenant_id, days),
+            )
 
     def _metric(self, copy: Tenant, definition: MetricDefinition) -> Step:
         place = f"metrics.{definition.name}"
@@ -434,3 +428,12 @@ def _describe_alert(spec: AlertSpec) -> str:
     who = spec.customer_ref or "every customer"
     state = "" if spec.enabled else ", disabled"
     return f"{spec.kind.value} >= {spec.threshold} on {spec.metric} for {who}{state}"
+
+
+def _setting(
+    place: str, before: object, wanted: object, changed: bool, apply: Callable[[], object]
+) -> Step:
+    """One tenant setting: an update from ``before`` when the copy changed, else unchanged."""
+    if changed:
+        return Step(place, UPDATE, f"{before} -> {wanted}", apply)
+    return Step(place, UNCHANGED, str(wanted))

@@ -259,12 +259,18 @@ def test_the_compose_environment_pushes_through_redis_to_stripe(stack: Stack) ->
             time.sleep(0.25)
         health = http.get("/health").json()
     # Through Redis: the sweep enqueued push messages on this run's queue there, and the
-    # worker fetched and acked the same messages.
-    redis_commands = dispatched(stack.monitor_log, stack.queue)
-    enqueued = {
-        args[0]: args[1] for args in redis_commands.get("enqueue", []) if PUSH_ACTOR in args[1]
-    }
-    acked = {args[0] for args in redis_commands.get("ack", [])}
+    # worker fetched and acked the same messages. The ack follows Stripe's write (the
+    # actor returns first) and MONITOR's output reaches its file in blocks: wait for it.
+    deadline = time.monotonic() + 30
+    while True:
+        redis_commands = dispatched(stack.monitor_log, stack.queue)
+        enqueued = {
+            args[0]: args[1] for args in redis_commands.get("enqueue", []) if PUSH_ACTOR in args[1]
+        }
+        acked = {args[0] for args in redis_commands.get("ack", [])}
+        if set(enqueued) & acked or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     assert enqueued, f"no push message went through Redis: {sorted(redis_commands)}"
     assert set(enqueued) & acked, "the worker acked none of the push messages it was sent"
     # The worker says what it did; the API and the worker name the same build.

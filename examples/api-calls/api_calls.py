@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 
@@ -26,9 +26,19 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def answer(response: httpx.Response, what: str) -> Any:
+    """The JSON body of a 200 (or 201) answer; anything else is a failed check, with its body."""
+    if response.status_code not in (200, 201):
+        fail(f"{what} answered {response.status_code}: {response.text}")
+    return response.json()
+
+
 def ingest_outcomes(client: httpx.Client) -> dict[str, float]:
     """The ingest outcome counter from /metrics: accepted, duplicate, conflict, error."""
-    text = client.get("/metrics").text
+    metrics = client.get("/metrics")
+    if metrics.status_code != 200:
+        fail(f"/metrics answered {metrics.status_code}: {metrics.text}")
+    text = metrics.text
     found = re.findall(r'^stripemeter_ingest_events_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
     return {outcome: float(value) for outcome, value in found}
 
@@ -75,19 +85,19 @@ def main() -> None:
         "/v1/events/ingest",
         json={"events": [event("req-1", 1), event("req-2", 2), event("req-3", 5)]},
     )
-    statuses = [r["status"] for r in first.json()["results"]]
+    statuses = [r["status"] for r in answer(first, "sending the three requests")["results"]]
     print(f"sent req-1 (1), req-2 (2), req-3 (5) for {customer}: {statuses}")
 
     # 4. The client retries req-2 (its answer was lost, say): the same event again.
     retry = client.post("/v1/events/ingest", json={"events": [event("req-2", 2)]})
-    status = retry.json()["results"][0]["status"]
+    status = answer(retry, "resending req-2")["results"][0]["status"]
     print(f"resent req-2 (2): {status}")
     if status != "duplicate":
         fail(f"the resent event is {status}, not duplicate")
 
     # 5. The same key with other content is a conflict: refused, never counted.
     clash = client.post("/v1/events/ingest", json={"events": [event("req-3", 50)]})
-    status = clash.json()["results"][0]["status"]
+    status = answer(clash, "sending req-3 again")["results"][0]["status"]
     print(f"sent req-3 again with quantity 50: {status}")
     if status != "conflict":
         fail(f"reusing a key for other content is {status}, not conflict")
@@ -95,9 +105,8 @@ def main() -> None:
     # 6. Counted once: 1 + 2 + 5. The counter trails ingest by the projection lag.
     deadline, value = time.monotonic() + 15, None
     while time.monotonic() < deadline:
-        usage = client.get(
-            "/v1/usage/current", params={"customerRef": customer, "metric": METRIC}
-        ).json()
+        params = {"customerRef": customer, "metric": METRIC}
+        usage = answer(client.get("/v1/usage/current", params=params), "/v1/usage/current")
         value = next((c["value"] for c in usage["counters"] if c["metric"] == METRIC), None)
         if value == "8":
             break

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 
@@ -26,9 +26,19 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def answer(response: httpx.Response, what: str) -> Any:
+    """The JSON body of a 200 (or 201) answer; anything else is a failed check, with its body."""
+    if response.status_code not in (200, 201):
+        fail(f"{what} answered {response.status_code}: {response.text}")
+    return response.json()
+
+
 def ingest_outcomes(client: httpx.Client) -> dict[str, float]:
     """The ingest outcome counter from /metrics: accepted, duplicate, conflict, error."""
-    text = client.get("/metrics").text
+    metrics = client.get("/metrics")
+    if metrics.status_code != 200:
+        fail(f"/metrics answered {metrics.status_code}: {metrics.text}")
+    text = metrics.text
     found = re.findall(r'^stripemeter_ingest_events_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
     return {outcome: float(value) for outcome, value in found}
 
@@ -73,12 +83,12 @@ def main() -> None:
     reports = [report(0, 3), report(1, 5), report(2, 4)]
     before = ingest_outcomes(client)
     first = client.post("/v1/events/ingest", json={"events": reports})
-    statuses = [r["status"] for r in first.json()["results"]]
+    statuses = [r["status"] for r in answer(first, "sending the three reports")["results"]]
     print(f"reported 3, 5, 4 seats for {customer}: {statuses}")
 
     # 4. The report of 5 seats is delivered again (a queue redelivers it): the same event.
     again = client.post("/v1/events/ingest", json={"events": [reports[1]]})
-    status = again.json()["results"][0]["status"]
+    status = answer(again, "redelivering the report")["results"][0]["status"]
     print(f"redelivered the report of 5 seats: {status}")
     if status != "duplicate":
         fail(f"the redelivered report is {status}, not duplicate")
@@ -87,7 +97,7 @@ def main() -> None:
     deadline, counter = time.monotonic() + 15, None
     while time.monotonic() < deadline:
         params = {"customerRef": customer, "metric": METRIC}
-        usage = client.get("/v1/usage/current", params=params).json()
+        usage = answer(client.get("/v1/usage/current", params=params), "/v1/usage/current")
         counter = next((c for c in usage["counters"] if c["metric"] == METRIC), None)
         if counter is not None and counter["count"] == 3:
             break

@@ -8,11 +8,13 @@ README shows. A failed check must exit 1.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +154,63 @@ def test_a_failed_check_exits_1_and_says_why(service: tuple[str, dict[str, str]]
         1,
         "FAILED: set STRIPEMETER_API_KEY to a key with the ingest, read and admin scopes\n",
     )
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A reverse proxy in front of the service whose ingest upstream is down: 503 there,
+    every other request forwarded as it is."""
+
+    upstream = ""
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.startswith("/v1/events/ingest"):
+            status, content = 503, b"upstream ingest unavailable"
+        else:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            got = httpx.request(
+                self.command, self.upstream + self.path, headers=headers, content=body
+            )
+            status, content = got.status_code, got.content
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_ingest(service: tuple[str, dict[str, str]]) -> Iterator[str]:
+    """The proxy's base URL."""
+    handler = type("Proxy", (_Proxy,), {"upstream": service[0]})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("script", "step"),
+    [
+        ("api-calls/api_calls.py", "sending the three requests"),
+        ("seats/seats.py", "sending the three reports"),
+    ],
+    ids=["api-calls", "seats"],
+)
+def test_a_refused_request_is_a_failed_check_not_a_traceback(
+    service: tuple[str, dict[str, str]], failing_ingest: str, script: str, step: str
+) -> None:
+    """The ingest answers 503 (behind a proxy whose upstream is down): the example says so."""
+    _, env = service
+    key = tenant_key(env, f"proxied-{script.split('/', maxsplit=1)[0]}")
+    done = run_example(failing_ingest, key, script)
+    assert (done.returncode, done.stderr) == (1, ""), done.stdout
+    assert lines(done.stdout)[-1] == f"FAILED: {step} answered 503: upstream ingest unavailable"

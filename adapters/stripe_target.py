@@ -19,11 +19,24 @@ class MissingStripeKeyError(SettingsError):
 
 def check_stripe_target(settings: Settings, *, pushes: bool) -> None:
     """Refuse to start a pushing process on PostgreSQL that has neither a key nor the opt-in."""
+    if pushes:
+        _refuse_unasked_emulator(settings, "nothing pushes to the built-in Stripe emulator")
+
+
+def check_stripe_command(settings: Settings) -> None:
+    """Refuse a command that reads or writes Stripe (reconcile, config apply, customer and
+    meter mappings, ownership) on PostgreSQL with neither a key nor the opt-in: its answers
+    would be the emulator's, not Stripe's."""
+    _refuse_unasked_emulator(
+        settings, "no command reads or writes the built-in Stripe emulator instead of Stripe"
+    )
+
+
+def _refuse_unasked_emulator(settings: Settings, what: str) -> None:
     stripe = settings.stripe
-    if not pushes or stripe.secret_key or stripe.emulator or settings.postgres is None:
+    if stripe.secret_key or stripe.emulator or settings.postgres is None:
         return
     raise MissingStripeKeyError(
-        "STRIPE_SECRET_KEY is not set: on PostgreSQL nothing pushes to the built-in Stripe"
-        " emulator unless asked; set STRIPE_SECRET_KEY, or STRIPEMETER_STRIPE_EMULATOR=true"
-        " to push to the emulator on purpose"
+        f"STRIPE_SECRET_KEY is not set: on PostgreSQL {what} unless asked; set"
+        " STRIPE_SECRET_KEY, or STRIPEMETER_STRIPE_EMULATOR=true to use the emulator on purpose"
     )

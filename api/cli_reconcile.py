@@ -21,6 +21,7 @@ from adapters.persistence import open_stores
 from adapters.push_worker import build_gateways, builtin_emulator_url
 from adapters.reconciler import Reconciliation, Scope
 from adapters.settings import Settings
+from adapters.stripe_target import check_stripe_command
 from api.queries.adjustments import adjustment_out
 from api.queries.reconciliation import month_of, report_out, write_csv
 from api.schemas import FieldError
@@ -35,7 +36,9 @@ log = logging.getLogger("stripemeter")
 
 
 def cli_gateways(settings: Settings) -> dict[Target, StripeGateway]:
-    """Stripe as configured; with no key, the built-in emulator of the running service."""
+    """Stripe as configured; with no key, the built-in emulator of the running service
+    (on PostgreSQL only when STRIPEMETER_STRIPE_EMULATOR asks for it)."""
+    check_stripe_command(settings)
     emulator_url = builtin_emulator_url(settings)
     if emulator_url is not None:
         log.warning("STRIPE_SECRET_KEY is not set: using the emulator at %s", emulator_url)

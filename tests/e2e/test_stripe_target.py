@@ -25,7 +25,7 @@ from tests.e2e.test_real_server import ROOT, free_port
 REFUSAL = (
     "stripemeter: STRIPE_SECRET_KEY is not set: on PostgreSQL nothing pushes to the built-in"
     " Stripe emulator unless asked; set STRIPE_SECRET_KEY, or STRIPEMETER_STRIPE_EMULATOR=true"
-    " to push to the emulator on purpose"
+    " to use the emulator on purpose"
 )
 EMULATOR_WARNING = "STRIPE_SECRET_KEY is not set: pushing to the built-in Stripe emulator"
 
@@ -153,3 +153,39 @@ def test_a_misspelt_opt_in_is_a_settings_error(tmp_path: Path, database_url: str
     assert done.stderr.strip() == (
         "stripemeter: STRIPEMETER_STRIPE_EMULATOR must be true or false, got 'yes please'"
     )
+
+
+COMMAND_REFUSAL = (
+    "stripemeter: STRIPE_SECRET_KEY is not set: on PostgreSQL no command reads or writes the"
+    " built-in Stripe emulator instead of Stripe unless asked; set STRIPE_SECRET_KEY, or"
+    " STRIPEMETER_STRIPE_EMULATOR=true to use the emulator on purpose"
+)
+
+
+def test_a_command_that_talks_to_stripe_on_postgresql_without_a_key_is_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    """reconcile, config apply (with a mapping), mappings, customers map, stripe ownership:
+    each would read or write the emulator and report its answers as Stripe's."""
+    env = base_env(tmp_path, STRIPEMETER_DATABASE_URL=database_url)
+    assert run(env, "tenants", "create", "acme").returncode == 0
+    created = run(
+        env, "meters", "create", "--tenant", "acme", "--name", "api_calls", "--aggregation", "sum"
+    )
+    assert created.returncode == 0, created.stderr
+    commands = [
+        ["reconcile", "--tenant", "acme"],
+        ["config", "apply", str(ROOT / "examples" / "stripemeter.toml"), "--tenant", "acme"],
+        ["mappings", "create", "--tenant", "acme", "--metric", "api_calls",
+         "--stripe-event-name", "api_calls"],
+        ["customers", "map", "--tenant", "acme", "--customer-ref", "c1",
+         "--stripe-customer-id", "cus_1"],
+        ["stripe", "ownership"],
+    ]  # fmt: skip
+    for command in commands:
+        done = run(env, *command)
+        assert (done.returncode, done.stderr.strip()) == (1, COMMAND_REFUSAL), command
+    # Asked for: the same reconciliation runs, against the emulator.
+    asked = run({**env, "STRIPEMETER_STRIPE_EMULATOR": "true"}, *commands[0])
+    assert asked.returncode == 0, asked.stderr
+    assert COMMAND_REFUSAL not in asked.stderr

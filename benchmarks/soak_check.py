@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.emulator import emulator_second, requests_since
 from benchmarks.processes import BIN, ROOT
 from benchmarks.report import log
 from benchmarks.service import Service
@@ -42,6 +43,8 @@ class Parity:
     reconciliation_problems: list[str] = field(default_factory=list)
     settle_s: float = 0.0
     reconcile_runs: int = 0  # runs of the final reconciliation (see ``reconcile``)
+    # Per run: what the emulator was asked meanwhile, by route (``requests_since``).
+    reconcile_traffic: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -143,7 +146,7 @@ RECONCILE_ATTEMPTS = 4
 RECONCILE_PAUSE_S = 15.0
 
 
-def reconcile(env: dict[str, str], tenant: str, parity: Parity) -> None:
+def reconcile(env: dict[str, str], emulator: str, tenant: str, parity: Parity) -> None:
     """``stripemeter reconcile --tenant`` over every recent period: each line must be ``ok``.
 
     A line left ``pending`` because Stripe could not be read (a 429 after the
@@ -154,7 +157,15 @@ def reconcile(env: dict[str, str], tenant: str, parity: Parity) -> None:
         parity.reconciliation.clear()
         parity.reconciliation_problems.clear()
         parity.reconcile_runs = attempt
+        since = emulator_second(emulator)
         _reconcile_once(env, tenant, parity)
+        traffic = requests_since(emulator, since)
+        parity.reconcile_traffic.append(traffic)
+        log(
+            f"soak: reconciliation run {attempt}: {dict(parity.reconciliation)}; the emulator"
+            f" saw at most {traffic['peak_per_s']} requests/s, 429 × {traffic['429']},"
+            f" {traffic['routes']}"
+        )
         unread_only = parity.reconciliation_problems and all(
             UNREAD in problem for problem in parity.reconciliation_problems
         )

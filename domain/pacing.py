@@ -52,6 +52,18 @@ class TokenBucket:
             self._tokens -= 1
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
+    def hold(self, seconds: float) -> None:
+        """No token is due before ``seconds`` from now (Stripe's Retry-After after a 429).
+
+        Tokens already reserved keep their moments, so calls never start closer
+        together than the pace: a hold only ever moves the next token later.
+        """
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            self._tokens = min(self._tokens, 1 - seconds * self.rate)
+
     def acquire(self) -> None:
         """Wait for a token (sleeping outside the lock, so other threads queue meanwhile)."""
         wait = self.reserve()

@@ -231,7 +231,6 @@ def _soak(
         "counter_vs_truth": parity.counter_vs_truth[:20],
         "stripe_vs_counter": parity.stripe_vs_counter[:20],
         "reconciliation": dict(parity.reconciliation),
-        "reconcile_runs": parity.reconcile_runs,
         "reconcile_traffic": parity.reconcile_traffic,
         "reconciliation_problems": parity.reconciliation_problems[:20],
         "load_problems": truth.problems[:20],

@@ -3,8 +3,10 @@
 Stripe limits each account to a number of requests per second
 (docs/RECONCILIATION.md, "Pace"); a caller that goes over is answered 429
 and the SDK sleeps before it retries. Pacing the calls below the limit
-instead makes no 429 at all: each call first takes a token, and tokens come
-back at ``rate`` per second, at most ``burst`` of them saved up.
+instead makes no 429 of the caller's own: each call first takes a token,
+and tokens come back at ``rate`` per second, at most ``burst`` of them saved
+up. Others using the same account can still cause a 429; ``hold`` then keeps
+every caller of the bucket back for the wait Stripe asked (``paced_reads.py``).
 
 A thread that finds no token reserves the next one (the count goes below
 zero) and sleeps until it is due, outside the lock; so threads queue in the

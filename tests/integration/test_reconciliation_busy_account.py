@@ -17,13 +17,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from adapters.metrics import Metrics
 from adapters.reconciler import Reconciler, Scope
 from adapters.stripe_gateway import SdkStripeGateway
 from domain.pacing import TokenBucket
+from domain.stripe_port import StripeRateLimitedError
 from stripe_emulator.testing import TEST_API_KEY, RunningEmulator
 from tests.integration.test_reconciliation import NO_LAG
 from tests.integration.test_reconciliation_pace import customers_pushed
@@ -82,3 +85,20 @@ def test_a_run_outlasts_a_busy_account_and_keeps_its_pace(
     refused = sum(row["limited"] for row in rows if row["route"] == SUMMARIES)
     assert refused > 0, "the busy account never refused a read: the test tests nothing"
     assert max(reads.values()) <= PACE + 1, sorted(reads.items())
+
+
+def test_a_read_without_retries_meets_the_429_once_with_its_retry_after(
+    emulator: RunningEmulator,
+) -> None:
+    gateway = SdkStripeGateway(TEST_API_KEY, emulator.url, max_network_retries=2, timeout_seconds=5)
+    meter = gateway.create_meter("Calls", "calls", "sum")
+    customer = emulator.client().v1.customers.create({"name": "x"}).id
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    emulator.configure(rate_limit=1)
+    time.sleep(1 - time.monotonic() % 1)  # a fresh one-second window of the emulator
+    assert gateway.meter_total(meter.id, customer, start, start + timedelta(days=1)) == 0
+    refused = emulator.rate_limiter.rejected
+    with pytest.raises(StripeRateLimitedError) as raised:
+        gateway.meter_total(meter.id, customer, start, start + timedelta(days=1), retry=False)
+    assert raised.value.retry_after == 1.0
+    assert emulator.rate_limiter.rejected - refused == 1  # sent once: no SDK retry

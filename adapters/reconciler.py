@@ -2,8 +2,9 @@
 
 A run reads each period's standing from the views, asks Stripe for its meter
 event summary over exactly the period's minutes (a few calls at a time, paced
-by one token bucket below the account's read limit, so that a run makes no
-429s and the SDK never sleeps on one), and classifies the difference
+by one token bucket below the account's read limit; a read that still meets
+a 429, the account being busy with others, waits Retry-After and is tried
+again at the pace: ``domain/paced_reads.py``), and classifies the difference
 (``domain/reconciliation.py``). A line that is not ``ok`` is checked again
 from the event log itself before it is reported, so a view that lags the log
 never raises a false alarm.
@@ -48,6 +49,7 @@ from adapters.settings import ReconcileSettings
 from domain.drift import DriftFinding
 from domain.ledger import StripeLedger, ledger_id_for, stripe_expected
 from domain.mappings import PUSH_MODE, MeterMapping
+from domain.paced_reads import PacedReads
 from domain.pacing import TokenBucket
 from domain.periods import month_from_key, period_of
 from domain.pushing import (
@@ -130,11 +132,11 @@ class Reconciler:
         self.tolerance = tolerance
         self.clock = clock
         self.threads = threads
-        # One bucket for every thread and every run of this reconciler: Stripe counts
-        # the account's requests, not a thread's. None: unpaced (429s are retried).
-        # The test account is another account, counted apart: a bucket of its own.
-        self.pace = pace
-        self.shadow_pace = shadow_pace
+        # One bucket for every thread, every run of this reconciler and every retry of
+        # a read: Stripe counts the account's requests, not a thread's. None: unpaced
+        # (the SDK retries 429s). The test account is counted apart: a bucket of its own.
+        self.reads = PacedReads(pace) if pace is not None else None
+        self.shadow_reads = PacedReads(shadow_pace) if shadow_pace is not None else None
 
     def run(self, scope: Scope, *, repair: bool = False, actor: str, trigger: str) -> list[Report]:
         """Reconcile the periods in scope; one report per tenant and month, saved and returned."""
@@ -273,21 +275,25 @@ class Reconciler:
             line.error = str(error)
 
     def _summary(self, line: _Line) -> int:
-        """Stripe's total for the line's customer and meter over the period's whole minutes."""
+        """Stripe's total for the line's customer and meter over the period's whole minutes.
+
+        Paced: each request once, through the account's ``PacedReads`` (a 429 waits its
+        Retry-After and is tried again at the pace). Unpaced: the gateway's retries.
+        """
         s = line.standing
-        gateway, pace = self.gateway, self.pace
+        gateway, reads = self.gateway, self.reads
         if line.target is Target.SHADOW:
             assert self.shadow_gateway is not None  # lines without it are skipped
-            gateway, pace = self.shadow_gateway, self.shadow_pace
-        if pace is not None:
-            pace.acquire()
-        self.metrics.stripe_calls.inc()
-        total: int = gateway.meter_total(
-            line.meter_id,
-            line.stripe_customer_id,
-            *summary_window(s.period_start, s.period_end),
-        )
-        return total
+            gateway, reads = self.shadow_gateway, self.shadow_reads
+        window = summary_window(s.period_start, s.period_end)
+
+        def read() -> int:
+            self.metrics.stripe_calls.inc()
+            return gateway.meter_total(
+                line.meter_id, line.stripe_customer_id, *window, retry=reads is None
+            )
+
+        return read() if reads is None else reads.read(read)
 
     def _classify(self, line: _Line, fresh: bool = False) -> ReportLine:
         s = line.standing

@@ -38,6 +38,7 @@ from domain.stripe_port import (
     DuplicateMeterEventError,
     MeterEventRequest,
     StripeMeter,
+    StripeRateLimitedError,
     StripeRejectedError,
     StripeUnavailableError,
     SubscriptionCycle,
@@ -142,9 +143,17 @@ class SdkStripeGateway:
             return token
 
     def meter_total(
-        self, meter_id: str, stripe_customer_id: str, start: datetime, end: datetime
+        self,
+        meter_id: str,
+        stripe_customer_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        retry: bool = True,
     ) -> int:
         total = 0
+        # The SDK's retries ignore Retry-After (0.5-1 s apart) and go around a caller's pace.
+        options: dict[str, Any] = {} if retry else {"max_network_retries": 0}
         params: dict[str, Any] = {
             "customer": stripe_customer_id,
             "start_time": int(start.timestamp()),
@@ -152,7 +161,7 @@ class SdkStripeGateway:
             "limit": 100,
         }
         with _translated():
-            page = self.client.v1.billing.meters.event_summaries.list(meter_id, params)  # type: ignore[arg-type]
+            page = self.client.v1.billing.meters.event_summaries.list(meter_id, params, options)  # type: ignore[arg-type]
             for summary in page.auto_paging_iter():
                 total += round(float(summary.aggregated_value))
         return total
@@ -325,7 +334,9 @@ def _translated(*, duplicate_means_delivered: bool = False) -> Iterator[None]:
     """Map the SDK's exceptions onto the port's three outcomes."""
     try:
         yield
-    except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+    except stripe.RateLimitError as error:
+        raise StripeRateLimitedError(str(error), _retry_after(error)) from error
+    except stripe.APIConnectionError as error:
         raise StripeUnavailableError(str(error)) from error
     except stripe.StripeError as error:
         status = error.http_status or 0
@@ -338,6 +349,15 @@ def _translated(*, duplicate_means_delivered: bool = False) -> Iterator[None]:
         ):
             raise DuplicateMeterEventError(message) from error
         raise StripeRejectedError(message, code) from error
+
+
+def _retry_after(error: stripe.StripeError) -> float | None:
+    """The seconds a 429's ``Retry-After`` asks for (a number; Stripe sends no dates)."""
+    value = (error.headers or {}).get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def verify_webhook(payload: str, signature: str, secret: str) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -81,3 +82,28 @@ def emulator_counts(url: str) -> tuple[int, int]:
     """Meter events Stripe stored, and requests it refused with 429 (any endpoint)."""
     state = httpx.get(f"{url}/_emulator", timeout=30).json()
     return int(state["counts"]["meter_events"]), int(state["rate_limited"])
+
+
+def emulator_second(url: str) -> int:
+    """The emulator's current rate-limit window (see ``requests_since``)."""
+    return int(httpx.get(f"{url}/_emulator/requests?since=0", timeout=30).json()["now"])
+
+
+def requests_since(url: str, since: int) -> dict[str, Any]:
+    """What the emulator was asked from window ``since`` on, measured on its side: per
+    route the requests and 429s, and the busiest second overall and per route."""
+    rows = httpx.get(f"{url}/_emulator/requests?since={since}", timeout=30).json()["data"]
+    per_second: Counter[int] = Counter()
+    routes: dict[str, dict[str, int]] = {}
+    for row in rows:
+        per_second[row["second"]] += row["count"]
+        route = routes.setdefault(row["route"], {"requests": 0, "429": 0, "peak_per_s": 0})
+        route["requests"] += row["count"]
+        route["429"] += row["limited"]
+        route["peak_per_s"] = max(route["peak_per_s"], row["count"])
+    return {
+        "seconds": len(per_second),
+        "peak_per_s": max(per_second.values(), default=0),
+        "429": sum(r["429"] for r in routes.values()),
+        "routes": dict(sorted(routes.items(), key=lambda kv: -kv[1]["requests"])),
+    }

@@ -58,10 +58,12 @@ class CountingGateway(SdkStripeGateway):
             self.summaries: list[tuple[float, float]] = []  # (start, end) perf_counter
             self.sends = 0
 
-    def meter_total(self, meter_id: str, stripe_customer_id: str, start: Any, end: Any) -> int:
+    def meter_total(
+        self, meter_id: str, stripe_customer_id: str, start: Any, end: Any, *, retry: bool = True
+    ) -> int:
         began = time.perf_counter()
         try:
-            return super().meter_total(meter_id, stripe_customer_id, start, end)
+            return super().meter_total(meter_id, stripe_customer_id, start, end, retry=retry)
         finally:
             ended = time.perf_counter()
             with self._lock:

@@ -195,7 +195,9 @@ def _soak(
         compare(svc, emulator, load.truth, parity)
         # The final run's reads paced under the emulator's limit: a verdict, not a 429 test.
         pace = str(max(1, args.stripe_rate_limit * 2 // 3))
-        reconcile(dict(serve_env, STRIPEMETER_RECONCILE_READS_PER_SECOND=pace), tenant, parity)
+        reconcile(
+            dict(serve_env, STRIPEMETER_RECONCILE_READS_PER_SECOND=pace), emulator, tenant, parity
+        )
     finally:
         sampler.stop()
         if load is not None and load.is_alive():
@@ -229,7 +231,7 @@ def _soak(
         "counter_vs_truth": parity.counter_vs_truth[:20],
         "stripe_vs_counter": parity.stripe_vs_counter[:20],
         "reconciliation": dict(parity.reconciliation),
-        "reconcile_runs": parity.reconcile_runs,
+        "reconcile_traffic": parity.reconcile_traffic,
         "reconciliation_problems": parity.reconciliation_problems[:20],
         "load_problems": truth.problems[:20],
         "rss_mib": rss_summary(sampler.samples),

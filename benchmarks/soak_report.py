@@ -124,6 +124,7 @@ def _slope_per_hour(rows: list[Sample]) -> float:
 
 def print_report(result: dict[str, Any]) -> None:
     """The human-readable summary (the RESULT line has everything)."""
+    traffic = result["reconcile_traffic"] or {"peak_per_s": "?", "429": "?"}
     lines = [
         f"soak: {result['minutes_run']} min, {result['customers']} customers,"
         f" metrics {', '.join(f'{m} ({a})' for m, a in result['metrics'].items())}",
@@ -139,8 +140,8 @@ def print_report(result: dict[str, Any]) -> None:
         f" differences over {result['parity_lines']} customer x metric x period;"
         f" Stripe vs counters: {result['differences']['stripe_vs_counter']} differences"
         f" over {result['parity_meters']} customer x meter",
-        f"reconciliation: {_pairs(result['reconciliation'])}"
-        f" (run {result['reconcile_runs']} time(s): again while Stripe could not be read)",
+        f"reconciliation: {_pairs(result['reconciliation'])} (one run; the emulator saw at"
+        f" most {traffic['peak_per_s']} requests/s during it, 429 x {traffic['429']})",
         f"peak PostgreSQL connections: {result['max_pg_connections']}",
         "RSS (MiB)   first    last     max  incarnations  longest (min)  growth/h",
     ]

@@ -6,6 +6,7 @@ told apart by what the caller must do next:
 
     StripeError
      ├── StripeUnavailableError   try again later with the same request (5xx, 429, timeouts)
+     │    └── StripeRateLimitedError   429: the account is over its limit; wait Retry-After
      ├── StripeRejectedError      Stripe refused it for good; do not resend it unchanged
      └── DuplicateMeterEventError Stripe already holds an event with this identifier
 """
@@ -28,6 +29,15 @@ class StripeError(Exception):
 
 class StripeUnavailableError(StripeError):
     pass
+
+
+class StripeRateLimitedError(StripeUnavailableError):
+    """429: the account is over its rate limit (whoever of it asked); ``retry_after`` is
+    the wait Stripe asked for, in seconds, when it said one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StripeRejectedError(StripeError):
@@ -102,9 +112,20 @@ class StripeGateway(Protocol):
         """
 
     def meter_total(
-        self, meter_id: str, stripe_customer_id: str, start: datetime, end: datetime
+        self,
+        meter_id: str,
+        stripe_customer_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        retry: bool = True,
     ) -> int:
-        """Stripe's aggregate (by the meter's formula) for a customer over [start, end)."""
+        """Stripe's aggregate (by the meter's formula) for a customer over [start, end).
+
+        ``retry=False``: each request once, no retries of the gateway's own, a 429
+        raised at once (``StripeRateLimitedError``): for a caller that paces its reads
+        and retries them itself (``domain/paced_reads.py``).
+        """
 
     def invoice_quantity(self, invoice_id: str, meter_id: str) -> int | None:
         """The quantity the invoice bills for this meter; None when it has no such line."""

@@ -105,7 +105,9 @@ class EmulatorApp:
             api_key = _api_key(headers)
             if path != STREAM_PATH:
                 self._authenticate(api_key)
-            if not self.emulator.rate_limiter.allow():
+            allowed = self.emulator.rate_limiter.allow()
+            self.emulator.requests.record(method, path, limited=not allowed)
+            if not allowed:
                 raise rate_limited()
             fault = self.emulator.faults.decide(method, path)
             if fault in ("500", "503"):

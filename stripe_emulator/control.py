@@ -36,6 +36,8 @@ def _route(e: Emulator, method: str, path: str, data: Any, args: dict[str, str])
         return {"data": e.meter_events(customer=args.get("customer"), meter=args.get("meter"))}
     if route == ("GET", "/totals"):
         return {"data": e.totals()}
+    if route == ("GET", "/requests"):
+        return e.requests.describe(int(args["since"]) if "since" in args else None)
     if route == ("GET", "/in_flight"):
         return e.meter_event_overlaps()
     if route == ("GET", "/error_reports"):

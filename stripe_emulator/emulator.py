@@ -33,6 +33,7 @@ from stripe_emulator.delivery import WebhookDispatcher
 from stripe_emulator.faults import Faults, RateLimiter
 from stripe_emulator.idempotency import IdempotencyStore
 from stripe_emulator.overlap import InFlightCalls
+from stripe_emulator.request_log import RequestLog
 from stripe_emulator.routing import ApiRequest, ApiResponse, Router
 from stripe_emulator.state import Obj, State
 
@@ -61,6 +62,8 @@ class Emulator:
         # calls), whatever their answer: what a push costs in Stripe calls.
         self.meter_event_calls: collections.Counter[str] = collections.Counter()
         self.in_flight = InFlightCalls()
+        # Requests per rate-limit window and route, and how many got 429 (request_log.py).
+        self.requests = RequestLog()
         self.webhooks = WebhookDispatcher(self.state, self.config)
         self.state.listeners.append(self.webhooks.on_event)
         self.app = EmulatorApp(self)
@@ -191,6 +194,7 @@ class Emulator:
         self.idempotency.clear()
         self.meter_event_calls.clear()
         self.in_flight.reset()
+        self.requests.clear()
         self.faults.clear()
         self.webhooks.clear()
 

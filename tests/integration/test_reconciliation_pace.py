@@ -24,9 +24,10 @@ EMULATOR_LIMIT = 25  # requests per second, Stripe's sandbox limit
 PACE = 20  # reads per second
 
 
-def _sixty_customers_pushed(world: World) -> None:
-    """cus_a (mapped by the fixture) and 59 more, customer i with i units, all pushed."""
-    refs = ["cus_a"] + [f"cus_{i:02d}" for i in range(1, CUSTOMERS)]
+def customers_pushed(world: World, count: int) -> None:
+    """cus_a (mapped by the fixture) and ``count - 1`` more, customer i with i units, all
+    pushed: one reconciliation line each, Stripe holding i."""
+    refs = ["cus_a"] + [f"cus_{i:02d}" for i in range(1, count)]
     for ref in refs[1:]:
         world.map_customer(ref)
     results = world.stores.app.usage.record_usage(
@@ -61,7 +62,7 @@ def _run(world: World, pace: TokenBucket | None) -> tuple[float, list[tuple[str,
 def test_a_paced_run_makes_no_429_and_takes_lines_over_pace(
     world: World, emulator: RunningEmulator
 ) -> None:
-    _sixty_customers_pushed(world)
+    customers_pushed(world, CUSTOMERS)
     emulator.configure(rate_limit=EMULATOR_LIMIT)
     refused = emulator.rate_limiter.rejected
 

@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.dispatch import singledispatchmethod
 
 from domain.meters import Aggregation
-from domain.usage import UsagePeriod
+from domain.usage import HISTORY, UsagePeriod
 from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx, ViewStore
 
@@ -123,6 +123,18 @@ class UsagePeriodDirectory(BatchProjection):
         tx.execute(
             "UPDATE sm_usage_periods SET closed_at = ? WHERE aggregate_id = ?",
             (self.store.encode_time(event.timestamp), str(event.originator_id)),
+        )
+
+    @apply.register(UsagePeriod.HistoryOpened)
+    def _history(
+        self, event: UsagePeriod.HistoryOpened, tx: Tx, opened: list[tuple[Any, ...]]
+    ) -> None:
+        # Closed from the start, its verdict final: no push sweep, closing or
+        # reconciliation looks at it again (domain/history.py).
+        self._insert(tx, opened)
+        tx.execute(
+            "UPDATE sm_usage_periods SET closed_at = ?, verdict = ? WHERE aggregate_id = ?",
+            (self.store.encode_time(event.timestamp), HISTORY, str(event.originator_id)),
         )
 
     @apply.register(UsagePeriod.ParityRecorded)

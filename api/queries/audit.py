@@ -26,6 +26,9 @@ from projections.usage_events import UsageEventRow
 
 AUDIT_EVENTS = 100  # events listed per push; a push's cursor pages the rest
 UNPUSHED = ("unpushed", 0)  # what ``push=unpushed`` names: the events no push covers yet
+HISTORY_NOT_BILLED = (
+    "imported history (older than the ingest horizon): counted here, never pushed to Stripe"
+)
 
 
 def build_audit(
@@ -69,9 +72,15 @@ def build_audit(
     closing = views.reports.closing(period_id)
     customer = app.cached_customer(tenant_id, customer_ref)
     recorded = app.recorded_period(period_id)
+    history = recorded is not None and recorded.history
     return InvoiceAudit(
+        history=history,
         not_billed_reason=(
-            customer.why_not_billed(billing_period.key, billing_period.start, billing_period.end)
+            HISTORY_NOT_BILLED
+            if history
+            else customer.why_not_billed(
+                billing_period.key, billing_period.start, billing_period.end
+            )
             if customer is not None and customer.mapped
             else None
         ),

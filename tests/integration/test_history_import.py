@@ -43,13 +43,11 @@ def history(world: World) -> World:
     return world
 
 
-def events(world: World, *quantities: int, at: datetime = FEBRUARY, flag: bool = True) -> list[
-    UsageSubmission
-]:
+def events(
+    world: World, *quantities: int, at: datetime = FEBRUARY, flag: bool = True
+) -> list[UsageSubmission]:
     return [
-        submission(
-            world.tenant, q, at + timedelta(minutes=n), customer="cus_a", history=flag
-        )
+        submission(world.tenant, q, at + timedelta(minutes=n), customer="cus_a", history=flag)
         for n, q in enumerate(quantities)
     ]
 

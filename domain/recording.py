@@ -202,8 +202,7 @@ class UsageRecorder:
             raise InvalidInputError(
                 "ts",
                 f"is older than the ingest horizon of {horizon} days before now"
-                " (the tenant's setting: stripemeter tenants horizon; an admin key can"
-                " import it as history: docs/import.md)",
+                " (the tenant's setting: stripemeter tenants horizon)",
             )
         caps = tenant.caps.by_metric.get(item.metric)  # no caps: this lookup is all
         cap = caps.for_customer(item.customer_ref) if caps is not None else None

@@ -376,6 +376,9 @@ def test_history_older_than_the_horizon_imports_into_its_own_period_with_an_admi
     assert out is not None
     assert (out["accepted"], out["history"], out["duplicates"]) == (4, 4, 1)
     assert "(4 as history)" in err
+    metrics = httpx.get(f"{service.base}/metrics", timeout=10).text
+    assert "stripemeter_history_events_total 4.0" in metrics
+    assert 'stripemeter_late_events_total{kind="history"}' not in metrics
     # Again: nothing counted twice.
     code, out, err = stripemeter_import(admin, file, "--history")
     assert code == 0, err

@@ -237,6 +237,11 @@ class UsageRecorder:
                 if history:
                     result = count_history(item, period, now)
                     if result.outcome is Outcome.ERROR:
+                        # Refused (its period is live, or open): nothing claimed, so an event
+                        # counted live before, which a writer that does not know its key takes
+                        # for new, would be refused, not a duplicate: looked up (rare).
+                        if (seen := self._stored_claim(key_id)) is not None:
+                            result = _repeat(item, seen)
                         out.append((index, result))
                         continue
                 else:

@@ -143,6 +143,20 @@ def test_a_period_counted_live_or_not_ended_refuses_history(history: World) -> N
     assert "holds live usage" in (refused.reason or "")
     assert counter(world, "2026-02") == (1, Decimal(2))
     assert not period_of(world, "2026-02").history  # type: ignore[attr-defined]
+    # That live event in a file imported as history, by a writer that never saw its key
+    # (restarted): a duplicate, not an error.
+    world.restart()
+    counted = dataclasses.replace(
+        submission(
+            world.tenant,
+            2,
+            datetime(2026, 2, 21, 12, 0, tzinfo=UTC),
+            key="live-feb",
+            customer="cus_a",
+        ),
+        history=True,
+    )
+    assert [r.outcome for r in record(world, [counted])] == [Outcome.DUPLICATE]
 
     # A period that has not ended never takes history (a one-day horizon reaches into March).
     world.stores.app.set_ingest_horizon(world.tenant, 1)

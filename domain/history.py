@@ -30,6 +30,10 @@ from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.usage import UsagePeriod
 
 HISTORY_REASON = "imported from before the ingest horizon"
+# Why no Stripe invoice covers a history period (the audit's and the usage API's words).
+HISTORY_NOT_BILLED = (
+    "imported history (older than the ingest horizon): counted here, never pushed to Stripe"
+)
 
 
 def count_history(item: UsageSubmission, period: UsagePeriod, now: datetime) -> IngestResult:

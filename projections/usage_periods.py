@@ -196,10 +196,11 @@ class UsagePeriodDirectory(BatchProjection):
 
     def extents(
         self, tenant_id: UUID, customer_ref: str, metric: str | None = None
-    ) -> dict[tuple[str, str], tuple[datetime, datetime]]:
-        """(metric, period) -> the period's start and end, for every period of a customer."""
+    ) -> dict[tuple[str, str], tuple[datetime, datetime, bool]]:
+        """(metric, period) -> the period's start and end, and whether it holds imported
+        history, for every period of a customer."""
         sql = (
-            "SELECT metric, period, period_start, period_end FROM sm_usage_periods"
+            "SELECT metric, period, period_start, period_end, verdict FROM sm_usage_periods"
             " WHERE tenant_id = ? AND customer_ref = ?"
         )
         params: list[Any] = [str(tenant_id), customer_ref]
@@ -209,10 +210,10 @@ class UsagePeriodDirectory(BatchProjection):
         with self.store.transaction() as tx:
             rows = tx.execute(sql, params)
         found = {}
-        for metric_name, period, start, end in rows:
+        for metric_name, period, start, end, verdict in rows:
             start_at, end_at = self.store.decode_time(start), self.store.decode_time(end)
             assert start_at is not None and end_at is not None
-            found[(metric_name, period)] = (start_at, end_at)
+            found[(metric_name, period)] = (start_at, end_at, verdict == HISTORY)
         return found
 
     def clear(self, tx: Tx) -> None:

@@ -17,6 +17,7 @@ from api.queries.usage import counter_out, event_out, when
 from api.query import whole_number
 from api.schemas import ClosingOut, FieldError, InvoiceAudit, PushOut, RepairOut
 from domain import fields
+from domain.history import HISTORY_NOT_BILLED
 from domain.ledger import stripe_expected
 from domain.mappings import PUSH_MODE, PushMode
 from domain.periods import BillingPeriod
@@ -26,9 +27,6 @@ from projections.usage_events import UsageEventRow
 
 AUDIT_EVENTS = 100  # events listed per push; a push's cursor pages the rest
 UNPUSHED = ("unpushed", 0)  # what ``push=unpushed`` names: the events no push covers yet
-HISTORY_NOT_BILLED = (
-    "imported history (older than the ingest horizon): counted here, never pushed to Stripe"
-)
 
 
 def build_audit(

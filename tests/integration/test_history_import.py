@@ -22,6 +22,7 @@ from adapters.metrics import Metrics
 from adapters.push_worker import QUEUE, PushWorker
 from adapters.reconciler import Reconciler, Scope
 from api.queries.audit import build_audit
+from api.queries.usage import not_billed
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.pushing import PushOutcome, Target
 from domain.reconciliation import Tolerance
@@ -205,6 +206,10 @@ def test_the_audit_lists_history_as_imported_and_a_rebuild_gives_it_back(
     assert [e.quantity for e in audit.unpushed_events] == ["4", "5", "6"]
     live = build_audit(world.stores, world.tenant, "cus_a", "api_calls", "2026-03")
     assert live.history is False and len(live.pushes) == 1
+    # The customer's usage no invoice covers: February, as history.
+    [unbilled] = not_billed(world.stores, world.tenant, "cus_a")
+    assert (unbilled.period, unbilled.value) == ("2026-02", "15")
+    assert unbilled.reason.startswith("imported history")
 
     before = tables(world.stores)
     with world.stores.views.store.transaction() as tx:

@@ -56,6 +56,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.history_events = Counter(
+            "stripemeter_history_events_total",
+            "Usage events imported as history (older than the ingest horizon, sent with"
+            " history: true): counted in their own period, never pushed to Stripe.",
+            registry=self.registry,
+        )
         self.caps_reached = Counter(
             "stripemeter_caps_reached_total",
             "Usage periods that reached a usage cap, by mode (hard: usage past it is refused;"
@@ -290,7 +296,9 @@ class Metrics:
         for result in results:
             if result.cap is not None or result.cap_reached is not None:
                 self._observe_cap(result)
-            if result.late is not None and result.outcome is Outcome.ACCEPTED:
+            if result.late is Lateness.HISTORY and result.outcome is Outcome.ACCEPTED:
+                self.history_events.inc()  # not late usage: no alert, no correction
+            elif result.late is not None and result.outcome is Outcome.ACCEPTED:
                 self.late_events.labels(result.late.value).inc()
                 if result.late is not Lateness.IN_WINDOW:
                     self.corrections.labels(CORRECTION_OUTCOME[result.late]).inc()

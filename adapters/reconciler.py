@@ -69,7 +69,7 @@ from domain.reconciliation import (
     pushed_elsewhere,
 )
 from domain.stripe_port import StripeError, StripeGateway
-from domain.usage import UsagePeriod
+from domain.usage import HISTORY, UsagePeriod
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,8 @@ class Reconciler:
             )
             if mapping is None or standing.stripe_customer_id is None:
                 continue  # not billed through Stripe: nothing to compare
+            if standing.verdict == HISTORY:
+                continue  # imported history: never pushed, no invoice to match
             if not self.stores.app.bills(
                 standing.tenant_id,
                 standing.customer_ref,

@@ -88,6 +88,12 @@ def add_parser(sub: Any) -> None:
     command.add_argument(
         "--tenant", help="dry run: the tenant (slug) that a row's own tenantId must name"
     )
+    command.add_argument(
+        "--history",
+        action="store_true",
+        help="import rows older than the ingest horizon as history: counted in their own"
+        " ended periods, never pushed to Stripe (needs a key with scope admin)",
+    )
     command.set_defaults(run=cmd_import)
 
 
@@ -223,7 +229,8 @@ def _sender(settings: Settings, args: argparse.Namespace) -> Sender:
     if not key:
         raise ImportFileError("no API key: set STRIPEMETER_API_KEY (or pass --api-key)")
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    return HttpSender(args.url or settings.api_url or f"http://{host}:{settings.port}", key)
+    url = args.url or settings.api_url or f"http://{host}:{settings.port}"
+    return HttpSender(url, key, history=args.history)
 
 
 def summary(
@@ -253,6 +260,7 @@ def summary(
             "accepted": tally.accepted,
             "duplicates": tally.duplicates,
             "conflicts": tally.conflicts,
+            "history": tally.history,
         }
     out |= {
         "rejected": tally.rejected,
@@ -267,6 +275,7 @@ def summary(
             "accepted": everything.accepted,
             "duplicates": everything.duplicates,
             "conflicts": everything.conflicts,
+            "history": everything.history,
             "rejected": everything.rejected,
         }
     return out
@@ -276,7 +285,8 @@ def _explain(out: dict[str, Any], dry_run: bool, resumable: bool) -> None:
     counts = (
         f"{out['valid']:,} valid"
         if dry_run
-        else f"{out['accepted']:,} accepted, {out['duplicates']:,} duplicate,"
+        else f"{out['accepted']:,} accepted ({out['history']:,} as history),"
+        f" {out['duplicates']:,} duplicate,"
         f" {out['conflicts']:,} in conflict"
     )
     rate = f" ({out['rowsPerSecond']:,.0f} rows/s)" if out["rowsPerSecond"] else ""

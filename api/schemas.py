@@ -44,6 +44,16 @@ class IngestRequest(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     # Each event is decoded alone, so that one bad event refuses only itself.
     events: list[msgspec.Raw]
     tenant_id: str | None = None
+    history: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Import the events as history (an API key with the admin scope):"
+            " an event older than the ingest horizon is counted in its own ended billing"
+            " period, one StripeMeter never billed live, and never pushed to Stripe; its"
+            ' result says late: "history". Events inside the horizon are ordinary usage'
+            " (docs/import.md)."
+        ),
+    ] = False
 
 
 class EventResult(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -359,7 +369,7 @@ class ClosingOut(msgspec.Struct, rename="camel"):
     invoice_id: str | None
     finalizes_at: str | None
     closed_at: str | None
-    verdict: str | None  # "parity" or "mismatch", once the invoice is final
+    verdict: str | None  # "parity" or "mismatch" once the invoice is final; "history": imported
     local: int | None
     stripe: int | None
     invoice_quantity: int | None
@@ -382,6 +392,9 @@ class InvoiceAudit(msgspec.Struct, rename="camel"):
     # not mapped), and where its usage went when the customer's billing cycle changed.
     not_billed_reason: str | None = None
     moved_to: list[str] = []
+    # The period holds imported history (docs/import.md): counted, never pushed; its
+    # events are the unpushed ones, its closing's verdict "history".
+    history: bool = False
 
 
 # -- reconciliation and adjustments -------------------------------------------------

@@ -24,6 +24,9 @@ class UsageSubmission:
     fingerprint: str
     meta: str
     derived_key: bool = False  # the key came from the header or the content, not the client
+    # Sent as history (``"history": true``, admin keys only): older than the ingest horizon,
+    # it goes into its own period as imported history (domain/history.py).
+    history: bool = False
 
 
 class Lateness(StrEnum):
@@ -33,13 +36,16 @@ class Lateness(StrEnum):
     finalising, or the lateness window over): ``carried`` — counted as a
     correction in the customer's open period; ``held`` — an adjustment waits
     for approval; ``past_window`` — recorded, not counted (a max or last
-    metric, which a correction cannot carry).
+    metric, which a correction cannot carry). ``history``: sent as history
+    and older than the ingest horizon, counted in its own period as imported
+    history, never pushed to Stripe (domain/history.py).
     """
 
     IN_WINDOW = "in_window"
     CARRIED = "carried"
     HELD = "held"
     PAST_WINDOW = "past_window"
+    HISTORY = "history"
 
 
 class Outcome(StrEnum):

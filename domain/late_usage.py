@@ -39,6 +39,8 @@ def takes_corrections(metric: MetricDefinition) -> bool:
 
 def why_late(period: UsagePeriod, metric: MetricDefinition, now: datetime) -> str | None:
     """Why usage for ``period`` can no longer count there, or None while it still can."""
+    if period.history:
+        return f"its period {period.period} holds imported history, never billed live"
     if period.closed:
         return f"its period {period.period} is closed for invoicing"
     closes_at = period.period_end + timedelta(seconds=metric.lateness_seconds)

@@ -62,6 +62,7 @@ class PushOutcome(StrEnum):
     DRIFT = "drift"  # an old intent's outcome cannot be told from Stripe's summary
     FINAL = "final"  # the period's invoice is final: pushing more would not reach it
     NOT_BILLED = "not_billed"  # no invoice covers the period (before the subscription, moved)
+    HISTORY = "history"  # the period holds imported history: never pushed (domain/history.py)
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,8 @@ class PushService:
 
     def _item(self, period_id: UUID, target: Target) -> _Item | PushOutcome:
         period: UsagePeriod = self.app.repository.get(period_id)
+        if period.history:
+            return PushOutcome.HISTORY
         if period.verdict is not None or (
             period.finalizes_at is not None and self.clock() >= period.finalizes_at
         ):

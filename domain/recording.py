@@ -34,6 +34,7 @@ from domain.adjustments import LatePolicy
 from domain.caching import LruCache
 from domain.caps import Cap, CapDecision, CapMode, decide
 from domain.errors import ConflictError, InvalidInputError
+from domain.history import count_history
 from domain.idempotency import IdempotencyKey, claim_id
 from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
 from domain.late_usage import correct_late, takes_corrections, why_late
@@ -59,12 +60,16 @@ class IngestContentionError(ConflictError):
 
 
 class Write(NamedTuple):
-    """A checked submission to write: its place, its metric, its key's claim, its cap."""
+    """A checked submission to write: its place, its metric, its key's claim, its cap.
+
+    ``history``: sent as history and older than the ingest horizon (domain/history.py).
+    """
 
     position: int
     metric: MetricDefinition
     claim_id: UUID
     cap: Cap | None
+    history: bool = False
 
 
 class Counted(NamedTuple):
@@ -112,12 +117,12 @@ class UsageRecorder:
         tenants: dict[UUID, Tenant] = {}
         for index, item in enumerate(submissions):
             try:
-                metric, cap = self._check(item, now, tenants)
+                metric, cap, history = self._check(item, now, tenants)
             except InvalidInputError as error:
                 results[index] = IngestResult.error(item.idempotency_key, error.field, error.reason)
                 continue
             key = claim_id(item.tenant_id, item.idempotency_key, item.derived_key)
-            checked.append(Write(index, metric, key, cap))
+            checked.append(Write(index, metric, key, cap, history))
 
         for _ in range(WRITE_ATTEMPTS):
             claims: dict[UUID, int] = {}
@@ -169,8 +174,11 @@ class UsageRecorder:
 
     def _check(
         self, item: UsageSubmission, now: datetime, tenants: dict[UUID, Tenant]
-    ) -> tuple[MetricDefinition, Cap | None]:
-        """The item's metric and the cap that applies to it, once its fields are checked."""
+    ) -> tuple[MetricDefinition, Cap | None, bool]:
+        """The item's metric, the cap that applies to it, and whether it goes in as history.
+
+        History (sent as history, older than the ingest horizon) is never capped.
+        """
         tenant = tenants.get(item.tenant_id)
         if tenant is None:
             tenant = tenants[item.tenant_id] = self.app.cached_tenant(item.tenant_id)
@@ -189,13 +197,16 @@ class UsageRecorder:
             raise InvalidInputError("ts", "is more than 5 minutes in the future")
         horizon = tenant.ingest_horizon_days
         if item.occurred_at < now - timedelta(days=horizon):
+            if item.history:
+                return definition, None, True
             raise InvalidInputError(
                 "ts",
                 f"is older than the ingest horizon of {horizon} days before now"
                 " (the tenant's setting: stripemeter tenants horizon)",
             )
         caps = tenant.caps.by_metric.get(item.metric)  # no caps: this lookup is all
-        return definition, caps.for_customer(item.customer_ref) if caps is not None else None
+        cap = caps.for_customer(item.customer_ref) if caps is not None else None
+        return definition, cap, False
 
     def _write(
         self, submissions: Sequence[UsageSubmission], writes: list[Write], now: datetime
@@ -219,55 +230,69 @@ class UsageRecorder:
         reread: set[UUID] = set()
         writes_to: set[UUID] = set()  # periods this batch writes events to (version-checked)
         try:
-            for index, metric, key_id, cap in writes:
+            for index, metric, key_id, cap, history in writes:
                 item = submissions[index]
                 period = self._period_at(item, metric, item.occurred_at, touched, recent)
-                late, written, decision = self._count(
-                    item, metric, cap, period, now, touched, recent
-                )
-                if (
-                    decision is not None
-                    and decision.refused is not None
-                    and period.id not in reread
-                    and period.id not in writes_to
-                    and not period.pending_events
-                ):
-                    # A refusal writes nothing to its period, so no version check would
-                    # catch a copy another process has moved on since (a correction that
-                    # lowered it): decide once more on the period as stored. Once per
-                    # period and batch, and only where a cap refuses.
-                    reread.add(period.id)
-                    period = self._reread(item, period, touched, recent)
-                    late, written, decision = self._count(
-                        item, metric, cap, period, now, touched, recent
-                    )
-                if decision is not None:
-                    assert cap is not None
-                    if (
-                        decision.refused is not None
-                        and (seen := self._stored_claim(key_id)) is not None
-                    ):
-                        # Counted before by a writer that did not know the key (another
-                        # process, or before a restart): a refusal claims nothing, so no
-                        # claim's collision would tell. Looked up on refusals only (rare).
-                        out.append((index, _repeat(item, seen)))
-                        continue
-                    result = _capped(item, cap, decision, late)
-                    if decision.reached_value is not None:
-                        reached.append(Reached(period, cap, decision.reached_value))
-                    if decision.refused is not None:
-                        # Nothing counted and the key not claimed (a retry may pass once the
-                        # cap is raised); a first refusal records CapReached.
-                        if decision.reached_value is not None:
-                            period.record_cap_reached(
-                                cap.mode.value, cap.limit, decision.reached_value
-                            )
-                        events.extend(period.collect_events())
-                        writes_to.add(period.id)
+                written: Sequence[Any] = ()
+                if history:
+                    result = count_history(item, period, now)
+                    if result.outcome is Outcome.ERROR:
+                        # Refused (its period is live, or open): nothing claimed, so an event
+                        # counted live before, which a writer that does not know its key takes
+                        # for new, would be refused, not a duplicate: looked up (rare).
+                        if (seen := self._stored_claim(key_id)) is not None:
+                            result = _repeat(item, seen)
                         out.append((index, result))
                         continue
                 else:
-                    result = IngestResult(Outcome.ACCEPTED, item.idempotency_key, None, None, late)
+                    late, written, decision = self._count(
+                        item, metric, cap, period, now, touched, recent
+                    )
+                    if (
+                        decision is not None
+                        and decision.refused is not None
+                        and period.id not in reread
+                        and period.id not in writes_to
+                        and not period.pending_events
+                    ):
+                        # A refusal writes nothing to its period, so no version check would
+                        # catch a copy another process has moved on since (a correction that
+                        # lowered it): decide once more on the period as stored. Once per
+                        # period and batch, and only where a cap refuses.
+                        reread.add(period.id)
+                        period = self._reread(item, period, touched, recent)
+                        late, written, decision = self._count(
+                            item, metric, cap, period, now, touched, recent
+                        )
+                    if decision is not None:
+                        assert cap is not None
+                        if (
+                            decision.refused is not None
+                            and (seen := self._stored_claim(key_id)) is not None
+                        ):
+                            # Counted before by a writer that did not know the key (another
+                            # process, or before a restart): a refusal claims nothing, so no
+                            # claim's collision would tell. Looked up on refusals only (rare).
+                            out.append((index, _repeat(item, seen)))
+                            continue
+                        result = _capped(item, cap, decision, late)
+                        if decision.reached_value is not None:
+                            reached.append(Reached(period, cap, decision.reached_value))
+                        if decision.refused is not None:
+                            # Nothing counted and the key not claimed (a retry may pass once the
+                            # cap is raised); a first refusal records CapReached.
+                            if decision.reached_value is not None:
+                                period.record_cap_reached(
+                                    cap.mode.value, cap.limit, decision.reached_value
+                                )
+                            events.extend(period.collect_events())
+                            writes_to.add(period.id)
+                            out.append((index, result))
+                            continue
+                    else:
+                        result = IngestResult(
+                            Outcome.ACCEPTED, item.idempotency_key, None, None, late
+                        )
                 if written:
                     events.extend(written)
                     writes_to.update(e.originator_id for e in written)

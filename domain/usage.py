@@ -6,6 +6,11 @@ its own timestamp falls in), either counted (``UsageRecorded``) or, when it
 arrived after the metric's lateness window closed, recorded but not counted
 (``LateUsageRecorded``) so that it stays visible for a correction.
 
+A period StripeMeter never billed live can be opened as *history*
+(``HistoryOpened``, domain/history.py): it holds usage imported from before
+the ingest horizon, counted there and never pushed to Stripe; it is closed
+from the start, and its verdict is ``history``.
+
 Before the period's invoice finalises the period is *closed*
 (``PeriodClosed``): from then on its counter is final, and usage that still
 arrives for it becomes a correction in an open period (``CorrectionApplied``
@@ -32,6 +37,9 @@ from domain.tenancy import NAMESPACE
 EXACT = decimal.Context(
     prec=60, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation]
 )
+
+
+HISTORY = "history"  # the verdict of a period opened as imported history
 
 
 def usage_period_id(tenant_id: UUID, customer_ref: str, metric: str, period_key: str) -> UUID:
@@ -240,6 +248,22 @@ class UsagePeriod(Aggregate):
             else:
                 aggregate.soft_cap_reached_at = self.limit
 
+    class HistoryOpened(Aggregate.Event):
+        """The period holds imported history: counted here, never pushed to Stripe (v1).
+
+        Recorded right after ``Opened``, in the transaction that counts the
+        first imported event, for a period that has ended and held no usage:
+        the period is closed from then on (usage that arrives live for it is
+        late usage, per the tenant's late policy) and its verdict is
+        ``history`` (no invoice of Stripe's is compared with it).
+        """
+
+        reason: str
+
+        def apply(self, aggregate: UsagePeriod) -> None:
+            aggregate.closed = True
+            aggregate.verdict = HISTORY
+
     class ClosingScheduled(Aggregate.Event):
         """Stripe created the invoice for this period; it finalises at ``finalizes_at`` (v1)."""
 
@@ -443,6 +467,15 @@ class UsagePeriod(Aggregate):
             last_at=kept.last_at,
             watermark=kept.watermark,
         )
+
+    def open_as_history(self, reason: str) -> None:
+        assert self.version == 1, "only a period that holds nothing yet becomes history"
+        self.trigger_event(self.HistoryOpened, reason=reason)
+
+    @property
+    def history(self) -> bool:
+        """Whether the period holds imported history (never pushed, never billed live)."""
+        return self.verdict == HISTORY
 
     def record_cap_reached(self, mode: str, limit: Decimal, value: Decimal) -> None:
         self.trigger_event(self.CapReached, mode=mode, limit=limit, value=value)

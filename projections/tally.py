@@ -181,6 +181,7 @@ def _late(event: UsagePeriod.LateUsageRecorded, position: int) -> Contribution:
 
 
 @contribution.register(UsagePeriod.ClosingScheduled)
+@contribution.register(UsagePeriod.HistoryOpened)
 @contribution.register(UsagePeriod.PeriodClosed)
 @contribution.register(UsagePeriod.ParityRecorded)
 def _version_only(event: Any, position: int) -> Contribution:

@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.dispatch import singledispatchmethod
 
 from domain.meters import Aggregation
-from domain.usage import UsagePeriod
+from domain.usage import HISTORY, UsagePeriod
 from projections.base import BatchProjection, Positioned, UnhandledEventError, handled_by
 from projections.store import Tx, ViewStore
 
@@ -125,6 +125,18 @@ class UsagePeriodDirectory(BatchProjection):
             (self.store.encode_time(event.timestamp), str(event.originator_id)),
         )
 
+    @apply.register(UsagePeriod.HistoryOpened)
+    def _history(
+        self, event: UsagePeriod.HistoryOpened, tx: Tx, opened: list[tuple[Any, ...]]
+    ) -> None:
+        # Closed from the start, its verdict final: no push sweep, closing or
+        # reconciliation looks at it again (domain/history.py).
+        self._insert(tx, opened)
+        tx.execute(
+            "UPDATE sm_usage_periods SET closed_at = ?, verdict = ? WHERE aggregate_id = ?",
+            (self.store.encode_time(event.timestamp), HISTORY, str(event.originator_id)),
+        )
+
     @apply.register(UsagePeriod.ParityRecorded)
     def _parity(
         self, event: UsagePeriod.ParityRecorded, tx: Tx, opened: list[tuple[Any, ...]]
@@ -184,10 +196,11 @@ class UsagePeriodDirectory(BatchProjection):
 
     def extents(
         self, tenant_id: UUID, customer_ref: str, metric: str | None = None
-    ) -> dict[tuple[str, str], tuple[datetime, datetime]]:
-        """(metric, period) -> the period's start and end, for every period of a customer."""
+    ) -> dict[tuple[str, str], tuple[datetime, datetime, bool]]:
+        """(metric, period) -> the period's start and end, and whether it holds imported
+        history, for every period of a customer."""
         sql = (
-            "SELECT metric, period, period_start, period_end FROM sm_usage_periods"
+            "SELECT metric, period, period_start, period_end, verdict FROM sm_usage_periods"
             " WHERE tenant_id = ? AND customer_ref = ?"
         )
         params: list[Any] = [str(tenant_id), customer_ref]
@@ -197,10 +210,10 @@ class UsagePeriodDirectory(BatchProjection):
         with self.store.transaction() as tx:
             rows = tx.execute(sql, params)
         found = {}
-        for metric_name, period, start, end in rows:
+        for metric_name, period, start, end, verdict in rows:
             start_at, end_at = self.store.decode_time(start), self.store.decode_time(end)
             assert start_at is not None and end_at is not None
-            found[(metric_name, period)] = (start_at, end_at)
+            found[(metric_name, period)] = (start_at, end_at, verdict == HISTORY)
         return found
 
     def clear(self, tx: Tx) -> None:

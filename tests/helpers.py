@@ -24,6 +24,7 @@ def submission(
     metric: str = "api_calls",
     customer: str = "cus_1",
     meta: dict[str, Any] | None = None,
+    history: bool = False,
 ) -> UsageSubmission:
     amount = Decimal(quantity)
     meta_json = canonical_meta(meta)
@@ -38,6 +39,7 @@ def submission(
         fingerprint=print_,
         meta=meta_json,
         derived_key=key is None,
+        history=history,
     )
 
 

@@ -31,6 +31,7 @@ class Tally(msgspec.Struct, rename="camel"):
     conflicts: int = 0
     rejected: int = 0  # errors: the service's, or a row that could not be sent
     late: dict[str, int] = msgspec.field(default_factory=dict)  # accepted late, by kind
+    history: int = 0  # accepted as imported history (``--history``, late: "history")
 
     def add(self, other: Tally) -> None:
         self.rows += other.rows
@@ -38,6 +39,7 @@ class Tally(msgspec.Struct, rename="camel"):
         self.duplicates += other.duplicates
         self.conflicts += other.conflicts
         self.rejected += other.rejected
+        self.history += other.history
         for kind, count in other.late.items():
             self.late[kind] = self.late.get(kind, 0) + count
 

@@ -147,7 +147,9 @@ class Importer:
                 setattr(tally, OUTCOMES[status], getattr(tally, OUTCOMES[status]) + 1)
             elif status != "valid":  # a dry run's verdict
                 tally.rejected += 1
-            if status == "accepted" and (late := result.get("late")):
+            if status == "accepted" and (late := result.get("late")) == "history":
+                tally.history += 1  # counted in its own period as history, not late usage
+            elif status == "accepted" and late:
                 tally.late[late] = tally.late.get(late, 0) + 1
             if status in ("conflict", "error"):
                 entries.append(_entry(row, result))

@@ -17,6 +17,7 @@ from api.queries.usage import counter_out, event_out, when
 from api.query import whole_number
 from api.schemas import ClosingOut, FieldError, InvoiceAudit, PushOut, RepairOut
 from domain import fields
+from domain.history import HISTORY_NOT_BILLED
 from domain.ledger import stripe_expected
 from domain.mappings import PUSH_MODE, PushMode
 from domain.periods import BillingPeriod
@@ -69,9 +70,15 @@ def build_audit(
     closing = views.reports.closing(period_id)
     customer = app.cached_customer(tenant_id, customer_ref)
     recorded = app.recorded_period(period_id)
+    history = recorded is not None and recorded.history
     return InvoiceAudit(
+        history=history,
         not_billed_reason=(
-            customer.why_not_billed(billing_period.key, billing_period.start, billing_period.end)
+            HISTORY_NOT_BILLED
+            if history
+            else customer.why_not_billed(
+                billing_period.key, billing_period.start, billing_period.end
+            )
             if customer is not None and customer.mapped
             else None
         ),

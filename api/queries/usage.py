@@ -13,6 +13,7 @@ from uuid import UUID
 
 from adapters.persistence import Stores
 from api.schemas import CounterOut, CurrentUsage, EventOut, NotBilledOut
+from domain.history import HISTORY_NOT_BILLED
 from projections.counters import Counter
 from projections.tally import Tally
 from projections.usage_events import UsageEventRow
@@ -83,14 +84,17 @@ def not_billed(
         extent = extents.get((counter.metric, counter.period))
         if extent is None or counter.value == 0:
             continue
-        reason = customer.why_not_billed(counter.period, *extent)
+        start, end, history = extent
+        reason = (
+            HISTORY_NOT_BILLED if history else customer.why_not_billed(counter.period, start, end)
+        )
         if reason is not None:
             found.append(
                 NotBilledOut(
                     metric=counter.metric,
                     period=counter.period,
-                    period_start=when(extent[0]) or "",
-                    period_end=when(extent[1]) or "",
+                    period_start=when(start) or "",
+                    period_end=when(end) or "",
                     value=number(counter.value) or "0",
                     reason=reason,
                 )

@@ -135,6 +135,11 @@ def read_batch(
     body = msgspec.json.decode(data, type=IngestRequest)
     _refuse_repeated_top_level_keys(data)
     _check_tenant(body.tenant_id, "tenantId", principal)
+    if body.history and not principal.allows(Scope.ADMIN):
+        raise ForbiddenError(
+            "history: importing history needs an API key with the 'admin' scope"
+            " (it writes periods that are never billed)"
+        )
     if not body.events:
         raise FieldError("events", "must hold at least one event")
     if len(body.events) > max_events:
@@ -161,7 +166,9 @@ def read_batch(
             continue
         _check_tenant(event.tenant_id, f"events[{index}].tenantId", principal)
         try:
-            submissions.append(_submission(raw, event, index, header_key, principal))
+            submissions.append(
+                _submission(raw, event, index, header_key, principal, history=body.history)
+            )
             results.append(None)
         except InvalidInputError as bad:
             results.append(IngestResult.error(event.idempotency_key or "", bad.field, bad.reason))
@@ -175,9 +182,14 @@ def _check_tenant(tenant_id: str | None, where: str, principal: Principal) -> No
 
 
 def _refuse_repeated_top_level_keys(data: bytes) -> None:
-    # Only a repeated "events" or "tenantId" could pass the decoder (any other
-    # key is refused as unknown); scan the body's members only when one might.
-    if b"\\" not in data and data.count(b'"events"') < 2 and data.count(b'"tenantId"') < 2:
+    # Only a repeated "events", "tenantId" or "history" could pass the decoder (any
+    # other key is refused as unknown); scan the body's members only when one might.
+    if (
+        b"\\" not in data
+        and data.count(b'"events"') < 2
+        and data.count(b'"tenantId"') < 2
+        and data.count(b'"history"') < 2
+    ):
         return
     seen: set[str | None] = set()
     for member in json_shape.members(data):
@@ -227,6 +239,8 @@ def _submission(
     index: int,
     header_key: str | None,
     principal: Principal,
+    *,
+    history: bool = False,
 ) -> UsageSubmission:
     """The event, checked by every field rule, as the writer takes it.
 
@@ -269,6 +283,7 @@ def _submission(
         fingerprint=event_fingerprint,
         meta=meta,
         derived_key=derived,
+        history=history,
     )
 
 

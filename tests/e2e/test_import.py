@@ -39,6 +39,7 @@ class Service:
     base: str
     key: str
     env: dict[str, str]  # what `stripemeter import` runs with: the address and the key
+    admin_key: str = ""  # a key with scope admin, which may import history
 
     def get(self, path: str, **params: str) -> Any:
         headers = {"Authorization": f"Bearer {self.key}"}
@@ -75,6 +76,7 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
     tenant = stores.app.register_tenant("acme", "Acme").id
     stores.app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
     key = stores.app.issue_api_key(tenant, frozenset({Scope.INGEST, Scope.READ})).secret
+    admin_key = stores.app.issue_api_key(tenant, frozenset({Scope.ADMIN})).secret
     stores.close()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPEMETER_")}
@@ -109,7 +111,7 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
             time.sleep(0.2)
         client_env = {k: v for k, v in env.items() if not k.startswith("STRIPEMETER_")}
         client_env |= {"STRIPEMETER_API_URL": base, "STRIPEMETER_API_KEY": key}
-        yield Service(base, key, client_env)
+        yield Service(base, key, client_env, admin_key)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -328,3 +330,71 @@ def test_an_import_killed_or_interrupted_resumes_and_counts_every_row_once(
     assert out["wholeFile"]["rows"] == 30_000 and out["wholeFile"]["rejected"] == 0
     assert not checkpoint.exists()
     assert service.totals() == expected(events)
+
+
+def test_history_older_than_the_horizon_imports_into_its_own_period_with_an_admin_key(
+    service: Service, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    # A calendar month some 100 days back: older than the default 35-day horizon.
+    month = (now - timedelta(days=100)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    old = [
+        {
+            "customerRef": "cus_0",
+            "metric": "api_calls",
+            "quantity": str(n),
+            "ts": (month + timedelta(days=n, hours=3)).strftime(stamp),
+        }
+        for n in range(1, 5)
+    ]
+    live_at = now - timedelta(minutes=1)
+    recent = {
+        "customerRef": "cus_0",
+        "metric": "api_calls",
+        "quantity": "7",
+        "ts": live_at.strftime(stamp),
+        "idempotencyKey": "recent-0",
+    }
+    file = write_jsonl(tmp_path / "old.jsonl", [*old, recent])
+
+    # Without --history the horizon refuses the old rows, as it always did.
+    code, out, err = stripemeter_import(service, file)
+    assert code == 1, err
+    assert out is not None and (out["accepted"], out["rejected"], out["history"]) == (1, 4, 0)
+    assert {e["field"] for e in errors_in(tmp_path / "old.jsonl.errors.jsonl")} == {"ts"}
+
+    # History needs the admin scope: the service refuses the ingest key whole.
+    code, out, err = stripemeter_import(service, file, "--history")
+    assert code == 3, err
+    assert "403" in err and "'admin' scope" in err
+
+    admin_env = {**service.env, "STRIPEMETER_API_KEY": service.admin_key}
+    admin = Service(service.base, service.admin_key, admin_env)
+    code, out, err = stripemeter_import(admin, file, "--history")
+    assert code == 0, err
+    assert out is not None
+    assert (out["accepted"], out["history"], out["duplicates"]) == (4, 4, 1)
+    assert "(4 as history)" in err
+    metrics = httpx.get(f"{service.base}/metrics", timeout=10).text
+    assert "stripemeter_history_events_total 4.0" in metrics
+    assert 'stripemeter_late_events_total{kind="history"}' not in metrics
+    # Again: nothing counted twice.
+    code, out, err = stripemeter_import(admin, file, "--history")
+    assert code == 0, err
+    assert out is not None and (out["accepted"], out["duplicates"]) == (0, 5)
+
+    service.totals()  # every projection caught up
+    audit = admin.get(
+        "/v1/audit/invoice", customerRef="cus_0", metric="api_calls", period=f"{month:%Y-%m}"
+    )
+    assert audit["history"] is True
+    assert audit["counter"]["count"] == 4 and Decimal(audit["counter"]["sum"]) == 10
+    assert audit["closing"]["verdict"] == "history"
+    assert audit["pushes"] == [] and len(audit["unpushedEvents"]) == 4
+    assert "imported history" in audit["notBilledReason"]
+    # The row inside the horizon, flagged all the same, was ordinary usage: counted live.
+    live = admin.get(
+        "/v1/audit/invoice", customerRef="cus_0", metric="api_calls", period=f"{live_at:%Y-%m}"
+    )
+    assert live["history"] is False and live["counter"]["count"] == 1

@@ -82,6 +82,10 @@ def populate(stores: Stores, clock: FakeClock, events: int = 60, prefix: str = "
     # After last month's lateness window: recorded and listed, not counted.
     late = clock.now.replace(month=clock.now.month - 1, day=1)
     app.usage.record_usage([submission(tenant, 5, late, key=f"{prefix}-late", customer="cus_0")])
+    # Imported history, older than the 60-day horizon: its own period, opened as history.
+    old = clock.now - timedelta(days=120)
+    history = submission(tenant, 3, old, key=f"{prefix}-history", customer="cus_1", history=True)
+    assert app.usage.record_usage([history])[0].late == "history"
     if prefix == "e":
         alert_history(app, tenant, clock)
     return tenant
@@ -309,6 +313,7 @@ def test_every_kind_of_event_rebuilds_to_the_same_views(stores: Stores, clock: F
             "ClosingScheduled",
             "PeriodClosed",
             "ParityRecorded",
+            "HistoryOpened",
         )
     } | {
         "domain.adjustments:Adjustment.Proposed",

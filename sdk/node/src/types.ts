@@ -7,7 +7,7 @@
 import type { JsonValue } from "./content.js";
 
 export type EventStatus = "accepted" | "duplicate" | "conflict" | "error";
-export type LateMark = "in_window" | "carried" | "held" | "past_window";
+export type LateMark = "in_window" | "carried" | "held" | "past_window" | "history";
 
 /** One event's answer, at its position in the request. */
 export interface EventResult {
@@ -18,7 +18,7 @@ export interface EventResult {
   /** On `error` and `conflict`: the field at fault and why. */
   field?: string;
   reason?: string;
-  /** On an accepted event whose period had ended (docs/api.md, "Late events"). */
+  /** On an accepted event whose period had ended (docs/api.md, "Late events"), or `history`: imported as history (docs/import.md). */
   late?: LateMark;
   /** Only when a usage cap decided the event: `soft` (accepted, past a soft cap), `hard` (refused). */
   cap?: "soft" | "hard";
@@ -187,6 +187,8 @@ export interface InvoiceAudit {
   } | null;
   notBilledReason: string | null;
   movedTo: string[];
+  /** The period holds imported history (docs/import.md): counted, never pushed to Stripe. */
+  history: boolean;
 }
 
 export interface ReconciliationLine {

@@ -11,7 +11,7 @@ from stripemeter._errors import APIError
 from stripemeter._events import UsageEvent
 
 Status = Literal["accepted", "duplicate", "conflict", "error"]
-Late = Literal["in_window", "carried", "held", "past_window"]
+Late = Literal["in_window", "carried", "held", "past_window", "history"]
 Cap = Literal["soft", "hard"]
 
 

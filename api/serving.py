@@ -33,6 +33,9 @@ from domain.errors import StripeMeterError
 
 log = logging.getLogger("stripemeter")
 
+# How long an API process may take to answer uvicorn's supervisor before it is killed as hung.
+API_PROCESS_HEALTHCHECK_SECONDS = 30
+
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """The HTTP API; unless STRIPEMETER_WRITER=thread, with a writer process beside it."""
@@ -76,6 +79,11 @@ def _serve(settings: Settings, host: str, port: int) -> int:
             "api.serving:api_process_app",
             factory=True,
             workers=settings.api_processes,
+            # uvicorn kills and restarts an API process that has not answered its
+            # supervisor's ping within this time, and a fresh interpreter importing the
+            # app takes longer than uvicorn's 5 s on a busy 2-core host: every start was
+            # thrown away and begun again (seen in the tests' logs: "Child process died").
+            timeout_worker_healthcheck=API_PROCESS_HEALTHCHECK_SECONDS,
             host=host,
             port=port,
             log_level=settings.log_level.lower(),

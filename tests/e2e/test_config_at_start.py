@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_examples import cli
+from tests.e2e.operator import create_key, create_tenant, declare_metric
 from tests.e2e.test_real_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def test_serve_applies_the_file_before_it_is_ready(tmp_path: Path) -> None:
                 pass
             time.sleep(0.2)
         assert process.poll() is None, process.communicate()[0]
-        key = str(cli(env, "keys", "create", "--tenant", "acme", "--scopes", "read")["key"])
+        key = create_key(env, "acme", "read")
         headers = {"Authorization": f"Bearer {key}"}
         meters = httpx.get(f"{base}/v1/meters", headers=headers).json()["data"]
         assert [(m["name"], m["aggregation"]) for m in meters] == [
@@ -105,8 +105,8 @@ def test_serve_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
 
 def test_serve_refuses_to_start_when_the_domain_refuses_a_change(tmp_path: Path) -> None:
     env = environment(tmp_path, EXAMPLE)
-    cli(env, "tenants", "create", "acme")
-    cli(env, "meters", "create", "--tenant", "acme", "--name", "seats", "--aggregation", "last")
+    create_tenant(env, "acme")
+    declare_metric(env, "acme", "seats", "last")
     process = serve(env)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 3  # the server's own status for a failed start

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.e2e.operator import create_tenant, declare_metric
 from tests.e2e.test_config_at_start import EXAMPLE, environment, serve_once
-from tests.e2e.test_examples import cli
 
 
 def test_serve_without_the_embedded_worker_refuses_a_change_with_one_line(
     tmp_path: Path,
 ) -> None:
     env = {**environment(tmp_path, EXAMPLE), "STRIPEMETER_EMBEDDED_WORKER": "false"}
-    cli(env, "tenants", "create", "acme")
-    cli(env, "meters", "create", "--tenant", "acme", "--name", "seats", "--aggregation", "last")
+    create_tenant(env, "acme")
+    declare_metric(env, "acme", "seats", "last")
     done = serve_once(env)
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (

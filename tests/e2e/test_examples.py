@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.operator import create_key, create_tenant, declare_metric
 from tests.e2e.test_real_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,8 +73,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
 
 
 def tenant_key(env: dict[str, str], slug: str) -> str:
-    cli(env, "tenants", "create", slug)
-    return str(cli(env, "keys", "create", "--tenant", slug, "--scopes", "ingest,read,admin")["key"])
+    """A new tenant and its key, as ``tenants create`` and ``keys create`` make them."""
+    create_tenant(env, slug)
+    return create_key(env, slug, "ingest,read,admin")
 
 
 def run_example(base: str, key: str, script: str) -> subprocess.CompletedProcess[str]:
@@ -141,7 +143,7 @@ def test_a_failed_check_exits_1_and_says_why(service: tuple[str, dict[str, str]]
     """api_calls already declared otherwise on this tenant: the example stops at step 2."""
     base, env = service
     key = tenant_key(env, "other")
-    cli(env, "meters", "create", "--tenant", "other", "--name", "api_calls", "--aggregation", "max")
+    declare_metric(env, "other", "api_calls", "max")
     done = run_example(base, key, "api-calls/api_calls.py")
     assert done.returncode == 1
     assert lines(done.stdout)[-1] == (

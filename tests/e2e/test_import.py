@@ -1,9 +1,9 @@
 """``stripemeter import``, for real: the command as a subprocess, sending to a real service.
 
-Each test starts ``stripemeter serve`` (the API and its writer process) on a
-fresh SQLite directory or PostgreSQL database (the ``settings`` fixture), then
-runs ``stripemeter import`` as an operator would, and reads the counters
-back over HTTP once the projections have caught up.
+``stripemeter serve`` (the API and its writer process) runs once per backend
+(SQLite, PostgreSQL) for the module; each test has a tenant of its own on it,
+runs ``stripemeter import`` as an operator would, and reads the counters back
+over HTTP once the projections have caught up.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,9 +26,10 @@ import httpx
 import pytest
 
 from adapters.persistence import open_stores
-from adapters.settings import Settings
+from adapters.settings import PostgresSettings, Settings
 from domain.meters import Aggregation, MetricDefinition
 from domain.tenancy import Scope
+from tests.conftest import reset_postgres
 from tests.e2e.test_real_server import ROOT, free_port
 
 CLI = [sys.executable, "-m", "api.cli"]
@@ -70,14 +72,28 @@ class Service:
         return total, count
 
 
-@pytest.fixture
-def service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
-    stores = open_stores(settings)
-    tenant = stores.app.register_tenant("acme", "Acme").id
-    stores.app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
-    key = stores.app.issue_api_key(tenant, frozenset({Scope.INGEST, Scope.READ})).secret
-    admin_key = stores.app.issue_api_key(tenant, frozenset({Scope.ADMIN})).secret
-    stores.close()
+@dataclass
+class Served:
+    """One ``stripemeter serve`` for the module, on one backend."""
+
+    base: str
+    settings: Settings
+    env: dict[str, str]  # the client's environment, without the address and the key
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """``stripemeter serve`` started once per backend for the module's tests (each test has
+    a tenant of its own, see ``service``): starting it is most of a small test's time."""
+    data_dir = tmp_path_factory.mktemp("import") / "data"
+    settings = Settings(data_dir=data_dir)
+    if request.param == "postgres":
+        database: PostgresSettings = request.getfixturevalue("postgres_database")
+        reset_postgres(database)
+        settings = Settings(data_dir=data_dir, postgres=database)
+    open_stores(settings).close()  # the schema, before two processes race to make it
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPEMETER_")}
     env |= {
@@ -93,7 +109,8 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
         )
         # No Stripe key here: its embedded worker pushes to the built-in emulator, on purpose.
         env["STRIPEMETER_STRIPE_EMULATOR"] = "true"
-    log = (tmp_path / "serve.log").open("w")
+    log_path = data_dir.parent / "serve.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
         [*CLI, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
     )
@@ -106,16 +123,31 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[Service]:
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
         client_env = {k: v for k, v in env.items() if not k.startswith("STRIPEMETER_")}
-        client_env |= {"STRIPEMETER_API_URL": base, "STRIPEMETER_API_KEY": key}
-        yield Service(base, key, client_env, admin_key)
+        yield Served(base, settings, client_env | {"STRIPEMETER_API_URL": base})
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def service(served: Served, request: pytest.FixtureRequest) -> Service:
+    """The module's service, with a tenant (and its key) that no other test uses: its
+    counters and duplicates are this test's alone."""
+    stores = open_stores(served.settings)
+    try:
+        slug = f"t{uuid.uuid4().hex[:12]}"
+        tenant = stores.app.register_tenant(slug, request.node.name[:60]).id
+        stores.app.declare_metric(tenant, MetricDefinition("api_calls", Aggregation.SUM))
+        key = stores.app.issue_api_key(tenant, frozenset({Scope.INGEST, Scope.READ})).secret
+        admin_key = stores.app.issue_api_key(tenant, frozenset({Scope.ADMIN})).secret
+    finally:
+        stores.close()
+    return Service(served.base, key, served.env | {"STRIPEMETER_API_KEY": key}, admin_key)
 
 
 def stripemeter_import(

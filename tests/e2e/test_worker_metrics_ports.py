@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from adapters.settings import Settings
-from tests.e2e.test_real_server import ROOT, cli
+from tests.e2e.operator import migrate
+from tests.e2e.test_real_server import ROOT
 
 
 def free_range(size: int) -> int:
@@ -64,7 +65,7 @@ def worker_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {**os.environ, "STRIPEMETER_DATA_DIR": str(tmp_path / "data")}
     env.pop("STRIPEMETER_DATABASE_URL", None)
     env.pop("STRIPEMETER_WORKER_METRICS_PORT", None)
-    cli(env, "db", "migrate")
+    migrate(env)
     yield env
 
 

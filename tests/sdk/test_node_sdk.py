@@ -12,13 +12,38 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.sdk.conftest import NODE_SDK
 
+BUILD = "npm run build"
 
-def test_the_node_sdk_passes_its_tests_against_the_real_service(npm: str) -> None:
+
+def scripts() -> dict[str, str]:
+    manifest: dict[str, dict[str, str]] = json.loads((NODE_SDK / "package.json").read_text())
+    return manifest["scripts"]
+
+
+def test_the_node_sdk_passes_its_tests_against_the_real_service(
+    npm: str, node_sdk_build: Path
+) -> None:
+    """``npm test``, with its pretest's build being the session's (``node_sdk_build``, from
+    the same sources) rather than a third one: the pretest's other steps, then the tests."""
+    steps = [step.strip() for step in scripts()["pretest"].split("&&")]
+    assert BUILD in steps, steps
+    for step in steps:
+        if step != BUILD:
+            checked = subprocess.run(
+                [npm, "exec", "--", *step.split()],
+                check=False,
+                cwd=NODE_SDK,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert checked.returncode == 0, (step, checked.stdout[-3000:], checked.stderr[-3000:])
     done = subprocess.run(
-        [npm, "test"],
+        [npm, "test", "--ignore-scripts"],  # the test script itself; no pre- or post-script
         check=False,
         cwd=NODE_SDK,
         env={**os.environ, "STRIPEMETER_PYTHON": sys.executable},
@@ -30,9 +55,13 @@ def test_the_node_sdk_passes_its_tests_against_the_real_service(npm: str) -> Non
     assert "# fail 0" in done.stdout
 
 
-def test_the_npm_tarball_holds_the_builds_types_readme_and_licence_only(npm: str) -> None:
+def test_the_npm_tarball_holds_the_builds_types_readme_and_licence_only(
+    npm: str, node_sdk_build: Path
+) -> None:
+    # npm pack builds first (prepack); the session has built from the same sources.
+    assert BUILD in scripts()["prepack"]
     done = subprocess.run(
-        [npm, "pack", "--dry-run", "--json"],
+        [npm, "pack", "--dry-run", "--json", "--ignore-scripts"],
         cwd=NODE_SDK,
         capture_output=True,
         text=True,

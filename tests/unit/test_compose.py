@@ -11,6 +11,8 @@ tests/e2e/test_compose_stack.py.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import subprocess
 from typing import Any
@@ -116,7 +118,17 @@ def compose() -> list[str]:
 
 
 def config(compose: list[str], *options: str, shell: dict[str, str]) -> dict[str, Any]:
-    """``config`` needs no Docker engine: it validates the file and prints it resolved."""
+    """``config`` needs no Docker engine: it validates the file and prints it resolved.
+
+    The same call is made once per session (each costs seconds: the client is a program
+    of its own); every caller gets its own copy of the answer."""
+    return copy.deepcopy(_config(tuple(compose), tuple(options), tuple(sorted(shell.items()))))
+
+
+@functools.cache
+def _config(
+    compose: tuple[str, ...], options: tuple[str, ...], shell: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
     # The client is a program of its own (Debian's runs on the system Python): none of
     # this project's paths, Docker or Stripe settings.
     env = {
@@ -126,7 +138,7 @@ def config(compose: list[str], *options: str, shell: dict[str, str]) -> dict[str
     }
     done = subprocess.run(
         [*compose, "-f", str(compose_file.COMPOSE), *options, "config"],
-        env={**env, **shell},
+        env={**env, **dict(shell)},
         capture_output=True,
         text=True,
         timeout=120,

@@ -235,7 +235,9 @@ class UsageRecorder:
                 item = submissions[index]
                 period = self._period_at(item, metric, item.occurred_at, touched, recent)
                 written: Sequence[Any] = ()
-                if history:
+                # Sent as history into a period already history (the horizon falls inside
+                # it): history too, never late usage carried into the open period and billed.
+                if history or (item.history and period.history):
                     result = count_history(item, period, now)
                     if result.outcome is Outcome.ERROR:
                         # Refused (its period is live, or open): nothing claimed, so an event

@@ -7,9 +7,13 @@ The world of tests/integration/test_history_import.py: the clock at
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from domain.ingest import Lateness, Outcome
+from domain.ingest import IngestResult, Lateness, Outcome, UsageSubmission
+from domain.meters import Aggregation, MetricDefinition
+from domain.usage import UsagePeriod, usage_period_id
 from tests.helpers import submission
 from tests.integration.test_history_import import (
     FEB,
@@ -27,6 +31,8 @@ from tests.integration.world import World
 __all__ = ["history"]  # the fixture, shared
 
 LIVE_FEB = datetime(2026, 2, 21, 12, 0, tzinfo=UTC)
+FEBRUARY_10 = datetime(2026, 2, 10, tzinfo=UTC)  # older than the horizon
+LATE_FEBRUARY = datetime(2026, 2, 28, 23, 0, tzinfo=UTC)  # inside it
 
 
 def _february_counted_live(world: World) -> None:
@@ -79,3 +85,72 @@ def test_a_history_file_across_the_horizon_keeps_its_recent_rows_of_a_history_pe
     # The same row sent live (without the flag) is late usage, as before: carried.
     live = submission(world.tenant, 9, LIVE_LATE + timedelta(hours=1), customer="cus_a")
     assert [r.late for r in record(world, [live])] == [Lateness.CARRIED]
+
+
+def _at_once(*sends: tuple[World, Sequence[UsageSubmission]]) -> list[list[IngestResult]]:
+    """Each batch sent by its own writer process (its own stores), all at the same moment."""
+    answers: list[list[IngestResult]] = [[] for _ in sends]
+    start = threading.Barrier(len(sends))
+
+    def send(n: int, world: World, batch: Sequence[UsageSubmission]) -> None:
+        start.wait()
+        answers[n] = world.stores.app.usage.record_usage(batch)
+
+    threads = [threading.Thread(target=send, args=(n, *s)) for n, s in enumerate(sends)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_two_writers_importing_at_once_count_each_row_once_and_decide_a_period_once(
+    history: World,
+) -> None:
+    world = history
+    other = World(world.settings, world.clock, world.emulator)  # a second writer process
+    # A metric whose lateness window still holds February: live usage could count there.
+    world.stores.app.declare_metric(
+        world.tenant, MetricDefinition("slow", Aggregation.SUM, lateness_seconds=20 * 86400)
+    )
+    try:
+        for n in range(4):
+            customer = f"cus_{n}"
+            # The same 30 rows from both writers (one in reverse order): each counted once.
+            rows = [
+                submission(
+                    world.tenant,
+                    i + 1,
+                    FEBRUARY_10 + timedelta(minutes=i),
+                    customer=customer,
+                    history=True,
+                )
+                for i in range(30)
+            ]
+            first, second = _at_once((world, rows), (other, rows[::-1]))
+            outcomes = [r.outcome for r in first + second]
+            assert (outcomes.count(Outcome.ACCEPTED), outcomes.count(Outcome.DUPLICATE)) == (30, 30)
+            world.stores.views.runner.catch_up()
+            [row] = world.stores.views.counters.counters(
+                world.tenant, customer_ref=customer, metric="api_calls", period="2026-02"
+            )
+            assert row.value == 465
+            # History and live usage for one fresh period at once: the period is one or
+            # the other, never both.
+            old = [
+                submission(
+                    world.tenant, 1, FEBRUARY_10, metric="slow", customer=customer, history=True
+                )
+            ]
+            live = [submission(world.tenant, 10, LATE_FEBRUARY, metric="slow", customer=customer)]
+            [imported], [counted] = _at_once((world, old), (other, live))
+            period: UsagePeriod = world.stores.app.repository.get(
+                usage_period_id(world.tenant, customer, "slow", "2026-02")
+            )
+            if period.history:
+                assert imported.late is Lateness.HISTORY and counted.late is Lateness.CARRIED
+            else:
+                assert (imported.outcome, imported.field) == (Outcome.ERROR, "ts")
+                assert counted.late is Lateness.IN_WINDOW
+    finally:
+        other.stores.close()

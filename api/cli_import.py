@@ -164,7 +164,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
         checkpoint = CheckpointFile(args.checkpoint or default)
     saved = None
     if checkpoint is not None and not args.restart and source is not None:
-        saved = checkpoint.load(source, fmt)
+        saved = checkpoint.load(source, fmt, args.history)
     # A dry run's list has a name of its own: it must not replace a real import's.
     suffix = ".dry-run.errors.jsonl" if args.dry_run else ".errors.jsonl"
     name = (source.name if source else "stdin") + suffix
@@ -199,6 +199,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
             in_flight=args.in_flight,
             source=str(source) if source else "-",
             format=fmt,
+            history=args.history,
             before=saved.tally if saved is not None else None,
             progress=progress,
             stop_requested=lambda: stop.requested,

@@ -50,8 +50,8 @@ class IngestRequest(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
             description="Import the events as history (an API key with the admin scope):"
             " an event older than the ingest horizon is counted in its own ended billing"
             " period, one StripeMeter never billed live, and never pushed to Stripe; its"
-            ' result says late: "history". Events inside the horizon are ordinary usage'
-            " (docs/import.md)."
+            ' result says late: "history". Events inside the horizon are ordinary usage,'
+            " except in a period already history, where they are history too (docs/import.md)."
         ),
     ] = False
 

@@ -19,7 +19,9 @@ its verdict ``history``, so that
 A period that already holds live usage (or was moved, closed, pushed) or
 has not ended yet never takes history: the event is refused, naming ``ts``.
 A history event inside the horizon is ordinary usage and takes the normal
-path (its result carries no ``late: "history"``).
+path (its result carries no ``late: "history"``), except in a period that is
+already history (the horizon falls inside it): it was sent as history, so it
+is counted there as history, never carried into the open period and billed.
 """
 
 from __future__ import annotations

@@ -159,11 +159,12 @@ class UsageRecorder:
                     if (stored := self._known_keys.get(claim)) is not None:
                         results[position] = _repeat(submissions[position], stored)
                     continue
-                # The same event twice in one batch, the first refused by a cap: so is this one
-                # (its key was not claimed, so "duplicate" would say it was counted). Only
-                # the first made its period reach the cap.
+                # The same event twice in one batch, the first refused while writing (by a
+                # cap, or as history its period cannot take): so is this one (its key was not
+                # claimed, so "duplicate" would say it was counted). Only the first made its
+                # period reach the cap.
                 same = submissions[position].fingerprint == submissions[first].fingerprint
-                if answer is not None and answer.cap is CapMode.HARD and same:
+                if answer is not None and answer.outcome is Outcome.ERROR and same:
                     results[position] = dataclasses.replace(answer, cap_reached=None)
             break
         else:
@@ -234,7 +235,9 @@ class UsageRecorder:
                 item = submissions[index]
                 period = self._period_at(item, metric, item.occurred_at, touched, recent)
                 written: Sequence[Any] = ()
-                if history:
+                # Sent as history into a period already history (the horizon falls inside
+                # it): history too, never late usage carried into the open period and billed.
+                if history or (item.history and period.history):
                     result = count_history(item, period, now)
                     if result.outcome is Outcome.ERROR:
                         # Refused (its period is live, or open): nothing claimed, so an event

@@ -53,6 +53,7 @@ class Checkpoint(msgspec.Struct, rename="camel"):
     lines: int  # lines up to there
     errors_size: int  # the errors file's size then (a resumed import cuts it back to it)
     tally: Tally
+    history: bool = False  # sent with --history: a resumed run must be too
 
     @property
     def position(self) -> Position:
@@ -67,11 +68,14 @@ class CheckpointFile:
     def __post_init__(self) -> None:
         self._tmp = self.path.with_name(self.path.name + ".tmp")
 
-    def load(self, source: Path, fmt: str) -> Checkpoint | None:
+    def load(self, source: Path, fmt: str, history: bool = False) -> Checkpoint | None:
         """The saved checkpoint of this file, None if there is none.
 
-        Raises ``ImportFileError`` for a checkpoint that is not this file's or
-        that the file no longer matches (it was truncated).
+        Raises ``ImportFileError`` for a checkpoint that is not this file's,
+        that the file no longer matches (it was truncated), or of an import
+        started in the other mode (with or without ``--history``): resumed so,
+        the file's old rows would be imported as history in one part and
+        refused by the horizon in the other.
         """
         try:
             data = self.path.read_bytes()
@@ -87,6 +91,12 @@ class CheckpointFile:
             raise ImportFileError(
                 f"{self.path} is the checkpoint of another import ({saved.source},"
                 f" {saved.format}): give another --checkpoint, or --restart"
+            )
+        if saved.history != history:
+            started = "with" if saved.history else "without"
+            raise ImportFileError(
+                f"{self.path} is the checkpoint of an import started {started} --history:"
+                f" resume it {started} --history, or --restart"
             )
         if source.stat().st_size < saved.offset:
             raise ImportFileError(

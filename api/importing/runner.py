@@ -87,6 +87,7 @@ class Importer:
     in_flight: int = 1  # requests sent at once
     source: str = ""
     format: str = ""
+    history: bool = False  # sent with --history (the checkpoint says so, for a resume)
     before: Tally | None = None  # what earlier runs of a resumed import did
     progress: Callable[[Position, Tally], None] = lambda position, tally: None
     stop_requested: Callable[[], bool] = lambda: False
@@ -172,6 +173,7 @@ class Importer:
                 lines=position.lines,
                 errors_size=self.errors.size,
                 tally=total,
+                history=self.history,
             )
         )
 

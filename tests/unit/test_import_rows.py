@@ -130,3 +130,19 @@ def test_a_batch_of_rows_none_of_which_can_be_sent_sends_nothing(tmp_path: Path)
     assert [
         json.loads(line)["row"] for line in (tmp_path / "errors.jsonl").read_text().splitlines()
     ] == [1, 2, 3]
+
+
+def test_an_import_resumes_only_as_it_started_with_or_without_history(tmp_path: Path) -> None:
+    # Resumed the other way, the rest of the file would go in another mode than its
+    # start: old rows imported as history in one part and refused in the other.
+    source = tmp_path / "h.csv"
+    source.write_bytes(CSV)
+    file = CheckpointFile(tmp_path / "h.csv.checkpoint")
+    started = Checkpoint(VERSION, str(source), "csv", 60, 1, 2, 0, Tally(rows=1), history=True)
+    file.save(started)
+    assert file.load(source, "csv", history=True) == started
+    with pytest.raises(ImportFileError, match="started with --history"):
+        file.load(source, "csv")
+    file.save(Checkpoint(VERSION, str(source), "csv", 60, 1, 2, 0, Tally(rows=1)))
+    with pytest.raises(ImportFileError, match="started without --history"):
+        file.load(source, "csv", history=True)

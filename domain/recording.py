@@ -240,12 +240,8 @@ class UsageRecorder:
                 if history or (item.history and period.history):
                     result = count_history(item, period, now)
                     if result.outcome is Outcome.ERROR:
-                        # Refused (its period is live, or open): nothing claimed, so an event
-                        # counted live before, which a writer that does not know its key takes
-                        # for new, would be refused, not a duplicate: looked up (rare).
-                        if (seen := self._stored_claim(key_id)) is not None:
-                            result = _repeat(item, seen)
-                        out.append((index, result))
+                        # Refused (its period is live, or open), unless counted before.
+                        out.append((index, self._counted_before(item, key_id) or result))
                         continue
                 else:
                     late, written, decision = self._count(
@@ -271,12 +267,9 @@ class UsageRecorder:
                         assert cap is not None
                         if (
                             decision.refused is not None
-                            and (seen := self._stored_claim(key_id)) is not None
+                            and (repeat := self._counted_before(item, key_id)) is not None
                         ):
-                            # Counted before by a writer that did not know the key (another
-                            # process, or before a restart): a refusal claims nothing, so no
-                            # claim's collision would tell. Looked up on refusals only (rare).
-                            out.append((index, _repeat(item, seen)))
+                            out.append((index, repeat))
                             continue
                         result = _capped(item, cap, decision, late)
                         if decision.reached_value is not None:
@@ -332,6 +325,14 @@ class UsageRecorder:
         for period, cap, value in reached:
             _log_reached(period, cap, value)
         return out
+
+    def _counted_before(self, item: UsageSubmission, key_id: UUID) -> IngestResult | None:
+        """For an item this batch refuses (a cap, or history its period cannot take): its
+        key's earlier answer if a writer that did not know the key (another process, or
+        before a restart) counted it. A refusal claims nothing, so no claim's collision
+        would tell; looked up on refusals only (rare)."""
+        seen = self._stored_claim(key_id)
+        return _repeat(item, seen) if seen is not None else None
 
     def _count(
         self,

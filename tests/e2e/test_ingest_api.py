@@ -119,6 +119,9 @@ def test_malformed_json_is_one_400_and_nothing_is_written(api: Api) -> None:
     assert api.call("GET", "/v1/events").json()["data"] == []
 
 
+ONE = {"metric": "api_calls", "customerRef": "cus_1", "quantity": 1, "ts": "2026-01-16T14:30:00Z"}
+
+
 @pytest.mark.parametrize(
     ("body", "field", "reason"),
     [
@@ -126,6 +129,10 @@ def test_malformed_json_is_one_400_and_nothing_is_written(api: Api) -> None:
         ({"events": [{"metric": "api_calls"}] * 1001}, "events", "must hold at most 1000 events"),
         ({"event": []}, "event", "is not a known field"),  # unknown top-level fields: refused
         ({"events": "all of them"}, "events", "expected `array`, got `str`"),
+        # The history flag (docs/import.md): a boolean or nothing; checked before any event.
+        ({"events": [ONE], "history": "yes"}, "history", "expected `bool`, got `str`"),
+        ({"events": [ONE], "history": None}, "history", "expected `bool`, got `null`"),
+        ({"events": [ONE], "history": 1}, "history", "expected `bool`, got `int`"),
     ],
 )
 def test_a_bad_batch_is_one_4xx_and_nothing_is_written(
